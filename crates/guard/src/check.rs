@@ -1,0 +1,910 @@
+//! The check: walk a planned query against every referenced table's rule.
+//!
+//! The walk follows the plan exactly as DataFusion's SQL planner produced it,
+//! before any optimisation. Every plan node and every expression is either
+//! allowed and checked, or refused. Each output column carries a *class*
+//! (identity, join, dimension, measure) derived from the configured tables
+//! through projections, aliases, CTEs and joins, so a column keeps its role
+//! whatever it is renamed to.
+//!
+//! Shape accepted under the aggregation rule:
+//!
+//! ```text
+//!   [Projection | Filter (HAVING) | Sort | Limit | SubqueryAlias | Distinct]*   on released aggregates
+//!   Aggregate                                                                exactly one
+//!   [Projection | Filter | inner equi-Join | SubqueryAlias | TableScan]*     on rows, never leaves
+//! ```
+//!
+//! Under the list rule there is no aggregate and the output must be the
+//! querier's own list columns of rows that join the other member's table.
+
+use std::collections::HashMap;
+
+use airlock_policy::{
+    AggFunction, Collaboration, ColumnRole, ConfiguredTable, Control, Refusal, RuleKind,
+    RESERVED_PREFIX,
+};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::DFSchema;
+use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan, Operator};
+
+use crate::functions::{scalar_allowed, ALL_ARGUMENTS_FREE};
+
+/// A configured table as the guard sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct TableInfo {
+    pub owner: String,
+    pub table: ConfiguredTable,
+}
+
+/// One scan of a configured table in the query.
+#[derive(Debug, Clone)]
+pub struct ScanRef {
+    /// Configured table alias.
+    pub table: String,
+    /// Owning member.
+    pub owner: String,
+}
+
+/// Where a column of a plan node comes from.
+#[derive(Debug, Clone)]
+pub(crate) enum Class {
+    Identity { scan: usize, column: String },
+    Join { scan: usize, column: String, contract: String },
+    /// A dimension, possibly derived from several dimension columns (or none, for constants).
+    Dimension { sources: Vec<(usize, String)> },
+    Measure { scan: usize, column: String },
+}
+
+/// What kind of analysis a checked query is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// Aggregation rule; `k` is the strictest minimum of distinct identities.
+    Aggregation {
+        /// Minimum distinct identities per output row.
+        k: u64,
+    },
+    /// List rule.
+    List,
+}
+
+/// Result of a successful check.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Aggregation or list.
+    pub kind: QueryKind,
+    /// Scans of configured tables, in plan order.
+    pub scans: Vec<ScanRef>,
+}
+
+type R<T> = Result<T, Refusal>;
+
+pub(crate) struct Checker<'a> {
+    tables: &'a HashMap<String, TableInfo>,
+    querier: &'a str,
+    scans: Vec<ScanRef>,
+    joins: Vec<(usize, usize)>,
+    list_mode: bool,
+}
+
+fn internal(what: impl std::fmt::Display) -> Refusal {
+    Refusal::new(
+        Control::UnsupportedPlan,
+        format!("the query could not be checked ({what})"),
+    )
+}
+
+fn node_name(plan: &LogicalPlan) -> String {
+    let display = plan.display().to_string();
+    display
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("plan node")
+        .to_string()
+}
+
+pub(crate) fn build_tables(collab: &Collaboration) -> HashMap<String, TableInfo> {
+    collab
+        .config
+        .tables
+        .iter()
+        .filter_map(|t| {
+            collab.owner_of(&t.alias).map(|owner| {
+                (
+                    t.alias.clone(),
+                    TableInfo {
+                        owner: owner.to_string(),
+                        table: t.clone(),
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+/// Checks `plan` for `querier`.
+pub(crate) fn check_plan(
+    tables: &HashMap<String, TableInfo>,
+    querier: &str,
+    plan: &LogicalPlan,
+) -> R<Checked> {
+    global_checks(plan)?;
+    let mut has_aggregate = false;
+    plan.apply(|n| {
+        if matches!(n, LogicalPlan::Aggregate(_)) {
+            has_aggregate = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(internal)?;
+    let mut c = Checker {
+        tables,
+        querier,
+        scans: Vec::new(),
+        joins: Vec::new(),
+        list_mode: !has_aggregate,
+    };
+    let kind = if has_aggregate {
+        c.check_aggregation(plan)?
+    } else {
+        c.check_list(plan)?
+    };
+    Ok(Checked {
+        kind,
+        scans: c.scans,
+    })
+}
+
+/// Refusals that hold wherever they appear: set operations, windows,
+/// subqueries in expressions, reserved names.
+fn global_checks(plan: &LogicalPlan) -> R<()> {
+    let mut refusal: Option<Refusal> = None;
+    plan.apply_with_subqueries(|node| {
+        let found = match node {
+            LogicalPlan::Union(_) => Some(Refusal::new(
+                Control::SetOperation,
+                "UNION, INTERSECT and EXCEPT are not allowed: each branch would be a separate release",
+            )),
+            LogicalPlan::Window(_) => Some(Refusal::new(
+                Control::WindowFunction,
+                "window functions are not allowed",
+            )),
+            LogicalPlan::SubqueryAlias(a) if a.alias.table().starts_with(RESERVED_PREFIX) => {
+                Some(Refusal::new(
+                    Control::ReservedName,
+                    "names starting with __airlock are reserved",
+                ))
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            refusal = found;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                let found = match x {
+                    Expr::Alias(a) if a.name.starts_with(RESERVED_PREFIX) => Some(Refusal::new(
+                        Control::ReservedName,
+                        "names starting with __airlock are reserved",
+                    )),
+                    Expr::WindowFunction(_) => Some(Refusal::new(
+                        Control::WindowFunction,
+                        "window functions are not allowed",
+                    )),
+                    Expr::ScalarSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::InSubquery(_)
+                    | Expr::SetComparison(_)
+                    | Expr::OuterReferenceColumn(..) => Some(Refusal::new(
+                        Control::Subquery,
+                        "subqueries inside expressions (EXISTS, IN (SELECT ...), scalar subqueries) are not allowed; use a join or a CTE",
+                    )),
+                    Expr::Placeholder(_) | Expr::ScalarVariable(..) => Some(Refusal::new(
+                        Control::UnsupportedPlan,
+                        "placeholders and session variables are not allowed",
+                    )),
+                    _ => None,
+                };
+                if found.is_some() {
+                    refusal = found;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })
+    .map_err(internal)?;
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
+}
+
+/// Where an expression is used: decides which control a bad column breaks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Filter,
+    Expression,
+    Group,
+}
+
+impl Checker<'_> {
+    fn info(&self, scan: usize) -> &TableInfo {
+        &self.tables[&self.scans[scan].table]
+    }
+
+    fn refuse_at(&self, control: Control, scan: usize, column: &str, reason: &str) -> Refusal {
+        let info = self.info(scan);
+        Refusal::new(control, reason)
+            .table(&self.scans[scan].table, Some(info.table.rule.kind()))
+            .column(column)
+    }
+
+    // ---------------------------------------------------------------- aggregation
+
+    fn check_aggregation(&mut self, plan: &LogicalPlan) -> R<QueryKind> {
+        let mut node = plan;
+        let agg = loop {
+            match node {
+                LogicalPlan::Projection(p) => {
+                    p.expr.iter().try_for_each(check_released_expr)?;
+                    node = &p.input;
+                }
+                LogicalPlan::Filter(f) => {
+                    check_released_expr(&f.predicate)?;
+                    node = &f.input;
+                }
+                LogicalPlan::Sort(s) => {
+                    s.expr.iter().try_for_each(|e| check_released_expr(&e.expr))?;
+                    node = &s.input;
+                }
+                LogicalPlan::Limit(l) => {
+                    for e in l.skip.iter().chain(l.fetch.iter()) {
+                        check_released_expr(e)?;
+                    }
+                    node = &l.input;
+                }
+                LogicalPlan::SubqueryAlias(a) => node = &a.input,
+                LogicalPlan::Distinct(Distinct::All(input)) => node = input,
+                LogicalPlan::Aggregate(a) => break a,
+                _ => {
+                    return Err(Refusal::new(
+                        Control::NestedAggregation,
+                        "an aggregate must be the last step over the joined rows; joining or reading an aggregated subquery is not allowed",
+                    ))
+                }
+            }
+        };
+        let input = self.lineage(&agg.input)?;
+        let schema = agg.input.schema();
+        for g in &agg.group_expr {
+            self.check_group(g, &input, schema)?;
+        }
+        for a in &agg.aggr_expr {
+            self.check_aggregate(a, &input, schema)?;
+        }
+        if self.scans.is_empty() {
+            return Err(Refusal::new(
+                Control::UnsupportedPlan,
+                "a query must read at least one configured table",
+            ));
+        }
+        let mut k = 0;
+        for (i, s) in self.scans.iter().enumerate() {
+            let info = &self.tables[&s.table];
+            match &info.table.rule {
+                airlock_policy::AnalysisRule::Aggregation {
+                    min_distinct_identities,
+                    join_required,
+                } => {
+                    k = k.max(*min_distinct_identities);
+                    if *join_required && !self.joined_with_other_owner(i) {
+                        return Err(Refusal::new(
+                            Control::JoinRequired,
+                            "this table may only be read joined with another member's table",
+                        )
+                        .table(&s.table, Some(RuleKind::Aggregation)));
+                    }
+                }
+                airlock_policy::AnalysisRule::List { .. } => {
+                    return Err(Refusal::new(
+                        Control::ListRule,
+                        "aggregates are not allowed on a table under the list rule",
+                    )
+                    .table(&s.table, Some(RuleKind::List)))
+                }
+            }
+        }
+        Ok(QueryKind::Aggregation { k })
+    }
+
+    fn joined_with_other_owner(&self, scan: usize) -> bool {
+        self.joins.iter().any(|&(l, r)| {
+            (l == scan || r == scan) && self.scans[l].owner != self.scans[r].owner
+        })
+    }
+
+    fn check_group(&self, g: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
+        if let Expr::GroupingSet(_) = g {
+            return Err(Refusal::new(
+                Control::UnsupportedPlan,
+                "GROUPING SETS, CUBE and ROLLUP are not allowed",
+            ));
+        }
+        match self.classify(g, input, schema, Use::Group)? {
+            Class::Identity { scan, column } | Class::Join { scan, column, .. } => Err(self
+                .refuse_at(
+                    Control::IdentityOutput,
+                    scan,
+                    &column,
+                    "identity and join columns can never be grouped by or output",
+                )),
+            Class::Measure { scan, column } => Err(self.refuse_at(
+                Control::ColumnRole,
+                scan,
+                &column,
+                "a measure cannot be used as a dimension; aggregate it with an allowed function",
+            )),
+            Class::Dimension { .. } => Ok(()),
+        }
+    }
+
+    fn check_aggregate(&self, e: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
+        let inner = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            other => other,
+        };
+        let Expr::AggregateFunction(af) = inner else {
+            return Err(internal("unexpected aggregate expression"));
+        };
+        let name = af.func.name().to_ascii_lowercase();
+        let p = &af.params;
+        if p.filter.is_some() || !p.order_by.is_empty() {
+            return Err(Refusal::new(
+                Control::ExpressionInAggregate,
+                "FILTER and ORDER BY inside an aggregate are not allowed",
+            ));
+        }
+        let fun = match (name.as_str(), p.distinct) {
+            ("count", false) => AggFunction::Count,
+            ("count", true) => AggFunction::CountDistinct,
+            ("sum", false) => AggFunction::Sum,
+            ("avg" | "mean", false) => AggFunction::Avg,
+            ("sum" | "avg" | "mean", true) => {
+                return Err(Refusal::new(
+                    Control::DisallowedAggregate,
+                    format!("{} DISTINCT is not allowed", name.to_uppercase()),
+                ))
+            }
+            _ => {
+                return Err(Refusal::new(
+                    Control::DisallowedAggregate,
+                    format!(
+                        "{} is not an allowed aggregate; allowed are COUNT, COUNT DISTINCT, SUM and AVG as each rule lists them",
+                        name.to_uppercase()
+                    ),
+                ))
+            }
+        };
+        let [arg] = p.args.as_slice() else {
+            return Err(Refusal::new(
+                Control::ExpressionInAggregate,
+                "aggregates take exactly one column",
+            ));
+        };
+        match arg {
+            Expr::Literal(..) if fun == AggFunction::Count => Ok(()),
+            Expr::Column(c) => {
+                let idx = schema.index_of_column(c).map_err(internal)?;
+                match &input[idx] {
+                    Class::Identity { scan, column } => {
+                        if matches!(fun, AggFunction::Count | AggFunction::CountDistinct) {
+                            Ok(())
+                        } else {
+                            Err(self.refuse_at(
+                                Control::DisallowedAggregate,
+                                *scan,
+                                column,
+                                "the identity column may only be counted",
+                            ))
+                        }
+                    }
+                    Class::Join { scan, column, .. } => Err(self.refuse_at(
+                        Control::DisallowedAggregate,
+                        *scan,
+                        column,
+                        "join columns cannot be aggregated",
+                    )),
+                    Class::Dimension { sources } => match sources.first() {
+                        Some((scan, column)) => Err(self.refuse_at(
+                            Control::DisallowedAggregate,
+                            *scan,
+                            column,
+                            "aggregates apply to measures; count people with COUNT(DISTINCT identity)",
+                        )),
+                        None => Err(Refusal::new(
+                            Control::ExpressionInAggregate,
+                            "only a measure column may be aggregated",
+                        )),
+                    },
+                    Class::Measure { scan, column } => {
+                        let allowed = match self.info(*scan).table.role(column) {
+                            Some(ColumnRole::Measure(f)) => f.contains(&fun),
+                            _ => false,
+                        };
+                        if allowed {
+                            Ok(())
+                        } else {
+                            Err(self.refuse_at(
+                                Control::DisallowedAggregate,
+                                *scan,
+                                column,
+                                &format!("{} is not allowed on this measure", fun.name()),
+                            ))
+                        }
+                    }
+                }
+            }
+            _ => Err(Refusal::new(
+                Control::ExpressionInAggregate,
+                "expressions inside aggregates are not allowed; aggregate a plain measure column",
+            )),
+        }
+    }
+
+    // ---------------------------------------------------------------- list
+
+    fn check_list(&mut self, plan: &LogicalPlan) -> R<QueryKind> {
+        let out = self.lineage(plan)?;
+        if self.scans.is_empty() {
+            return Err(Refusal::new(
+                Control::UnsupportedPlan,
+                "a query must read at least one configured table",
+            ));
+        }
+        for s in &self.scans {
+            let info = &self.tables[&s.table];
+            if info.table.rule.kind() != RuleKind::List {
+                return Err(Refusal::new(
+                    Control::AggregationRequired,
+                    "this table may only be read through aggregates",
+                )
+                .table(&s.table, Some(info.table.rule.kind())));
+            }
+        }
+        for class in &out {
+            match class {
+                Class::Identity { scan, column } | Class::Join { scan, column, .. } => {
+                    return Err(self.refuse_at(
+                        Control::IdentityOutput,
+                        *scan,
+                        column,
+                        "identity and join columns can never be output",
+                    ))
+                }
+                Class::Measure { scan, column } => {
+                    return Err(self.refuse_at(
+                        Control::ListRule,
+                        *scan,
+                        column,
+                        "measures cannot be listed",
+                    ))
+                }
+                Class::Dimension { sources } => {
+                    for (scan, column) in sources {
+                        let s = &self.scans[*scan];
+                        if s.owner != self.querier {
+                            return Err(self.refuse_at(
+                                Control::ListRule,
+                                *scan,
+                                column,
+                                "only the querier's own table's list columns may be output",
+                            ));
+                        }
+                        let listed = matches!(&self.info(*scan).table.rule,
+                            airlock_policy::AnalysisRule::List { list_columns } if list_columns.contains(column));
+                        if !listed {
+                            return Err(self.refuse_at(
+                                Control::ListRule,
+                                *scan,
+                                column,
+                                "not a list column of this table",
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let joined = (0..self.scans.len()).any(|i| {
+            self.scans[i].owner == self.querier && self.joined_with_other_owner(i)
+        });
+        if !joined {
+            return Err(Refusal::new(
+                Control::ListRule,
+                "a list query must inner-join the querier's own table with another member's table on join columns",
+            ));
+        }
+        Ok(QueryKind::List)
+    }
+
+    // ---------------------------------------------------------------- rows
+
+    /// Checks a plan that runs on rows (below the aggregate) and returns the
+    /// class of each of its output columns.
+    fn lineage(&mut self, plan: &LogicalPlan) -> R<Vec<Class>> {
+        match plan {
+            LogicalPlan::TableScan(s) => {
+                let name = s.table_name.table().to_string();
+                let info = match (s.table_name.schema(), self.tables.get(&name)) {
+                    (None, Some(info)) => info,
+                    _ => {
+                        return Err(Refusal::new(
+                            Control::Metadata,
+                            "only configured tables may be read (no system tables or table functions)",
+                        )
+                        .table(s.table_name.to_string(), None))
+                    }
+                };
+                let scan = self.scans.len();
+                self.scans.push(ScanRef {
+                    table: name.clone(),
+                    owner: info.owner.clone(),
+                });
+                s.projected_schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        let column = f.name().clone();
+                        match info.table.role(&column) {
+                            Some(ColumnRole::Identity { .. }) => Ok(Class::Identity { scan, column }),
+                            Some(ColumnRole::Join) => Ok(Class::Join {
+                                scan,
+                                contract: info.table.contract(&column),
+                                column,
+                            }),
+                            Some(ColumnRole::Dimension) => Ok(Class::Dimension {
+                                sources: vec![(scan, column)],
+                            }),
+                            Some(ColumnRole::Measure(_)) => Ok(Class::Measure { scan, column }),
+                            None => Err(Refusal::new(Control::ColumnRole, "column has no role")
+                                .table(&name, Some(info.table.rule.kind()))
+                                .column(column)),
+                        }
+                    })
+                    .collect()
+            }
+            LogicalPlan::Projection(p) => {
+                let input = self.lineage(&p.input)?;
+                p.expr
+                    .iter()
+                    .map(|e| self.classify(e, &input, p.input.schema(), Use::Expression))
+                    .collect()
+            }
+            LogicalPlan::Filter(f) => {
+                let input = self.lineage(&f.input)?;
+                self.check_row_expr(&f.predicate, &input, f.input.schema(), Use::Filter)?;
+                Ok(input)
+            }
+            LogicalPlan::SubqueryAlias(a) => self.lineage(&a.input),
+            LogicalPlan::Join(j) => {
+                let left = self.lineage(&j.left)?;
+                let right = self.lineage(&j.right)?;
+                if j.join_type != JoinType::Inner {
+                    return Err(Refusal::new(
+                        Control::Join,
+                        format!("only inner joins are allowed (found {})", j.join_type),
+                    ));
+                }
+                if j.filter.is_some() {
+                    return Err(Refusal::new(
+                        Control::Join,
+                        "join conditions other than equality of join columns are not allowed",
+                    ));
+                }
+                if j.on.is_empty() {
+                    return Err(Refusal::new(
+                        Control::Join,
+                        "cross joins are not allowed; join with = on join columns",
+                    ));
+                }
+                for (l, r) in &j.on {
+                    let lc = join_key(l, &left, j.left.schema())?;
+                    let rc = join_key(r, &right, j.right.schema())?;
+                    let (ls, lcontract) = self.join_contract(lc)?;
+                    let (rs, rcontract) = self.join_contract(rc)?;
+                    if lcontract != rcontract {
+                        return Err(Refusal::new(
+                            Control::Join,
+                            "the two join columns belong to different join contracts and can never match",
+                        ));
+                    }
+                    self.joins.push((ls, rs));
+                }
+                Ok(left.into_iter().chain(right).collect())
+            }
+            LogicalPlan::Sort(s) if self.list_mode => {
+                let input = self.lineage(&s.input)?;
+                for e in &s.expr {
+                    self.check_row_expr(&e.expr, &input, s.input.schema(), Use::Filter)?;
+                }
+                Ok(input)
+            }
+            LogicalPlan::Limit(l) if self.list_mode => self.lineage(&l.input),
+            LogicalPlan::Distinct(Distinct::All(input)) if self.list_mode => self.lineage(input),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(Refusal::new(
+                Control::NestedAggregation,
+                "ORDER BY or LIMIT before the aggregate would select individual rows",
+            )),
+            LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => Err(Refusal::new(
+                Control::NestedAggregation,
+                "aggregating an aggregate (or DISTINCT below an aggregate) is not allowed",
+            )),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(Refusal::new(
+                Control::UnsupportedPlan,
+                "inline rows (VALUES, SELECT without FROM) are not allowed",
+            )),
+            other => Err(Refusal::new(
+                Control::UnsupportedPlan,
+                format!("{} is not allowed", node_name(other)),
+            )),
+        }
+    }
+
+    fn join_contract(&self, class: &Class) -> R<(usize, String)> {
+        match class {
+            Class::Join { scan, contract, .. } => Ok((*scan, contract.clone())),
+            Class::Identity { scan, column } => {
+                let info = self.info(*scan);
+                if info.table.join.iter().any(|j| j == column) {
+                    Ok((*scan, info.table.contract(column)))
+                } else {
+                    Err(self.refuse_at(
+                        Control::Join,
+                        *scan,
+                        column,
+                        "this identity column is not a join column",
+                    ))
+                }
+            }
+            Class::Dimension { sources } => match sources.first() {
+                Some((scan, column)) => Err(self.refuse_at(
+                    Control::Join,
+                    *scan,
+                    column,
+                    "joins are allowed only on join columns",
+                )),
+                None => Err(Refusal::new(Control::Join, "joins are allowed only on join columns")),
+            },
+            Class::Measure { scan, column } => Err(self.refuse_at(
+                Control::Join,
+                *scan,
+                column,
+                "joins are allowed only on join columns",
+            )),
+        }
+    }
+
+    /// Class of an expression producing a column (projection item or group key).
+    fn classify(&self, e: &Expr, input: &[Class], schema: &DFSchema, usage: Use) -> R<Class> {
+        match e {
+            Expr::Alias(a) => self.classify(&a.expr, input, schema, usage),
+            Expr::Column(c) => {
+                let idx = schema.index_of_column(c).map_err(internal)?;
+                Ok(input[idx].clone())
+            }
+            other => {
+                let sources = self.check_row_expr(other, input, schema, usage)?;
+                Ok(Class::Dimension { sources })
+            }
+        }
+    }
+
+    /// Checks an expression evaluated on rows: every column it reads must be a
+    /// dimension, every function allowed, and nothing may fail on one value.
+    /// Returns the dimension columns it reads.
+    fn check_row_expr(
+        &self,
+        e: &Expr,
+        input: &[Class],
+        schema: &DFSchema,
+        usage: Use,
+    ) -> R<Vec<(usize, String)>> {
+        let mut sources = Vec::new();
+        let mut refusal = None;
+        e.apply(|x| {
+            let found: Option<Refusal> = match x {
+                Expr::Column(c) => match schema.index_of_column(c) {
+                    Err(err) => Some(internal(err)),
+                    Ok(idx) => match &input[idx] {
+                        Class::Dimension { sources: s } => {
+                            sources.extend(s.iter().cloned());
+                            None
+                        }
+                        Class::Identity { scan, column } | Class::Join { scan, column, .. } => {
+                            Some(match usage {
+                                Use::Filter => self.refuse_at(
+                                    Control::RestrictedFilter,
+                                    *scan,
+                                    column,
+                                    "identity and join columns cannot be filtered on",
+                                ),
+                                Use::Expression | Use::Group => self.refuse_at(
+                                    Control::IdentityInExpression,
+                                    *scan,
+                                    column,
+                                    "identity and join columns cannot be used in expressions",
+                                ),
+                            })
+                        }
+                        Class::Measure { scan, column } => Some(match usage {
+                            Use::Filter => self.refuse_at(
+                                Control::RestrictedFilter,
+                                *scan,
+                                column,
+                                "measures cannot be filtered on",
+                            ),
+                            Use::Group => self.refuse_at(
+                                Control::ColumnRole,
+                                *scan,
+                                column,
+                                "a measure cannot be used as a dimension; aggregate it with an allowed function",
+                            ),
+                            Use::Expression => self.refuse_at(
+                                Control::ExpressionInAggregate,
+                                *scan,
+                                column,
+                                "expressions on measures are not allowed; aggregate the plain column",
+                            ),
+                        }),
+                    },
+                },
+                Expr::Literal(..)
+                | Expr::Alias(_)
+                | Expr::Not(_)
+                | Expr::IsNull(_)
+                | Expr::IsNotNull(_)
+                | Expr::IsTrue(_)
+                | Expr::IsFalse(_)
+                | Expr::IsUnknown(_)
+                | Expr::IsNotTrue(_)
+                | Expr::IsNotFalse(_)
+                | Expr::IsNotUnknown(_)
+                | Expr::Negative(_)
+                | Expr::Between(_)
+                | Expr::Case(_)
+                | Expr::InList(_)
+                | Expr::Like(_)
+                | Expr::TryCast(_) => None,
+                Expr::BinaryExpr(b) => match b.op {
+                    Operator::Divide | Operator::Modulo => Some(Refusal::new(
+                        Control::ErrorOracle,
+                        "division and modulo on rows can fail on one value and are not allowed before aggregation",
+                    )),
+                    _ => None,
+                },
+                Expr::Cast(c) => {
+                    let to_string = matches!(
+                        c.field.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    );
+                    if to_string || c.expr.column_refs().is_empty() {
+                        None
+                    } else {
+                        Some(Refusal::new(
+                            Control::ErrorOracle,
+                            "a CAST of a column can fail on one value; use TRY_CAST",
+                        ))
+                    }
+                }
+                Expr::ScalarFunction(f) => {
+                    let name = f.func.name().to_ascii_lowercase();
+                    if !scalar_allowed(&name) {
+                        Some(Refusal::new(
+                            Control::UnknownFunction,
+                            format!("function {name} is not on the allowlist"),
+                        ))
+                    } else if !ALL_ARGUMENTS_FREE.contains(&name.as_str())
+                        && f.args.iter().skip(1).any(|a| !a.column_refs().is_empty())
+                    {
+                        Some(Refusal::new(
+                            Control::ErrorOracle,
+                            format!("only the first argument of {name} may read a column"),
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                Expr::AggregateFunction(_) => Some(Refusal::new(
+                    Control::NestedAggregation,
+                    "aggregates are not allowed here",
+                )),
+                Expr::WindowFunction(_) => Some(Refusal::new(
+                    Control::WindowFunction,
+                    "window functions are not allowed",
+                )),
+                other => Some(Refusal::new(
+                    Control::UnsupportedPlan,
+                    format!("expression {} is not allowed", other.variant_name()),
+                )),
+            };
+            if found.is_some() {
+                refusal = found;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .map_err(internal)?;
+        match refusal {
+            Some(r) => Err(r),
+            None => Ok(sources),
+        }
+    }
+}
+
+fn join_key<'c>(e: &Expr, input: &'c [Class], schema: &DFSchema) -> R<&'c Class> {
+    match e {
+        Expr::Column(c) => {
+            let idx = schema.index_of_column(c).map_err(internal)?;
+            Ok(&input[idx])
+        }
+        _ => Err(Refusal::new(
+            Control::Join,
+            "join keys must be plain join columns compared with =",
+        )),
+    }
+}
+
+/// Checks an expression over released aggregates (above the aggregate).
+fn check_released_expr(e: &Expr) -> R<()> {
+    let mut refusal = None;
+    e.apply(|x| {
+        let found = match x {
+            Expr::ScalarFunction(f) if !scalar_allowed(f.func.name()) => Some(Refusal::new(
+                Control::UnknownFunction,
+                format!("function {} is not on the allowlist", f.func.name()),
+            )),
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::BinaryExpr(_)
+            | Expr::Not(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::Negative(_)
+            | Expr::Between(_)
+            | Expr::Case(_)
+            | Expr::InList(_)
+            | Expr::Like(_)
+            | Expr::Cast(_)
+            | Expr::TryCast(_)
+            | Expr::ScalarFunction(_) => None,
+            Expr::AggregateFunction(_) => Some(Refusal::new(
+                Control::NestedAggregation,
+                "aggregates are allowed only in the aggregate step",
+            )),
+            other => Some(Refusal::new(
+                Control::UnsupportedPlan,
+                format!("expression {} is not allowed", other.variant_name()),
+            )),
+        };
+        if found.is_some() {
+            refusal = found;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(internal)?;
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
+}

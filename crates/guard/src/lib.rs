@@ -1,0 +1,379 @@
+//! # airlock-guard: SQL to plan to check to rewrite to split
+//!
+//! The guard decides what a query may do before any data is touched:
+//!
+//! ```text
+//!  SQL ─parse─▶ statement ─plan (schema-only tables)─▶ LogicalPlan
+//!      ─check (every node, every expression)─▶ Checked   or   Refusal
+//!      ─rewrite (COUNT(DISTINCT identity) >= k per row)─▶ LogicalPlan
+//!      ─split─▶ one Fragment per scan (or one Analysis for a single table) + executor plan
+//! ```
+//!
+//! The guard runs in the hub and, with the member's own rules, again in every
+//! node: a node never trusts the plan it is sent. It does no IO: tables are
+//! schema-only ([`EmptyTable`]) and nothing is executed here.
+
+mod check;
+mod functions;
+mod rewrite;
+mod split;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use airlock_policy::{Collaboration, Control, Fragment, Refusal, ScanFragment};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::resolve::resolve_table_references;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
+
+pub use check::{Checked, QueryKind, ScanRef};
+pub use functions::SCALAR_FUNCTIONS;
+
+use check::TableInfo;
+
+/// Why the guard did not accept a query.
+#[derive(Debug)]
+pub enum GuardError {
+    /// The query breaks a rule.
+    Refused(Refusal),
+    /// The SQL is not valid (syntax, unknown column, type error).
+    BadInput(String),
+    /// A bug or an engine failure.
+    Internal(String),
+}
+
+impl fmt::Display for GuardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GuardError::Refused(r) => write!(f, "{r}"),
+            GuardError::BadInput(m) => write!(f, "bad query: {m}"),
+            GuardError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for GuardError {}
+
+impl From<Refusal> for GuardError {
+    fn from(r: Refusal) -> Self {
+        GuardError::Refused(r)
+    }
+}
+
+fn internal(e: impl fmt::Display) -> GuardError {
+    GuardError::Internal(e.to_string())
+}
+
+/// A query that passed the check, with its rewritten plan.
+#[derive(Debug, Clone)]
+pub struct CheckedQuery {
+    /// The SQL as submitted.
+    pub sql: String,
+    /// Member who asked.
+    pub querier: String,
+    /// Aggregation (with its strictest k) or list.
+    pub kind: QueryKind,
+    /// Scans of configured tables in plan order.
+    pub scans: Vec<ScanRef>,
+    /// The plan with the threshold added (schema-only tables).
+    pub plan: LogicalPlan,
+}
+
+/// A fragment and the member whose node runs it.
+#[derive(Debug, Clone)]
+pub struct PlannedFragment {
+    /// Member (owner of the table).
+    pub member: String,
+    /// What the node runs.
+    pub fragment: Fragment,
+}
+
+/// How a checked query runs.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// Fragments, in the order the executor plan's scans read them.
+    pub fragments: Vec<PlannedFragment>,
+    /// The executor's plan; `None` when the whole analysis runs on one node.
+    pub executor: Option<LogicalPlan>,
+    /// Aggregation (with k) or list.
+    pub kind: QueryKind,
+}
+
+impl fmt::Display for QueryPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, pf) in self.fragments.iter().enumerate() {
+            match &pf.fragment {
+                Fragment::Analysis { table, .. } => {
+                    writeln!(
+                        f,
+                        "fragment {}: node of '{}' runs the whole analysis on table '{}' and applies its own rules;",
+                        i + 1,
+                        pf.member,
+                        table
+                    )?;
+                    writeln!(f, "  only the released aggregate rows leave the node")?;
+                }
+                Fragment::Scan(s) => {
+                    writeln!(
+                        f,
+                        "fragment {}: node of '{}' scans table '{}'",
+                        i + 1,
+                        pf.member,
+                        s.table
+                    )?;
+                    write_scan(f, s)?;
+                }
+            }
+        }
+        match (&self.executor, self.kind) {
+            (Some(_), QueryKind::Aggregation { k }) => writeln!(
+                f,
+                "executor: joins the fragments on pseudonyms, aggregates, and releases only rows with at least {k} distinct identities of every table"
+            ),
+            (Some(_), QueryKind::List) => writeln!(
+                f,
+                "executor: joins the fragments on pseudonyms and releases the querier's own list columns of the overlapping rows"
+            ),
+            (None, QueryKind::Aggregation { k }) => writeln!(
+                f,
+                "threshold: at least {k} distinct identities per output row, applied by the node"
+            ),
+            (None, QueryKind::List) => Ok(()),
+        }
+    }
+}
+
+fn write_scan(f: &mut fmt::Formatter<'_>, s: &ScanFragment) -> fmt::Result {
+    let cols: Vec<String> = s
+        .columns
+        .iter()
+        .map(|c| match &c.treatment {
+            airlock_policy::Treatment::Raw => format!("{} (raw)", c.name),
+            airlock_policy::Treatment::Pseudonym { contract } => {
+                format!("{} (pseudonym, contract '{contract}')", c.name)
+            }
+        })
+        .collect();
+    writeln!(f, "  columns leaving the node: {}", cols.join(", "))?;
+    match &s.filter {
+        Some(p) => writeln!(
+            f,
+            "  filter applied on the node: {}",
+            serde_json::to_string(p).unwrap_or_default()
+        ),
+        None => writeln!(f, "  filter applied on the node: none"),
+    }
+}
+
+/// The guard of one collaboration (or of one node's part of it).
+pub struct Guard {
+    ctx: SessionContext,
+    tables: HashMap<String, TableInfo>,
+    collaboration: String,
+}
+
+impl fmt::Debug for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guard")
+            .field("collaboration", &self.collaboration)
+            .field("tables", &self.tables.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Guard {
+    /// A guard over the configured tables for which `schemas` has a schema
+    /// (the columns of the configured table as its node exposes them).
+    pub fn new(
+        collab: &Collaboration,
+        schemas: &HashMap<String, SchemaRef>,
+    ) -> Result<Self, GuardError> {
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(2);
+        let ctx = SessionContext::new_with_config(config);
+        let mut tables = check::build_tables(collab);
+        tables.retain(|alias, _| schemas.contains_key(alias));
+        for (alias, schema) in schemas {
+            if !tables.contains_key(alias) {
+                return Err(GuardError::Internal(format!(
+                    "schema given for '{alias}', which is not a configured table"
+                )));
+            }
+            ctx.register_table(alias.as_str(), Arc::new(EmptyTable::new(schema.clone())))
+                .map_err(internal)?;
+        }
+        Ok(Guard {
+            ctx,
+            tables,
+            collaboration: collab.name().to_string(),
+        })
+    }
+
+    /// Parses, plans and checks `sql` for `querier`, and adds the threshold.
+    pub async fn check(&self, sql: &str, querier: &str) -> Result<CheckedQuery, GuardError> {
+        let mut statements =
+            DFParser::parse_sql(sql).map_err(|e| GuardError::BadInput(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(GuardError::BadInput(format!(
+                "expected exactly one statement, found {}",
+                statements.len()
+            )));
+        }
+        let Some(statement) = statements.pop_front() else {
+            return Err(GuardError::BadInput("empty query".into()));
+        };
+        check_statement(&statement, sql)?;
+        let (references, _ctes) =
+            resolve_table_references(&statement, true).map_err(|e| GuardError::BadInput(e.to_string()))?;
+        for r in references {
+            let schema = r.schema().map(str::to_ascii_lowercase);
+            if schema.as_deref() == Some("information_schema")
+                || r.table().eq_ignore_ascii_case("information_schema")
+            {
+                return Err(Refusal::new(
+                    Control::Metadata,
+                    "information_schema and other metadata are not available",
+                )
+                .into());
+            }
+            if r.schema().is_some() || !self.tables.contains_key(r.table()) {
+                return Err(Refusal::new(
+                    Control::UnknownTable,
+                    "not a configured table of this collaboration",
+                )
+                .table(r.to_string(), None)
+                .into());
+            }
+        }
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| GuardError::BadInput(e.strip_backtrace().to_string()))?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|_| Refusal::new(Control::Statement, "only SELECT queries are allowed"))?;
+        let checked = check::check_plan(&self.tables, querier, &plan)?;
+        let plan = match checked.kind {
+            QueryKind::Aggregation { k } => {
+                rewrite::add_threshold(plan, k, &self.tables).map_err(internal)?
+            }
+            QueryKind::List => plan,
+        };
+        Ok(CheckedQuery {
+            sql: sql.to_string(),
+            querier: querier.to_string(),
+            kind: checked.kind,
+            scans: checked.scans,
+            plan,
+        })
+    }
+
+    /// Splits a checked query into fragments and the executor's plan. A query
+    /// that reads one table runs entirely on its owner's node.
+    pub fn split(&self, q: &CheckedQuery) -> Result<QueryPlan, GuardError> {
+        if let [scan] = q.scans.as_slice() {
+            return Ok(QueryPlan {
+                fragments: vec![PlannedFragment {
+                    member: scan.owner.clone(),
+                    fragment: Fragment::Analysis {
+                        collaboration: self.collaboration.clone(),
+                        querier: q.querier.clone(),
+                        table: scan.table.clone(),
+                        sql: q.sql.clone(),
+                    },
+                }],
+                executor: None,
+                kind: q.kind,
+            });
+        }
+        let state = self.ctx.state();
+        let (splits, executor) =
+            split::split(&state, &q.plan, &self.tables, &self.collaboration, &q.querier)
+                .map_err(internal)?;
+        Ok(QueryPlan {
+            fragments: splits
+                .into_iter()
+                .map(|s| PlannedFragment {
+                    member: s.owner,
+                    fragment: Fragment::Scan(s.fragment),
+                })
+                .collect(),
+            executor: Some(executor),
+            kind: q.kind,
+        })
+    }
+
+    /// Names of the configured tables this guard knows.
+    pub fn tables(&self) -> Vec<&str> {
+        self.tables.keys().map(String::as_str).collect()
+    }
+}
+
+/// Only plain queries pass; every other statement is refused by name.
+fn check_statement(statement: &DFStatement, sql: &str) -> Result<(), GuardError> {
+    let keyword = || {
+        sql.split_whitespace()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_alphabetic)
+            .take(20)
+            .collect::<String>()
+            .to_uppercase()
+    };
+    let refuse = || {
+        GuardError::Refused(Refusal::new(
+            Control::Statement,
+            format!("{} statements are not allowed; only SELECT queries", keyword()),
+        ))
+    };
+    match statement {
+        DFStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(q) => {
+                if has_set_operation(q) {
+                    return Err(Refusal::new(
+                        Control::SetOperation,
+                        "UNION, INTERSECT and EXCEPT are not allowed: each branch would be a separate release",
+                    )
+                    .into());
+                }
+                Ok(())
+            }
+            _ => Err(refuse()),
+        },
+        _ => Err(refuse()),
+    }
+}
+
+fn has_set_operation(q: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    let in_ctes = q
+        .with
+        .as_ref()
+        .is_some_and(|w| w.cte_tables.iter().any(|c| has_set_operation(&c.query)));
+    in_ctes || set_expr_has_set_operation(&q.body)
+}
+
+fn set_expr_has_set_operation(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::SetOperation { .. } => true,
+        SetExpr::Query(q) => has_set_operation(q),
+        SetExpr::Select(s) => s.from.iter().any(|t| {
+            std::iter::once(&t.relation)
+                .chain(t.joins.iter().map(|j| &j.relation))
+                .any(|r| matches!(r, TableFactor::Derived { subquery, .. } if has_set_operation(subquery)))
+        }),
+        _ => false,
+    }
+}

@@ -1,0 +1,128 @@
+//! The rewrite: add the threshold to an accepted aggregation.
+//!
+//! For every scan of a configured table the identity column is carried, under
+//! a reserved name, through every projection up to the aggregate; the
+//! aggregate gains one hidden `COUNT(DISTINCT identity)` per scan; a filter
+//! keeps only rows where each of them reaches the strictest k; a projection
+//! drops the hidden columns again. Failing rows are removed, never shown as
+//! zero or null.
+//!
+//! ```text
+//!  Projection (original aggregate columns)
+//!   Filter __airlock_k_0 >= k AND __airlock_k_1 >= k
+//!    Aggregate (user's groups and aggregates, + COUNT(DISTINCT __airlock_id_i) AS __airlock_k_i)
+//!     ... rows, each scan wrapped in Projection (*, identity AS __airlock_id_i)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, Result};
+use datafusion::functions_aggregate::expr_fn::count_distinct;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{
+    lit, Aggregate, Expr, Filter, LogicalPlan, Projection,
+};
+
+use crate::check::TableInfo;
+
+const HIDDEN_ID: &str = "__airlock_id_";
+const HIDDEN_K: &str = "__airlock_k_";
+
+/// Adds the k-threshold to the (single) aggregate of `plan`.
+pub(crate) fn add_threshold(
+    plan: LogicalPlan,
+    k: u64,
+    tables: &HashMap<String, TableInfo>,
+) -> Result<LogicalPlan> {
+    let k = i64::try_from(k).unwrap_or(i64::MAX);
+    plan.transform_down(|node| {
+        let LogicalPlan::Aggregate(agg) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let mut scans = 0;
+        let input = carry_identity(&agg.input, &mut scans, tables)?;
+        let hidden: Vec<Column> = input
+            .schema()
+            .columns()
+            .into_iter()
+            .filter(|c| c.name.starts_with(HIDDEN_ID))
+            .collect();
+        let mut aggr = agg.aggr_expr.clone();
+        let mut conditions = Vec::new();
+        for (i, c) in hidden.into_iter().enumerate() {
+            let name = format!("{HIDDEN_K}{i}");
+            aggr.push(count_distinct(Expr::Column(c)).alias(&name));
+            conditions.push(Expr::Column(Column::new_unqualified(name)).gt_eq(lit(k)));
+        }
+        let Some(predicate) = conjunction(conditions) else {
+            return datafusion::common::plan_err!("no identity column reaches the aggregate");
+        };
+        let new_agg = Aggregate::try_new(Arc::new(input), agg.group_expr.clone(), aggr)?;
+        let filter = Filter::try_new(predicate, Arc::new(LogicalPlan::Aggregate(new_agg)))?;
+        let visible: Vec<Expr> = agg.schema.columns().into_iter().map(Expr::Column).collect();
+        let projection = Projection::try_new(visible, Arc::new(LogicalPlan::Filter(filter)))?;
+        Ok(Transformed::new(
+            LogicalPlan::Projection(projection),
+            true,
+            TreeNodeRecursion::Jump,
+        ))
+    })
+    .map(|t| t.data)
+}
+
+/// Rebuilds the row part of a plan so each scan's identity reaches the top
+/// under `__airlock_id_<n>`.
+fn carry_identity(
+    plan: &LogicalPlan,
+    scans: &mut usize,
+    tables: &HashMap<String, TableInfo>,
+) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::TableScan(s) => {
+            let Some(info) = tables.get(s.table_name.table()) else {
+                return datafusion::common::plan_err!("unknown table in checked plan");
+            };
+            let mut exprs: Vec<Expr> = s
+                .projected_schema
+                .columns()
+                .into_iter()
+                .map(Expr::Column)
+                .collect();
+            exprs.push(
+                Expr::Column(Column::new(
+                    Some(s.table_name.clone()),
+                    info.table.identity.clone(),
+                ))
+                .alias(format!("{HIDDEN_ID}{scans}")),
+            );
+            *scans += 1;
+            Ok(LogicalPlan::Projection(Projection::try_new(
+                exprs,
+                Arc::new(plan.clone()),
+            )?))
+        }
+        LogicalPlan::Projection(p) => {
+            let input = carry_identity(&p.input, scans, tables)?;
+            let mut exprs = p.expr.clone();
+            for (qualifier, field) in input.schema().iter() {
+                if field.name().starts_with(HIDDEN_ID) {
+                    exprs.push(Expr::Column(Column::new(qualifier.cloned(), field.name())));
+                }
+            }
+            Ok(LogicalPlan::Projection(Projection::try_new(
+                exprs,
+                Arc::new(input),
+            )?))
+        }
+        other => {
+            let inputs = other
+                .inputs()
+                .into_iter()
+                .map(|i| carry_identity(i, scans, tables))
+                .collect::<Result<Vec<_>>>()?;
+            other.with_new_exprs(other.expressions(), inputs)
+        }
+    }
+}

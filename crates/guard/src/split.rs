@@ -1,0 +1,254 @@
+//! The split: turn a checked, rewritten plan into per-member fragments and
+//! the executor's plan.
+//!
+//! DataFusion's optimizer (over schema-only tables) pushes filters down to
+//! the scans and prunes columns. Each scan then becomes a [`ScanFragment`]:
+//! the filter conjuncts it can express as a [`Predicate`] run on the node,
+//! the rest stay in the executor; the columns the executor still needs are
+//! found by a second projection-pruning pass. Identity and join columns leave
+//! the node only as pseudonyms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use airlock_policy::{
+    CmpOp, ColumnRole, FragmentColumn, Literal, Predicate, ScanFragment, Treatment,
+};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Filter, LogicalPlan, Operator, TableScan, TableScanBuilder,
+};
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
+use datafusion::optimizer::Optimizer;
+
+use crate::check::TableInfo;
+
+/// One scan after the split.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanSplit {
+    pub owner: String,
+    pub fragment: ScanFragment,
+}
+
+fn empty_scan(scan: &TableScan, schema: SchemaRef) -> Result<LogicalPlan> {
+    let source = provider_as_source(Arc::new(EmptyTable::new(schema)));
+    Ok(LogicalPlan::TableScan(
+        TableScanBuilder::new(scan.table_name.clone(), source).build()?,
+    ))
+}
+
+fn projected(scan: &TableScan) -> Result<SchemaRef> {
+    let schema = scan.source.schema();
+    Ok(match &scan.projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => schema,
+    })
+}
+
+/// Splits `plan`; returns the scans (in plan order) and the executor plan,
+/// whose scans read schema-only tables in the same order.
+pub(crate) fn split(
+    state: &SessionState,
+    plan: &LogicalPlan,
+    tables: &HashMap<String, TableInfo>,
+    collaboration: &str,
+    querier: &str,
+) -> Result<(Vec<ScanSplit>, LogicalPlan)> {
+    let optimized = state.optimize(plan)?;
+    // Pass 1: take pushable filter conjuncts off the scans.
+    let mut pushed: Vec<(String, Vec<Predicate>)> = Vec::new();
+    let stripped = optimized
+        .transform_down(|node| {
+            let (filter, scan) = match &node {
+                LogicalPlan::Filter(f) => match f.input.as_ref() {
+                    LogicalPlan::TableScan(s) => (Some(f), s),
+                    _ => return Ok(Transformed::no(node)),
+                },
+                LogicalPlan::TableScan(s) => (None, s),
+                _ => return Ok(Transformed::no(node)),
+            };
+            let new_scan = empty_scan(scan, projected(scan)?)?;
+            let mut predicates = Vec::new();
+            let mut residual = Vec::new();
+            if let Some(f) = filter {
+                for c in split_conjunction(&f.predicate) {
+                    match to_predicate(c) {
+                        Some(p) => predicates.push(p),
+                        None => residual.push(c.clone()),
+                    }
+                }
+            }
+            pushed.push((scan.table_name.table().to_string(), predicates));
+            let replaced = match conjunction(residual) {
+                Some(r) => LogicalPlan::Filter(Filter::try_new(r, Arc::new(new_scan))?),
+                None => new_scan,
+            };
+            Ok(Transformed::new(replaced, true, TreeNodeRecursion::Jump))
+        })?
+        .data;
+    // Pass 2: prune the columns the executor does not need.
+    let pruned = Optimizer::with_rules(vec![Arc::new(OptimizeProjections::new())]).optimize(
+        stripped,
+        state,
+        |_, _| {},
+    )?;
+    let mut splits = Vec::new();
+    let mut index = 0;
+    let executor = pruned
+        .transform_down(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let schema = projected(scan)?;
+            let (table, predicates) = pushed.get(index).cloned().unwrap_or_default();
+            index += 1;
+            let Some(info) = tables.get(&table) else {
+                return datafusion::common::plan_err!("unknown table in split");
+            };
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| FragmentColumn {
+                    name: f.name().clone(),
+                    treatment: match info.table.role(f.name()) {
+                        Some(ColumnRole::Identity { .. } | ColumnRole::Join) => {
+                            Treatment::Pseudonym {
+                                contract: info.table.contract(f.name()),
+                            }
+                        }
+                        _ => Treatment::Raw,
+                    },
+                })
+                .collect();
+            let filter = match predicates.len() {
+                0 => None,
+                1 => predicates.into_iter().next(),
+                _ => Some(Predicate::And(predicates)),
+            };
+            splits.push(ScanSplit {
+                owner: info.owner.clone(),
+                fragment: ScanFragment {
+                    collaboration: collaboration.to_string(),
+                    querier: querier.to_string(),
+                    table,
+                    columns,
+                    filter,
+                },
+            });
+            let schema = Arc::new(Schema::new(schema.fields().clone()));
+            Ok(Transformed::yes(empty_scan(scan, schema)?))
+        })?
+        .data;
+    Ok((splits, executor))
+}
+
+fn literal(v: &ScalarValue) -> Option<Literal> {
+    if v.is_null() {
+        return Some(Literal::Null);
+    }
+    Some(match v {
+        ScalarValue::Boolean(Some(b)) => Literal::Bool(*b),
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            Literal::Str(s.clone())
+        }
+        ScalarValue::Int8(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::Int16(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::Int32(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::Int64(Some(i)) => Literal::Int(*i),
+        ScalarValue::UInt8(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::UInt16(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::UInt32(Some(i)) => Literal::Int((*i).into()),
+        ScalarValue::Float32(Some(f)) => Literal::Float((*f).into()),
+        ScalarValue::Float64(Some(f)) => Literal::Float(*f),
+        _ => return None,
+    })
+}
+
+fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Column(c) => Some(c.name.clone()),
+        _ => None,
+    }
+}
+
+fn cmp(op: Operator) -> Option<(CmpOp, CmpOp)> {
+    // (op, op with sides swapped)
+    Some(match op {
+        Operator::Eq => (CmpOp::Eq, CmpOp::Eq),
+        Operator::NotEq => (CmpOp::NotEq, CmpOp::NotEq),
+        Operator::Lt => (CmpOp::Lt, CmpOp::Gt),
+        Operator::LtEq => (CmpOp::LtEq, CmpOp::GtEq),
+        Operator::Gt => (CmpOp::Gt, CmpOp::Lt),
+        Operator::GtEq => (CmpOp::GtEq, CmpOp::LtEq),
+        _ => return None,
+    })
+}
+
+/// Converts a filter expression to the declarative predicate a node runs, if
+/// it has that form.
+pub(crate) fn to_predicate(e: &Expr) -> Option<Predicate> {
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And => Some(Predicate::And(vec![to_predicate(left)?, to_predicate(right)?])),
+            Operator::Or => Some(Predicate::Or(vec![to_predicate(left)?, to_predicate(right)?])),
+            _ => {
+                let (op, swapped) = cmp(*op)?;
+                match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), Expr::Literal(v, _)) => Some(Predicate::Compare {
+                        column: c.name.clone(),
+                        op,
+                        value: literal(v)?,
+                    }),
+                    (Expr::Literal(v, _), Expr::Column(c)) => Some(Predicate::Compare {
+                        column: c.name.clone(),
+                        op: swapped,
+                        value: literal(v)?,
+                    }),
+                    _ => None,
+                }
+            }
+        },
+        Expr::Not(inner) => Some(Predicate::Not(Box::new(to_predicate(inner)?))),
+        Expr::IsNull(inner) => Some(Predicate::IsNull {
+            column: column_name(inner)?,
+            negated: false,
+        }),
+        Expr::IsNotNull(inner) => Some(Predicate::IsNull {
+            column: column_name(inner)?,
+            negated: true,
+        }),
+        Expr::InList(l) => Some(Predicate::InList {
+            column: column_name(&l.expr)?,
+            values: l
+                .list
+                .iter()
+                .map(|v| match v {
+                    Expr::Literal(s, _) => literal(s),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?,
+            negated: l.negated,
+        }),
+        Expr::Like(l) if l.escape_char.is_none() => match l.pattern.as_ref() {
+            Expr::Literal(ScalarValue::Utf8(Some(p)) | ScalarValue::Utf8View(Some(p)), _) => {
+                Some(Predicate::Like {
+                    column: column_name(&l.expr)?,
+                    pattern: p.clone(),
+                    negated: l.negated,
+                    case_insensitive: l.case_insensitive,
+                })
+            }
+            _ => None,
+        },
+        Expr::Column(c) => Some(Predicate::IsTrue {
+            column: c.name.clone(),
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,59 @@
+//! The executor: an ephemeral, memory-only DataFusion session per query.
+//!
+//! It takes the guard's executor plan, whose scans read schema-only tables,
+//! and puts each node's fragment result in place of the matching scan (in
+//! plan order). The rows carry pseudonyms, never raw identifiers; the plan
+//! already holds the threshold. When the session is dropped, nothing remains.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::{HubError, Released};
+
+/// Runs the executor plan over the fragment results (in scan order).
+pub(crate) async fn run(
+    template: &LogicalPlan,
+    inputs: Vec<(SchemaRef, Vec<RecordBatch>)>,
+) -> Result<Released, HubError> {
+    let mut inputs = inputs.into_iter();
+    let plan = template
+        .clone()
+        .transform_down(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Some((_, batches)) = inputs.next() else {
+                return datafusion::common::plan_err!("fewer fragment results than scans");
+            };
+            let expected = scan.source.schema();
+            let batches = batches
+                .into_iter()
+                .map(|b| RecordBatch::try_new(expected.clone(), b.columns().to_vec()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let table = MemTable::try_new(expected, vec![batches])?;
+            let real = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(table)))
+                .with_projection(scan.projection.clone())
+                .build()?;
+            Ok(Transformed::yes(LogicalPlan::TableScan(real)))
+        })
+        .map_err(|_| HubError::Failed("a fragment result does not match the plan".into()))?
+        .data;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    // Engine messages can quote values; none is passed on.
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|_| HubError::Failed("the executor could not run the query".into()))?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df
+        .collect()
+        .await
+        .map_err(|_| HubError::Failed("the query failed while running in the executor".into()))?;
+    Ok(Released { schema, batches })
+}

@@ -1,0 +1,183 @@
+//! # airlock-hub: the control plane and the executor
+//!
+//! The hub holds no member data and no pseudonym key. For a query it:
+//!
+//! ```text
+//!  member, SQL ─ability─▶ guard (check ▸ rewrite ▸ split) ─▶ fragments ─▶ nodes
+//!                                                   nodes ─▶ Arrow IPC ─▶ executor ─▶ released rows
+//! ```
+//!
+//! Nodes are reached through [`NodeClient`]: in one process a direct call,
+//! later Arrow Flight over mutual TLS. The executor is an ephemeral
+//! DataFusion session per query that joins fragments on pseudonyms,
+//! aggregates and applies the threshold; nothing it holds outlives the query.
+
+mod executor;
+
+use std::collections::HashMap;
+use std::fmt;
+
+use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
+use airlock_policy::{Ability, Collaboration, Control, Refusal};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::future::{try_join_all, BoxFuture};
+
+/// What a node answers when it does not return rows.
+#[derive(Debug, Clone)]
+pub enum NodeFailure {
+    /// The node refused the fragment on its own rules.
+    Refused(Refusal),
+    /// Anything else, in words with no data values.
+    Failed(String),
+}
+
+/// How the hub reaches members' nodes.
+pub trait NodeClient: Send + Sync {
+    /// Sends a fragment (JSON) to `member`'s node; returns Arrow IPC bytes.
+    fn execute<'a>(
+        &'a self,
+        member: &'a str,
+        fragment_json: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>>;
+}
+
+/// Why a query was not released.
+#[derive(Debug)]
+pub enum HubError {
+    /// Refused, by the hub's guard (`node` is `None`) or by a member's node.
+    Refused {
+        /// The refusal.
+        refusal: Refusal,
+        /// The member whose node refused, if a node did.
+        node: Option<String>,
+    },
+    /// The request is malformed (SQL syntax, unknown member).
+    BadInput(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl fmt::Display for HubError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubError::Refused { refusal, node: None } => write!(f, "{refusal}"),
+            HubError::Refused {
+                refusal,
+                node: Some(m),
+            } => write!(f, "{refusal} (refused by the node of '{m}')"),
+            HubError::BadInput(m) => write!(f, "{m}"),
+            HubError::Failed(m) => write!(f, "query failed: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for HubError {}
+
+impl From<GuardError> for HubError {
+    fn from(e: GuardError) -> Self {
+        match e {
+            GuardError::Refused(refusal) => HubError::Refused {
+                refusal,
+                node: None,
+            },
+            GuardError::BadInput(m) => HubError::BadInput(m),
+            GuardError::Internal(m) => HubError::Failed(m),
+        }
+    }
+}
+
+/// A released result.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// Result schema.
+    pub schema: SchemaRef,
+    /// Result rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl Released {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// The hub of one collaboration.
+#[derive(Debug)]
+pub struct Hub {
+    collab: Collaboration,
+    guard: Guard,
+}
+
+impl Hub {
+    /// A hub over `collab`, given the configured tables' schemas as the nodes
+    /// published them.
+    pub fn new(collab: Collaboration, schemas: &HashMap<String, SchemaRef>) -> Result<Self, HubError> {
+        let guard = Guard::new(&collab, schemas)?;
+        Ok(Hub { collab, guard })
+    }
+
+    /// The collaboration.
+    pub fn collaboration(&self) -> &Collaboration {
+        &self.collab
+    }
+
+    /// Checks a query for `member` and plans it, without running anything.
+    pub async fn check(&self, member: &str, sql: &str) -> Result<(CheckedQuery, QueryPlan), HubError> {
+        if self.collab.member(member).is_none() {
+            return Err(HubError::BadInput(format!(
+                "'{member}' is not a member of collaboration '{}'",
+                self.collab.name()
+            )));
+        }
+        if !self.collab.has_ability(member, Ability::Query) {
+            return Err(HubError::Refused {
+                refusal: Refusal::new(
+                    Control::Ability,
+                    format!("member '{member}' does not have the 'query' ability"),
+                ),
+                node: None,
+            });
+        }
+        let checked = self.guard.check(sql, member).await?;
+        let plan = self.guard.split(&checked)?;
+        Ok((checked, plan))
+    }
+
+    /// Checks, plans and runs a query for `member`; returns the released rows.
+    pub async fn query(
+        &self,
+        member: &str,
+        sql: &str,
+        nodes: &dyn NodeClient,
+    ) -> Result<Released, HubError> {
+        let (_, plan) = self.check(member, sql).await?;
+        let calls = plan.fragments.iter().map(|pf| async move {
+            let json = serde_json::to_vec(&pf.fragment)
+                .map_err(|e| HubError::Failed(format!("cannot encode a fragment: {e}")))?;
+            let bytes = nodes.execute(&pf.member, &json).await.map_err(|f| match f {
+                NodeFailure::Refused(refusal) => HubError::Refused {
+                    refusal,
+                    node: Some(pf.member.clone()),
+                },
+                NodeFailure::Failed(m) => {
+                    HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
+                }
+            })?;
+            airlock_guard::wire::decode_batches(&bytes).map_err(|_| {
+                HubError::Failed(format!("the node of '{}' sent an unreadable result", pf.member))
+            })
+        });
+        let mut results = try_join_all(calls).await?;
+        match &plan.executor {
+            None => {
+                let (schema, batches) = results
+                    .pop()
+                    .ok_or_else(|| HubError::Failed("no fragment result".into()))?;
+                Ok(Released { schema, batches })
+            }
+            Some(template) => executor::run(template, results).await,
+        }
+    }
+}

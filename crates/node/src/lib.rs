@@ -1,0 +1,254 @@
+//! # airlock-node: a member's data plane
+//!
+//! The node is the only code that touches a member's raw data. It holds the
+//! member's own copy of the collaboration's rules, registers the member's
+//! datasets *in place* (DataFusion listing tables over the files: nothing is
+//! copied), and runs fragments:
+//!
+//! ```text
+//!  fragment (JSON) ─▶ verify against own rules ─▶ scan ▸ filter ▸ project
+//!                     (refuse raw identity,        ▸ pseudonymise identity/join
+//!                      unknown columns,            ─▶ Arrow IPC bytes
+//!                      predicates on join columns)
+//! ```
+//!
+//! A single-table analysis runs here entirely: the node re-checks the SQL
+//! with its own guard, applies its own threshold, and only the aggregate
+//! leaves. Errors that leave the node carry no data values.
+
+mod sources;
+mod verify;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use airlock_crypto::{CollaborationSecret, PseudonymKey};
+use airlock_guard::{Guard, GuardError};
+use airlock_policy::{
+    Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment,
+};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringViewBuilder};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::provider_as_source;
+use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use rayon::prelude::*;
+use thiserror::Error;
+
+pub use sources::predicate_to_expr;
+
+/// Errors of a node. Those sent back across the boundary carry no data values.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The fragment breaks the node's own rules.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The node's configuration or data sources are wrong.
+    #[error("{0}")]
+    Config(ConfigErrors),
+    /// The fragment is malformed or is for another collaboration or table.
+    #[error("bad fragment: {0}")]
+    BadFragment(String),
+    /// Running the fragment failed. Deliberately uniform: no engine message,
+    /// which could hold a data value, leaves the node.
+    #[error("the fragment failed while running on the node")]
+    Execution,
+    /// A local problem (secret file, encoding).
+    #[error("{0}")]
+    Local(String),
+}
+
+impl From<Refusal> for NodeError {
+    fn from(r: Refusal) -> Self {
+        NodeError::Refused(r)
+    }
+}
+
+/// One member's node in one collaboration.
+pub struct Node {
+    member: String,
+    collab: Collaboration,
+    ctx: SessionContext,
+    views: HashMap<String, Arc<dyn TableProvider>>,
+    schemas: HashMap<String, SchemaRef>,
+    guard: Guard,
+    secret: CollaborationSecret,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("member", &self.member)
+            .field("collaboration", &self.collab.name())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Opens the node of `member`: registers its datasets in place, checks
+    /// each configured column against the data, and reads the collaboration
+    /// secret. `config_dir` is the directory paths are relative to.
+    pub async fn open(
+        collab: &Collaboration,
+        config_dir: &Path,
+        member: &str,
+    ) -> Result<Node, NodeError> {
+        let config = SessionConfig::new().with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let (views, schemas) = sources::register(&ctx, collab, config_dir, member).await?;
+        let guard = Guard::new(collab, &schemas).map_err(|e| NodeError::Local(e.to_string()))?;
+        let secret_path = config_dir.join(&collab.config.collaboration.secret_file);
+        let text = std::fs::read_to_string(&secret_path).map_err(|e| {
+            NodeError::Local(format!(
+                "cannot read the collaboration secret {}: {e}",
+                secret_path.display()
+            ))
+        })?;
+        let secret = CollaborationSecret::from_hex(&text).map_err(|e| {
+            NodeError::Local(format!("{}: {e}", secret_path.display()))
+        })?;
+        Ok(Node {
+            member: member.to_string(),
+            collab: collab.clone(),
+            ctx,
+            views,
+            schemas,
+            guard,
+            secret,
+        })
+    }
+
+    /// The member this node serves.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Schemas of this member's configured tables (configured columns only),
+    /// the only metadata that leaves the node.
+    pub fn table_schemas(&self) -> &HashMap<String, SchemaRef> {
+        &self.schemas
+    }
+
+    /// Runs a fragment received as JSON and returns the result as Arrow IPC
+    /// bytes: the node's whole interface to the outside.
+    pub async fn execute(&self, fragment_json: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let fragment: Fragment = serde_json::from_slice(fragment_json)
+            .map_err(|e| NodeError::BadFragment(format!("not a fragment: {e}")))?;
+        let (schema, batches) = self.run(&fragment).await?;
+        airlock_guard::wire::encode_batches(&schema, &batches)
+            .map_err(|_| NodeError::Local("could not encode the result".into()))
+    }
+
+    /// Verifies and runs a fragment.
+    pub async fn run(&self, fragment: &Fragment) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+        verify::common(&self.collab, &self.member, fragment)?;
+        match fragment {
+            Fragment::Analysis { querier, sql, .. } => self.run_analysis(querier, sql).await,
+            Fragment::Scan(scan) => {
+                verify::scan(&self.collab, &self.member, scan)?;
+                self.run_scan(scan).await
+            }
+        }
+    }
+
+    async fn run_analysis(
+        &self,
+        querier: &str,
+        sql: &str,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+        let checked = self.guard.check(sql, querier).await.map_err(|e| match e {
+            GuardError::Refused(r) => NodeError::Refused(r),
+            GuardError::BadInput(m) => NodeError::BadFragment(m),
+            GuardError::Internal(m) => NodeError::Local(m),
+        })?;
+        let plan = checked
+            .plan
+            .transform_up(|node| {
+                let LogicalPlan::TableScan(scan) = &node else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(view) = self.views.get(scan.table_name.table()) else {
+                    return datafusion::common::plan_err!("not a table of this node");
+                };
+                let real = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(view.clone()))
+                    .with_projection(scan.projection.clone())
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(real)))
+            })
+            .map_err(|_| NodeError::Execution)?
+            .data;
+        let df = self
+            .ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|_| NodeError::Execution)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
+        Ok((schema, batches))
+    }
+
+    async fn run_scan(&self, scan: &ScanFragment) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+        let mut df = self
+            .ctx
+            .table(scan.table.as_str())
+            .await
+            .map_err(|_| NodeError::Execution)?;
+        if let Some(p) = &scan.filter {
+            df = df
+                .filter(predicate_to_expr(p))
+                .map_err(|_| NodeError::Execution)?;
+        }
+        let names: Vec<&str> = scan.columns.iter().map(|c| c.name.as_str()).collect();
+        df = df.select_columns(&names).map_err(|_| NodeError::Execution)?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
+        let keys: Vec<Option<PseudonymKey>> = scan
+            .columns
+            .iter()
+            .map(|c| match &c.treatment {
+                Treatment::Pseudonym { contract } => Some(PseudonymKey::derive(
+                    &self.secret,
+                    self.collab.id(),
+                    contract,
+                )),
+                Treatment::Raw => None,
+            })
+            .collect();
+        let out = batches
+            .par_iter()
+            .map(|b| pseudonymise(b, &keys))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((schema, out))
+    }
+}
+
+/// Replaces every column that has a key by its tokens (same type, Utf8View).
+fn pseudonymise(batch: &RecordBatch, keys: &[Option<PseudonymKey>]) -> Result<RecordBatch, NodeError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(keys)
+        .map(|(col, key)| -> Result<ArrayRef, NodeError> {
+            let Some(key) = key else {
+                return Ok(col.clone());
+            };
+            if col.data_type() != &DataType::Utf8View {
+                return Err(NodeError::Local("identity column is not a string view".into()));
+            }
+            let values = col.as_string_view();
+            let mut b = StringViewBuilder::with_capacity(values.len());
+            for v in values.iter() {
+                match v {
+                    Some(s) => b.append_value(key.token_hex(s.as_bytes())),
+                    None => b.append_null(),
+                }
+            }
+            Ok(Arc::new(b.finish()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(batch.schema(), columns).map_err(|_| NodeError::Execution)
+}

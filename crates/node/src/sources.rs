@@ -1,0 +1,218 @@
+//! Data sources: a member's datasets registered in place, and the views
+//! that expose only the configured columns of each configured table.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use airlock_policy::{
+    CmpOp, Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Literal, Predicate,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::logical_expr::expr::Like;
+use datafusion::logical_expr::utils::{conjunction, disjunction};
+use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
+use datafusion::prelude::SessionContext;
+
+use crate::NodeError;
+
+type Registered = (
+    HashMap<String, Arc<dyn TableProvider>>,
+    HashMap<String, SchemaRef>,
+);
+
+fn problem(file: &str, table: &str, column: Option<&str>, message: String) -> ConfigError {
+    ConfigError {
+        file: file.to_string(),
+        table: Some(table.to_string()),
+        column: column.map(str::to_string),
+        message,
+    }
+}
+
+/// Registers `member`'s datasets (read in place) and one view per configured
+/// table, and checks every configured column against the data's schema.
+pub(crate) async fn register(
+    ctx: &SessionContext,
+    collab: &Collaboration,
+    config_dir: &Path,
+    member: &str,
+) -> Result<Registered, NodeError> {
+    let file = collab.file.as_str();
+    let mut problems = Vec::new();
+    let mut datasets: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+    for ds in collab.config.datasets.iter().filter(|d| d.owner == member) {
+        let path = config_dir.join(&ds.path);
+        let path_text = path.to_string_lossy().to_string();
+        let is_glob = ds.path.contains(['*', '?', '[']);
+        if !is_glob && !path.exists() {
+            problems.push(problem(
+                file,
+                &ds.name,
+                None,
+                format!("dataset file not found: {path_text}"),
+            ));
+            continue;
+        }
+        let url = match ListingTableUrl::parse(&path_text) {
+            Ok(u) => u,
+            Err(e) => {
+                problems.push(problem(file, &ds.name, None, format!("bad dataset path: {e}")));
+                continue;
+            }
+        };
+        let (format, ext): (Arc<dyn FileFormat>, &str) = match ds.format {
+            DatasetFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+            DatasetFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
+            DatasetFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
+        };
+        let options = ListingOptions::new(format).with_file_extension(ext);
+        let state = ctx.state();
+        let schema = match options.infer_schema(&state, &url).await {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(problem(
+                    file,
+                    &ds.name,
+                    None,
+                    format!("cannot read the dataset's schema at {path_text}: {}", e.strip_backtrace()),
+                ));
+                continue;
+            }
+        };
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        match ListingTable::try_new(config) {
+            Ok(t) => {
+                datasets.insert(ds.name.clone(), Arc::new(t));
+            }
+            Err(e) => problems.push(problem(file, &ds.name, None, e.strip_backtrace())),
+        }
+    }
+    let mut views = HashMap::new();
+    let mut schemas = HashMap::new();
+    for t in collab.tables_of(member) {
+        let Some(provider) = datasets.get(&t.dataset) else {
+            continue; // its dataset already has a problem recorded
+        };
+        let source = provider.schema();
+        let mut exprs = Vec::new();
+        for column in t.columns() {
+            let Ok(field) = source.field_with_name(&column) else {
+                let available: Vec<&str> = source.fields().iter().map(|f| f.name().as_str()).collect();
+                problems.push(problem(
+                    file,
+                    &t.alias,
+                    Some(&column),
+                    format!(
+                        "not a column of dataset '{}' (its columns: {})",
+                        t.dataset,
+                        available.join(", ")
+                    ),
+                ));
+                continue;
+            };
+            let ident = Expr::Column(Column::new_unqualified(column.clone()));
+            match t.role(&column) {
+                Some(ColumnRole::Identity { .. } | ColumnRole::Join) => {
+                    // Identity and join values are hashed from their text form.
+                    exprs.push(cast(ident, DataType::Utf8View).alias(&column));
+                }
+                Some(ColumnRole::Measure(_)) if !field.data_type().is_numeric() => {
+                    problems.push(problem(
+                        file,
+                        &t.alias,
+                        Some(&column),
+                        format!("a measure must be numeric (found {})", field.data_type()),
+                    ));
+                }
+                _ => exprs.push(ident),
+            }
+        }
+        if problems.is_empty() {
+            let df = ctx
+                .read_table(provider.clone())
+                .and_then(|df| df.select(exprs))
+                .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
+            let view = df.into_view();
+            schemas.insert(t.alias.clone(), view.schema());
+            ctx.register_table(t.alias.as_str(), view.clone())
+                .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
+            views.insert(t.alias.clone(), view);
+        }
+    }
+    if problems.is_empty() {
+        Ok((views, schemas))
+    } else {
+        Err(NodeError::Config(ConfigErrors(problems)))
+    }
+}
+
+fn literal(v: &Literal) -> Expr {
+    match v {
+        Literal::Null => lit(ScalarValue::Null),
+        Literal::Bool(b) => lit(*b),
+        Literal::Int(i) => lit(*i),
+        Literal::Float(f) => lit(*f),
+        Literal::Str(s) => lit(s.clone()),
+    }
+}
+
+fn column(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// The DataFusion expression of a fragment predicate.
+pub fn predicate_to_expr(p: &Predicate) -> Expr {
+    match p {
+        Predicate::And(ps) => conjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(true)),
+        Predicate::Or(ps) => disjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(false)),
+        Predicate::Not(p) => Expr::Not(Box::new(predicate_to_expr(p))),
+        Predicate::Compare { column: c, op, value } => {
+            let op = match op {
+                CmpOp::Eq => Operator::Eq,
+                CmpOp::NotEq => Operator::NotEq,
+                CmpOp::Lt => Operator::Lt,
+                CmpOp::LtEq => Operator::LtEq,
+                CmpOp::Gt => Operator::Gt,
+                CmpOp::GtEq => Operator::GtEq,
+            };
+            binary_expr(column(c), op, literal(value))
+        }
+        Predicate::InList {
+            column: c,
+            values,
+            negated,
+        } => column(c).in_list(values.iter().map(literal).collect(), *negated),
+        Predicate::IsNull { column: c, negated } => {
+            if *negated {
+                column(c).is_not_null()
+            } else {
+                column(c).is_null()
+            }
+        }
+        Predicate::Like {
+            column: c,
+            pattern,
+            negated,
+            case_insensitive,
+        } => Expr::Like(Like::new(
+            *negated,
+            Box::new(column(c)),
+            Box::new(lit(pattern.clone())),
+            None,
+            *case_insensitive,
+        )),
+        Predicate::IsTrue { column: c } => column(c).is_true(),
+    }
+}

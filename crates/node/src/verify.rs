@@ -1,0 +1,153 @@
+//! The node's own check of every fragment it receives, whoever sent it.
+//!
+//! A node does not trust the hub: it refuses a fragment for another
+//! collaboration, for a table it does not own, from a querier without the
+//! `query` ability, asking for a raw identity or join column, a column that
+//! is not configured, or a predicate on anything but a dimension.
+
+use airlock_policy::{
+    Ability, AnalysisRule, Collaboration, ColumnRole, Control, Fragment, Refusal, ScanFragment,
+    Treatment,
+};
+
+use crate::NodeError;
+
+fn refuse(control: Control, collab: &Collaboration, table: &str, column: Option<&str>, reason: &str) -> NodeError {
+    let rule = collab.table(table).map(|t| t.rule.kind());
+    let mut r = Refusal::new(control, reason).table(table, rule);
+    if let Some(c) = column {
+        r = r.column(c);
+    }
+    NodeError::Refused(r)
+}
+
+/// Checks that hold for every fragment.
+pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Result<(), NodeError> {
+    if f.collaboration() != collab.name() {
+        return Err(NodeError::BadFragment(
+            "the fragment is for another collaboration".into(),
+        ));
+    }
+    if collab.owner_of(f.table()) != Some(member) {
+        return Err(refuse(
+            Control::FragmentNotPermitted,
+            collab,
+            f.table(),
+            None,
+            "this node does not hold that table",
+        ));
+    }
+    let querier = match f {
+        Fragment::Analysis { querier, .. } => querier,
+        Fragment::Scan(s) => &s.querier,
+    };
+    if !collab.has_ability(querier, Ability::Query) {
+        return Err(NodeError::Refused(Refusal::new(
+            Control::Ability,
+            "the querier is not a member with the 'query' ability",
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a scan fragment against the table's roles and rule.
+pub(crate) fn scan(collab: &Collaboration, member: &str, s: &ScanFragment) -> Result<(), NodeError> {
+    let Some(table) = collab.table(&s.table) else {
+        return Err(NodeError::BadFragment("unknown table".into()));
+    };
+    let t = s.table.as_str();
+    let mut carries_identity = false;
+    let mut seen = std::collections::HashSet::new();
+    for c in &s.columns {
+        let name = c.name.as_str();
+        if !seen.insert(name) {
+            return Err(NodeError::BadFragment("a column is asked for twice".into()));
+        }
+        match (table.role(name), &c.treatment) {
+            (None, _) => {
+                return Err(refuse(
+                    Control::FragmentNotPermitted,
+                    collab,
+                    t,
+                    Some(name),
+                    "not a configured column of this table",
+                ))
+            }
+            (Some(ColumnRole::Identity { .. } | ColumnRole::Join), Treatment::Raw) => {
+                return Err(refuse(
+                    Control::FragmentNotPermitted,
+                    collab,
+                    t,
+                    Some(name),
+                    "identity and join columns leave a node only as pseudonyms",
+                ))
+            }
+            (Some(role @ (ColumnRole::Identity { .. } | ColumnRole::Join)), Treatment::Pseudonym { contract }) => {
+                if *contract != table.contract(name) {
+                    return Err(refuse(
+                        Control::FragmentNotPermitted,
+                        collab,
+                        t,
+                        Some(name),
+                        "wrong join contract for this column",
+                    ));
+                }
+                carries_identity |= matches!(role, ColumnRole::Identity { .. });
+            }
+            (Some(_), Treatment::Pseudonym { .. }) => {
+                return Err(refuse(
+                    Control::FragmentNotPermitted,
+                    collab,
+                    t,
+                    Some(name),
+                    "only identity and join columns are pseudonymised",
+                ))
+            }
+            (Some(ColumnRole::Dimension | ColumnRole::Measure(_)), Treatment::Raw) => {
+                if let AnalysisRule::List { list_columns } = &table.rule {
+                    if s.querier != member {
+                        return Err(refuse(
+                            Control::ListRule,
+                            collab,
+                            t,
+                            Some(name),
+                            "under the list rule no raw column leaves for another member's list",
+                        ));
+                    }
+                    if !list_columns.iter().any(|l| l == name) {
+                        return Err(refuse(
+                            Control::ListRule,
+                            collab,
+                            t,
+                            Some(name),
+                            "not a list column of this table",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if matches!(table.rule, AnalysisRule::Aggregation { .. }) && !carries_identity {
+        return Err(refuse(
+            Control::FragmentNotPermitted,
+            collab,
+            t,
+            Some(&table.identity),
+            "under the aggregation rule a fragment must carry the identity pseudonym so the threshold can be applied",
+        ));
+    }
+    if let Some(p) = &s.filter {
+        for name in p.columns() {
+            if table.role(name) != Some(ColumnRole::Dimension) {
+                return Err(refuse(
+                    Control::RestrictedFilter,
+                    collab,
+                    t,
+                    Some(name),
+                    "a node filters only on dimension columns",
+                ));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,695 @@
+//! The collaboration configuration: parsed from TOML, validated on load.
+//!
+//! [`CollaborationConfig`] is the file as written; [`Collaboration::from_toml`]
+//! validates it and returns every problem at once, each naming the file, the
+//! table and the column. Checks that need the data (files exist, columns exist,
+//! types) live in the node, which owns the data.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::RESERVED_PREFIX;
+
+/// What a member may do in a collaboration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ability {
+    /// May submit analyses.
+    Query,
+    /// May receive results.
+    Receive,
+    /// Contributes data (owns configured tables).
+    Provide,
+}
+
+/// File format of a dataset read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatasetFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Newline-delimited JSON.
+    Json,
+}
+
+/// Aggregate functions a rule may allow on a measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggFunction {
+    /// `COUNT(col)`.
+    Count,
+    /// `COUNT(DISTINCT col)`.
+    CountDistinct,
+    /// `SUM(col)`.
+    Sum,
+    /// `AVG(col)`.
+    Avg,
+}
+
+impl AggFunction {
+    /// SQL spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggFunction::Count => "COUNT",
+            AggFunction::CountDistinct => "COUNT DISTINCT",
+            AggFunction::Sum => "SUM",
+            AggFunction::Avg => "AVG",
+        }
+    }
+}
+
+/// Which analysis rule a configured table carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Aggregates only, with a minimum of distinct identities per output row.
+    Aggregation,
+    /// Row-level overlap lists of permitted columns.
+    List,
+}
+
+impl RuleKind {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Aggregation => "aggregation",
+            RuleKind::List => "list",
+        }
+    }
+}
+
+/// The analysis rule of one configured table, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum AnalysisRule {
+    /// The aggregation rule.
+    Aggregation {
+        /// Minimum distinct identities per output row (k).
+        min_distinct_identities: u64,
+        /// Every query reading this table must join it with another member's table.
+        #[serde(default)]
+        join_required: bool,
+    },
+    /// The list rule.
+    List {
+        /// Dimension columns that may be listed, by the owner only.
+        list_columns: Vec<String>,
+    },
+}
+
+impl AnalysisRule {
+    /// Which kind of rule this is.
+    pub fn kind(&self) -> RuleKind {
+        match self {
+            AnalysisRule::Aggregation { .. } => RuleKind::Aggregation,
+            AnalysisRule::List { .. } => RuleKind::List,
+        }
+    }
+}
+
+/// The collaboration section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollaborationSection {
+    /// Name, also the default id.
+    pub name: String,
+    /// Stable id used as the salt of pseudonym keys; defaults to the name.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// File holding the collaboration secret (64 hex characters), relative to
+    /// this file. Read only by the nodes of contributing members.
+    pub secret_file: String,
+}
+
+/// A member as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Member name.
+    pub name: String,
+    /// Abilities in this collaboration.
+    #[serde(default)]
+    pub abilities: Vec<Ability>,
+}
+
+/// A dataset as written: a table a member registers on its node, read in place.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// Dataset name.
+    pub name: String,
+    /// Owning member.
+    pub owner: String,
+    /// File, directory or glob, relative to the configuration file.
+    pub path: String,
+    /// File format.
+    pub format: DatasetFormat,
+}
+
+/// A configured table as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredTable {
+    /// The alias analysts query.
+    pub alias: String,
+    /// The dataset it reads.
+    pub dataset: String,
+    /// The privacy unit (e.g. email). Never output.
+    pub identity: String,
+    /// Columns that may be joined on with `=`. Never output, never filtered.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Join contract per join column; a column's contract defaults to its name.
+    /// Columns join only with columns of the same contract.
+    #[serde(default)]
+    pub contracts: BTreeMap<String, String>,
+    /// Columns that may be grouped, filtered and output.
+    #[serde(default)]
+    pub dimensions: Vec<String>,
+    /// Columns that may be aggregated, with the functions allowed on each.
+    #[serde(default)]
+    pub measures: BTreeMap<String, Vec<AggFunction>>,
+    /// The analysis rule.
+    pub rule: AnalysisRule,
+}
+
+/// The role of a column in a configured table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnRole {
+    /// The privacy unit; may also be a join column (then `join` is true).
+    Identity {
+        /// Also a join column.
+        join: bool,
+    },
+    /// A join column.
+    Join,
+    /// A dimension.
+    Dimension,
+    /// A measure with its allowed functions.
+    Measure(BTreeSet<AggFunction>),
+}
+
+impl ConfiguredTable {
+    /// The role of a column, or `None` if the column is not configured.
+    pub fn role(&self, column: &str) -> Option<ColumnRole> {
+        if column == self.identity {
+            Some(ColumnRole::Identity {
+                join: self.join.iter().any(|j| j == column),
+            })
+        } else if self.join.iter().any(|j| j == column) {
+            Some(ColumnRole::Join)
+        } else if self.dimensions.iter().any(|d| d == column) {
+            Some(ColumnRole::Dimension)
+        } else {
+            self.measures
+                .get(column)
+                .map(|f| ColumnRole::Measure(f.iter().copied().collect()))
+        }
+    }
+
+    /// The join contract of an identity or join column.
+    pub fn contract(&self, column: &str) -> String {
+        if let Some(c) = self.contracts.get(column) {
+            return c.clone();
+        }
+        if column == self.identity && !self.join.iter().any(|j| j == column) {
+            return format!("identity:{}", self.alias);
+        }
+        column.to_string()
+    }
+
+    /// Every configured column, identity first, without duplicates.
+    pub fn columns(&self) -> Vec<String> {
+        let mut out = vec![self.identity.clone()];
+        for c in self
+            .join
+            .iter()
+            .chain(self.dimensions.iter())
+            .chain(self.measures.keys())
+        {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// Minimum distinct identities per output row, for aggregation rules.
+    pub fn min_distinct_identities(&self) -> Option<u64> {
+        match &self.rule {
+            AnalysisRule::Aggregation {
+                min_distinct_identities,
+                ..
+            } => Some(*min_distinct_identities),
+            AnalysisRule::List { .. } => None,
+        }
+    }
+}
+
+/// The whole file as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollaborationConfig {
+    /// The collaboration section.
+    pub collaboration: CollaborationSection,
+    /// Members.
+    #[serde(default)]
+    pub members: Vec<Member>,
+    /// Datasets, read in place.
+    #[serde(default)]
+    pub datasets: Vec<Dataset>,
+    /// Configured tables.
+    #[serde(default)]
+    pub tables: Vec<ConfiguredTable>,
+}
+
+/// One problem in a configuration, located by file, table and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (as given by the caller).
+    pub file: String,
+    /// The configured table, dataset or member concerned.
+    pub table: Option<String>,
+    /// The column concerned.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(t) = &self.table {
+            write!(f, ": table '{t}'")?;
+        }
+        if let Some(c) = &self.column {
+            write!(f, ", column '{c}'")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A validated collaboration.
+#[derive(Debug, Clone)]
+pub struct Collaboration {
+    /// The validated configuration.
+    pub config: CollaborationConfig,
+    /// The file it came from (for messages).
+    pub file: String,
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+struct Problems<'a> {
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, table: Option<&str>, column: Option<&str>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_string(),
+            table: table.map(str::to_string),
+            column: column.map(str::to_string),
+            message: message.into(),
+        });
+    }
+}
+
+impl Collaboration {
+    /// Parses and validates a configuration. `file` names it in messages.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigErrors> {
+        let config: CollaborationConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.to_string(),
+                table: None,
+                column: None,
+                message: format!("not a valid collaboration file: {}", e.message()),
+            }])
+        })?;
+        Self::validate(config, file)
+    }
+
+    /// Validates a parsed configuration.
+    pub fn validate(config: CollaborationConfig, file: &str) -> Result<Self, ConfigErrors> {
+        let mut p = Problems {
+            file,
+            list: Vec::new(),
+        };
+        let c = &config;
+        if !is_identifier(&c.collaboration.name.replace('-', "_")) {
+            p.add(
+                None,
+                None,
+                "collaboration name must be lowercase letters, digits, '_' or '-'",
+            );
+        }
+        if c.collaboration.secret_file.trim().is_empty() {
+            p.add(None, None, "collaboration.secret_file is empty");
+        }
+        if c.members.is_empty() {
+            p.add(None, None, "no members declared");
+        }
+        let mut members = BTreeMap::new();
+        for m in &c.members {
+            if m.name.trim().is_empty() {
+                p.add(None, None, "a member has an empty name");
+            }
+            if members.insert(m.name.as_str(), m).is_some() {
+                p.add(Some(&m.name), None, "member declared twice");
+            }
+            if m.abilities.is_empty() {
+                p.add(Some(&m.name), None, "member has no abilities");
+            }
+        }
+        if !c
+            .members
+            .iter()
+            .any(|m| m.abilities.contains(&Ability::Query))
+        {
+            p.add(None, None, "no member has the 'query' ability");
+        }
+        let mut datasets = BTreeMap::new();
+        for d in &c.datasets {
+            if datasets.insert(d.name.as_str(), d).is_some() {
+                p.add(Some(&d.name), None, "dataset declared twice");
+            }
+            match members.get(d.owner.as_str()) {
+                None => p.add(
+                    Some(&d.name),
+                    None,
+                    format!("dataset owner '{}' is not a declared member", d.owner),
+                ),
+                Some(m) if !m.abilities.contains(&Ability::Provide) => p.add(
+                    Some(&d.name),
+                    None,
+                    format!("dataset owner '{}' lacks the 'provide' ability", d.owner),
+                ),
+                Some(_) => {}
+            }
+            if d.path.trim().is_empty() {
+                p.add(Some(&d.name), None, "dataset path is empty");
+            }
+        }
+        let mut aliases = BTreeSet::new();
+        for t in &c.tables {
+            let a = t.alias.as_str();
+            if !is_identifier(a) {
+                p.add(
+                    Some(a),
+                    None,
+                    "alias must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)",
+                );
+            }
+            if a.starts_with(RESERVED_PREFIX) {
+                p.add(Some(a), None, "alias uses the reserved prefix __airlock");
+            }
+            if !aliases.insert(a) {
+                p.add(Some(a), None, "alias declared twice");
+            }
+            if !datasets.contains_key(t.dataset.as_str()) {
+                p.add(
+                    Some(a),
+                    None,
+                    format!("dataset '{}' is not declared", t.dataset),
+                );
+            }
+            validate_roles(t, &mut p);
+        }
+        // Columns joined under one contract must agree on nothing more than the
+        // contract name; types are checked by the node against the data.
+        if p.list.is_empty() {
+            Ok(Collaboration {
+                config,
+                file: file.to_string(),
+            })
+        } else {
+            Err(ConfigErrors(p.list))
+        }
+    }
+
+    /// Collaboration name.
+    pub fn name(&self) -> &str {
+        &self.config.collaboration.name
+    }
+
+    /// Collaboration id (salt of pseudonym keys).
+    pub fn id(&self) -> &str {
+        self.config
+            .collaboration
+            .id
+            .as_deref()
+            .unwrap_or(&self.config.collaboration.name)
+    }
+
+    /// A member by name.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.config.members.iter().find(|m| m.name == name)
+    }
+
+    /// Whether a member has an ability.
+    pub fn has_ability(&self, member: &str, ability: Ability) -> bool {
+        self.member(member)
+            .is_some_and(|m| m.abilities.contains(&ability))
+    }
+
+    /// A dataset by name.
+    pub fn dataset(&self, name: &str) -> Option<&Dataset> {
+        self.config.datasets.iter().find(|d| d.name == name)
+    }
+
+    /// A configured table by alias.
+    pub fn table(&self, alias: &str) -> Option<&ConfiguredTable> {
+        self.config.tables.iter().find(|t| t.alias == alias)
+    }
+
+    /// The owner of a configured table.
+    pub fn owner_of(&self, alias: &str) -> Option<&str> {
+        let t = self.table(alias)?;
+        self.dataset(&t.dataset).map(|d| d.owner.as_str())
+    }
+
+    /// Configured tables owned by a member.
+    pub fn tables_of(&self, member: &str) -> Vec<&ConfiguredTable> {
+        self.config
+            .tables
+            .iter()
+            .filter(|t| self.owner_of(&t.alias) == Some(member))
+            .collect()
+    }
+}
+
+fn validate_roles(t: &ConfiguredTable, p: &mut Problems<'_>) {
+    let a = t.alias.as_str();
+    let mut all: Vec<&str> = vec![t.identity.as_str()];
+    all.extend(t.join.iter().map(String::as_str));
+    all.extend(t.dimensions.iter().map(String::as_str));
+    all.extend(t.measures.keys().map(String::as_str));
+    for col in &all {
+        if col.starts_with(RESERVED_PREFIX) {
+            p.add(Some(a), Some(col), "column uses the reserved prefix __airlock");
+        } else if col.trim().is_empty() {
+            p.add(Some(a), None, "empty column name");
+        }
+    }
+    let is_join = |c: &str| t.join.iter().any(|j| j == c);
+    let is_dim = |c: &str| t.dimensions.iter().any(|d| d == c);
+    let is_identity = |c: &str| t.identity == c;
+    for d in &t.dimensions {
+        if is_identity(d) {
+            p.add(
+                Some(a),
+                Some(d),
+                "conflicting roles: a column cannot be both identity and dimension",
+            );
+        }
+        if is_join(d) {
+            p.add(
+                Some(a),
+                Some(d),
+                "conflicting roles: a column cannot be both join and dimension",
+            );
+        }
+    }
+    for (m, funcs) in &t.measures {
+        if is_identity(m) || is_join(m) || is_dim(m) {
+            p.add(
+                Some(a),
+                Some(m),
+                "conflicting roles: a measure cannot also be identity, join or dimension",
+            );
+        }
+        if funcs.is_empty() {
+            p.add(Some(a), Some(m), "measure allows no aggregate function");
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for c in t.join.iter().chain(t.dimensions.iter()) {
+        if !seen.insert(c.as_str()) {
+            p.add(Some(a), Some(c), "column listed twice");
+        }
+    }
+    for col in t.contracts.keys() {
+        if !is_join(col) {
+            p.add(
+                Some(a),
+                Some(col),
+                "a join contract is given for a column that is not a join column",
+            );
+        }
+    }
+    match &t.rule {
+        AnalysisRule::Aggregation {
+            min_distinct_identities,
+            ..
+        } => {
+            if *min_distinct_identities < 2 {
+                p.add(
+                    Some(a),
+                    None,
+                    format!(
+                        "min_distinct_identities must be at least 2 (got {min_distinct_identities})"
+                    ),
+                );
+            }
+        }
+        AnalysisRule::List { list_columns } => {
+            if list_columns.is_empty() {
+                p.add(Some(a), None, "list rule has no list_columns");
+            }
+            if t.join.is_empty() {
+                p.add(Some(a), None, "list rule needs at least one join column");
+            }
+            for c in list_columns {
+                if !is_dim(c) {
+                    p.add(
+                        Some(a),
+                        Some(c),
+                        "list column must be a dimension column of the table",
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[collaboration]
+name = "demo"
+secret_file = "collaboration.key"
+
+[[members]]
+name = "publisher"
+abilities = ["provide"]
+
+[[members]]
+name = "advertiser"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "audience_ds"
+owner = "publisher"
+path = "audience.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "audience"
+dataset = "audience_ds"
+identity = "email"
+join = ["email"]
+dimensions = ["segment", "region"]
+rule = { type = "aggregation", min_distinct_identities = 50 }
+"#;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Collaboration::from_toml(text, "c.toml") {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let c = Collaboration::from_toml(GOOD, "c.toml").expect("valid");
+        assert_eq!(c.owner_of("audience"), Some("publisher"));
+        assert_eq!(c.table("audience").map(|t| t.contract("email")), Some("email".into()));
+        assert!(c.has_ability("advertiser", Ability::Query));
+        assert!(!c.has_ability("publisher", Ability::Query));
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let cases = [
+            (GOOD.replace("min_distinct_identities = 50", "min_distinct_identities = 1"),
+             "c.toml: table 'audience': min_distinct_identities must be at least 2 (got 1)"),
+            (GOOD.replace("[\"segment\", \"region\"]", "[\"segment\", \"email\"]"),
+             "c.toml: table 'audience', column 'email': conflicting roles: a column cannot be both identity and dimension"),
+            (GOOD.replace("owner = \"publisher\"", "owner = \"nobody\""),
+             "c.toml: table 'audience_ds': dataset owner 'nobody' is not a declared member"),
+            (GOOD.replace("dataset = \"audience_ds\"", "dataset = \"missing\""),
+             "c.toml: table 'audience': dataset 'missing' is not declared"),
+            (GOOD.replace("alias = \"audience\"", "alias = \"Audience\""),
+             "c.toml: table 'Audience': alias must be a lowercase SQL identifier ([a-z_][a-z0-9_]*)"),
+            (GOOD.replace("abilities = [\"provide\"]", "abilities = [\"query\"]"),
+             "c.toml: table 'audience_ds': dataset owner 'publisher' lacks the 'provide' ability"),
+            (GOOD.replace("join = [\"email\"]", "join = [\"email\", \"segment\"]"),
+             "c.toml: table 'audience', column 'segment': conflicting roles: a column cannot be both join and dimension"),
+        ];
+        for (text, want) in cases {
+            let got = errors(&text);
+            assert!(got.iter().any(|g| g == want), "want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_and_unknown_fields_are_errors() {
+        let got = errors("[collaboration\nname=");
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("c.toml: not a valid collaboration file"), "{got:?}");
+        let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"parquet\"\ncolour = 1"));
+        assert!(got[0].contains("unknown field `colour`"), "{got:?}");
+        let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"xlsx\""));
+        assert!(got[0].contains("unknown variant `xlsx`"), "{got:?}");
+    }
+
+    #[test]
+    fn measure_conflicts_and_list_rules() {
+        let text = GOOD.replace(
+            "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+            "measures = { segment = [\"sum\"], spend = [] }\nrule = { type = \"list\", list_columns = [\"age\"] }",
+        );
+        let got = errors(&text);
+        assert!(got.iter().any(|g| g.contains("column 'segment': conflicting roles: a measure")), "{got:?}");
+        assert!(got.iter().any(|g| g.contains("column 'spend': measure allows no aggregate function")), "{got:?}");
+        assert!(got.iter().any(|g| g.contains("column 'age': list column must be a dimension")), "{got:?}");
+    }
+}

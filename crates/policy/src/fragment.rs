@@ -1,0 +1,239 @@
+//! The fragment: the part of a query one member's node runs.
+//!
+//! A fragment is a value, serialised as JSON, that crosses the boundary between
+//! the hub and a node. It is small and declarative so the node can verify it
+//! against its own rules without trusting whoever sent it.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node is asked to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fragment {
+    /// A whole single-table analysis: the node checks the SQL against its own
+    /// rules, runs it, applies its own threshold, and only the aggregate leaves.
+    Analysis {
+        /// Collaboration name.
+        collaboration: String,
+        /// Member who asked.
+        querier: String,
+        /// The configured table it reads.
+        table: String,
+        /// The analysis SQL.
+        sql: String,
+    },
+    /// Scan, filter, project and pseudonymise one configured table; the rows
+    /// go to the collaboration's executor.
+    Scan(ScanFragment),
+}
+
+impl Fragment {
+    /// Collaboration name.
+    pub fn collaboration(&self) -> &str {
+        match self {
+            Fragment::Analysis { collaboration, .. } => collaboration,
+            Fragment::Scan(s) => &s.collaboration,
+        }
+    }
+
+    /// Configured table read.
+    pub fn table(&self) -> &str {
+        match self {
+            Fragment::Analysis { table, .. } => table,
+            Fragment::Scan(s) => &s.table,
+        }
+    }
+}
+
+/// Scan fragment of one configured table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanFragment {
+    /// Collaboration name.
+    pub collaboration: String,
+    /// Member who asked.
+    pub querier: String,
+    /// Configured table (alias).
+    pub table: String,
+    /// Columns that leave the node, in order, with their treatment.
+    pub columns: Vec<FragmentColumn>,
+    /// Rows kept; evaluated on the node before anything leaves.
+    pub filter: Option<Predicate>,
+}
+
+/// One output column of a scan fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentColumn {
+    /// Column name in the configured table.
+    pub name: String,
+    /// How it leaves the node.
+    pub treatment: Treatment,
+}
+
+/// How a column leaves the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "as", rename_all = "snake_case")]
+pub enum Treatment {
+    /// As stored (dimensions and measures only).
+    Raw,
+    /// As a keyed-hash token under the collaboration key of a join contract.
+    Pseudonym {
+        /// The join contract.
+        contract: String,
+    },
+}
+
+/// A literal in a predicate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Literal {
+    /// NULL.
+    Null,
+    /// Boolean.
+    Bool(bool),
+    /// Integer.
+    Int(i64),
+    /// Floating point.
+    Float(f64),
+    /// String.
+    Str(String),
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CmpOp {
+    /// `=`
+    Eq,
+    /// `<>`
+    NotEq,
+    /// `<`
+    Lt,
+    /// `<=`
+    LtEq,
+    /// `>`
+    Gt,
+    /// `>=`
+    GtEq,
+}
+
+/// A row predicate over dimension columns and literals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predicate {
+    /// All hold.
+    And(Vec<Predicate>),
+    /// Any holds.
+    Or(Vec<Predicate>),
+    /// Does not hold.
+    Not(Box<Predicate>),
+    /// `column op value`.
+    Compare {
+        /// Column.
+        column: String,
+        /// Operator.
+        op: CmpOp,
+        /// Literal.
+        value: Literal,
+    },
+    /// `column [NOT] IN (values)`.
+    InList {
+        /// Column.
+        column: String,
+        /// Values.
+        values: Vec<Literal>,
+        /// NOT IN.
+        negated: bool,
+    },
+    /// `column IS [NOT] NULL`.
+    IsNull {
+        /// Column.
+        column: String,
+        /// IS NOT NULL.
+        negated: bool,
+    },
+    /// `column [NOT] [I]LIKE pattern`.
+    Like {
+        /// Column.
+        column: String,
+        /// Pattern.
+        pattern: String,
+        /// NOT LIKE.
+        negated: bool,
+        /// ILIKE.
+        case_insensitive: bool,
+    },
+    /// A boolean column used as a predicate.
+    IsTrue {
+        /// Column.
+        column: String,
+    },
+}
+
+impl Predicate {
+    /// Every column the predicate reads.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.collect_columns(&mut out);
+        out
+    }
+
+    fn collect_columns<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Predicate::And(ps) | Predicate::Or(ps) => {
+                ps.iter().for_each(|p| p.collect_columns(out))
+            }
+            Predicate::Not(p) => p.collect_columns(out),
+            Predicate::Compare { column, .. }
+            | Predicate::InList { column, .. }
+            | Predicate::IsNull { column, .. }
+            | Predicate::Like { column, .. }
+            | Predicate::IsTrue { column } => out.push(column),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_round_trips_as_json() {
+        let f = Fragment::Scan(ScanFragment {
+            collaboration: "demo".into(),
+            querier: "advertiser".into(),
+            table: "audience".into(),
+            columns: vec![
+                FragmentColumn {
+                    name: "email".into(),
+                    treatment: Treatment::Pseudonym {
+                        contract: "email".into(),
+                    },
+                },
+                FragmentColumn {
+                    name: "segment".into(),
+                    treatment: Treatment::Raw,
+                },
+            ],
+            filter: Some(Predicate::And(vec![
+                Predicate::Compare {
+                    column: "region".into(),
+                    op: CmpOp::Eq,
+                    value: Literal::Str("north".into()),
+                },
+                Predicate::Not(Box::new(Predicate::IsNull {
+                    column: "age_band".into(),
+                    negated: false,
+                })),
+            ])),
+        });
+        let json = serde_json::to_string(&f).expect("serialise");
+        let back: Fragment = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, f);
+        if let Fragment::Scan(s) = &back {
+            assert_eq!(
+                s.filter.as_ref().map(Predicate::columns),
+                Some(vec!["region", "age_band"])
+            );
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! # airlock-policy: the vocabulary of a collaboration
+//!
+//! Pure types and checks, no IO: the collaboration configuration (members,
+//! abilities, datasets, configured tables, column roles, analysis rules), the
+//! typed [`Refusal`] every guard and node returns, and the [`Fragment`] that
+//! crosses the boundary between the hub and a member's node.
+//!
+//! ```text
+//!  collaboration.toml ──parse──▶ CollaborationConfig ──validate──▶ Collaboration
+//!                                                                  │
+//!            guard (hub) ──── Fragment (JSON) ────▶ node (member) ─┘ both check
+//! ```
+//!
+//! Loading files and checking that datasets exist is the node's job (it is IO);
+//! everything here can be tested alone and fast.
+
+pub mod config;
+pub mod fragment;
+pub mod refusal;
+
+pub use config::{
+    Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
+    ConfigError, ConfigErrors,
+    ConfiguredTable, Dataset, DatasetFormat, Member, RuleKind,
+};
+pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
+pub use refusal::{Control, Refusal};
+
+/// Prefix reserved for columns Airlock adds to a plan; user SQL may not use it.
+pub const RESERVED_PREFIX: &str = "__airlock";
