@@ -27,6 +27,7 @@ use airlock_policy::{
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan, Operator};
 
 use crate::functions::{scalar_allowed, ALL_ARGUMENTS_FREE};
@@ -598,19 +599,47 @@ impl Checker<'_> {
                         format!("only inner joins are allowed (found {})", j.join_type),
                     ));
                 }
-                if j.filter.is_some() {
-                    return Err(Refusal::new(
-                        Control::Join,
-                        "join conditions other than equality of join columns are not allowed",
-                    ));
+                // The SQL planner leaves `ON a = b` in the join filter; the
+                // optimizer later turns it into equi-join keys. Accept only a
+                // conjunction of column equalities, one side from each input.
+                let mut pairs: Vec<(Expr, Expr)> = j.on.clone();
+                if let Some(filter) = &j.filter {
+                    for c in split_conjunction(filter) {
+                        let Expr::BinaryExpr(b) = c else {
+                            return Err(Refusal::new(
+                                Control::Join,
+                                "join conditions other than equality of join columns are not allowed",
+                            ));
+                        };
+                        let (Operator::Eq, Expr::Column(l), Expr::Column(r)) =
+                            (b.op, b.left.as_ref(), b.right.as_ref())
+                        else {
+                            return Err(Refusal::new(
+                                Control::Join,
+                                "join conditions other than equality of join columns are not allowed",
+                            ));
+                        };
+                        let in_left = |c: &datafusion::common::Column| j.left.schema().has_column(c);
+                        let in_right = |c: &datafusion::common::Column| j.right.schema().has_column(c);
+                        if in_left(l) && in_right(r) {
+                            pairs.push((b.left.as_ref().clone(), b.right.as_ref().clone()));
+                        } else if in_left(r) && in_right(l) {
+                            pairs.push((b.right.as_ref().clone(), b.left.as_ref().clone()));
+                        } else {
+                            return Err(Refusal::new(
+                                Control::Join,
+                                "a join condition must compare a column of each side",
+                            ));
+                        }
+                    }
                 }
-                if j.on.is_empty() {
+                if pairs.is_empty() {
                     return Err(Refusal::new(
                         Control::Join,
                         "cross joins are not allowed; join with = on join columns",
                     ));
                 }
-                for (l, r) in &j.on {
+                for (l, r) in &pairs {
                     let lc = join_key(l, &left, j.left.schema())?;
                     let rc = join_key(r, &right, j.right.schema())?;
                     let (ls, lcontract) = self.join_contract(lc)?;

@@ -1,0 +1,114 @@
+//! `airlock bench`: Airlock against plain DataFusion on the same files, in
+//! the same process, reporting each time and the ratio.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::cluster::{CliError, Cluster};
+use crate::data;
+
+/// (a) a single-member aggregate, run entirely on the publisher's node.
+pub const SINGLE: &str = "SELECT segment, region, COUNT(DISTINCT email) AS people, COUNT(*) AS rows_n \
+     FROM audience GROUP BY segment, region";
+/// (b) the two-member overlap by segment x category.
+pub const OVERLAP: &str = "SELECT a.segment, p.category, COUNT(DISTINCT a.email) AS people, \
+     SUM(p.amount_cents) AS revenue_cents \
+     FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment, p.category";
+
+/// Options of the benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Directory for the data.
+    pub dir: PathBuf,
+    /// Audience rows.
+    pub rows: usize,
+    /// Timed runs per side (the median is reported).
+    pub runs: usize,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs the benchmark and prints the results.
+pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
+    let t = Instant::now();
+    println!(
+        "generating {} audience rows into {} ...",
+        opts.rows,
+        opts.dir.display()
+    );
+    let w = data::write_demo(&opts.dir, opts.rows, false).map_err(CliError::Failed)?;
+    println!(
+        "  audience {} rows, purchases {} rows ({:.1}s)",
+        w.audience,
+        w.purchases,
+        t.elapsed().as_secs_f64()
+    );
+    let cluster = Cluster::open(&opts.dir.join("collaboration.toml"), None).await?;
+    let plain = SessionContext::new();
+    for (name, file) in [("audience", "audience.parquet"), ("purchases", "purchases.parquet")] {
+        let path = opts.dir.join(file);
+        plain
+            .register_parquet(name, path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+            .await
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    println!();
+    println!(
+        "{:<44} {:>12} {:>12} {:>8} {:>8}",
+        "query", "airlock", "datafusion", "ratio", "target"
+    );
+    for (label, sql, target) in [
+        ("(a) single-member aggregate", SINGLE, 1.1),
+        ("(b) two-member overlap by segment x category", OVERLAP, 2.0),
+    ] {
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        let mut rows = (0, 0);
+        // One warm-up of each, then alternate so both see the same cache.
+        for i in 0..=opts.runs {
+            let s = Instant::now();
+            let released = cluster.query("advertiser", sql).await?;
+            let a = s.elapsed();
+            let s = Instant::now();
+            let df = plain
+                .sql(sql)
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let batches = df
+                .collect()
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            let b = s.elapsed();
+            if i > 0 {
+                ours.push(a);
+                theirs.push(b);
+            }
+            rows = (
+                released.num_rows(),
+                batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            );
+        }
+        let (a, b) = (median(ours), median(theirs));
+        let ratio = a.as_secs_f64() / b.as_secs_f64();
+        println!(
+            "{:<44} {:>10.3}s {:>10.3}s {:>7.2}x {:>7.1}x",
+            label,
+            a.as_secs_f64(),
+            b.as_secs_f64(),
+            ratio,
+            target
+        );
+        println!(
+            "    rows released by airlock: {}, rows from plain datafusion: {}",
+            rows.0, rows.1
+        );
+    }
+    println!();
+    println!("(median of {} runs after one warm-up; same process, same files)", opts.runs);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! An in-process clean room: one node per contributing member and a hub,
+//! talking only through fragments (JSON) and Arrow IPC bytes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use airlock_hub::{Hub, HubError, NodeClient, NodeFailure, Released};
+use airlock_node::{Node, NodeError};
+use airlock_policy::{Ability, Collaboration, Refusal};
+use futures::future::BoxFuture;
+
+/// Errors of the CLI, each with its exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad input: configuration, SQL syntax, unknown member (exit 2).
+    BadInput(String),
+    /// Refused (exit 3).
+    Refused {
+        /// The refusal.
+        refusal: Refusal,
+        /// The member whose node refused, if a node did.
+        node: Option<String>,
+    },
+    /// Anything else (exit 1).
+    Failed(String),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::BadInput(_) => 2,
+            CliError::Refused { .. } => 3,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::BadInput(m) => write!(f, "error: {m}"),
+            CliError::Refused { refusal, node: None } => write!(f, "{refusal}"),
+            CliError::Refused {
+                refusal,
+                node: Some(n),
+            } => write!(f, "{refusal} (refused by the node of '{n}')"),
+            CliError::Failed(m) => write!(f, "error: {m}"),
+        }
+    }
+}
+
+impl From<HubError> for CliError {
+    fn from(e: HubError) -> Self {
+        match e {
+            HubError::Refused { refusal, node } => CliError::Refused { refusal, node },
+            HubError::BadInput(m) => CliError::BadInput(m),
+            HubError::Failed(m) => CliError::Failed(m),
+        }
+    }
+}
+
+/// A copy of every byte stream that left a node, for inspection in tests.
+pub type Tap = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// The members' nodes, reached by direct calls.
+pub struct LocalNodes {
+    nodes: HashMap<String, Node>,
+    tap: Option<Tap>,
+}
+
+impl NodeClient for LocalNodes {
+    fn execute<'a>(
+        &'a self,
+        member: &'a str,
+        fragment_json: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+        Box::pin(async move {
+            let Some(node) = self.nodes.get(member) else {
+                return Err(NodeFailure::Failed(format!("no node for member '{member}'")));
+            };
+            match node.execute(fragment_json).await {
+                Ok(bytes) => {
+                    if let Some(tap) = &self.tap {
+                        if let Ok(mut t) = tap.lock() {
+                            t.push((member.to_string(), bytes.clone()));
+                        }
+                    }
+                    Ok(bytes)
+                }
+                Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
+                Err(e) => Err(NodeFailure::Failed(e.to_string())),
+            }
+        })
+    }
+}
+
+/// A hub and its nodes in one process.
+pub struct Cluster {
+    /// The hub.
+    pub hub: Hub,
+    /// The nodes.
+    pub nodes: LocalNodes,
+}
+
+/// Reads and validates a collaboration file.
+pub fn load_collaboration(path: &Path) -> Result<Collaboration, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    Collaboration::from_toml(&text, &path.display().to_string())
+        .map_err(|e| CliError::BadInput(e.to_string()))
+}
+
+impl Cluster {
+    /// Opens the collaboration at `path`: a node for every member with the
+    /// `provide` ability, and a hub with the schemas they publish.
+    pub async fn open(path: &Path, tap: Option<Tap>) -> Result<Cluster, CliError> {
+        let collab = load_collaboration(path)?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let mut nodes = HashMap::new();
+        let mut schemas = HashMap::new();
+        for m in &collab.config.members {
+            if !m.abilities.contains(&Ability::Provide) {
+                continue;
+            }
+            let node = Node::open(&collab, dir, &m.name).await.map_err(|e| match e {
+                NodeError::Config(c) => CliError::BadInput(c.to_string()),
+                other => CliError::Failed(format!("node of '{}': {other}", m.name)),
+            })?;
+            schemas.extend(node.table_schemas().clone());
+            nodes.insert(m.name.clone(), node);
+        }
+        let hub = Hub::new(collab, &schemas)?;
+        Ok(Cluster {
+            hub,
+            nodes: LocalNodes { nodes, tap },
+        })
+    }
+
+    /// Runs a query as `member`.
+    pub async fn query(&self, member: &str, sql: &str) -> Result<Released, CliError> {
+        Ok(self.hub.query(member, sql, &self.nodes).await?)
+    }
+
+    /// Checks a query as `member` and describes its plan.
+    pub async fn check(&self, member: &str, sql: &str) -> Result<String, CliError> {
+        let (_, plan) = self.hub.check(member, sql).await?;
+        Ok(plan.to_string())
+    }
+
+    /// The first member with the `query` ability.
+    pub fn default_querier(&self) -> Option<String> {
+        self.hub
+            .collaboration()
+            .config
+            .members
+            .iter()
+            .find(|m| m.abilities.contains(&Ability::Query))
+            .map(|m| m.name.clone())
+    }
+}

@@ -1,0 +1,276 @@
+//! Realistic sample data for the demo and the benchmark.
+//!
+//! The provider `publisher` has an audience (one row per person); the
+//! consumer `advertiser` has purchases (about 2 rows per 10 audience rows).
+//! About half of the advertiser's customers are in the audience, and some
+//! customers have several orders. Generation is seeded, so the same `rows`
+//! always gives the same files.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Date32Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::Compression;
+use datafusion::parquet::file::properties::WriterProperties;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const FIRST: &[&str] = &[
+    "ana", "ben", "chloe", "david", "emma", "farid", "grace", "hugo", "ines", "jack", "kira",
+    "liam", "maya", "noah", "olga", "pablo", "quinn", "rosa", "sami", "tara", "ugo", "vera",
+    "wen", "xavi", "yara", "zoe",
+];
+const LAST: &[&str] = &[
+    "smith", "garcia", "muller", "rossi", "martin", "kowalski", "nguyen", "silva", "jensen",
+    "dubois", "novak", "tanaka", "okafor", "haddad", "larsen", "moreau",
+];
+const DOMAINS: &[&str] = &["example.com", "mail.example", "inbox.example", "post.example"];
+/// Segments with their relative weights.
+pub const SEGMENTS: &[(&str, u32)] = &[
+    ("sports", 14),
+    ("travel", 12),
+    ("tech", 13),
+    ("fashion", 11),
+    ("food", 10),
+    ("auto", 8),
+    ("finance", 9),
+    ("parenting", 8),
+    ("gaming", 9),
+    ("beauty", 6),
+];
+const REGIONS: &[&str] = &[
+    "north", "south", "east", "west", "central", "coast", "highlands", "islands",
+];
+const AGE_BANDS: &[&str] = &["18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
+/// Purchase categories with their typical basket in cents.
+pub const CATEGORIES: &[(&str, i64)] = &[
+    ("electronics", 18_000),
+    ("apparel", 6_000),
+    ("home", 9_000),
+    ("beauty", 3_500),
+    ("grocery", 4_500),
+    ("sports", 7_500),
+];
+const BATCH: usize = 200_000;
+/// Days since the epoch of 2025-01-01.
+const DAY0: i32 = 20_089;
+
+/// The email of person `i` (audience people are `0..rows`, others above).
+pub fn email(i: u64) -> String {
+    let f = FIRST[(i % FIRST.len() as u64) as usize];
+    let l = LAST[((i / 7) % LAST.len() as u64) as usize];
+    let d = DOMAINS[((i / 3) % DOMAINS.len() as u64) as usize];
+    format!("{f}.{l}{i}@{d}")
+}
+
+fn weighted<'a>(rng: &mut StdRng, items: &[(&'a str, u32)]) -> &'a str {
+    let total: u32 = items.iter().map(|(_, w)| w).sum();
+    let mut x = rng.gen_range(0..total);
+    for (name, w) in items {
+        if x < *w {
+            return name;
+        }
+        x -= w;
+    }
+    items[0].0
+}
+
+fn writer(path: &Path, schema: &SchemaRef) -> std::io::Result<ArrowWriter<File>> {
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    ArrowWriter::try_new(File::create(path)?, schema.clone(), Some(props))
+        .map_err(std::io::Error::other)
+}
+
+fn audience_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("email", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("age_band", DataType::Utf8, false),
+        Field::new("consent", DataType::Boolean, false),
+    ]))
+}
+
+fn purchases_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("email", DataType::Utf8, false),
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("amount_cents", DataType::Int64, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("day", DataType::Date32, false),
+    ]))
+}
+
+/// Row counts written.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Audience rows.
+    pub audience: usize,
+    /// Purchase rows.
+    pub purchases: usize,
+    /// Distinct advertiser customers.
+    pub customers: usize,
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Writes `audience.parquet` and `purchases.parquet` into `dir`.
+pub fn write_demo_data(dir: &Path, rows: usize) -> std::io::Result<Written> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = StdRng::seed_from_u64(0x41_49_52_4c_4f_43_4b);
+    let schema = audience_schema();
+    let mut w = writer(&dir.join("audience.parquet"), &schema)?;
+    let mut start = 0;
+    while start < rows {
+        let n = BATCH.min(rows - start);
+        let ids = start as u64..(start + n) as u64;
+        let emails: StringArray = ids.clone().map(|i| Some(email(i))).collect();
+        let segments: StringArray = (0..n).map(|_| Some(weighted(&mut rng, SEGMENTS))).collect();
+        let regions: StringArray = (0..n)
+            .map(|_| Some(REGIONS[rng.gen_range(0..REGIONS.len())]))
+            .collect();
+        let ages: StringArray = (0..n)
+            .map(|_| Some(AGE_BANDS[rng.gen_range(0..AGE_BANDS.len())]))
+            .collect();
+        let consent: BooleanArray = (0..n).map(|_| Some(rng.gen_bool(0.92))).collect();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(emails),
+            Arc::new(segments),
+            Arc::new(regions),
+            Arc::new(ages),
+            Arc::new(consent),
+        ];
+        w.write(&RecordBatch::try_new(schema.clone(), cols).map_err(io)?)
+            .map_err(io)?;
+        start += n;
+    }
+    w.close().map_err(io)?;
+
+    // Customers: ~0.12 x rows people with 1 + geometric orders (mean ~1.67),
+    // so about 2 purchase rows per 10 audience rows. Even customers are
+    // audience people spread over the whole audience; odd ones are not in it.
+    let customers = (rows * 12 / 100).max(1);
+    let half = customers.div_ceil(2) as u64;
+    let stride = (rows as u64 / half.max(1)).max(1);
+    let schema = purchases_schema();
+    let mut w = writer(&dir.join("purchases.parquet"), &schema)?;
+    let mut order_id: i64 = 1_000_000;
+    let mut total = 0;
+    let mut buf: (Vec<String>, Vec<i64>, Vec<i64>, Vec<&str>, Vec<i32>) = Default::default();
+    for c in 0..customers as u64 {
+        let person = if c % 2 == 0 && rows > 0 {
+            ((c / 2) * stride + rng.gen_range(0..stride)) % rows as u64
+        } else {
+            rows as u64 + c
+        };
+        let favourite = rng.gen_range(0..CATEGORIES.len());
+        let mut orders = 1;
+        while orders < 10 && rng.gen_bool(0.4) {
+            orders += 1;
+        }
+        for _ in 0..orders {
+            let cat = if rng.gen_bool(0.6) {
+                favourite
+            } else {
+                rng.gen_range(0..CATEGORIES.len())
+            };
+            let (name, basket) = CATEGORIES[cat];
+            let factor: f64 = rng.gen_range(0.2..2.5);
+            buf.0.push(email(person));
+            buf.1.push(order_id);
+            buf.2.push(((basket as f64) * factor) as i64 + 99);
+            buf.3.push(name);
+            buf.4.push(DAY0 + rng.gen_range(0..365));
+            order_id += 1;
+        }
+        if buf.0.len() >= BATCH || c + 1 == customers as u64 {
+            total += buf.0.len();
+            let b = std::mem::take(&mut buf);
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(b.0)),
+                Arc::new(Int64Array::from(b.1)),
+                Arc::new(Int64Array::from(b.2)),
+                Arc::new(StringArray::from(b.3)),
+                Arc::new(Date32Array::from(b.4)),
+            ];
+            w.write(&RecordBatch::try_new(schema.clone(), cols).map_err(io)?)
+                .map_err(io)?;
+        }
+    }
+    w.close().map_err(io)?;
+    Ok(Written {
+        audience: rows,
+        purchases: total,
+        customers,
+    })
+}
+
+/// The demo collaboration file (k = 50 on both tables).
+pub fn collaboration_toml(join_required: bool) -> String {
+    format!(
+        r#"# Airlock demo collaboration: a publisher's audience and an advertiser's purchases.
+# Both datasets are read in place from this directory; nothing is copied.
+# Reference: docs/config.md
+
+[collaboration]
+name = "demo"
+secret_file = "collaboration.key"   # read only by the members' nodes
+
+[[members]]
+name = "publisher"
+abilities = ["provide"]
+
+[[members]]
+name = "advertiser"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "publisher_audience"
+owner = "publisher"
+path = "audience.parquet"
+format = "parquet"
+
+[[datasets]]
+name = "advertiser_purchases"
+owner = "advertiser"
+path = "purchases.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "audience"
+dataset = "publisher_audience"
+identity = "email"
+join = ["email"]
+dimensions = ["segment", "region", "age_band", "consent"]
+rule = {{ type = "aggregation", min_distinct_identities = 50, join_required = {join_required} }}
+
+[[tables]]
+alias = "purchases"
+dataset = "advertiser_purchases"
+identity = "email"
+join = ["email"]
+dimensions = ["category", "day"]
+measures = {{ amount_cents = ["sum", "avg", "count"], order_id = ["count", "count_distinct"] }}
+rule = {{ type = "aggregation", min_distinct_identities = 50 }}
+"#
+    )
+}
+
+/// Writes the demo data, the collaboration file and a fresh collaboration secret.
+pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Written, String> {
+    let written = write_demo_data(dir, rows).map_err(|e| format!("writing sample data: {e}"))?;
+    std::fs::write(dir.join("collaboration.toml"), collaboration_toml(join_required))
+        .map_err(|e| format!("writing collaboration.toml: {e}"))?;
+    let secret = airlock_crypto::CollaborationSecret::generate().map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("collaboration.key"), secret.to_hex() + "\n")
+        .map_err(|e| format!("writing collaboration.key: {e}"))?;
+    Ok(written)
+}

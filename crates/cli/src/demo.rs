@@ -1,0 +1,138 @@
+//! `airlock demo`: sample data, a collaboration, the canonical analyses and
+//! three refused queries, end to end in one process.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::cluster::{CliError, Cluster, Tap};
+use crate::data;
+use crate::output::{render, Format};
+
+/// The canonical analyses: (title, SQL).
+pub const ANALYSES: &[(&str, &str)] = &[
+    (
+        "Audience overlap by segment",
+        "SELECT a.segment, COUNT(DISTINCT a.email) AS people\n\
+         FROM audience a JOIN purchases p ON a.email = p.email\n\
+         GROUP BY a.segment ORDER BY people DESC",
+    ),
+    (
+        "Buyers and revenue by segment x category",
+        "SELECT a.segment, p.category, COUNT(DISTINCT p.email) AS buyers,\n       \
+         SUM(p.amount_cents) AS revenue_cents\n\
+         FROM audience a JOIN purchases p ON a.email = p.email\n\
+         GROUP BY a.segment, p.category ORDER BY a.segment, p.category",
+    ),
+];
+
+/// Queries the demo shows being refused: (what it tries, SQL).
+pub const REFUSED: &[(&str, &str)] = &[
+    ("read raw rows", "SELECT * FROM audience"),
+    (
+        "output the identity",
+        "SELECT a.email, COUNT(*) AS orders\n\
+         FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.email",
+    ),
+    (
+        "single out one person with a filter",
+        "SELECT p.category, SUM(p.amount_cents) AS spend\n\
+         FROM audience a JOIN purchases p ON a.email = p.email\n\
+         WHERE a.email = 'ana.smith0@example.com' GROUP BY p.category",
+    ),
+];
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Directory for data and configuration.
+    pub dir: std::path::PathBuf,
+    /// Audience rows.
+    pub rows: usize,
+}
+
+/// Runs the demo, printing to stdout. With `tap`, every byte stream that
+/// leaves a node is recorded.
+pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
+    let dir = opts.dir.as_path();
+    println!("Airlock demo: a publisher and an advertiser in one clean room");
+    println!();
+    let t = Instant::now();
+    println!(
+        "1. Writing sample data for two members into {} ...",
+        dir.display()
+    );
+    let written = data::write_demo(dir, opts.rows, true).map_err(CliError::Failed)?;
+    println!(
+        "   publisher  audience.parquet   {:>10} rows (email, segment, region, age_band, consent)",
+        written.audience
+    );
+    println!(
+        "   advertiser purchases.parquet  {:>10} rows (email, order_id, amount_cents, category, day), {} customers",
+        written.purchases, written.customers
+    );
+    println!("   ({:.1}s)", t.elapsed().as_secs_f64());
+    let config = dir.join("collaboration.toml");
+    println!();
+    println!(
+        "2. Collaboration {}: both datasets read in place; aggregation rules with k = 50 distinct people per output row",
+        config.display()
+    );
+    let cluster = Cluster::open(&config, tap).await?;
+    println!();
+    println!("3. Canonical analyses, run as 'advertiser'");
+    for (i, (title, sql)) in ANALYSES.iter().enumerate() {
+        show_analysis(&cluster, i + 1, title, sql).await?;
+    }
+    println!();
+    println!("4. Queries Airlock refuses");
+    for (i, (what, sql)) in REFUSED.iter().enumerate() {
+        println!();
+        println!("   {}. trying to {what}:", i + 1);
+        println!("{}", indent(sql, 6));
+        match cluster.query("advertiser", sql).await {
+            Err(e @ CliError::Refused { .. }) => println!("      -> {e}"),
+            Err(e) => return Err(e),
+            Ok(_) => {
+                return Err(CliError::Failed(format!(
+                    "demo query was expected to be refused but was released: {sql}"
+                )))
+            }
+        }
+    }
+    println!();
+    println!("Explore:");
+    println!(
+        "  cargo run --release --bin airlock -- check --collab {} 'SELECT p.category, COUNT(DISTINCT p.email) FROM purchases p GROUP BY p.category'",
+        config.display()
+    );
+    println!(
+        "  cargo run --release --bin airlock -- query --collab {} --as advertiser 'SELECT a.region, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.region'",
+        config.display()
+    );
+    println!("Total {:.1}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn indent(s: &str, n: usize) -> String {
+    s.lines()
+        .map(|l| format!("{}{l}", " ".repeat(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn show_analysis(cluster: &Cluster, n: usize, title: &str, sql: &str) -> Result<(), CliError> {
+    println!();
+    println!("   Analysis {n}: {title}");
+    println!("{}", indent(sql, 6));
+    let t = Instant::now();
+    let released = cluster.query("advertiser", sql).await?;
+    let table = render(&released, Format::Table).map_err(CliError::Failed)?;
+    println!("{}", indent(&table, 6));
+    println!("      released in {:.2}s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The directory the demo uses when none is given.
+pub fn default_dir() -> &'static Path {
+    Path::new("airlock-demo")
+}

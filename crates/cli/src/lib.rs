@@ -1,0 +1,12 @@
+//! # airlock-cli: the `airlock` command
+//!
+//! `airlock demo` runs a whole collaboration in one process; `airlock check`
+//! and `airlock query` work on a collaboration file; `airlock bench`
+//! measures Airlock against plain DataFusion. The binary's `main` only
+//! parses arguments; everything else is here so tests can call it.
+
+pub mod bench;
+pub mod cluster;
+pub mod data;
+pub mod demo;
+pub mod output;
