@@ -166,6 +166,7 @@ fn literal(v: &ScalarValue) -> Option<Literal> {
         ScalarValue::UInt32(Some(i)) => Literal::Int((*i).into()),
         ScalarValue::Float32(Some(f)) => Literal::Float((*f).into()),
         ScalarValue::Float64(Some(f)) => Literal::Float(*f),
+        ScalarValue::Date32(Some(d)) => Literal::Date(*d),
         _ => return None,
     })
 }

@@ -165,6 +165,7 @@ fn literal(v: &Literal) -> Expr {
         Literal::Int(i) => lit(*i),
         Literal::Float(f) => lit(*f),
         Literal::Str(s) => lit(s.clone()),
+        Literal::Date(d) => lit(ScalarValue::Date32(Some(*d))),
     }
 }
 

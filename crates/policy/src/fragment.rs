@@ -84,7 +84,7 @@ pub enum Treatment {
 
 /// A literal in a predicate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(rename_all = "snake_case")]
 pub enum Literal {
     /// NULL.
     Null,
@@ -96,6 +96,8 @@ pub enum Literal {
     Float(f64),
     /// String.
     Str(String),
+    /// Date, as days since 1970-01-01.
+    Date(i32),
 }
 
 /// Comparison operators.
