@@ -353,7 +353,49 @@ impl Checker<'_> {
         }
     }
 
+    /// The first configured column an expression reads, to name it in a refusal.
+    fn locate(&self, e: &Expr, input: &[Class], schema: &DFSchema) -> Option<(usize, String)> {
+        // In tree order (not `column_refs`, a hash set) so messages are stable.
+        let mut columns = Vec::new();
+        let _ = e.apply(|x| {
+            if let Expr::Column(c) = x {
+                columns.push(c.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        columns.iter().find_map(|c| {
+            let idx = schema.index_of_column(c).ok()?;
+            match &input[idx] {
+                Class::Identity { scan, column }
+                | Class::Join { scan, column, .. }
+                | Class::Measure { scan, column } => Some((*scan, column.clone())),
+                Class::Dimension { sources } => sources.first().cloned(),
+            }
+        })
+    }
+
+    /// Names the table and column an aggregate reads in a refusal.
+    fn name_subject(&self, r: Refusal, e: &Expr, input: &[Class], schema: &DFSchema) -> Refusal {
+        match self.locate(e, input, schema) {
+            Some((scan, column)) => {
+                let rule = self.info(scan).table.rule.kind();
+                r.table(&self.scans[scan].table, Some(rule)).column(column)
+            }
+            None => r,
+        }
+    }
+
     fn check_aggregate(&self, e: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
+        self.check_aggregate_inner(e, input, schema).map_err(|r| {
+            if r.table.is_some() {
+                r
+            } else {
+                self.name_subject(r, e, input, schema)
+            }
+        })
+    }
+
+    fn check_aggregate_inner(&self, e: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
         let inner = match e {
             Expr::Alias(a) => a.expr.as_ref(),
             other => other,
@@ -836,11 +878,11 @@ impl Checker<'_> {
                             format!("function {name} is not on the allowlist"),
                         ))
                     } else if !ALL_ARGUMENTS_FREE.contains(&name.as_str())
-                        && f.args.iter().skip(1).any(|a| !a.column_refs().is_empty())
+                        && f.args.iter().filter(|a| !a.column_refs().is_empty()).count() > 1
                     {
                         Some(Refusal::new(
                             Control::ErrorOracle,
-                            format!("only the first argument of {name} may read a column"),
+                            format!("only one argument of {name} may read a column"),
                         ))
                     } else {
                         None

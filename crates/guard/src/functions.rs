@@ -38,9 +38,10 @@ pub const SCALAR_FUNCTIONS: &[&str] = &[
     "least",
 ];
 
-/// Functions whose arguments may all be expressions; for every other allowed
-/// function only the first argument may read a column, so an argument computed
-/// from data cannot make the function fail on one row (error oracle).
+/// Functions whose arguments may all read columns; every other allowed
+/// function may have only one argument that reads a column (the others are
+/// literals), so an argument computed from data cannot make it fail on one
+/// row (error oracle).
 pub const ALL_ARGUMENTS_FREE: &[&str] = &[
     "concat",
     "concat_ws",

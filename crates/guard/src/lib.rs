@@ -257,7 +257,19 @@ impl Guard {
         let plan = state
             .statement_to_plan(statement)
             .await
-            .map_err(|e| GuardError::BadInput(e.strip_backtrace().to_string()))?;
+            .map_err(|e| {
+                let message = e.strip_backtrace().to_string();
+                // A function the engine does not know is as refused as one it
+                // knows but the allowlist does not name.
+                if message.contains("Invalid function") {
+                    GuardError::Refused(Refusal::new(
+                        Control::UnknownFunction,
+                        "a function in the query is not on the allowlist",
+                    ))
+                } else {
+                    GuardError::BadInput(message)
+                }
+            })?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
