@@ -452,3 +452,175 @@ async fn configuration_errors_name_file_table_and_column() {
     let e = Cluster::open(&path, None).await.err().expect("refused");
     assert!(e.to_string().contains("column 'category': a measure must be numeric"), "{e}");
 }
+
+const SMALL: &str = r#"
+[collaboration]
+name = "small"
+secret_file = "small.key"
+
+[[members]]
+name = "publisher"
+abilities = ["provide"]
+
+[[members]]
+name = "advertiser"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "crm"
+owner = "publisher"
+path = "crm.csv"
+format = "csv"
+
+[[datasets]]
+name = "shop"
+owner = "advertiser"
+path = "shop/*.csv"
+format = "csv"
+
+[[tables]]
+alias = "crm"
+dataset = "crm"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "RULE_CRM" }
+
+[[tables]]
+alias = "orders"
+dataset = "shop"
+identity = "email"
+join = ["email"]
+dimensions = ["category", "region"]
+measures = { amount = ["sum", "count"] }
+rule = { type = "RULE_ORDERS" }
+"#;
+
+/// Writes a tiny CSV collaboration: category `whale` is one person with
+/// 1,000 orders; `trio` has exactly 3 people; `pair` has 2.
+fn small_collab(crm_rule: &str, orders_rule: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("shop")).expect("mkdir");
+    let mut crm = String::from("email,segment\n");
+    let mut shop = String::from("email,category,region,amount\n");
+    for i in 0..1000 {
+        shop.push_str(&format!("whale@example.com,whale,north,{}\n", i + 1));
+    }
+    for (who, region) in [("t1", "north"), ("t2", "north"), ("t3", "south")] {
+        shop.push_str(&format!("{who}@example.com,trio,{region},10\n"));
+        crm.push_str(&format!("{who}@example.com,sports\n"));
+    }
+    for who in ["p1", "p2"] {
+        shop.push_str(&format!("{who}@example.com,pair,north,10\n"));
+        crm.push_str(&format!("{who}@example.com,travel\n"));
+    }
+    crm.push_str("whale@example.com,travel\n");
+    std::fs::write(dir.join("crm.csv"), crm).expect("write");
+    std::fs::write(dir.join("shop/part-0.csv"), shop).expect("write");
+    std::fs::write(dir.join("small.key"), "ab".repeat(32)).expect("write");
+    let toml = SMALL
+        .replace("type = \"RULE_CRM\"", crm_rule)
+        .replace("type = \"RULE_ORDERS\"", orders_rule);
+    std::fs::write(dir.join("small.toml"), toml).expect("write");
+    let path = dir.join("small.toml");
+    (tmp, path)
+}
+
+async fn released_rows(cluster: &Cluster, sql: &str) -> Vec<String> {
+    let r = cluster
+        .query("advertiser", sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows(&r.batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thresholds_count_people_not_rows_and_suppress_small_groups() {
+    let agg = "type = \"aggregation\", min_distinct_identities = 3";
+    let (_tmp, path) = small_collab(agg, agg);
+    let cluster = Cluster::open(&path, None).await.expect("open");
+    // ATTACKS #6: 1,000 rows of one person are still one person.
+    for sql in [
+        "SELECT category, COUNT(*) AS n FROM orders GROUP BY category",
+        "SELECT category, SUM(amount) AS s FROM orders GROUP BY category",
+        "SELECT category, COUNT(amount) AS n FROM orders WHERE category = 'whale' GROUP BY category",
+    ] {
+        let got = released_rows(&cluster, sql).await;
+        assert!(got.iter().all(|r| !r.starts_with("whale")), "{sql}: {got:?}");
+    }
+    // ATTACKS #5: small groups are removed, never shown as zero or null.
+    let got = released_rows(&cluster, "SELECT category, COUNT(*) AS n FROM orders GROUP BY category").await;
+    assert_eq!(got, vec!["trio | 3".to_string()]);
+    let got = released_rows(&cluster, "SELECT category, region, COUNT(*) AS n FROM orders GROUP BY category, region").await;
+    assert!(got.is_empty(), "trio splits into 2 + 1 people: {got:?}");
+    let got = released_rows(
+        &cluster,
+        "SELECT c.segment, COUNT(DISTINCT o.email) AS n FROM crm c JOIN orders o ON c.email = o.email GROUP BY c.segment",
+    )
+    .await;
+    // travel is pair + whale: 3 people although the whale brings 1,000 rows.
+    assert_eq!(got, vec!["sports | 3".to_string(), "travel | 3".to_string()]);
+    // ATTACKS #7: differencing -- each release stands alone against k.
+    let all = released_rows(&cluster, "SELECT COUNT(*) AS n FROM orders WHERE category = 'trio'").await;
+    assert_eq!(all, vec!["3".to_string()]);
+    let minus_one = released_rows(
+        &cluster,
+        "SELECT COUNT(*) AS n FROM orders WHERE category = 'trio' AND region = 'north'",
+    )
+    .await;
+    assert!(minus_one.is_empty(), "two people must not be released: {minus_one:?}");
+    let strict = released_rows(
+        &cluster,
+        "SELECT COUNT(*) AS n FROM orders WHERE category IN ('trio', 'pair') AND region = 'north'",
+    )
+    .await;
+    assert_eq!(strict, vec!["4".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strictest_k_wins_across_owners() {
+    let (_tmp, path) = small_collab(
+        "type = \"aggregation\", min_distinct_identities = 4",
+        "type = \"aggregation\", min_distinct_identities = 2",
+    );
+    let cluster = Cluster::open(&path, None).await.expect("open");
+    // orders alone: k = 2, so pair (2 people) is released.
+    let got = released_rows(&cluster, "SELECT category, COUNT(*) AS n FROM orders GROUP BY category").await;
+    assert_eq!(got, vec!["pair | 2".to_string(), "trio | 3".to_string()]);
+    // joined with crm (k = 4): trio's 3 people no longer pass.
+    let got = released_rows(
+        &cluster,
+        "SELECT o.category, COUNT(*) AS n FROM crm c JOIN orders o ON c.email = o.email GROUP BY o.category",
+    )
+    .await;
+    assert!(got.is_empty(), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_rule_lists_own_columns_of_overlapping_rows_only() {
+    let list = "type = \"list\", list_columns = [\"category\", \"region\"]";
+    let (_tmp, path) = small_collab("type = \"list\", list_columns = [\"segment\"]", list);
+    let cluster = Cluster::open(&path, None).await.expect("open");
+    let got = released_rows(
+        &cluster,
+        "SELECT DISTINCT o.category, o.region FROM orders o JOIN crm c ON o.email = c.email",
+    )
+    .await;
+    assert_eq!(
+        got,
+        vec!["pair | north", "trio | north", "trio | south", "whale | north"]
+    );
+    for (sql, control) in [
+        ("SELECT c.segment FROM orders o JOIN crm c ON o.email = c.email", Control::ListRule),
+        ("SELECT o.email FROM orders o JOIN crm c ON o.email = c.email", Control::IdentityOutput),
+        ("SELECT o.category FROM orders o", Control::ListRule),
+        ("SELECT o.category, COUNT(*) FROM orders o JOIN crm c ON o.email = c.email GROUP BY 1", Control::ListRule),
+        ("SELECT o.amount FROM orders o JOIN crm c ON o.email = c.email", Control::ListRule),
+    ] {
+        match cluster.check("advertiser", sql).await {
+            Err(CliError::Refused { refusal, .. }) => assert_eq!(refusal.control, control, "{sql}: {refusal}"),
+            other => panic!("{sql}: expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
