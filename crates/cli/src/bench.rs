@@ -10,7 +10,8 @@ use crate::cluster::{CliError, Cluster};
 use crate::data;
 
 /// (a) a single-member aggregate, run entirely on the publisher's node.
-pub const SINGLE: &str = "SELECT segment, region, COUNT(DISTINCT email) AS people, COUNT(*) AS rows_n \
+pub const SINGLE: &str =
+    "SELECT segment, region, COUNT(DISTINCT email) AS people, COUNT(*) AS rows_n \
      FROM audience GROUP BY segment, region";
 /// (b) the two-member overlap by segment x category.
 pub const OVERLAP: &str = "SELECT a.segment, p.category, COUNT(DISTINCT a.email) AS people, \
@@ -50,10 +51,17 @@ pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
     );
     let cluster = Cluster::open(&opts.dir.join("collaboration.toml"), None).await?;
     let plain = SessionContext::new();
-    for (name, file) in [("audience", "audience.parquet"), ("purchases", "purchases.parquet")] {
+    for (name, file) in [
+        ("audience", "audience.parquet"),
+        ("purchases", "purchases.parquet"),
+    ] {
         let path = opts.dir.join(file);
         plain
-            .register_parquet(name, path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+            .register_parquet(
+                name,
+                path.to_string_lossy().as_ref(),
+                ParquetReadOptions::default(),
+            )
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
     }
@@ -109,6 +117,9 @@ pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
         );
     }
     println!();
-    println!("(median of {} runs after one warm-up; same process, same files)", opts.runs);
+    println!(
+        "(median of {} runs after one warm-up; same process, same files)",
+        opts.runs
+    );
     Ok(())
 }

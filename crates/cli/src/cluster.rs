@@ -41,7 +41,10 @@ impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CliError::BadInput(m) => write!(f, "error: {m}"),
-            CliError::Refused { refusal, node: None } => write!(f, "{refusal}"),
+            CliError::Refused {
+                refusal,
+                node: None,
+            } => write!(f, "{refusal}"),
             CliError::Refused {
                 refusal,
                 node: Some(n),
@@ -78,7 +81,9 @@ impl NodeClient for LocalNodes {
     ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
         Box::pin(async move {
             let Some(node) = self.nodes.get(member) else {
-                return Err(NodeFailure::Failed(format!("no node for member '{member}'")));
+                return Err(NodeFailure::Failed(format!(
+                    "no node for member '{member}'"
+                )));
             };
             match node.execute(fragment_json).await {
                 Ok(bytes) => {
@@ -118,17 +123,23 @@ impl Cluster {
     pub async fn open(path: &Path, tap: Option<Tap>) -> Result<Cluster, CliError> {
         let collab = load_collaboration(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         let mut nodes = HashMap::new();
         let mut schemas = HashMap::new();
         for m in &collab.config.members {
             if !m.abilities.contains(&Ability::Provide) {
                 continue;
             }
-            let node = Node::open(&collab, dir, &m.name).await.map_err(|e| match e {
-                NodeError::Config(c) => CliError::BadInput(c.to_string()),
-                other => CliError::Failed(format!("node of '{}': {other}", m.name)),
-            })?;
+            let node = Node::open(&collab, dir, &m.name)
+                .await
+                .map_err(|e| match e {
+                    NodeError::Config(c) => CliError::BadInput(c.to_string()),
+                    other => CliError::Failed(format!("node of '{}': {other}", m.name)),
+                })?;
             schemas.extend(node.table_schemas().clone());
             nodes.insert(m.name.clone(), node);
         }

@@ -21,14 +21,19 @@ use rand::{Rng, SeedableRng};
 
 const FIRST: &[&str] = &[
     "ana", "ben", "chloe", "david", "emma", "farid", "grace", "hugo", "ines", "jack", "kira",
-    "liam", "maya", "noah", "olga", "pablo", "quinn", "rosa", "sami", "tara", "ugo", "vera",
-    "wen", "xavi", "yara", "zoe",
+    "liam", "maya", "noah", "olga", "pablo", "quinn", "rosa", "sami", "tara", "ugo", "vera", "wen",
+    "xavi", "yara", "zoe",
 ];
 const LAST: &[&str] = &[
     "smith", "garcia", "muller", "rossi", "martin", "kowalski", "nguyen", "silva", "jensen",
     "dubois", "novak", "tanaka", "okafor", "haddad", "larsen", "moreau",
 ];
-const DOMAINS: &[&str] = &["example.com", "mail.example", "inbox.example", "post.example"];
+const DOMAINS: &[&str] = &[
+    "example.com",
+    "mail.example",
+    "inbox.example",
+    "post.example",
+];
 /// Segments with their relative weights.
 pub const SEGMENTS: &[(&str, u32)] = &[
     ("sports", 14),
@@ -43,7 +48,14 @@ pub const SEGMENTS: &[(&str, u32)] = &[
     ("beauty", 6),
 ];
 const REGIONS: &[&str] = &[
-    "north", "south", "east", "west", "central", "coast", "highlands", "islands",
+    "north",
+    "south",
+    "east",
+    "west",
+    "central",
+    "coast",
+    "highlands",
+    "islands",
 ];
 const AGE_BANDS: &[&str] = &["18-24", "25-34", "35-44", "45-54", "55-64", "65+"];
 /// Purchase categories with their typical basket in cents.
@@ -107,6 +119,10 @@ fn purchases_schema() -> SchemaRef {
     ]))
 }
 
+/// Purchase columns being accumulated into one batch.
+#[derive(Default)]
+struct Orders(Vec<String>, Vec<i64>, Vec<i64>, Vec<&'static str>, Vec<i32>);
+
 /// Row counts written.
 #[derive(Debug, Clone, Copy)]
 pub struct Written {
@@ -164,7 +180,7 @@ pub fn write_demo_data(dir: &Path, rows: usize) -> std::io::Result<Written> {
     let mut w = writer(&dir.join("purchases.parquet"), &schema)?;
     let mut order_id: i64 = 1_000_000;
     let mut total = 0;
-    let mut buf: (Vec<String>, Vec<i64>, Vec<i64>, Vec<&str>, Vec<i32>) = Default::default();
+    let mut buf = Orders::default();
     for c in 0..customers as u64 {
         let person = if c % 2 == 0 && rows > 0 {
             ((c / 2) * stride + rng.gen_range(0..stride)) % rows as u64
@@ -267,8 +283,11 @@ rule = {{ type = "aggregation", min_distinct_identities = 50 }}
 /// Writes the demo data, the collaboration file and a fresh collaboration secret.
 pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Written, String> {
     let written = write_demo_data(dir, rows).map_err(|e| format!("writing sample data: {e}"))?;
-    std::fs::write(dir.join("collaboration.toml"), collaboration_toml(join_required))
-        .map_err(|e| format!("writing collaboration.toml: {e}"))?;
+    std::fs::write(
+        dir.join("collaboration.toml"),
+        collaboration_toml(join_required),
+    )
+    .map_err(|e| format!("writing collaboration.toml: {e}"))?;
     let secret = airlock_crypto::CollaborationSecret::generate().map_err(|e| e.to_string())?;
     std::fs::write(dir.join("collaboration.key"), secret.to_hex() + "\n")
         .map_err(|e| format!("writing collaboration.key: {e}"))?;

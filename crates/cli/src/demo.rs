@@ -120,7 +120,12 @@ fn indent(s: &str, n: usize) -> String {
         .join("\n")
 }
 
-async fn show_analysis(cluster: &Cluster, n: usize, title: &str, sql: &str) -> Result<(), CliError> {
+async fn show_analysis(
+    cluster: &Cluster,
+    n: usize,
+    title: &str,
+    sql: &str,
+) -> Result<(), CliError> {
     println!();
     println!("   Analysis {n}: {title}");
     println!("{}", indent(sql, 6));

@@ -11,7 +11,11 @@ use airlock_cli::output::{render, Format};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "airlock", version, about = "Airlock: an open-source data clean room")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Airlock: an open-source data clean room"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -87,7 +91,12 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             let cluster = Cluster::open(&collab, None).await.map_err(|e| (e, false))?;
             let member = member
                 .or_else(|| cluster.default_querier())
-                .ok_or_else(|| (CliError::BadInput("no member has the query ability".into()), false))?;
+                .ok_or_else(|| {
+                    (
+                        CliError::BadInput("no member has the query ability".into()),
+                        false,
+                    )
+                })?;
             let plan = cluster.check(&member, &sql).await.map_err(|e| (e, false))?;
             println!("accepted for '{member}'. Plan:");
             print!("{plan}");
@@ -111,7 +120,10 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

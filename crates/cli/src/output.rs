@@ -55,7 +55,10 @@ pub fn render(r: &Released, format: Format) -> Result<String, String> {
             t.load_preset(UTF8_FULL_CONDENSED);
             t.set_header(fields.iter().map(|f| f.name().clone()));
             for row in &rows {
-                t.add_row(row.iter().map(|c| c.clone().unwrap_or_else(|| "NULL".into())));
+                t.add_row(
+                    row.iter()
+                        .map(|c| c.clone().unwrap_or_else(|| "NULL".into())),
+                );
             }
             for (i, f) in fields.iter().enumerate() {
                 if numeric(f.data_type()) {

@@ -21,8 +21,6 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-const K: usize = 50;
-
 fn demo_dir(rows: usize) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
@@ -32,7 +30,10 @@ fn demo_dir(rows: usize) -> (tempfile::TempDir, PathBuf) {
 
 async fn plain_ctx(dir: &Path) -> SessionContext {
     let ctx = SessionContext::new();
-    for (name, file) in [("audience", "audience.parquet"), ("purchases", "purchases.parquet")] {
+    for (name, file) in [
+        ("audience", "audience.parquet"),
+        ("purchases", "purchases.parquet"),
+    ] {
         ctx.register_parquet(
             name,
             dir.join(file).to_string_lossy().as_ref(),
@@ -159,7 +160,10 @@ async fn oracle_released_rows_equal_plain_datafusion() {
         let got = rows(&released.batches);
         let want = rows(&expected);
         assert!(!want.is_empty(), "oracle has no rows for {sql}");
-        assert_eq!(got, want, "released rows differ from plain DataFusion for {sql}");
+        assert_eq!(
+            got, want,
+            "released rows differ from plain DataFusion for {sql}"
+        );
         // The same query without the threshold shows more groups whenever
         // some were suppressed; count that at least one query suppressed some.
         let unthresholded = oracle.split(" HAVING ").next().unwrap_or(oracle);
@@ -176,7 +180,10 @@ async fn oracle_released_rows_equal_plain_datafusion() {
             }
         }
     }
-    assert!(suppressed_somewhere, "no oracle query exercised suppression");
+    assert!(
+        suppressed_somewhere,
+        "no oracle query exercised suppression"
+    );
 }
 
 /// One block of the refusal golden file.
@@ -217,7 +224,11 @@ fn parse_golden(text: &str) -> Vec<Case> {
 }
 
 fn literals(sql: &str) -> Vec<&str> {
-    sql.split('\'').skip(1).step_by(2).filter(|s| s.len() > 2).collect()
+    sql.split('\'')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.len() > 2)
+        .collect()
 }
 
 /// Golden refusals for ATTACKS.md rows 1 to 17 (rows 5 to 7 are answered by
@@ -232,7 +243,11 @@ async fn refusal_golden_file() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/refusals.slt");
     let text = std::fs::read_to_string(&path).expect("golden file");
     let cases = parse_golden(&text);
-    assert!(cases.len() >= 45, "golden file has only {} cases", cases.len());
+    assert!(
+        cases.len() >= 45,
+        "golden file has only {} cases",
+        cases.len()
+    );
     let bless = std::env::var("AIRLOCK_BLESS").is_ok();
     let mut out = String::new();
     let mut failures = Vec::new();
@@ -243,10 +258,16 @@ async fn refusal_golden_file() {
             Ok(_) => "NOT REFUSED: accepted".to_string(),
         };
         for lit in literals(&case.sql) {
-            assert!(!got.contains(lit), "refusal echoes a literal {lit:?}: {got}");
+            assert!(
+                !got.contains(lit),
+                "refusal echoes a literal {lit:?}: {got}"
+            );
         }
         if got != case.expected {
-            failures.push(format!("{}\n  expected: {}\n  got:      {}", case.sql, case.expected, got));
+            failures.push(format!(
+                "{}\n  expected: {}\n  got:      {}",
+                case.sql, case.expected, got
+            ));
         }
         out.push_str(&format!("{}{}\n----\n{}\n\n", case.comment, case.sql, got));
     }
@@ -254,7 +275,12 @@ async fn refusal_golden_file() {
         std::fs::write(&path, out.trim_end().to_string() + "\n").expect("bless");
         return;
     }
-    assert!(failures.is_empty(), "{} golden mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     assert!(cases.iter().all(|c| c.expected.starts_with("refused [")));
 }
 
@@ -306,16 +332,30 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
     // The scanner finds emails when they are there.
     let raw = batches[0].clone();
     let bytes = airlock_guard::wire::encode_batches(&raw.schema(), &[raw]).expect("encode");
-    assert!(!find_emails(&bytes, &emails).is_empty(), "scanner cannot see raw emails");
+    assert!(
+        !find_emails(&bytes, &emails).is_empty(),
+        "scanner cannot see raw emails"
+    );
     let streams = tap.lock().expect("tap").clone();
-    assert!(streams.len() >= 4, "expected fragments from both nodes, got {}", streams.len());
+    assert!(
+        streams.len() >= 4,
+        "expected fragments from both nodes, got {}",
+        streams.len()
+    );
     assert!(streams.iter().any(|(m, _)| m == "publisher"));
     assert!(streams.iter().any(|(m, _)| m == "advertiser"));
     let total: usize = streams.iter().map(|(_, b)| b.len()).sum();
-    assert!(total > 100_000, "suspiciously little data on the wire: {total} bytes");
+    assert!(
+        total > 100_000,
+        "suspiciously little data on the wire: {total} bytes"
+    );
     for (member, bytes) in &streams {
         let found = find_emails(bytes, &emails);
-        assert!(found.is_empty(), "raw emails left the node of {member}: {} found", found.len());
+        assert!(
+            found.is_empty(),
+            "raw emails left the node of {member}: {} found",
+            found.len()
+        );
     }
 }
 
@@ -349,7 +389,11 @@ async fn node_refuses_bad_fragments_sent_directly() {
     let node = Node::open(&collab, &dir, "publisher").await.expect("node");
 
     // A well-formed fragment runs and returns only pseudonyms and a dimension.
-    let good = scan(&[("email", pseudonym()), ("segment", Treatment::Raw)], None, "advertiser");
+    let good = scan(
+        &[("email", pseudonym()), ("segment", Treatment::Raw)],
+        None,
+        "advertiser",
+    );
     let (_, batches) = node.run(&good).await.expect("good fragment runs");
     let first = batches[0].column(0).as_string_view().value(0).to_string();
     assert_eq!(first.len(), 32, "identity leaves as a 32-hex-digit token");
@@ -365,26 +409,48 @@ async fn node_refuses_bad_fragments_sent_directly() {
         }
     };
     let r = refused(scan(&[("email", Treatment::Raw)], None, "advertiser")).await;
-    assert_eq!((r.control, r.column.as_deref()), (Control::FragmentNotPermitted, Some("email")));
-    let r = refused(scan(&[("email", pseudonym()), ("ssn", Treatment::Raw)], None, "advertiser")).await;
-    assert_eq!((r.control, r.column.as_deref()), (Control::FragmentNotPermitted, Some("ssn")));
+    assert_eq!(
+        (r.control, r.column.as_deref()),
+        (Control::FragmentNotPermitted, Some("email"))
+    );
+    let r = refused(scan(
+        &[("email", pseudonym()), ("ssn", Treatment::Raw)],
+        None,
+        "advertiser",
+    ))
+    .await;
+    assert_eq!(
+        (r.control, r.column.as_deref()),
+        (Control::FragmentNotPermitted, Some("ssn"))
+    );
     let on_join = Predicate::Compare {
         column: "email".into(),
         op: CmpOp::Eq,
         value: Literal::Str("ana.smith0@example.com".into()),
     };
     let r = refused(scan(&[("email", pseudonym())], Some(on_join), "advertiser")).await;
-    assert_eq!((r.control, r.column.as_deref()), (Control::RestrictedFilter, Some("email")));
+    assert_eq!(
+        (r.control, r.column.as_deref()),
+        (Control::RestrictedFilter, Some("email"))
+    );
     assert!(!r.to_string().contains("ana.smith0"));
     let r = refused(scan(&[("segment", Treatment::Raw)], None, "advertiser")).await;
-    assert_eq!(r.control, Control::FragmentNotPermitted, "identity pseudonym is mandatory");
+    assert_eq!(
+        r.control,
+        Control::FragmentNotPermitted,
+        "identity pseudonym is mandatory"
+    );
     let wrong_contract = Treatment::Pseudonym {
         contract: "phone".into(),
     };
     let r = refused(scan(&[("email", wrong_contract)], None, "advertiser")).await;
     assert_eq!(r.control, Control::FragmentNotPermitted);
     let r = refused(scan(&[("email", pseudonym())], None, "publisher")).await;
-    assert_eq!(r.control, Control::Ability, "querier without the query ability");
+    assert_eq!(
+        r.control,
+        Control::Ability,
+        "querier without the query ability"
+    );
     let analysis = |sql: &str| Fragment::Analysis {
         collaboration: "demo".into(),
         querier: "advertiser".into(),
@@ -393,13 +459,24 @@ async fn node_refuses_bad_fragments_sent_directly() {
     };
     let r = refused(analysis("SELECT * FROM audience")).await;
     assert_eq!(r.control, Control::AggregationRequired);
-    let r = refused(analysis("SELECT segment, COUNT(*) FROM audience GROUP BY segment")).await;
-    assert_eq!(r.control, Control::JoinRequired, "the node holds its own join_required");
+    let r = refused(analysis(
+        "SELECT segment, COUNT(*) FROM audience GROUP BY segment",
+    ))
+    .await;
+    assert_eq!(
+        r.control,
+        Control::JoinRequired,
+        "the node holds its own join_required"
+    );
     let r = refused(analysis(
         "SELECT p.category, COUNT(*) FROM audience a JOIN purchases p ON a.email = p.email GROUP BY 1",
     ))
     .await;
-    assert_eq!(r.control, Control::UnknownTable, "the node knows only its own tables");
+    assert_eq!(
+        r.control,
+        Control::UnknownTable,
+        "the node knows only its own tables"
+    );
     // Not its table, another collaboration, garbage.
     let mut other = scan(&[("email", pseudonym())], None, "advertiser");
     if let Fragment::Scan(s) = &mut other {
@@ -410,8 +487,14 @@ async fn node_refuses_bad_fragments_sent_directly() {
     if let Fragment::Scan(s) = &mut other {
         s.collaboration = "another".into();
     }
-    assert!(matches!(node.run(&other).await, Err(NodeError::BadFragment(_))));
-    assert!(matches!(node.execute(b"{not json").await, Err(NodeError::BadFragment(_))));
+    assert!(matches!(
+        node.run(&other).await,
+        Err(NodeError::BadFragment(_))
+    ));
+    assert!(matches!(
+        node.execute(b"{not json").await,
+        Err(NodeError::BadFragment(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,20 +503,46 @@ async fn configuration_errors_name_file_table_and_column() {
     let path = dir.join("collaboration.toml");
     let good = std::fs::read_to_string(&path).expect("read");
     let cases = [
-        (good.replace("\"region\", \"age_band\"", "\"regoin\", \"age_band\""),
-         "table 'audience', column 'regoin': not a column of dataset 'publisher_audience'"),
-        (good.replace("path = \"purchases.parquet\"", "path = \"missing.parquet\""),
-         "table 'advertiser_purchases': dataset file not found"),
-        (good.replace("min_distinct_identities = 50, join_required", "min_distinct_identities = 1, join_required"),
-         "min_distinct_identities must be at least 2 (got 1)"),
-        (good.replace("dimensions = [\"category\", \"day\"]", "dimensions = [\"category\", \"day\", \"email\"]"),
-         "table 'purchases', column 'email': conflicting roles"),
-        (good.replace("amount_cents = [\"sum\", \"avg\", \"count\"]", "category = [\"sum\"]"),
-         "table 'purchases', column 'category': conflicting roles"),
-        (good.replace("owner = \"advertiser\"", "owner = \"agency\""),
-         "dataset owner 'agency' is not a declared member"),
-        (good.replace("secret_file = \"collaboration.key\"", "secret_file = \"nope.key\""),
-         "cannot read the collaboration secret"),
+        (
+            good.replace("\"region\", \"age_band\"", "\"regoin\", \"age_band\""),
+            "table 'audience', column 'regoin': not a column of dataset 'publisher_audience'",
+        ),
+        (
+            good.replace("path = \"purchases.parquet\"", "path = \"missing.parquet\""),
+            "table 'advertiser_purchases': dataset file not found",
+        ),
+        (
+            good.replace(
+                "min_distinct_identities = 50, join_required",
+                "min_distinct_identities = 1, join_required",
+            ),
+            "min_distinct_identities must be at least 2 (got 1)",
+        ),
+        (
+            good.replace(
+                "dimensions = [\"category\", \"day\"]",
+                "dimensions = [\"category\", \"day\", \"email\"]",
+            ),
+            "table 'purchases', column 'email': conflicting roles",
+        ),
+        (
+            good.replace(
+                "amount_cents = [\"sum\", \"avg\", \"count\"]",
+                "category = [\"sum\"]",
+            ),
+            "table 'purchases', column 'category': conflicting roles",
+        ),
+        (
+            good.replace("owner = \"advertiser\"", "owner = \"agency\""),
+            "dataset owner 'agency' is not a declared member",
+        ),
+        (
+            good.replace(
+                "secret_file = \"collaboration.key\"",
+                "secret_file = \"nope.key\"",
+            ),
+            "cannot read the collaboration secret",
+        ),
     ];
     for (text, want) in cases {
         std::fs::write(&path, &text).expect("write");
@@ -441,16 +550,32 @@ async fn configuration_errors_name_file_table_and_column() {
             Err(e) => {
                 let msg = e.to_string();
                 assert!(msg.contains(want), "want {want:?} in {msg:?}");
-                assert!(msg.contains("collaboration.toml") || want.contains("secret"), "{msg}");
+                assert!(
+                    msg.contains("collaboration.toml") || want.contains("secret"),
+                    "{msg}"
+                );
                 assert!(e.exit_code() == 2 || want.contains("secret"), "{msg}");
             }
             Ok(_) => panic!("accepted a bad configuration; expected {want:?}"),
         }
     }
     // A measure that is not numeric is caught against the data.
-    std::fs::write(&path, good.replace("order_id = [", "category_x = [").replace("dimensions = [\"category\", \"day\"]", "dimensions = [\"day\"]").replace("category_x", "category")).expect("write");
+    std::fs::write(
+        &path,
+        good.replace("order_id = [", "category_x = [")
+            .replace(
+                "dimensions = [\"category\", \"day\"]",
+                "dimensions = [\"day\"]",
+            )
+            .replace("category_x", "category"),
+    )
+    .expect("write");
     let e = Cluster::open(&path, None).await.err().expect("refused");
-    assert!(e.to_string().contains("column 'category': a measure must be numeric"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("column 'category': a measure must be numeric"),
+        "{e}"
+    );
 }
 
 const SMALL: &str = r#"
@@ -550,9 +675,17 @@ async fn thresholds_count_people_not_rows_and_suppress_small_groups() {
         assert!(got.iter().all(|r| !r.starts_with("whale")), "{sql}: {got:?}");
     }
     // ATTACKS #5: small groups are removed, never shown as zero or null.
-    let got = released_rows(&cluster, "SELECT category, COUNT(*) AS n FROM orders GROUP BY category").await;
+    let got = released_rows(
+        &cluster,
+        "SELECT category, COUNT(*) AS n FROM orders GROUP BY category",
+    )
+    .await;
     assert_eq!(got, vec!["trio | 3".to_string()]);
-    let got = released_rows(&cluster, "SELECT category, region, COUNT(*) AS n FROM orders GROUP BY category, region").await;
+    let got = released_rows(
+        &cluster,
+        "SELECT category, region, COUNT(*) AS n FROM orders GROUP BY category, region",
+    )
+    .await;
     assert!(got.is_empty(), "trio splits into 2 + 1 people: {got:?}");
     let got = released_rows(
         &cluster,
@@ -560,16 +693,26 @@ async fn thresholds_count_people_not_rows_and_suppress_small_groups() {
     )
     .await;
     // travel is pair + whale: 3 people although the whale brings 1,000 rows.
-    assert_eq!(got, vec!["sports | 3".to_string(), "travel | 3".to_string()]);
+    assert_eq!(
+        got,
+        vec!["sports | 3".to_string(), "travel | 3".to_string()]
+    );
     // ATTACKS #7: differencing -- each release stands alone against k.
-    let all = released_rows(&cluster, "SELECT COUNT(*) AS n FROM orders WHERE category = 'trio'").await;
+    let all = released_rows(
+        &cluster,
+        "SELECT COUNT(*) AS n FROM orders WHERE category = 'trio'",
+    )
+    .await;
     assert_eq!(all, vec!["3".to_string()]);
     let minus_one = released_rows(
         &cluster,
         "SELECT COUNT(*) AS n FROM orders WHERE category = 'trio' AND region = 'north'",
     )
     .await;
-    assert!(minus_one.is_empty(), "two people must not be released: {minus_one:?}");
+    assert!(
+        minus_one.is_empty(),
+        "two people must not be released: {minus_one:?}"
+    );
     let strict = released_rows(
         &cluster,
         "SELECT COUNT(*) AS n FROM orders WHERE category IN ('trio', 'pair') AND region = 'north'",
@@ -586,7 +729,11 @@ async fn strictest_k_wins_across_owners() {
     );
     let cluster = Cluster::open(&path, None).await.expect("open");
     // orders alone: k = 2, so pair (2 people) is released.
-    let got = released_rows(&cluster, "SELECT category, COUNT(*) AS n FROM orders GROUP BY category").await;
+    let got = released_rows(
+        &cluster,
+        "SELECT category, COUNT(*) AS n FROM orders GROUP BY category",
+    )
+    .await;
     assert_eq!(got, vec!["pair | 2".to_string(), "trio | 3".to_string()]);
     // joined with crm (k = 4): trio's 3 people no longer pass.
     let got = released_rows(
@@ -609,17 +756,36 @@ async fn list_rule_lists_own_columns_of_overlapping_rows_only() {
     .await;
     assert_eq!(
         got,
-        vec!["pair | north", "trio | north", "trio | south", "whale | north"]
+        vec![
+            "pair | north",
+            "trio | north",
+            "trio | south",
+            "whale | north"
+        ]
     );
     for (sql, control) in [
-        ("SELECT c.segment FROM orders o JOIN crm c ON o.email = c.email", Control::ListRule),
-        ("SELECT o.email FROM orders o JOIN crm c ON o.email = c.email", Control::IdentityOutput),
+        (
+            "SELECT c.segment FROM orders o JOIN crm c ON o.email = c.email",
+            Control::ListRule,
+        ),
+        (
+            "SELECT o.email FROM orders o JOIN crm c ON o.email = c.email",
+            Control::IdentityOutput,
+        ),
         ("SELECT o.category FROM orders o", Control::ListRule),
-        ("SELECT o.category, COUNT(*) FROM orders o JOIN crm c ON o.email = c.email GROUP BY 1", Control::ListRule),
-        ("SELECT o.amount FROM orders o JOIN crm c ON o.email = c.email", Control::ListRule),
+        (
+            "SELECT o.category, COUNT(*) FROM orders o JOIN crm c ON o.email = c.email GROUP BY 1",
+            Control::ListRule,
+        ),
+        (
+            "SELECT o.amount FROM orders o JOIN crm c ON o.email = c.email",
+            Control::ListRule,
+        ),
     ] {
         match cluster.check("advertiser", sql).await {
-            Err(CliError::Refused { refusal, .. }) => assert_eq!(refusal.control, control, "{sql}: {refusal}"),
+            Err(CliError::Refused { refusal, .. }) => {
+                assert_eq!(refusal.control, control, "{sql}: {refusal}")
+            }
             other => panic!("{sql}: expected a refusal, got {:?}", other.map(|_| ())),
         }
     }

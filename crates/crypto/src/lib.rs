@@ -118,7 +118,11 @@ mod tests {
         assert_ne!(a.token(v), b.token(v));
         assert_ne!(a.token(v), c.token(v));
         assert_eq!(a.token_hex(v).len(), 32);
-        let other = PseudonymKey::derive(&CollaborationSecret::from_bytes([2; 32]), "collab-a", "email");
+        let other = PseudonymKey::derive(
+            &CollaborationSecret::from_bytes([2; 32]),
+            "collab-a",
+            "email",
+        );
         assert_ne!(a.token(v), other.token(v));
     }
 

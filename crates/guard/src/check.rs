@@ -51,11 +51,23 @@ pub struct ScanRef {
 /// Where a column of a plan node comes from.
 #[derive(Debug, Clone)]
 pub(crate) enum Class {
-    Identity { scan: usize, column: String },
-    Join { scan: usize, column: String, contract: String },
+    Identity {
+        scan: usize,
+        column: String,
+    },
+    Join {
+        scan: usize,
+        column: String,
+        contract: String,
+    },
     /// A dimension, possibly derived from several dimension columns (or none, for constants).
-    Dimension { sources: Vec<(usize, String)> },
-    Measure { scan: usize, column: String },
+    Dimension {
+        sources: Vec<(usize, String)>,
+    },
+    Measure {
+        scan: usize,
+        column: String,
+    },
 }
 
 /// What kind of analysis a checked query is.
@@ -323,9 +335,9 @@ impl Checker<'_> {
     }
 
     fn joined_with_other_owner(&self, scan: usize) -> bool {
-        self.joins.iter().any(|&(l, r)| {
-            (l == scan || r == scan) && self.scans[l].owner != self.scans[r].owner
-        })
+        self.joins
+            .iter()
+            .any(|&(l, r)| (l == scan || r == scan) && self.scans[l].owner != self.scans[r].owner)
     }
 
     fn check_group(&self, g: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
@@ -561,9 +573,8 @@ impl Checker<'_> {
                 }
             }
         }
-        let joined = (0..self.scans.len()).any(|i| {
-            self.scans[i].owner == self.querier && self.joined_with_other_owner(i)
-        });
+        let joined = (0..self.scans.len())
+            .any(|i| self.scans[i].owner == self.querier && self.joined_with_other_owner(i));
         if !joined {
             return Err(Refusal::new(
                 Control::ListRule,
@@ -583,13 +594,11 @@ impl Checker<'_> {
                 let name = s.table_name.table().to_string();
                 let info = match (s.table_name.schema(), self.tables.get(&name)) {
                     (None, Some(info)) => info,
-                    _ => {
-                        return Err(Refusal::new(
-                            Control::Metadata,
-                            "only configured tables may be read (no system tables or table functions)",
-                        )
-                        .table(s.table_name.to_string(), None))
-                    }
+                    _ => return Err(Refusal::new(
+                        Control::Metadata,
+                        "only configured tables may be read (no system tables or table functions)",
+                    )
+                    .table(s.table_name.to_string(), None)),
                 };
                 let scan = self.scans.len();
                 self.scans.push(ScanRef {
@@ -602,7 +611,9 @@ impl Checker<'_> {
                     .map(|f| {
                         let column = f.name().clone();
                         match info.table.role(&column) {
-                            Some(ColumnRole::Identity { .. }) => Ok(Class::Identity { scan, column }),
+                            Some(ColumnRole::Identity { .. }) => {
+                                Ok(Class::Identity { scan, column })
+                            }
                             Some(ColumnRole::Join) => Ok(Class::Join {
                                 scan,
                                 contract: info.table.contract(&column),
@@ -661,8 +672,10 @@ impl Checker<'_> {
                                 "join conditions other than equality of join columns are not allowed",
                             ));
                         };
-                        let in_left = |c: &datafusion::common::Column| j.left.schema().has_column(c);
-                        let in_right = |c: &datafusion::common::Column| j.right.schema().has_column(c);
+                        let in_left =
+                            |c: &datafusion::common::Column| j.left.schema().has_column(c);
+                        let in_right =
+                            |c: &datafusion::common::Column| j.right.schema().has_column(c);
                         if in_left(l) && in_right(r) {
                             pairs.push((b.left.as_ref().clone(), b.right.as_ref().clone()));
                         } else if in_left(r) && in_right(l) {
@@ -747,7 +760,10 @@ impl Checker<'_> {
                     column,
                     "joins are allowed only on join columns",
                 )),
-                None => Err(Refusal::new(Control::Join, "joins are allowed only on join columns")),
+                None => Err(Refusal::new(
+                    Control::Join,
+                    "joins are allowed only on join columns",
+                )),
             },
             Class::Measure { scan, column } => Err(self.refuse_at(
                 Control::Join,

@@ -231,8 +231,8 @@ impl Guard {
             return Err(GuardError::BadInput("empty query".into()));
         };
         check_statement(&statement, sql)?;
-        let (references, _ctes) =
-            resolve_table_references(&statement, true).map_err(|e| GuardError::BadInput(e.to_string()))?;
+        let (references, _ctes) = resolve_table_references(&statement, true)
+            .map_err(|e| GuardError::BadInput(e.to_string()))?;
         for r in references {
             let schema = r.schema().map(str::to_ascii_lowercase);
             if schema.as_deref() == Some("information_schema")
@@ -254,22 +254,19 @@ impl Guard {
             }
         }
         let state = self.ctx.state();
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(|e| {
-                let message = e.strip_backtrace().to_string();
-                // A function the engine does not know is as refused as one it
-                // knows but the allowlist does not name.
-                if message.contains("Invalid function") {
-                    GuardError::Refused(Refusal::new(
-                        Control::UnknownFunction,
-                        "a function in the query is not on the allowlist",
-                    ))
-                } else {
-                    GuardError::BadInput(message)
-                }
-            })?;
+        let plan = state.statement_to_plan(statement).await.map_err(|e| {
+            let message = e.strip_backtrace().to_string();
+            // A function the engine does not know is as refused as one it
+            // knows but the allowlist does not name.
+            if message.contains("Invalid function") {
+                GuardError::Refused(Refusal::new(
+                    Control::UnknownFunction,
+                    "a function in the query is not on the allowlist",
+                ))
+            } else {
+                GuardError::BadInput(message)
+            }
+        })?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -311,9 +308,14 @@ impl Guard {
             });
         }
         let state = self.ctx.state();
-        let (splits, executor) =
-            split::split(&state, &q.plan, &self.tables, &self.collaboration, &q.querier)
-                .map_err(internal)?;
+        let (splits, executor) = split::split(
+            &state,
+            &q.plan,
+            &self.tables,
+            &self.collaboration,
+            &q.querier,
+        )
+        .map_err(internal)?;
         Ok(QueryPlan {
             fragments: splits
                 .into_iter()
@@ -348,7 +350,10 @@ fn check_statement(statement: &DFStatement, sql: &str) -> Result<(), GuardError>
     let refuse = || {
         GuardError::Refused(Refusal::new(
             Control::Statement,
-            format!("{} statements are not allowed; only SELECT queries", keyword()),
+            format!(
+                "{} statements are not allowed; only SELECT queries",
+                keyword()
+            ),
         ))
     };
     match statement {

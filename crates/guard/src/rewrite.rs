@@ -21,9 +21,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, Result};
 use datafusion::functions_aggregate::expr_fn::count_distinct;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{
-    lit, Aggregate, Expr, Filter, LogicalPlan, Projection,
-};
+use datafusion::logical_expr::{lit, Aggregate, Expr, Filter, LogicalPlan, Projection};
 
 use crate::check::TableInfo;
 

@@ -73,6 +73,11 @@ pub(crate) fn split(
                 LogicalPlan::TableScan(s) => (None, s),
                 _ => return Ok(Transformed::no(node)),
             };
+            if !scan.filters.is_empty() {
+                // Schema-only tables accept no pushed filters; dropping one
+                // silently would widen what a node sends.
+                return datafusion::common::plan_err!("unexpected filter inside a scan");
+            }
             let new_scan = empty_scan(scan, projected(scan)?)?;
             let mut predicates = Vec::new();
             let mut residual = Vec::new();
@@ -154,9 +159,9 @@ fn literal(v: &ScalarValue) -> Option<Literal> {
     }
     Some(match v {
         ScalarValue::Boolean(Some(b)) => Literal::Bool(*b),
-        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
-            Literal::Str(s.clone())
-        }
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Literal::Str(s.clone()),
         ScalarValue::Int8(Some(i)) => Literal::Int((*i).into()),
         ScalarValue::Int16(Some(i)) => Literal::Int((*i).into()),
         ScalarValue::Int32(Some(i)) => Literal::Int((*i).into()),
@@ -196,8 +201,14 @@ fn cmp(op: Operator) -> Option<(CmpOp, CmpOp)> {
 pub(crate) fn to_predicate(e: &Expr) -> Option<Predicate> {
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => Some(Predicate::And(vec![to_predicate(left)?, to_predicate(right)?])),
-            Operator::Or => Some(Predicate::Or(vec![to_predicate(left)?, to_predicate(right)?])),
+            Operator::And => Some(Predicate::And(vec![
+                to_predicate(left)?,
+                to_predicate(right)?,
+            ])),
+            Operator::Or => Some(Predicate::Or(vec![
+                to_predicate(left)?,
+                to_predicate(right)?,
+            ])),
             _ => {
                 let (op, swapped) = cmp(*op)?;
                 match (left.as_ref(), right.as_ref()) {

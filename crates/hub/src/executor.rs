@@ -37,9 +37,10 @@ pub(crate) async fn run(
                 .map(|b| RecordBatch::try_new(expected.clone(), b.columns().to_vec()))
                 .collect::<Result<Vec<_>, _>>()?;
             let table = MemTable::try_new(expected, vec![batches])?;
-            let real = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(table)))
-                .with_projection(scan.projection.clone())
-                .build()?;
+            let real =
+                TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(table)))
+                    .with_projection(scan.projection.clone())
+                    .build()?;
             Ok(Transformed::yes(LogicalPlan::TableScan(real)))
         })
         .map_err(|_| HubError::Failed("a fragment result does not match the plan".into()))?

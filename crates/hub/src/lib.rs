@@ -61,7 +61,10 @@ pub enum HubError {
 impl fmt::Display for HubError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HubError::Refused { refusal, node: None } => write!(f, "{refusal}"),
+            HubError::Refused {
+                refusal,
+                node: None,
+            } => write!(f, "{refusal}"),
             HubError::Refused {
                 refusal,
                 node: Some(m),
@@ -113,7 +116,10 @@ pub struct Hub {
 impl Hub {
     /// A hub over `collab`, given the configured tables' schemas as the nodes
     /// published them.
-    pub fn new(collab: Collaboration, schemas: &HashMap<String, SchemaRef>) -> Result<Self, HubError> {
+    pub fn new(
+        collab: Collaboration,
+        schemas: &HashMap<String, SchemaRef>,
+    ) -> Result<Self, HubError> {
         let guard = Guard::new(&collab, schemas)?;
         Ok(Hub { collab, guard })
     }
@@ -124,7 +130,11 @@ impl Hub {
     }
 
     /// Checks a query for `member` and plans it, without running anything.
-    pub async fn check(&self, member: &str, sql: &str) -> Result<(CheckedQuery, QueryPlan), HubError> {
+    pub async fn check(
+        &self,
+        member: &str,
+        sql: &str,
+    ) -> Result<(CheckedQuery, QueryPlan), HubError> {
         if self.collab.member(member).is_none() {
             return Err(HubError::BadInput(format!(
                 "'{member}' is not a member of collaboration '{}'",
@@ -156,17 +166,23 @@ impl Hub {
         let calls = plan.fragments.iter().map(|pf| async move {
             let json = serde_json::to_vec(&pf.fragment)
                 .map_err(|e| HubError::Failed(format!("cannot encode a fragment: {e}")))?;
-            let bytes = nodes.execute(&pf.member, &json).await.map_err(|f| match f {
-                NodeFailure::Refused(refusal) => HubError::Refused {
-                    refusal,
-                    node: Some(pf.member.clone()),
-                },
-                NodeFailure::Failed(m) => {
-                    HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
-                }
-            })?;
+            let bytes = nodes
+                .execute(&pf.member, &json)
+                .await
+                .map_err(|f| match f {
+                    NodeFailure::Refused(refusal) => HubError::Refused {
+                        refusal,
+                        node: Some(pf.member.clone()),
+                    },
+                    NodeFailure::Failed(m) => {
+                        HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
+                    }
+                })?;
             airlock_guard::wire::decode_batches(&bytes).map_err(|_| {
-                HubError::Failed(format!("the node of '{}' sent an unreadable result", pf.member))
+                HubError::Failed(format!(
+                    "the node of '{}' sent an unreadable result",
+                    pf.member
+                ))
             })
         });
         let mut results = try_join_all(calls).await?;

@@ -25,9 +25,7 @@ use std::sync::Arc;
 
 use airlock_crypto::{CollaborationSecret, PseudonymKey};
 use airlock_guard::{Guard, GuardError};
-use airlock_policy::{
-    Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment,
-};
+use airlock_policy::{Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringViewBuilder};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -108,9 +106,8 @@ impl Node {
                 secret_path.display()
             ))
         })?;
-        let secret = CollaborationSecret::from_hex(&text).map_err(|e| {
-            NodeError::Local(format!("{}: {e}", secret_path.display()))
-        })?;
+        let secret = CollaborationSecret::from_hex(&text)
+            .map_err(|e| NodeError::Local(format!("{}: {e}", secret_path.display())))?;
         Ok(Node {
             member: member.to_string(),
             collab: collab.clone(),
@@ -144,7 +141,10 @@ impl Node {
     }
 
     /// Verifies and runs a fragment.
-    pub async fn run(&self, fragment: &Fragment) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+    pub async fn run(
+        &self,
+        fragment: &Fragment,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
         verify::common(&self.collab, &self.member, fragment)?;
         match fragment {
             Fragment::Analysis { querier, sql, .. } => self.run_analysis(querier, sql).await,
@@ -174,9 +174,12 @@ impl Node {
                 let Some(view) = self.views.get(scan.table_name.table()) else {
                     return datafusion::common::plan_err!("not a table of this node");
                 };
-                let real = TableScanBuilder::new(scan.table_name.clone(), provider_as_source(view.clone()))
-                    .with_projection(scan.projection.clone())
-                    .build()?;
+                let real = TableScanBuilder::new(
+                    scan.table_name.clone(),
+                    provider_as_source(view.clone()),
+                )
+                .with_projection(scan.projection.clone())
+                .build()?;
                 Ok(Transformed::yes(LogicalPlan::TableScan(real)))
             })
             .map_err(|_| NodeError::Execution)?
@@ -191,7 +194,10 @@ impl Node {
         Ok((schema, batches))
     }
 
-    async fn run_scan(&self, scan: &ScanFragment) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+    async fn run_scan(
+        &self,
+        scan: &ScanFragment,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
         let mut df = self
             .ctx
             .table(scan.table.as_str())
@@ -203,7 +209,9 @@ impl Node {
                 .map_err(|_| NodeError::Execution)?;
         }
         let names: Vec<&str> = scan.columns.iter().map(|c| c.name.as_str()).collect();
-        df = df.select_columns(&names).map_err(|_| NodeError::Execution)?;
+        df = df
+            .select_columns(&names)
+            .map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
         let keys: Vec<Option<PseudonymKey>> = scan
@@ -227,7 +235,10 @@ impl Node {
 }
 
 /// Replaces every column that has a key by its tokens (same type, Utf8View).
-fn pseudonymise(batch: &RecordBatch, keys: &[Option<PseudonymKey>]) -> Result<RecordBatch, NodeError> {
+fn pseudonymise(
+    batch: &RecordBatch,
+    keys: &[Option<PseudonymKey>],
+) -> Result<RecordBatch, NodeError> {
     let columns = batch
         .columns()
         .iter()
@@ -237,7 +248,9 @@ fn pseudonymise(batch: &RecordBatch, keys: &[Option<PseudonymKey>]) -> Result<Re
                 return Ok(col.clone());
             };
             if col.data_type() != &DataType::Utf8View {
-                return Err(NodeError::Local("identity column is not a string view".into()));
+                return Err(NodeError::Local(
+                    "identity column is not a string view".into(),
+                ));
             }
             let values = col.as_string_view();
             let mut b = StringViewBuilder::with_capacity(values.len());

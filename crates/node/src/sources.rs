@@ -66,7 +66,12 @@ pub(crate) async fn register(
         let url = match ListingTableUrl::parse(&path_text) {
             Ok(u) => u,
             Err(e) => {
-                problems.push(problem(file, &ds.name, None, format!("bad dataset path: {e}")));
+                problems.push(problem(
+                    file,
+                    &ds.name,
+                    None,
+                    format!("bad dataset path: {e}"),
+                ));
                 continue;
             }
         };
@@ -84,7 +89,10 @@ pub(crate) async fn register(
                     file,
                     &ds.name,
                     None,
-                    format!("cannot read the dataset's schema at {path_text}: {}", e.strip_backtrace()),
+                    format!(
+                        "cannot read the dataset's schema at {path_text}: {}",
+                        e.strip_backtrace()
+                    ),
                 ));
                 continue;
             }
@@ -109,7 +117,8 @@ pub(crate) async fn register(
         let mut exprs = Vec::new();
         for column in t.columns() {
             let Ok(field) = source.field_with_name(&column) else {
-                let available: Vec<&str> = source.fields().iter().map(|f| f.name().as_str()).collect();
+                let available: Vec<&str> =
+                    source.fields().iter().map(|f| f.name().as_str()).collect();
                 problems.push(problem(
                     file,
                     &t.alias,
@@ -179,7 +188,11 @@ pub fn predicate_to_expr(p: &Predicate) -> Expr {
         Predicate::And(ps) => conjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(true)),
         Predicate::Or(ps) => disjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(false)),
         Predicate::Not(p) => Expr::Not(Box::new(predicate_to_expr(p))),
-        Predicate::Compare { column: c, op, value } => {
+        Predicate::Compare {
+            column: c,
+            op,
+            value,
+        } => {
             let op = match op {
                 CmpOp::Eq => Operator::Eq,
                 CmpOp::NotEq => Operator::NotEq,

@@ -12,7 +12,13 @@ use airlock_policy::{
 
 use crate::NodeError;
 
-fn refuse(control: Control, collab: &Collaboration, table: &str, column: Option<&str>, reason: &str) -> NodeError {
+fn refuse(
+    control: Control,
+    collab: &Collaboration,
+    table: &str,
+    column: Option<&str>,
+    reason: &str,
+) -> NodeError {
     let rule = collab.table(table).map(|t| t.rule.kind());
     let mut r = Refusal::new(control, reason).table(table, rule);
     if let Some(c) = column {
@@ -51,7 +57,11 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
 }
 
 /// Checks a scan fragment against the table's roles and rule.
-pub(crate) fn scan(collab: &Collaboration, member: &str, s: &ScanFragment) -> Result<(), NodeError> {
+pub(crate) fn scan(
+    collab: &Collaboration,
+    member: &str,
+    s: &ScanFragment,
+) -> Result<(), NodeError> {
     let Some(table) = collab.table(&s.table) else {
         return Err(NodeError::BadFragment("unknown table".into()));
     };
@@ -82,7 +92,10 @@ pub(crate) fn scan(collab: &Collaboration, member: &str, s: &ScanFragment) -> Re
                     "identity and join columns leave a node only as pseudonyms",
                 ))
             }
-            (Some(role @ (ColumnRole::Identity { .. } | ColumnRole::Join)), Treatment::Pseudonym { contract }) => {
+            (
+                Some(role @ (ColumnRole::Identity { .. } | ColumnRole::Join)),
+                Treatment::Pseudonym { contract },
+            ) => {
                 if *contract != table.contract(name) {
                     return Err(refuse(
                         Control::FragmentNotPermitted,

@@ -512,7 +512,11 @@ fn validate_roles(t: &ConfiguredTable, p: &mut Problems<'_>) {
     all.extend(t.measures.keys().map(String::as_str));
     for col in &all {
         if col.starts_with(RESERVED_PREFIX) {
-            p.add(Some(a), Some(col), "column uses the reserved prefix __airlock");
+            p.add(
+                Some(a),
+                Some(col),
+                "column uses the reserved prefix __airlock",
+            );
         } else if col.trim().is_empty() {
             p.add(Some(a), None, "empty column name");
         }
@@ -641,7 +645,10 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     fn good_config_loads() {
         let c = Collaboration::from_toml(GOOD, "c.toml").expect("valid");
         assert_eq!(c.owner_of("audience"), Some("publisher"));
-        assert_eq!(c.table("audience").map(|t| t.contract("email")), Some("email".into()));
+        assert_eq!(
+            c.table("audience").map(|t| t.contract("email")),
+            Some("email".into())
+        );
         assert!(c.has_ability("advertiser", Ability::Query));
         assert!(!c.has_ability("publisher", Ability::Query));
     }
@@ -674,7 +681,10 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     fn syntax_and_unknown_fields_are_errors() {
         let got = errors("[collaboration\nname=");
         assert_eq!(got.len(), 1);
-        assert!(got[0].starts_with("c.toml: not a valid collaboration file"), "{got:?}");
+        assert!(
+            got[0].starts_with("c.toml: not a valid collaboration file"),
+            "{got:?}"
+        );
         let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"parquet\"\ncolour = 1"));
         assert!(got[0].contains("unknown field `colour`"), "{got:?}");
         let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"xlsx\""));
@@ -688,8 +698,20 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             "measures = { segment = [\"sum\"], spend = [] }\nrule = { type = \"list\", list_columns = [\"age\"] }",
         );
         let got = errors(&text);
-        assert!(got.iter().any(|g| g.contains("column 'segment': conflicting roles: a measure")), "{got:?}");
-        assert!(got.iter().any(|g| g.contains("column 'spend': measure allows no aggregate function")), "{got:?}");
-        assert!(got.iter().any(|g| g.contains("column 'age': list column must be a dimension")), "{got:?}");
+        assert!(
+            got.iter()
+                .any(|g| g.contains("column 'segment': conflicting roles: a measure")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.contains("column 'spend': measure allows no aggregate function")),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.contains("column 'age': list column must be a dimension")),
+            "{got:?}"
+        );
     }
 }

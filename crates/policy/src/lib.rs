@@ -20,8 +20,7 @@ pub mod refusal;
 
 pub use config::{
     Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
-    ConfigError, ConfigErrors,
-    ConfiguredTable, Dataset, DatasetFormat, Member, RuleKind,
+    ConfigError, ConfigErrors, ConfiguredTable, Dataset, DatasetFormat, Member, RuleKind,
 };
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
 pub use refusal::{Control, Refusal};
