@@ -254,9 +254,10 @@ fn pseudonymise(
             }
             let values = col.as_string_view();
             let mut b = StringViewBuilder::with_capacity(values.len());
+            let mut hex = [0u8; 32];
             for v in values.iter() {
                 match v {
-                    Some(s) => b.append_value(key.token_hex(s.as_bytes())),
+                    Some(s) => b.append_value(key.token_hex_into(s.as_bytes(), &mut hex)),
                     None => b.append_null(),
                 }
             }
