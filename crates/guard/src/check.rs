@@ -89,6 +89,12 @@ pub struct Checked {
     pub kind: QueryKind,
     /// Scans of configured tables, in plan order.
     pub scans: Vec<ScanRef>,
+    /// Pairs of scans joined by equality of their identity columns: their
+    /// distinct identities per output row are the same people.
+    pub identity_joins: Vec<(usize, usize)>,
+    /// `(scan, i)`: the aggregate's `i`-th aggregate expression is already
+    /// `COUNT(DISTINCT identity)` of that scan.
+    pub identity_counts: Vec<(usize, usize)>,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -98,6 +104,8 @@ pub(crate) struct Checker<'a> {
     querier: &'a str,
     scans: Vec<ScanRef>,
     joins: Vec<(usize, usize)>,
+    identity_joins: Vec<(usize, usize)>,
+    identity_counts: Vec<(usize, usize)>,
     list_mode: bool,
 }
 
@@ -157,6 +165,8 @@ pub(crate) fn check_plan(
         querier,
         scans: Vec::new(),
         joins: Vec::new(),
+        identity_joins: Vec::new(),
+        identity_counts: Vec::new(),
         list_mode: !has_aggregate,
     };
     let kind = if has_aggregate {
@@ -167,6 +177,8 @@ pub(crate) fn check_plan(
     Ok(Checked {
         kind,
         scans: c.scans,
+        identity_joins: c.identity_joins,
+        identity_counts: c.identity_counts,
     })
 }
 
@@ -296,8 +308,11 @@ impl Checker<'_> {
         for g in &agg.group_expr {
             self.check_group(g, &input, schema)?;
         }
-        for a in &agg.aggr_expr {
+        for (i, a) in agg.aggr_expr.iter().enumerate() {
             self.check_aggregate(a, &input, schema)?;
+            if let Some(scan) = distinct_identity_count(a, &input, schema) {
+                self.identity_counts.push((scan, i));
+            }
         }
         if self.scans.is_empty() {
             return Err(Refusal::new(
@@ -706,6 +721,9 @@ impl Checker<'_> {
                         ));
                     }
                     self.joins.push((ls, rs));
+                    if matches!(lc, Class::Identity { .. }) && matches!(rc, Class::Identity { .. }) {
+                        self.identity_joins.push((ls, rs));
+                    }
                 }
                 Ok(left.into_iter().chain(right).collect())
             }
@@ -928,6 +946,28 @@ impl Checker<'_> {
             Some(r) => Err(r),
             None => Ok(sources),
         }
+    }
+}
+
+/// The scan whose identity `e` counts, if `e` is `COUNT(DISTINCT identity)`.
+fn distinct_identity_count(e: &Expr, input: &[Class], schema: &DFSchema) -> Option<usize> {
+    let inner = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(af) = inner else {
+        return None;
+    };
+    let p = &af.params;
+    if !af.func.name().eq_ignore_ascii_case("count") || !p.distinct || p.filter.is_some() {
+        return None;
+    }
+    let [Expr::Column(c)] = p.args.as_slice() else {
+        return None;
+    };
+    match input.get(schema.index_of_column(c).ok()?)? {
+        Class::Identity { scan, .. } => Some(*scan),
+        _ => None,
     }
 }
 

@@ -276,7 +276,7 @@ impl Guard {
         let checked = check::check_plan(&self.tables, querier, &plan)?;
         let plan = match checked.kind {
             QueryKind::Aggregation { k } => {
-                rewrite::add_threshold(plan, k, &self.tables).map_err(internal)?
+                rewrite::add_threshold(plan, k, &checked, &self.tables).map_err(internal)?
             }
             QueryKind::List => plan,
         };

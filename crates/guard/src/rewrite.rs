@@ -23,36 +23,78 @@ use datafusion::functions_aggregate::expr_fn::count_distinct;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{lit, Aggregate, Expr, Filter, LogicalPlan, Projection};
 
-use crate::check::TableInfo;
+use crate::check::{Checked, TableInfo};
 
 const HIDDEN_ID: &str = "__airlock_id_";
 const HIDDEN_K: &str = "__airlock_k_";
 
 /// Adds the k-threshold to the (single) aggregate of `plan`.
+///
+/// Scans joined on their identity columns count the same people per output
+/// row, so one count serves each such group of scans; and where the query
+/// already computes `COUNT(DISTINCT identity)` for a group, the threshold
+/// reads that column instead of computing it twice.
 pub(crate) fn add_threshold(
     plan: LogicalPlan,
     k: u64,
+    checked: &Checked,
     tables: &HashMap<String, TableInfo>,
 ) -> Result<LogicalPlan> {
     let k = i64::try_from(k).unwrap_or(i64::MAX);
+    // Union-find over scans linked by identity joins.
+    let mut parent: Vec<usize> = (0..checked.scans.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for &(a, b) in &checked.identity_joins {
+        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+        parent[ra] = rb;
+    }
+    let group_of: Vec<usize> = (0..checked.scans.len())
+        .map(|i| root(&mut parent, i))
+        .collect();
+    let mut groups = group_of.clone();
+    groups.sort_unstable();
+    groups.dedup();
     plan.transform_down(|node| {
         let LogicalPlan::Aggregate(agg) = &node else {
             return Ok(Transformed::no(node));
         };
         let mut scans = 0;
         let input = carry_identity(&agg.input, &mut scans, tables)?;
-        let hidden: Vec<Column> = input
-            .schema()
-            .columns()
-            .into_iter()
-            .filter(|c| c.name.starts_with(HIDDEN_ID))
-            .collect();
         let mut aggr = agg.aggr_expr.clone();
         let mut conditions = Vec::new();
-        for (i, c) in hidden.into_iter().enumerate() {
-            let name = format!("{HIDDEN_K}{i}");
-            aggr.push(count_distinct(Expr::Column(c)).alias(&name));
-            conditions.push(Expr::Column(Column::new_unqualified(name)).gt_eq(lit(k)));
+        for &group in &groups {
+            let existing = checked
+                .identity_counts
+                .iter()
+                .find(|(scan, _)| group_of.get(*scan) == Some(&group))
+                .map(|(_, i)| *i);
+            let counted = match existing {
+                Some(i) => {
+                    let (q, f) = agg.schema.qualified_field(agg.group_expr.len() + i);
+                    Expr::Column(Column::new(q.cloned(), f.name()))
+                }
+                None => {
+                    let id = format!("{HIDDEN_ID}{group}");
+                    let Some(column) = input
+                        .schema()
+                        .columns()
+                        .into_iter()
+                        .find(|c| c.name == id)
+                    else {
+                        return datafusion::common::plan_err!("an identity does not reach the aggregate");
+                    };
+                    let name = format!("{HIDDEN_K}{group}");
+                    aggr.push(count_distinct(Expr::Column(column)).alias(&name));
+                    Expr::Column(Column::new_unqualified(name))
+                }
+            };
+            conditions.push(counted.gt_eq(lit(k)));
         }
         let Some(predicate) = conjunction(conditions) else {
             return datafusion::common::plan_err!("no identity column reaches the aggregate");
