@@ -395,9 +395,17 @@ async fn node_refuses_bad_fragments_sent_directly() {
         "advertiser",
     );
     let (_, batches) = node.run(&good).await.expect("good fragment runs");
-    let first = batches[0].column(0).as_string_view().value(0).to_string();
-    assert_eq!(first.len(), 32, "identity leaves as a 32-hex-digit token");
-    assert!(!first.contains('@'));
+    let first = batches
+        .iter()
+        .flatten()
+        .next()
+        .expect("a batch")
+        .column(0)
+        .as_binary::<i32>()
+        .value(0)
+        .to_vec();
+    assert_eq!(first.len(), 16, "identity leaves as a 16-byte token");
+    assert!(!first.contains(&b'@'));
 
     let refused = |f: Fragment| {
         let node = &node;

@@ -97,22 +97,6 @@ impl PseudonymKey {
         out.copy_from_slice(&hash.as_bytes()[..TOKEN_LEN]);
         out
     }
-
-    /// The token as 32 lowercase hex characters (how tokens travel in Arrow).
-    pub fn token_hex(&self, value: &[u8]) -> String {
-        hex::encode(self.token(value))
-    }
-
-    /// The token's hex form written into `out`, without allocating.
-    pub fn token_hex_into<'a>(&self, value: &[u8], out: &'a mut [u8; 2 * TOKEN_LEN]) -> &'a str {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        for (i, b) in self.token(value).iter().enumerate() {
-            out[2 * i] = DIGITS[usize::from(b >> 4)];
-            out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
-        }
-        // Only ASCII hex digits were written.
-        std::str::from_utf8(out).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -128,9 +112,6 @@ mod tests {
         let v = b"ana@example.com";
         assert_ne!(a.token(v), b.token(v));
         assert_ne!(a.token(v), c.token(v));
-        assert_eq!(a.token_hex(v).len(), 32);
-        let mut buf = [0u8; 32];
-        assert_eq!(a.token_hex_into(v, &mut buf), a.token_hex(v));
         let other = PseudonymKey::derive(
             &CollaborationSecret::from_bytes([2; 32]),
             "collab-a",

@@ -721,7 +721,8 @@ impl Checker<'_> {
                         ));
                     }
                     self.joins.push((ls, rs));
-                    if matches!(lc, Class::Identity { .. }) && matches!(rc, Class::Identity { .. }) {
+                    if matches!(lc, Class::Identity { .. }) && matches!(rc, Class::Identity { .. })
+                    {
                         self.identity_joins.push((ls, rs));
                     }
                 }

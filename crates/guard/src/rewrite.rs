@@ -81,13 +81,11 @@ pub(crate) fn add_threshold(
                 }
                 None => {
                     let id = format!("{HIDDEN_ID}{group}");
-                    let Some(column) = input
-                        .schema()
-                        .columns()
-                        .into_iter()
-                        .find(|c| c.name == id)
+                    let Some(column) = input.schema().columns().into_iter().find(|c| c.name == id)
                     else {
-                        return datafusion::common::plan_err!("an identity does not reach the aggregate");
+                        return datafusion::common::plan_err!(
+                            "an identity does not reach the aggregate"
+                        );
                     };
                     let name = format!("{HIDDEN_K}{group}");
                     aggr.push(count_distinct(Expr::Column(column)).alias(&name));

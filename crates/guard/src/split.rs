@@ -6,7 +6,8 @@
 //! the filter conjuncts it can express as a [`Predicate`] run on the node,
 //! the rest stay in the executor; the columns the executor still needs are
 //! found by a second projection-pruning pass. Identity and join columns leave
-//! the node only as pseudonyms.
+//! the node only as pseudonyms: 16-byte binary tokens, so the executor plan
+//! is retyped for them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use airlock_policy::{
     CmpOp, ColumnRole, FragmentColumn, Literal, Predicate, ScanFragment, Treatment,
 };
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
@@ -116,7 +117,7 @@ pub(crate) fn split(
             let Some(info) = tables.get(&table) else {
                 return datafusion::common::plan_err!("unknown table in split");
             };
-            let columns = schema
+            let columns: Vec<FragmentColumn> = schema
                 .fields()
                 .iter()
                 .map(|f| FragmentColumn {
@@ -136,6 +137,18 @@ pub(crate) fn split(
                 1 => predicates.into_iter().next(),
                 _ => Some(Predicate::And(predicates)),
             };
+            // Pseudonyms travel as 16-byte binary tokens.
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(f, c)| match c.treatment {
+                    Treatment::Pseudonym { .. } => {
+                        Field::new(f.name(), DataType::Binary, f.is_nullable())
+                    }
+                    Treatment::Raw => f.as_ref().clone(),
+                })
+                .collect();
             splits.push(ScanSplit {
                 owner: info.owner.clone(),
                 fragment: ScanFragment {
@@ -146,9 +159,14 @@ pub(crate) fn split(
                     filter,
                 },
             });
-            let schema = Arc::new(Schema::new(schema.fields().clone()));
-            Ok(Transformed::yes(empty_scan(scan, schema)?))
+            Ok(Transformed::yes(empty_scan(
+                scan,
+                Arc::new(Schema::new(fields)),
+            )?))
         })?
+        .data
+        // Token columns changed type: recompute every schema above the scans.
+        .transform_up(|node| node.recompute_schema().map(Transformed::yes))?
         .data;
     Ok((splits, executor))
 }

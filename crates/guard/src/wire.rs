@@ -1,20 +1,24 @@
 //! Arrow IPC framing of the batches that cross a node's boundary.
 //!
-//! Fragment results travel as one Arrow IPC stream. In this process the
-//! bytes are handed over in memory; the Flight service will carry the same
-//! stream. Encoding is pure (no IO), so it lives here where both the node
-//! and the hub can use it without linking each other.
+//! A fragment result is one or more Arrow IPC streams (one per partition of
+//! the node's scan), each preceded by its length as a little-endian `u64`.
+//! Partitions are encoded and decoded in parallel, and the executor keeps
+//! them as separate partitions. In this process the bytes are handed over
+//! in memory; the Flight service will carry the same streams. Encoding is
+//! pure (no IO), so it lives here where both the node and the hub can use it
+//! without linking each other.
 
-use std::io::Cursor;
-
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::error::ArrowError;
-use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 
-/// Encodes batches (all of `schema`) as one IPC stream.
-pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+/// Batches grouped by partition.
+pub type Partitions = Vec<Vec<RecordBatch>>;
+
+fn encode_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
     let mut out = Vec::new();
     {
         let mut w = StreamWriter::try_new(&mut out, schema)?;
@@ -26,10 +30,147 @@ pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec
     Ok(out)
 }
 
-/// Decodes an IPC stream into its schema and batches.
-pub fn decode_batches(bytes: &[u8]) -> Result<(SchemaRef, Vec<RecordBatch>), ArrowError> {
-    let reader = StreamReader::try_new(Cursor::new(bytes), None)?;
-    let schema = reader.schema();
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+fn decode_stream(bytes: &[u8]) -> Result<(Option<SchemaRef>, Vec<RecordBatch>), ArrowError> {
+    let mut buffer = Buffer::from(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::new();
+    while !buffer.is_empty() {
+        match decoder.decode(&mut buffer)? {
+            Some(b) => batches.push(b),
+            None if buffer.is_empty() => break,
+            None => {}
+        }
+    }
+    decoder.finish()?;
+    Ok((decoder.schema(), batches))
+}
+
+/// Encodes partitions of batches (all of `schema`); at least one stream is
+/// written so the schema always travels.
+pub fn encode_partitions(
+    schema: &SchemaRef,
+    partitions: &[Vec<RecordBatch>],
+) -> Result<Vec<u8>, ArrowError> {
+    let empty = [Vec::new()];
+    let parts = if partitions.is_empty() {
+        &empty[..]
+    } else {
+        partitions
+    };
+    let streams = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .iter()
+            .map(|p| s.spawn(move || encode_stream(schema, p)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ArrowError::IpcError("encoder panicked".into())))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut out = Vec::with_capacity(streams.iter().map(|s| s.len() + 8).sum());
+    for stream in streams {
+        out.extend_from_slice(&(stream.len() as u64).to_le_bytes());
+        out.extend_from_slice(&stream);
+    }
+    Ok(out)
+}
+
+/// Encodes batches as a single partition.
+pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    encode_partitions(schema, &[batches.to_vec()])
+}
+
+/// Decodes framed streams into their schema and partitions. Truncated or
+/// malformed input, or streams of different schemas, are errors.
+pub fn decode_partitions(bytes: &[u8]) -> Result<(SchemaRef, Partitions), ArrowError> {
+    let mut streams = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| ArrowError::IpcError("truncated frame length".into()))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .map_err(|_| ArrowError::IpcError("frame too long".into()))?;
+        if len > tail.len() {
+            return Err(ArrowError::IpcError("truncated frame".into()));
+        }
+        let (stream, tail) = tail.split_at(len);
+        streams.push(stream);
+        rest = tail;
+    }
+    let decoded = std::thread::scope(|s| {
+        let handles: Vec<_> = streams
+            .iter()
+            .map(|b| s.spawn(move || decode_stream(b)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut schema: Option<SchemaRef> = None;
+    let mut partitions = Vec::new();
+    for (s, batches) in decoded {
+        let s = s.ok_or_else(|| ArrowError::IpcError("stream without a schema".into()))?;
+        match &schema {
+            Some(first) if first != &s => {
+                return Err(ArrowError::IpcError("streams of different schemas".into()))
+            }
+            Some(_) => {}
+            None => schema = Some(s),
+        }
+        partitions.push(batches);
+    }
+    let schema = schema.ok_or_else(|| ArrowError::IpcError("no stream".into()))?;
+    Ok((schema, partitions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(n: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![n, n + 1])),
+                Arc::new(StringArray::from(vec!["a", "b"])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    #[test]
+    fn partitions_round_trip() {
+        let parts = vec![vec![batch(1), batch(3)], vec![], vec![batch(5)]];
+        let bytes = encode_partitions(&batch(0).schema(), &parts).expect("encode");
+        let (schema, back) = decode_partitions(&bytes).expect("decode");
+        assert_eq!(schema, batch(0).schema());
+        assert_eq!(back, parts);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_not_a_panic() {
+        let bytes = encode_partitions(&batch(0).schema(), &[vec![batch(1)]]).expect("encode");
+        for cut in [1, 7, 8, 20, bytes.len() - 1] {
+            assert!(decode_partitions(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[8..16].copy_from_slice(&[0xff; 8]);
+        assert!(decode_partitions(&bad).is_err());
+        assert!(decode_partitions(&[]).is_err());
+    }
 }

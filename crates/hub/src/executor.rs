@@ -14,12 +14,14 @@ use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use airlock_guard::wire::Partitions;
+
 use crate::{HubError, Released};
 
 /// Runs the executor plan over the fragment results (in scan order).
 pub(crate) async fn run(
     template: &LogicalPlan,
-    inputs: Vec<(SchemaRef, Vec<RecordBatch>)>,
+    inputs: Vec<(SchemaRef, Partitions)>,
 ) -> Result<Released, HubError> {
     let mut inputs = inputs.into_iter();
     let plan = template
@@ -28,15 +30,19 @@ pub(crate) async fn run(
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let Some((_, batches)) = inputs.next() else {
+            let Some((_, partitions)) = inputs.next() else {
                 return datafusion::common::plan_err!("fewer fragment results than scans");
             };
             let expected = scan.source.schema();
-            let batches = batches
+            let partitions = partitions
                 .into_iter()
-                .map(|b| RecordBatch::try_new(expected.clone(), b.columns().to_vec()))
+                .map(|p| {
+                    p.into_iter()
+                        .map(|b| RecordBatch::try_new(expected.clone(), b.columns().to_vec()))
+                        .collect::<Result<Vec<_>, _>>()
+                })
                 .collect::<Result<Vec<_>, _>>()?;
-            let table = MemTable::try_new(expected, vec![batches])?;
+            let table = MemTable::try_new(expected, partitions)?;
             let real =
                 TableScanBuilder::new(scan.table_name.clone(), provider_as_source(Arc::new(table)))
                     .with_projection(scan.projection.clone())

@@ -178,7 +178,7 @@ impl Hub {
                         HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
                     }
                 })?;
-            airlock_guard::wire::decode_batches(&bytes).map_err(|_| {
+            airlock_guard::wire::decode_partitions(&bytes).map_err(|_| {
                 HubError::Failed(format!(
                     "the node of '{}' sent an unreadable result",
                     pf.member
@@ -188,9 +188,10 @@ impl Hub {
         let mut results = try_join_all(calls).await?;
         match &plan.executor {
             None => {
-                let (schema, batches) = results
+                let (schema, partitions) = results
                     .pop()
                     .ok_or_else(|| HubError::Failed("no fragment result".into()))?;
+                let batches = partitions.into_iter().flatten().collect();
                 Ok(Released { schema, batches })
             }
             Some(template) => executor::run(template, results).await,

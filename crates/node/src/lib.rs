@@ -23,11 +23,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use airlock_crypto::{CollaborationSecret, PseudonymKey};
+use airlock_crypto::{CollaborationSecret, PseudonymKey, TOKEN_LEN};
+use airlock_guard::wire::Partitions;
 use airlock_guard::{Guard, GuardError};
 use airlock_policy::{Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringViewBuilder};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -135,16 +136,13 @@ impl Node {
     pub async fn execute(&self, fragment_json: &[u8]) -> Result<Vec<u8>, NodeError> {
         let fragment: Fragment = serde_json::from_slice(fragment_json)
             .map_err(|e| NodeError::BadFragment(format!("not a fragment: {e}")))?;
-        let (schema, batches) = self.run(&fragment).await?;
-        airlock_guard::wire::encode_batches(&schema, &batches)
+        let (schema, partitions) = self.run(&fragment).await?;
+        airlock_guard::wire::encode_partitions(&schema, &partitions)
             .map_err(|_| NodeError::Local("could not encode the result".into()))
     }
 
-    /// Verifies and runs a fragment.
-    pub async fn run(
-        &self,
-        fragment: &Fragment,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+    /// Verifies and runs a fragment; returns its result by partition.
+    pub async fn run(&self, fragment: &Fragment) -> Result<(SchemaRef, Partitions), NodeError> {
         verify::common(&self.collab, &self.member, fragment)?;
         match fragment {
             Fragment::Analysis { querier, sql, .. } => self.run_analysis(querier, sql).await,
@@ -159,7 +157,7 @@ impl Node {
         &self,
         querier: &str,
         sql: &str,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+    ) -> Result<(SchemaRef, Partitions), NodeError> {
         let checked = self.guard.check(sql, querier).await.map_err(|e| match e {
             GuardError::Refused(r) => NodeError::Refused(r),
             GuardError::BadInput(m) => NodeError::BadFragment(m),
@@ -191,13 +189,10 @@ impl Node {
             .map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
-        Ok((schema, batches))
+        Ok((schema, vec![batches]))
     }
 
-    async fn run_scan(
-        &self,
-        scan: &ScanFragment,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>), NodeError> {
+    async fn run_scan(&self, scan: &ScanFragment) -> Result<(SchemaRef, Partitions), NodeError> {
         let mut df = self
             .ctx
             .table(scan.table.as_str())
@@ -213,7 +208,10 @@ impl Node {
             .select_columns(&names)
             .map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
+        let partitions = df
+            .collect_partitioned()
+            .await
+            .map_err(|_| NodeError::Execution)?;
         let keys: Vec<Option<PseudonymKey>> = scan
             .columns
             .iter()
@@ -226,18 +224,33 @@ impl Node {
                 Treatment::Raw => None,
             })
             .collect();
-        let out = batches
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&keys)
+            .map(|(f, k)| match k {
+                Some(_) => Field::new(f.name(), DataType::Binary, f.is_nullable()),
+                None => f.as_ref().clone(),
+            })
+            .collect();
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let out = partitions
             .par_iter()
-            .map(|b| pseudonymise(b, &keys))
+            .map(|p| {
+                p.par_iter()
+                    .map(|b| pseudonymise(b, &keys, &schema))
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok((schema, out))
     }
 }
 
-/// Replaces every column that has a key by its tokens (same type, Utf8View).
+/// Replaces every column that has a key by its 16-byte tokens (Binary).
 fn pseudonymise(
     batch: &RecordBatch,
     keys: &[Option<PseudonymKey>],
+    schema: &SchemaRef,
 ) -> Result<RecordBatch, NodeError> {
     let columns = batch
         .columns()
@@ -253,16 +266,15 @@ fn pseudonymise(
                 ));
             }
             let values = col.as_string_view();
-            let mut b = StringViewBuilder::with_capacity(values.len());
-            let mut hex = [0u8; 32];
+            let mut b = BinaryBuilder::with_capacity(values.len(), values.len() * TOKEN_LEN);
             for v in values.iter() {
                 match v {
-                    Some(s) => b.append_value(key.token_hex_into(s.as_bytes(), &mut hex)),
+                    Some(s) => b.append_value(key.token(s.as_bytes())),
                     None => b.append_null(),
                 }
             }
             Ok(Arc::new(b.finish()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(batch.schema(), columns).map_err(|_| NodeError::Execution)
+    RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)
 }
