@@ -30,8 +30,7 @@ fn encode_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>,
     Ok(out)
 }
 
-fn decode_stream(bytes: &[u8]) -> Result<(Option<SchemaRef>, Vec<RecordBatch>), ArrowError> {
-    let mut buffer = Buffer::from(bytes);
+fn decode_stream(mut buffer: Buffer) -> Result<(Option<SchemaRef>, Vec<RecordBatch>), ArrowError> {
     let mut decoder = StreamDecoder::new();
     let mut batches = Vec::new();
     while !buffer.is_empty() {
@@ -83,11 +82,13 @@ pub fn encode_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec
     encode_partitions(schema, &[batches.to_vec()])
 }
 
-/// Decodes framed streams into their schema and partitions. Truncated or
-/// malformed input, or streams of different schemas, are errors.
-pub fn decode_partitions(bytes: &[u8]) -> Result<(SchemaRef, Partitions), ArrowError> {
+/// Decodes framed streams into their schema and partitions, without copying
+/// the bytes (arrays point into them). Truncated or malformed input, or
+/// streams of different schemas, are errors.
+pub fn decode_partitions(bytes: Vec<u8>) -> Result<(SchemaRef, Partitions), ArrowError> {
+    let all = Buffer::from_vec(bytes);
     let mut streams = Vec::new();
-    let mut rest = bytes;
+    let mut rest = all.as_slice();
     while !rest.is_empty() {
         let (len, tail) = rest
             .split_first_chunk::<8>()
@@ -97,13 +98,13 @@ pub fn decode_partitions(bytes: &[u8]) -> Result<(SchemaRef, Partitions), ArrowE
         if len > tail.len() {
             return Err(ArrowError::IpcError("truncated frame".into()));
         }
-        let (stream, tail) = tail.split_at(len);
-        streams.push(stream);
-        rest = tail;
+        let start = all.len() - tail.len();
+        streams.push(all.slice_with_length(start, len));
+        rest = &tail[len..];
     }
     let decoded = std::thread::scope(|s| {
         let handles: Vec<_> = streams
-            .iter()
+            .into_iter()
             .map(|b| s.spawn(move || decode_stream(b)))
             .collect();
         handles
@@ -157,7 +158,7 @@ mod tests {
     fn partitions_round_trip() {
         let parts = vec![vec![batch(1), batch(3)], vec![], vec![batch(5)]];
         let bytes = encode_partitions(&batch(0).schema(), &parts).expect("encode");
-        let (schema, back) = decode_partitions(&bytes).expect("decode");
+        let (schema, back) = decode_partitions(bytes).expect("decode");
         assert_eq!(schema, batch(0).schema());
         assert_eq!(back, parts);
     }
@@ -166,11 +167,14 @@ mod tests {
     fn malformed_input_is_an_error_not_a_panic() {
         let bytes = encode_partitions(&batch(0).schema(), &[vec![batch(1)]]).expect("encode");
         for cut in [1, 7, 8, 20, bytes.len() - 1] {
-            assert!(decode_partitions(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_partitions(bytes[..cut].to_vec()).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut bad = bytes.clone();
         bad[8..16].copy_from_slice(&[0xff; 8]);
-        assert!(decode_partitions(&bad).is_err());
-        assert!(decode_partitions(&[]).is_err());
+        assert!(decode_partitions(bad).is_err());
+        assert!(decode_partitions(Vec::new()).is_err());
     }
 }

@@ -178,7 +178,7 @@ impl Hub {
                         HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
                     }
                 })?;
-            airlock_guard::wire::decode_partitions(&bytes).map_err(|_| {
+            airlock_guard::wire::decode_partitions(bytes).map_err(|_| {
                 HubError::Failed(format!(
                     "the node of '{}' sent an unreadable result",
                     pf.member

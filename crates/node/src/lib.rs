@@ -35,7 +35,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use rayon::prelude::*;
+use futures::StreamExt;
 use thiserror::Error;
 
 pub use sources::predicate_to_expr;
@@ -208,10 +208,6 @@ impl Node {
             .select_columns(&names)
             .map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let partitions = df
-            .collect_partitioned()
-            .await
-            .map_err(|_| NodeError::Execution)?;
         let keys: Vec<Option<PseudonymKey>> = scan
             .columns
             .iter()
@@ -234,14 +230,32 @@ impl Node {
             })
             .collect();
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        let out = partitions
-            .par_iter()
-            .map(|p| {
-                p.par_iter()
-                    .map(|b| pseudonymise(b, &keys, &schema))
-                    .collect::<Result<Vec<_>, _>>()
+        // Pseudonymise each batch as its partition's scan produces it: raw
+        // identifiers are never collected in memory as a whole.
+        let streams = df
+            .execute_stream_partitioned()
+            .await
+            .map_err(|_| NodeError::Execution)?;
+        let keys = Arc::new(keys);
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .map(|mut stream| {
+                let keys = keys.clone();
+                let schema = schema.clone();
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|_| NodeError::Execution)?;
+                        out.push(pseudonymise(&batch, &keys, &schema)?);
+                    }
+                    Ok::<_, NodeError>(out)
+                })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            out.push(task.await.map_err(|_| NodeError::Execution)??);
+        }
         Ok((schema, out))
     }
 }
