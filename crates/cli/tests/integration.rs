@@ -798,3 +798,109 @@ async fn list_rule_lists_own_columns_of_overlapping_rows_only() {
         }
     }
 }
+
+/// Randomised guard test: queries are drawn from a grammar of allowed and
+/// forbidden pieces. Every query with a forbidden piece must be refused; every
+/// query without one must be accepted and release exactly plain DataFusion's
+/// rows with the threshold written out by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_queries_are_refused_or_match_the_oracle() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    // (expression, allowed as a group key)
+    const KEYS: &[(&str, bool)] = &[
+        ("a.segment", true),
+        ("a.region", true),
+        ("a.age_band", true),
+        ("p.category", true),
+        ("UPPER(a.region)", true),
+        ("a.email", false),
+        ("p.amount_cents", false),
+        ("LENGTH(p.email)", false),
+    ];
+    const AGGS: &[(&str, bool)] = &[
+        ("COUNT(*)", true),
+        ("COUNT(DISTINCT a.email)", true),
+        ("SUM(p.amount_cents)", true),
+        ("AVG(p.amount_cents)", true),
+        ("COUNT(DISTINCT p.order_id)", true),
+        ("MIN(p.amount_cents)", false),
+        ("SUM(p.amount_cents * 2)", false),
+        ("COUNT(DISTINCT p.amount_cents)", false),
+    ];
+    const FILTERS: &[(&str, bool)] = &[
+        ("a.consent", true),
+        ("p.category <> 'home'", true),
+        ("a.region IN ('north', 'south', 'east')", true),
+        ("p.day >= DATE '2025-04-01'", true),
+        ("a.age_band LIKE '2%'", true),
+        ("p.amount_cents > 5000", false),
+        ("a.email LIKE 'a%'", false),
+        ("CAST(a.age_band AS INT) > 1", false),
+    ];
+    let (_tmp, dir) = demo_dir(40_000);
+    let cluster = Cluster::open(&dir.join("collaboration.toml"), None)
+        .await
+        .expect("open");
+    let plain = plain_ctx(&dir).await;
+    let mut rng = StdRng::seed_from_u64(2026);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..150 {
+        let mut ok = true;
+        let mut pick = |list: &[(&'static str, bool)], n: usize| {
+            let mut out: Vec<&'static str> = Vec::new();
+            for _ in 0..n {
+                // Forbidden pieces one time in ten, so both outcomes are common.
+                let forbidden = rng.gen_bool(0.1);
+                let candidates: Vec<_> = list.iter().filter(|(_, a)| *a != forbidden).collect();
+                let (e, allowed) = *candidates[rng.gen_range(0..candidates.len())];
+                if !out.contains(&e) {
+                    ok &= allowed;
+                    out.push(e);
+                }
+            }
+            out
+        };
+        let keys = pick(KEYS, 2);
+        let aggs = pick(AGGS, 2);
+        let filters = pick(FILTERS, 2);
+        let select: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{i}"))
+            .chain(aggs.iter().enumerate().map(|(i, a)| format!("{a} AS v{i}")))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM audience a JOIN purchases p ON a.email = p.email WHERE {} GROUP BY {}",
+            select.join(", "),
+            filters.join(" AND "),
+            keys.join(", ")
+        );
+        match cluster.query("advertiser", &sql).await {
+            Ok(released) => {
+                assert!(ok, "a forbidden piece was accepted: {sql}");
+                accepted += 1;
+                let oracle = format!(
+                    "{sql} HAVING COUNT(DISTINCT a.email) >= 50 AND COUNT(DISTINCT p.email) >= 50"
+                );
+                let want = plain
+                    .sql(&oracle)
+                    .await
+                    .expect("plain")
+                    .collect()
+                    .await
+                    .expect("run");
+                assert_eq!(rows(&released.batches), rows(&want), "{sql}");
+            }
+            Err(CliError::Refused { refusal, .. }) => {
+                assert!(!ok, "an allowed query was refused: {sql}: {refusal}");
+                refused += 1;
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    assert!(
+        accepted >= 10 && refused >= 10,
+        "accepted {accepted}, refused {refused}"
+    );
+}
