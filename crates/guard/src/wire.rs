@@ -34,9 +34,14 @@ fn decode_stream(mut buffer: Buffer) -> Result<(Option<SchemaRef>, Vec<RecordBat
     let mut decoder = StreamDecoder::new();
     let mut batches = Vec::new();
     while !buffer.is_empty() {
+        let before = buffer.len();
         match decoder.decode(&mut buffer)? {
             Some(b) => batches.push(b),
-            None if buffer.is_empty() => break,
+            None if buffer.len() == before => {
+                return Err(ArrowError::IpcError(
+                    "bytes after the end of a stream".into(),
+                ))
+            }
             None => {}
         }
     }
@@ -175,6 +180,12 @@ mod tests {
         let mut bad = bytes.clone();
         bad[8..16].copy_from_slice(&[0xff; 8]);
         assert!(decode_partitions(bad).is_err());
+        // A stream followed by trailing garbage inside its frame.
+        let mut stream = encode_partitions(&batch(0).schema(), &[vec![batch(1)]]).expect("encode");
+        stream.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3]);
+        let len = (stream.len() - 8) as u64;
+        stream[..8].copy_from_slice(&len.to_le_bytes());
+        assert!(decode_partitions(stream).is_err());
         assert!(decode_partitions(Vec::new()).is_err());
     }
 }

@@ -47,6 +47,7 @@ impl Fragment {
 
 /// Scan fragment of one configured table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScanFragment {
     /// Collaboration name.
     pub collaboration: String,
@@ -62,6 +63,7 @@ pub struct ScanFragment {
 
 /// One output column of a scan fragment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FragmentColumn {
     /// Column name in the configured table.
     pub name: String,
@@ -231,6 +233,11 @@ mod tests {
         let json = serde_json::to_string(&f).expect("serialise");
         let back: Fragment = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, f);
+        let smuggled = json.replacen("\"filter\"", "\"limit\":1,\"filter\"", 1);
+        assert!(
+            serde_json::from_str::<Fragment>(&smuggled).is_err(),
+            "unknown fields are refused"
+        );
         if let Fragment::Scan(s) = &back {
             assert_eq!(
                 s.filter.as_ref().map(Predicate::columns),
