@@ -137,7 +137,7 @@ pub(crate) fn split(
                 1 => predicates.into_iter().next(),
                 _ => Some(Predicate::And(predicates)),
             };
-            // Pseudonyms travel as 16-byte binary tokens.
+            // Pseudonyms travel as 16-byte binary tokens, raw strings as Utf8.
             let fields: Vec<Field> = schema
                 .fields()
                 .iter()
@@ -145,6 +145,10 @@ pub(crate) fn split(
                 .map(|(f, c)| match c.treatment {
                     Treatment::Pseudonym { .. } => {
                         Field::new(f.name(), DataType::Binary, f.is_nullable())
+                    }
+                    // Nodes send raw string views as plain Utf8.
+                    Treatment::Raw if f.data_type() == &DataType::Utf8View => {
+                        Field::new(f.name(), DataType::Utf8, f.is_nullable())
                     }
                     Treatment::Raw => f.as_ref().clone(),
                 })

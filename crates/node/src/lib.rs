@@ -33,7 +33,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::common::Column;
+use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use thiserror::Error;
@@ -203,10 +204,25 @@ impl Node {
                 .filter(predicate_to_expr(p))
                 .map_err(|_| NodeError::Execution)?;
         }
-        let names: Vec<&str> = scan.columns.iter().map(|c| c.name.as_str()).collect();
-        df = df
-            .select_columns(&names)
-            .map_err(|_| NodeError::Execution)?;
+        // Raw string columns travel as plain Utf8: string views would drag
+        // whole page buffers into the IPC stream.
+        let exprs: Vec<Expr> = scan
+            .columns
+            .iter()
+            .map(|c| {
+                let column = Expr::Column(Column::new_unqualified(&c.name));
+                let is_view = df
+                    .schema()
+                    .field_with_unqualified_name(&c.name)
+                    .is_ok_and(|f| f.data_type() == &DataType::Utf8View);
+                if c.treatment == Treatment::Raw && is_view {
+                    cast(column, DataType::Utf8).alias(&c.name)
+                } else {
+                    column
+                }
+            })
+            .collect();
+        df = df.select(exprs).map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let keys: Vec<Option<PseudonymKey>> = scan
             .columns

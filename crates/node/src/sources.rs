@@ -11,17 +11,12 @@ use airlock_policy::{
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::{Column, ScalarValue};
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::json::JsonFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::file_format::options::ReadOptions;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::utils::{conjunction, disjunction};
 use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
 
 use crate::NodeError;
 
@@ -75,12 +70,21 @@ pub(crate) async fn register(
                 continue;
             }
         };
-        let (format, ext): (Arc<dyn FileFormat>, &str) = match ds.format {
-            DatasetFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-            DatasetFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
-            DatasetFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
+        // The same listing options as `SessionContext::register_parquet` and
+        // friends, so scans get the session's format options.
+        let config = ctx.copied_config();
+        let table_options = ctx.copied_table_options();
+        let options = match ds.format {
+            DatasetFormat::Parquet => {
+                ParquetReadOptions::default().to_listing_options(&config, table_options)
+            }
+            DatasetFormat::Csv => CsvReadOptions::new()
+                .has_header(true)
+                .to_listing_options(&config, table_options),
+            DatasetFormat::Json => {
+                JsonReadOptions::default().to_listing_options(&config, table_options)
+            }
         };
-        let options = ListingOptions::new(format).with_file_extension(ext);
         let state = ctx.state();
         let schema = match options.infer_schema(&state, &url).await {
             Ok(s) => s,
