@@ -7,60 +7,18 @@ use std::sync::{Arc, Mutex};
 
 use airlock_hub::{Hub, HubError, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
-use airlock_policy::{Ability, Collaboration, Refusal};
+use airlock_policy::{Ability, Collaboration};
 use futures::future::BoxFuture;
 
-/// Errors of the CLI, each with its exit code.
-#[derive(Debug)]
-pub enum CliError {
-    /// Bad input: configuration, SQL syntax, unknown member (exit 2).
-    BadInput(String),
-    /// Refused (exit 3).
-    Refused {
-        /// The refusal.
-        refusal: Refusal,
-        /// The member whose node refused, if a node did.
-        node: Option<String>,
-    },
-    /// Anything else (exit 1).
-    Failed(String),
-}
+/// Errors of the CLI are the hub's: refused, bad input, or failed.
+pub type CliError = HubError;
 
-impl CliError {
-    /// The process exit code.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::BadInput(_) => 2,
-            CliError::Refused { .. } => 3,
-            CliError::Failed(_) => 1,
-        }
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::BadInput(m) => write!(f, "error: {m}"),
-            CliError::Refused {
-                refusal,
-                node: None,
-            } => write!(f, "{refusal}"),
-            CliError::Refused {
-                refusal,
-                node: Some(n),
-            } => write!(f, "{refusal} (refused by the node of '{n}')"),
-            CliError::Failed(m) => write!(f, "error: {m}"),
-        }
-    }
-}
-
-impl From<HubError> for CliError {
-    fn from(e: HubError) -> Self {
-        match e {
-            HubError::Refused { refusal, node } => CliError::Refused { refusal, node },
-            HubError::BadInput(m) => CliError::BadInput(m),
-            HubError::Failed(m) => CliError::Failed(m),
-        }
+/// The process exit code of an error: 3 refused, 2 bad input, 1 anything else.
+pub fn exit_code(e: &CliError) -> i32 {
+    match e {
+        HubError::BadInput(_) => 2,
+        HubError::Refused { .. } => 3,
+        HubError::Failed(_) => 1,
     }
 }
 
@@ -152,7 +110,7 @@ impl Cluster {
 
     /// Runs a query as `member`.
     pub async fn query(&self, member: &str, sql: &str) -> Result<Released, CliError> {
-        Ok(self.hub.query(member, sql, &self.nodes).await?)
+        self.hub.query(member, sql, &self.nodes).await
     }
 
     /// Checks a query as `member` and describes its plan.

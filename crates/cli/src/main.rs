@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use airlock_cli::bench::{self, BenchOptions};
-use airlock_cli::cluster::{CliError, Cluster};
+use airlock_cli::cluster::{exit_code, CliError, Cluster};
 use airlock_cli::demo::{self, DemoOptions};
 use airlock_cli::output::{render, Format};
 use clap::{Parser, Subcommand};
@@ -133,12 +133,15 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err((e, json)) => {
-            eprintln!("{e}");
+            match &e {
+                CliError::Refused { .. } => eprintln!("{e}"),
+                _ => eprintln!("error: {e}"),
+            }
             if let (true, CliError::Refused { refusal, node }) = (json, &e) {
                 let body = serde_json::json!({ "refused": refusal, "node": node });
                 println!("{body}");
             }
-            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+            ExitCode::from(u8::try_from(exit_code(&e)).unwrap_or(1))
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use airlock_cli::cluster::{CliError, Cluster, Tap};
+use airlock_cli::cluster::{exit_code, CliError, Cluster, Tap};
 use airlock_cli::{data, demo};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{
@@ -562,7 +562,7 @@ async fn configuration_errors_name_file_table_and_column() {
                     msg.contains("collaboration.toml") || want.contains("secret"),
                     "{msg}"
                 );
-                assert!(e.exit_code() == 2 || want.contains("secret"), "{msg}");
+                assert!(exit_code(&e) == 2 || want.contains("secret"), "{msg}");
             }
             Ok(_) => panic!("accepted a bad configuration; expected {want:?}"),
         }

@@ -18,6 +18,30 @@ use datafusion::arrow::record_batch::RecordBatch;
 /// Batches grouped by partition.
 pub type Partitions = Vec<Vec<RecordBatch>>;
 
+/// Runs `f` on every item, one scoped thread per item (there is one item per
+/// partition, so a handful), and returns the results in order.
+fn in_parallel<T, R, F>(items: impl IntoIterator<Item = T>, f: F) -> Result<Vec<R>, ArrowError>
+where
+    T: Send,
+    R: Send,
+    F: Fn(T) -> Result<R, ArrowError> + Sync,
+{
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .into_iter()
+            .map(|item| s.spawn(move || f(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ArrowError::IpcError("a codec thread panicked".into())))
+            })
+            .collect()
+    })
+}
+
 fn encode_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
     let mut out = Vec::new();
     {
@@ -61,19 +85,7 @@ pub fn encode_partitions(
     } else {
         partitions
     };
-    let streams = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|p| s.spawn(move || encode_stream(schema, p)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(ArrowError::IpcError("encoder panicked".into())))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
+    let streams = in_parallel(parts.iter(), |p| encode_stream(schema, p))?;
     let mut out = Vec::with_capacity(streams.iter().map(|s| s.len() + 8).sum());
     for stream in streams {
         out.extend_from_slice(&(stream.len() as u64).to_le_bytes());
@@ -107,19 +119,7 @@ pub fn decode_partitions(bytes: Vec<u8>) -> Result<(SchemaRef, Partitions), Arro
         streams.push(all.slice_with_length(start, len));
         rest = &tail[len..];
     }
-    let decoded = std::thread::scope(|s| {
-        let handles: Vec<_> = streams
-            .into_iter()
-            .map(|b| s.spawn(move || decode_stream(b)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(ArrowError::IpcError("decoder panicked".into())))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
+    let decoded = in_parallel(streams, decode_stream)?;
     let mut schema: Option<SchemaRef> = None;
     let mut partitions = Vec::new();
     for (s, batches) in decoded {

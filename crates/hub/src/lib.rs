@@ -70,7 +70,7 @@ impl fmt::Display for HubError {
                 node: Some(m),
             } => write!(f, "{refusal} (refused by the node of '{m}')"),
             HubError::BadInput(m) => write!(f, "{m}"),
-            HubError::Failed(m) => write!(f, "query failed: {m}"),
+            HubError::Failed(m) => write!(f, "{m}"),
         }
     }
 }
