@@ -10,6 +10,11 @@ use airlock_cli::demo::{self, DemoOptions};
 use airlock_cli::output::{render, Format};
 use clap::{Parser, Subcommand};
 
+// Large Arrow buffers are allocated and freed per batch; mimalloc reuses them
+// where the system allocator maps and unmaps fresh pages each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "airlock",
