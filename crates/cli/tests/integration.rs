@@ -904,3 +904,70 @@ async fn random_queries_are_refused_or_match_the_oracle() {
         "accepted {accepted}, refused {refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_exit_codes_and_json_refusals() {
+    let (_tmp, dir) = demo_dir(5_000);
+    let collab = dir.join("collaboration.toml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+            .args(args)
+            .output()
+            .expect("run airlock");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let c = collab.to_str().expect("utf-8 path");
+    let ok = "SELECT category, COUNT(DISTINCT email) AS people FROM purchases GROUP BY category";
+    let (code, out, _) = run(&[
+        "query",
+        "--collab",
+        c,
+        "--as",
+        "advertiser",
+        "--format",
+        "csv",
+        ok,
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("category,people\n"), "{out}");
+    let (code, out, err) = run(&[
+        "query",
+        "--collab",
+        c,
+        "--as",
+        "advertiser",
+        "--format",
+        "json",
+        "SELECT email FROM purchases",
+    ]);
+    assert_eq!(code, Some(3));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json refusal on stdout");
+    assert_eq!(v["refused"]["control"], "aggregation-required");
+    assert_eq!(v["refused"]["table"], "purchases");
+    assert!(err.contains("refused [aggregation-required]"), "{err}");
+    let (code, _, err) = run(&[
+        "query",
+        "--collab",
+        c,
+        "--as",
+        "advertiser",
+        "SELEC nothing",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = run(&["query", "--collab", c, "--as", "stranger", ok]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, _) = run(&["query", "--collab", c, "--as", "publisher", ok]);
+    assert_eq!(code, Some(3), "publisher lacks the query ability");
+    let (code, out, _) = run(&["check", "--collab", c, ok]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("runs the whole analysis on table 'purchases'"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["check", "--collab", c, "SELECT * FROM purchases"]);
+    assert_eq!(code, Some(3), "{err}");
+}
