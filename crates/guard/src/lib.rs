@@ -328,11 +328,6 @@ impl Guard {
             kind: q.kind,
         })
     }
-
-    /// Names of the configured tables this guard knows.
-    pub fn tables(&self) -> Vec<&str> {
-        self.tables.keys().map(String::as_str).collect()
-    }
 }
 
 /// Only plain queries pass; every other statement is refused by name.

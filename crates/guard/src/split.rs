@@ -6,8 +6,8 @@
 //! the filter conjuncts it can express as a [`Predicate`] run on the node,
 //! the rest stay in the executor; the columns the executor still needs are
 //! found by a second projection-pruning pass. Identity and join columns leave
-//! the node only as pseudonyms: 16-byte binary tokens, so the executor plan
-//! is retyped for them.
+//! the node only as pseudonyms; the executor plan is retyped for the way
+//! columns travel ([`wire_field`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use airlock_policy::{
     CmpOp, ColumnRole, FragmentColumn, Literal, Predicate, ScanFragment, Treatment,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
@@ -29,6 +29,7 @@ use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::Optimizer;
 
 use crate::check::TableInfo;
+use crate::wire::wire_field;
 
 /// One scan after the split.
 #[derive(Debug, Clone)]
@@ -137,21 +138,11 @@ pub(crate) fn split(
                 1 => predicates.into_iter().next(),
                 _ => Some(Predicate::And(predicates)),
             };
-            // Pseudonyms travel as 16-byte binary tokens, raw strings as Utf8.
             let fields: Vec<Field> = schema
                 .fields()
                 .iter()
                 .zip(&columns)
-                .map(|(f, c)| match c.treatment {
-                    Treatment::Pseudonym { .. } => {
-                        Field::new(f.name(), DataType::Binary, f.is_nullable())
-                    }
-                    // Nodes send raw string views as plain Utf8.
-                    Treatment::Raw if f.data_type() == &DataType::Utf8View => {
-                        Field::new(f.name(), DataType::Utf8, f.is_nullable())
-                    }
-                    Treatment::Raw => f.as_ref().clone(),
-                })
+                .map(|(f, c)| wire_field(f, &c.treatment))
                 .collect();
             splits.push(ScanSplit {
                 owner: info.owner.clone(),

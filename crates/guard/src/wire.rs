@@ -8,8 +8,9 @@
 //! pure (no IO), so it lives here where both the node and the hub can use it
 //! without linking each other.
 
+use airlock_policy::Treatment;
 use datafusion::arrow::buffer::Buffer;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
@@ -17,6 +18,20 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 /// Batches grouped by partition.
 pub type Partitions = Vec<Vec<RecordBatch>>;
+
+/// How a configured column travels from a node to the executor: pseudonyms
+/// as 16-byte binary tokens, raw string views as plain Utf8 (a view would
+/// drag whole page buffers into the stream), everything else as stored. The
+/// guard types the executor plan with it and the node its output, so the two
+/// always agree.
+pub fn wire_field(source: &Field, treatment: &Treatment) -> Field {
+    let data_type = match (treatment, source.data_type()) {
+        (Treatment::Pseudonym { .. }, _) => DataType::Binary,
+        (Treatment::Raw, DataType::Utf8View) => DataType::Utf8,
+        (Treatment::Raw, other) => other.clone(),
+    };
+    Field::new(source.name(), data_type, source.is_nullable())
+}
 
 /// Runs `f` on every item, one scoped thread per item (there is one item per
 /// partition, so a handful), and returns the results in order.

@@ -24,11 +24,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_crypto::{CollaborationSecret, PseudonymKey, TOKEN_LEN};
-use airlock_guard::wire::Partitions;
+use airlock_guard::wire::{wire_field, Partitions};
 use airlock_guard::{Guard, GuardError};
 use airlock_policy::{Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -204,26 +204,28 @@ impl Node {
                 .filter(predicate_to_expr(p))
                 .map_err(|_| NodeError::Execution)?;
         }
-        // Raw string columns travel as plain Utf8: string views would drag
-        // whole page buffers into the IPC stream.
-        let exprs: Vec<Expr> = scan
-            .columns
-            .iter()
-            .map(|c| {
-                let column = Expr::Column(Column::new_unqualified(&c.name));
-                let is_view = df
-                    .schema()
-                    .field_with_unqualified_name(&c.name)
-                    .is_ok_and(|f| f.data_type() == &DataType::Utf8View);
-                if c.treatment == Treatment::Raw && is_view {
-                    cast(column, DataType::Utf8).alias(&c.name)
+        // Each column is cast to the type it travels as (`wire_field`), the
+        // type the guard gave it in the executor plan.
+        let source = df.schema().as_arrow().clone();
+        let mut exprs = Vec::with_capacity(scan.columns.len());
+        let mut fields = Vec::with_capacity(scan.columns.len());
+        for c in &scan.columns {
+            let field = source
+                .field_with_name(&c.name)
+                .map_err(|_| NodeError::Execution)?;
+            let wire = wire_field(field, &c.treatment);
+            let column = Expr::Column(Column::new_unqualified(&c.name));
+            exprs.push(
+                if c.treatment == Treatment::Raw && wire.data_type() != field.data_type() {
+                    cast(column, wire.data_type().clone()).alias(&c.name)
                 } else {
                     column
-                }
-            })
-            .collect();
+                },
+            );
+            fields.push(wire);
+        }
         df = df.select(exprs).map_err(|_| NodeError::Execution)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
         let keys: Vec<Option<PseudonymKey>> = scan
             .columns
             .iter()
@@ -236,16 +238,6 @@ impl Node {
                 Treatment::Raw => None,
             })
             .collect();
-        let fields: Vec<Field> = schema
-            .fields()
-            .iter()
-            .zip(&keys)
-            .map(|(f, k)| match k {
-                Some(_) => Field::new(f.name(), DataType::Binary, f.is_nullable()),
-                None => f.as_ref().clone(),
-            })
-            .collect();
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
         // Pseudonymise each batch as its partition's scan produces it: raw
         // identifiers are never collected in memory as a whole.
         let streams = df
