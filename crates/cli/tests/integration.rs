@@ -405,7 +405,42 @@ async fn node_refuses_bad_fragments_sent_directly() {
         .value(0)
         .to_vec();
     assert_eq!(first.len(), 16, "identity leaves as a 16-byte token");
-    assert!(!first.contains(&b'@'));
+    // The token is the collaboration-keyed pseudonym of one of the
+    // publisher's emails, and never the email itself.
+    let secret = airlock_crypto::CollaborationSecret::from_hex(
+        std::fs::read_to_string(dir.join("collaboration.key"))
+            .expect("secret")
+            .trim(),
+    )
+    .expect("hex secret");
+    let key = airlock_crypto::PseudonymKey::derive(&secret, collab.id(), "email");
+    let ctx = plain_ctx(&dir).await;
+    let emails = ctx
+        .sql("SELECT DISTINCT email FROM audience")
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("emails");
+    let tokens: HashSet<Vec<u8>> = emails
+        .iter()
+        .flat_map(|b| {
+            let col = b.column(0).clone();
+            (0..col.len())
+                .map(|i| {
+                    let s = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default())
+                        .expect("fmt")
+                        .value(i)
+                        .to_string();
+                    key.token(s.as_bytes()).to_vec()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        tokens.contains(&first),
+        "token is the keyed pseudonym of an audience email"
+    );
 
     let refused = |f: Fragment| {
         let node = &node;
