@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use airlock_guard::wire::Partitions;
 use airlock_hub::{Hub, HubError, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Ability, Collaboration};
+use datafusion::arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
 
 /// Errors of the CLI are the hub's: refused, bad input, or failed.
@@ -36,7 +38,7 @@ impl NodeClient for LocalNodes {
         &'a self,
         member: &'a str,
         fragment_json: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+    ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
         Box::pin(async move {
             let Some(node) = self.nodes.get(member) else {
                 return Err(NodeFailure::Failed(format!(
@@ -50,7 +52,13 @@ impl NodeClient for LocalNodes {
                             t.push((member.to_string(), bytes.clone()));
                         }
                     }
-                    Ok(bytes)
+                    // The in-process boundary is still bytes: decode what
+                    // the node encoded, as a remote hub would.
+                    airlock_guard::wire::decode_partitions(bytes).map_err(|_| {
+                        NodeFailure::Failed(format!(
+                            "the node of '{member}' sent an unreadable result"
+                        ))
+                    })
                 }
                 Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
                 Err(e) => Err(NodeFailure::Failed(e.to_string())),

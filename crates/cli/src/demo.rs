@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::cluster::{CliError, Cluster, Tap};
 use crate::data;
 use crate::output::{render, Format};
+use airlock_hub::Released;
 
 /// The canonical analyses: (title, SQL).
 pub const ANALYSES: &[(&str, &str)] = &[
@@ -48,6 +49,27 @@ pub struct DemoOptions {
     pub dir: std::path::PathBuf,
     /// Audience rows.
     pub rows: usize,
+    /// Run against a hub and nodes as separate processes (`airlock up`),
+    /// started with this `airlock` binary.
+    pub distributed: Option<std::path::PathBuf>,
+}
+
+/// Where the demo's queries run.
+enum Runner {
+    Local(Box<Cluster>),
+    Remote(Box<crate::up::Running>),
+}
+
+impl Runner {
+    async fn query(&self, member: &str, sql: &str) -> Result<Released, CliError> {
+        match self {
+            Runner::Local(c) => c.query(member, sql).await,
+            Runner::Remote(r) => {
+                let client = r.client(member)?;
+                crate::remote::query(&client, &r.info.collaboration, sql).await
+            }
+        }
+    }
 }
 
 /// Runs the demo, printing to stdout. With `tap`, every byte stream that
@@ -77,7 +99,24 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         "2. Collaboration {}: both datasets read in place; aggregation rules with k = 50 distinct people per output row",
         config.display()
     );
-    let cluster = Cluster::open(&config, tap).await?;
+    let cluster = match &opts.distributed {
+        None => Runner::Local(Box::new(Cluster::open(&config, tap).await?)),
+        Some(bin) => {
+            println!("   starting a hub and one node per member as separate processes ...");
+            let running = crate::up::start(&crate::up::UpOptions {
+                dir: dir.to_path_buf(),
+                rows: opts.rows,
+                wire_tap: None,
+                bin: bin.clone(),
+            })
+            .await?;
+            println!("   hub {}", running.info.hub);
+            for (m, url) in &running.info.nodes {
+                println!("   node of {m} {url}");
+            }
+            Runner::Remote(Box::new(running))
+        }
+    };
     println!();
     println!("3. Canonical analyses, run as 'advertiser'");
     for (i, (title, sql)) in ANALYSES.iter().enumerate() {
@@ -120,12 +159,7 @@ fn indent(s: &str, n: usize) -> String {
         .join("\n")
 }
 
-async fn show_analysis(
-    cluster: &Cluster,
-    n: usize,
-    title: &str,
-    sql: &str,
-) -> Result<(), CliError> {
+async fn show_analysis(cluster: &Runner, n: usize, title: &str, sql: &str) -> Result<(), CliError> {
     println!();
     println!("   Analysis {n}: {title}");
     println!("{}", indent(sql, 6));

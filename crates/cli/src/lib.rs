@@ -2,7 +2,9 @@
 //!
 //! `airlock demo` runs a whole collaboration in one process; `airlock check`
 //! and `airlock query` work on a collaboration file; `airlock bench`
-//! measures Airlock against plain DataFusion. The binary's `main` only
+//! measures Airlock against plain DataFusion. `airlock up` starts a hub and
+//! nodes as separate processes; `airlock query --hub` and `airlock collab`
+//! talk to a hub. The binary's `main` only
 //! parses arguments; everything else is here so tests can call it.
 
 pub mod bench;
@@ -10,3 +12,5 @@ pub mod cluster;
 pub mod data;
 pub mod demo;
 pub mod output;
+pub mod remote;
+pub mod up;

@@ -8,6 +8,12 @@ use airlock_cli::bench::{self, BenchOptions};
 use airlock_cli::cluster::{exit_code, CliError, Cluster};
 use airlock_cli::demo::{self, DemoOptions};
 use airlock_cli::output::{render, Format};
+use airlock_cli::{remote, up};
+use airlock_policy::Collaboration;
+use airlock_service::client::HubClient;
+use airlock_service::config::{HubConfig, NodeConfig};
+use airlock_service::{api, hub_service, node_service};
+use airlock_store::Store;
 use clap::{Parser, Subcommand};
 
 // Large Arrow buffers are allocated and freed per batch; mimalloc reuses them
@@ -26,6 +32,154 @@ struct Cli {
     command: Command,
 }
 
+/// How to reach a hub.
+#[derive(clap::Args, Clone)]
+struct HubArgs {
+    /// The hub's URL.
+    #[arg(long, env = "AIRLOCK_HUB")]
+    hub: Option<String>,
+    /// The member's API token.
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The CA certificate the hub's certificate chains to.
+    #[arg(long, env = "AIRLOCK_CA")]
+    ca: Option<PathBuf>,
+}
+
+impl HubArgs {
+    fn client(&self) -> Result<HubClient, CliError> {
+        let hub = self
+            .hub
+            .as_deref()
+            .ok_or_else(|| CliError::BadInput("--hub URL (or AIRLOCK_HUB) is required".into()))?;
+        let token = self
+            .token
+            .as_deref()
+            .ok_or_else(|| CliError::BadInput("--token T (or AIRLOCK_TOKEN) is required".into()))?;
+        let ca = self
+            .ca
+            .as_deref()
+            .ok_or_else(|| CliError::BadInput("--ca FILE (or AIRLOCK_CA) is required".into()))?;
+        HubClient::with_ca_file(hub, token, ca).map_err(remote::cli_error)
+    }
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Serve fragments over Arrow Flight (mutual TLS).
+    Serve {
+        /// The node's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Exit when standard input closes (used by `airlock up`).
+        #[arg(long)]
+        exit_with_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubCommand {
+    /// Serve the REST API.
+    Serve {
+        /// The hub's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides the configured database (`sqlite:PATH` or `postgres://...`).
+        #[arg(long)]
+        database: Option<String>,
+        /// Exit when standard input closes (used by `airlock up`).
+        #[arg(long)]
+        exit_with_stdin: bool,
+    },
+    /// Issue an API token for a member (printed once; stored hashed).
+    TokenCreate {
+        /// The hub's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// The member.
+        #[arg(long)]
+        member: String,
+        /// Days until it expires.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// Revoke an API token by its id (the part after `alk_`, before the next `_`).
+    TokenRevoke {
+        /// The hub's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Token id.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a TLS certificate (from a new or given CA) and an X25519 key.
+    Init {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The member (for a node) or `hub`.
+        #[arg(long)]
+        name: String,
+        /// Directory with `ca.crt` and `ca.key` to issue from (default: make a new CA in DIR).
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CollabCommand {
+    /// Collaborations you belong to.
+    List,
+    /// One collaboration, its version history and sync state.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Create a collaboration from its file.
+    Create {
+        /// Collaboration file.
+        file: PathBuf,
+    },
+    /// Apply a new version of a collaboration file.
+    Apply {
+        /// Collaboration file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify a collaboration's audit chain (from the hub, or an exported file).
+    Verify {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Collaboration name (with --hub).
+        #[arg(long)]
+        collab: Option<String>,
+        /// An exported JSON-lines file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The head hash you kept from an earlier export (detects removal at the end).
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Export a collaboration's audit chain as JSON lines.
+    Export {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Collaboration name.
+        #[arg(long)]
+        collab: String,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write sample data for two members, run the canonical analyses and show refusals.
@@ -36,6 +190,49 @@ enum Command {
         /// Audience rows.
         #[arg(long, default_value_t = 1_000_000)]
         rows: usize,
+        /// Run against a hub and nodes started as separate processes.
+        #[arg(long)]
+        distributed: bool,
+    },
+    /// Start a hub and one node per member of the demo collaboration as
+    /// separate processes on loopback (mutual TLS); runs until Ctrl-C.
+    Up {
+        /// Directory of the demo data (written if missing).
+        #[arg(long, default_value = "airlock-demo")]
+        dir: PathBuf,
+        /// Audience rows if the data must be written.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Record every byte exchanged between the hub and the nodes here.
+        #[arg(long)]
+        wire_tap: Option<PathBuf>,
+    },
+    /// A member's node.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// The hub.
+    Hub {
+        #[command(subcommand)]
+        command: HubCommand,
+    },
+    /// Keys and certificates of a node or hub.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Collaborations on a hub.
+    Collab {
+        #[command(flatten)]
+        hub: HubArgs,
+        #[command(subcommand)]
+        command: CollabCommand,
+    },
+    /// A collaboration's audit chain.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Validate a query without running it: print the plan per member, or the refusal.
     Check {
@@ -48,14 +245,18 @@ enum Command {
         /// The SQL.
         sql: String,
     },
-    /// Run a query as a member and print the released result.
+    /// Run a query and print the released result: in process on a
+    /// collaboration file (`--collab FILE --as MEMBER`), or on a hub
+    /// (`--hub URL --token T --collab NAME`).
     Query {
-        /// Collaboration file.
+        /// Collaboration file, or with `--hub` the collaboration's name.
         #[arg(long)]
-        collab: PathBuf,
-        /// Member to run as (needs the query ability).
+        collab: String,
+        /// Member to run as in process (needs the query ability).
         #[arg(long = "as")]
-        member: String,
+        member: Option<String>,
+        #[command(flatten)]
+        hub: HubArgs,
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -76,33 +277,303 @@ enum Command {
     },
 }
 
+fn bad(e: impl std::fmt::Display) -> CliError {
+    CliError::BadInput(e.to_string())
+}
+
+async fn shutdown_signal(exit_with_stdin: bool) {
+    let stdin_closed = async {
+        if exit_with_stdin {
+            let mut buf = [0u8; 64];
+            let mut stdin = tokio::io::stdin();
+            while matches!(tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await, Ok(n) if n > 0)
+            {
+            }
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stdin_closed => {}
+        _ = term => {}
+    }
+}
+
+fn print_released(released: &airlock_hub::Released, format: Format) -> Result<(), CliError> {
+    let text = render(released, format).map_err(CliError::Failed)?;
+    println!("{text}");
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
+    let plain = |e| (e, false);
     match cli.command {
-        Command::Demo { dir, rows } => demo::run(&DemoOptions { dir, rows }, None)
+        Command::Demo {
+            dir,
+            rows,
+            distributed,
+        } => {
+            let bin = if distributed {
+                Some(std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?)
+            } else {
+                None
+            };
+            demo::run(
+                &DemoOptions {
+                    dir,
+                    rows,
+                    distributed: bin,
+                },
+                None,
+            )
             .await
-            .map_err(|e| (e, false)),
+            .map_err(plain)
+        }
+        Command::Up {
+            dir,
+            rows,
+            wire_tap,
+        } => {
+            let bin =
+                std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?;
+            let mut running = up::start(&up::UpOptions {
+                dir,
+                rows,
+                wire_tap,
+                bin,
+            })
+            .await
+            .map_err(plain)?;
+            let i = &running.info;
+            println!("Airlock is up.");
+            println!("  hub        {}", i.hub);
+            for (m, url) in &i.nodes {
+                println!("  node       {m:<10} {url}");
+            }
+            println!("  CA         {}", i.ca.display());
+            println!("  collaboration '{}'", i.collaboration);
+            for (m, t) in &i.tokens {
+                let role = if *m == i.analyst { " (analyst)" } else { "" };
+                println!("  token      {m:<10} {t}{role}");
+            }
+            println!();
+            println!("Try:");
+            println!(
+                "  export AIRLOCK_HUB={} AIRLOCK_CA={} AIRLOCK_TOKEN={}",
+                i.hub,
+                i.ca.display(),
+                i.tokens.get(&i.analyst).cloned().unwrap_or_default()
+            );
+            println!(
+                "  airlock query --collab {} 'SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment'",
+                i.collaboration
+            );
+            println!("Ctrl-C stops everything.");
+            shutdown_signal(false).await;
+            println!("stopping ...");
+            running.stop();
+            Ok(())
+        }
+        Command::Node {
+            command:
+                NodeCommand::Serve {
+                    config,
+                    exit_with_stdin,
+                },
+        } => {
+            let cfg = NodeConfig::load(&config).map_err(|e| plain(bad(e)))?;
+            airlock_service::install_crypto_provider();
+            node_service::serve(cfg, shutdown_signal(exit_with_stdin))
+                .await
+                .map_err(|e| plain(service_error(e)))
+        }
+        Command::Hub { command } => match command {
+            HubCommand::Serve {
+                config,
+                database,
+                exit_with_stdin,
+            } => {
+                let mut cfg = HubConfig::load(&config).map_err(|e| plain(bad(e)))?;
+                if let Some(db) = database {
+                    cfg.database = db;
+                }
+                hub_service::serve(cfg, shutdown_signal(exit_with_stdin))
+                    .await
+                    .map_err(|e| plain(service_error(e)))
+            }
+            HubCommand::TokenCreate {
+                config,
+                member,
+                days,
+            } => {
+                let cfg = HubConfig::load(&config).map_err(|e| plain(bad(e)))?;
+                let store = Store::open(&cfg.database)
+                    .await
+                    .map_err(|e| plain(bad(e)))?;
+                let expires = now_ms() + days.max(1) * 24 * 3600 * 1000;
+                let t = store
+                    .create_token(&member, Some(expires))
+                    .await
+                    .map_err(|e| plain(CliError::Failed(e.to_string())))?;
+                println!("{}", t.token);
+                eprintln!("token id {} for '{member}', expires in {days} days", t.id);
+                Ok(())
+            }
+            HubCommand::TokenRevoke { config, id } => {
+                let cfg = HubConfig::load(&config).map_err(|e| plain(bad(e)))?;
+                let store = Store::open(&cfg.database)
+                    .await
+                    .map_err(|e| plain(bad(e)))?;
+                let done = store
+                    .revoke_token(&id)
+                    .await
+                    .map_err(|e| plain(CliError::Failed(e.to_string())))?;
+                if done {
+                    println!("revoked {id}");
+                    Ok(())
+                } else {
+                    Err(plain(bad(format!("no token with id '{id}'"))))
+                }
+            }
+        },
+        Command::Keys {
+            command: KeysCommand::Init { dir, name, ca_dir },
+        } => keys_init(&dir, &name, ca_dir.as_deref()).map_err(plain),
+        Command::Collab { hub, command } => {
+            let client = hub.client().map_err(plain)?;
+            match command {
+                CollabCommand::List => {
+                    let list: Vec<serde_json::Value> = client
+                        .call(reqwest_get(), "/v1/collaborations", None::<&()>)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    for c in list {
+                        println!(
+                            "{}\tversion {}\tid {}",
+                            c["name"].as_str().unwrap_or_default(),
+                            c["version"],
+                            c["id"].as_str().unwrap_or_default()
+                        );
+                    }
+                    Ok(())
+                }
+                CollabCommand::Show { name } => {
+                    let v: api::CollaborationView = client
+                        .call(
+                            reqwest_get(),
+                            &format!("/v1/collaborations/{name}"),
+                            None::<&()>,
+                        )
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    print_collab(&v);
+                    Ok(())
+                }
+                CollabCommand::Create { ref file } | CollabCommand::Apply { ref file } => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| plain(bad(format!("cannot read {}: {e}", file.display()))))?;
+                    let collab = Collaboration::from_toml(&text, &file.display().to_string())
+                        .map_err(|e| plain(bad(e)))?;
+                    let v = if matches!(command, CollabCommand::Create { .. }) {
+                        client.create(&text).await
+                    } else {
+                        client.apply(collab.name(), &text).await
+                    }
+                    .map_err(|e| plain(remote::cli_error(e)))?;
+                    print_collab(&v);
+                    if v.sync_errors.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(plain(CliError::Failed(format!(
+                            "version {} is stored but not every node took it",
+                            v.version
+                        ))))
+                    }
+                }
+            }
+        }
+        Command::Audit { command } => match command {
+            AuditCommand::Verify {
+                hub,
+                collab,
+                file,
+                head,
+            } => {
+                let text = match (&file, &collab) {
+                    (Some(f), _) => std::fs::read_to_string(f)
+                        .map_err(|e| plain(bad(format!("cannot read {}: {e}", f.display()))))?,
+                    (None, Some(c)) => {
+                        let client = hub.client().map_err(plain)?;
+                        client
+                            .audit(c)
+                            .await
+                            .map_err(|e| plain(remote::cli_error(e)))?
+                    }
+                    (None, None) => {
+                        return Err(plain(bad("give --file FILE, or --hub ... --collab NAME")))
+                    }
+                };
+                let entries = airlock_store::parse_jsonl(&text).map_err(|e| plain(bad(e)))?;
+                let verdict = match &head {
+                    Some(h) => airlock_store::verify_chain_with_head(&entries, h),
+                    None => airlock_store::verify_chain(&entries),
+                };
+                match verdict {
+                    Ok(()) => {
+                        let last = entries.last().map(|e| e.hash.clone()).unwrap_or_default();
+                        println!(
+                            "audit chain verifies: {} entries, head {last}",
+                            entries.len()
+                        );
+                        Ok(())
+                    }
+                    Err(b) => Err(plain(CliError::Failed(format!("audit chain broken: {b}")))),
+                }
+            }
+            AuditCommand::Export { hub, collab, out } => {
+                let client = hub.client().map_err(plain)?;
+                let text = client
+                    .audit(&collab)
+                    .await
+                    .map_err(|e| plain(remote::cli_error(e)))?;
+                match out {
+                    Some(p) => std::fs::write(&p, text)
+                        .map_err(|e| plain(CliError::Failed(format!("{}: {e}", p.display())))),
+                    None => {
+                        print!("{text}");
+                        Ok(())
+                    }
+                }
+            }
+        },
         Command::Bench { dir, rows, runs } => bench::run(&BenchOptions {
             dir,
             rows,
             runs: runs.max(1),
         })
         .await
-        .map_err(|e| (e, false)),
+        .map_err(plain),
         Command::Check {
             collab,
             member,
             sql,
         } => {
-            let cluster = Cluster::open(&collab, None).await.map_err(|e| (e, false))?;
+            let cluster = Cluster::open(&collab, None).await.map_err(plain)?;
             let member = member
                 .or_else(|| cluster.default_querier())
                 .ok_or_else(|| {
-                    (
-                        CliError::BadInput("no member has the query ability".into()),
-                        false,
-                    )
+                    plain(CliError::BadInput("no member has the query ability".into()))
                 })?;
-            let plan = cluster.check(&member, &sql).await.map_err(|e| (e, false))?;
+            let plan = cluster.check(&member, &sql).await.map_err(plain)?;
             println!("accepted for '{member}'. Plan:");
             print!("{plan}");
             Ok(())
@@ -110,17 +581,131 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
         Command::Query {
             collab,
             member,
+            hub,
             format,
             sql,
         } => {
             let json = format == Format::Json;
-            let cluster = Cluster::open(&collab, None).await.map_err(|e| (e, json))?;
-            let released = cluster.query(&member, &sql).await.map_err(|e| (e, json))?;
-            let text = render(&released, format).map_err(|e| (CliError::Failed(e), json))?;
-            println!("{text}");
-            Ok(())
+            let released = if member.is_none() && hub.hub.is_some() {
+                let client = hub.client().map_err(|e| (e, json))?;
+                remote::query(&client, &collab, &sql)
+                    .await
+                    .map_err(|e| (e, json))?
+            } else {
+                let member = member.ok_or_else(|| {
+                    (
+                        CliError::BadInput(
+                            "--as MEMBER is required with a collaboration file (or give --hub)"
+                                .into(),
+                        ),
+                        json,
+                    )
+                })?;
+                let cluster = Cluster::open(std::path::Path::new(&collab), None)
+                    .await
+                    .map_err(|e| (e, json))?;
+                cluster.query(&member, &sql).await.map_err(|e| (e, json))?
+            };
+            print_released(&released, format).map_err(|e| (e, json))
         }
     }
+}
+
+fn reqwest_get() -> airlock_service::client::Method {
+    airlock_service::client::Method::GET
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn service_error(e: airlock_service::ServiceError) -> CliError {
+    remote::cli_error(e)
+}
+
+fn print_collab(v: &api::CollaborationView) {
+    println!("{} (id {}), policy version {}", v.name, v.id, v.version);
+    println!("  sha256 {}", v.sha256);
+    println!("  members:");
+    for m in &v.members {
+        println!("    {m}");
+    }
+    println!("  configured tables:");
+    for t in &v.tables {
+        println!("    {t}");
+    }
+    println!("  versions:");
+    for (n, sha, by, at) in &v.versions {
+        println!(
+            "    {n}  {}  by {by}  at {at} ms",
+            &sha[..sha.len().min(16)]
+        );
+    }
+    for e in &v.sync_errors {
+        println!("  NOT IN SYNC: {e}");
+    }
+}
+
+fn keys_init(
+    dir: &std::path::Path,
+    name: &str,
+    ca_dir: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    use airlock_crypto::pki::{self, Ca};
+    use airlock_crypto::sealing::{self, NodeKeys};
+    let fail = |e: airlock_crypto::CryptoError| CliError::Failed(e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| bad(format!("{}: {e}", dir.display())))?;
+    let ca = match ca_dir {
+        Some(c) => {
+            let cert = std::fs::read_to_string(c.join("ca.crt"))
+                .map_err(|e| bad(format!("{}: {e}", c.join("ca.crt").display())))?;
+            let key = std::fs::read_to_string(c.join("ca.key"))
+                .map_err(|e| bad(format!("{}: {e}", c.join("ca.key").display())))?;
+            Ca::from_pem(&cert, &key).map_err(bad)?
+        }
+        None => {
+            let ca = Ca::generate(name).map_err(fail)?;
+            std::fs::write(dir.join("ca.crt"), ca.cert_pem())
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            pki::write_private(&dir.join("ca.key"), &ca.key_pem()).map_err(fail)?;
+            println!("new CA          {}", dir.join("ca.crt").display());
+            ca
+        }
+    };
+    let san = if name == "hub" {
+        "hub.airlock".to_string()
+    } else {
+        airlock_service::links::node_server_name(name)
+    };
+    let leaf = ca
+        .issue(name, &["localhost", "127.0.0.1", &san])
+        .map_err(fail)?;
+    std::fs::write(dir.join("tls.crt"), &leaf.cert_pem)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    pki::write_private(&dir.join("tls.key"), &leaf.key_pem).map_err(fail)?;
+    println!(
+        "TLS certificate {} ({})",
+        dir.join("tls.crt").display(),
+        pki::cert_fingerprint(&leaf.cert_pem).map_err(fail)?
+    );
+    let xpath = dir.join("x25519.key");
+    let keys = if xpath.exists() {
+        NodeKeys::load(&xpath).map_err(fail)?
+    } else {
+        let k = NodeKeys::generate().map_err(fail)?;
+        k.save(&xpath).map_err(fail)?;
+        k
+    };
+    println!(
+        "X25519 key      {} ({})",
+        xpath.display(),
+        sealing::fingerprint(&keys.public())
+    );
+    println!("Compare fingerprints with the other members out of band before pinning them.");
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -308,6 +308,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
         &demo::DemoOptions {
             dir: tmp.path().to_path_buf(),
             rows: 30_000,
+            distributed: None,
         },
         Some(tap.clone()),
     )

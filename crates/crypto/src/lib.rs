@@ -1,4 +1,6 @@
-//! # airlock-crypto: pseudonym keys and tokens
+//! # airlock-crypto: pseudonym keys, sealed secrets and cluster certificates
+//!
+//! ## Pseudonyms
 //!
 //! A pseudonym is a keyed hash of an identifier:
 //!
@@ -18,10 +20,47 @@
 //! assert_eq!(key.token(b"ana@example.com"), key.token(b"ana@example.com"));
 //! assert_ne!(key.token(b"ana@example.com"), key.token(b"bo@example.com"));
 //! ```
+//!
+//! ## Sealing ([`sealing`])
+//!
+//! The collaboration secret travels from node to node through the hub, which
+//! relays blobs it cannot open. Each node has a long-term X25519 key pair
+//! ([`sealing::NodeKeys`]); a sender seals to the recipient's public key with
+//! ECIES (ephemeral X25519, HKDF-SHA256, ChaCha20-Poly1305) and binds the blob
+//! to its purpose with a `context` (authenticated, not sent):
+//!
+//! ```
+//! use airlock_crypto::sealing::{open, seal, NodeKeys};
+//! let bob = NodeKeys::generate()?;
+//! let blob = seal(&bob.public(), b"collab-1/bob", b"the secret")?;
+//! assert_eq!(open(&bob, b"collab-1/bob", &blob)?, b"the secret");
+//! assert!(open(&bob, b"collab-2/bob", &blob).is_err());
+//! # Ok::<(), airlock_crypto::CryptoError>(())
+//! ```
+//!
+//! ## Cluster PKI ([`pki`])
+//!
+//! Certificates made for the occasion for mutual TLS between a hub and its
+//! nodes: a per-cluster CA ([`pki::Ca`], ECDSA P-256) issues leaves usable
+//! for both server and client authentication.
+//!
+//! ```
+//! use airlock_crypto::pki::{cert_fingerprint, Ca};
+//! let ca = Ca::generate("demo")?;
+//! let hub = ca.issue("hub", &["localhost", "127.0.0.1"])?;
+//! assert!(cert_fingerprint(&hub.cert_pem)?.starts_with("SHA256:"));
+//! # Ok::<(), airlock_crypto::CryptoError>(())
+//! ```
+
+use std::path::PathBuf;
 
 use hkdf::Hkdf;
 use sha2::Sha256;
 use thiserror::Error;
+
+mod files;
+pub mod pki;
+pub mod sealing;
 
 /// Length of a token in bytes.
 pub const TOKEN_LEN: usize = 16;
@@ -35,6 +74,42 @@ pub enum CryptoError {
     /// The operating system's random source failed.
     #[error("no randomness available from the operating system: {0}")]
     NoRandomness(String),
+    /// A public key is not 64 hex characters.
+    #[error("public key must be 64 hexadecimal characters")]
+    BadPublicKey,
+    /// The recipient's public key is a low-order point: the shared secret
+    /// would be all zeros, so nothing is sealed to it.
+    #[error("the recipient public key is a low-order point; refusing to seal to it")]
+    LowOrderPublicKey,
+    /// Sealing failed (the plaintext is too large for one AEAD message).
+    #[error("cannot seal the blob")]
+    SealFailed,
+    /// A sealed blob could not be opened. Deliberately uniform: truncation, a
+    /// wrong version, key or context, and tampering are not told apart.
+    #[error("cannot open the sealed blob")]
+    CannotOpen,
+    /// A node key file is missing, unreadable or malformed.
+    #[error("node key file {}: {reason}", path.display())]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (never its contents).
+        reason: String,
+    },
+    /// A file that must not be overwritten already exists.
+    #[error("refusing to overwrite existing file {}", .0.display())]
+    AlreadyExists(PathBuf),
+    /// Writing a file failed.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A certificate or certificate key could not be made, parsed or used.
+    #[error("certificate error: {0}")]
+    Certificate(String),
 }
 
 /// The per-collaboration secret shared by contributing nodes.

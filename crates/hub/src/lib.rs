@@ -17,6 +17,7 @@ mod executor;
 use std::collections::HashMap;
 use std::fmt;
 
+use airlock_guard::wire::Partitions;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
 use airlock_policy::{Ability, Collaboration, Control, Refusal};
 use datafusion::arrow::datatypes::SchemaRef;
@@ -34,12 +35,13 @@ pub enum NodeFailure {
 
 /// How the hub reaches members' nodes.
 pub trait NodeClient: Send + Sync {
-    /// Sends a fragment (JSON) to `member`'s node; returns Arrow IPC bytes.
+    /// Sends a fragment (JSON) to `member`'s node; returns the rows it
+    /// streamed back, decoded from Arrow IPC, by partition.
     fn execute<'a>(
         &'a self,
         member: &'a str,
         fragment_json: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>>;
+    ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>>;
 }
 
 /// Why a query was not released.
@@ -166,23 +168,14 @@ impl Hub {
         let calls = plan.fragments.iter().map(|pf| async move {
             let json = serde_json::to_vec(&pf.fragment)
                 .map_err(|e| HubError::Failed(format!("cannot encode a fragment: {e}")))?;
-            let bytes = nodes
-                .execute(&pf.member, &json)
-                .await
-                .map_err(|f| match f {
-                    NodeFailure::Refused(refusal) => HubError::Refused {
-                        refusal,
-                        node: Some(pf.member.clone()),
-                    },
-                    NodeFailure::Failed(m) => {
-                        HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
-                    }
-                })?;
-            airlock_guard::wire::decode_partitions(bytes).map_err(|_| {
-                HubError::Failed(format!(
-                    "the node of '{}' sent an unreadable result",
-                    pf.member
-                ))
+            nodes.execute(&pf.member, &json).await.map_err(|f| match f {
+                NodeFailure::Refused(refusal) => HubError::Refused {
+                    refusal,
+                    node: Some(pf.member.clone()),
+                },
+                NodeFailure::Failed(m) => {
+                    HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
+                }
             })
         });
         let mut results = try_join_all(calls).await?;

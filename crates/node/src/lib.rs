@@ -76,7 +76,7 @@ pub struct Node {
     views: HashMap<String, Arc<dyn TableProvider>>,
     schemas: HashMap<String, SchemaRef>,
     guard: Guard,
-    secret: CollaborationSecret,
+    secret: std::sync::RwLock<Option<CollaborationSecret>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -97,10 +97,6 @@ impl Node {
         config_dir: &Path,
         member: &str,
     ) -> Result<Node, NodeError> {
-        let config = SessionConfig::new().with_information_schema(false);
-        let ctx = SessionContext::new_with_config(config);
-        let (views, schemas) = sources::register(&ctx, collab, config_dir, member).await?;
-        let guard = Guard::new(collab, &schemas).map_err(|e| NodeError::Local(e.to_string()))?;
         let secret_path = config_dir.join(&collab.config.collaboration.secret_file);
         let text = std::fs::read_to_string(&secret_path).map_err(|e| {
             NodeError::Local(format!(
@@ -110,6 +106,22 @@ impl Node {
         })?;
         let secret = CollaborationSecret::from_hex(&text)
             .map_err(|e| NodeError::Local(format!("{}: {e}", secret_path.display())))?;
+        Self::open_with_secret(collab, config_dir, member, Some(secret)).await
+    }
+
+    /// Opens the node of `member` with the collaboration secret given
+    /// directly (a node service receives it sealed, possibly later: until
+    /// then, fragments that need pseudonyms fail closed).
+    pub async fn open_with_secret(
+        collab: &Collaboration,
+        data_dir: &Path,
+        member: &str,
+        secret: Option<CollaborationSecret>,
+    ) -> Result<Node, NodeError> {
+        let config = SessionConfig::new().with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        let (views, schemas) = sources::register(&ctx, collab, data_dir, member).await?;
+        let guard = Guard::new(collab, &schemas).map_err(|e| NodeError::Local(e.to_string()))?;
         Ok(Node {
             member: member.to_string(),
             collab: collab.clone(),
@@ -117,8 +129,25 @@ impl Node {
             views,
             schemas,
             guard,
-            secret,
+            secret: std::sync::RwLock::new(secret),
         })
+    }
+
+    /// Installs (or replaces) the collaboration secret.
+    pub fn install_secret(&self, secret: CollaborationSecret) {
+        if let Ok(mut s) = self.secret.write() {
+            *s = Some(secret);
+        }
+    }
+
+    /// Whether the collaboration secret is present.
+    pub fn has_secret(&self) -> bool {
+        self.secret.read().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// The collaboration this node serves.
+    pub fn collaboration(&self) -> &Collaboration {
+        &self.collab
     }
 
     /// The member this node serves.
@@ -226,18 +255,28 @@ impl Node {
         }
         df = df.select(exprs).map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(Schema::new(fields));
-        let keys: Vec<Option<PseudonymKey>> = scan
-            .columns
-            .iter()
-            .map(|c| match &c.treatment {
-                Treatment::Pseudonym { contract } => Some(PseudonymKey::derive(
-                    &self.secret,
-                    self.collab.id(),
-                    contract,
-                )),
-                Treatment::Raw => None,
-            })
-            .collect();
+        let keys: Vec<Option<PseudonymKey>> = {
+            let secret = self
+                .secret
+                .read()
+                .map_err(|_| NodeError::Local("the secret lock is poisoned".into()))?;
+            let mut keys = Vec::with_capacity(scan.columns.len());
+            for c in &scan.columns {
+                keys.push(match &c.treatment {
+                    Treatment::Pseudonym { contract } => {
+                        let Some(secret) = secret.as_ref() else {
+                            return Err(NodeError::Local(
+                                "the collaboration secret has not been delivered to this node yet"
+                                    .into(),
+                            ));
+                        };
+                        Some(PseudonymKey::derive(secret, self.collab.id(), contract))
+                    }
+                    Treatment::Raw => None,
+                });
+            }
+            keys
+        };
         // Pseudonymise each batch as its partition's scan produces it: raw
         // identifiers are never collected in memory as a whole.
         let streams = df

@@ -59,6 +59,9 @@ pub enum Control {
     Ability,
     /// A node refused a fragment on its own rules.
     FragmentNotPermitted,
+    /// A fragment was planned under a policy version other than the one the
+    /// node holds.
+    PolicyVersion,
 }
 
 impl Control {
@@ -88,6 +91,7 @@ impl Control {
             Control::UnsupportedPlan => "unsupported-plan",
             Control::Ability => "ability",
             Control::FragmentNotPermitted => "fragment-not-permitted",
+            Control::PolicyVersion => "policy-version",
         }
     }
 }

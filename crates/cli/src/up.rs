@@ -1,0 +1,356 @@
+//! `airlock up`: a hub and one node per contributing member of the demo
+//! collaboration, as separate processes on loopback, with certificates and
+//! keys made for the occasion.
+//!
+//! ```text
+//!  DIR/cluster/ca.crt, ca.key             the cluster CA (mutual TLS)
+//!  DIR/cluster/hub/{hub.toml,tls.*,hub.db} the hub
+//!  DIR/cluster/nodes/<member>/{node.toml,tls.*,x25519.key,state/}
+//!  DIR/cluster/cluster.json               addresses, tokens, pids (for scripts and tests)
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use airlock_crypto::pki::{self, Ca};
+use airlock_crypto::sealing::{self, NodeKeys};
+use airlock_policy::Ability;
+use airlock_service::client::HubClient;
+use airlock_service::config::{HubConfig, NodeConfig, NodeEntry, TlsFiles};
+use airlock_service::links::node_server_name;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{load_collaboration, CliError};
+use crate::data;
+
+/// What `airlock up` started, written to `DIR/cluster/cluster.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// The hub's REST URL.
+    pub hub: String,
+    /// The CA certificate clients must trust.
+    pub ca: PathBuf,
+    /// The collaboration created on the hub.
+    pub collaboration: String,
+    /// The member who runs queries in the demo.
+    pub analyst: String,
+    /// An API token per member.
+    pub tokens: BTreeMap<String, String>,
+    /// Each node's Flight URL.
+    pub nodes: BTreeMap<String, String>,
+    /// The hub's configuration file (to restart it by hand).
+    pub hub_config: PathBuf,
+    /// Process ids.
+    pub pids: BTreeMap<String, u32>,
+}
+
+/// Options of `airlock up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Directory of the demo data (written if missing).
+    pub dir: PathBuf,
+    /// Audience rows if the data must be written.
+    pub rows: usize,
+    /// Record every byte between hub and nodes into this file.
+    pub wire_tap: Option<PathBuf>,
+    /// The `airlock` binary to start the services with.
+    pub bin: PathBuf,
+}
+
+/// A running cluster; dropping it stops every process.
+pub struct Running {
+    children: Vec<(String, Child)>,
+    /// Where everything is.
+    pub info: ClusterInfo,
+}
+
+fn fail(what: &str) -> impl Fn(String) -> CliError + '_ {
+    move |e| CliError::Failed(format!("{what}: {e}"))
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> CliError + '_ {
+    move |e| CliError::Failed(format!("{what}: {e}"))
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
+    let text = toml::to_string_pretty(value).map_err(|e| CliError::Failed(e.to_string()))?;
+    std::fs::write(path, text).map_err(io("writing a config file"))
+}
+
+/// Starts `airlock <args>` and waits for its `listening on https://ADDR`
+/// line; the rest of its output is passed through.
+fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), CliError> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .arg("--exit-with-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(io("starting a service process"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| CliError::Failed("no stdout".into()))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let label = name.to_string();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(i) = line.find("listening on https://") {
+                    let addr = line[i + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                    sent = true;
+                    continue;
+                }
+            }
+            println!("[{label}] {line}");
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(addr) => Ok((child, addr)),
+        Err(_) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            Err(CliError::Failed(format!(
+                "{name} did not start (exit status {status:?}); see its messages above"
+            )))
+        }
+    }
+}
+
+/// Writes keys, certificates and configs under `DIR/cluster`, starts the
+/// nodes and the hub, issues a token per member and creates the demo
+/// collaboration on the hub.
+pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
+    let dir = std::path::absolute(&opts.dir).map_err(io("resolving the directory"))?;
+    let collab_file = dir.join("collaboration.toml");
+    if !collab_file.exists() {
+        println!("Writing sample data into {} ...", dir.display());
+        data::write_demo(&dir, opts.rows, true).map_err(CliError::Failed)?;
+    }
+    let collab = load_collaboration(&collab_file)?;
+    let toml_text =
+        std::fs::read_to_string(&collab_file).map_err(io("reading the collaboration"))?;
+    let root = dir.join("cluster");
+    if root.exists() {
+        std::fs::remove_dir_all(&root).map_err(io("clearing the previous cluster"))?;
+    }
+    std::fs::create_dir_all(root.join("hub")).map_err(io("creating the cluster directory"))?;
+
+    let ca = Ca::generate(collab.name()).map_err(|e| fail("CA")(e.to_string()))?;
+    let ca_path = root.join("ca.crt");
+    std::fs::write(&ca_path, ca.cert_pem()).map_err(io("writing the CA"))?;
+    pki::write_private(&root.join("ca.key"), &ca.key_pem())
+        .map_err(|e| fail("writing the CA key")(e.to_string()))?;
+    let issue = |cn: &str, sans: &[&str], dir: &Path| -> Result<String, CliError> {
+        let leaf = ca
+            .issue(cn, sans)
+            .map_err(|e| fail("certificate")(e.to_string()))?;
+        std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).map_err(io("writing a certificate"))?;
+        pki::write_private(&dir.join("tls.key"), &leaf.key_pem)
+            .map_err(|e| fail("writing a key")(e.to_string()))?;
+        pki::cert_fingerprint(&leaf.cert_pem).map_err(|e| fail("fingerprint")(e.to_string()))
+    };
+    let hub_dir = root.join("hub");
+    let hub_fp = issue("hub", &["localhost", "127.0.0.1", "hub.airlock"], &hub_dir)?;
+
+    let providers: Vec<String> = collab
+        .config
+        .members
+        .iter()
+        .filter(|m| m.abilities.contains(&Ability::Provide))
+        .map(|m| m.name.clone())
+        .collect();
+    let mut x_fps = BTreeMap::new();
+    for m in &providers {
+        let nd = root.join("nodes").join(m);
+        std::fs::create_dir_all(&nd).map_err(io("creating a node directory"))?;
+        let san = node_server_name(m);
+        issue(m, &["localhost", "127.0.0.1", &san], &nd)?;
+        let keys = NodeKeys::generate().map_err(|e| fail("X25519 key")(e.to_string()))?;
+        keys.save(&nd.join("x25519.key"))
+            .map_err(|e| fail("saving the X25519 key")(e.to_string()))?;
+        x_fps.insert(m.clone(), sealing::fingerprint(&keys.public()));
+    }
+
+    let mut running = Running {
+        children: Vec::new(),
+        info: ClusterInfo {
+            hub: String::new(),
+            ca: ca_path.clone(),
+            collaboration: collab.name().to_string(),
+            analyst: collab
+                .config
+                .members
+                .iter()
+                .find(|m| m.abilities.contains(&Ability::Query))
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+            tokens: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            hub_config: hub_dir.join("hub.toml"),
+            pids: BTreeMap::new(),
+        },
+    };
+    let tls = |d: &Path| TlsFiles {
+        cert: d.join("tls.crt"),
+        key: d.join("tls.key"),
+        ca: ca_path.clone(),
+    };
+    for m in &providers {
+        let nd = root.join("nodes").join(m);
+        let cfg = NodeConfig {
+            member: m.clone(),
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.clone(),
+            state_dir: nd.join("state"),
+            tls: tls(&nd),
+            x25519_key: nd.join("x25519.key"),
+            trusted_hubs: vec![hub_fp.clone()],
+            peers: x_fps
+                .iter()
+                .filter(|(p, _)| *p != m)
+                .map(|(p, f)| (p.clone(), f.clone()))
+                .collect(),
+        };
+        let path = nd.join("node.toml");
+        write_toml(&path, &cfg)?;
+        let (child, url) = spawn(
+            &opts.bin,
+            &format!("node {m}"),
+            &["node", "serve", "--config", &path.to_string_lossy()],
+        )?;
+        running.info.pids.insert(format!("node {m}"), child.id());
+        running.children.push((format!("node {m}"), child));
+        running.info.nodes.insert(m.clone(), url);
+    }
+
+    let hub_cfg = HubConfig {
+        listen: "127.0.0.1:0".into(),
+        database: format!("sqlite:{}", hub_dir.join("hub.db").display()),
+        tls: tls(&hub_dir),
+        nodes: running
+            .info
+            .nodes
+            .iter()
+            .map(|(m, u)| NodeEntry {
+                member: m.clone(),
+                url: u.clone(),
+            })
+            .collect(),
+        wire_tap: opts.wire_tap.clone(),
+    };
+    write_toml(&running.info.hub_config, &hub_cfg)?;
+    let store = airlock_store::Store::open(&hub_cfg.database)
+        .await
+        .map_err(|e| fail("hub database")(e.to_string()))?;
+    let week = now_ms() + 7 * 24 * 3600 * 1000;
+    for m in &collab.config.members {
+        let t = store
+            .create_token(&m.name, Some(week))
+            .await
+            .map_err(|e| fail("token")(e.to_string()))?;
+        running.info.tokens.insert(m.name.clone(), t.token);
+    }
+    store.close().await;
+    let (child, url) = spawn(
+        &opts.bin,
+        "hub",
+        &[
+            "hub",
+            "serve",
+            "--config",
+            &running.info.hub_config.to_string_lossy(),
+        ],
+    )?;
+    running.info.pids.insert("hub".into(), child.id());
+    running.children.push(("hub".into(), child));
+    running.info.hub = url;
+
+    let creator = providers
+        .first()
+        .ok_or_else(|| CliError::BadInput("the collaboration has no contributing member".into()))?;
+    let token = running
+        .info
+        .tokens
+        .get(creator)
+        .cloned()
+        .unwrap_or_default();
+    let client = HubClient::with_ca_file(&running.info.hub, &token, &ca_path)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let view = client
+        .create(&toml_text)
+        .await
+        .map_err(|e| fail("creating the collaboration on the hub")(e.to_string()))?;
+    if !view.sync_errors.is_empty() {
+        return Err(CliError::Failed(format!(
+            "the nodes did not take the collaboration: {}",
+            view.sync_errors.join("; ")
+        )));
+    }
+    let info =
+        serde_json::to_string_pretty(&running.info).map_err(|e| CliError::Failed(e.to_string()))?;
+    std::fs::write(root.join("cluster.json"), info).map_err(io("writing cluster.json"))?;
+    Ok(running)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Running {
+    /// A client of the hub as `member`.
+    pub fn client(&self, member: &str) -> Result<HubClient, CliError> {
+        let token = self
+            .info
+            .tokens
+            .get(member)
+            .ok_or_else(|| CliError::BadInput(format!("no token for '{member}'")))?;
+        HubClient::with_ca_file(&self.info.hub, token, &self.info.ca)
+            .map_err(|e| CliError::Failed(e.to_string()))
+    }
+
+    /// Stops every process: closes their stdin (each exits cleanly), then
+    /// kills any still running after five seconds.
+    pub fn stop(&mut self) {
+        for (_, c) in &mut self.children {
+            drop(c.stdin.take());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for (name, c) in &mut self.children {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        eprintln!("{name} did not stop in time; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,176 @@
+//! The hub's REST API: request and response bodies (shared by the server
+//! and the CLI's client), and its OpenAPI document.
+
+use airlock_policy::Refusal;
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /v1/collaborations` and `PUT /v1/collaborations/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollaborationText {
+    /// The collaboration file (TOML).
+    pub toml: String,
+}
+
+/// A collaboration as a member sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CollaborationView {
+    /// Name.
+    pub name: String,
+    /// Id.
+    pub id: String,
+    /// Current policy version.
+    pub version: i64,
+    /// SHA-256 of the current file.
+    pub sha256: String,
+    /// Members and abilities (`member: ability, ability`).
+    pub members: Vec<String>,
+    /// Configured tables (`alias (owner)`).
+    pub tables: Vec<String>,
+    /// The current file.
+    pub toml: String,
+    /// Every version: `[version, sha256, by member, at ms]`.
+    pub versions: Vec<(i64, String, String, i64)>,
+    /// Nodes that did not take the current version, and why.
+    #[serde(default)]
+    pub sync_errors: Vec<String>,
+}
+
+/// Body of `POST /v1/collaborations/{name}/queries` and `.../check`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The SQL.
+    pub sql: String,
+}
+
+/// Progress of a running query.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+pub struct ProgressView {
+    /// Fragments sent to nodes.
+    pub fragments_total: u64,
+    /// Fragments whose results arrived.
+    pub fragments_done: u64,
+    /// Rows received from nodes.
+    pub rows_streamed: u64,
+}
+
+/// A query's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryView {
+    /// Query id.
+    pub id: String,
+    /// Collaboration name.
+    pub collaboration: String,
+    /// Who submitted it.
+    pub member: String,
+    /// `submitted`, `checked`, `running`, `released`, `refused` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Why it was refused.
+    pub refusal: Option<Refusal>,
+    /// The node that refused it, if a node did.
+    pub refused_by_node: Option<String>,
+    /// Rows released.
+    pub rows: Option<i64>,
+    /// Progress while running.
+    pub progress: Option<ProgressView>,
+}
+
+/// Answer of `.../check`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckView {
+    /// The plan per member, as text.
+    pub plan: String,
+}
+
+/// Every error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Machine-readable kind: `unauthorized`, `not_found`, `forbidden`,
+    /// `bad_input`, `conflict`, `not_ready`, `failed`.
+    pub code: String,
+    /// Human-readable message (never a data value).
+    pub error: String,
+}
+
+/// Routes as `(method, path, summary)`: the single list the OpenAPI
+/// document is built from and the tests walk.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    ("get", "/openapi.json", "This document (no authentication)."),
+    ("get", "/v1/whoami", "The member the bearer token belongs to."),
+    ("get", "/v1/collaborations", "Collaborations the caller belongs to."),
+    ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to every member's node."),
+    ("get", "/v1/collaborations/{name}", "A collaboration, its current policy version and history."),
+    ("put", "/v1/collaborations/{name}", "Apply a new version of the collaboration file; pushed to every member's node and used from the next query."),
+    ("post", "/v1/collaborations/{name}/check", "Check a query without running it (ability `query`)."),
+    ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
+    ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
+    ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
+    ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
+    ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
+];
+
+/// The OpenAPI 3.1 document of the REST API.
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, summary) in ROUTES {
+        let entry = paths
+            .entry(path.to_string())
+            .or_insert_with(|| serde_json::json!({}));
+        let mut op = serde_json::json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "401": {"description": "Missing, unknown, expired or revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "404": {"description": "No such object, or not visible to the caller (the same answer)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            }
+        });
+        if *path == "/openapi.json" {
+            op["security"] = serde_json::json!([]);
+        }
+        let params: Vec<serde_json::Value> = ["name", "id"]
+            .iter()
+            .filter(|p| path.contains(&format!("{{{p}}}")))
+            .map(|p| serde_json::json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = serde_json::Value::Array(params);
+        }
+        let body = match (*method, *path) {
+            ("post", "/v1/collaborations") | ("put", "/v1/collaborations/{name}") => {
+                Some("CollaborationText")
+            }
+            ("post", p) if p.ends_with("/check") || p.ends_with("/queries") => Some("QueryRequest"),
+            _ => None,
+        };
+        if let Some(schema) = body {
+            op["requestBody"] = serde_json::json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
+            });
+        }
+        if path.ends_with("/result") {
+            op["responses"]["200"] = serde_json::json!({
+                "description": "Arrow IPC stream",
+                "content": {"application/vnd.apache.arrow.stream": {}}
+            });
+        }
+        entry[*method] = op;
+    }
+    serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Airlock hub", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
+                "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}}, "additionalProperties": false},
+                "QueryRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}, "additionalProperties": false}
+            }
+        }
+    })
+}

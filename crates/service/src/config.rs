@@ -1,0 +1,169 @@
+//! `node.toml` and `hub.toml`: what a node and a hub process are told at
+//! start. Relative paths are resolved against the file's own directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceError;
+
+/// The TLS material of a process: its certificate and key, and the CA its
+/// peers' certificates must chain to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate of this process.
+    pub cert: PathBuf,
+    /// PEM private key of this process.
+    pub key: PathBuf,
+    /// PEM certificate of the CA peers must chain to.
+    pub ca: PathBuf,
+}
+
+/// A member's node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The member this node serves.
+    pub member: String,
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Directory the datasets' paths in collaboration files are relative to.
+    pub data_dir: PathBuf,
+    /// Where the node keeps the collaborations installed on it and their
+    /// secrets.
+    pub state_dir: PathBuf,
+    /// The node's TLS certificate, key and CA.
+    pub tls: TlsFiles,
+    /// The node's X25519 key (made by `airlock keys init`).
+    pub x25519_key: PathBuf,
+    /// SHA-256 fingerprints of the hub client certificates this node accepts
+    /// fragments and policy from (`SHA256:<hex>`).
+    pub trusted_hubs: Vec<String>,
+    /// Pinned X25519 fingerprints of the other members' nodes: the node
+    /// seals a collaboration secret only to a key whose fingerprint is
+    /// pinned here, so a hub cannot substitute its own key.
+    #[serde(default)]
+    pub peers: BTreeMap<String, String>,
+}
+
+/// One node, as the hub reaches it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The member whose node it is.
+    pub member: String,
+    /// `https://host:port` of its Arrow Flight service.
+    pub url: String,
+}
+
+/// The hub.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    /// Address the REST API listens on (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// `sqlite:PATH` (default backend) or `postgres://...`.
+    pub database: String,
+    /// The hub's certificate (server for REST, client for the nodes), key
+    /// and CA.
+    pub tls: TlsFiles,
+    /// The members' nodes.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<NodeEntry>,
+    /// Debugging and tests: append every byte exchanged with nodes (tickets,
+    /// actions, Flight data) to this file.
+    #[serde(default)]
+    pub wire_tap: Option<PathBuf>,
+}
+
+fn read(path: &Path) -> Result<String, ServiceError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))
+}
+
+fn base(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn resolve(base: &Path, p: &mut PathBuf) {
+    if p.is_relative() {
+        *p = base.join(&*p);
+    }
+}
+
+impl TlsFiles {
+    fn resolve(&mut self, base: &Path) {
+        resolve(base, &mut self.cert);
+        resolve(base, &mut self.key);
+        resolve(base, &mut self.ca);
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a `node.toml`; relative paths become absolute.
+    pub fn load(path: &Path) -> Result<NodeConfig, ServiceError> {
+        let mut c: NodeConfig = toml::from_str(&read(path)?)
+            .map_err(|e| ServiceError::Config(format!("{}: {e}", path.display())))?;
+        if c.member.trim().is_empty() {
+            return Err(ServiceError::Config(format!(
+                "{}: member is empty",
+                path.display()
+            )));
+        }
+        if c.trusted_hubs.is_empty() {
+            return Err(ServiceError::Config(format!(
+                "{}: trusted_hubs is empty: the node would accept fragments from no hub",
+                path.display()
+            )));
+        }
+        let b = base(path);
+        resolve(&b, &mut c.data_dir);
+        resolve(&b, &mut c.state_dir);
+        resolve(&b, &mut c.x25519_key);
+        c.tls.resolve(&b);
+        Ok(c)
+    }
+}
+
+impl HubConfig {
+    /// Reads and validates a `hub.toml`; relative paths become absolute.
+    pub fn load(path: &Path) -> Result<HubConfig, ServiceError> {
+        let mut c: HubConfig = toml::from_str(&read(path)?)
+            .map_err(|e| ServiceError::Config(format!("{}: {e}", path.display())))?;
+        let b = base(path);
+        c.tls.resolve(&b);
+        if let Some(t) = &mut c.wire_tap {
+            resolve(&b, t);
+        }
+        if let Some(rest) = c.database.strip_prefix("sqlite:") {
+            let rest = rest.trim_start_matches("//");
+            let p = Path::new(rest);
+            if p.is_relative() {
+                c.database = format!("sqlite:{}", b.join(p).display());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &c.nodes {
+            if !seen.insert(n.member.clone()) {
+                return Err(ServiceError::Config(format!(
+                    "{}: member '{}' has two [[node]] entries",
+                    path.display(),
+                    n.member
+                )));
+            }
+            if !n.url.starts_with("https://") {
+                return Err(ServiceError::Config(format!(
+                    "{}: node url of '{}' must start with https://",
+                    path.display(),
+                    n.member
+                )));
+            }
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,879 @@
+//! `airlock hub serve`: the control plane's REST API (axum over TLS).
+//!
+//! Every call but `/openapi.json` carries a member's bearer token. A member
+//! sees only the collaborations it belongs to: "no such collaboration" and
+//! "not yours" are the same 404. Queries move through the store's lifecycle
+//! (submitted → checked → running → released | refused | failed), each step
+//! in the collaboration's audit chain; results are read only by members
+//! with the `receive` ability.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use airlock_hub::{Hub, HubError};
+use airlock_policy::{Ability, Collaboration};
+use airlock_store::{QueryRecord, QueryState, Store, StoreError};
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::api::{self, ErrorBody, ProgressView, QueryView};
+use crate::config::HubConfig;
+use crate::links::{NodeLinks, Progress};
+use crate::proto;
+use crate::ServiceError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A collaboration ready to run queries at one policy version.
+struct Engine {
+    version: i64,
+    id: String,
+    hub: Hub,
+}
+
+/// The hub's shared state.
+pub struct HubState {
+    store: Store,
+    links: NodeLinks,
+    engines: tokio::sync::Mutex<HashMap<String, Arc<Engine>>>,
+    sync_errors: Mutex<HashMap<String, Vec<String>>>,
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+}
+
+/// An API error: a status and a body with no data values.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(ErrorBody {
+                code: self.1.to_string(),
+                error: self.2,
+            }),
+        )
+            .into_response()
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required".into(),
+    )
+}
+
+fn not_found(what: &str) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such {what}"),
+    )
+}
+
+fn bad_input(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_input", m.into())
+}
+
+fn forbidden(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::FORBIDDEN, "forbidden", m.into())
+}
+
+fn failed(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "failed", m.into())
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(_) => not_found("object"),
+            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, "conflict", m),
+            StoreError::BadInput(m) => bad_input(m),
+            other => failed(format!("store: {other}")),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Shared = Arc<HubState>;
+
+impl HubState {
+    /// Opens the store (running migrations) and marks queries a previous
+    /// hub process left unfinished as failed.
+    pub async fn open(cfg: &HubConfig) -> Result<HubState, ServiceError> {
+        let store = Store::open(&cfg.database)
+            .await
+            .map_err(|e| ServiceError::Config(format!("database: {e}")))?;
+        let interrupted = store
+            .fail_interrupted()
+            .await
+            .map_err(|e| ServiceError::Config(format!("database: {e}")))?;
+        if !interrupted.is_empty() {
+            eprintln!(
+                "hub: {} quer{} interrupted by a restart marked failed",
+                interrupted.len(),
+                if interrupted.len() == 1 { "y" } else { "ies" }
+            );
+        }
+        Ok(HubState {
+            store,
+            links: NodeLinks::new(cfg)?,
+            engines: tokio::sync::Mutex::new(HashMap::new()),
+            sync_errors: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn member_of(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(unauthorized)?;
+        self.store
+            .authenticate(token.trim(), now_ms())
+            .await
+            .map_err(|_| unauthorized())?
+            .ok_or_else(unauthorized)
+    }
+
+    /// The collaboration `name` if `member` belongs to it; otherwise the
+    /// same 404 as for a collaboration that does not exist.
+    async fn visible(
+        &self,
+        member: &str,
+        name: &str,
+    ) -> Result<(airlock_store::CollabRecord, Collaboration), ApiError> {
+        let rec = self
+            .store
+            .collaboration(name)
+            .await?
+            .ok_or_else(|| not_found("collaboration"))?;
+        let collab = Collaboration::from_toml(&rec.toml, name)
+            .map_err(|_| failed("the stored collaboration file no longer validates"))?;
+        if collab.member(member).is_none() {
+            return Err(not_found("collaboration"));
+        }
+        Ok((rec, collab))
+    }
+
+    /// Brings every node of a collaboration to its current policy version
+    /// (install, then the sealed secret exchange) and builds its engine.
+    async fn engine(&self, name: &str) -> Result<Arc<Engine>, String> {
+        let mut engines = self.engines.lock().await;
+        let rec = self
+            .store
+            .collaboration(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no such collaboration".to_string())?;
+        if let Some(e) = engines.get(name) {
+            if e.version == rec.version {
+                return Ok(e.clone());
+            }
+        }
+        let result = self.sync(&rec).await;
+        if let Ok(mut s) = self.sync_errors.lock() {
+            match &result {
+                Ok(_) => s.remove(name),
+                Err(errs) => s.insert(name.to_string(), errs.clone()),
+            };
+        }
+        let engine = Arc::new(result.map_err(|errs| errs.join("; "))?);
+        engines.insert(name.to_string(), engine.clone());
+        Ok(engine)
+    }
+
+    async fn sync(&self, rec: &airlock_store::CollabRecord) -> Result<Engine, Vec<String>> {
+        let collab =
+            Collaboration::from_toml(&rec.toml, &rec.name).map_err(|e| vec![e.to_string()])?;
+        let providers: Vec<String> = collab
+            .config
+            .members
+            .iter()
+            .filter(|m| m.abilities.contains(&Ability::Provide))
+            .map(|m| m.name.clone())
+            .collect();
+        let install = proto::Install {
+            version: rec.version,
+            toml: rec.toml.clone(),
+        };
+        let mut errors = Vec::new();
+        let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
+        let mut with_secret = Vec::new();
+        let mut without_secret = Vec::new();
+        let pushes = providers.iter().map(|m| {
+            let install = &install;
+            async move {
+                (
+                    m.clone(),
+                    self.links
+                        .action::<_, proto::Installed>(m, proto::action::INSTALL, install)
+                        .await,
+                )
+            }
+        });
+        for (m, r) in futures::future::join_all(pushes).await {
+            match r {
+                Ok(inst) => {
+                    for (table, b64) in inst.schemas {
+                        let schema = B64
+                            .decode(b64.as_bytes())
+                            .ok()
+                            .and_then(|b| airlock_guard::wire::decode_partitions(b).ok())
+                            .map(|(s, _)| s);
+                        match schema {
+                            Some(s) => {
+                                schemas.insert(table, s);
+                            }
+                            None => {
+                                errors.push(format!("the node of '{m}' sent an unreadable schema"))
+                            }
+                        }
+                    }
+                    if inst.has_secret {
+                        with_secret.push(m);
+                    } else {
+                        without_secret.push(m);
+                    }
+                }
+                Err(e) => errors.push(format!(
+                    "the node of '{m}' did not take version {}: {}",
+                    rec.version,
+                    failure_text(&e)
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            let _ = self
+                .store
+                .append_audit(
+                    &rec.name,
+                    "policy.sync_failed",
+                    "hub",
+                    serde_json::json!({"version": rec.version, "errors": errors}),
+                )
+                .await;
+            return Err(errors);
+        }
+        let _ = self
+            .store
+            .append_audit(
+                &rec.name,
+                "policy.synced",
+                "hub",
+                serde_json::json!({"version": rec.version, "nodes": providers}),
+            )
+            .await;
+        if !without_secret.is_empty() {
+            self.distribute_secret(&rec.name, collab.id(), &with_secret, &without_secret)
+                .await
+                .map_err(|e| vec![e])?;
+        }
+        let hub = Hub::new(collab.clone(), &schemas).map_err(|e| vec![e.to_string()])?;
+        Ok(Engine {
+            version: rec.version,
+            id: collab.id().to_string(),
+            hub,
+        })
+    }
+
+    /// One contributing node makes (or already has) the secret and seals it
+    /// to the X25519 key of each node that lacks it; the hub only relays.
+    async fn distribute_secret(
+        &self,
+        name: &str,
+        id: &str,
+        with: &[String],
+        without: &[String],
+    ) -> Result<(), String> {
+        let (generator, recipients): (&String, Vec<&String>) = match with.first() {
+            Some(g) => (g, without.iter().collect()),
+            None => {
+                let (g, rest) = without.split_first().ok_or("no contributing node")?;
+                (g, rest.iter().collect())
+            }
+        };
+        let mut list = Vec::new();
+        for r in &recipients {
+            let hello: proto::Hello = self
+                .links
+                .action(r, proto::action::HELLO, &serde_json::json!({}))
+                .await
+                .map_err(|e| format!("the node of '{r}': {}", failure_text(&e)))?;
+            list.push(proto::Recipient {
+                member: (*r).clone(),
+                x25519: hello.x25519,
+            });
+        }
+        let sealed: proto::SealedSecrets = self
+            .links
+            .action(
+                generator,
+                proto::action::SECRET_GENERATE,
+                &proto::SecretGenerate {
+                    collaboration: id.to_string(),
+                    recipients: list,
+                },
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "the node of '{generator}' did not seal the secret: {}",
+                    failure_text(&e)
+                )
+            })?;
+        for (member, blob) in &sealed.sealed {
+            let _: serde_json::Value = self
+                .links
+                .action(
+                    member,
+                    proto::action::SECRET_INSTALL,
+                    &proto::SecretInstall {
+                        collaboration: id.to_string(),
+                        sealed: blob.clone(),
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    format!(
+                        "the node of '{member}' did not open the secret: {}",
+                        failure_text(&e)
+                    )
+                })?;
+        }
+        let _ = self
+            .store
+            .append_audit(
+                name,
+                "secret.distributed",
+                "hub",
+                serde_json::json!({"generated_by": generator, "sealed_to": sealed.sealed.keys().collect::<Vec<_>>()}),
+            )
+            .await;
+        Ok(())
+    }
+
+    fn view(&self, q: &QueryRecord) -> QueryView {
+        let mut v = QueryView {
+            id: q.id.clone(),
+            collaboration: q.collab.clone(),
+            member: q.member.clone(),
+            state: q.state.as_str().to_string(),
+            error: None,
+            refusal: None,
+            refused_by_node: None,
+            rows: q.rows,
+            progress: None,
+        };
+        match q.state {
+            QueryState::Refused => {
+                let d: Option<serde_json::Value> = q
+                    .detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok());
+                if let Some(d) = d {
+                    v.refusal = serde_json::from_value(d["refusal"].clone()).ok();
+                    v.refused_by_node = d["node"].as_str().map(str::to_string);
+                }
+            }
+            QueryState::Failed => v.error = q.detail.clone(),
+            _ => {}
+        }
+        if let Ok(p) = self.progress.lock() {
+            if let Some(p) = p.get(&q.id) {
+                v.progress = Some(ProgressView {
+                    fragments_total: p.fragments_total.load(Ordering::Relaxed),
+                    fragments_done: p.fragments_done.load(Ordering::Relaxed),
+                    rows_streamed: p.rows_streamed.load(Ordering::Relaxed),
+                });
+            }
+        }
+        v
+    }
+
+    async fn run(self: Arc<Self>, q: QueryRecord, engine: Arc<Engine>) {
+        let progress = Arc::new(Progress::default());
+        if let Ok(mut p) = self.progress.lock() {
+            p.insert(q.id.clone(), progress.clone());
+        }
+        let outcome = async {
+            self.store
+                .transition(&q.id, QueryState::Running, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let links = self
+                .links
+                .for_query(&engine.id, engine.version, progress.clone());
+            match engine.hub.query(&q.member, &q.sql, &links).await {
+                Ok(released) => {
+                    let bytes =
+                        airlock_guard::wire::encode_batches(&released.schema, &released.batches)
+                            .map_err(|e| format!("cannot encode the result: {e}"))?;
+                    let _ = self
+                        .store
+                        .append_audit(
+                            &q.collab,
+                            "fragments.ran",
+                            "hub",
+                            serde_json::json!({
+                                "query": q.id,
+                                "fragments": progress.fragments_done.load(Ordering::Relaxed),
+                                "rows_streamed": progress.rows_streamed.load(Ordering::Relaxed),
+                            }),
+                        )
+                        .await;
+                    self.store
+                        .release(&q.id, &bytes, released.num_rows() as i64)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(())
+                }
+                Err(HubError::Refused { refusal, node }) => {
+                    let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
+                    self.store
+                        .transition(&q.id, QueryState::Refused, Some(&detail))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .await;
+        if let Err(m) = outcome {
+            let _ = self
+                .store
+                .transition(&q.id, QueryState::Failed, Some(&m))
+                .await;
+        }
+        if let Ok(mut p) = self.progress.lock() {
+            p.remove(&q.id);
+        }
+    }
+}
+
+fn failure_text(f: &airlock_hub::NodeFailure) -> String {
+    match f {
+        airlock_hub::NodeFailure::Refused(r) => r.to_string(),
+        airlock_hub::NodeFailure::Failed(m) => m.clone(),
+    }
+}
+
+fn collab_view(
+    rec: &airlock_store::CollabRecord,
+    collab: &Collaboration,
+    versions: Vec<airlock_store::CollabRecord>,
+    sync_errors: Vec<String>,
+) -> api::CollaborationView {
+    api::CollaborationView {
+        name: rec.name.clone(),
+        id: rec.id.clone(),
+        version: rec.version,
+        sha256: rec.sha256.clone(),
+        members: collab
+            .config
+            .members
+            .iter()
+            .map(|m| {
+                let abilities: Vec<String> = m
+                    .abilities
+                    .iter()
+                    .map(|a| format!("{a:?}").to_lowercase())
+                    .collect();
+                format!("{}: {}", m.name, abilities.join(", "))
+            })
+            .collect(),
+        tables: collab
+            .config
+            .tables
+            .iter()
+            .map(|t| {
+                let owner = collab.owner_of(&t.alias).unwrap_or("?");
+                format!("{} ({owner})", t.alias)
+            })
+            .collect(),
+        toml: rec.toml.clone(),
+        versions: versions
+            .into_iter()
+            .map(|v| (v.version, v.sha256, v.created_by, v.created_at_ms))
+            .collect(),
+        sync_errors,
+    }
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(api::openapi())
+}
+
+async fn whoami(
+    State(s): State<Shared>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = s.member_of(&h).await?;
+    Ok(Json(serde_json::json!({ "member": m })))
+}
+
+async fn list_collabs(
+    State(s): State<Shared>,
+    h: HeaderMap,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    let m = s.member_of(&h).await?;
+    let mut out = Vec::new();
+    for rec in s.store.collaborations().await? {
+        if let Ok(c) = Collaboration::from_toml(&rec.toml, &rec.name) {
+            if c.member(&m).is_some() {
+                out.push(
+                    serde_json::json!({"name": rec.name, "id": rec.id, "version": rec.version}),
+                );
+            }
+        }
+    }
+    Ok(Json(out))
+}
+
+fn parse_collab(text: &str) -> Result<Collaboration, ApiError> {
+    Collaboration::from_toml(text, "collaboration file").map_err(|e| bad_input(e.to_string()))
+}
+
+async fn show_collab(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<api::CollaborationView>, ApiError> {
+    let m = s.member_of(&h).await?;
+    let (rec, collab) = s.visible(&m, &name).await?;
+    let versions = s.store.collaboration_versions(&name).await?;
+    let errs = s
+        .sync_errors
+        .lock()
+        .map(|e| e.get(&name).cloned().unwrap_or_default())
+        .unwrap_or_default();
+    Ok(Json(collab_view(&rec, &collab, versions, errs)))
+}
+
+async fn after_change(s: &Shared, name: &str) -> Vec<String> {
+    match s.engine(name).await {
+        Ok(_) => Vec::new(),
+        Err(e) => vec![e],
+    }
+}
+
+async fn create_collab(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    Json(body): Json<api::CollaborationText>,
+) -> Result<(StatusCode, Json<api::CollaborationView>), ApiError> {
+    let m = s.member_of(&h).await?;
+    let collab = parse_collab(&body.toml)?;
+    if collab.member(&m).is_none() {
+        return Err(forbidden(format!(
+            "'{m}' is not a member of the collaboration it is creating"
+        )));
+    }
+    let rec = s
+        .store
+        .create_collaboration(collab.name(), collab.id(), &body.toml, &m)
+        .await?;
+    let errs = after_change(&s, &rec.name).await;
+    let versions = s.store.collaboration_versions(&rec.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(collab_view(&rec, &collab, versions, errs)),
+    ))
+}
+
+async fn apply_collab(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<api::CollaborationText>,
+) -> Result<Json<api::CollaborationView>, ApiError> {
+    let m = s.member_of(&h).await?;
+    let (current, _) = s.visible(&m, &name).await?;
+    let collab = parse_collab(&body.toml)?;
+    if collab.name() != name || collab.id() != current.id {
+        return Err(bad_input(format!(
+            "the file describes collaboration '{}' (id '{}'), not '{name}' (id '{}')",
+            collab.name(),
+            collab.id(),
+            current.id
+        )));
+    }
+    if collab.member(&m).is_none() {
+        return Err(forbidden(format!(
+            "the new version would not include '{m}'"
+        )));
+    }
+    let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
+    let errs = after_change(&s, &name).await;
+    let versions = s.store.collaboration_versions(&name).await?;
+    Ok(Json(collab_view(&rec, &collab, versions, errs)))
+}
+
+fn require(
+    collab: &Collaboration,
+    member: &str,
+    ability: Ability,
+    what: &str,
+) -> Result<(), ApiError> {
+    if collab.has_ability(member, ability) {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "member '{member}' does not have the '{}' ability needed to {what}",
+            format!("{ability:?}").to_lowercase()
+        )))
+    }
+}
+
+async fn check_query(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<api::QueryRequest>,
+) -> Result<Response, ApiError> {
+    let m = s.member_of(&h).await?;
+    let (_, collab) = s.visible(&m, &name).await?;
+    require(&collab, &m, Ability::Query, "check queries")?;
+    let engine = s
+        .engine(&name)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+    match engine.hub.check(&m, &body.sql).await {
+        Ok((_, plan)) => Ok(Json(api::CheckView {
+            plan: plan.to_string(),
+        })
+        .into_response()),
+        Err(HubError::Refused { refusal, node }) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({"code": "refused", "error": refusal.to_string(), "refusal": refusal, "node": node})),
+        )
+            .into_response()),
+        Err(HubError::BadInput(e)) => Err(bad_input(e)),
+        Err(HubError::Failed(e)) => Err(failed(e)),
+    }
+}
+
+async fn submit_query(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<api::QueryRequest>,
+) -> Result<(StatusCode, Json<QueryView>), ApiError> {
+    let m = s.member_of(&h).await?;
+    let (_, collab) = s.visible(&m, &name).await?;
+    require(&collab, &m, Ability::Query, "submit queries")?;
+    let q = s.store.submit_query(&name, &m, &body.sql).await?;
+    let engine = match s.engine(&name).await {
+        Ok(e) => e,
+        Err(e) => {
+            let q = s
+                .store
+                .transition(
+                    &q.id,
+                    QueryState::Failed,
+                    Some(&format!("the collaboration is not ready: {e}")),
+                )
+                .await?;
+            return Ok((StatusCode::ACCEPTED, Json(s.view(&q))));
+        }
+    };
+    let q = match engine.hub.check(&m, &body.sql).await {
+        Ok(_) => s.store.transition(&q.id, QueryState::Checked, None).await?,
+        Err(HubError::Refused { refusal, node }) => {
+            let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
+            s.store
+                .transition(&q.id, QueryState::Refused, Some(&detail))
+                .await?
+        }
+        Err(e) => {
+            let detail = match e {
+                HubError::BadInput(m) => format!("bad input: {m}"),
+                other => other.to_string(),
+            };
+            s.store
+                .transition(&q.id, QueryState::Failed, Some(&detail))
+                .await?
+        }
+    };
+    if q.state == QueryState::Checked {
+        tokio::spawn(s.clone().run(q.clone(), engine));
+    }
+    Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
+}
+
+async fn list_queries(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Vec<QueryView>>, ApiError> {
+    let m = s.member_of(&h).await?;
+    s.visible(&m, &name).await?;
+    let qs = s.store.queries(&name).await?;
+    Ok(Json(
+        qs.iter()
+            .filter(|q| q.member == m)
+            .map(|q| s.view(q))
+            .collect(),
+    ))
+}
+
+/// The query `id` if `member` submitted it or may receive its results.
+async fn visible_query(
+    s: &Shared,
+    member: &str,
+    id: &str,
+) -> Result<(QueryRecord, Collaboration), ApiError> {
+    let q = s.store.query(id).await?.ok_or_else(|| not_found("query"))?;
+    let (_, collab) = s
+        .visible(member, &q.collab)
+        .await
+        .map_err(|_| not_found("query"))?;
+    if q.member != member && !collab.has_ability(member, Ability::Receive) {
+        return Err(not_found("query"));
+    }
+    Ok((q, collab))
+}
+
+async fn get_query(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<QueryView>, ApiError> {
+    let m = s.member_of(&h).await?;
+    let (q, _) = visible_query(&s, &m, &id).await?;
+    Ok(Json(s.view(&q)))
+}
+
+async fn get_result(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let m = s.member_of(&h).await?;
+    let (q, collab) = visible_query(&s, &m, &id).await?;
+    require(&collab, &m, Ability::Receive, "read results")?;
+    if q.state != QueryState::Released {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "not_ready",
+            format!("the query is {}, not released", q.state.as_str()),
+        ));
+    }
+    let bytes = s
+        .store
+        .result(&id)
+        .await?
+        .ok_or_else(|| not_found("result"))?;
+    let _ = s
+        .store
+        .append_audit(
+            &q.collab,
+            "result.delivered",
+            &m,
+            serde_json::json!({"query": id, "bytes": bytes.len()}),
+        )
+        .await;
+    Ok((
+        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+        Bytes::from(bytes),
+    )
+        .into_response())
+}
+
+async fn get_audit(
+    State(s): State<Shared>,
+    h: HeaderMap,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let m = s.member_of(&h).await?;
+    s.visible(&m, &name).await?;
+    let entries = s.store.audit(&name).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        airlock_store::export_jsonl(&entries),
+    )
+        .into_response())
+}
+
+/// The REST router over `state`.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/collaborations", get(list_collabs).post(create_collab))
+        .route(
+            "/v1/collaborations/{name}",
+            get(show_collab).put(apply_collab),
+        )
+        .route(
+            "/v1/collaborations/{name}/check",
+            axum::routing::post(check_query),
+        )
+        .route(
+            "/v1/collaborations/{name}/queries",
+            get(list_queries).post(submit_query),
+        )
+        .route("/v1/collaborations/{name}/audit", get(get_audit))
+        .route("/v1/queries/{id}", get(get_query))
+        .route("/v1/queries/{id}/result", get(get_result))
+        .fallback(|| async { not_found("route") })
+        .with_state(state)
+}
+
+/// Serves the hub until `shutdown` resolves. Prints `listening on
+/// https://ADDR` once bound (the line `airlock up` waits for).
+pub async fn serve(
+    cfg: HubConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    crate::install_crypto_provider();
+    let state = Arc::new(HubState::open(&cfg).await?);
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cfg.tls.cert, &cfg.tls.key)
+        .await
+        .map_err(|e| ServiceError::Config(format!("TLS: {e}")))?;
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .map_err(|e| ServiceError::Io(format!("cannot listen on {}: {e}", cfg.listen)))?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| ServiceError::Io(e.to_string()))?;
+    let nodes: BTreeSet<&String> = state.links.members().collect();
+    println!(
+        "hub listening on https://{addr} (nodes: {})",
+        nodes.into_iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let handle = axum_server::Handle::new();
+    let h2 = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        h2.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)
+        .map_err(|e| ServiceError::Io(e.to_string()))?
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+        .map_err(|e| ServiceError::Io(e.to_string()))
+}

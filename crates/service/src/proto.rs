@@ -1,0 +1,150 @@
+//! What travels between the hub and a node over Arrow Flight.
+//!
+//! | call | body (JSON) | answer |
+//! |---|---|---|
+//! | `DoGet` | [`Ticket`]: collaboration id, policy version, fragment | Flight data: the fragment's rows |
+//! | `DoAction hello` | none | [`Hello`] |
+//! | `DoAction install` | [`Install`] | [`Installed`] |
+//! | `DoAction secret.generate` | [`SecretGenerate`] | [`SealedSecrets`] |
+//! | `DoAction secret.install` | [`SecretInstall`] | `{}` |
+//!
+//! A refusal travels as gRPC status `PERMISSION_DENIED` whose message is
+//! [`REFUSAL_PREFIX`] followed by the [`Refusal`] as JSON.
+
+use std::collections::BTreeMap;
+
+use airlock_policy::{Fragment, Refusal};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of a status message that carries a typed refusal.
+pub const REFUSAL_PREFIX: &str = "airlock-refusal:";
+
+/// Action names.
+pub mod action {
+    /// Who the node is.
+    pub const HELLO: &str = "hello";
+    /// Install (or update) a collaboration's policy on the node.
+    pub const INSTALL: &str = "install";
+    /// Generate (or reuse) the collaboration secret and seal it to peers.
+    pub const SECRET_GENERATE: &str = "secret.generate";
+    /// Open a sealed collaboration secret and keep it.
+    pub const SECRET_INSTALL: &str = "secret.install";
+}
+
+/// A `DoGet` ticket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ticket {
+    /// Collaboration id.
+    pub collaboration: String,
+    /// The policy version the fragment was planned under.
+    pub policy_version: i64,
+    /// The fragment.
+    pub fragment: Fragment,
+}
+
+/// A collaboration as a node holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstalledSummary {
+    /// Collaboration id.
+    pub id: String,
+    /// Collaboration name.
+    pub name: String,
+    /// Policy version held.
+    pub version: i64,
+    /// Whether the collaboration secret is present.
+    pub has_secret: bool,
+}
+
+/// A node's answer to `hello`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The member the node serves.
+    pub member: String,
+    /// The node's X25519 public key (hex).
+    pub x25519: String,
+    /// Its fingerprint, to compare out of band.
+    pub fingerprint: String,
+    /// Collaborations installed.
+    pub collaborations: Vec<InstalledSummary>,
+}
+
+/// Install a collaboration's policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    /// Policy version (increases with every change).
+    pub version: i64,
+    /// The collaboration file.
+    pub toml: String,
+}
+
+/// A node's answer to `install`: its configured tables' schemas (Arrow IPC
+/// schema messages, base64), the only metadata that leaves it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Installed {
+    /// Collaboration id.
+    pub id: String,
+    /// Policy version now held.
+    pub version: i64,
+    /// Schema per configured table alias.
+    pub schemas: BTreeMap<String, String>,
+    /// Whether the collaboration secret is present.
+    pub has_secret: bool,
+}
+
+/// A recipient of the collaboration secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// Member.
+    pub member: String,
+    /// X25519 public key (hex), as that member's node announced it.
+    pub x25519: String,
+}
+
+/// Ask a node to seal the collaboration secret to its peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretGenerate {
+    /// Collaboration id.
+    pub collaboration: String,
+    /// Who receives it.
+    pub recipients: Vec<Recipient>,
+}
+
+/// Sealed secrets per member (base64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SealedSecrets {
+    /// Member → sealed blob.
+    pub sealed: BTreeMap<String, String>,
+}
+
+/// Deliver a sealed secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInstall {
+    /// Collaboration id.
+    pub collaboration: String,
+    /// Sealed blob (base64).
+    pub sealed: String,
+}
+
+/// The context a collaboration secret is sealed under: binds the blob to one
+/// collaboration and one recipient.
+pub fn seal_context(collaboration_id: &str, recipient: &str) -> Vec<u8> {
+    format!("airlock/v1/collaboration-secret/{collaboration_id}/{recipient}").into_bytes()
+}
+
+/// Encodes a refusal as a status message.
+pub fn refusal_message(r: &Refusal) -> String {
+    format!(
+        "{REFUSAL_PREFIX}{}",
+        serde_json::to_string(r).unwrap_or_default()
+    )
+}
+
+/// Decodes a refusal from a status message.
+pub fn parse_refusal(message: &str) -> Option<Refusal> {
+    serde_json::from_str(message.strip_prefix(REFUSAL_PREFIX)?).ok()
+}

@@ -1,0 +1,215 @@
+//! Collaborations and their versions.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use crate::error::{SqlContext, TxError};
+use crate::{
+    append_audit_in, check_nul, check_text, in_tx, now_ms, sha256_hex, CollabRecord, Store,
+    StoreError,
+};
+
+const SELECT_CURRENT: &str = "SELECT v.name, c.id, v.version, v.toml, v.sha256, v.created_by, \
+     v.created_at_ms FROM collaborations c JOIN collaboration_versions v \
+     ON v.name = c.name AND v.version = c.version";
+
+fn collab_from_row(row: &AnyRow) -> Result<CollabRecord, TxError> {
+    let get = |err| TxError::Sql {
+        what: "read a collaboration",
+        err,
+    };
+    Ok(CollabRecord {
+        name: row.try_get("name").map_err(get)?,
+        id: row.try_get("id").map_err(get)?,
+        version: row.try_get("version").map_err(get)?,
+        toml: row.try_get("toml").map_err(get)?,
+        sha256: row.try_get("sha256").map_err(get)?,
+        created_by: row.try_get("created_by").map_err(get)?,
+        created_at_ms: row.try_get("created_at_ms").map_err(get)?,
+    })
+}
+
+impl Store {
+    /// Creates collaboration `name` (id `collab_id`) at version 1 from
+    /// `toml`, audited as `collaboration.created` (payload: id, version,
+    /// sha256). [`StoreError::Conflict`] if the name exists.
+    pub async fn create_collaboration(
+        &self,
+        name: &str,
+        collab_id: &str,
+        toml: &str,
+        by_member: &str,
+    ) -> Result<CollabRecord, StoreError> {
+        check_text("collaboration name", name)?;
+        check_text("collaboration id", collab_id)?;
+        check_nul("collaboration definition", toml)?;
+        check_text("member", by_member)?;
+        let sha256 = sha256_hex(toml.as_bytes());
+        in_tx!(self, |tx| {
+            let exists: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM collaborations WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("look up a collaboration")?;
+            if exists > 0 {
+                return Err(
+                    StoreError::Conflict(format!("collaboration {name:?} already exists")).into(),
+                );
+            }
+            let at = now_ms();
+            sqlx::query(
+                "INSERT INTO collaborations (name, id, version, created_at_ms) \
+                 VALUES ($1, $2, 1, $3)",
+            )
+            .bind(name)
+            .bind(collab_id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await
+            .ctx("store a collaboration")?;
+            insert_version(&mut tx, name, 1, toml, &sha256, by_member, at).await?;
+            append_audit_in(
+                &mut tx,
+                name,
+                "collaboration.created",
+                by_member,
+                &serde_json::json!({"id": collab_id, "version": 1, "sha256": sha256}),
+            )
+            .await?;
+            CollabRecord {
+                name: name.to_owned(),
+                id: collab_id.to_owned(),
+                version: 1,
+                toml: toml.to_owned(),
+                sha256: sha256.clone(),
+                created_by: by_member.to_owned(),
+                created_at_ms: at,
+            }
+        })
+    }
+
+    /// Stores `toml` as the next version of collaboration `name`, audited
+    /// as `collaboration.applied` (payload: version, sha256).
+    /// [`StoreError::NotFound`] if there is no such collaboration.
+    pub async fn apply_collaboration(
+        &self,
+        name: &str,
+        toml: &str,
+        by_member: &str,
+    ) -> Result<CollabRecord, StoreError> {
+        check_nul("collaboration definition", toml)?;
+        check_text("member", by_member)?;
+        let sha256 = sha256_hex(toml.as_bytes());
+        in_tx!(self, |tx| {
+            // The guarded increment also locks the row (PostgreSQL), so
+            // concurrent applies take turns.
+            let bumped =
+                sqlx::query("UPDATE collaborations SET version = version + 1 WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("bump a collaboration's version")?;
+            if bumped.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("collaboration {name:?}")).into());
+            }
+            let (id, version): (String, i64) =
+                sqlx::query_as("SELECT id, version FROM collaborations WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("read a collaboration")?;
+            let at = now_ms();
+            insert_version(&mut tx, name, version, toml, &sha256, by_member, at).await?;
+            append_audit_in(
+                &mut tx,
+                name,
+                "collaboration.applied",
+                by_member,
+                &serde_json::json!({"version": version, "sha256": sha256}),
+            )
+            .await?;
+            CollabRecord {
+                name: name.to_owned(),
+                id,
+                version,
+                toml: toml.to_owned(),
+                sha256: sha256.clone(),
+                created_by: by_member.to_owned(),
+                created_at_ms: at,
+            }
+        })
+    }
+
+    /// The current (highest) version of collaboration `name`.
+    pub async fn collaboration(&self, name: &str) -> Result<Option<CollabRecord>, StoreError> {
+        let row = sqlx::query(&format!("{SELECT_CURRENT} WHERE c.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("read a collaboration")?;
+        Ok(row.as_ref().map(collab_from_row).transpose()?)
+    }
+
+    /// The current version of every collaboration, by name (byte order).
+    pub async fn collaborations(&self) -> Result<Vec<CollabRecord>, StoreError> {
+        let rows = sqlx::query(SELECT_CURRENT)
+            .fetch_all(&self.pool)
+            .await
+            .ctx("list collaborations")?;
+        let mut out = rows
+            .iter()
+            .map(collab_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        // Sorted here, not in SQL, so both backends agree whatever the
+        // database's collation.
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Every version of collaboration `name`, oldest first (empty if there
+    /// is no such collaboration).
+    pub async fn collaboration_versions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<CollabRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.name, c.id, v.version, v.toml, v.sha256, v.created_by, v.created_at_ms \
+             FROM collaboration_versions v JOIN collaborations c ON c.name = v.name \
+             WHERE v.name = $1 ORDER BY v.version",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("list a collaboration's versions")?;
+        Ok(rows
+            .iter()
+            .map(collab_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+async fn insert_version(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    version: i64,
+    toml: &str,
+    sha256: &str,
+    by_member: &str,
+    at: i64,
+) -> Result<(), TxError> {
+    sqlx::query(
+        "INSERT INTO collaboration_versions (name, version, toml, sha256, created_by, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(name)
+    .bind(version)
+    .bind(toml)
+    .bind(sha256)
+    .bind(by_member)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .ctx("store a collaboration version")?;
+    Ok(())
+}
