@@ -80,9 +80,9 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
     std::fs::write(path, text).map_err(io("writing a config file"))
 }
 
-/// Starts `airlock <args>` and waits for its `listening on https://ADDR`
-/// line; the rest of its output is passed through.
-fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), CliError> {
+/// Starts `airlock <args> --exit-with-stdin` and waits for its `listening
+/// on https://ADDR` line; the rest of its output is passed through.
+pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), CliError> {
     let mut child = Command::new(bin)
         .args(args)
         .arg("--exit-with-stdin")

@@ -8,6 +8,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+mod common;
+use common::{find_emails, plain_ctx, rows};
+
 use airlock_cli::cluster::{exit_code, CliError, Cluster, Tap};
 use airlock_cli::{data, demo};
 use airlock_node::{Node, NodeError};
@@ -17,64 +20,13 @@ use airlock_policy::{
 };
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 fn demo_dir(rows: usize) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();
     data::write_demo(&dir, rows, true).expect("demo data");
     (tmp, dir)
-}
-
-async fn plain_ctx(dir: &Path) -> SessionContext {
-    let ctx = SessionContext::new();
-    for (name, file) in [
-        ("audience", "audience.parquet"),
-        ("purchases", "purchases.parquet"),
-    ] {
-        ctx.register_parquet(
-            name,
-            dir.join(file).to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .expect("register");
-    }
-    ctx
-}
-
-/// Rows as sorted strings; floats rounded so summation order does not matter.
-fn rows(batches: &[RecordBatch]) -> Vec<String> {
-    let opts = FormatOptions::default();
-    let mut out = Vec::new();
-    for b in batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    if c.is_null(i) {
-                        "NULL".to_string()
-                    } else if c.data_type() == &DataType::Float64 {
-                        let v = c
-                            .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
-                            .value(i);
-                        format!("{v:.6}")
-                    } else {
-                        ArrayFormatter::try_new(c.as_ref(), &opts)
-                            .expect("formatter")
-                            .value(i)
-                            .to_string()
-                    }
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// (Airlock SQL, the same analysis in plain SQL with the threshold written out by hand).
@@ -282,22 +234,6 @@ async fn refusal_golden_file() {
         failures.join("\n")
     );
     assert!(cases.iter().all(|c| c.expected.starts_with("refused [")));
-}
-
-fn find_emails(bytes: &[u8], emails: &HashSet<String>) -> Vec<String> {
-    let mut found = Vec::new();
-    for (pos, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'@') {
-        for start in pos.saturating_sub(48)..pos {
-            for end in pos + 1..(pos + 24).min(bytes.len()) {
-                if let Ok(s) = std::str::from_utf8(&bytes[start..=end]) {
-                    if emails.contains(s) {
-                        found.push(s.to_string());
-                    }
-                }
-            }
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,6 +85,33 @@ pub struct CheckView {
     pub plan: String,
 }
 
+/// Body of `POST /v1/datasets/update`: one change to a dataset the caller
+/// owns, applied to every collaboration that uses it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetUpdate {
+    /// The dataset's path as collaboration files name it.
+    pub path: String,
+    /// Move the dataset: the new path.
+    #[serde(default)]
+    pub new_path: Option<String>,
+    /// New minimum of distinct people per output row of every aggregation
+    /// rule on a table over this dataset.
+    #[serde(default)]
+    pub min_distinct_identities: Option<u64>,
+}
+
+/// What a dataset update did to one collaboration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetUpdated {
+    /// Collaboration name.
+    pub collaboration: String,
+    /// Its new policy version.
+    pub version: i64,
+    /// Nodes that did not take it, and why.
+    pub sync_errors: Vec<String>,
+}
+
 /// Every error body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -108,6 +135,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
     ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
+    ("post", "/v1/datasets/update", "Change a dataset the caller owns (path, or k of its aggregation rules) in every collaboration that uses it: each gets a new policy version, pushed to its nodes."),
     ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
     ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
 ];
@@ -143,6 +171,7 @@ pub fn openapi() -> serde_json::Value {
                 Some("CollaborationText")
             }
             ("post", p) if p.ends_with("/check") || p.ends_with("/queries") => Some("QueryRequest"),
+            ("post", "/v1/datasets/update") => Some("DatasetUpdate"),
             _ => None,
         };
         if let Some(schema) = body {
@@ -169,6 +198,7 @@ pub fn openapi() -> serde_json::Value {
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
                 "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}}, "additionalProperties": false},
+                "DatasetUpdate": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "new_path": {"type": "string"}, "min_distinct_identities": {"type": "integer", "minimum": 2}}, "additionalProperties": false},
                 "QueryRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}, "additionalProperties": false}
             }
         }

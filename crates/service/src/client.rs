@@ -73,7 +73,13 @@ impl HubClient {
         let text = resp.text().await.unwrap_or_default();
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (b.code, b.error),
-            Err(_) => ("failed".to_string(), format!("the hub answered {status}")),
+            Err(_) => (
+                "failed".to_string(),
+                format!(
+                    "the hub answered {status}: {}",
+                    text.chars().take(500).collect::<String>()
+                ),
+            ),
         };
         Err(ServiceError::Api {
             status: status.as_u16(),
@@ -96,12 +102,21 @@ impl HubClient {
             .map_err(|e| ServiceError::Io(format!("malformed answer from the hub: {e}")))
     }
 
-    /// The raw status and body of a GET (for tests of the API itself).
-    pub async fn raw_get(&self, path: &str) -> Result<(StatusCode, String), ServiceError> {
-        let resp = self
+    /// The raw status and body of a call (for tests of the API itself).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(StatusCode, String), ServiceError> {
+        let mut req = self
             .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
             .send()
             .await
             .map_err(|e| ServiceError::Io(e.to_string()))?;

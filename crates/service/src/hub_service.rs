@@ -20,6 +20,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
 use base64::Engine as _;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -145,6 +146,7 @@ impl HubState {
         &self.store
     }
 
+    /// The member a request's bearer token belongs to.
     async fn member_of(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -527,19 +529,14 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(api::openapi())
 }
 
-async fn whoami(
-    State(s): State<Shared>,
-    h: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let m = s.member_of(&h).await?;
-    Ok(Json(serde_json::json!({ "member": m })))
+async fn whoami(Extension(Caller(m)): Extension<Caller>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "member": m }))
 }
 
 async fn list_collabs(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
 ) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    let m = s.member_of(&h).await?;
     let mut out = Vec::new();
     for rec in s.store.collaborations().await? {
         if let Ok(c) = Collaboration::from_toml(&rec.toml, &rec.name) {
@@ -559,10 +556,9 @@ fn parse_collab(text: &str) -> Result<Collaboration, ApiError> {
 
 async fn show_collab(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
-    let m = s.member_of(&h).await?;
     let (rec, collab) = s.visible(&m, &name).await?;
     let versions = s.store.collaboration_versions(&name).await?;
     let errs = s
@@ -582,10 +578,9 @@ async fn after_change(s: &Shared, name: &str) -> Vec<String> {
 
 async fn create_collab(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     Json(body): Json<api::CollaborationText>,
 ) -> Result<(StatusCode, Json<api::CollaborationView>), ApiError> {
-    let m = s.member_of(&h).await?;
     let collab = parse_collab(&body.toml)?;
     if collab.member(&m).is_none() {
         return Err(forbidden(format!(
@@ -606,11 +601,10 @@ async fn create_collab(
 
 async fn apply_collab(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     Json(body): Json<api::CollaborationText>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
-    let m = s.member_of(&h).await?;
     let (current, _) = s.visible(&m, &name).await?;
     let collab = parse_collab(&body.toml)?;
     if collab.name() != name || collab.id() != current.id {
@@ -650,11 +644,10 @@ fn require(
 
 async fn check_query(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     Json(body): Json<api::QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let m = s.member_of(&h).await?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "check queries")?;
     let engine = s
@@ -678,11 +671,10 @@ async fn check_query(
 
 async fn submit_query(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
     Json(body): Json<api::QueryRequest>,
 ) -> Result<(StatusCode, Json<QueryView>), ApiError> {
-    let m = s.member_of(&h).await?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "submit queries")?;
     let q = s.store.submit_query(&name, &m, &body.sql).await?;
@@ -726,10 +718,9 @@ async fn submit_query(
 
 async fn list_queries(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Vec<QueryView>>, ApiError> {
-    let m = s.member_of(&h).await?;
     s.visible(&m, &name).await?;
     let qs = s.store.queries(&name).await?;
     Ok(Json(
@@ -759,20 +750,18 @@ async fn visible_query(
 
 async fn get_query(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<QueryView>, ApiError> {
-    let m = s.member_of(&h).await?;
     let (q, _) = visible_query(&s, &m, &id).await?;
     Ok(Json(s.view(&q)))
 }
 
 async fn get_result(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let m = s.member_of(&h).await?;
     let (q, collab) = visible_query(&s, &m, &id).await?;
     require(&collab, &m, Ability::Receive, "read results")?;
     if q.state != QueryState::Released {
@@ -805,10 +794,9 @@ async fn get_result(
 
 async fn get_audit(
     State(s): State<Shared>,
-    h: HeaderMap,
+    Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let m = s.member_of(&h).await?;
     s.visible(&m, &name).await?;
     let entries = s.store.audit(&name).await?;
     Ok((
@@ -818,10 +806,120 @@ async fn get_audit(
         .into_response())
 }
 
+/// Applies `u` to one collaboration file if `member` owns a dataset at
+/// `u.path` in it; returns the new text, or `None` if it does not use it.
+fn patch_dataset(
+    text: &str,
+    member: &str,
+    u: &api::DatasetUpdate,
+) -> Result<Option<String>, String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut names = Vec::new();
+    if let Some(toml::Value::Array(datasets)) = doc.get_mut("datasets") {
+        for d in datasets.iter_mut().filter_map(toml::Value::as_table_mut) {
+            let owned = d.get("owner").and_then(toml::Value::as_str) == Some(member);
+            let same = d.get("path").and_then(toml::Value::as_str) == Some(u.path.as_str());
+            if owned && same {
+                if let Some(name) = d.get("name").and_then(toml::Value::as_str) {
+                    names.push(name.to_string());
+                }
+                if let Some(p) = &u.new_path {
+                    d.insert("path".into(), toml::Value::String(p.clone()));
+                }
+            }
+        }
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    if let Some(k) = u.min_distinct_identities {
+        let k = i64::try_from(k).map_err(|_| "min_distinct_identities is too large".to_string())?;
+        if let Some(toml::Value::Array(tables)) = doc.get_mut("tables") {
+            for t in tables.iter_mut().filter_map(toml::Value::as_table_mut) {
+                let uses = t
+                    .get("dataset")
+                    .and_then(toml::Value::as_str)
+                    .is_some_and(|d| names.iter().any(|n| n == d));
+                if !uses {
+                    continue;
+                }
+                if let Some(rule) = t.get_mut("rule").and_then(toml::Value::as_table_mut) {
+                    if rule.get("type").and_then(toml::Value::as_str) == Some("aggregation") {
+                        rule.insert("min_distinct_identities".into(), toml::Value::Integer(k));
+                    }
+                }
+            }
+        }
+    }
+    toml::to_string(&doc).map(Some).map_err(|e| e.to_string())
+}
+
+async fn update_dataset(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    Json(u): Json<api::DatasetUpdate>,
+) -> Result<Json<Vec<api::DatasetUpdated>>, ApiError> {
+    if u.new_path.is_none() && u.min_distinct_identities.is_none() {
+        return Err(bad_input(
+            "nothing to change: give new_path or min_distinct_identities",
+        ));
+    }
+    // Validate every new version before storing any, so a bad update
+    // changes nothing.
+    let mut planned = Vec::new();
+    for rec in s.store.collaborations().await? {
+        let Ok(c) = Collaboration::from_toml(&rec.toml, &rec.name) else {
+            continue;
+        };
+        if c.member(&m).is_none() {
+            continue;
+        }
+        let Some(text) = patch_dataset(&rec.toml, &m, &u).map_err(bad_input)? else {
+            continue;
+        };
+        Collaboration::from_toml(&text, &rec.name).map_err(|e| {
+            bad_input(format!(
+                "collaboration '{}' would be invalid: {e}",
+                rec.name
+            ))
+        })?;
+        planned.push((rec.name, text));
+    }
+    if planned.is_empty() {
+        return Err(not_found("dataset of yours at this path"));
+    }
+    let mut out = Vec::new();
+    for (name, text) in planned {
+        let rec = s.store.apply_collaboration(&name, &text, &m).await?;
+        let sync_errors = after_change(&s, &name).await;
+        out.push(api::DatasetUpdated {
+            collaboration: name,
+            version: rec.version,
+            sync_errors,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// The authenticated member of a request.
+#[derive(Debug, Clone)]
+struct Caller(String);
+
+/// Authenticates every `/v1` request before anything else (bodies
+/// included) is looked at.
+async fn authenticate(
+    State(s): State<Shared>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let m = s.member_of(req.headers()).await?;
+    req.extensions_mut().insert(Caller(m));
+    Ok(next.run(req).await)
+}
+
 /// The REST router over `state`.
 pub fn router(state: Shared) -> Router {
-    Router::new()
-        .route("/openapi.json", get(openapi))
+    let v1 = Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/collaborations", get(list_collabs).post(create_collab))
         .route(
@@ -837,8 +935,16 @@ pub fn router(state: Shared) -> Router {
             get(list_queries).post(submit_query),
         )
         .route("/v1/collaborations/{name}/audit", get(get_audit))
+        .route("/v1/datasets/update", axum::routing::post(update_dataset))
         .route("/v1/queries/{id}", get(get_query))
         .route("/v1/queries/{id}/result", get(get_result))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .merge(v1)
         .fallback(|| async { not_found("route") })
         .with_state(state)
 }

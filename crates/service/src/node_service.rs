@@ -307,10 +307,12 @@ impl NodeService {
             let fp = sealing::fingerprint(&public);
             match self.inner.cfg.peers.get(&r.member) {
                 Some(pinned) if *pinned == fp => {}
-                Some(_) => return Err(Status::permission_denied(format!(
+                Some(_) => {
+                    return Err(Status::permission_denied(format!(
                     "the key offered for '{}' ({fp}) is not the one pinned in this node's peers",
                     r.member
-                ))),
+                )))
+                }
                 None => {
                     return Err(Status::permission_denied(format!(
                         "'{}' has no pinned key in this node's peers",

@@ -1,0 +1,97 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+pub async fn plain_ctx(dir: &Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    for (name, file) in [
+        ("audience", "audience.parquet"),
+        ("purchases", "purchases.parquet"),
+    ] {
+        ctx.register_parquet(
+            name,
+            dir.join(file).to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register");
+    }
+    ctx
+}
+
+/// Rows as sorted strings; floats rounded so summation order does not matter.
+pub fn rows(batches: &[RecordBatch]) -> Vec<String> {
+    let opts = FormatOptions::default();
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    if c.is_null(i) {
+                        "NULL".to_string()
+                    } else if c.data_type() == &DataType::Float64 {
+                        let v = c
+                            .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                            .value(i);
+                        format!("{v:.6}")
+                    } else {
+                        ArrayFormatter::try_new(c.as_ref(), &opts)
+                            .expect("formatter")
+                            .value(i)
+                            .to_string()
+                    }
+                })
+                .collect();
+            out.push(cells.join(" | "));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn find_emails(bytes: &[u8], emails: &HashSet<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for (pos, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'@') {
+        for start in pos.saturating_sub(48)..pos {
+            for end in pos + 1..(pos + 24).min(bytes.len()) {
+                if let Ok(s) = std::str::from_utf8(&bytes[start..=end]) {
+                    if emails.contains(s) {
+                        found.push(s.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Every email in the demo data at `dir`.
+pub async fn demo_emails(dir: &Path) -> HashSet<String> {
+    let ctx = plain_ctx(dir).await;
+    let batches = ctx
+        .sql("SELECT email FROM audience UNION SELECT email FROM purchases")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("emails");
+    let mut out = HashSet::new();
+    for b in &batches {
+        let col = b.column(0);
+        let f = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default()).expect("fmt");
+        for i in 0..col.len() {
+            out.insert(f.value(i).to_string());
+        }
+    }
+    out
+}

@@ -1,0 +1,732 @@
+//! The hub and nodes as real processes on loopback (`airlock up`): the demo
+//! end to end, a wire tap, the authentication matrix, crash safety, and 1:N
+//! with policy sync.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airlock_cli::cluster::{CliError, Cluster};
+use airlock_cli::up::{self, Running, UpOptions};
+use airlock_cli::{data, demo, remote};
+use airlock_crypto::pki::Ca;
+use airlock_crypto::{CollaborationSecret, PseudonymKey};
+use airlock_policy::{Control, Fragment, FragmentColumn, ScanFragment, Treatment};
+use airlock_service::client::{HubClient, Method};
+use airlock_service::links::node_server_name;
+use airlock_service::proto;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use common::{demo_emails, find_emails, rows};
+use datafusion::arrow::array::{Array, AsArray};
+use futures::TryStreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
+}
+
+async fn start(dir: &Path, rows: usize, tap: Option<PathBuf>) -> Running {
+    data::write_demo(dir, rows, true).expect("demo data");
+    up::start(&UpOptions {
+        dir: dir.to_path_buf(),
+        rows,
+        wire_tap: tap,
+        bin: bin(),
+    })
+    .await
+    .expect("airlock up")
+}
+
+const OVERLAP: &str = "SELECT a.segment, COUNT(DISTINCT a.email) AS people \
+    FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_end_to_end_through_up_with_a_wire_tap() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let tap = tmp.path().join("wire.tap");
+    let running = start(&dir, 60_000, Some(tap.clone())).await;
+    let local = Cluster::open(&dir.join("collaboration.toml"), None)
+        .await
+        .expect("in-process cluster");
+    let analyst = running.client(&running.info.analyst).expect("client");
+
+    // The canonical analyses release the same rows as the in-process engine.
+    for (title, sql) in demo::ANALYSES {
+        let remote = remote::query(&analyst, "demo", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{title}: {e}"));
+        let here = local.query("advertiser", sql).await.expect("in process");
+        assert!(!rows(&remote.batches).is_empty(), "{title}: rows released");
+        assert_eq!(rows(&remote.batches), rows(&here.batches), "{title}");
+    }
+    // The refused ones are refused for the same reason.
+    for (what, sql) in demo::REFUSED {
+        let remote = remote::query(&analyst, "demo", sql).await;
+        let here = local.query("advertiser", sql).await;
+        match (remote, here) {
+            (
+                Err(CliError::Refused { refusal: r, .. }),
+                Err(CliError::Refused { refusal: h, .. }),
+            ) => assert_eq!(r, h, "{what}"),
+            (r, h) => panic!(
+                "{what}: expected two refusals, got {:?} / {:?}",
+                r.err(),
+                h.err()
+            ),
+        }
+    }
+
+    // The binary against the hub: exit 0 with rows, 3 for a refusal.
+    let token = &running.info.tokens[&running.info.analyst];
+    let cli = |sql: &str| {
+        Command::new(bin())
+            .args(["query", "--hub", &running.info.hub, "--token", token])
+            .arg("--ca")
+            .arg(&running.info.ca)
+            .args(["--collab", "demo", "--format", "csv", sql])
+            .env_remove("AIRLOCK_HUB")
+            .output()
+            .expect("run airlock")
+    };
+    let ok = cli(OVERLAP);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("segment,people"));
+    let refused = cli("SELECT * FROM audience");
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused [aggregation-required]"));
+
+    // Every byte between the hub and the nodes: no raw email; and the tap
+    // did capture the traffic (it holds the keyed pseudonyms of real emails).
+    let bytes = std::fs::read(&tap).expect("tap");
+    let emails = demo_emails(&dir).await;
+    assert!(
+        bytes.len() > 50_000,
+        "tap holds the traffic ({} bytes)",
+        bytes.len()
+    );
+    let leaked = find_emails(&bytes, &emails);
+    assert!(
+        leaked.is_empty(),
+        "raw emails on the wire: {:?}",
+        &leaked[..leaked.len().min(3)]
+    );
+    let secret = node_secret(&dir, "publisher");
+    let key = PseudonymKey::derive(&secret, "demo", "email");
+    let tokens: HashSet<[u8; 16]> = emails.iter().map(|e| key.token(e.as_bytes())).collect();
+    let seen: HashSet<&[u8]> = bytes
+        .windows(16)
+        .filter(|w| <[u8; 16]>::try_from(*w).is_ok_and(|t| tokens.contains(&t)))
+        .collect();
+    let seen = seen.len();
+    assert!(
+        seen > 100,
+        "the tap holds pseudonyms of real emails ({seen})"
+    );
+    // The secret was generated on one node and sealed to the other: both
+    // nodes hold the same one, and it never crossed in the clear.
+    let other = node_secret(&dir, "advertiser");
+    assert_eq!(secret.to_hex(), other.to_hex());
+    assert!(!contains(&bytes, secret.to_hex().as_bytes()));
+    drop(running);
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The secret a node keeps for the collaboration (one per collaboration).
+fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
+    let state = dir.join("cluster/nodes").join(member).join("state");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&state).expect("state dir").flatten() {
+        let p = e.path().join("secret");
+        if p.exists() {
+            let toml = std::fs::read_to_string(e.path().join("policy.toml")).expect("policy");
+            if toml.contains("name = \"demo\"") {
+                found.push(std::fs::read_to_string(p).expect("secret"));
+            }
+        }
+    }
+    assert_eq!(found.len(), 1, "one secret for the demo on {member}'s node");
+    CollaborationSecret::from_hex(found[0].trim()).expect("hex")
+}
+
+/// A Flight client to a node with the given client identity.
+async fn flight(
+    url: &str,
+    member: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<FlightServiceClient<Channel>, String> {
+    airlock_service::install_crypto_provider();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name(node_server_name(member));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    let ch = Endpoint::from_shared(url.to_string())
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    Ok(FlightServiceClient::new(ch))
+}
+
+async fn hello(client: Result<FlightServiceClient<Channel>, String>) -> Result<(), String> {
+    let mut c = client?;
+    c.do_action(arrow_flight::Action {
+        r#type: proto::action::HELLO.into(),
+        body: Vec::new().into(),
+    })
+    .await
+    .map(|_| ())
+    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The demo file with another name and only the publisher.
+fn solo_toml(name: &str) -> String {
+    format!(
+        r#"[collaboration]
+name = "{name}"
+secret_file = "unused.key"
+
+[[members]]
+name = "publisher"
+abilities = ["provide", "query", "receive"]
+
+[[datasets]]
+name = "publisher_audience"
+owner = "publisher"
+path = "audience.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "audience"
+dataset = "publisher_audience"
+identity = "email"
+join = ["email"]
+dimensions = ["segment", "region"]
+rule = {{ type = "aggregation", min_distinct_identities = 50 }}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_matrix() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir, 5_000, None).await;
+    let info = running.info.clone();
+    let ca = read(&info.ca);
+    let with = |token: &str| HubClient::new(&info.hub, token, ca.as_bytes()).expect("client");
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+
+    // A collaboration the advertiser is not in, with a query in it.
+    publisher
+        .create(&solo_toml("solo"))
+        .await
+        .expect("create solo");
+    let solo_q = publisher
+        .submit(
+            "solo",
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a GROUP BY a.segment",
+        )
+        .await
+        .expect("submit");
+    let solo_q = publisher.wait(solo_q, |_| {}).await.expect("wait");
+    assert_eq!(solo_q.state, "released");
+    let demo_q = advertiser.submit("demo", OVERLAP).await.expect("submit");
+    let demo_q = advertiser.wait(demo_q, |_| {}).await.expect("wait");
+    assert_eq!(demo_q.state, "released");
+
+    // Tokens: missing, garbage, expired, revoked → 401 on every route.
+    let store = airlock_store::Store::open(&format!(
+        "sqlite:{}",
+        dir.join("cluster/hub/hub.db").display()
+    ))
+    .await
+    .expect("store");
+    let expired = store
+        .create_token("advertiser", Some(1))
+        .await
+        .expect("token")
+        .token;
+    let revoked = store.create_token("advertiser", None).await.expect("token");
+    let (code, _) = with(&revoked.token)
+        .raw(Method::GET, "/v1/whoami", None)
+        .await
+        .expect("call");
+    assert_eq!(
+        code.as_u16(),
+        200,
+        "a fresh token works before it is revoked"
+    );
+    assert!(store.revoke_token(&revoked.id).await.expect("revoke"));
+    let stored: Vec<String> = sqlx_tokens(&store).await;
+    assert!(stored.len() >= 4, "the token rows were read");
+    for t in info.tokens.values() {
+        let secret = t.rsplit('_').next().expect("secret part");
+        assert!(secret.len() >= 32);
+        assert!(
+            stored.iter().all(|v| !v.contains(secret)),
+            "tokens are stored hashed, never as issued"
+        );
+    }
+    let body = serde_json::json!({"sql": OVERLAP});
+    let routes: Vec<(Method, String, Option<serde_json::Value>)> = airlock_service::api::ROUTES
+        .iter()
+        .filter(|(_, p, _)| *p != "/openapi.json")
+        .map(|(m, p, _)| {
+            let method = Method::from_bytes(m.to_uppercase().as_bytes()).expect("method");
+            let path = p.replace("{name}", "demo").replace("{id}", &demo_q.id);
+            let body = (*m != "get").then(|| body.clone());
+            (method, path, body)
+        })
+        .collect();
+    for bad in ["", "garbage", "alk_", "alk_00_00", &expired, &revoked.token] {
+        for (m, p, b) in &routes {
+            let (code, text) = with(bad).raw(m.clone(), p, b.clone()).await.expect("call");
+            assert_eq!(code.as_u16(), 401, "{m} {p} with token {bad:?}: {text}");
+            assert!(
+                !text.contains("demo") && !text.contains("advertiser"),
+                "{text}"
+            );
+        }
+    }
+    // The OpenAPI document is public and lists every route.
+    let (code, text) = with("")
+        .raw(Method::GET, "/openapi.json", None)
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 200);
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for (m, p, _) in airlock_service::api::ROUTES {
+        assert!(doc["paths"][p][m].is_object(), "{m} {p} documented");
+    }
+
+    // Another member's collaboration: the same 404 as one that does not exist.
+    let (c1, t1) = advertiser
+        .raw(Method::GET, "/v1/collaborations/solo", None)
+        .await
+        .expect("call");
+    let (c2, t2) = advertiser
+        .raw(Method::GET, "/v1/collaborations/nope", None)
+        .await
+        .expect("call");
+    assert_eq!(c2.as_u16(), 404);
+    assert_eq!((c1.as_u16(), &t1), (404, &t2));
+    let (c1, t1) = advertiser
+        .raw(
+            Method::POST,
+            "/v1/collaborations/solo/queries",
+            Some(body.clone()),
+        )
+        .await
+        .expect("call");
+    assert_eq!((c1.as_u16(), &t1), (404, &t2));
+    let (c1, t1) = advertiser
+        .raw(Method::GET, "/v1/collaborations/solo/audit", None)
+        .await
+        .expect("call");
+    assert_eq!((c1.as_u16(), &t1), (404, &t2));
+    let (c1, t1) = advertiser
+        .raw(
+            Method::GET,
+            &format!("/v1/queries/{}/result", solo_q.id),
+            None,
+        )
+        .await
+        .expect("call");
+    let (c2, t2) = advertiser
+        .raw(Method::GET, "/v1/queries/0123456789abcdef/result", None)
+        .await
+        .expect("call");
+    assert_eq!((c1.as_u16(), &t1), (c2.as_u16(), &t2));
+    assert_eq!(c1.as_u16(), 404);
+    let list: Vec<serde_json::Value> = advertiser
+        .call(Method::GET, "/v1/collaborations", None::<&()>)
+        .await
+        .expect("list");
+    assert_eq!(list.len(), 1, "the advertiser sees only the demo: {list:?}");
+
+    // Abilities: the publisher may neither query the demo nor read its results.
+    let (code, text) = publisher
+        .raw(
+            Method::POST,
+            "/v1/collaborations/demo/queries",
+            Some(body.clone()),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 403, "{text}");
+    assert!(text.contains("'query' ability"));
+    let (code, _) = publisher
+        .raw(
+            Method::GET,
+            &format!("/v1/queries/{}/result", demo_q.id),
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 404);
+    let (code, _) = advertiser
+        .raw(
+            Method::GET,
+            &format!("/v1/queries/{}/result", demo_q.id),
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 200, "the receiver reads the result");
+
+    // Nodes: only the trusted hub's client certificate gets in.
+    let node_url = &info.nodes["publisher"];
+    let hub_dir = dir.join("cluster/hub");
+    let hub_id = (
+        read(&hub_dir.join("tls.crt")),
+        read(&hub_dir.join("tls.key")),
+    );
+    hello(flight(node_url, "publisher", &ca, Some((&hub_id.0, &hub_id.1))).await)
+        .await
+        .expect("the hub's certificate is accepted");
+    let none = hello(flight(node_url, "publisher", &ca, None).await).await;
+    assert!(none.is_err(), "no client certificate: {none:?}");
+    let other = Ca::generate("another cluster").expect("ca");
+    let stranger = other
+        .issue("hub", &["localhost", "127.0.0.1", "hub.airlock"])
+        .expect("leaf");
+    let r = hello(
+        flight(
+            node_url,
+            "publisher",
+            &ca,
+            Some((&stranger.cert_pem, &stranger.key_pem)),
+        )
+        .await,
+    )
+    .await;
+    assert!(r.is_err(), "a certificate from another cluster: {r:?}");
+    let adv_dir = dir.join("cluster/nodes/advertiser");
+    let peer = (
+        read(&adv_dir.join("tls.crt")),
+        read(&adv_dir.join("tls.key")),
+    );
+    let r = hello(flight(node_url, "publisher", &ca, Some((&peer.0, &peer.1))).await).await;
+    assert!(
+        matches!(&r, Err(m) if m.contains("not a trusted hub")),
+        "a same-CA certificate that is not the hub's: {r:?}"
+    );
+    // The hub refuses a node that presents another member's name.
+    let wrong = flight(node_url, "advertiser", &ca, Some((&hub_id.0, &hub_id.1))).await;
+    assert!(hello(wrong).await.is_err(), "node name is checked");
+    store.close().await;
+    drop(running);
+}
+
+async fn sqlx_tokens(store: &airlock_store::Store) -> Vec<String> {
+    use sqlx::Row;
+    sqlx::query("SELECT * FROM tokens")
+        .fetch_all(store.pool())
+        .await
+        .expect("tokens")
+        .iter()
+        .flat_map(|r| {
+            (0..r.len())
+                .filter_map(|i| r.try_get::<String, _>(i).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_hub_mid_query_never_releases_twice() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let mut running = start(&dir, 200_000, None).await;
+    let analyst = running.client("advertiser").expect("client");
+    let q = analyst
+        .submit("demo", demo::ANALYSES[1].1)
+        .await
+        .expect("submit");
+    let hub_pid = running.info.pids["hub"];
+    let killed = Command::new("kill")
+        .args(["-9", &hub_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    println!("killed the hub with the query {}", q.state);
+
+    // Restart the hub on the same configuration and database.
+    let (mut hub, url) = up::spawn(
+        &bin(),
+        "hub",
+        &[
+            "hub",
+            "serve",
+            "--config",
+            &running.info.hub_config.to_string_lossy(),
+        ],
+    )
+    .expect("restart");
+    let token = &running.info.tokens["advertiser"];
+    let client = HubClient::with_ca_file(&url, token, &running.info.ca).expect("client");
+    let after = client.query(&q.id).await.expect("query after restart");
+    println!("after the restart the query is {}", after.state);
+    assert!(
+        matches!(after.state.as_str(), "failed" | "released"),
+        "ends failed or released, not {}",
+        after.state
+    );
+    if after.state == "failed" {
+        assert!(after
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("interrupted"));
+        let r = client.result(&q.id).await;
+        assert!(r.is_err(), "no result for a failed query");
+    }
+    // The same query resubmitted runs on the restarted hub.
+    let again = client
+        .submit("demo", demo::ANALYSES[1].1)
+        .await
+        .expect("submit");
+    let again = client.wait(again, |_| {}).await.expect("wait");
+    assert_eq!(again.state, "released");
+
+    let text = client.audit("demo").await.expect("audit");
+    let entries = airlock_store::parse_jsonl(&text).expect("jsonl");
+    airlock_store::verify_chain(&entries).expect("the chain verifies after the crash");
+    let ends: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.payload.contains(&q.id))
+        .map(|e| e.kind.as_str())
+        .filter(|k| matches!(*k, "query.released" | "query.failed" | "query.refused"))
+        .collect();
+    assert_eq!(
+        ends.len(),
+        1,
+        "exactly one end for the interrupted query: {ends:?}"
+    );
+    // An edited entry is named by `airlock audit verify`.
+    let file = tmp.path().join("audit.jsonl");
+    std::fs::write(
+        &file,
+        text.replacen("\"query.submitted\"", "\"query.submittex\"", 1),
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .args(["audit", "verify", "--file"])
+        .arg(&file)
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&out.stderr);
+    let first = entries
+        .iter()
+        .find(|e| e.kind == "query.submitted")
+        .expect("a submission");
+    assert!(msg.contains(&format!("entry {}", first.seq)), "{msg}");
+    drop(hub.stdin.take());
+    let _ = hub.wait();
+    running.stop();
+}
+
+/// The scan fragment of the publisher's audience in collaboration `c`.
+fn audience_scan(c: &str) -> Fragment {
+    Fragment::Scan(ScanFragment {
+        collaboration: c.into(),
+        querier: "advertiser".into(),
+        table: "audience".into(),
+        columns: vec![
+            FragmentColumn {
+                name: "email".into(),
+                treatment: Treatment::Pseudonym {
+                    contract: "email".into(),
+                },
+            },
+            FragmentColumn {
+                name: "segment".into(),
+                treatment: Treatment::Raw,
+            },
+        ],
+        filter: None,
+    })
+}
+
+async fn tokens_of(
+    client: &mut FlightServiceClient<Channel>,
+    c: &str,
+    version: i64,
+) -> Result<HashSet<Vec<u8>>, tonic::Status> {
+    let ticket = serde_json::to_vec(&proto::Ticket {
+        collaboration: c.into(),
+        policy_version: version,
+        fragment: audience_scan(c),
+    })
+    .expect("ticket");
+    let stream = client
+        .do_get(arrow_flight::Ticket {
+            ticket: ticket.into(),
+        })
+        .await?
+        .into_inner()
+        .map_err(|s| FlightError::Tonic(Box::new(s)));
+    let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(stream)
+        .try_collect()
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let mut out = HashSet::new();
+    for b in batches {
+        let col = b.column(0).as_binary::<i32>();
+        for i in 0..col.len() {
+            out.insert(col.value(i).to_vec());
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir, 20_000, None).await;
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+    let base = data::collaboration_toml(true);
+    let names: Vec<String> = (1..=20).map(|i| format!("c{i:02}")).collect();
+    for n in &names {
+        let v = publisher
+            .create(&base.replace("name = \"demo\"", &format!("name = \"{n}\"")))
+            .await
+            .expect("create");
+        assert!(v.sync_errors.is_empty(), "{n}: {:?}", v.sync_errors);
+    }
+    // A misconfigured collaboration: its node refuses it; the others go on.
+    let broken = base
+        .replace("name = \"demo\"", "name = \"broken\"")
+        .replace("\"consent\"]", "\"consent\", \"no_such_column\"]");
+    let v = publisher.create(&broken).await.expect("stored");
+    assert!(
+        v.sync_errors.iter().any(|e| e.contains("no_such_column")),
+        "{:?}",
+        v.sync_errors
+    );
+    let q = advertiser.submit("broken", OVERLAP).await.expect("submit");
+    let q = advertiser.wait(q, |_| {}).await.expect("wait");
+    assert_eq!(q.state, "failed");
+    let mut before = BTreeMap::new();
+    for n in &names {
+        let r = remote::query(&advertiser, n, OVERLAP).await.expect(n);
+        before.insert(n.clone(), rows(&r.batches));
+    }
+    let first = &before["c01"];
+    assert!(
+        before.values().all(|r| r == first),
+        "same data, same rules, same answer"
+    );
+
+    // Each collaboration has its own secret: one email, different pseudonyms.
+    let ca = read(&running.info.ca);
+    let hub_dir = dir.join("cluster/hub");
+    let (cert, key) = (
+        read(&hub_dir.join("tls.crt")),
+        read(&hub_dir.join("tls.key")),
+    );
+    let mut node = flight(
+        &running.info.nodes["publisher"],
+        "publisher",
+        &ca,
+        Some((&cert, &key)),
+    )
+    .await
+    .expect("flight");
+    let t1 = tokens_of(&mut node, "c01", 1).await.expect("c01");
+    let t2 = tokens_of(&mut node, "c02", 1).await.expect("c02");
+    assert_eq!(t1.len(), t2.len());
+    assert!(
+        t1.is_disjoint(&t2),
+        "pseudonyms differ between collaborations"
+    );
+
+    // One change to the publisher's dataset reaches every collaboration using it.
+    let updated: Vec<airlock_service::api::DatasetUpdated> = publisher
+        .call(
+            Method::POST,
+            "/v1/datasets/update",
+            Some(&serde_json::json!({"path": "audience.parquet", "min_distinct_identities": 120})),
+        )
+        .await
+        .expect("update");
+    let synced: HashSet<&str> = updated
+        .iter()
+        .filter(|u| u.sync_errors.is_empty() && u.version == 2)
+        .map(|u| u.collaboration.as_str())
+        .collect();
+    for n in names.iter().map(String::as_str).chain(["demo"]) {
+        assert!(synced.contains(n), "{n} took version 2: {updated:?}");
+    }
+    // A fragment planned under the old version is refused by the node.
+    let stale = tokens_of(&mut node, "c01", 1)
+        .await
+        .expect_err("stale version");
+    assert_eq!(stale.code(), tonic::Code::PermissionDenied);
+    let refusal = proto::parse_refusal(stale.message()).expect("a typed refusal");
+    assert_eq!(refusal.control, Control::PolicyVersion);
+    tokens_of(&mut node, "c01", 2)
+        .await
+        .expect("current version runs");
+    // The next query applies the new k everywhere.
+    let small_before = first
+        .iter()
+        .filter(|r| {
+            r.rsplit(" | ")
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < 120)
+        })
+        .count();
+    assert!(
+        small_before > 0,
+        "some groups had fewer than 120 people: {first:?}"
+    );
+    for n in &names {
+        let r = remote::query(&advertiser, n, OVERLAP).await.expect(n);
+        let after = rows(&r.batches);
+        assert_eq!(after.len(), first.len() - small_before, "{n}: {after:?}");
+    }
+    // A bad update changes nothing.
+    let (code, _) = publisher
+        .raw(
+            Method::POST,
+            "/v1/datasets/update",
+            Some(serde_json::json!({"path": "audience.parquet", "min_distinct_identities": 1})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 400);
+    let v: airlock_service::api::CollaborationView = publisher
+        .call(Method::GET, "/v1/collaborations/c07", None::<&()>)
+        .await
+        .expect("show");
+    assert_eq!(v.version, 2);
+    drop(running);
+}
