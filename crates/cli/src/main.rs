@@ -36,13 +36,13 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct HubArgs {
     /// The hub's URL.
-    #[arg(long, env = "AIRLOCK_HUB")]
+    #[arg(long, env = "AIRLOCK_HUB", global = true)]
     hub: Option<String>,
     /// The member's API token.
-    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "AIRLOCK_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// The CA certificate the hub's certificate chains to.
-    #[arg(long, env = "AIRLOCK_CA")]
+    #[arg(long, env = "AIRLOCK_CA", global = true)]
     ca: Option<PathBuf>,
 }
 
@@ -96,6 +96,9 @@ enum HubCommand {
         /// The hub's configuration.
         #[arg(long)]
         config: PathBuf,
+        /// Overrides the configured database.
+        #[arg(long)]
+        database: Option<String>,
         /// The member.
         #[arg(long)]
         member: String,
@@ -108,6 +111,9 @@ enum HubCommand {
         /// The hub's configuration.
         #[arg(long)]
         config: PathBuf,
+        /// Overrides the configured database.
+        #[arg(long)]
+        database: Option<String>,
         /// Token id.
         #[arg(long)]
         id: String,
@@ -127,6 +133,9 @@ enum KeysCommand {
         /// Directory with `ca.crt` and `ca.key` to issue from (default: make a new CA in DIR).
         #[arg(long)]
         ca_dir: Option<PathBuf>,
+        /// Extra DNS names or IP addresses for the certificate.
+        #[arg(long)]
+        san: Vec<String>,
     },
 }
 
@@ -163,7 +172,8 @@ enum AuditCommand {
         /// An exported JSON-lines file instead.
         #[arg(long)]
         file: Option<PathBuf>,
-        /// The head hash you kept from an earlier export (detects removal at the end).
+        /// A head hash you kept from an earlier verify or export: it must
+        /// still be in the chain (detects entries removed at the end).
         #[arg(long)]
         head: Option<String>,
     },
@@ -412,14 +422,18 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             }
             HubCommand::TokenCreate {
                 config,
+                database,
                 member,
                 days,
             } => {
+                if days < 1 {
+                    return Err(plain(bad("--days must be at least 1")));
+                }
                 let cfg = HubConfig::load(&config).map_err(|e| plain(bad(e)))?;
-                let store = Store::open(&cfg.database)
+                let store = Store::open(&database.unwrap_or(cfg.database))
                     .await
                     .map_err(|e| plain(bad(e)))?;
-                let expires = now_ms() + days.max(1) * 24 * 3600 * 1000;
+                let expires = now_ms() + days * 24 * 3600 * 1000;
                 let t = store
                     .create_token(&member, Some(expires))
                     .await
@@ -428,9 +442,13 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 eprintln!("token id {} for '{member}', expires in {days} days", t.id);
                 Ok(())
             }
-            HubCommand::TokenRevoke { config, id } => {
+            HubCommand::TokenRevoke {
+                config,
+                database,
+                id,
+            } => {
                 let cfg = HubConfig::load(&config).map_err(|e| plain(bad(e)))?;
-                let store = Store::open(&cfg.database)
+                let store = Store::open(&database.unwrap_or(cfg.database))
                     .await
                     .map_err(|e| plain(bad(e)))?;
                 let done = store
@@ -441,13 +459,21 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     println!("revoked {id}");
                     Ok(())
                 } else {
-                    Err(plain(bad(format!("no token with id '{id}'"))))
+                    Err(plain(bad(format!(
+                        "no active token with id '{id}' (unknown or already revoked)"
+                    ))))
                 }
             }
         },
         Command::Keys {
-            command: KeysCommand::Init { dir, name, ca_dir },
-        } => keys_init(&dir, &name, ca_dir.as_deref()).map_err(plain),
+            command:
+                KeysCommand::Init {
+                    dir,
+                    name,
+                    ca_dir,
+                    san,
+                },
+        } => keys_init(&dir, &name, ca_dir.as_deref(), &san).map_err(plain),
         Command::Collab { hub, command } => {
             let client = hub.client().map_err(plain)?;
             match command {
@@ -523,11 +549,14 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     }
                 };
                 let entries = airlock_store::parse_jsonl(&text).map_err(|e| plain(bad(e)))?;
-                let verdict = match &head {
-                    Some(h) => airlock_store::verify_chain_with_head(&entries, h),
-                    None => airlock_store::verify_chain(&entries),
-                };
+                let verdict = airlock_store::verify_chain(&entries);
                 match verdict {
+                    Ok(()) if head.as_ref().is_some_and(|h| !entries.iter().any(|e| &e.hash == h)) => {
+                        Err(plain(CliError::Failed(format!(
+                            "audit chain broken: the head you kept ({}) is no longer in the chain; entries were removed or rewritten",
+                            head.unwrap_or_default()
+                        ))))
+                    }
                     Ok(()) => {
                         let last = entries.last().map(|e| e.hash.clone()).unwrap_or_default();
                         println!(
@@ -653,6 +682,7 @@ fn keys_init(
     dir: &std::path::Path,
     name: &str,
     ca_dir: Option<&std::path::Path>,
+    extra: &[String],
 ) -> Result<(), CliError> {
     use airlock_crypto::pki::{self, Ca};
     use airlock_crypto::sealing::{self, NodeKeys};
@@ -667,6 +697,13 @@ fn keys_init(
             Ca::from_pem(&cert, &key).map_err(bad)?
         }
         None => {
+            if dir.join("ca.crt").exists() {
+                return Err(bad(format!(
+                    "{} exists: pass --ca-dir {} to issue from it, or remove it to make a new CA",
+                    dir.join("ca.crt").display(),
+                    dir.display()
+                )));
+            }
             let ca = Ca::generate(name).map_err(fail)?;
             std::fs::write(dir.join("ca.crt"), ca.cert_pem())
                 .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -680,9 +717,9 @@ fn keys_init(
     } else {
         airlock_service::links::node_server_name(name)
     };
-    let leaf = ca
-        .issue(name, &["localhost", "127.0.0.1", &san])
-        .map_err(fail)?;
+    let mut sans = vec!["localhost", "127.0.0.1", san.as_str()];
+    sans.extend(extra.iter().map(String::as_str));
+    let leaf = ca.issue(name, &sans).map_err(fail)?;
     std::fs::write(dir.join("tls.crt"), &leaf.cert_pem)
         .map_err(|e| CliError::Failed(e.to_string()))?;
     pki::write_private(&dir.join("tls.key"), &leaf.key_pem).map_err(fail)?;

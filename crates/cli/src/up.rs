@@ -299,7 +299,9 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     }
     let info =
         serde_json::to_string_pretty(&running.info).map_err(|e| CliError::Failed(e.to_string()))?;
-    std::fs::write(root.join("cluster.json"), info).map_err(io("writing cluster.json"))?;
+    // It holds every member's token: readable by this user only.
+    pki::write_private(&root.join("cluster.json"), &info)
+        .map_err(|e| fail("writing cluster.json")(e.to_string()))?;
     Ok(running)
 }
 

@@ -730,3 +730,176 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     assert_eq!(v.version, 2);
     drop(running);
 }
+
+async fn action(
+    client: &mut FlightServiceClient<Channel>,
+    kind: &str,
+    body: serde_json::Value,
+) -> Result<(), tonic::Status> {
+    client
+        .do_action(arrow_flight::Action {
+            r#type: kind.into(),
+            body: serde_json::to_vec(&body).expect("json").into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir, 5_000, None).await;
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+    let base = data::collaboration_toml(true);
+
+    // The advertiser may not weaken the publisher's rules.
+    let weaker = base.replacen(
+        "min_distinct_identities = 50",
+        "min_distinct_identities = 2",
+        1,
+    );
+    let (code, text) = advertiser
+        .raw(
+            Method::PUT,
+            "/v1/collaborations/demo",
+            Some(serde_json::json!({ "toml": weaker })),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 403, "{text}");
+    assert!(
+        text.contains("the datasets and tables of 'publisher'"),
+        "{text}"
+    );
+    // ... but may change its own table.
+    let own = base.replace(
+        "measures = { amount_cents = [\"sum\", \"avg\", \"count\"], order_id = [\"count\", \"count_distinct\"] }\nrule = { type = \"aggregation\", min_distinct_identities = 50 }",
+        "measures = { amount_cents = [\"sum\", \"avg\", \"count\"], order_id = [\"count\", \"count_distinct\"] }\nrule = { type = \"aggregation\", min_distinct_identities = 60 }",
+    );
+    assert_ne!(own, base);
+    let v = advertiser.apply("demo", &own).await.expect("own change");
+    assert_eq!(
+        (v.version, v.sync_errors.len()),
+        (2, 0),
+        "{:?}",
+        v.sync_errors
+    );
+
+    // A hub that pushes such a change anyway is refused by the owner's node.
+    let ca = read(&running.info.ca);
+    let hub_dir = dir.join("cluster/hub");
+    let (cert, key) = (
+        read(&hub_dir.join("tls.crt")),
+        read(&hub_dir.join("tls.key")),
+    );
+    let mut node = flight(
+        &running.info.nodes["publisher"],
+        "publisher",
+        &ca,
+        Some((&cert, &key)),
+    )
+    .await
+    .expect("flight");
+    let pushed = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 3, "toml": weaker, "applied_by": "advertiser"}),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        pushed.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        pushed.message()
+    );
+
+    // Dataset paths stay inside the node's data directory.
+    for (name, path) in [("up", "../outside.parquet"), ("abs", "/etc/passwd")] {
+        let escape = base
+            .replace("name = \"demo\"", &format!("name = \"{name}\""))
+            .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
+        let v = publisher.create(&escape).await.expect("stored");
+        assert!(
+            v.sync_errors
+                .iter()
+                .any(|e| e.contains("relative to the node's data directory")),
+            "{path}: {:?}",
+            v.sync_errors
+        );
+    }
+    // Ids are unique: a new collaboration cannot take over another's id.
+    let hijack = base.replace("name = \"demo\"", "name = \"evil\"\nid = \"demo\"");
+    let (code, text) = advertiser
+        .raw(
+            Method::POST,
+            "/v1/collaborations",
+            Some(serde_json::json!({ "toml": hijack })),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 409, "{text}");
+
+    // A secret sealed by a key that is not a pinned peer's is refused, and a
+    // node never swaps the secret it holds, even for a pinned peer's.
+    let stranger = airlock_crypto::sealing::NodeKeys::generate().expect("keys");
+    let publisher_keys =
+        airlock_crypto::sealing::NodeKeys::load(&dir.join("cluster/nodes/publisher/x25519.key"))
+            .expect("keys");
+    let advertiser_keys =
+        airlock_crypto::sealing::NodeKeys::load(&dir.join("cluster/nodes/advertiser/x25519.key"))
+            .expect("keys");
+    let fake = CollaborationSecret::generate().expect("secret");
+    let ctx = proto::seal_context("demo", "publisher");
+    let by_stranger = airlock_crypto::sealing::seal_from(
+        &stranger,
+        &publisher_keys.public(),
+        &ctx,
+        fake.to_hex().as_bytes(),
+    )
+    .expect("seal");
+    let b64 = |b: &[u8]| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
+    };
+    let r = action(
+        &mut node,
+        proto::action::SECRET_INSTALL,
+        serde_json::json!({"collaboration": "demo", "from": "advertiser", "sealed": b64(&by_stranger)}),
+    )
+    .await
+    .expect_err("not pinned");
+    assert!(
+        r.message().contains("not sealed by the pinned key"),
+        "{}",
+        r.message()
+    );
+    let by_peer = airlock_crypto::sealing::seal_from(
+        &advertiser_keys,
+        &publisher_keys.public(),
+        &ctx,
+        fake.to_hex().as_bytes(),
+    )
+    .expect("seal");
+    let r = action(
+        &mut node,
+        proto::action::SECRET_INSTALL,
+        serde_json::json!({"collaboration": "demo", "from": "advertiser", "sealed": b64(&by_peer)}),
+    )
+    .await
+    .expect_err("no swap");
+    assert!(
+        r.message().contains("already holds a different secret"),
+        "{}",
+        r.message()
+    );
+    assert_ne!(node_secret(&dir, "publisher").to_hex(), fake.to_hex());
+    // Queries still run on the demo.
+    let r = remote::query(&advertiser, "demo", OVERLAP)
+        .await
+        .expect("runs");
+    assert!(r.num_rows() > 0 || r.schema.fields().len() == 2);
+    drop(running);
+}

@@ -21,6 +21,20 @@
 //! `context` is authenticated but not carried in the blob: it binds the blob
 //! to its purpose (for example the collaboration id and the recipient
 //! member), so a blob replayed into another collaboration does not open.
+//!
+//! [`seal`] is anonymous: anyone with the recipient's public key can make a
+//! blob that opens. Where the recipient must know *who* sealed (the
+//! collaboration secret: a relaying hub must not be able to substitute one
+//! of its own), [`seal_from`] also mixes the sender's static key into the
+//! key derivation, and [`open_from`] returns the sender's public key, which
+//! only the holder of the matching private key can have produced:
+//!
+//! ```text
+//! key         = HKDF-SHA256(ikm = X25519(eph, recipient_pub) || X25519(sender, recipient_pub),
+//!                           salt = eph_pub || recipient_pub || sender_pub,
+//!                           info = "airlock/v1/seal-from")
+//! sealed blob = 0x02 || sender_pub (32) || eph_pub (32) || nonce (12) || ciphertext || tag (16)
+//! ```
 
 use std::fmt;
 use std::path::Path;
@@ -254,10 +268,144 @@ pub fn open(keys: &NodeKeys, context: &[u8], sealed: &[u8]) -> Result<Vec<u8>, C
         .map_err(|_| CryptoError::CannotOpen)
 }
 
+/// Format version of sender-authenticated blobs ([`seal_from`]).
+pub const SEAL_FROM_VERSION: u8 = 2;
+
+const SEAL_FROM_INFO: &[u8] = b"airlock/v1/seal-from";
+const FROM_HEADER_LEN: usize = 1 + 2 * PUBLIC_KEY_LEN + NONCE_LEN;
+
+fn from_cipher(
+    ikm: &[u8; 64],
+    eph_pub: &[u8; PUBLIC_KEY_LEN],
+    recipient: &[u8; PUBLIC_KEY_LEN],
+    sender: &[u8; PUBLIC_KEY_LEN],
+) -> ChaCha20Poly1305 {
+    let mut salt = [0u8; 3 * PUBLIC_KEY_LEN];
+    salt[..PUBLIC_KEY_LEN].copy_from_slice(eph_pub);
+    salt[PUBLIC_KEY_LEN..2 * PUBLIC_KEY_LEN].copy_from_slice(recipient);
+    salt[2 * PUBLIC_KEY_LEN..].copy_from_slice(sender);
+    let hk = Hkdf::<Sha256>::new(Some(&salt), ikm);
+    let mut key = [0u8; 32];
+    if hk.expand(SEAL_FROM_INFO, &mut key).is_err() {
+        unreachable!("HKDF output length 32 is always valid");
+    }
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
+    key.fill(0);
+    cipher
+}
+
+/// Seals `plaintext` from `sender` to `recipient`, bound to `context`; the
+/// recipient learns, from [`open_from`], that the holder of `sender`'s
+/// private key sealed it.
+pub fn seal_from(
+    sender: &NodeKeys,
+    recipient: &PublicKeyBytes,
+    context: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let eph = StaticSecret::from(random_bytes::<32>()?);
+    let eph_pub = PublicKey::from(&eph).to_bytes();
+    let r = PublicKey::from(recipient.0);
+    let e_shared = eph.diffie_hellman(&r);
+    let s_shared = sender.secret.diffie_hellman(&r);
+    if !e_shared.was_contributory() || !s_shared.was_contributory() {
+        return Err(CryptoError::LowOrderPublicKey);
+    }
+    let mut ikm = [0u8; 64];
+    ikm[..32].copy_from_slice(e_shared.as_bytes());
+    ikm[32..].copy_from_slice(s_shared.as_bytes());
+    let sender_pub = sender.public().0;
+    let cipher = from_cipher(&ikm, &eph_pub, &recipient.0, &sender_pub);
+    ikm.fill(0);
+    let nonce = random_bytes::<NONCE_LEN>()?;
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: context,
+            },
+        )
+        .map_err(|_| CryptoError::SealFailed)?;
+    let mut out = Vec::with_capacity(FROM_HEADER_LEN + ciphertext.len());
+    out.push(SEAL_FROM_VERSION);
+    out.extend_from_slice(&sender_pub);
+    out.extend_from_slice(&eph_pub);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ciphertext);
+    Ok(out)
+}
+
+/// Opens a blob made by [`seal_from`] for `keys` with the same `context`;
+/// returns the sender's public key (check it against the pinned one) and
+/// the plaintext. Every failure is the same [`CryptoError::CannotOpen`].
+pub fn open_from(
+    keys: &NodeKeys,
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<(PublicKeyBytes, Vec<u8>), CryptoError> {
+    if sealed.len() < FROM_HEADER_LEN + TAG_LEN || sealed[0] != SEAL_FROM_VERSION {
+        return Err(CryptoError::CannotOpen);
+    }
+    let mut sender = [0u8; PUBLIC_KEY_LEN];
+    sender.copy_from_slice(&sealed[1..1 + PUBLIC_KEY_LEN]);
+    let mut eph_pub = [0u8; PUBLIC_KEY_LEN];
+    eph_pub.copy_from_slice(&sealed[1 + PUBLIC_KEY_LEN..1 + 2 * PUBLIC_KEY_LEN]);
+    let nonce = &sealed[1 + 2 * PUBLIC_KEY_LEN..FROM_HEADER_LEN];
+    let e_shared = keys.secret.diffie_hellman(&PublicKey::from(eph_pub));
+    let s_shared = keys.secret.diffie_hellman(&PublicKey::from(sender));
+    if !e_shared.was_contributory() || !s_shared.was_contributory() {
+        return Err(CryptoError::CannotOpen);
+    }
+    let mut ikm = [0u8; 64];
+    ikm[..32].copy_from_slice(e_shared.as_bytes());
+    ikm[32..].copy_from_slice(s_shared.as_bytes());
+    let cipher = from_cipher(&ikm, &eph_pub, &keys.public().0, &sender);
+    ikm.fill(0);
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: &sealed[FROM_HEADER_LEN..],
+                aad: context,
+            },
+        )
+        .map_err(|_| CryptoError::CannotOpen)?;
+    Ok((PublicKeyBytes(sender), plain))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seal_from_authenticates_the_sender() {
+        let alice = NodeKeys::generate().expect("keys");
+        let bob = NodeKeys::generate().expect("keys");
+        let hub = NodeKeys::generate().expect("keys");
+        let blob = seal_from(&alice, &bob.public(), b"c/bob", b"secret").expect("seal");
+        let (from, plain) = open_from(&bob, b"c/bob", &blob).expect("open");
+        assert_eq!(from, alice.public());
+        assert_eq!(plain, b"secret");
+        // A relay that swaps in its own sender key, or forges the header,
+        // cannot make the blob open as someone else's.
+        let mut swapped = blob.clone();
+        swapped[1..33].copy_from_slice(hub.public().as_bytes());
+        assert!(open_from(&bob, b"c/bob", &swapped).is_err());
+        let forged = seal_from(&hub, &bob.public(), b"c/bob", b"mine").expect("seal");
+        let (from, _) = open_from(&bob, b"c/bob", &forged).expect("opens");
+        assert_ne!(from, alice.public(), "the forger is named, not alice");
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x01;
+            assert!(open_from(&bob, b"c/bob", &bad).is_err(), "byte {i}");
+        }
+        assert!(open_from(&bob, b"c/eve", &blob).is_err());
+        assert!(open_from(&hub, b"c/bob", &blob).is_err());
+        assert!(open_from(&bob, b"c/bob", &blob[..blob.len() - 1]).is_err());
+        assert!(open(&bob, b"c/bob", &blob).is_err(), "formats do not mix");
+    }
 
     fn is_cannot_open(r: Result<Vec<u8>, CryptoError>) -> bool {
         matches!(r, Err(CryptoError::CannotOpen))

@@ -494,6 +494,47 @@ impl Collaboration {
         self.dataset(&t.dataset).map(|d| d.owner.as_str())
     }
 
+    /// What belongs to `member` in this collaboration, in a comparable
+    /// form: the datasets it owns and the configured tables over them.
+    pub fn part_of(&self, member: &str) -> serde_json::Value {
+        let datasets: Vec<&Dataset> = self
+            .config
+            .datasets
+            .iter()
+            .filter(|d| d.owner == member)
+            .collect();
+        serde_json::json!({ "datasets": datasets, "tables": self.tables_of(member) })
+    }
+
+    /// What a new version `next` changes that `member` may not change on
+    /// its own: another member's datasets or tables, the member list and
+    /// abilities, or the collaboration's identity. Empty if none.
+    pub fn changes_beyond(&self, next: &Collaboration, member: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.id() != next.id() || self.name() != next.name() {
+            out.push("the collaboration's name or id".to_string());
+        }
+        let members = |c: &Collaboration| serde_json::to_value(&c.config.members).ok();
+        if members(self) != members(next) {
+            out.push("the members and their abilities".to_string());
+        }
+        let mut owners: Vec<&str> = self
+            .config
+            .datasets
+            .iter()
+            .chain(&next.config.datasets)
+            .map(|d| d.owner.as_str())
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for o in owners {
+            if o != member && self.part_of(o) != next.part_of(o) {
+                out.push(format!("the datasets and tables of '{o}'"));
+            }
+        }
+        out
+    }
+
     /// Configured tables owned by a member.
     pub fn tables_of(&self, member: &str) -> Vec<&ConfiguredTable> {
         self.config

@@ -128,9 +128,9 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/openapi.json", "This document (no authentication)."),
     ("get", "/v1/whoami", "The member the bearer token belongs to."),
     ("get", "/v1/collaborations", "Collaborations the caller belongs to."),
-    ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to every member's node."),
+    ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to the node of every member with `provide`."),
     ("get", "/v1/collaborations/{name}", "A collaboration, its current policy version and history."),
-    ("put", "/v1/collaborations/{name}", "Apply a new version of the collaboration file; pushed to every member's node and used from the next query."),
+    ("put", "/v1/collaborations/{name}", "Apply a new version of the collaboration file; pushed to the nodes of members with `provide` and used from the next query. A member may change only its own datasets and tables."),
     ("post", "/v1/collaborations/{name}/check", "Check a query without running it (ability `query`)."),
     ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
@@ -152,6 +152,8 @@ pub fn openapi() -> serde_json::Value {
             "responses": {
                 "200": {"description": "OK"},
                 "401": {"description": "Missing, unknown, expired or revoked token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "400": {"description": "Malformed body or invalid file; the message names what is wrong", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "403": {"description": "The caller lacks the ability, or may not make this change", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "404": {"description": "No such object, or not visible to the caller (the same answer)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             }
         });

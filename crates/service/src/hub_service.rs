@@ -16,6 +16,7 @@ use airlock_hub::{Hub, HubError};
 use airlock_policy::{Ability, Collaboration};
 use airlock_store::{QueryRecord, QueryState, Store, StoreError};
 use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -220,6 +221,7 @@ impl HubState {
         let install = proto::Install {
             version: rec.version,
             toml: rec.toml.clone(),
+            applied_by: rec.created_by.clone(),
         };
         let mut errors = Vec::new();
         let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
@@ -354,6 +356,7 @@ impl HubState {
                     proto::action::SECRET_INSTALL,
                     &proto::SecretInstall {
                         collaboration: id.to_string(),
+                        from: generator.clone(),
                         sealed: blob.clone(),
                     },
                 )
@@ -579,13 +582,23 @@ async fn after_change(s: &Shared, name: &str) -> Vec<String> {
 async fn create_collab(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
-    Json(body): Json<api::CollaborationText>,
+    body: Result<Json<api::CollaborationText>, JsonRejection>,
 ) -> Result<(StatusCode, Json<api::CollaborationView>), ApiError> {
+    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
     let collab = parse_collab(&body.toml)?;
     if collab.member(&m).is_none() {
         return Err(forbidden(format!(
             "'{m}' is not a member of the collaboration it is creating"
         )));
+    }
+    for other in s.store.collaborations().await? {
+        if other.id == collab.id() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a collaboration with id '{}' exists", collab.id()),
+            ));
+        }
     }
     let rec = s
         .store
@@ -603,9 +616,10 @@ async fn apply_collab(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<api::CollaborationText>,
+    body: Result<Json<api::CollaborationText>, JsonRejection>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
-    let (current, _) = s.visible(&m, &name).await?;
+    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let (current, old) = s.visible(&m, &name).await?;
     let collab = parse_collab(&body.toml)?;
     if collab.name() != name || collab.id() != current.id {
         return Err(bad_input(format!(
@@ -618,6 +632,13 @@ async fn apply_collab(
     if collab.member(&m).is_none() {
         return Err(forbidden(format!(
             "the new version would not include '{m}'"
+        )));
+    }
+    let beyond = old.changes_beyond(&collab, &m);
+    if !beyond.is_empty() {
+        return Err(forbidden(format!(
+            "'{m}' may change only its own datasets and tables; this version also changes {}",
+            beyond.join(", ")
         )));
     }
     let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
@@ -646,8 +667,9 @@ async fn check_query(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<api::QueryRequest>,
+    body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "check queries")?;
     let engine = s
@@ -673,8 +695,9 @@ async fn submit_query(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<api::QueryRequest>,
+    body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<QueryView>), ApiError> {
+    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "submit queries")?;
     let q = s.store.submit_query(&name, &m, &body.sql).await?;
@@ -857,8 +880,9 @@ fn patch_dataset(
 async fn update_dataset(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
-    Json(u): Json<api::DatasetUpdate>,
+    u: Result<Json<api::DatasetUpdate>, JsonRejection>,
 ) -> Result<Json<Vec<api::DatasetUpdated>>, ApiError> {
+    let Json(u) = u.map_err(|e| bad_input(e.body_text()))?;
     if u.new_path.is_none() && u.min_distinct_identities.is_none() {
         return Err(bad_input(
             "nothing to change: give new_path or min_distinct_identities",

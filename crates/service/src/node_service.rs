@@ -244,10 +244,36 @@ impl NodeService {
                 collab.name()
             )));
         }
+        check_paths(&collab, member)?;
         let id = collab.id().to_string();
         let sha = sha256_hex(req.toml.as_bytes());
         let existing = self.held(&id);
         if let Some(h) = &existing {
+            let held = h.node.collaboration();
+            if held.name() != collab.name() {
+                return Err(Status::failed_precondition(format!(
+                    "this node holds collaboration id '{id}' under another name"
+                )));
+            }
+            // This member's datasets and tables, and who takes part, change
+            // only when this member applies the change.
+            if req.version > h.version && req.applied_by != *member {
+                let mine = held.part_of(member) != collab.part_of(member);
+                let who = serde_json::to_value(&held.config.members).ok()
+                    != serde_json::to_value(&collab.config.members).ok();
+                if mine || who {
+                    return Err(Status::permission_denied(format!(
+                        "version {} changes {} but was applied by '{}', not by '{member}'",
+                        req.version,
+                        if mine {
+                            format!("the datasets or tables of '{member}'")
+                        } else {
+                            "the members".to_string()
+                        },
+                        req.applied_by
+                    )));
+                }
+            }
             if req.version < h.version {
                 return Err(Status::failed_precondition(format!(
                     "policy version {} is older than version {} held by this node",
@@ -320,7 +346,8 @@ impl NodeService {
                     )))
                 }
             }
-            let blob = sealing::seal(
+            let blob = sealing::seal_from(
+                &self.inner.keys,
                 &public,
                 &proto::seal_context(&req.collaboration, &r.member),
                 secret.to_hex().as_bytes(),
@@ -338,16 +365,34 @@ impl NodeService {
         let blob = B64
             .decode(req.sealed.as_bytes())
             .map_err(|_| Status::invalid_argument("sealed secret is not base64"))?;
-        let plain = sealing::open(
+        let (sender, plain) = sealing::open_from(
             &self.inner.keys,
             &proto::seal_context(&req.collaboration, &self.inner.cfg.member),
             &blob,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Only a pinned peer's node may hand this node a secret: a relaying
+        // hub cannot substitute one it knows.
+        let fp = sealing::fingerprint(&sender);
+        if self.inner.cfg.peers.get(&req.from) != Some(&fp) {
+            return Err(Status::permission_denied(format!(
+                "the secret was not sealed by the pinned key of '{}'",
+                req.from
+            )));
+        }
         let text = String::from_utf8(plain)
             .map_err(|_| Status::invalid_argument("cannot open the sealed blob"))?;
         let secret = CollaborationSecret::from_hex(&text)
             .map_err(|_| Status::invalid_argument("cannot open the sealed blob"))?;
+        let dir = collab_dir(&self.inner.cfg.state_dir, &req.collaboration);
+        if let Some(held_secret) = read_secret(&dir).map_err(|e| Status::internal(e.to_string()))? {
+            if held_secret.to_hex() == secret.to_hex() {
+                return Ok(());
+            }
+            return Err(Status::failed_precondition(
+                "this node already holds a different secret for this collaboration",
+            ));
+        }
         let dir = collab_dir(&self.inner.cfg.state_dir, &req.collaboration);
         write_secret(&dir, &secret)?;
         held.node.install_secret(secret);
@@ -386,6 +431,27 @@ impl NodeService {
             .map(|r| r.map_err(|_| Status::internal(NodeError::Execution.to_string())));
         Ok(encoded.boxed())
     }
+}
+
+/// Dataset paths of this member must stay inside its data directory.
+fn check_paths(collab: &Collaboration, member: &str) -> Result<(), Status> {
+    for d in collab.config.datasets.iter().filter(|d| d.owner == member) {
+        let p = Path::new(&d.path);
+        let escapes = p.is_absolute()
+            || p.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::RootDir
+                )
+            });
+        if escapes {
+            return Err(Status::invalid_argument(format!(
+                "dataset '{}': path must be relative to the node's data directory, without '..'",
+                d.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Status> {

@@ -77,6 +77,8 @@ pub struct Install {
     pub version: i64,
     /// The collaboration file.
     pub toml: String,
+    /// The member who applied this version (as the hub authenticated it).
+    pub applied_by: String,
 }
 
 /// A node's answer to `install`: its configured tables' schemas (Arrow IPC
@@ -126,6 +128,8 @@ pub struct SealedSecrets {
 pub struct SecretInstall {
     /// Collaboration id.
     pub collaboration: String,
+    /// The member whose node sealed it (its key must be pinned).
+    pub from: String,
     /// Sealed blob (base64).
     pub sealed: String,
 }
