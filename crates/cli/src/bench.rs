@@ -27,6 +27,9 @@ pub struct BenchOptions {
     pub rows: usize,
     /// Timed runs per side (the median is reported).
     pub runs: usize,
+    /// Also time the overlap through `airlock up` (hub and nodes as
+    /// processes, started with this binary) against the in-process engine.
+    pub distributed: Option<PathBuf>,
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -116,10 +119,69 @@ pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
             rows.0, rows.1
         );
     }
+    if let Some(bin) = &opts.distributed {
+        distributed(opts, bin, &cluster).await?;
+    }
     println!();
     println!(
         "(median of {} runs after one warm-up; same process, same files)",
         opts.runs
     );
+    Ok(())
+}
+
+/// (c) the overlap through a hub and nodes as separate processes (Arrow
+/// Flight over mutual TLS, REST, the store) against the in-process engine.
+async fn distributed(
+    opts: &BenchOptions,
+    bin: &std::path::Path,
+    local: &Cluster,
+) -> Result<(), CliError> {
+    println!();
+    println!("starting a hub and nodes as separate processes ...");
+    let running = crate::up::start(&crate::up::UpOptions {
+        dir: opts.dir.clone(),
+        rows: opts.rows,
+        wire_tap: None,
+        bin: bin.to_path_buf(),
+    })
+    .await?;
+    let client = running.client("advertiser")?;
+    let collab = running.info.collaboration.clone();
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for i in 0..=opts.runs {
+        let s = Instant::now();
+        let remote = crate::remote::query(&client, &collab, OVERLAP).await?;
+        let a = s.elapsed();
+        let s = Instant::now();
+        let here = local.query("advertiser", OVERLAP).await?;
+        let b = s.elapsed();
+        if remote.num_rows() != here.num_rows() {
+            return Err(CliError::Failed(format!(
+                "services released {} rows, the in-process engine {}",
+                remote.num_rows(),
+                here.num_rows()
+            )));
+        }
+        if i > 0 {
+            ours.push(a);
+            theirs.push(b);
+        }
+    }
+    let (a, b) = (median(ours), median(theirs));
+    println!(
+        "{:<44} {:>12} {:>12} {:>8} {:>8}",
+        "query", "services", "in-process", "ratio", "target"
+    );
+    println!(
+        "{:<44} {:>10.3}s {:>10.3}s {:>7.2}x {:>7.1}x",
+        "(c) two-member overlap through airlock up",
+        a.as_secs_f64(),
+        b.as_secs_f64(),
+        a.as_secs_f64() / b.as_secs_f64(),
+        1.3
+    );
+    drop(running);
     Ok(())
 }

@@ -284,6 +284,10 @@ enum Command {
         /// Timed runs per side.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also time the two-member overlap through `airlock up` (hub and
+        /// nodes as processes) against the in-process engine.
+        #[arg(long)]
+        distributed: bool,
     },
 }
 
@@ -584,13 +588,26 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 }
             }
         },
-        Command::Bench { dir, rows, runs } => bench::run(&BenchOptions {
+        Command::Bench {
             dir,
             rows,
-            runs: runs.max(1),
-        })
-        .await
-        .map_err(plain),
+            runs,
+            distributed,
+        } => {
+            let bin = if distributed {
+                Some(std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?)
+            } else {
+                None
+            };
+            bench::run(&BenchOptions {
+                dir,
+                rows,
+                runs: runs.max(1),
+                distributed: bin,
+            })
+            .await
+            .map_err(plain)
+        }
         Command::Check {
             collab,
             member,

@@ -176,8 +176,12 @@ impl HubClient {
         mut on_progress: impl FnMut(&QueryView),
     ) -> Result<QueryView, ServiceError> {
         let start = std::time::Instant::now();
+        // Short queries end within milliseconds: poll fast first, then back
+        // off to ten times a second.
+        let mut pause = Duration::from_millis(2);
         while matches!(q.state.as_str(), "submitted" | "checked" | "running") {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
             q = self.query(&q.id).await?;
             if start.elapsed() >= Duration::from_secs(1) {
                 on_progress(&q);
