@@ -158,6 +158,19 @@ enum CollabCommand {
         /// Collaboration file.
         file: PathBuf,
     },
+    /// Change one of your datasets in every collaboration that uses it
+    /// (each gets a new policy version, pushed to its nodes).
+    UpdateDataset {
+        /// The dataset's path as the collaboration files name it.
+        #[arg(long)]
+        path: String,
+        /// Its new path.
+        #[arg(long)]
+        new_path: Option<String>,
+        /// New minimum of distinct people per output row of its aggregation rules.
+        #[arg(long)]
+        min_distinct_identities: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -507,6 +520,39 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                         .map_err(|e| plain(remote::cli_error(e)))?;
                     print_collab(&v);
                     Ok(())
+                }
+                CollabCommand::UpdateDataset {
+                    path,
+                    new_path,
+                    min_distinct_identities,
+                } => {
+                    let done: Vec<api::DatasetUpdated> = client
+                        .call(
+                            airlock_service::client::Method::POST,
+                            "/v1/datasets/update",
+                            Some(&api::DatasetUpdate {
+                                path,
+                                new_path,
+                                min_distinct_identities,
+                            }),
+                        )
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    let mut ok = true;
+                    for d in &done {
+                        println!("{}\tversion {}", d.collaboration, d.version);
+                        for e in &d.sync_errors {
+                            ok = false;
+                            println!("  NOT IN SYNC: {e}");
+                        }
+                    }
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(plain(CliError::Failed(
+                            "stored, but not every node took the new versions".into(),
+                        )))
+                    }
                 }
                 CollabCommand::Create { ref file } | CollabCommand::Apply { ref file } => {
                     let text = std::fs::read_to_string(file)

@@ -903,3 +903,24 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
     assert!(r.num_rows() > 0 || r.schema.fields().len() == 2);
     drop(running);
 }
+
+#[test]
+fn demo_distributed_runs_from_the_binary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin())
+        .args(["demo", "--distributed", "--rows", "20000", "--dir"])
+        .arg(tmp.path().join("d"))
+        .env_remove("AIRLOCK_HUB")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("hub https://127.0.0.1:"), "{stdout}");
+    assert_eq!(stdout.matches("released in").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("-> refused [").count(), 3, "{stdout}");
+}
