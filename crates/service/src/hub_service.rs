@@ -41,11 +41,15 @@ struct Engine {
     hub: Hub,
 }
 
+type EngineSlot = Arc<tokio::sync::Mutex<Option<Arc<Engine>>>>;
+
 /// The hub's shared state.
 pub struct HubState {
     store: Store,
     links: NodeLinks,
-    engines: tokio::sync::Mutex<HashMap<String, Arc<Engine>>>,
+    /// One slot per collaboration, locked while it syncs, so a slow or
+    /// dead node delays only the collaborations that use it.
+    engines: Mutex<HashMap<String, EngineSlot>>,
     sync_errors: Mutex<HashMap<String, Vec<String>>>,
     progress: Mutex<HashMap<String, Arc<Progress>>>,
 }
@@ -136,7 +140,7 @@ impl HubState {
         Ok(HubState {
             store,
             links: NodeLinks::new(cfg)?,
-            engines: tokio::sync::Mutex::new(HashMap::new()),
+            engines: Mutex::new(HashMap::new()),
             sync_errors: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
         })
@@ -183,15 +187,28 @@ impl HubState {
 
     /// Brings every node of a collaboration to its current policy version
     /// (install, then the sealed secret exchange) and builds its engine.
+    fn slot(&self, name: &str) -> EngineSlot {
+        match self.engines.lock() {
+            Ok(mut m) => m.entry(name.to_string()).or_default().clone(),
+            Err(_) => EngineSlot::default(),
+        }
+    }
+
+    /// Forgets a collaboration's engine: the next query syncs its nodes again.
+    async fn forget(&self, name: &str) {
+        *self.slot(name).lock().await = None;
+    }
+
     async fn engine(&self, name: &str) -> Result<Arc<Engine>, String> {
-        let mut engines = self.engines.lock().await;
+        let slot = self.slot(name);
+        let mut current = slot.lock().await;
         let rec = self
             .store
             .collaboration(name)
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| "no such collaboration".to_string())?;
-        if let Some(e) = engines.get(name) {
+        if let Some(e) = current.as_ref() {
             if e.version == rec.version {
                 return Ok(e.clone());
             }
@@ -204,7 +221,7 @@ impl HubState {
             };
         }
         let engine = Arc::new(result.map_err(|errs| errs.join("; "))?);
-        engines.insert(name.to_string(), engine.clone());
+        *current = Some(engine.clone());
         Ok(engine)
     }
 
@@ -472,6 +489,9 @@ impl HubState {
                 .store
                 .transition(&q.id, QueryState::Failed, Some(&m))
                 .await;
+            // A node may have restarted or lost its state: push the
+            // collaboration to its nodes again before the next query.
+            self.forget(&q.collab).await;
         }
         if let Ok(mut p) = self.progress.lock() {
             p.remove(&q.id);
