@@ -924,3 +924,93 @@ fn demo_distributed_runs_from_the_binary() {
     assert_eq!(stdout.matches("released in").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("-> refused [").count(), 3, "{stdout}");
 }
+
+/// A fresh schema in the test PostgreSQL, as a URL; `None` (with a loud
+/// note) when none is configured, a failure when one is required.
+async fn postgres_url() -> Option<String> {
+    let base = match std::env::var("AIRLOCK_TEST_POSTGRES_URL") {
+        Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
+        _ => {
+            assert_ne!(
+                std::env::var("AIRLOCK_REQUIRE_POSTGRES").as_deref(),
+                Ok("1"),
+                "AIRLOCK_REQUIRE_POSTGRES=1 but AIRLOCK_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!("NOTE: AIRLOCK_TEST_POSTGRES_URL is not set: the hub-on-PostgreSQL test did not run");
+            return None;
+        }
+    };
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut suffix = [0u8; 8];
+    getrandom::getrandom(&mut suffix).expect("random");
+    let schema = format!("hub_test_{}", hex::encode(suffix));
+    let mut admin = sqlx::AnyConnection::connect(&base).await.expect("connect");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_on_postgres_runs_the_demo() {
+    let Some(url) = postgres_url().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir, 20_000, None).await;
+    // A second hub with the same certificate (the nodes trust it), its
+    // state in PostgreSQL.
+    let store = airlock_store::Store::open(&url)
+        .await
+        .expect("postgres store");
+    assert_eq!(store.backend(), airlock_store::Backend::Postgres);
+    let publisher = store
+        .create_token("publisher", None)
+        .await
+        .expect("token")
+        .token;
+    let advertiser = store
+        .create_token("advertiser", None)
+        .await
+        .expect("token")
+        .token;
+    store.close().await;
+    let (mut hub, hub_url) = up::spawn(
+        &bin(),
+        "postgres hub",
+        &[
+            "hub",
+            "serve",
+            "--config",
+            &running.info.hub_config.to_string_lossy(),
+            "--database",
+            &url,
+        ],
+    )
+    .expect("hub on postgres");
+    let ca = read(&running.info.ca);
+    let p = HubClient::new(&hub_url, &publisher, ca.as_bytes()).expect("client");
+    let a = HubClient::new(&hub_url, &advertiser, ca.as_bytes()).expect("client");
+    let toml = read(&dir.join("collaboration.toml"));
+    let v = p.create(&toml).await.expect("create on postgres");
+    assert!(v.sync_errors.is_empty(), "{:?}", v.sync_errors);
+    let remote = remote::query(&a, "demo", OVERLAP).await.expect("released");
+    let local = Cluster::open(&dir.join("collaboration.toml"), None)
+        .await
+        .expect("local")
+        .query("advertiser", OVERLAP)
+        .await
+        .expect("in process");
+    assert_eq!(rows(&remote.batches), rows(&local.batches));
+    let entries =
+        airlock_store::parse_jsonl(&a.audit("demo").await.expect("audit")).expect("jsonl");
+    airlock_store::verify_chain(&entries).expect("verifies");
+    assert!(entries.iter().any(|e| e.kind == "query.released"));
+    drop(hub.stdin.take());
+    let _ = hub.wait();
+    drop(running);
+}
