@@ -350,7 +350,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             distributed,
         } => {
             let bin = if distributed {
-                Some(std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?)
+                Some(this_binary().map_err(plain)?)
             } else {
                 None
             };
@@ -370,8 +370,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             rows,
             wire_tap,
         } => {
-            let bin =
-                std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?;
+            let bin = this_binary().map_err(plain)?;
             let mut running = up::start(&up::UpOptions {
                 dir,
                 rows,
@@ -641,7 +640,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             distributed,
         } => {
             let bin = if distributed {
-                Some(std::env::current_exe().map_err(|e| plain(CliError::Failed(e.to_string())))?)
+                Some(this_binary().map_err(plain)?)
             } else {
                 None
             };
@@ -705,6 +704,11 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
 
 fn reqwest_get() -> airlock_service::client::Method {
     airlock_service::client::Method::GET
+}
+
+/// This `airlock` binary, to start services with.
+fn this_binary() -> Result<PathBuf, CliError> {
+    std::env::current_exe().map_err(|e| CliError::Failed(format!("cannot find this binary: {e}")))
 }
 
 fn now_ms() -> i64 {

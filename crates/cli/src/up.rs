@@ -163,13 +163,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let hub_dir = root.join("hub");
     let hub_fp = issue("hub", &["localhost", "127.0.0.1", "hub.airlock"], &hub_dir)?;
 
-    let providers: Vec<String> = collab
-        .config
-        .members
-        .iter()
-        .filter(|m| m.abilities.contains(&Ability::Provide))
-        .map(|m| m.name.clone())
-        .collect();
+    let providers: Vec<String> = collab.providers();
     let mut x_fps = BTreeMap::new();
     for m in &providers {
         let nd = root.join("nodes").join(m);

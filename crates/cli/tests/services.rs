@@ -161,6 +161,24 @@ fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
     CollaborationSecret::from_hex(found[0].trim()).expect("hex")
 }
 
+/// A Flight client to the publisher's node with the hub's own certificate.
+async fn as_hub_to_publisher(running: &Running, dir: &Path) -> FlightServiceClient<Channel> {
+    let ca = read(&running.info.ca);
+    let hub_dir = dir.join("cluster/hub");
+    let (cert, key) = (
+        read(&hub_dir.join("tls.crt")),
+        read(&hub_dir.join("tls.key")),
+    );
+    flight(
+        &running.info.nodes["publisher"],
+        "publisher",
+        &ca,
+        Some((&cert, &key)),
+    )
+    .await
+    .expect("flight")
+}
+
 /// A Flight client to a node with the given client identity.
 async fn flight(
     url: &str,
@@ -645,20 +663,7 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     );
 
     // Each collaboration has its own secret: one email, different pseudonyms.
-    let ca = read(&running.info.ca);
-    let hub_dir = dir.join("cluster/hub");
-    let (cert, key) = (
-        read(&hub_dir.join("tls.crt")),
-        read(&hub_dir.join("tls.key")),
-    );
-    let mut node = flight(
-        &running.info.nodes["publisher"],
-        "publisher",
-        &ca,
-        Some((&cert, &key)),
-    )
-    .await
-    .expect("flight");
+    let mut node = as_hub_to_publisher(&running, &dir).await;
     let t1 = tokens_of(&mut node, "c01", 1).await.expect("c01");
     let t2 = tokens_of(&mut node, "c02", 1).await.expect("c02");
     assert_eq!(t1.len(), t2.len());
@@ -788,20 +793,7 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
     );
 
     // A hub that pushes such a change anyway is refused by the owner's node.
-    let ca = read(&running.info.ca);
-    let hub_dir = dir.join("cluster/hub");
-    let (cert, key) = (
-        read(&hub_dir.join("tls.crt")),
-        read(&hub_dir.join("tls.key")),
-    );
-    let mut node = flight(
-        &running.info.nodes["publisher"],
-        "publisher",
-        &ca,
-        Some((&cert, &key)),
-    )
-    .await
-    .expect("flight");
+    let mut node = as_hub_to_publisher(&running, &dir).await;
     let pushed = action(
         &mut node,
         proto::action::INSTALL,

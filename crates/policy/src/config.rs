@@ -494,6 +494,17 @@ impl Collaboration {
         self.dataset(&t.dataset).map(|d| d.owner.as_str())
     }
 
+    /// Members with the `provide` ability (those that run a node), in file
+    /// order.
+    pub fn providers(&self) -> Vec<String> {
+        self.config
+            .members
+            .iter()
+            .filter(|m| m.abilities.contains(&Ability::Provide))
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     /// What belongs to `member` in this collaboration, in a comparable
     /// form: the datasets it owns and the configured tables over them.
     pub fn part_of(&self, member: &str) -> serde_json::Value {

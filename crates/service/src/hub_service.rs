@@ -228,13 +228,7 @@ impl HubState {
     async fn sync(&self, rec: &airlock_store::CollabRecord) -> Result<Engine, Vec<String>> {
         let collab =
             Collaboration::from_toml(&rec.toml, &rec.name).map_err(|e| vec![e.to_string()])?;
-        let providers: Vec<String> = collab
-            .config
-            .members
-            .iter()
-            .filter(|m| m.abilities.contains(&Ability::Provide))
-            .map(|m| m.name.clone())
-            .collect();
+        let providers: Vec<String> = collab.providers();
         let install = proto::Install {
             version: rec.version,
             toml: rec.toml.clone(),
