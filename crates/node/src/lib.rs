@@ -36,7 +36,7 @@ use datafusion::common::Column;
 use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
 pub use sources::predicate_to_expr;
@@ -61,6 +61,9 @@ pub enum NodeError {
     #[error("{0}")]
     Local(String),
 }
+
+/// A stream of result batches of one partition.
+pub type BatchStream = futures::stream::BoxStream<'static, Result<RecordBatch, NodeError>>;
 
 impl From<Refusal> for NodeError {
     fn from(r: Refusal) -> Self {
@@ -173,9 +176,30 @@ impl Node {
 
     /// Verifies and runs a fragment; returns its result by partition.
     pub async fn run(&self, fragment: &Fragment) -> Result<(SchemaRef, Partitions), NodeError> {
+        let (schema, streams) = self.run_streams(fragment).await?;
+        // Drain every partition at once, so all of them keep running.
+        let out =
+            futures::future::try_join_all(streams.into_iter().map(|s| s.try_collect::<Vec<_>>()))
+                .await?;
+        Ok((schema, out))
+    }
+
+    /// Verifies and starts a fragment; returns one stream of result batches
+    /// per partition, produced (and pseudonymised) while they are consumed.
+    pub async fn run_streams(
+        &self,
+        fragment: &Fragment,
+    ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {
         verify::common(&self.collab, &self.member, fragment)?;
         match fragment {
-            Fragment::Analysis { querier, sql, .. } => self.run_analysis(querier, sql).await,
+            Fragment::Analysis { querier, sql, .. } => {
+                let (schema, parts) = self.run_analysis(querier, sql).await?;
+                let streams = parts
+                    .into_iter()
+                    .map(|p| futures::stream::iter(p.into_iter().map(Ok)).boxed())
+                    .collect();
+                Ok((schema, streams))
+            }
             Fragment::Scan(scan) => {
                 verify::scan(&self.collab, &self.member, scan)?;
                 self.run_scan(scan).await
@@ -222,7 +246,10 @@ impl Node {
         Ok((schema, vec![batches]))
     }
 
-    async fn run_scan(&self, scan: &ScanFragment) -> Result<(SchemaRef, Partitions), NodeError> {
+    async fn run_scan(
+        &self,
+        scan: &ScanFragment,
+    ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {
         let mut df = self
             .ctx
             .table(scan.table.as_str())
@@ -284,25 +311,31 @@ impl Node {
             .await
             .map_err(|_| NodeError::Execution)?;
         let keys = Arc::new(keys);
-        let tasks: Vec<_> = streams
+        let out = streams
             .into_iter()
             .map(|mut stream| {
                 let keys = keys.clone();
                 let schema = schema.clone();
+                // A small buffer: the partition runs ahead of the consumer by
+                // a few batches, and stops when the consumer goes away.
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
                 tokio::spawn(async move {
-                    let mut out = Vec::new();
                     while let Some(batch) = stream.next().await {
-                        let batch = batch.map_err(|_| NodeError::Execution)?;
-                        out.push(pseudonymise(&batch, &keys, &schema)?);
+                        let item = batch
+                            .map_err(|_| NodeError::Execution)
+                            .and_then(|b| pseudonymise(&b, &keys, &schema));
+                        let failed = item.is_err();
+                        if tx.send(item).await.is_err() || failed {
+                            break;
+                        }
                     }
-                    Ok::<_, NodeError>(out)
+                });
+                futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
                 })
+                .boxed()
             })
             .collect();
-        let mut out = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            out.push(task.await.map_err(|_| NodeError::Execution)??);
-        }
         Ok((schema, out))
     }
 }

@@ -423,8 +423,18 @@ impl NodeService {
                 &Refusal::new(Control::PolicyVersion, why),
             )));
         }
-        let (schema, partitions) = held.node.run(&t.fragment).await.map_err(status_of)?;
-        let batches = stream::iter(partitions.into_iter().flatten().map(Ok));
+        let (schema, streams) = held
+            .node
+            .run_streams(&t.fragment)
+            .await
+            .map_err(status_of)?;
+        // Partitions are interleaved as they produce batches: the scan, the
+        // pseudonymisation and the transfer overlap.
+        let batches = stream::select_all(streams).map(|r| {
+            r.map_err(|_| {
+                arrow_flight::error::FlightError::ExternalError(Box::new(NodeError::Execution))
+            })
+        });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
