@@ -449,7 +449,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 let store = Store::open(&database.unwrap_or(cfg.database))
                     .await
                     .map_err(|e| plain(bad(e)))?;
-                let expires = now_ms() + days * 24 * 3600 * 1000;
+                let expires = airlock_store::now_ms() + days * 24 * 3600 * 1000;
                 let t = store
                     .create_token(&member, Some(expires))
                     .await
@@ -709,13 +709,6 @@ fn reqwest_get() -> airlock_service::client::Method {
 /// This `airlock` binary, to start services with.
 fn this_binary() -> Result<PathBuf, CliError> {
     std::env::current_exe().map_err(|e| CliError::Failed(format!("cannot find this binary: {e}")))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn service_error(e: airlock_service::ServiceError) -> CliError {

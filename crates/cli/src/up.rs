@@ -247,7 +247,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let store = airlock_store::Store::open(&hub_cfg.database)
         .await
         .map_err(|e| fail("hub database")(e.to_string()))?;
-    let week = now_ms() + 7 * 24 * 3600 * 1000;
+    let week = airlock_store::now_ms() + 7 * 24 * 3600 * 1000;
     for m in &collab.config.members {
         let t = store
             .create_token(&m.name, Some(week))
@@ -297,13 +297,6 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     pki::write_private(&root.join("cluster.json"), &info)
         .map_err(|e| fail("writing cluster.json")(e.to_string()))?;
     Ok(running)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Running {

@@ -78,7 +78,8 @@ pub struct HubConfig {
     pub wire_tap: Option<PathBuf>,
 }
 
-fn read(path: &Path) -> Result<String, ServiceError> {
+/// Reads a configuration, key or certificate file; the error names it.
+pub(crate) fn read(path: &Path) -> Result<String, ServiceError> {
     std::fs::read_to_string(path)
         .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", path.display())))
 }

@@ -110,13 +110,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 type Shared = Arc<HubState>;
 
 impl HubState {
@@ -159,7 +152,7 @@ impl HubState {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
         self.store
-            .authenticate(token.trim(), now_ms())
+            .authenticate(token.trim(), airlock_store::now_ms())
             .await
             .map_err(|_| unauthorized())?
             .ok_or_else(unauthorized)

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -25,7 +24,7 @@ use serde::Serialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
-use crate::config::HubConfig;
+use crate::config::{read, HubConfig};
 use crate::proto;
 use crate::ServiceError;
 
@@ -80,10 +79,6 @@ fn failure(member: &str, s: tonic::Status) -> NodeFailure {
 impl NodeLinks {
     /// Lazy channels to the nodes of `cfg` (nothing connects until used).
     pub fn new(cfg: &HubConfig) -> Result<NodeLinks, ServiceError> {
-        let read = |p: &Path| {
-            std::fs::read_to_string(p)
-                .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", p.display())))
-        };
         let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
         let ca = Certificate::from_pem(read(&cfg.tls.ca)?);
         let mut channels = HashMap::new();

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::NodeConfig;
+use crate::config::{read, NodeConfig};
 use crate::proto::{self, action};
 use crate::ServiceError;
 
@@ -617,10 +617,6 @@ pub async fn serve(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let read = |p: &Path| {
-        std::fs::read_to_string(p)
-            .map_err(|e| ServiceError::Config(format!("cannot read {}: {e}", p.display())))
-    };
     let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
     let ca = Certificate::from_pem(read(&cfg.tls.ca)?);
     let listen = cfg.listen.clone();

@@ -272,8 +272,8 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
     })
 }
 
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
+/// Unix milliseconds now (the clock of every timestamp the store keeps).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
