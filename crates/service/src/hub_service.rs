@@ -105,6 +105,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => not_found("object"),
             StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, "conflict", m),
             StoreError::BadInput(m) => bad_input(m),
+            e @ StoreError::Overspend { .. } => {
+                ApiError(StatusCode::FORBIDDEN, "budget", e.to_string())
+            }
             other => failed(format!("store: {other}")),
         }
     }

@@ -11,7 +11,7 @@ use thiserror::Error;
 /// failed and the database's own message, which quotes no values, except for
 /// PostgreSQL data exceptions (SQLSTATE class 22), which can quote a value
 /// and are reported by their code only.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[derive(Debug, Clone, PartialEq, Error)]
 pub enum StoreError {
     /// The named thing does not exist.
     #[error("not found: {0}")]
@@ -34,6 +34,50 @@ pub enum StoreError {
     /// The database failed (or could not be opened).
     #[error("database error: {0}")]
     Database(String),
+    /// A privacy-budget debit does not fit what is left of a budget in its
+    /// current period (nothing was recorded). When both the collaboration's
+    /// and the analyst's budget are too small, the collaboration's is
+    /// reported.
+    #[error("{}", overspend_message(*needed_epsilon, *left_epsilon, *needed_delta, *left_delta, scope))]
+    Overspend {
+        /// The epsilon the query needs.
+        needed_epsilon: f64,
+        /// The epsilon left in the budget named by `scope`.
+        left_epsilon: f64,
+        /// The delta the query needs.
+        needed_delta: f64,
+        /// The delta left in the budget named by `scope`.
+        left_delta: f64,
+        /// Which budget is too small: `"collaboration"` or `"analyst"`.
+        scope: &'static str,
+    },
+}
+
+// The only floating-point fields (of `Overspend`) are always finite: they
+// are computed from the ledger's integer amounts, never NaN, so equality is
+// reflexive.
+impl Eq for StoreError {}
+
+/// The message of [`StoreError::Overspend`]: names epsilon if it does not
+/// fit, else delta.
+fn overspend_message(
+    needed_epsilon: f64,
+    left_epsilon: f64,
+    needed_delta: f64,
+    left_delta: f64,
+    scope: &str,
+) -> String {
+    let whose = match scope {
+        "analyst" => "the analyst's budget",
+        _ => "the collaboration's budget",
+    };
+    if needed_epsilon > left_epsilon {
+        format!(
+            "the query needs epsilon {needed_epsilon:.3} and {whose} has {left_epsilon:.3} left"
+        )
+    } else {
+        format!("the query needs delta {needed_delta:e} and {whose} has {left_delta:e} left")
+    }
 }
 
 /// How often a transaction that lost a race (a UNIQUE conflict, a

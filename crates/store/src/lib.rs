@@ -16,6 +16,9 @@
 //!   appends its audit entry in the same transaction.
 //! - **The audit log**: one append-only, hash-chained [`AuditEntry`] chain
 //!   per collaboration name.
+//! - **Differential-privacy budgets** ([`Budget`]) of collaborations and of
+//!   analysts in them, and a ledger of the debits against them (see
+//!   below).
 //!
 //! ## The audit chain
 //!
@@ -36,6 +39,20 @@
 //! `seq + 1` in one transaction, and `(collab, seq)` is the table's primary
 //! key, so concurrent appends never fork a chain: the loser of a race
 //! conflicts and its whole transaction is run again.
+//!
+//! ## Privacy budgets
+//!
+//! [`Store::set_budget`] sets the (epsilon, delta) a collaboration, or one
+//! analyst in it, may spend per period (periods start when the budget is set
+//! and repeat every `refresh_period_ms`, if given). [`Store::debit`] spends
+//! a query's [`Cost`] in one transaction: it sums the debits of the current
+//! periods, and records a new debit (audited as `budget.debited`) only if
+//! the cost fits both the collaboration's and the analyst's budget, else
+//! fails with [`StoreError::Overspend`]. Amounts are integers (epsilon in
+//! units of 1e-9, delta of 1e-18), so sums never drift. Debits take turns:
+//! `BEGIN IMMEDIATE` on SQLite, a `SELECT … FOR UPDATE` lock on the
+//! collaboration's budget row on PostgreSQL; concurrent debits can never
+//! together overspend. Debits are never deleted (nor refunded).
 //!
 //! ## Backends and durability
 //!
@@ -69,6 +86,7 @@
 //! ```
 
 mod audit;
+mod budget;
 mod collabs;
 mod error;
 mod migrate;
@@ -86,6 +104,7 @@ pub use audit::{
     canonical_json, export_jsonl, parse_jsonl, verify_chain, verify_chain_with_head, AuditEntry,
     ChainBreak, GENESIS_HASH,
 };
+pub use budget::{Budget, Cost, Remaining};
 pub use error::StoreError;
 pub use model::{Backend, CollabRecord, IssuedToken, QueryRecord, QueryState};
 pub use queries::INTERRUPTED;

@@ -14,11 +14,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order. Never edit one that has shipped: add another.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "privacy budgets",
+        sql: include_str!("../migrations/0002_budget.sql"),
+    },
+];
 
 /// Key of the PostgreSQL advisory lock that serializes migrating hubs.
 const PG_MIGRATION_LOCK: i64 = 0x616972_6c6f636b; // "airlock"

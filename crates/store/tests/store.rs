@@ -3,119 +3,16 @@
 //! in a fresh schema). Start one with `eval "$(bash .ci/postgres.sh | tail -1)"`;
 //! with `AIRLOCK_REQUIRE_POSTGRES=1` a missing URL fails the tests.
 
-use std::future::Future;
+mod common;
+
 use std::sync::Arc;
 
 use airlock_store::{
     export_jsonl, parse_jsonl, verify_chain, verify_chain_with_head, AuditEntry, Backend,
     QueryState, Store, StoreError, GENESIS_HASH, INTERRUPTED,
 };
+use common::{count, each_backend, store_with_collab};
 use serde_json::json;
-use sqlx::Connection;
-
-/// Where one test's store lives.
-#[derive(Clone, Debug)]
-struct Db {
-    backend: Backend,
-    url: String,
-}
-
-impl Db {
-    async fn open(&self) -> Store {
-        Store::open(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("open the {} store: {e}", self.backend))
-    }
-}
-
-fn postgres_base_url() -> Option<String> {
-    match std::env::var("AIRLOCK_TEST_POSTGRES_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ => {
-            let how = "start one with: eval \"$(bash .ci/postgres.sh | tail -1)\"";
-            if std::env::var("AIRLOCK_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!(
-                    "AIRLOCK_REQUIRE_POSTGRES=1 but AIRLOCK_TEST_POSTGRES_URL is not set: \
-                     the PostgreSQL half of the store tests cannot run; {how}"
-                );
-            }
-            eprintln!(
-                "\n************************************************************\n\
-                 NOTE: AIRLOCK_TEST_POSTGRES_URL is not set: the PostgreSQL half\n\
-                 of this test was NOT run (only SQLite was). {how}\n\
-                 ************************************************************\n"
-            );
-            None
-        }
-    }
-}
-
-fn random_suffix() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::getrandom(&mut bytes).expect("random");
-    hex::encode(bytes)
-}
-
-async fn admin(base: &str) -> sqlx::AnyConnection {
-    sqlx::AnyConnection::connect(base)
-        .await
-        .expect("connect to the test PostgreSQL")
-}
-
-/// Runs `test` once per backend, each time against a new, empty store.
-async fn each_backend<F, Fut>(test: F)
-where
-    F: Fn(Db) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    sqlx::any::install_default_drivers();
-    {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("hub.db");
-        let url = format!("sqlite:{}", path.display());
-        eprintln!("== sqlite: {url}");
-        test(Db {
-            backend: Backend::Sqlite,
-            url,
-        })
-        .await;
-    }
-    if let Some(base) = postgres_base_url() {
-        let schema = format!("store_test_{}", random_suffix());
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin(&base).await)
-            .await
-            .expect("create a test schema");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        eprintln!("== postgres: schema {schema}");
-        test(Db {
-            backend: Backend::Postgres,
-            url,
-        })
-        .await;
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&mut admin(&base).await)
-            .await
-            .expect("drop the test schema");
-    }
-}
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(store.pool())
-        .await
-        .expect("count")
-}
-
-async fn store_with_collab(db: &Db) -> Store {
-    let store = db.open().await;
-    store
-        .create_collaboration("demo", "c-1", "name = 'demo'\n", "alice")
-        .await
-        .expect("create collaboration");
-    store
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_with_the_backend_and_durability_settings() {
@@ -190,7 +87,7 @@ async fn reopening_keeps_data_and_does_not_rerun_migrations() {
                 .fetch_all(store.pool())
                 .await
                 .expect("schema_migrations");
-        assert_eq!(applied.len(), 1);
+        assert_eq!(applied.len(), 2, "versions 1 and 2");
         store.close().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 
@@ -1193,4 +1090,16 @@ fn futures_are_send(store: &Store) {
     send(store.fail_interrupted());
     send(store.append_audit("c", "k", "a", json!({})));
     send(store.audit("c"));
+    let budget = airlock_store::Budget {
+        epsilon: 1.0,
+        delta: 0.0,
+        refresh_period_ms: None,
+    };
+    send(store.set_budget("c", None, &budget, "m"));
+    let cost = airlock_store::Cost {
+        epsilon: 1.0,
+        delta: 0.0,
+    };
+    send(store.debit("c", "a", "q", &cost, 0));
+    send(store.remaining("c", None, 0));
 }
