@@ -194,10 +194,16 @@ fn blob_cipher(
     let mut salt = [0u8; 2 * PUBLIC_KEY_LEN];
     salt[..PUBLIC_KEY_LEN].copy_from_slice(eph_pub);
     salt[PUBLIC_KEY_LEN..].copy_from_slice(recipient);
-    let hk = Hkdf::<Sha256>::new(Some(&salt), shared);
+    derive_cipher(shared, &salt, SEAL_INFO)
+}
+
+/// ChaCha20-Poly1305 keyed by HKDF-SHA256(ikm, salt, info); the key bytes
+/// are wiped once the cipher holds them.
+fn derive_cipher(ikm: &[u8], salt: &[u8], info: &[u8]) -> ChaCha20Poly1305 {
+    let hk = Hkdf::<Sha256>::new(Some(salt), ikm);
     let mut key = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
-    if hk.expand(SEAL_INFO, &mut key).is_err() {
+    if hk.expand(info, &mut key).is_err() {
         unreachable!("HKDF output length 32 is always valid");
     }
     let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
@@ -284,14 +290,7 @@ fn from_cipher(
     salt[..PUBLIC_KEY_LEN].copy_from_slice(eph_pub);
     salt[PUBLIC_KEY_LEN..2 * PUBLIC_KEY_LEN].copy_from_slice(recipient);
     salt[2 * PUBLIC_KEY_LEN..].copy_from_slice(sender);
-    let hk = Hkdf::<Sha256>::new(Some(&salt), ikm);
-    let mut key = [0u8; 32];
-    if hk.expand(SEAL_FROM_INFO, &mut key).is_err() {
-        unreachable!("HKDF output length 32 is always valid");
-    }
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key));
-    key.fill(0);
-    cipher
+    derive_cipher(ikm, &salt, SEAL_FROM_INFO)
 }
 
 /// Seals `plaintext` from `sender` to `recipient`, bound to `context`; the
