@@ -6,9 +6,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use airlock_guard::wire::Partitions;
-use airlock_hub::{Hub, HubError, NodeClient, NodeFailure, Released};
+use airlock_hub::{Hub, HubError, NoLedger, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Ability, Collaboration};
+use airlock_service::ledger::{open_embedded, StoreLedger};
+use airlock_store::Store;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
 
@@ -73,6 +75,9 @@ pub struct Cluster {
     pub hub: Hub,
     /// The nodes.
     pub nodes: LocalNodes,
+    /// The embedded privacy-budget ledger beside the collaboration file,
+    /// when the collaboration has a `[privacy]` budget.
+    pub ledger: Option<Store>,
 }
 
 /// Reads and validates a collaboration file.
@@ -94,6 +99,19 @@ impl Cluster {
         } else {
             dir
         };
+        let ledger = match &collab.config.privacy {
+            None => None,
+            Some(_) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::BadInput(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Some(
+                    open_embedded(dir, &collab, &text)
+                        .await
+                        .map_err(|e| CliError::Failed(format!("the privacy budget ledger: {e}")))?,
+                )
+            }
+        };
         let mut nodes = HashMap::new();
         let mut schemas = HashMap::new();
         for m in &collab.config.members {
@@ -113,12 +131,43 @@ impl Cluster {
         Ok(Cluster {
             hub,
             nodes: LocalNodes { nodes, tap },
+            ledger,
         })
     }
 
     /// Runs a query as `member`.
     pub async fn query(&self, member: &str, sql: &str) -> Result<Released, CliError> {
-        self.hub.query(member, sql, &self.nodes).await
+        match &self.ledger {
+            None => self.hub.query(member, sql, &self.nodes, &NoLedger).await,
+            Some(store) => {
+                let id =
+                    airlock_store::random_hex(16).map_err(|e| CliError::Failed(e.to_string()))?;
+                let ledger = StoreLedger::new(store.clone(), self.hub.collaboration().name(), &id);
+                self.hub.query(member, sql, &self.nodes, &ledger).await
+            }
+        }
+    }
+
+    /// What remains of the privacy budget: the collaboration's, and what
+    /// `member` may still spend. `None` without a budget.
+    pub async fn budget(
+        &self,
+        member: &str,
+    ) -> Result<Option<airlock_service::api::BudgetView>, CliError> {
+        let Some(store) = &self.ledger else {
+            return Ok(None);
+        };
+        let name = self.hub.collaboration().name();
+        let fail = |e: airlock_store::StoreError| CliError::Failed(e.to_string());
+        let whole = airlock_service::ledger::remaining(store, name, None)
+            .await
+            .map_err(fail)?;
+        let mine = airlock_service::ledger::remaining(store, name, Some(member))
+            .await
+            .map_err(fail)?;
+        Ok(Some(airlock_service::api::BudgetView::new(
+            name, member, whole, mine,
+        )))
     }
 
     /// Checks a query as `member` and describes its plan.

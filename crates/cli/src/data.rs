@@ -280,6 +280,41 @@ rule = {{ type = "aggregation", min_distinct_identities = 50 }}
     )
 }
 
+/// The demo collaboration under differential privacy: the same tables,
+/// each with a DP rule (epsilon 1 per query, at most 5 rows and 3 groups per
+/// person, public segments and categories, partition selection for other
+/// dimensions), and a collaboration budget of epsilon 3.
+pub fn collaboration_toml_dp() -> String {
+    let quoted = |names: Vec<&str>| {
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let segments = quoted(SEGMENTS.iter().map(|(s, _)| *s).collect());
+    let categories = quoted(CATEGORIES.iter().map(|(c, _)| *c).collect());
+    let dp = "epsilon = 1.0, delta = 1e-7, max_rows_per_identity = 3, max_groups_per_identity = 3";
+    collaboration_toml(true)
+        .replace(
+            "min_distinct_identities = 50, join_required = true }",
+            &format!(
+                "min_distinct_identities = 50, join_required = true, differential_privacy = {{ {dp}, public_keys = {{ segment = [{segments}] }} }} }}"
+            ),
+        )
+        .replace(
+            "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+            &format!(
+                "rule = {{ type = \"aggregation\", min_distinct_identities = 50, differential_privacy = {{ {dp}, bounds = {{ amount_cents = [0, 30000] }}, public_keys = {{ category = [{categories}] }} }} }}"
+            ),
+        )
+        .replacen(
+            "\n[[members]]",
+            "\n# Differential privacy: every query reading the tables below costs epsilon 1\n# (their rules), from a collaboration budget of epsilon 3.\n[privacy]\nepsilon = 3.0\ndelta = 1e-6\n\n[[members]]",
+            1,
+        )
+}
+
 /// Writes the demo data, the collaboration file and a fresh collaboration secret.
 pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Written, String> {
     let written = write_demo_data(dir, rows).map_err(|e| format!("writing sample data: {e}"))?;

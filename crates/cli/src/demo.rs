@@ -26,6 +26,15 @@ pub const ANALYSES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The third canonical analysis under differential privacy: its regions are
+/// not public, so they are chosen by DP partition selection.
+pub const DP_EXTRA: (&str, &str) = (
+    "Average order value by region (regions chosen by DP partition selection)",
+    "SELECT a.region, AVG(p.amount_cents) AS avg_order_cents\n\
+     FROM audience a JOIN purchases p ON a.email = p.email\n\
+     GROUP BY a.region ORDER BY a.region",
+);
+
 /// Queries the demo shows being refused: (what it tries, SQL).
 pub const REFUSED: &[(&str, &str)] = &[
     ("read raw rows", "SELECT * FROM audience"),
@@ -52,6 +61,8 @@ pub struct DemoOptions {
     /// Run against a hub and nodes as separate processes (`airlock up`),
     /// started with this `airlock` binary.
     pub distributed: Option<std::path::PathBuf>,
+    /// Run under differential privacy (budget epsilon 3, 1 per analysis).
+    pub dp: bool,
 }
 
 /// Where the demo's queries run.
@@ -70,6 +81,30 @@ impl Runner {
             }
         }
     }
+
+    async fn budget(
+        &self,
+        member: &str,
+    ) -> Result<Option<airlock_service::api::BudgetView>, CliError> {
+        match self {
+            Runner::Local(c) => c.budget(member).await,
+            Runner::Remote(r) => {
+                let client = r.client(member)?;
+                client
+                    .budget(&r.info.collaboration)
+                    .await
+                    .map(Some)
+                    .map_err(crate::remote::cli_error)
+            }
+        }
+    }
+
+    async fn print_budget(&self, member: &str) -> Result<(), CliError> {
+        if let Some(b) = self.budget(member).await? {
+            println!("      {}", crate::output::budget_line(&b));
+        }
+        Ok(())
+    }
 }
 
 /// Runs the demo, printing to stdout. With `tap`, every byte stream that
@@ -84,6 +119,24 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         dir.display()
     );
     let written = data::write_demo(dir, opts.rows, true).map_err(CliError::Failed)?;
+    // A fresh collaboration: its budget starts whole.
+    for suffix in ["", "-wal", "-shm"] {
+        let f = dir.join(format!(
+            "{}{suffix}",
+            airlock_service::ledger::EMBEDDED_LEDGER
+        ));
+        if f.exists() {
+            std::fs::remove_file(&f)
+                .map_err(|e| CliError::Failed(format!("removing {}: {e}", f.display())))?;
+        }
+    }
+    if opts.dp {
+        std::fs::write(
+            dir.join("collaboration.toml"),
+            data::collaboration_toml_dp(),
+        )
+        .map_err(|e| CliError::Failed(format!("writing collaboration.toml: {e}")))?;
+    }
     println!(
         "   publisher  audience.parquet   {:>10} rows (email, segment, region, age_band, consent)",
         written.audience
@@ -95,10 +148,17 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
     println!("   ({:.1}s)", t.elapsed().as_secs_f64());
     let config = dir.join("collaboration.toml");
     println!();
-    println!(
-        "2. Collaboration {}: both datasets read in place; aggregation rules with k = 50 distinct people per output row",
-        config.display()
-    );
+    if opts.dp {
+        println!(
+            "2. Collaboration {}: both datasets read in place; aggregation rules with differential privacy\n   (epsilon 1 per analysis from a budget of 3; at most 3 rows and 3 groups per person; exact discrete Laplace noise)",
+            config.display()
+        );
+    } else {
+        println!(
+            "2. Collaboration {}: both datasets read in place; aggregation rules with k = 50 distinct people per output row",
+            config.display()
+        );
+    }
     let cluster = match &opts.distributed {
         None => Runner::Local(Box::new(Cluster::open(&config, tap).await?)),
         Some(bin) => {
@@ -119,8 +179,30 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
     };
     println!();
     println!("3. Canonical analyses, run as 'advertiser'");
-    for (i, (title, sql)) in ANALYSES.iter().enumerate() {
+    let mut analyses: Vec<(&str, &str)> = ANALYSES.to_vec();
+    if opts.dp {
+        analyses.push(DP_EXTRA);
+    }
+    for (i, (title, sql)) in analyses.iter().enumerate() {
         show_analysis(&cluster, i + 1, title, sql).await?;
+        cluster.print_budget("advertiser").await?;
+    }
+    if opts.dp {
+        let (title, sql) = ANALYSES[0];
+        println!();
+        println!(
+            "   Analysis {}: {title}, again (the budget is spent)",
+            analyses.len() + 1
+        );
+        match cluster.query("advertiser", sql).await {
+            Err(e @ CliError::Refused { .. }) => println!("      -> {e}"),
+            Err(e) => return Err(e),
+            Ok(_) => {
+                return Err(CliError::Failed(
+                    "the fourth analysis was released although the budget was spent".into(),
+                ))
+            }
+        }
     }
     println!();
     println!("4. Queries Airlock refuses");
@@ -148,6 +230,12 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         "  cargo run --release --bin airlock -- query --collab {} --as advertiser 'SELECT a.region, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.region'",
         config.display()
     );
+    if opts.dp {
+        println!(
+            "  cargo run --release --bin airlock -- budget show --collab {} --as advertiser",
+            config.display()
+        );
+    }
     println!("Total {:.1}s", t.elapsed().as_secs_f64());
     Ok(())
 }

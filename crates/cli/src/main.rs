@@ -65,6 +65,23 @@ impl HubArgs {
 }
 
 #[derive(Subcommand)]
+enum BudgetCommand {
+    /// What remains: of the collaboration's budget, and what a member may
+    /// still spend. In process (`--collab FILE --as MEMBER`, the ledger
+    /// beside the file) or on a hub (`--hub URL --token T --collab NAME`).
+    Show {
+        /// Collaboration file, or with `--hub` the collaboration's name.
+        #[arg(long)]
+        collab: String,
+        /// Member (in process; default: the first member with the query ability).
+        #[arg(long = "as")]
+        member: Option<String>,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCommand {
     /// Serve fragments over Arrow Flight (mutual TLS).
     Serve {
@@ -216,6 +233,11 @@ enum Command {
         /// Run against a hub and nodes started as separate processes.
         #[arg(long)]
         distributed: bool,
+        /// Run under differential privacy: budget epsilon 3, each analysis
+        /// epsilon 1, noisy results with their intervals; a fourth analysis
+        /// is refused for budget.
+        #[arg(long)]
+        dp: bool,
     },
     /// Start a hub and one node per member of the demo collaboration as
     /// separate processes on loopback (mutual TLS); runs until Ctrl-C.
@@ -256,6 +278,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// A collaboration's privacy budget.
+    Budget {
+        #[command(subcommand)]
+        command: BudgetCommand,
     },
     /// Validate a query without running it: print the plan per member, or the refusal.
     Check {
@@ -338,6 +365,11 @@ async fn shutdown_signal(exit_with_stdin: bool) {
 fn print_released(released: &airlock_hub::Released, format: Format) -> Result<(), CliError> {
     let text = render(released, format).map_err(CliError::Failed)?;
     println!("{text}");
+    if format != Format::Table {
+        if let Some(noise) = airlock_cli::output::noise_footer(released) {
+            eprintln!("{noise}");
+        }
+    }
     Ok(())
 }
 
@@ -348,6 +380,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             dir,
             rows,
             distributed,
+            dp,
         } => {
             let bin = if distributed {
                 Some(this_binary().map_err(plain)?)
@@ -359,6 +392,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     dir,
                     rows,
                     distributed: bin,
+                    dp,
                 },
                 None,
             )
@@ -652,6 +686,39 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             })
             .await
             .map_err(plain)
+        }
+        Command::Budget {
+            command:
+                BudgetCommand::Show {
+                    collab,
+                    member,
+                    hub,
+                },
+        } => {
+            let view = if member.is_none() && hub.hub.is_some() {
+                let client = hub.client().map_err(plain)?;
+                Some(
+                    client
+                        .budget(&collab)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?,
+                )
+            } else {
+                let cluster = Cluster::open(std::path::Path::new(&collab), None)
+                    .await
+                    .map_err(plain)?;
+                let member = member
+                    .or_else(|| cluster.default_querier())
+                    .ok_or_else(|| {
+                        plain(CliError::BadInput("no member has the query ability".into()))
+                    })?;
+                cluster.budget(&member).await.map_err(plain)?
+            };
+            match view {
+                Some(v) => println!("{}", airlock_cli::output::budget_line(&v)),
+                None => println!("this collaboration has no privacy budget ([privacy] is not set)"),
+            }
+            Ok(())
         }
         Command::Check {
             collab,

@@ -45,6 +45,44 @@ fn numeric(t: &DataType) -> bool {
     t.is_numeric()
 }
 
+/// For a result released under differential privacy: its noise and cost,
+/// from the schema metadata the releasing guard wrote.
+pub fn noise_footer(r: &Released) -> Option<String> {
+    let meta = r.schema.metadata();
+    let notes: Vec<serde_json::Value> =
+        serde_json::from_str(meta.get(airlock_guard::dp::NOISE_METADATA)?).ok()?;
+    let mut out = String::from("differential privacy: noisy values, 95% of noise within");
+    for n in &notes {
+        let column = n["column"].as_str().unwrap_or("?");
+        let scale = n["scale"].as_f64().unwrap_or(f64::NAN);
+        let widths: Vec<String> = n["interval95"]
+            .as_array()
+            .map(|a| a.iter().map(|w| format!("±{w}")).collect())
+            .unwrap_or_default();
+        if widths.len() == 2 {
+            out.push_str(&format!(
+                "\n  {column}: noisy sum ({}) / noisy count ({})",
+                widths[0], widths[1]
+            ));
+        } else {
+            out.push_str(&format!(
+                "\n  {column}: {} (discrete Laplace, scale {scale})",
+                widths.join("")
+            ));
+        }
+    }
+    if let Some(cost) = meta
+        .get("airlock.dp_cost")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+    {
+        out.push_str(&format!(
+            "\n  cost: epsilon {}, delta {}",
+            cost["epsilon"], cost["delta"]
+        ));
+    }
+    Some(out)
+}
+
 /// Renders a released result.
 pub fn render(r: &Released, format: Format) -> Result<String, String> {
     let rows = cells(r)?;
@@ -67,7 +105,10 @@ pub fn render(r: &Released, format: Format) -> Result<String, String> {
                     }
                 }
             }
-            format!("{t}\n({} rows)", rows.len())
+            match noise_footer(r) {
+                Some(n) => format!("{t}\n({} rows)\n{n}", rows.len()),
+                None => format!("{t}\n({} rows)", rows.len()),
+            }
         }
         Format::Csv => {
             let quote = |s: &str| {
@@ -121,4 +162,25 @@ pub fn render(r: &Released, format: Format) -> Result<String, String> {
             serde_json::to_string_pretty(&objects).map_err(|e| e.to_string())?
         }
     })
+}
+
+/// One line saying what remains of a privacy budget.
+pub fn budget_line(b: &airlock_service::api::BudgetView) -> String {
+    let fmt = |l: &Option<airlock_service::api::BudgetLeft>| match l {
+        None => "no budget".to_string(),
+        Some(l) => {
+            let mut s = format!("epsilon {:.3}, delta {:e}", l.epsilon, l.delta);
+            if let Some(end) = l.period_ends_ms {
+                s.push_str(&format!(" (fresh again at unix ms {end})"));
+            }
+            s
+        }
+    };
+    format!(
+        "privacy budget left in '{}': collaboration {}; for '{}' {}",
+        b.collaboration,
+        fmt(&b.collaboration_left),
+        b.member,
+        fmt(&b.member_left)
+    )
 }

@@ -245,6 +245,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
             dir: tmp.path().to_path_buf(),
             rows: 30_000,
             distributed: None,
+            dp: false,
         },
         Some(tap.clone()),
     )

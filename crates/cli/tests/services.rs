@@ -917,6 +917,38 @@ fn demo_distributed_runs_from_the_binary() {
     assert_eq!(stdout.matches("-> refused [").count(), 3, "{stdout}");
 }
 
+/// The DP demo against a hub and nodes as processes: the hub's store keeps
+/// the budget, each analysis is debited there before it runs, and the
+/// fourth is refused for budget.
+#[test]
+fn dp_demo_distributed_spends_the_hubs_budget() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(bin())
+        .args(["demo", "--dp", "--distributed", "--rows", "20000", "--dir"])
+        .arg(tmp.path().join("d"))
+        .env_remove("AIRLOCK_HUB")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("released in").count(), 3, "{stdout}");
+    assert_eq!(stdout.matches("95% of noise within").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("privacy budget left in 'demo': collaboration epsilon 0.000"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("-> refused [privacy-budget]").count(),
+        1,
+        "{stdout}"
+    );
+}
+
 /// A fresh schema in the test PostgreSQL, as a URL; `None` (with a loud
 /// note) when none is configured, a failure when one is required.
 async fn postgres_url() -> Option<String> {

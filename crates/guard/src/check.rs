@@ -95,6 +95,36 @@ pub struct Checked {
     /// `(scan, i)`: the aggregate's `i`-th aggregate expression is already
     /// `COUNT(DISTINCT identity)` of that scan.
     pub identity_counts: Vec<(usize, usize)>,
+    /// When the tables read are under differential privacy: how.
+    pub dp: Option<DpShape>,
+}
+
+/// One aggregate of a query under differential privacy.
+#[derive(Debug, Clone)]
+pub(crate) enum DpAgg {
+    /// `COUNT(*)` (`arg` is `None`) or `COUNT(column)`.
+    Count { arg: Option<Expr> },
+    /// `COUNT(DISTINCT identity)` of a scan.
+    Distinct { scan: usize },
+    /// `SUM(measure)` clamped to `[lo, hi]`.
+    Sum { arg: Expr, lo: i64, hi: i64 },
+    /// `AVG(measure)` clamped to `[lo, hi]`.
+    Avg { arg: Expr, lo: i64, hi: i64 },
+}
+
+/// What the DP rewrite needs from the check.
+#[derive(Debug, Clone)]
+pub struct DpShape {
+    pub(crate) aggs: Vec<DpAgg>,
+    /// Per group expression its public keys; `None` when the groups must be
+    /// chosen by DP partition selection.
+    pub(crate) public_keys: Option<Vec<Vec<String>>>,
+    /// The per-query epsilon (the smallest of the tables read).
+    pub epsilon: f64,
+    /// The delta partition selection may spend (the smallest of the tables read).
+    pub delta: f64,
+    pub(crate) max_rows: u64,
+    pub(crate) max_groups: u64,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -107,6 +137,7 @@ pub(crate) struct Checker<'a> {
     identity_joins: Vec<(usize, usize)>,
     identity_counts: Vec<(usize, usize)>,
     list_mode: bool,
+    dp: Option<DpShape>,
 }
 
 fn internal(what: impl std::fmt::Display) -> Refusal {
@@ -168,6 +199,7 @@ pub(crate) fn check_plan(
         identity_joins: Vec::new(),
         identity_counts: Vec::new(),
         list_mode: !has_aggregate,
+        dp: None,
     };
     let kind = if has_aggregate {
         c.check_aggregation(plan)?
@@ -179,6 +211,7 @@ pub(crate) fn check_plan(
         scans: c.scans,
         identity_joins: c.identity_joins,
         identity_counts: c.identity_counts,
+        dp: c.dp,
     })
 }
 
@@ -327,6 +360,7 @@ impl Checker<'_> {
                 airlock_policy::AnalysisRule::Aggregation {
                     min_distinct_identities,
                     join_required,
+                    ..
                 } => {
                     k = k.max(*min_distinct_identities);
                     if *join_required && !self.joined_with_other_owner(i) {
@@ -346,7 +380,160 @@ impl Checker<'_> {
                 }
             }
         }
+        self.dp = self.dp_shape(agg, &input, schema)?;
         Ok(QueryKind::Aggregation { k })
+    }
+
+    /// Under differential privacy (every table read has a DP rule, or none
+    /// does): the aggregates with their clamping bounds, the group keys'
+    /// public sets, and the query's parameters.
+    fn dp_shape(
+        &self,
+        agg: &datafusion::logical_expr::Aggregate,
+        input: &[Class],
+        schema: &DFSchema,
+    ) -> R<Option<DpShape>> {
+        let rules: Vec<Option<&airlock_policy::DpRule>> = self
+            .scans
+            .iter()
+            .map(|s| self.tables[&s.table].table.dp())
+            .collect();
+        if rules.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        if let Some(i) = rules.iter().position(Option::is_none) {
+            return Err(Refusal::new(
+                Control::DifferentialPrivacy,
+                "this table has no differential privacy rule but is read together with tables that do; every table of a DP query needs one",
+            )
+            .table(&self.scans[i].table, Some(RuleKind::Aggregation)));
+        }
+        let rules: Vec<&airlock_policy::DpRule> = rules.into_iter().flatten().collect();
+        let fold = |f: &dyn Fn(&airlock_policy::DpRule) -> f64| {
+            rules.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min)
+        };
+        let epsilon = fold(&|r| r.query_epsilon());
+        let delta = fold(&|r| r.delta);
+        let max_rows = rules
+            .iter()
+            .map(|r| r.max_rows_per_identity)
+            .min()
+            .unwrap_or(1);
+        let max_groups = rules
+            .iter()
+            .map(|r| r.max_groups_per_identity)
+            .min()
+            .unwrap_or(1);
+        let mut aggs = Vec::new();
+        for a in &agg.aggr_expr {
+            let inner = match a {
+                Expr::Alias(x) => x.expr.as_ref(),
+                other => other,
+            };
+            let Expr::AggregateFunction(af) = inner else {
+                return Err(internal("unexpected aggregate expression"));
+            };
+            let name = af.func.name().to_ascii_lowercase();
+            let arg = af.params.args.first().cloned();
+            let measure = |arg: &Option<Expr>| -> R<(Expr, i64, i64)> {
+                let Some(Expr::Column(c)) = arg else {
+                    return Err(internal("an aggregate without a column"));
+                };
+                let idx = schema.index_of_column(c).map_err(internal)?;
+                let Class::Measure { scan, column } = &input[idx] else {
+                    return Err(internal("a sum over a column that is not a measure"));
+                };
+                let rule = self.info(*scan).table.dp();
+                match rule.and_then(|r| r.bounds.get(column)) {
+                    Some([lo, hi]) => Ok((Expr::Column(c.clone()), *lo, *hi)),
+                    None => Err(self.refuse_at(
+                        Control::DifferentialPrivacy,
+                        *scan,
+                        column,
+                        "under differential privacy a summed or averaged measure needs clamping bounds in the rule",
+                    )),
+                }
+            };
+            aggs.push(match (name.as_str(), af.params.distinct) {
+                ("count", true) => match distinct_identity_count(a, input, schema) {
+                    Some(scan) => DpAgg::Distinct { scan },
+                    None => {
+                        return Err(Refusal::new(
+                            Control::DifferentialPrivacy,
+                            "under differential privacy COUNT(DISTINCT ...) is allowed only on the identity column",
+                        ))
+                    }
+                },
+                ("count", false) => DpAgg::Count {
+                    arg: arg.filter(|e| matches!(e, Expr::Column(_))),
+                },
+                ("sum", false) => {
+                    let (arg, lo, hi) = measure(&arg)?;
+                    DpAgg::Sum { arg, lo, hi }
+                }
+                ("avg" | "mean", false) => {
+                    let (arg, lo, hi) = measure(&arg)?;
+                    DpAgg::Avg { arg, lo, hi }
+                }
+                _ => {
+                    return Err(Refusal::new(
+                        Control::DifferentialPrivacy,
+                        format!("{} is not supported under differential privacy", name.to_uppercase()),
+                    ))
+                }
+            });
+        }
+        // Public keys: every group expression is a dimension whose table's
+        // rule lists its keys.
+        let mut public = Some(Vec::new());
+        for g in &agg.group_expr {
+            let keys = match g {
+                Expr::Column(c) => schema
+                    .index_of_column(c)
+                    .ok()
+                    .and_then(|i| match &input[i] {
+                        Class::Dimension { sources } if sources.len() == 1 => {
+                            let (scan, column) = &sources[0];
+                            self.info(*scan)
+                                .table
+                                .dp()
+                                .and_then(|r| r.public_keys.get(column))
+                                .cloned()
+                        }
+                        _ => None,
+                    }),
+                _ => None,
+            };
+            match (keys, public.as_mut()) {
+                (Some(k), Some(p)) => p.push(k),
+                _ => public = None,
+            }
+        }
+        if public.is_none() {
+            if delta <= 0.0 {
+                return Err(Refusal::new(
+                    Control::DifferentialPrivacy,
+                    "under differential privacy, group keys must be public (listed in the rule's public_keys) unless every table read allows partition selection with a delta above 0",
+                ));
+            }
+            let mut roots = crate::rewrite::identity_groups(self.scans.len(), &self.identity_joins);
+            roots.sort_unstable();
+            roots.dedup();
+            if roots.len() > 1 {
+                return Err(Refusal::new(
+                    Control::DifferentialPrivacy,
+                    "partition selection needs every table joined on its identity column; with other joins, group by public keys",
+                ));
+            }
+        }
+        Ok(Some(DpShape {
+            aggs,
+            public_keys: public,
+            epsilon,
+            delta,
+            max_rows,
+            max_groups,
+        }))
     }
 
     fn joined_with_other_owner(&self, scan: usize) -> bool {

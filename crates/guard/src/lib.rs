@@ -14,6 +14,7 @@
 //! schema-only ([`EmptyTable`]) and nothing is executed here.
 
 mod check;
+pub mod dp;
 mod functions;
 mod rewrite;
 mod split;
@@ -82,8 +83,12 @@ pub struct CheckedQuery {
     pub kind: QueryKind,
     /// Scans of configured tables in plan order.
     pub scans: Vec<ScanRef>,
-    /// The plan with the threshold added (schema-only tables).
+    /// The plan with the threshold added (schema-only tables); under
+    /// differential privacy, the plan of exact bounded aggregates that
+    /// [`dp::release`] turns into the released result.
     pub plan: LogicalPlan,
+    /// Under differential privacy: its cost and how to release it.
+    pub dp: Option<dp::DpRelease>,
 }
 
 /// A fragment and the member whose node runs it.
@@ -104,6 +109,10 @@ pub struct QueryPlan {
     pub executor: Option<LogicalPlan>,
     /// Aggregation (with k) or list.
     pub kind: QueryKind,
+    /// Under differential privacy: how the result is released (by the
+    /// executor; a one-table analysis is released by its node, which adds
+    /// the noise itself).
+    pub dp: Option<dp::DpRelease>,
 }
 
 impl fmt::Display for QueryPlan {
@@ -131,6 +140,22 @@ impl fmt::Display for QueryPlan {
                     write_scan(f, s)?;
                 }
             }
+        }
+        if let Some(dp) = &self.dp {
+            let by = if self.executor.is_some() {
+                "the executor"
+            } else {
+                "the node"
+            };
+            writeln!(
+                f,
+                "differential privacy: {by} bounds each person's rows and groups, adds exact discrete Laplace noise and releases only public keys or groups passing partition selection"
+            )?;
+            return writeln!(
+                f,
+                "cost: epsilon {}, delta {}, debited from the privacy budget before anything runs",
+                dp.cost.epsilon, dp.cost.delta
+            );
         }
         match (&self.executor, self.kind) {
             (Some(_), QueryKind::Aggregation { k }) => writeln!(
@@ -274,11 +299,17 @@ impl Guard {
             .verify_plan(&plan)
             .map_err(|_| Refusal::new(Control::Statement, "only SELECT queries are allowed"))?;
         let checked = check::check_plan(&self.tables, querier, &plan)?;
-        let plan = match checked.kind {
-            QueryKind::Aggregation { k } => {
+        let mut dp = None;
+        let plan = match (checked.kind, &checked.dp) {
+            (QueryKind::Aggregation { k }, Some(shape)) => {
+                let (lower, release) = dp::rewrite(&plan, shape, &checked, &self.tables, k)?;
+                dp = Some(release);
+                lower
+            }
+            (QueryKind::Aggregation { k }, None) => {
                 rewrite::add_threshold(plan, k, &checked, &self.tables).map_err(internal)?
             }
-            QueryKind::List => plan,
+            (QueryKind::List, _) => plan,
         };
         Ok(CheckedQuery {
             sql: sql.to_string(),
@@ -286,6 +317,7 @@ impl Guard {
             kind: checked.kind,
             scans: checked.scans,
             plan,
+            dp,
         })
     }
 
@@ -305,6 +337,7 @@ impl Guard {
                 }],
                 executor: None,
                 kind: q.kind,
+                dp: q.dp.clone(),
             });
         }
         let state = self.ctx.state();
@@ -326,6 +359,7 @@ impl Guard {
                 .collect(),
             executor: Some(executor),
             kind: q.kind,
+            dp: q.dp.clone(),
         })
     }
 }

@@ -25,7 +25,7 @@ use datafusion::logical_expr::{lit, Aggregate, Expr, Filter, LogicalPlan, Projec
 
 use crate::check::{Checked, TableInfo};
 
-const HIDDEN_ID: &str = "__airlock_id_";
+pub(crate) const HIDDEN_ID: &str = "__airlock_id_";
 const HIDDEN_K: &str = "__airlock_k_";
 
 /// Adds the k-threshold to the (single) aggregate of `plan`.
@@ -41,22 +41,7 @@ pub(crate) fn add_threshold(
     tables: &HashMap<String, TableInfo>,
 ) -> Result<LogicalPlan> {
     let k = i64::try_from(k).unwrap_or(i64::MAX);
-    // Union-find over scans linked by identity joins.
-    let mut parent: Vec<usize> = (0..checked.scans.len()).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for &(a, b) in &checked.identity_joins {
-        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-        parent[ra] = rb;
-    }
-    let group_of: Vec<usize> = (0..checked.scans.len())
-        .map(|i| root(&mut parent, i))
-        .collect();
+    let group_of = identity_groups(checked.scans.len(), &checked.identity_joins);
     let mut groups = group_of.clone();
     groups.sort_unstable();
     groups.dedup();
@@ -110,9 +95,27 @@ pub(crate) fn add_threshold(
     .map(|t| t.data)
 }
 
+/// For each scan, the representative of its identity group: scans joined
+/// on their identity columns count the same people (union-find).
+pub(crate) fn identity_groups(scans: usize, joins: &[(usize, usize)]) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..scans).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for &(a, b) in joins {
+        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+        parent[ra] = rb;
+    }
+    (0..scans).map(|i| root(&mut parent, i)).collect()
+}
+
 /// Rebuilds the row part of a plan so each scan's identity reaches the top
 /// under `__airlock_id_<n>`.
-fn carry_identity(
+pub(crate) fn carry_identity(
     plan: &LogicalPlan,
     scans: &mut usize,
     tables: &HashMap<String, TableInfo>,

@@ -17,6 +17,7 @@ mod executor;
 use std::collections::HashMap;
 use std::fmt;
 
+use airlock_guard::dp::DpCost;
 use airlock_guard::wire::Partitions;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
 use airlock_policy::{Ability, Collaboration, Control, Refusal};
@@ -42,6 +43,33 @@ pub trait NodeClient: Send + Sync {
         member: &'a str,
         fragment_json: &'a [u8],
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>>;
+}
+
+/// Where a query's privacy cost is debited before it runs: durably, and
+/// never refunded. A query without a DP cost is never sent here.
+pub trait Ledger: Send + Sync {
+    /// Debits `cost` for `member`'s query, or refuses it (with
+    /// [`Control::PrivacyBudget`]) if the budget does not cover it.
+    fn debit<'a>(&'a self, member: &'a str, cost: DpCost) -> BoxFuture<'a, Result<(), HubError>>;
+}
+
+/// A ledger for collaborations with no privacy budget: refuses every query
+/// that has a privacy cost.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLedger;
+
+impl Ledger for NoLedger {
+    fn debit<'a>(&'a self, _member: &'a str, _cost: DpCost) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(async {
+            Err(HubError::Refused {
+                refusal: Refusal::new(
+                    Control::PrivacyBudget,
+                    "this query needs a privacy budget and none is kept here",
+                ),
+                node: None,
+            })
+        })
+    }
 }
 
 /// Why a query was not released.
@@ -157,14 +185,20 @@ impl Hub {
         Ok((checked, plan))
     }
 
-    /// Checks, plans and runs a query for `member`; returns the released rows.
+    /// Checks, plans and runs a query for `member`; returns the released
+    /// rows. A query under differential privacy is debited from `ledger`
+    /// before any fragment is sent.
     pub async fn query(
         &self,
         member: &str,
         sql: &str,
         nodes: &dyn NodeClient,
+        ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
-        let (_, plan) = self.check(member, sql).await?;
+        let (checked, plan) = self.check(member, sql).await?;
+        if let Some(dp) = &checked.dp {
+            ledger.debit(member, dp.cost).await?;
+        }
         let calls = plan.fragments.iter().map(|pf| async move {
             let json = serde_json::to_vec(&pf.fragment)
                 .map_err(|e| HubError::Failed(format!("cannot encode a fragment: {e}")))?;
@@ -187,7 +221,18 @@ impl Hub {
                 let batches = partitions.into_iter().flatten().collect();
                 Ok(Released { schema, batches })
             }
-            Some(template) => executor::run(template, results).await,
+            Some(template) => {
+                let released = executor::run(template, results).await?;
+                match &plan.dp {
+                    None => Ok(released),
+                    Some(dp) => {
+                        let (schema, batches) = airlock_guard::dp::release(dp, released.batches)
+                            .await
+                            .map_err(HubError::from)?;
+                        Ok(Released { schema, batches })
+                    }
+                }
+            }
         }
     }
 }

@@ -243,6 +243,18 @@ impl Node {
             .map_err(|_| NodeError::Execution)?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
+        // Under differential privacy the node adds the noise itself: the
+        // exact bounded aggregates never leave it.
+        if let Some(dp) = &checked.dp {
+            let (schema, batches) =
+                airlock_guard::dp::release(dp, batches)
+                    .await
+                    .map_err(|e| match e {
+                        GuardError::Refused(r) => NodeError::Refused(r),
+                        GuardError::BadInput(m) | GuardError::Internal(m) => NodeError::Local(m),
+                    })?;
+            return Ok((schema, vec![batches]));
+        }
         Ok((schema, vec![batches]))
     }
 

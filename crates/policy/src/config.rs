@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::dp::{DpRule, PrivacySection};
 use crate::RESERVED_PREFIX;
 
 /// What a member may do in a collaboration.
@@ -82,7 +83,7 @@ impl RuleKind {
 }
 
 /// The analysis rule of one configured table, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum AnalysisRule {
     /// The aggregation rule.
@@ -92,6 +93,10 @@ pub enum AnalysisRule {
         /// Every query reading this table must join it with another member's table.
         #[serde(default)]
         join_required: bool,
+        /// Differential privacy: noisy aggregates, bounded contributions,
+        /// and a budget every query reading this table spends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        differential_privacy: Option<DpRule>,
     },
     /// The list rule.
     List {
@@ -247,6 +252,17 @@ impl ConfiguredTable {
             AnalysisRule::List { .. } => None,
         }
     }
+
+    /// The DP option of the table's rule, if it has one.
+    pub fn dp(&self) -> Option<&DpRule> {
+        match &self.rule {
+            AnalysisRule::Aggregation {
+                differential_privacy,
+                ..
+            } => differential_privacy.as_ref(),
+            AnalysisRule::List { .. } => None,
+        }
+    }
 }
 
 /// The whole file as written.
@@ -264,6 +280,9 @@ pub struct CollaborationConfig {
     /// Configured tables.
     #[serde(default)]
     pub tables: Vec<ConfiguredTable>,
+    /// The privacy budget, required when a table uses differential privacy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacySection>,
 }
 
 /// One problem in a configuration, located by file, table and column.
@@ -440,6 +459,24 @@ impl Collaboration {
                 );
             }
             validate_roles(t, &mut p);
+            if let Some(dp) = t.dp() {
+                for (column, message) in dp.problems(&t.measures, &t.dimensions) {
+                    p.add(Some(a), column.as_deref(), message);
+                }
+                if c.privacy.is_none() {
+                    p.add(
+                        Some(a),
+                        None,
+                        "the rule uses differential_privacy but the collaboration has no [privacy] budget",
+                    );
+                }
+            }
+        }
+        if let Some(privacy) = &c.privacy {
+            let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
+            for message in privacy.problems(&names) {
+                p.add(None, None, message);
+            }
         }
         // Columns joined under one contract must agree on nothing more than the
         // contract name; types are checked by the node against the data.

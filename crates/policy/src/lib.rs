@@ -15,6 +15,7 @@
 //! everything here can be tested alone and fast.
 
 pub mod config;
+pub mod dp;
 pub mod fragment;
 pub mod refusal;
 
@@ -22,6 +23,7 @@ pub use config::{
     Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
     ConfigError, ConfigErrors, ConfiguredTable, Dataset, DatasetFormat, Member, RuleKind,
 };
+pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
 pub use refusal::{Control, Refusal};
 

@@ -62,6 +62,10 @@ pub enum Control {
     /// A fragment was planned under a policy version other than the one the
     /// node holds.
     PolicyVersion,
+    /// A query that differential privacy cannot serve as written.
+    DifferentialPrivacy,
+    /// The privacy budget does not cover the query's cost.
+    PrivacyBudget,
 }
 
 impl Control {
@@ -92,6 +96,8 @@ impl Control {
             Control::Ability => "ability",
             Control::FragmentNotPermitted => "fragment-not-permitted",
             Control::PolicyVersion => "policy-version",
+            Control::DifferentialPrivacy => "differential-privacy",
+            Control::PrivacyBudget => "privacy-budget",
         }
     }
 }

@@ -135,10 +135,58 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
     ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
+    ("get", "/v1/collaborations/{name}/budget", "What remains of the collaboration's privacy budget, and of the caller's."),
     ("post", "/v1/datasets/update", "Change a dataset the caller owns (path, or k of its aggregation rules) in every collaboration that uses it: each gets a new policy version, pushed to its nodes."),
     ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
     ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
 ];
+
+/// What remains of a privacy budget.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetLeft {
+    /// Epsilon left.
+    pub epsilon: f64,
+    /// Delta left.
+    pub delta: f64,
+    /// When the budget is fresh again (unix ms), if it refreshes.
+    pub period_ends_ms: Option<i64>,
+}
+
+/// `GET /v1/collaborations/{name}/budget`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetView {
+    /// The collaboration.
+    pub collaboration: String,
+    /// The caller.
+    pub member: String,
+    /// What the whole collaboration may still spend; `None` without a budget.
+    pub collaboration_left: Option<BudgetLeft>,
+    /// What the caller may still spend (the tighter of the collaboration's
+    /// and its own budget).
+    pub member_left: Option<BudgetLeft>,
+}
+
+impl BudgetView {
+    /// From the store's answers.
+    pub fn new(
+        collab: &str,
+        member: &str,
+        whole: Option<airlock_store::Remaining>,
+        mine: Option<airlock_store::Remaining>,
+    ) -> Self {
+        let left = |r: airlock_store::Remaining| BudgetLeft {
+            epsilon: r.epsilon,
+            delta: r.delta,
+            period_ends_ms: r.period_ends_ms,
+        };
+        BudgetView {
+            collaboration: collab.to_string(),
+            member: member.to_string(),
+            collaboration_left: whole.map(left),
+            member_left: mine.map(left),
+        }
+    }
+}
 
 /// The OpenAPI 3.1 document of the REST API.
 pub fn openapi() -> serde_json::Value {

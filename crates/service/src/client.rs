@@ -158,6 +158,16 @@ impl HubClient {
         .await
     }
 
+    /// What remains of a collaboration's privacy budget, for the caller.
+    pub async fn budget(&self, collab: &str) -> Result<api::BudgetView, ServiceError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/collaborations/{}/budget", enc(collab)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// A query's state.
     pub async fn query(&self, id: &str) -> Result<QueryView, ServiceError> {
         self.call(

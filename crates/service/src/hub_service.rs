@@ -438,7 +438,8 @@ impl HubState {
             let links = self
                 .links
                 .for_query(&engine.id, engine.version, progress.clone());
-            match engine.hub.query(&q.member, &q.sql, &links).await {
+            let ledger = crate::ledger::StoreLedger::new(self.store.clone(), &q.collab, &q.id);
+            match engine.hub.query(&q.member, &q.sql, &links, &ledger).await {
                 Ok(released) => {
                     let bytes =
                         airlock_guard::wire::encode_batches(&released.schema, &released.batches)
@@ -614,6 +615,7 @@ async fn create_collab(
         .store
         .create_collaboration(collab.name(), collab.id(), &body.toml, &m)
         .await?;
+    crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &rec.name).await;
     let versions = s.store.collaboration_versions(&rec.name).await?;
     Ok((
@@ -652,6 +654,7 @@ async fn apply_collab(
         )));
     }
     let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
+    crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &name).await;
     let versions = s.store.collaboration_versions(&name).await?;
     Ok(Json(collab_view(&rec, &collab, versions, errs)))
@@ -762,6 +765,18 @@ async fn list_queries(
             .map(|q| s.view(q))
             .collect(),
     ))
+}
+
+/// What the caller may still spend of the collaboration's privacy budget.
+async fn get_budget(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<api::BudgetView>, ApiError> {
+    s.visible(&m, &name).await?;
+    let collab = crate::ledger::remaining(&s.store, &name, None).await?;
+    let mine = crate::ledger::remaining(&s.store, &name, Some(&m)).await?;
+    Ok(Json(api::BudgetView::new(&name, &m, collab, mine)))
 }
 
 /// The query `id` if `member` submitted it or may receive its results.
@@ -969,6 +984,7 @@ pub fn router(state: Shared) -> Router {
             get(list_queries).post(submit_query),
         )
         .route("/v1/collaborations/{name}/audit", get(get_audit))
+        .route("/v1/collaborations/{name}/budget", get(get_budget))
         .route("/v1/datasets/update", axum::routing::post(update_dataset))
         .route("/v1/queries/{id}", get(get_query))
         .route("/v1/queries/{id}/result", get(get_result))

@@ -21,6 +21,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod hub_service;
+pub mod ledger;
 pub mod links;
 pub mod node_service;
 pub mod proto;

@@ -300,7 +300,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// Lowercase hex of `n` random bytes.
-pub(crate) fn random_hex(n: usize) -> Result<String, StoreError> {
+pub fn random_hex(n: usize) -> Result<String, StoreError> {
     let mut bytes = vec![0u8; n];
     getrandom::getrandom(&mut bytes).map_err(|e| {
         StoreError::Database(format!("the system's random number generator failed: {e}"))

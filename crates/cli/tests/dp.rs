@@ -1,0 +1,227 @@
+//! Differential privacy end to end, in process and through the `airlock`
+//! binary: the demo's budget (three analyses, the fourth refused), noisy
+//! values near the truth, the repeated-query attack (ATTACKS #21), parallel
+//! submissions that cannot overspend, and a `kill -9` after the debit that
+//! never refunds it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use airlock_cli::cluster::{CliError, Cluster};
+use airlock_cli::{data, demo};
+use airlock_policy::Control;
+use airlock_service::ledger::EMBEDDED_LEDGER;
+use airlock_store::{now_ms, Store};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+
+fn dp_demo(rows: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    data::write_demo(&dir, rows, true).expect("demo data");
+    std::fs::write(
+        dir.join("collaboration.toml"),
+        data::collaboration_toml_dp(),
+    )
+    .expect("config");
+    let file = dir.join("collaboration.toml");
+    (tmp, file)
+}
+
+fn budget_refusal(e: CliError) -> String {
+    match e {
+        CliError::Refused { refusal, .. } => {
+            assert_eq!(refusal.control, Control::PrivacyBudget, "{refusal}");
+            refusal.reason
+        }
+        other => panic!("expected a budget refusal, got {other}"),
+    }
+}
+
+async fn epsilon_left(file: &Path) -> f64 {
+    let dir = file.parent().expect("dir");
+    let store = Store::open(&format!("sqlite:{}", dir.join(EMBEDDED_LEDGER).display()))
+        .await
+        .expect("ledger");
+    store
+        .remaining("demo", None, now_ms())
+        .await
+        .expect("budget")
+        .epsilon
+}
+
+#[tokio::test]
+async fn three_analyses_spend_the_budget_and_the_fourth_is_refused() {
+    let (_tmp, file) = dp_demo(30_000);
+    let dir = file.parent().expect("dir").to_path_buf();
+    let cluster = Cluster::open(&file, None).await.expect("open");
+    // Analysis 1, compared with the exact counts: every public segment is
+    // released, each within five times its 95% noise interval.
+    let released = cluster
+        .query("advertiser", demo::ANALYSES[0].1)
+        .await
+        .expect("released");
+    let notes: serde_json::Value = serde_json::from_str(
+        released
+            .schema
+            .metadata()
+            .get(airlock_guard::dp::NOISE_METADATA)
+            .expect("noise described"),
+    )
+    .expect("json");
+    let width = notes[0]["interval95"][0].as_u64().expect("interval") as i64;
+    assert!(width > 0);
+    let exact = common::plain_ctx(&dir)
+        .await
+        .sql("SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("exact");
+    let mut truth = std::collections::HashMap::new();
+    for b in &exact {
+        let s = b.column(0).as_string_view_opt().map(|a| {
+            (0..a.len())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        });
+        let s = s.unwrap_or_else(|| {
+            let a = b.column(0).as_string::<i32>();
+            (0..a.len()).map(|i| a.value(i).to_string()).collect()
+        });
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for (i, seg) in s.into_iter().enumerate() {
+            truth.insert(seg, n.value(i));
+        }
+    }
+    let mut seen = 0;
+    for b in &released.batches {
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let seg = datafusion::arrow::util::display::ArrayFormatter::try_new(
+                b.column(0).as_ref(),
+                &Default::default(),
+            )
+            .expect("fmt")
+            .value(i)
+            .to_string();
+            let t = truth.get(&seg).copied().unwrap_or(0);
+            assert!(
+                (n.value(i) - t).abs() <= 5 * width,
+                "{seg}: noisy {} vs exact {t} (95% width {width})",
+                n.value(i)
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen,
+        data::SEGMENTS.len(),
+        "every public segment, none other"
+    );
+    assert!((epsilon_left(&file).await - 2.0).abs() < 1e-9);
+    cluster
+        .query("advertiser", demo::ANALYSES[1].1)
+        .await
+        .expect("second");
+    cluster
+        .query("advertiser", demo::DP_EXTRA.1)
+        .await
+        .expect("third");
+    // Refusals by the guard cost nothing.
+    assert!(matches!(
+        cluster.query("advertiser", "SELECT * FROM audience").await,
+        Err(CliError::Refused { .. })
+    ));
+    let reason = budget_refusal(
+        cluster
+            .query("advertiser", demo::ANALYSES[0].1)
+            .await
+            .expect_err("fourth refused"),
+    );
+    assert!(
+        reason.contains("needs") || reason.contains("need"),
+        "{reason}"
+    );
+    assert!(epsilon_left(&file).await.abs() < 1e-9);
+    // The repeated-query attack does not get around it in a new process:
+    // the ledger is durable beside the collaboration.
+    drop(cluster);
+    let again = Cluster::open(&file, None).await.expect("reopen");
+    budget_refusal(
+        again
+            .query("advertiser", demo::ANALYSES[0].1)
+            .await
+            .expect_err("still refused"),
+    );
+    let view = again
+        .budget("advertiser")
+        .await
+        .expect("budget")
+        .expect("set");
+    assert!(view.collaboration_left.expect("left").epsilon.abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn parallel_queries_cannot_overspend() {
+    let (_tmp, file) = dp_demo(5_000);
+    let cluster = Cluster::open(&file, None).await.expect("open");
+    let sql = demo::ANALYSES[0].1;
+    let results = futures::future::join_all((0..6).map(|_| cluster.query("advertiser", sql))).await;
+    let released = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(released, 3, "budget 3, epsilon 1 each");
+    for r in results.into_iter().filter_map(Result::err) {
+        budget_refusal(r);
+    }
+}
+
+#[tokio::test]
+async fn kill_9_after_the_debit_never_refunds_it() {
+    let (_tmp, file) = dp_demo(400_000);
+    // Register the ledger first, as any earlier run would have.
+    drop(Cluster::open(&file, None).await.expect("open"));
+    let ledger = Store::open(&format!(
+        "sqlite:{}",
+        file.parent().expect("dir").join(EMBEDDED_LEDGER).display()
+    ))
+    .await
+    .expect("ledger");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(["query", "--collab"])
+        .arg(&file)
+        .args(["--as", "advertiser", demo::ANALYSES[1].1])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        let left = ledger
+            .remaining("demo", None, now_ms())
+            .await
+            .expect("remaining")
+            .epsilon;
+        if left < 3.0 - 1e-9 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the query never debited"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    child.kill().expect("kill -9");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.stdout.is_empty(),
+        "the process was killed after the debit and before it released anything"
+    );
+    let left = ledger
+        .remaining("demo", None, now_ms())
+        .await
+        .expect("remaining");
+    assert!((left.epsilon - 2.0).abs() < 1e-9, "{left:?}");
+}

@@ -1,0 +1,694 @@
+//! Differential privacy: bound each person's contribution, aggregate
+//! exactly, then add exact discrete noise and choose which groups exist.
+//!
+//! A query under DP is split at its aggregate. Below it, the *lower* plan
+//! (run by the node for a one-table analysis, by the executor otherwise):
+//!
+//! ```text
+//!  rows (joins, filters) + each identity group's id + clamped measures + random()
+//!   ▸ keep at most max_rows_per_identity rows per person (random ones)
+//!   ▸ aggregate per (person, group)
+//!   ▸ keep at most max_groups_per_identity groups per person (random ones)
+//!   ▸ aggregate per group: exact bounded counts and sums
+//! ```
+//!
+//! Then [`release`] adds discrete Laplace noise to every value (OpenDP's
+//! exact sampler, CSPRNG bits; see `airlock-privacy`), keeps either the
+//! public keys the rules list (every one, absent ones as noisy zeros) or the
+//! groups whose noisy count of people passes a threshold made for delta
+//! (partition selection), and runs the *upper* plan (the query's own HAVING,
+//! ORDER BY, LIMIT and projections, which are post-processing) over the
+//! noisy values.
+//!
+//! Sensitivities, with `m` rows and `g` groups per person: a count `m`, a
+//! count of distinct people `g`, a sum `m * max(|low|, |high|)` (L1, over all
+//! groups at once). The query's epsilon is split evenly over the noisy
+//! values (an average is two: a sum and a count; partition selection one
+//! more unless the query releases the count of people it uses).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use airlock_policy::{Control, Refusal};
+use airlock_privacy::Laplace;
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, concat_batches, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::Column;
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::functions::math::expr_fn::random;
+use datafusion::functions_aggregate::expr_fn::{count_distinct, sum};
+use datafusion::functions_window::expr_fn::row_number;
+use datafusion::logical_expr::{
+    cast as cast_expr, lit, when, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder,
+    Projection, TableScanBuilder,
+};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Serialize;
+
+use crate::check::{Checked, DpAgg, DpShape, TableInfo};
+use crate::rewrite::{carry_identity, identity_groups, HIDDEN_ID};
+use crate::GuardError;
+
+const PLACEHOLDER: &str = "__airlock_dp";
+/// The schema metadata key under which a released result describes its noise.
+pub const NOISE_METADATA: &str = "airlock.noise";
+/// The largest number of public key combinations one query may release.
+const MAX_PUBLIC_ROWS: usize = 100_000;
+
+/// What a query under DP costs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DpCost {
+    /// Epsilon.
+    pub epsilon: f64,
+    /// Delta (0 unless the groups are chosen by partition selection).
+    pub delta: f64,
+}
+
+/// One noisy value per group.
+#[derive(Debug, Clone)]
+struct Slot {
+    mechanism: Laplace,
+}
+
+/// How one of the aggregate's outputs is released.
+#[derive(Debug, Clone)]
+enum Output {
+    /// A noisy integer: the value of one slot, raised to `floor` (0 for
+    /// counts and sums of non-negative bounds, post-processing that needs
+    /// no budget).
+    Value { slot: usize, floor: i64 },
+    /// A noisy sum over a noisy count, clamped to the bounds.
+    Avg {
+        sum: usize,
+        count: usize,
+        lo: i64,
+        hi: i64,
+    },
+}
+
+/// How the groups that exist are chosen.
+#[derive(Debug, Clone)]
+enum Selection {
+    /// Every combination of the public keys, in order.
+    Public(Vec<Vec<String>>),
+    /// Groups whose noisy count of people (a slot) reaches `threshold`.
+    Threshold { slot: usize, threshold: i64 },
+}
+
+/// Everything needed to release a DP query's result from its lower plan's
+/// exact, bounded aggregates.
+#[derive(Debug, Clone)]
+pub struct DpRelease {
+    /// What the query costs.
+    pub cost: DpCost,
+    groups: usize,
+    slots: Vec<Slot>,
+    outputs: Vec<Output>,
+    selection: Selection,
+    /// The aggregate's output fields (placeholder names `c0..`).
+    placeholder: SchemaRef,
+    /// The plan above the aggregate, reading the placeholder table.
+    upper: LogicalPlan,
+    /// Per aggregate output: the name it has in the released result.
+    names: Vec<String>,
+}
+
+fn hidden(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+fn dp_refusal(reason: impl Into<String>) -> GuardError {
+    GuardError::Refused(Refusal::new(Control::DifferentialPrivacy, reason))
+}
+
+fn internal(e: impl std::fmt::Display) -> GuardError {
+    GuardError::Internal(e.to_string())
+}
+
+/// Rewrites the checked `plan` under DP: returns the lower plan (exact
+/// bounded aggregates: the group columns, then one Int64 column per slot)
+/// and how to release it. `k` is the strictest minimum of people per group,
+/// enforced on the noisy count when the groups are chosen by partition
+/// selection.
+pub(crate) fn rewrite(
+    plan: &LogicalPlan,
+    shape: &DpShape,
+    checked: &Checked,
+    tables: &HashMap<String, TableInfo>,
+    k: u64,
+) -> std::result::Result<(LogicalPlan, DpRelease), GuardError> {
+    let mut found = None;
+    plan.apply(|n| {
+        if let LogicalPlan::Aggregate(a) = n {
+            found = Some(a.clone());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(internal)?;
+    let agg = found.ok_or_else(|| internal("no aggregate under differential privacy"))?;
+    let n_groups = agg.group_expr.len();
+    let group_of = identity_groups(checked.scans.len(), &checked.identity_joins);
+    let mut roots = group_of.clone();
+    roots.sort_unstable();
+    roots.dedup();
+
+    // ---- slots and their sensitivities
+    let m = shape.max_rows as f64;
+    let g = shape.max_groups as f64;
+    let mut sensitivities: Vec<f64> = Vec::new();
+    let mut outputs = Vec::new();
+    // (slot, how the lower plan computes it)
+    enum Lower {
+        RowSum(usize),   // sum of per-row value column x_j
+        NotNull(usize),  // sum of per-row indicator n_j
+        Distinct(usize), // count of distinct ids of a root
+    }
+    let mut lower_slots: Vec<Lower> = Vec::new();
+    let mut new_slot = |lower: Lower, sensitivity: f64, lower_slots: &mut Vec<Lower>| {
+        lower_slots.push(lower);
+        sensitivities.push(sensitivity);
+        lower_slots.len() - 1
+    };
+    for (j, a) in shape.aggs.iter().enumerate() {
+        outputs.push(match a {
+            DpAgg::Count { .. } => Output::Value {
+                slot: new_slot(Lower::RowSum(j), m, &mut lower_slots),
+                floor: 0,
+            },
+            DpAgg::Distinct { scan } => Output::Value {
+                slot: new_slot(Lower::Distinct(group_of[*scan]), g, &mut lower_slots),
+                floor: 0,
+            },
+            DpAgg::Sum { lo, hi, .. } => {
+                let b = lo.unsigned_abs().max(hi.unsigned_abs()).max(1) as f64;
+                Output::Value {
+                    slot: new_slot(Lower::RowSum(j), m * b, &mut lower_slots),
+                    floor: if *lo >= 0 { 0 } else { i64::MIN },
+                }
+            }
+            DpAgg::Avg { lo, hi, .. } => {
+                let b = lo.unsigned_abs().max(hi.unsigned_abs()).max(1) as f64;
+                Output::Avg {
+                    sum: new_slot(Lower::RowSum(j), m * b, &mut lower_slots),
+                    count: new_slot(Lower::NotNull(j), m, &mut lower_slots),
+                    lo: *lo,
+                    hi: *hi,
+                }
+            }
+        });
+    }
+    let selection_slot = match (&shape.public_keys, n_groups) {
+        (Some(_), _) | (None, 0) => None,
+        (None, _) => {
+            let root = roots[0];
+            let reuse = lower_slots
+                .iter()
+                .position(|l| matches!(l, Lower::Distinct(r) if *r == root));
+            Some(match reuse {
+                Some(s) => s,
+                None => new_slot(Lower::Distinct(root), g, &mut lower_slots),
+            })
+        }
+    };
+    let epsilon_each = shape.epsilon / sensitivities.len() as f64;
+    let slots = sensitivities
+        .iter()
+        .map(|s| {
+            Laplace::for_epsilon(epsilon_each, *s)
+                .map(|mechanism| Slot { mechanism })
+                .map_err(|e| dp_refusal(format!("the DP parameters are unusable: {e}")))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+
+    // ---- the selection
+    let agg_schema = agg.schema.clone();
+    let selection = match (&shape.public_keys, selection_slot) {
+        (Some(keys), _) => {
+            let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+            for (i, list) in keys.iter().enumerate() {
+                let ty = agg_schema.field(i).data_type();
+                let strings: ArrayRef = Arc::new(StringArray::from(list.clone()));
+                let typed = cast(&strings, ty).map_err(|_| {
+                    dp_refusal(format!(
+                        "a public key of group column {} does not have the column's type",
+                        i + 1
+                    ))
+                })?;
+                if typed.null_count() > 0 {
+                    return Err(dp_refusal(format!(
+                        "a public key of group column {} does not have the column's type",
+                        i + 1
+                    )));
+                }
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        list.iter().map(move |k| {
+                            let mut c = c.clone();
+                            c.push(k.clone());
+                            c
+                        })
+                    })
+                    .collect();
+                if combos.len() > MAX_PUBLIC_ROWS {
+                    return Err(dp_refusal(format!(
+                        "the public keys of the grouped columns combine to more than {MAX_PUBLIC_ROWS} groups"
+                    )));
+                }
+            }
+            Selection::Public(combos)
+        }
+        (None, Some(slot)) => {
+            // A person in at most g groups, noise scale b on each count of
+            // people: a group made by one person appears with probability
+            // at most P(1 + X >= t) <= q^(t-1) with q = exp(-1/b), so
+            // t = 1 + ceil(b ln(g / delta)) bounds the g groups' chance by delta.
+            let b = slots[slot].mechanism.scale();
+            let t = 1.0 + (b * (g / shape.delta).ln()).ceil();
+            let threshold = (t.max(k as f64)).min(i64::MAX as f64) as i64;
+            Selection::Threshold { slot, threshold }
+        }
+        (None, None) => Selection::Public(vec![Vec::new()]),
+    };
+    let cost = DpCost {
+        epsilon: shape.epsilon,
+        delta: if matches!(selection, Selection::Threshold { .. }) {
+            shape.delta
+        } else {
+            0.0
+        },
+    };
+
+    // ---- the lower plan
+    let mut scans = 0;
+    let input = carry_identity(&agg.input, &mut scans, tables).map_err(internal)?;
+    let id = |r: usize| format!("{HIDDEN_ID}{r}");
+    let gname = |i: usize| format!("__airlock_g{i}");
+    let mut exprs: Vec<Expr> = agg
+        .group_expr
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.clone().alias(gname(i)))
+        .collect();
+    for r in &roots {
+        exprs.push(hidden(&id(*r)));
+    }
+    for (j, a) in shape.aggs.iter().enumerate() {
+        let indicator = |e: &Expr| {
+            when(e.clone().is_null(), lit(0i64))
+                .otherwise(lit(1i64))
+                .map_err(internal)
+        };
+        match a {
+            DpAgg::Count { arg } => {
+                let x = match arg {
+                    Some(e) => indicator(e)?,
+                    None => lit(1i64),
+                };
+                exprs.push(x.alias(format!("__airlock_x{j}")));
+            }
+            DpAgg::Distinct { .. } => {}
+            DpAgg::Sum { arg, lo, hi } | DpAgg::Avg { arg, lo, hi } => {
+                let v = cast_expr(arg.clone(), DataType::Int64);
+                let clamped = when(v.clone().lt(lit(*lo)), lit(*lo))
+                    .when(v.clone().gt(lit(*hi)), lit(*hi))
+                    .otherwise(v)
+                    .map_err(internal)?;
+                exprs.push(clamped.alias(format!("__airlock_x{j}")));
+                exprs.push(indicator(arg)?.alias(format!("__airlock_n{j}")));
+            }
+        }
+    }
+    exprs.push(random().alias("__airlock_r"));
+    let order = |name: &str| vec![hidden(name).sort(true, false)];
+    let mut b = LogicalPlanBuilder::from(input)
+        .project(exprs)
+        .map_err(internal)?;
+    for r in &roots {
+        let rn = format!("__airlock_rn{r}");
+        let w = row_number()
+            .partition_by(vec![hidden(&id(*r))])
+            .order_by(order("__airlock_r"))
+            .build()
+            .map_err(internal)?
+            .alias(&rn);
+        b = b
+            .window(vec![w])
+            .and_then(|b| b.filter(hidden(&rn).lt_eq(lit(shape.max_rows as i64))))
+            .map_err(internal)?;
+    }
+    // Per (person, group).
+    let mut keys: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
+    keys.extend(roots.iter().map(|r| hidden(&id(*r))));
+    let mut per_person = Vec::new();
+    for (j, a) in shape.aggs.iter().enumerate() {
+        match a {
+            DpAgg::Distinct { .. } => {}
+            DpAgg::Count { .. } | DpAgg::Sum { .. } => {
+                per_person
+                    .push(sum(hidden(&format!("__airlock_x{j}"))).alias(format!("__airlock_x{j}")));
+            }
+            DpAgg::Avg { .. } => {
+                per_person
+                    .push(sum(hidden(&format!("__airlock_x{j}"))).alias(format!("__airlock_x{j}")));
+                per_person
+                    .push(sum(hidden(&format!("__airlock_n{j}"))).alias(format!("__airlock_n{j}")));
+            }
+        }
+    }
+    b = b.aggregate(keys.clone(), per_person).map_err(internal)?;
+    let mut with_random: Vec<Expr> = b.schema().columns().into_iter().map(Expr::Column).collect();
+    with_random.push(random().alias("__airlock_r"));
+    b = b.project(with_random).map_err(internal)?;
+    for r in &roots {
+        let rn = format!("__airlock_gn{r}");
+        let w = row_number()
+            .partition_by(vec![hidden(&id(*r))])
+            .order_by(order("__airlock_r"))
+            .build()
+            .map_err(internal)?
+            .alias(&rn);
+        b = b
+            .window(vec![w])
+            .and_then(|b| b.filter(hidden(&rn).lt_eq(lit(shape.max_groups as i64))))
+            .map_err(internal)?;
+    }
+    // Per group.
+    let per_group: Vec<Expr> = lower_slots
+        .iter()
+        .enumerate()
+        .map(|(s, l)| {
+            let e = match l {
+                Lower::RowSum(j) => sum(hidden(&format!("__airlock_x{j}"))),
+                Lower::NotNull(j) => sum(hidden(&format!("__airlock_n{j}"))),
+                Lower::Distinct(r) => count_distinct(hidden(&id(*r))),
+            };
+            e.alias(format!("__airlock_s{s}"))
+        })
+        .collect();
+    let group_keys: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
+    b = b.aggregate(group_keys, per_group).map_err(internal)?;
+    let mut out: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
+    out.extend((0..lower_slots.len()).map(|s| {
+        cast_expr(hidden(&format!("__airlock_s{s}")), DataType::Int64)
+            .alias(format!("__airlock_s{s}"))
+    }));
+    let lower = b.project(out).and_then(|b| b.build()).map_err(internal)?;
+
+    // ---- the upper plan: the aggregate replaced by the placeholder table
+    let fields: Vec<Field> = agg_schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
+        .collect();
+    let placeholder: SchemaRef = Arc::new(Schema::new(fields));
+    let upper = plan
+        .clone()
+        .transform_down(|node| {
+            if !matches!(node, LogicalPlan::Aggregate(_)) {
+                return Ok(Transformed::no(node));
+            }
+            let source = provider_as_source(Arc::new(EmptyTable::new(placeholder.clone())));
+            let scan = LogicalPlan::TableScan(TableScanBuilder::new(PLACEHOLDER, source).build()?);
+            let exprs = agg_schema
+                .iter()
+                .enumerate()
+                .map(|(i, (q, f))| {
+                    Expr::Column(Column::new(Some(PLACEHOLDER), format!("c{i}")))
+                        .alias_qualified(q.cloned(), f.name())
+                })
+                .collect();
+            let p = Projection::try_new(exprs, Arc::new(scan))?;
+            Ok(Transformed::new(
+                LogicalPlan::Projection(p),
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        })
+        .map_err(internal)?
+        .data;
+    let names = output_names(&upper, &agg_schema, n_groups);
+    Ok((
+        lower,
+        DpRelease {
+            cost,
+            groups: n_groups,
+            slots,
+            outputs,
+            selection,
+            placeholder,
+            upper,
+            names,
+        },
+    ))
+}
+
+/// The name each aggregate output has in the released result, following
+/// the upper plan's first projection where it renames it.
+fn output_names(
+    upper: &LogicalPlan,
+    agg_schema: &datafusion::common::DFSchema,
+    groups: usize,
+) -> Vec<String> {
+    let mut names: Vec<String> = agg_schema
+        .fields()
+        .iter()
+        .skip(groups)
+        .map(|f| f.name().clone())
+        .collect();
+    let mut node = upper;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                for (i, e) in p.expr.iter().enumerate() {
+                    let mut inner = e;
+                    while let Expr::Alias(a) = inner {
+                        inner = &a.expr;
+                    }
+                    if let Expr::Column(c) = inner {
+                        if let Some(pos) = names.iter().position(|n| n == &c.name) {
+                            let (_, f) = p.schema.qualified_field(i);
+                            names[pos] = f.name().clone();
+                        }
+                    }
+                }
+                return names;
+            }
+            LogicalPlan::Sort(s) => node = &s.input,
+            LogicalPlan::Limit(l) => node = &l.input,
+            LogicalPlan::Filter(f) => node = &f.input,
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            _ => return names,
+        }
+    }
+}
+
+/// A description of the noise on one released column.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoiseNote {
+    /// The column.
+    pub column: String,
+    /// How its values were made.
+    pub mechanism: String,
+    /// The discrete Laplace scale (for an average: of its sum).
+    pub scale: f64,
+    /// Half-width of the central 95% interval of the noise (for an
+    /// average: of its sum and of its count).
+    pub interval95: Vec<u64>,
+}
+
+impl DpRelease {
+    /// The noise on each released aggregate.
+    pub fn notes(&self) -> Vec<NoiseNote> {
+        self.outputs
+            .iter()
+            .zip(&self.names)
+            .map(|(o, name)| match o {
+                Output::Value { slot, .. } => NoiseNote {
+                    column: name.clone(),
+                    mechanism: "discrete Laplace".into(),
+                    scale: self.slots[*slot].mechanism.scale(),
+                    interval95: vec![self.slots[*slot].mechanism.interval95()],
+                },
+                Output::Avg { sum, count, .. } => NoiseNote {
+                    column: name.clone(),
+                    mechanism: "noisy sum / noisy count (discrete Laplace on each)".into(),
+                    scale: self.slots[*sum].mechanism.scale(),
+                    interval95: vec![
+                        self.slots[*sum].mechanism.interval95(),
+                        self.slots[*count].mechanism.interval95(),
+                    ],
+                },
+            })
+            .collect()
+    }
+}
+
+fn column_i64(batch: &RecordBatch, i: usize) -> std::result::Result<Int64Array, GuardError> {
+    let a = cast(batch.column(i), &DataType::Int64).map_err(internal)?;
+    a.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| internal("a bounded aggregate is not an integer"))
+}
+
+/// Releases a DP query: noise on every value of the lower plan's result
+/// (`batches`), the groups chosen as the rules say, then the query's own
+/// steps above the aggregate. Fails (releasing nothing) if noise cannot be
+/// drawn.
+pub async fn release(
+    dp: &DpRelease,
+    batches: Vec<RecordBatch>,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
+    let noisy_batch = noisy_aggregate(dp, batches)?;
+    run_upper(dp, noisy_batch).await
+}
+
+/// The noisy aggregate: the groups chosen as the rules say, each value with
+/// its noise (before the query's own steps above the aggregate).
+pub fn noisy_aggregate(
+    dp: &DpRelease,
+    batches: Vec<RecordBatch>,
+) -> std::result::Result<RecordBatch, GuardError> {
+    let Some(first) = batches.first() else {
+        return Err(internal("the bounded aggregate returned no batch"));
+    };
+    let exact = concat_batches(&first.schema(), &batches).map_err(internal)?;
+    let n = exact.num_rows();
+    let values: Vec<Int64Array> = (0..dp.slots.len())
+        .map(|s| column_i64(&exact, dp.groups + s))
+        .collect::<std::result::Result<_, _>>()?;
+    let noisy = |slot: usize, row: Option<usize>| -> std::result::Result<i64, GuardError> {
+        let v = row
+            .filter(|r| values[slot].is_valid(*r))
+            .map(|r| values[slot].value(r))
+            .unwrap_or(0);
+        dp.slots[slot]
+            .mechanism
+            .release(v)
+            .map_err(|e| GuardError::Internal(e.to_string()))
+    };
+    // Which rows (of `exact`, or absent) are released, and their group columns.
+    let (rows, group_columns): (Vec<Option<usize>>, Vec<ArrayRef>) = match &dp.selection {
+        Selection::Public(combos) => {
+            let formats = FormatOptions::default();
+            let formatters = (0..dp.groups)
+                .map(|i| ArrayFormatter::try_new(exact.column(i).as_ref(), &formats))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(internal)?;
+            let mut index: HashMap<Vec<String>, usize> = HashMap::with_capacity(n);
+            for r in 0..n {
+                if (0..dp.groups).any(|i| exact.column(i).is_null(r)) {
+                    continue;
+                }
+                let key = formatters.iter().map(|f| f.value(r).to_string()).collect();
+                index.insert(key, r);
+            }
+            let rows = combos.iter().map(|c| index.get(c).copied()).collect();
+            let columns = (0..dp.groups)
+                .map(|i| {
+                    let strings: ArrayRef = Arc::new(StringArray::from(
+                        combos.iter().map(|c| c[i].clone()).collect::<Vec<_>>(),
+                    ));
+                    cast(&strings, dp.placeholder.field(i).data_type()).map_err(internal)
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            (rows, columns)
+        }
+        Selection::Threshold { slot, threshold } => {
+            let mut kept = Vec::new();
+            for r in 0..n {
+                if noisy(*slot, Some(r))? >= *threshold {
+                    kept.push(r as u32);
+                }
+            }
+            let idx = UInt32Array::from(kept.clone());
+            let columns = (0..dp.groups)
+                .map(|i| {
+                    let taken = take(exact.column(i).as_ref(), &idx, None).map_err(internal)?;
+                    cast(&taken, dp.placeholder.field(i).data_type()).map_err(internal)
+                })
+                .collect::<std::result::Result<_, _>>()?;
+            (
+                kept.into_iter().map(|r| Some(r as usize)).collect(),
+                columns,
+            )
+        }
+    };
+    let mut columns = group_columns;
+    for (j, o) in dp.outputs.iter().enumerate() {
+        let ty = dp.placeholder.field(dp.groups + j).data_type();
+        let array: ArrayRef = match o {
+            Output::Value { slot, floor } => Arc::new(Int64Array::from(
+                rows.iter()
+                    .map(|r| Ok(noisy(*slot, *r)?.max(*floor)))
+                    .collect::<std::result::Result<Vec<_>, GuardError>>()?,
+            )),
+            Output::Avg { sum, count, lo, hi } => Arc::new(Float64Array::from(
+                rows.iter()
+                    .map(|r| {
+                        let s = noisy(*sum, *r)? as f64;
+                        let c = noisy(*count, *r)?.max(1) as f64;
+                        Ok((s / c).clamp(*lo as f64, *hi as f64))
+                    })
+                    .collect::<std::result::Result<Vec<_>, GuardError>>()?,
+            )),
+        };
+        columns.push(cast(&array, ty).map_err(internal)?);
+    }
+    RecordBatch::try_new(dp.placeholder.clone(), columns).map_err(internal)
+}
+
+async fn run_upper(
+    dp: &DpRelease,
+    noisy_batch: RecordBatch,
+) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
+    let table =
+        MemTable::try_new(dp.placeholder.clone(), vec![vec![noisy_batch]]).map_err(internal)?;
+    let source = provider_as_source(Arc::new(table));
+    let plan = dp
+        .upper
+        .clone()
+        .transform_up(|node| match &node {
+            LogicalPlan::TableScan(s) if s.table_name.table() == PLACEHOLDER => {
+                let scan = TableScanBuilder::new(PLACEHOLDER, source.clone())
+                    .with_projection(s.projection.clone())
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            _ => Ok(Transformed::no(node)),
+        })
+        .map_err(internal)?
+        .data;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    let df = ctx
+        .execute_logical_plan(plan)
+        .await
+        .map_err(|_| internal("the steps after the noisy aggregate could not run"))?;
+    let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches: Vec<RecordBatch> = df
+        .collect()
+        .await
+        .map_err(|_| internal("the steps after the noisy aggregate failed"))?;
+    let notes = serde_json::to_string(&dp.notes()).map_err(internal)?;
+    let cost = serde_json::to_string(&dp.cost).map_err(internal)?;
+    let schema = batches.first().map(RecordBatch::schema).unwrap_or(planned);
+    let mut metadata = schema.metadata().clone();
+    metadata.insert(NOISE_METADATA.to_string(), notes);
+    metadata.insert("airlock.dp_cost".to_string(), cost);
+    let schema: SchemaRef = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
+    let batches = batches
+        .into_iter()
+        .map(|b| b.with_schema(schema.clone()).map_err(internal))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}

@@ -1,0 +1,287 @@
+//! Differential privacy through the guard: refusals of what DP cannot
+//! serve, and a falsification test in the style of Google's stochastic
+//! tester (neighbouring datasets, output histograms compared against
+//! e^epsilon), with a negative control that proves the tester can fail.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use airlock_guard::{dp, Guard, GuardError};
+use airlock_policy::{Collaboration, Control};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::prelude::SessionContext;
+
+const COLLAB: &str = r#"
+[collaboration]
+name = "dp-test"
+secret_file = "k"
+
+[privacy]
+epsilon = 100.0
+
+[[members]]
+name = "owner"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "ds"
+owner = "owner"
+path = "t.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "t"
+dataset = "ds"
+identity = "email"
+join = ["email"]
+dimensions = ["seg", "region"]
+measures = { amount = ["sum", "avg", "count", "count_distinct"] }
+rule = { type = "aggregation", min_distinct_identities = 2, differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, bounds = { amount = [0, 100] }, public_keys = { seg = ["a", "b"] } } }
+"#;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("email", DataType::Utf8, false),
+        Field::new("seg", DataType::Utf8, false),
+        Field::new("region", DataType::Utf8, false),
+        Field::new("amount", DataType::Int64, false),
+    ]))
+}
+
+fn guard(text: &str) -> Guard {
+    let collab = Collaboration::from_toml(text, "c.toml").expect("valid collaboration");
+    let schemas = HashMap::from([("t".to_string(), schema())]);
+    Guard::new(&collab, &schemas).expect("guard")
+}
+
+/// `people` people in segment "a", one row each with amount 50, and one
+/// more with amount 100 if `extra`.
+fn rows(people: usize, extra: bool) -> RecordBatch {
+    let n = people + usize::from(extra);
+    let emails: Vec<String> = (0..n).map(|i| format!("p{i}@example.com")).collect();
+    let amounts: Vec<i64> = (0..n).map(|i| if i < people { 50 } else { 100 }).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(emails)),
+            Arc::new(StringArray::from(vec!["a"; n])),
+            Arc::new(StringArray::from(vec!["north"; n])),
+            Arc::new(Int64Array::from(amounts)),
+        ],
+    )
+    .expect("batch")
+}
+
+/// Runs the lower plan of a DP query on `data` (as the node would).
+async fn lower(plan: &LogicalPlan, data: RecordBatch) -> Vec<RecordBatch> {
+    let table = Arc::new(MemTable::try_new(schema(), vec![vec![data]]).expect("table"));
+    let plan = plan
+        .clone()
+        .transform_up(|node| match &node {
+            LogicalPlan::TableScan(s) => {
+                let scan =
+                    TableScanBuilder::new(s.table_name.clone(), provider_as_source(table.clone()))
+                        .with_projection(s.projection.clone())
+                        .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            _ => Ok(Transformed::no(node)),
+        })
+        .expect("plan")
+        .data;
+    SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .expect("lower plan")
+        .collect()
+        .await
+        .expect("rows")
+}
+
+/// Histograms of the value of column `col` in group "a" over `n` releases.
+fn histogram(
+    release: &dp::DpRelease,
+    exact: &[RecordBatch],
+    col: usize,
+    n: usize,
+    bin: i64,
+) -> BTreeMap<i64, u64> {
+    let mut h = BTreeMap::new();
+    for _ in 0..n {
+        let b = dp::noisy_aggregate(release, exact.to_vec()).expect("noise");
+        let seg = b.column(0).as_string::<i32>();
+        let row = (0..b.num_rows())
+            .find(|r| seg.value(*r) == "a")
+            .expect("group a");
+        let v = b
+            .column(col)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(row);
+        *h.entry(v.div_euclid(bin)).or_insert(0) += 1;
+    }
+    h
+}
+
+/// The tester: for every bin both datasets hit at least `min` times, the
+/// ratio of frequencies (either way) must stay within e^epsilon, widened by
+/// six standard errors of the log ratio (a correct mechanism fails a bin
+/// with probability about 1e-9). Returns the bins that violate it.
+fn violations(
+    a: &BTreeMap<i64, u64>,
+    b: &BTreeMap<i64, u64>,
+    epsilon: f64,
+    min: u64,
+) -> (usize, Vec<(i64, f64)>) {
+    let mut tested = 0;
+    let mut bad = Vec::new();
+    for (bin, ca) in a {
+        let cb = b.get(bin).copied().unwrap_or(0);
+        if *ca < min || cb < min {
+            continue;
+        }
+        tested += 1;
+        let (ca, cb) = (*ca as f64, cb as f64);
+        let se = (1.0 / ca + 1.0 / cb).sqrt();
+        let log_ratio = (ca / cb).ln().abs();
+        if log_ratio > epsilon + 6.0 * se {
+            bad.push((*bin, log_ratio));
+        }
+    }
+    (tested, bad)
+}
+
+#[tokio::test]
+async fn neighbouring_datasets_stay_within_e_to_the_epsilon() {
+    let g = guard(COLLAB);
+    let n = 40_000;
+    for (sql, col, bin) in [
+        ("SELECT seg, COUNT(*) AS n FROM t GROUP BY seg", 1, 1),
+        ("SELECT seg, SUM(amount) AS s FROM t GROUP BY seg", 1, 25),
+        (
+            "SELECT seg, COUNT(DISTINCT email) AS p FROM t GROUP BY seg",
+            1,
+            1,
+        ),
+    ] {
+        let q = g.check(sql, "owner").await.expect("accepted");
+        let release = q.dp.clone().expect("a DP query");
+        assert_eq!(release.cost.epsilon, 1.0);
+        let without = lower(&q.plan, rows(100, false)).await;
+        let with = lower(&q.plan, rows(100, true)).await;
+        let ha = histogram(&release, &without, col, n, bin);
+        let hb = histogram(&release, &with, col, n, bin);
+        let (tested, bad) = violations(&ha, &hb, 1.0, 500);
+        assert!(tested >= 3, "{sql}: too few bins tested ({tested})");
+        assert!(bad.is_empty(), "{sql}: bins beyond e^epsilon: {bad:?}");
+    }
+}
+
+#[test]
+fn the_tester_catches_a_mechanism_with_too_little_noise() {
+    // Noise made for epsilon 2 claimed as epsilon 1: the tester must see it.
+    let m = airlock_privacy::Laplace::for_epsilon(2.0, 1.0).expect("mechanism");
+    let draw = |v: i64| {
+        let mut h = BTreeMap::new();
+        for _ in 0..40_000 {
+            *h.entry(m.release(v).expect("noise")).or_insert(0u64) += 1;
+        }
+        h
+    };
+    let (tested, bad) = violations(&draw(100), &draw(101), 1.0, 500);
+    assert!(tested >= 2, "bins tested: {tested}");
+    assert!(!bad.is_empty(), "a too-weak mechanism passed the tester");
+}
+
+fn refusal(e: GuardError) -> airlock_policy::Refusal {
+    match e {
+        GuardError::Refused(r) => r,
+        other => panic!("expected a refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn what_dp_cannot_serve_is_refused_by_name() {
+    let g = guard(COLLAB);
+    // Groups that are not public, with no delta for partition selection.
+    let r = refusal(
+        g.check("SELECT region, COUNT(*) FROM t GROUP BY region", "owner")
+            .await
+            .expect_err("refused"),
+    );
+    assert_eq!(r.control, Control::DifferentialPrivacy);
+    assert!(r.reason.contains("public"), "{r}");
+    // COUNT DISTINCT of something other than the identity.
+    let r = refusal(
+        g.check(
+            "SELECT seg, COUNT(DISTINCT amount) FROM t GROUP BY seg",
+            "owner",
+        )
+        .await
+        .expect_err("refused"),
+    );
+    assert_eq!(r.control, Control::DifferentialPrivacy);
+    // MIN is not an allowed aggregate at all.
+    let r = refusal(
+        g.check("SELECT seg, MIN(amount) FROM t GROUP BY seg", "owner")
+            .await
+            .expect_err("refused"),
+    );
+    assert_eq!(r.control, Control::DisallowedAggregate);
+    // With a delta, partition selection serves the same query and costs it.
+    let with_delta = COLLAB.replace("epsilon = 1.0,", "epsilon = 1.0, delta = 1e-6,");
+    let g = guard(&with_delta);
+    let q = g
+        .check(
+            "SELECT region, COUNT(*) AS n FROM t GROUP BY region",
+            "owner",
+        )
+        .await
+        .expect("accepted with partition selection");
+    let cost = q.dp.expect("dp").cost;
+    assert_eq!((cost.epsilon, cost.delta), (1.0, 1e-6));
+}
+
+#[tokio::test]
+async fn public_keys_are_all_released_and_rare_keys_never() {
+    let g = guard(COLLAB);
+    let q = g
+        .check(
+            "SELECT seg, COUNT(*) AS n FROM t GROUP BY seg ORDER BY seg",
+            "owner",
+        )
+        .await
+        .expect("accepted");
+    // Data with a key outside the public list ("zz").
+    let mut data = rows(30, false);
+    let extra = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(vec!["rare@example.com"])),
+            Arc::new(StringArray::from(vec!["zz"])),
+            Arc::new(StringArray::from(vec!["north"])),
+            Arc::new(Int64Array::from(vec![1])),
+        ],
+    )
+    .expect("batch");
+    data = datafusion::arrow::compute::concat_batches(&schema(), &[data, extra]).expect("concat");
+    let exact = lower(&q.plan, data).await;
+    let release = q.dp.expect("dp");
+    let (schema, batches) = dp::release(&release, exact).await.expect("released");
+    assert!(schema.metadata().contains_key(dp::NOISE_METADATA));
+    let segs: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(0).as_string::<i32>();
+            (0..b.num_rows())
+                .map(|i| c.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(segs, vec!["a", "b"], "exactly the public keys, in order");
+    assert!(batches.iter().all(|b| b.column(1).null_count() == 0));
+}
