@@ -577,6 +577,8 @@ pub fn noisy_aggregate(
             .release(v)
             .map_err(|e| GuardError::Internal(e.to_string()))
     };
+    // The noisy counts partition selection drew, per row of `exact`.
+    let mut drawn: HashMap<usize, i64> = HashMap::new();
     // Which rows (of `exact`, or absent) are released, and their group columns.
     let (rows, group_columns): (Vec<Option<usize>>, Vec<ArrayRef>) = match &dp.selection {
         Selection::Public(combos) => {
@@ -607,8 +609,11 @@ pub fn noisy_aggregate(
         Selection::Threshold { slot, threshold } => {
             let mut kept = Vec::new();
             for r in 0..n {
-                if noisy(*slot, Some(r))? >= *threshold {
+                let v = noisy(*slot, Some(r))?;
+                if v >= *threshold {
                     kept.push(r as u32);
+                    // Released as drawn: the same noisy count, not a second draw.
+                    drawn.insert(r, v);
                 }
             }
             let idx = UInt32Array::from(kept.clone());
@@ -630,7 +635,19 @@ pub fn noisy_aggregate(
         let array: ArrayRef = match o {
             Output::Value { slot, floor } => Arc::new(Int64Array::from(
                 rows.iter()
-                    .map(|r| Ok(noisy(*slot, *r)?.max(*floor)))
+                    .map(|r| {
+                        let reused = match (&dp.selection, r) {
+                            (Selection::Threshold { slot: s, .. }, Some(r)) if s == slot => {
+                                drawn.get(r).copied()
+                            }
+                            _ => None,
+                        };
+                        let v = match reused {
+                            Some(v) => v,
+                            None => noisy(*slot, *r)?,
+                        };
+                        Ok(v.max(*floor))
+                    })
                     .collect::<std::result::Result<Vec<_>, GuardError>>()?,
             )),
             Output::Avg { sum, count, lo, hi } => Arc::new(Float64Array::from(

@@ -285,3 +285,36 @@ async fn public_keys_are_all_released_and_rare_keys_never() {
     assert_eq!(segs, vec!["a", "b"], "exactly the public keys, in order");
     assert!(batches.iter().all(|b| b.column(1).null_count() == 0));
 }
+
+#[tokio::test]
+async fn partition_selection_releases_the_count_it_tested() {
+    // epsilon 1, one group per person, delta 1e-6: threshold 1 + ceil(ln 1e6) = 15.
+    let with_delta = COLLAB.replace("epsilon = 1.0,", "epsilon = 1.0, delta = 1e-6,");
+    let g = guard(&with_delta);
+    let q = g
+        .check(
+            "SELECT region, COUNT(DISTINCT email) AS p FROM t GROUP BY region",
+            "owner",
+        )
+        .await
+        .expect("accepted");
+    let exact = lower(&q.plan, rows(15, false)).await;
+    let release = q.dp.expect("dp");
+    let (mut released, mut withheld) = (0, 0);
+    for _ in 0..3_000 {
+        let b = dp::noisy_aggregate(&release, exact.clone()).expect("noise");
+        if b.num_rows() == 0 {
+            withheld += 1;
+            continue;
+        }
+        released += 1;
+        let p = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
+        // A second, independent draw would fall below the threshold in
+        // about half of the releases.
+        assert!(p >= 15, "released {p}, below the threshold it passed");
+    }
+    assert!(released > 500 && withheld > 500, "{released} / {withheld}");
+}
