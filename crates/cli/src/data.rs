@@ -281,7 +281,7 @@ rule = {{ type = "aggregation", min_distinct_identities = 50 }}
 }
 
 /// The demo collaboration under differential privacy: the same tables,
-/// each with a DP rule (epsilon 1 per query, at most 5 rows and 3 groups per
+/// each with a DP rule (epsilon 1 per query, at most 3 rows and 3 groups per
 /// person, public segments and categories, partition selection for other
 /// dimensions), and a collaboration budget of epsilon 3.
 pub fn collaboration_toml_dp() -> String {

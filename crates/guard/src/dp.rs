@@ -47,7 +47,7 @@ use datafusion::functions_aggregate::expr_fn::{count_distinct, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
     cast as cast_expr, lit, when, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder,
-    Projection, TableScanBuilder,
+    Projection, TableScanBuilder, TryCast,
 };
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Serialize;
@@ -317,7 +317,9 @@ pub(crate) fn rewrite(
             }
             DpAgg::Distinct { .. } => {}
             DpAgg::Sum { arg, lo, hi } | DpAgg::Avg { arg, lo, hi } => {
-                let v = cast_expr(arg.clone(), DataType::Int64);
+                // TRY_CAST: a value outside Int64 becomes NULL (left out)
+                // rather than failing the query, which one row could cause.
+                let v = Expr::TryCast(TryCast::new(Box::new(arg.clone()), DataType::Int64));
                 let clamped = when(v.clone().lt(lit(*lo)), lit(*lo))
                     .when(v.clone().gt(lit(*hi)), lit(*hi))
                     .otherwise(v)

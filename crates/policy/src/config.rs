@@ -566,6 +566,11 @@ impl Collaboration {
         if members(self) != members(next) {
             out.push("the members and their abilities".to_string());
         }
+        // The budget belongs to no single member: raising it would let an
+        // analyst buy more releases on everyone's data.
+        if self.config.privacy != next.config.privacy {
+            out.push("the privacy budget".to_string());
+        }
         let mut owners: Vec<&str> = self
             .config
             .datasets
@@ -764,6 +769,23 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             let got = errors(&text);
             assert!(got.iter().any(|g| g == want), "want {want:?}, got {got:?}");
         }
+    }
+
+    #[test]
+    fn the_privacy_budget_belongs_to_no_single_member() {
+        let with = |eps: &str| {
+            let text = GOOD.replace(
+                "[[members]]\nname = \"publisher\"",
+                &format!("[privacy]\nepsilon = {eps}\n\n[[members]]\nname = \"publisher\""),
+            );
+            Collaboration::from_toml(&text, "c.toml").expect("valid")
+        };
+        let (small, large) = (with("1.0"), with("100.0"));
+        assert_eq!(
+            small.changes_beyond(&large, "advertiser"),
+            vec!["the privacy budget".to_string()]
+        );
+        assert!(small.changes_beyond(&with("1.0"), "advertiser").is_empty());
     }
 
     #[test]
