@@ -896,22 +896,31 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
     drop(running);
 }
 
-#[test]
-fn demo_distributed_runs_from_the_binary() {
+/// Runs `airlock demo --distributed` with `extra` arguments on 20,000
+/// rows; returns its standard output after checking it exited with 0.
+fn demo_distributed(extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().expect("tempdir");
     let out = Command::new(bin())
-        .args(["demo", "--distributed", "--rows", "20000", "--dir"])
+        .args(["demo", "--distributed", "--rows", "20000"])
+        .args(extra)
+        .arg("--dir")
         .arg(tmp.path().join("d"))
         .env_remove("AIRLOCK_HUB")
         .output()
         .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
         Some(0),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn demo_distributed_runs_from_the_binary() {
+    let stdout = demo_distributed(&[]);
     assert!(stdout.contains("hub https://127.0.0.1:"), "{stdout}");
     assert_eq!(stdout.matches("released in").count(), 2, "{stdout}");
     assert_eq!(stdout.matches("-> refused [").count(), 3, "{stdout}");
@@ -922,20 +931,7 @@ fn demo_distributed_runs_from_the_binary() {
 /// fourth is refused for budget.
 #[test]
 fn dp_demo_distributed_spends_the_hubs_budget() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let out = Command::new(bin())
-        .args(["demo", "--dp", "--distributed", "--rows", "20000", "--dir"])
-        .arg(tmp.path().join("d"))
-        .env_remove("AIRLOCK_HUB")
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = demo_distributed(&["--dp"]);
     assert_eq!(stdout.matches("released in").count(), 3, "{stdout}");
     assert_eq!(stdout.matches("95% of noise within").count(), 3, "{stdout}");
     assert!(

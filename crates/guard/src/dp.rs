@@ -330,22 +330,12 @@ pub(crate) fn rewrite(
         }
     }
     exprs.push(random().alias("__airlock_r"));
-    let order = |name: &str| vec![hidden(name).sort(true, false)];
     let mut b = LogicalPlanBuilder::from(input)
         .project(exprs)
         .map_err(internal)?;
+    // At most max_rows random rows per person, for each identity group.
     for r in &roots {
-        let rn = format!("__airlock_rn{r}");
-        let w = row_number()
-            .partition_by(vec![hidden(&id(*r))])
-            .order_by(order("__airlock_r"))
-            .build()
-            .map_err(internal)?
-            .alias(&rn);
-        b = b
-            .window(vec![w])
-            .and_then(|b| b.filter(hidden(&rn).lt_eq(lit(shape.max_rows as i64))))
-            .map_err(internal)?;
+        b = keep_random(b, &id(*r), &format!("__airlock_rn{r}"), shape.max_rows)?;
     }
     // Per (person, group).
     let mut keys: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
@@ -366,22 +356,13 @@ pub(crate) fn rewrite(
             }
         }
     }
-    b = b.aggregate(keys.clone(), per_person).map_err(internal)?;
+    b = b.aggregate(keys, per_person).map_err(internal)?;
     let mut with_random: Vec<Expr> = b.schema().columns().into_iter().map(Expr::Column).collect();
     with_random.push(random().alias("__airlock_r"));
     b = b.project(with_random).map_err(internal)?;
+    // At most max_groups random groups per person.
     for r in &roots {
-        let rn = format!("__airlock_gn{r}");
-        let w = row_number()
-            .partition_by(vec![hidden(&id(*r))])
-            .order_by(order("__airlock_r"))
-            .build()
-            .map_err(internal)?
-            .alias(&rn);
-        b = b
-            .window(vec![w])
-            .and_then(|b| b.filter(hidden(&rn).lt_eq(lit(shape.max_groups as i64))))
-            .map_err(internal)?;
+        b = keep_random(b, &id(*r), &format!("__airlock_gn{r}"), shape.max_groups)?;
     }
     // Per group.
     let per_group: Vec<Expr> = lower_slots
@@ -452,6 +433,26 @@ pub(crate) fn rewrite(
             names,
         },
     ))
+}
+
+/// Keeps at most `limit` rows per value of column `person`, chosen by the
+/// random column `__airlock_r` (row number `rn` over it, then a filter).
+fn keep_random(
+    b: LogicalPlanBuilder,
+    person: &str,
+    rn: &str,
+    limit: u64,
+) -> std::result::Result<LogicalPlanBuilder, GuardError> {
+    let w = row_number()
+        .partition_by(vec![hidden(person)])
+        .order_by(vec![hidden("__airlock_r").sort(true, false)])
+        .build()
+        .map_err(internal)?
+        .alias(rn);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    b.window(vec![w])
+        .and_then(|b| b.filter(hidden(rn).lt_eq(lit(limit))))
+        .map_err(internal)
 }
 
 /// The name each aggregate output has in the released result, following

@@ -53,6 +53,11 @@ fn schema() -> SchemaRef {
     ]))
 }
 
+/// The collaboration with delta 1e-6: groups may be chosen by partition selection.
+fn with_delta() -> String {
+    COLLAB.replace("epsilon = 1.0,", "epsilon = 1.0, delta = 1e-6,")
+}
+
 fn guard(text: &str) -> Guard {
     let collab = Collaboration::from_toml(text, "c.toml").expect("valid collaboration");
     let schemas = HashMap::from([("t".to_string(), schema())]);
@@ -233,8 +238,7 @@ async fn what_dp_cannot_serve_is_refused_by_name() {
     );
     assert_eq!(r.control, Control::DisallowedAggregate);
     // With a delta, partition selection serves the same query and costs it.
-    let with_delta = COLLAB.replace("epsilon = 1.0,", "epsilon = 1.0, delta = 1e-6,");
-    let g = guard(&with_delta);
+    let g = guard(&with_delta());
     let q = g
         .check(
             "SELECT region, COUNT(*) AS n FROM t GROUP BY region",
@@ -289,8 +293,7 @@ async fn public_keys_are_all_released_and_rare_keys_never() {
 #[tokio::test]
 async fn partition_selection_releases_the_count_it_tested() {
     // epsilon 1, one group per person, delta 1e-6: threshold 1 + ceil(ln 1e6) = 15.
-    let with_delta = COLLAB.replace("epsilon = 1.0,", "epsilon = 1.0, delta = 1e-6,");
-    let g = guard(&with_delta);
+    let g = guard(&with_delta());
     let q = g
         .check(
             "SELECT region, COUNT(DISTINCT email) AS p FROM t GROUP BY region",
