@@ -772,6 +772,67 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     }
 
     #[test]
+    fn bad_differential_privacy_settings_are_named() {
+        let dp = |rule: &str, privacy: &str| {
+            let text = GOOD
+                .replace(
+                    "dimensions = [\"segment\", \"region\"]",
+                    "dimensions = [\"segment\", \"region\"]\nmeasures = { spend = [\"sum\"] }",
+                )
+                .replace(
+                    "min_distinct_identities = 50 }",
+                    &format!(
+                        "min_distinct_identities = 50, differential_privacy = {{ {rule} }} }}"
+                    ),
+                )
+                .replace(
+                    "[[members]]\nname = \"publisher\"",
+                    &format!("{privacy}\n[[members]]\nname = \"publisher\""),
+                );
+            errors(&text)
+        };
+        let ok_rule = "epsilon = 1.0, bounds = { spend = [0, 100] }";
+        let budget = "[privacy]\nepsilon = 3.0\n";
+        assert!(dp(ok_rule, budget).is_empty(), "{:?}", dp(ok_rule, budget));
+        let cases = [
+            ("epsilon = 0.0, bounds = { spend = [0, 100] }", budget,
+             "c.toml: table 'audience': differential_privacy.epsilon must be above 0 and at most 100"),
+            ("epsilon = 1.0, users_noise_per_query = 10.0, bounds = { spend = [0, 100] }", budget,
+             "c.toml: table 'audience': differential_privacy: give either epsilon or users_noise_per_query, not both"),
+            ("bounds = { spend = [0, 100] }", budget,
+             "c.toml: table 'audience': differential_privacy: epsilon (or users_noise_per_query) is required"),
+            ("epsilon = 1.0", budget,
+             "c.toml: table 'audience', column 'spend': differential_privacy: a measure that may be summed or averaged needs bounds = [low, high]"),
+            ("epsilon = 1.0, bounds = { spend = [100, 0] }", budget,
+             "c.toml: table 'audience', column 'spend': differential_privacy.bounds: low is above high"),
+            ("epsilon = 1.0, bounds = { spend = [0, 100], segment = [0, 1] }", budget,
+             "c.toml: table 'audience', column 'segment': differential_privacy.bounds names a column that is not a measure"),
+            ("epsilon = 1.0, bounds = { spend = [0, 100] }, public_keys = { spend = [\"a\"] }", budget,
+             "c.toml: table 'audience', column 'spend': differential_privacy.public_keys names a column that is not a dimension"),
+            ("epsilon = 1.0, bounds = { spend = [0, 100] }, public_keys = { segment = [] }", budget,
+             "c.toml: table 'audience', column 'segment': differential_privacy.public_keys must list between 1 and 10000 keys"),
+            ("epsilon = 1.0, delta = 0.5, bounds = { spend = [0, 100] }", budget,
+             "c.toml: table 'audience': differential_privacy.delta must be at least 0 and below 0.01"),
+            ("epsilon = 1.0, max_rows_per_identity = 0, bounds = { spend = [0, 100] }", budget,
+             "c.toml: table 'audience': differential_privacy.max_rows_per_identity must be between 1 and 1000000"),
+            (ok_rule, "",
+             "c.toml: table 'audience': the rule uses differential_privacy but the collaboration has no [privacy] budget"),
+            (ok_rule, "[privacy]\nepsilon = -1.0\n",
+             "c.toml: privacy.epsilon must be between 0 and 1000000"),
+            (ok_rule, "[privacy]\nepsilon = 3.0\nrefresh_days = 0\n",
+             "c.toml: privacy.refresh_days must be at least 1"),
+            (ok_rule, "[privacy]\nepsilon = 3.0\nanalysts = [{ name = \"nobody\", epsilon = 1.0 }]\n",
+             "c.toml: privacy.analysts: 'nobody' is not a declared member"),
+        ];
+        for (rule, privacy, want) in cases {
+            let got = dp(rule, privacy);
+            assert!(got.iter().any(|g| g == want), "want {want:?}, got {got:?}");
+        }
+        let got = dp("epsilon = 1.0, colour = 1", budget);
+        assert!(got[0].contains("unknown field `colour`"), "{got:?}");
+    }
+
+    #[test]
     fn the_privacy_budget_belongs_to_no_single_member() {
         let with = |eps: &str| {
             let text = GOOD.replace(
