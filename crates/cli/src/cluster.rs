@@ -154,6 +154,12 @@ impl Cluster {
         &self,
         member: &str,
     ) -> Result<Option<airlock_service::api::BudgetView>, CliError> {
+        if self.hub.collaboration().member(member).is_none() {
+            return Err(CliError::BadInput(format!(
+                "'{member}' is not a member of collaboration '{}'",
+                self.hub.collaboration().name()
+            )));
+        }
         let Some(store) = &self.ledger else {
             return Ok(None);
         };

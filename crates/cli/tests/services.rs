@@ -340,6 +340,21 @@ async fn authentication_matrix() {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} documented");
     }
 
+    // A budget: none for the demo collaboration; another member's
+    // collaboration answers the same 404 as one that does not exist.
+    let b = advertiser.budget("demo").await.expect("budget");
+    assert_eq!((b.collaboration_left, b.member_left), (None, None));
+    let (c1, t1) = advertiser
+        .raw(Method::GET, "/v1/collaborations/solo/budget", None)
+        .await
+        .expect("call");
+    let (c2, t2) = advertiser
+        .raw(Method::GET, "/v1/collaborations/nope/budget", None)
+        .await
+        .expect("call");
+    assert_eq!((c1.as_u16(), &t1), (404, &t2));
+    assert_eq!(c2.as_u16(), 404);
+
     // Another member's collaboration: the same 404 as one that does not exist.
     let (c1, t1) = advertiser
         .raw(Method::GET, "/v1/collaborations/solo", None)
