@@ -234,6 +234,10 @@ pub(crate) fn rewrite(
         (Some(keys), _) => {
             let mut combos: Vec<Vec<String>> = vec![Vec::new()];
             for (i, list) in keys.iter().enumerate() {
+                // Each key once: a key listed twice would be released twice,
+                // with two draws of noise (the configuration refuses it too).
+                let mut seen = std::collections::HashSet::new();
+                let list: Vec<String> = list.iter().filter(|k| seen.insert(*k)).cloned().collect();
                 let ty = agg_schema.field(i).data_type();
                 let strings: ArrayRef = Arc::new(StringArray::from(list.clone()));
                 let typed = cast(&strings, ty).map_err(|_| {
@@ -251,9 +255,9 @@ pub(crate) fn rewrite(
                 combos = combos
                     .into_iter()
                     .flat_map(|c| {
-                        list.iter().map(move |k| {
+                        list.clone().into_iter().map(move |k| {
                             let mut c = c.clone();
-                            c.push(k.clone());
+                            c.push(k);
                             c
                         })
                     })

@@ -815,6 +815,8 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
              "c.toml: table 'audience': differential_privacy.delta must be at least 0 and below 0.01"),
             ("epsilon = 1.0, max_rows_per_identity = 0, bounds = { spend = [0, 100] }", budget,
              "c.toml: table 'audience': differential_privacy.max_rows_per_identity must be between 1 and 1000000"),
+            ("epsilon = 1.0, bounds = { spend = [0, 100] }, public_keys = { segment = [\"a\", \"b\", \"a\"] }", budget,
+             "c.toml: table 'audience', column 'segment': differential_privacy.public_keys lists a key twice"),
             (ok_rule, "",
              "c.toml: table 'audience': the rule uses differential_privacy but the collaboration has no [privacy] budget"),
             (ok_rule, "[privacy]\nepsilon = -1.0\n",

@@ -162,6 +162,12 @@ impl DpRule {
                     Some(col),
                     "differential_privacy.public_keys must list between 1 and 10000 keys".into(),
                 );
+            } else if keys.iter().collect::<std::collections::BTreeSet<_>>().len() != keys.len() {
+                // A key listed twice would be released twice, with two draws of noise.
+                add(
+                    Some(col),
+                    "differential_privacy.public_keys lists a key twice".into(),
+                );
             }
         }
         out
