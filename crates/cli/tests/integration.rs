@@ -944,3 +944,139 @@ async fn the_binary_reports_exit_codes_and_json_refusals() {
     let (code, _, err) = run(&["check", "--collab", c, "SELECT * FROM purchases"]);
     assert_eq!(code, Some(3), "{err}");
 }
+
+/// Consent at the source, with canary people: a group that reaches k only
+/// with them disappears from the very next query once one withdraws
+/// consent (a boolean column) or is put on the other member's suppression
+/// list, in a one-node analysis and in a join alike.
+#[tokio::test]
+async fn consent_withdrawn_at_the_source_holds_in_the_next_query() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let people = |withdrawn: &[&str]| {
+        let mut text = String::from("email,segment,consent\n");
+        for (i, seg) in [
+            (0, "x"),
+            (1, "x"),
+            (2, "x"),
+            (3, "y"),
+            (4, "y"),
+            (5, "y"),
+            (6, "y"),
+        ] {
+            let email = format!("p{i}@example.com");
+            let consent = !withdrawn.contains(&email.as_str());
+            text.push_str(&format!("{email},{seg},{consent}\n"));
+        }
+        std::fs::write(dir.join("people.csv"), text).expect("people");
+    };
+    let optouts = |emails: &[&str]| {
+        let mut text = String::from("email\n");
+        for e in emails {
+            text.push_str(&format!("{e}\n"));
+        }
+        std::fs::write(dir.join("optouts.csv"), text).expect("optouts");
+    };
+    let mut orders = String::from("email,category,amount\n");
+    for i in 0..7 {
+        orders.push_str(&format!("p{i}@example.com,books,{}\n", 100 + i));
+    }
+    std::fs::write(dir.join("orders.csv"), orders).expect("orders");
+    std::fs::write(dir.join("k"), "11".repeat(32) + "\n").expect("secret");
+    people(&[]);
+    optouts(&["nobody@example.com"]);
+    let config = r#"
+[collaboration]
+name = "consent"
+secret_file = "k"
+purposes = ["measurement"]
+
+[[members]]
+name = "pub"
+abilities = ["provide"]
+
+[[members]]
+name = "adv"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "pub_people"
+owner = "pub"
+path = "people.csv"
+format = "csv"
+consent = { measurement = { column = "consent" } }
+
+[[datasets]]
+name = "adv_orders"
+owner = "adv"
+path = "orders.csv"
+format = "csv"
+consent = { measurement = { suppression_dataset = "adv_optouts" } }
+
+[[datasets]]
+name = "adv_optouts"
+owner = "adv"
+path = "optouts.csv"
+format = "csv"
+
+[[tables]]
+alias = "people"
+dataset = "pub_people"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "aggregation", min_distinct_identities = 3 }
+
+[[tables]]
+alias = "orders"
+dataset = "adv_orders"
+identity = "email"
+join = ["email"]
+dimensions = ["category"]
+measures = { amount = ["sum"] }
+rule = { type = "aggregation", min_distinct_identities = 3 }
+"#;
+    let file = dir.join("collaboration.toml");
+    std::fs::write(&file, config).expect("config");
+    let cluster = Cluster::open(&file, None).await.expect("open");
+    let alone = "SELECT segment, COUNT(DISTINCT email) AS n FROM people GROUP BY segment";
+    let joined = "SELECT p.segment, COUNT(DISTINCT p.email) AS n FROM people p JOIN orders o ON p.email = o.email GROUP BY p.segment";
+    let run = |sql: &'static str| {
+        let cluster = &cluster;
+        async move {
+            let released = cluster.query("adv", sql).await.expect("released");
+            rows(&released.batches)
+        }
+    };
+    let both = vec!["x | 3".to_string(), "y | 4".to_string()];
+    assert_eq!(run(alone).await, both);
+    assert_eq!(run(joined).await, both);
+    // A canary withdraws consent in the publisher's file.
+    people(&["p2@example.com"]);
+    assert_eq!(run(alone).await, vec!["y | 4"]);
+    assert_eq!(run(joined).await, vec!["y | 4"]);
+    // Consent back; another canary on the advertiser's suppression list.
+    people(&[]);
+    optouts(&["nobody@example.com", "p1@example.com"]);
+    assert_eq!(
+        run(alone).await,
+        both,
+        "the publisher's own rows are unaffected"
+    );
+    assert_eq!(run(joined).await, vec!["y | 4"]);
+    // A bad consent source is a configuration error naming it.
+    let bad = config.replace(
+        "consent = { measurement = { column = \"consent\" } }",
+        "consent = { measurement = { column = \"segment\" } }",
+    );
+    std::fs::write(&file, bad).expect("config");
+    let Err(e) = Cluster::open(&file, None).await else {
+        panic!("a text consent column was accepted");
+    };
+    assert!(
+        e.to_string().contains(
+            "column 'segment': the consent column for 'measurement' must be a boolean column"
+        ),
+        "{e}"
+    );
+}

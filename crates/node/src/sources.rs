@@ -15,8 +15,11 @@ use datafusion::datasource::file_format::options::ReadOptions;
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::utils::{conjunction, disjunction};
+use datafusion::logical_expr::JoinType;
 use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
+};
 
 use crate::NodeError;
 
@@ -152,10 +155,10 @@ pub(crate) async fn register(
                 _ => exprs.push(ident),
             }
         }
+        let consented = consent_filter(ctx, collab, t, provider, &datasets, &mut problems)?;
         if problems.is_empty() {
-            let df = ctx
-                .read_table(provider.clone())
-                .and_then(|df| df.select(exprs))
+            let df = consented
+                .select(exprs)
                 .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
             let view = df.into_view();
             schemas.insert(t.alias.clone(), view.schema());
@@ -170,6 +173,72 @@ pub(crate) async fn register(
         Err(NodeError::Config(ConfigErrors(problems)))
     }
 }
+
+/// The rows of a configured table's dataset that may count: for each of
+/// the collaboration's purposes, only rows whose consent column is true and
+/// whose identity is not on the dataset's suppression list. Read in place,
+/// so a withdrawal in the source holds from the next query.
+fn consent_filter(
+    ctx: &SessionContext,
+    collab: &Collaboration,
+    t: &airlock_policy::ConfiguredTable,
+    provider: &Arc<dyn TableProvider>,
+    datasets: &HashMap<String, Arc<dyn TableProvider>>,
+    problems: &mut Vec<ConfigError>,
+) -> Result<DataFrame, NodeError> {
+    let local = |e: datafusion::error::DataFusionError| NodeError::Local(e.strip_backtrace());
+    let file = collab.file.as_str();
+    let mut df = ctx.read_table(provider.clone()).map_err(local)?;
+    let Some(ds) = collab.dataset(&t.dataset) else {
+        return Ok(df);
+    };
+    for purpose in &collab.config.collaboration.purposes {
+        let Some(source) = ds.consent.get(purpose) else {
+            continue;
+        };
+        if let Some(col) = &source.column {
+            match provider.schema().field_with_name(col) {
+                Ok(f) if f.data_type() == &DataType::Boolean => {
+                    df = df.filter(column(col).is_true()).map_err(local)?;
+                }
+                _ => problems.push(problem(
+                    file,
+                    &ds.name,
+                    Some(col),
+                    format!("the consent column for '{purpose}' must be a boolean column of the dataset"),
+                )),
+            }
+        }
+        if let Some(list) = &source.suppression_dataset {
+            let key = source.suppression_column();
+            let Some(listed) = datasets.get(list) else {
+                continue; // its own problem is already recorded
+            };
+            if listed.schema().field_with_name(key).is_err() {
+                problems.push(problem(
+                    file,
+                    list,
+                    Some(key),
+                    format!("not a column of the suppression list for '{purpose}'"),
+                ));
+                continue;
+            }
+            let optouts = ctx
+                .read_table(listed.clone())
+                .and_then(|l| l.select(vec![cast(column(key), DataType::Utf8).alias(OPTOUT)]))
+                .map_err(local)?;
+            df = df
+                .with_column(CONSENT_ID, cast(column(&t.identity), DataType::Utf8))
+                .and_then(|d| d.join(optouts, JoinType::LeftAnti, &[CONSENT_ID], &[OPTOUT], None))
+                .and_then(|d| d.drop_columns(&[CONSENT_ID]))
+                .map_err(local)?;
+        }
+    }
+    Ok(df)
+}
+
+const OPTOUT: &str = "__airlock_optout";
+const CONSENT_ID: &str = "__airlock_consent_id";
 
 fn literal(v: &Literal) -> Expr {
     match v {

@@ -127,6 +127,34 @@ pub struct CollaborationSection {
     /// File holding the collaboration secret (64 hex characters), relative to
     /// this file. Read only by the nodes of contributing members.
     pub secret_file: String,
+    /// What the collaboration's analyses are for (e.g. `measurement`). Every
+    /// dataset's consent source for each of them is applied by its node.
+    #[serde(default)]
+    pub purposes: Vec<String>,
+}
+
+/// Where a dataset's consent for one purpose comes from. Exactly one of
+/// `column` and `suppression_dataset` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentSource {
+    /// A boolean column of the dataset: only rows where it is true count.
+    #[serde(default)]
+    pub column: Option<String>,
+    /// A dataset of the same owner listing people who opted out (or were
+    /// erased): their rows never count.
+    #[serde(default)]
+    pub suppression_dataset: Option<String>,
+    /// The suppression dataset's identity column (default: `email`).
+    #[serde(default)]
+    pub suppression_column: Option<String>,
+}
+
+impl ConsentSource {
+    /// The suppression dataset's identity column.
+    pub fn suppression_column(&self) -> &str {
+        self.suppression_column.as_deref().unwrap_or("email")
+    }
 }
 
 /// A member as written.
@@ -152,6 +180,11 @@ pub struct Dataset {
     pub path: String,
     /// File format.
     pub format: DatasetFormat,
+    /// Consent source per purpose, applied by the owner's node before
+    /// anything leaves it. A purpose with no source is consented by the
+    /// owner for all its rows.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consent: BTreeMap<String, ConsentSource>,
 }
 
 /// A configured table as written.
@@ -435,6 +468,46 @@ impl Collaboration {
                 p.add(Some(&d.name), None, "dataset path is empty");
             }
         }
+        let mut purposes = BTreeSet::new();
+        for purpose in &c.collaboration.purposes {
+            if !is_identifier(purpose) {
+                p.add(
+                    None,
+                    None,
+                    format!("purpose '{purpose}' must be a lowercase identifier"),
+                );
+            }
+            if !purposes.insert(purpose.as_str()) {
+                p.add(None, None, format!("purpose '{purpose}' declared twice"));
+            }
+        }
+        for d in &c.datasets {
+            for (purpose, source) in &d.consent {
+                if !purposes.contains(purpose.as_str()) {
+                    p.add(
+                        Some(&d.name),
+                        None,
+                        format!("consent is given for purpose '{purpose}', which the collaboration does not declare"),
+                    );
+                }
+                match (&source.column, &source.suppression_dataset) {
+                    (Some(col), None) if !col.trim().is_empty() => {}
+                    (None, Some(list)) => match datasets.get(list.as_str()) {
+                        Some(l) if l.owner == d.owner && l.name != d.name => {}
+                        _ => p.add(
+                            Some(&d.name),
+                            None,
+                            format!("consent for '{purpose}': suppression_dataset '{list}' is not another dataset of the same owner"),
+                        ),
+                    },
+                    _ => p.add(
+                        Some(&d.name),
+                        None,
+                        format!("consent for '{purpose}' needs exactly one of column or suppression_dataset"),
+                    ),
+                }
+            }
+        }
         let mut aliases = BTreeSet::new();
         for t in &c.tables {
             let a = t.alias.as_str();
@@ -570,6 +643,9 @@ impl Collaboration {
         // analyst buy more releases on everyone's data.
         if self.config.privacy != next.config.privacy {
             out.push("the privacy budget".to_string());
+        }
+        if self.config.collaboration.purposes != next.config.collaboration.purposes {
+            out.push("the purposes".to_string());
         }
         let mut owners: Vec<&str> = self
             .config
@@ -832,6 +908,42 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
         }
         let got = dp("epsilon = 1.0, colour = 1", budget);
         assert!(got[0].contains("unknown field `colour`"), "{got:?}");
+    }
+
+    #[test]
+    fn bad_consent_sources_are_named() {
+        let with = |purposes: &str, consent: &str| {
+            let text = GOOD
+                .replace(
+                    "secret_file = \"collaboration.key\"",
+                    &format!("secret_file = \"collaboration.key\"\npurposes = {purposes}"),
+                )
+                .replace(
+                    "format = \"parquet\"",
+                    &format!("format = \"parquet\"\nconsent = {consent}"),
+                );
+            errors(&text)
+        };
+        assert!(with(
+            "[\"measurement\"]",
+            "{ measurement = { column = \"consent\" } }"
+        )
+        .is_empty());
+        let cases = [
+            ("[\"measurement\"]", "{ activation = { column = \"consent\" } }",
+             "c.toml: table 'audience_ds': consent is given for purpose 'activation', which the collaboration does not declare"),
+            ("[\"measurement\"]", "{ measurement = { column = \"consent\", suppression_dataset = \"x\" } }",
+             "c.toml: table 'audience_ds': consent for 'measurement' needs exactly one of column or suppression_dataset"),
+            ("[\"measurement\"]", "{ measurement = { suppression_dataset = \"audience_ds\" } }",
+             "c.toml: table 'audience_ds': consent for 'measurement': suppression_dataset 'audience_ds' is not another dataset of the same owner"),
+            ("[\"Measure ment\"]", "{}",
+             "c.toml: purpose 'Measure ment' must be a lowercase identifier"),
+            ("[\"m\", \"m\"]", "{}", "c.toml: purpose 'm' declared twice"),
+        ];
+        for (purposes, consent, want) in cases {
+            let got = with(purposes, consent);
+            assert!(got.iter().any(|g| g == want), "want {want:?}, got {got:?}");
+        }
     }
 
     #[test]

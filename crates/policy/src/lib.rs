@@ -21,7 +21,8 @@ pub mod refusal;
 
 pub use config::{
     Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
-    ConfigError, ConfigErrors, ConfiguredTable, Dataset, DatasetFormat, Member, RuleKind,
+    ConfigError, ConfigErrors, ConfiguredTable, ConsentSource, Dataset, DatasetFormat, Member,
+    RuleKind,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
