@@ -64,6 +64,57 @@ async fn demo_end_to_end_through_up_with_a_wire_tap() {
         assert!(!rows(&remote.batches).is_empty(), "{title}: rows released");
         assert_eq!(rows(&remote.batches), rows(&here.batches), "{title}");
     }
+    // Retention: a result released longer ago than the collaboration's
+    // period (30 days by default; here its release time is moved back in
+    // the hub's own database) is deleted, not served, and the deletion is
+    // in the audit chain.
+    let (code, text) = analyst
+        .raw(Method::GET, "/v1/collaborations/demo/queries", None)
+        .await
+        .expect("list");
+    assert_eq!(code.as_u16(), 200, "{text}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
+    let (old, fresh) = (
+        listed[0]["id"].as_str().expect("id").to_string(),
+        listed[1]["id"].as_str().expect("id").to_string(),
+    );
+    let db = airlock_store::Store::open(&format!(
+        "sqlite:{}",
+        dir.join("cluster/hub/hub.db").display()
+    ))
+    .await
+    .expect("hub db");
+    let month_ago = airlock_store::now_ms() - 31 * 86_400_000;
+    sqlx::query("UPDATE queries SET updated_at_ms = $1 WHERE id = $2")
+        .bind(month_ago)
+        .bind(&old)
+        .execute(db.pool())
+        .await
+        .expect("age a result");
+    let result = |id: String| {
+        let analyst = &analyst;
+        async move {
+            analyst
+                .raw(Method::GET, &format!("/v1/queries/{id}/result"), None)
+                .await
+                .expect("fetch")
+        }
+    };
+    let (code, text) = result(old.clone()).await;
+    assert_eq!(code.as_u16(), 410, "{text}");
+    assert_eq!(
+        result(fresh).await.0.as_u16(),
+        200,
+        "a fresh result is served"
+    );
+    let deleted = db
+        .audit("demo")
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "result.deleted" && e.payload.contains(&old))
+        .count();
+    assert_eq!(deleted, 1);
     // The refused ones are refused for the same reason.
     for (what, sql) in demo::REFUSED {
         let remote = remote::query(&analyst, "demo", sql).await;

@@ -131,6 +131,17 @@ pub struct CollaborationSection {
     /// dataset's consent source for each of them is applied by its node.
     #[serde(default)]
     pub purposes: Vec<String>,
+    /// Released results are deleted this many days after their release
+    /// (default 30).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+}
+
+impl CollaborationSection {
+    /// The retention period in milliseconds.
+    pub fn retention_ms(&self) -> i64 {
+        i64::from(self.retention_days.unwrap_or(30)) * 86_400_000
+    }
 }
 
 /// Where a dataset's consent for one purpose comes from. Exactly one of
@@ -468,6 +479,16 @@ impl Collaboration {
                 p.add(Some(&d.name), None, "dataset path is empty");
             }
         }
+        if c.collaboration
+            .retention_days
+            .is_some_and(|d| d == 0 || d > 3650)
+        {
+            p.add(
+                None,
+                None,
+                "collaboration.retention_days must be between 1 and 3650",
+            );
+        }
         let mut purposes = BTreeSet::new();
         for purpose in &c.collaboration.purposes {
             if !is_identifier(purpose) {
@@ -646,6 +667,9 @@ impl Collaboration {
         }
         if self.config.collaboration.purposes != next.config.collaboration.purposes {
             out.push("the purposes".to_string());
+        }
+        if self.config.collaboration.retention_days != next.config.collaboration.retention_days {
+            out.push("the retention period".to_string());
         }
         let mut owners: Vec<&str> = self
             .config

@@ -812,6 +812,16 @@ async fn get_result(
 ) -> Result<Response, ApiError> {
     let (q, collab) = visible_query(&s, &m, &id).await?;
     require(&collab, &m, Ability::Receive, "read results")?;
+    // A result past its retention period is deleted now rather than served.
+    expire(&s.store, &collab).await?;
+    let q = s.store.query(&id).await?.unwrap_or(q);
+    if q.detail.as_deref() == Some(airlock_store::RESULT_DELETED) {
+        return Err(ApiError(
+            StatusCode::GONE,
+            "expired",
+            airlock_store::RESULT_DELETED.to_string(),
+        ));
+    }
     if q.state != QueryState::Released {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -999,6 +1009,32 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
+/// Deletes `collab`'s results released longer ago than its retention period
+/// (each deletion audited by the store).
+async fn expire(store: &Store, collab: &Collaboration) -> Result<Vec<String>, StoreError> {
+    let cutoff = airlock_store::now_ms() - collab.config.collaboration.retention_ms();
+    store.expire_results(collab.name(), cutoff).await
+}
+
+/// Every minute, deletes the results every collaboration's retention
+/// period has run out on.
+async fn retention_sweeper(store: Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Ok(collabs) = store.collaborations().await else {
+            continue;
+        };
+        for rec in collabs {
+            if let Ok(collab) = parse_collab(&rec.toml) {
+                if let Err(e) = expire(&store, &collab).await {
+                    eprintln!("retention of '{}': {e}", rec.name);
+                }
+            }
+        }
+    }
+}
+
 /// Serves the hub until `shutdown` resolves. Prints `listening on
 /// https://ADDR` once bound (the line `airlock up` waits for).
 pub async fn serve(
@@ -1020,6 +1056,7 @@ pub async fn serve(
         "hub listening on https://{addr} (nodes: {})",
         nodes.into_iter().cloned().collect::<Vec<_>>().join(", ")
     );
+    tokio::spawn(retention_sweeper(state.store.clone()));
     let handle = axum_server::Handle::new();
     let h2 = handle.clone();
     tokio::spawn(async move {

@@ -10,6 +10,9 @@ use crate::{
     QueryState, Store, StoreError,
 };
 
+/// The detail of a released query whose result the retention period deleted.
+pub const RESULT_DELETED: &str = "the result was deleted at the end of the retention period";
+
 /// The detail [`Store::fail_interrupted`] gives the queries it fails.
 pub const INTERRUPTED: &str = "interrupted: the hub restarted";
 
@@ -269,6 +272,62 @@ impl Store {
                 .await
                 .ctx("read a query result")?,
         )
+    }
+
+    /// Retention: deletes the results of `collab`'s queries released before
+    /// `cutoff_ms`, each deletion audited as `result.deleted` (payload:
+    /// query, released_at_ms, cutoff_ms, result_sha256) in the same
+    /// transaction; the query keeps its state and row count, its detail
+    /// says the result was deleted. Returns the queries whose results were
+    /// deleted, oldest first; a second call deletes nothing.
+    pub async fn expire_results(
+        &self,
+        collab: &str,
+        cutoff_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        check_text("collaboration name", collab)?;
+        in_tx!(self, |tx| {
+            let due: Vec<(String, i64, Vec<u8>)> = sqlx::query_as(
+                "SELECT q.id, q.updated_at_ms, r.data FROM queries q \
+                 JOIN query_results r ON r.query_id = q.id \
+                 WHERE q.collab = $1 AND q.state = 'released' AND q.updated_at_ms < $2 \
+                 ORDER BY q.updated_at_ms, q.id",
+            )
+            .bind(collab)
+            .bind(cutoff_ms)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx("find expired results")?;
+            let mut ids = Vec::with_capacity(due.len());
+            for (id, released_at_ms, data) in due {
+                sqlx::query("DELETE FROM query_results WHERE query_id = $1")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("delete an expired result")?;
+                sqlx::query("UPDATE queries SET detail = $1 WHERE id = $2")
+                    .bind(RESULT_DELETED)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("mark a deleted result")?;
+                append_audit_in(
+                    &mut tx,
+                    collab,
+                    "result.deleted",
+                    "hub",
+                    &serde_json::json!({
+                        "query": id,
+                        "released_at_ms": released_at_ms,
+                        "cutoff_ms": cutoff_ms,
+                        "result_sha256": sha256_hex(&data),
+                    }),
+                )
+                .await?;
+                ids.push(id);
+            }
+            ids
+        })
     }
 
     /// For hub start: moves every query not in a terminal state to `Failed`

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use airlock_store::{
     export_jsonl, parse_jsonl, verify_chain, verify_chain_with_head, AuditEntry, Backend,
-    QueryState, Store, StoreError, GENESIS_HASH, INTERRUPTED,
+    QueryState, Store, StoreError, GENESIS_HASH, INTERRUPTED, RESULT_DELETED,
 };
 use common::{count, each_backend, store_with_collab};
 use serde_json::json;
@@ -448,6 +448,70 @@ async fn query_lifecycle_and_its_audit() {
         assert!(listed.contains(&q.id) && listed.contains(&q2.id) && listed.contains(&q3.id));
         assert!(store.queries("nope").await.expect("list").is_empty());
         verify_chain(&store.audit("demo").await.expect("audit")).expect("chain");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_results_and_audits_each() {
+    each_backend(|db| async move {
+        let store = store_with_collab(&db).await;
+        let mut ids = Vec::new();
+        for i in 0..3u8 {
+            let q = store
+                .submit_query("demo", "alice", "SELECT 1")
+                .await
+                .expect("submit");
+            for state in [QueryState::Checked, QueryState::Running] {
+                store.transition(&q.id, state, None).await.expect("move");
+            }
+            store.release(&q.id, &[i; 10], 1).await.expect("release");
+            ids.push(q.id);
+        }
+        let refused = store
+            .submit_query("demo", "alice", "SELECT 2")
+            .await
+            .expect("submit");
+        store
+            .transition(&refused.id, QueryState::Refused, Some("no"))
+            .await
+            .expect("refuse");
+        // A cutoff before every release deletes nothing.
+        assert!(store
+            .expire_results("demo", 0)
+            .await
+            .expect("expire")
+            .is_empty());
+        let cutoff = airlock_store::now_ms() + 1;
+        let deleted = store.expire_results("demo", cutoff).await.expect("expire");
+        assert_eq!(deleted.len(), 3);
+        for id in &ids {
+            assert!(deleted.contains(id));
+            assert_eq!(store.result(id).await.expect("read"), None);
+            let q = store.query(id).await.expect("read").expect("kept");
+            assert_eq!(
+                (q.state, q.rows, q.detail.as_deref()),
+                (QueryState::Released, Some(1), Some(RESULT_DELETED))
+            );
+        }
+        assert!(store
+            .expire_results("demo", cutoff)
+            .await
+            .expect("again")
+            .is_empty());
+        let chain = store.audit("demo").await.expect("audit");
+        verify_chain(&chain).expect("the chain still verifies");
+        let audited: Vec<String> = chain
+            .iter()
+            .filter(|e| e.kind == "result.deleted")
+            .map(|e| {
+                let p: serde_json::Value = serde_json::from_str(&e.payload).expect("json");
+                p["query"].as_str().expect("query").to_string()
+            })
+            .collect();
+        assert_eq!(audited.len(), 3);
+        assert!(ids.iter().all(|id| audited.contains(id)));
+        assert!(store.expire_results("", cutoff).await.is_err());
     })
     .await;
 }
