@@ -12,5 +12,6 @@ pub mod cluster;
 pub mod data;
 pub mod demo;
 pub mod output;
+pub mod records;
 pub mod remote;
 pub mod up;

@@ -279,6 +279,24 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write a GDPR Art. 30-style record of processing (Markdown and JSON)
+    /// from a collaboration's definition and its verified audit chain.
+    Records {
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Collaboration name.
+        #[arg(long)]
+        collab: String,
+        /// Analyses submitted from this time (unix ms; default: all).
+        #[arg(long, default_value_t = 0)]
+        from_ms: i64,
+        /// Analyses submitted before this time (unix ms; default: now).
+        #[arg(long)]
+        to_ms: Option<i64>,
+        /// Directory to write `records-NAME.md` and `records-NAME.json` into.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
     /// A collaboration's privacy budget.
     Budget {
         #[command(subcommand)]
@@ -686,6 +704,32 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             })
             .await
             .map_err(plain)
+        }
+        Command::Records {
+            hub,
+            collab,
+            from_ms,
+            to_ms,
+            out,
+        } => {
+            let client = hub.client().map_err(plain)?;
+            let to_ms = to_ms.unwrap_or_else(airlock_store::now_ms);
+            let record = airlock_cli::records::fetch(&client, &collab, from_ms, to_ms)
+                .await
+                .map_err(plain)?;
+            let write = |ext: &str, text: String| {
+                let path = out.join(format!("records-{collab}.{ext}"));
+                std::fs::write(&path, text)
+                    .map_err(|e| plain(CliError::Failed(format!("{}: {e}", path.display()))))?;
+                println!("wrote {}", path.display());
+                Ok(())
+            };
+            write(
+                "json",
+                serde_json::to_string_pretty(&record)
+                    .map_err(|e| plain(CliError::Failed(e.to_string())))?,
+            )?;
+            write("md", airlock_cli::records::markdown(&record))
         }
         Command::Budget {
             command:

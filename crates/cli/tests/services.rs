@@ -115,6 +115,41 @@ async fn demo_end_to_end_through_up_with_a_wire_tap() {
         .filter(|e| e.kind == "result.deleted" && e.payload.contains(&old))
         .count();
     assert_eq!(deleted, 1);
+    // The record of processing: parties, data categories, and every
+    // analysis with how it ended, from the verified chain.
+    let record = airlock_cli::records::fetch(&analyst, "demo", 0, airlock_store::now_ms())
+        .await
+        .expect("record");
+    let parties: Vec<&str> = record["parties"]
+        .as_array()
+        .expect("parties")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(parties, vec!["publisher", "advertiser"]);
+    assert_eq!(record["recipients"], serde_json::json!(["advertiser"]));
+    let outcomes: Vec<&str> = record["analyses"]
+        .as_array()
+        .expect("analyses")
+        .iter()
+        .filter_map(|a| a["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec!["released; result deleted after retention", "released"],
+        "{record}"
+    );
+    let md = airlock_cli::records::markdown(&record);
+    assert!(md.contains("## Analyses in the period") && md.contains("| advertiser | released |"));
+    // A record is never built on a tampered chain.
+    let mut chain = db.audit("demo").await.expect("audit");
+    chain[1].payload = chain[1].payload.replacen('{', "{\"tampered\": true, ", 1);
+    let collab = airlock_policy::Collaboration::from_toml(
+        &std::fs::read_to_string(dir.join("collaboration.toml")).expect("toml"),
+        "c",
+    )
+    .expect("collab");
+    assert!(airlock_cli::records::build(&collab, &chain, 0, i64::MAX).is_err());
     // The refused ones are refused for the same reason.
     for (what, sql) in demo::REFUSED {
         let remote = remote::query(&analyst, "demo", sql).await;
