@@ -55,7 +55,7 @@ pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
     let cluster = Cluster::open(&opts.dir.join("collaboration.toml"), None).await?;
     let plain = SessionContext::new();
     for (name, file) in [
-        ("audience", "audience.parquet"),
+        ("audience_raw", "audience.parquet"),
         ("purchases", "purchases.parquet"),
     ] {
         let path = opts.dir.join(file);
@@ -68,6 +68,12 @@ pub async fn run(opts: &BenchOptions) -> Result<(), CliError> {
             .await
             .map_err(|e| CliError::Failed(e.to_string()))?;
     }
+    // The same consent as the collaboration declares, so both sides read
+    // the same people.
+    plain
+        .sql("CREATE VIEW audience AS SELECT * FROM audience_raw WHERE consent")
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     println!();
     println!(
         "{:<44} {:>12} {:>12} {:>8} {:>8}",

@@ -239,6 +239,7 @@ pub fn collaboration_toml(join_required: bool) -> String {
 [collaboration]
 name = "demo"
 secret_file = "collaboration.key"   # read only by the members' nodes
+purposes = ["measurement"]
 
 [[members]]
 name = "publisher"
@@ -253,6 +254,8 @@ name = "publisher_audience"
 owner = "publisher"
 path = "audience.parquet"
 format = "parquet"
+# People with consent = false never count, in any analysis (applied by the publisher's node).
+consent = {{ measurement = {{ column = "consent" }} }}
 
 [[datasets]]
 name = "advertiser_purchases"

@@ -159,6 +159,9 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
             config.display()
         );
     }
+    println!(
+        "   purpose 'measurement': the publisher's node counts only people whose consent column is true"
+    );
     let cluster = match &opts.distributed {
         None => Runner::Local(Box::new(Cluster::open(&config, tap).await?)),
         Some(bin) => {

@@ -253,7 +253,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
     .expect("demo runs");
     let ctx = plain_ctx(tmp.path()).await;
     let batches = ctx
-        .sql("SELECT email FROM audience UNION SELECT email FROM purchases")
+        .sql("SELECT email FROM audience_all UNION SELECT email FROM purchases")
         .await
         .expect("plan")
         .collect()
@@ -354,7 +354,7 @@ async fn node_refuses_bad_fragments_sent_directly() {
     let key = airlock_crypto::PseudonymKey::derive(&secret, collab.id(), "email");
     let ctx = plain_ctx(&dir).await;
     let emails = ctx
-        .sql("SELECT DISTINCT email FROM audience")
+        .sql("SELECT DISTINCT email FROM audience_all")
         .await
         .expect("sql")
         .collect()

@@ -10,10 +10,13 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
+/// Plain DataFusion over the demo files: `audience_all` is every audience
+/// row, `audience` only the people who consented (as the collaboration
+/// declares for its purpose), `purchases` every order.
 pub async fn plain_ctx(dir: &Path) -> SessionContext {
     let ctx = SessionContext::new();
     for (name, file) in [
-        ("audience", "audience.parquet"),
+        ("audience_all", "audience.parquet"),
         ("purchases", "purchases.parquet"),
     ] {
         ctx.register_parquet(
@@ -24,6 +27,9 @@ pub async fn plain_ctx(dir: &Path) -> SessionContext {
         .await
         .expect("register");
     }
+    ctx.sql("CREATE VIEW audience AS SELECT * FROM audience_all WHERE consent")
+        .await
+        .expect("consented view");
     ctx
 }
 
@@ -79,7 +85,7 @@ pub fn find_emails(bytes: &[u8], emails: &HashSet<String>) -> Vec<String> {
 pub async fn demo_emails(dir: &Path) -> HashSet<String> {
     let ctx = plain_ctx(dir).await;
     let batches = ctx
-        .sql("SELECT email FROM audience UNION SELECT email FROM purchases")
+        .sql("SELECT email FROM audience_all UNION SELECT email FROM purchases")
         .await
         .expect("plan")
         .collect()
