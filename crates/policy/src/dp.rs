@@ -22,7 +22,7 @@
 //! `users_noise_per_query = N`: the per-query epsilon is then
 //! `ln(20) * max_groups_per_identity / N`, so that a released count of
 //! distinct people alone has a 95% noise interval of about ±N people
-//! (see `docs/differential-privacy.md`).
+//! (see `docs/privacy.md`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
