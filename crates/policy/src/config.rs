@@ -963,6 +963,10 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             ("[\"Measure ment\"]", "{}",
              "c.toml: purpose 'Measure ment' must be a lowercase identifier"),
             ("[\"m\", \"m\"]", "{}", "c.toml: purpose 'm' declared twice"),
+            ("[]\nretention_days = 0", "{}",
+             "c.toml: collaboration.retention_days must be between 1 and 3650"),
+            ("[]\nretention_days = 5000", "{}",
+             "c.toml: collaboration.retention_days must be between 1 and 3650"),
         ];
         for (purposes, consent, want) in cases {
             let got = with(purposes, consent);
