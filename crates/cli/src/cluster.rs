@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use airlock_guard::wire::Partitions;
 use airlock_hub::{Hub, HubError, NoLedger, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
-use airlock_policy::{Ability, Collaboration};
+use airlock_policy::{Ability, Collaboration, QuerySpec, Template};
 use airlock_service::ledger::{open_embedded, StoreLedger};
 use airlock_store::Store;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -137,15 +137,31 @@ impl Cluster {
 
     /// Runs a query as `member`.
     pub async fn query(&self, member: &str, sql: &str) -> Result<Released, CliError> {
+        self.query_spec(member, &QuerySpec::sql(sql)).await
+    }
+
+    /// Runs SQL or a template run as `member`.
+    pub async fn query_spec(&self, member: &str, spec: &QuerySpec) -> Result<Released, CliError> {
         match &self.ledger {
-            None => self.hub.query(member, sql, &self.nodes, &NoLedger).await,
+            None => {
+                self.hub
+                    .query_spec(member, spec, &self.nodes, &NoLedger)
+                    .await
+            }
             Some(store) => {
                 let id =
                     airlock_store::random_hex(16).map_err(|e| CliError::Failed(e.to_string()))?;
                 let ledger = StoreLedger::new(store.clone(), self.hub.collaboration().name(), &id);
-                self.hub.query(member, sql, &self.nodes, &ledger).await
+                self.hub
+                    .query_spec(member, spec, &self.nodes, &ledger)
+                    .await
             }
         }
+    }
+
+    /// Static verification of a template (see `Guard::verify_template`).
+    pub async fn verify_template(&self, template: &Template) -> Result<usize, Vec<String>> {
+        self.hub.verify_template(template).await
     }
 
     /// What remains of the privacy budget: the collaboration's, and what

@@ -14,4 +14,5 @@ pub mod demo;
 pub mod output;
 pub mod records;
 pub mod remote;
+pub mod templates;
 pub mod up;

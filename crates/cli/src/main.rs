@@ -9,7 +9,7 @@ use airlock_cli::cluster::{exit_code, CliError, Cluster};
 use airlock_cli::demo::{self, DemoOptions};
 use airlock_cli::output::{render, Format};
 use airlock_cli::{remote, up};
-use airlock_policy::Collaboration;
+use airlock_policy::{Collaboration, QuerySpec};
 use airlock_service::client::HubClient;
 use airlock_service::config::{HubConfig, NodeConfig};
 use airlock_service::{api, hub_service, node_service};
@@ -78,6 +78,45 @@ enum BudgetCommand {
         member: Option<String>,
         #[command(flatten)]
         hub: HubArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// The collaboration's templates: hash, purpose, parameters, approvals.
+    List {
+        /// Collaboration file, or with `--hub` the collaboration's name.
+        #[arg(long)]
+        collab: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Approve a template (by name or hash) as a data owner, after static
+    /// verification against every rule for every allowed parameter value.
+    Approve {
+        /// Collaboration file, or with `--hub` the collaboration's name.
+        #[arg(long)]
+        collab: String,
+        /// The approving member (in process on a collaboration file).
+        #[arg(long = "as")]
+        member: Option<String>,
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Template name or hash.
+        template: String,
+    },
+    /// Revoke an approval.
+    Revoke {
+        /// Collaboration file, or with `--hub` the collaboration's name.
+        #[arg(long)]
+        collab: String,
+        /// The member revoking (in process on a collaboration file).
+        #[arg(long = "as")]
+        member: Option<String>,
+        #[command(flatten)]
+        hub: HubArgs,
+        /// Template name or hash.
+        template: String,
     },
 }
 
@@ -302,6 +341,11 @@ enum Command {
         #[command(subcommand)]
         command: BudgetCommand,
     },
+    /// Analysis templates: list, approve (with static verification), revoke.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
     /// Validate a query without running it: print the plan per member, or the refusal.
     Check {
         /// Collaboration file.
@@ -328,8 +372,19 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Run this approved template (name or hash) instead of SQL.
+        #[arg(long, conflicts_with = "sql")]
+        template: Option<String>,
+        /// A template parameter, `NAME=VALUE` (repeat for each).
+        #[arg(long = "param", value_name = "NAME=VALUE", requires = "template")]
+        params: Vec<String>,
+        /// The purpose the output serves (a template's is its own; a list
+        /// output must name one).
+        #[arg(long)]
+        purpose: Option<String>,
         /// The SQL.
-        sql: String,
+        #[arg(required_unless_present = "template")]
+        sql: Option<String>,
     },
     /// Time Airlock against plain DataFusion on the same generated files.
     Bench {
@@ -764,6 +819,39 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             }
             Ok(())
         }
+        Command::Template { command } => match command {
+            TemplateCommand::List { collab, hub } => {
+                let views = if hub.hub.is_some() {
+                    let client = hub.client().map_err(plain)?;
+                    client
+                        .templates(&collab)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?
+                } else {
+                    let c = airlock_cli::cluster::load_collaboration(std::path::Path::new(&collab))
+                        .map_err(plain)?;
+                    airlock_cli::templates::views(&c)
+                };
+                print!("{}", airlock_cli::templates::describe(&views));
+                Ok(())
+            }
+            TemplateCommand::Approve {
+                collab,
+                member,
+                hub,
+                template,
+            } => set_approval(&collab, member, &hub, &template, true)
+                .await
+                .map_err(plain),
+            TemplateCommand::Revoke {
+                collab,
+                member,
+                hub,
+                template,
+            } => set_approval(&collab, member, &hub, &template, false)
+                .await
+                .map_err(plain),
+        },
         Command::Check {
             collab,
             member,
@@ -785,12 +873,42 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             member,
             hub,
             format,
+            template,
+            params,
+            purpose,
             sql,
         } => {
             let json = format == Format::Json;
+            let mut spec = QuerySpec {
+                sql,
+                template,
+                purpose,
+                ..QuerySpec::default()
+            };
+            for p in &params {
+                let Some((k, v)) = p.split_once('=') else {
+                    return Err((
+                        CliError::BadInput(format!(
+                            "--param must be NAME=VALUE (got one without '=' for '{}')",
+                            p.chars().take(40).collect::<String>()
+                        )),
+                        json,
+                    ));
+                };
+                if spec
+                    .params
+                    .insert(k.trim().to_string(), v.to_string())
+                    .is_some()
+                {
+                    return Err((
+                        CliError::BadInput(format!("--param '{}' is given twice", k.trim())),
+                        json,
+                    ));
+                }
+            }
             let released = if member.is_none() && hub.hub.is_some() {
                 let client = hub.client().map_err(|e| (e, json))?;
-                remote::query(&client, &collab, &sql)
+                remote::query_spec(&client, &collab, &spec)
                     .await
                     .map_err(|e| (e, json))?
             } else {
@@ -806,11 +924,57 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 let cluster = Cluster::open(std::path::Path::new(&collab), None)
                     .await
                     .map_err(|e| (e, json))?;
-                cluster.query(&member, &sql).await.map_err(|e| (e, json))?
+                cluster
+                    .query_spec(&member, &spec)
+                    .await
+                    .map_err(|e| (e, json))?
             };
             print_released(&released, format).map_err(|e| (e, json))
         }
     }
+}
+
+/// `airlock template approve|revoke`, on a hub or in a collaboration file.
+async fn set_approval(
+    collab: &str,
+    member: Option<String>,
+    hub: &HubArgs,
+    template: &str,
+    approve: bool,
+) -> Result<(), CliError> {
+    if member.is_none() && hub.hub.is_some() {
+        let client = hub.client()?;
+        let v = client
+            .approval(collab, template, approve)
+            .await
+            .map_err(remote::cli_error)?;
+        if v.approved {
+            println!(
+                "'{}' approves template '{}' at hash {} (policy version {}): static verification passed {} checks",
+                v.member, v.template, v.hash, v.version, v.checks
+            );
+        } else {
+            println!(
+                "'{}' no longer approves template '{}' (hash {}; policy version {})",
+                v.member, v.template, v.hash, v.version
+            );
+        }
+        return Ok(());
+    }
+    let member = member.ok_or_else(|| {
+        CliError::BadInput(
+            "--as MEMBER is required with a collaboration file (or give --hub)".into(),
+        )
+    })?;
+    let said = airlock_cli::templates::set_approval_in_file(
+        std::path::Path::new(collab),
+        &member,
+        template,
+        approve,
+    )
+    .await?;
+    println!("{said}");
+    Ok(())
 }
 
 fn reqwest_get() -> airlock_service::client::Method {

@@ -19,6 +19,13 @@ pub fn cli_error(e: ServiceError) -> CliError {
             message,
         } => match (status, code.as_str()) {
             (400, _) | (404, _) | (401, _) => CliError::BadInput(message),
+            (422, "approval_refused") => CliError::Refused {
+                refusal: airlock_policy::Refusal::new(
+                    airlock_policy::Control::TemplateApproval,
+                    message,
+                ),
+                node: None,
+            },
             (403, _) => CliError::Refused {
                 refusal: airlock_policy::Refusal::new(airlock_policy::Control::Ability, message),
                 node: None,
@@ -33,7 +40,16 @@ pub fn cli_error(e: ServiceError) -> CliError {
 /// Submits `sql`, waits for it (printing progress to stderr when it runs
 /// longer than a second) and fetches the released result.
 pub async fn query(client: &HubClient, collab: &str, sql: &str) -> Result<Released, CliError> {
-    let q = client.submit(collab, sql).await.map_err(cli_error)?;
+    query_spec(client, collab, &airlock_policy::QuerySpec::sql(sql)).await
+}
+
+/// Like [`query`], for SQL or a template run.
+pub async fn query_spec(
+    client: &HubClient,
+    collab: &str,
+    spec: &airlock_policy::QuerySpec,
+) -> Result<Released, CliError> {
+    let q = client.submit_spec(collab, spec).await.map_err(cli_error)?;
     let mut shown = false;
     let q = client
         .wait(q, |q| {

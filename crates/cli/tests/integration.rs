@@ -310,6 +310,8 @@ fn scan(columns: &[(&str, Treatment)], filter: Option<Predicate>, querier: &str)
             })
             .collect(),
         filter,
+        template: None,
+        purpose: None,
     })
 }
 
@@ -437,6 +439,8 @@ async fn node_refuses_bad_fragments_sent_directly() {
         querier: "advertiser".into(),
         table: "audience".into(),
         sql: sql.into(),
+        template: None,
+        purpose: None,
     };
     let r = refused(analysis("SELECT * FROM audience")).await;
     assert_eq!(r.control, Control::AggregationRequired);

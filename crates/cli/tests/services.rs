@@ -688,6 +688,8 @@ fn audience_scan(c: &str) -> Fragment {
             },
         ],
         filter: None,
+        template: None,
+        purpose: None,
     })
 }
 
@@ -876,7 +878,7 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
         .expect("call");
     assert_eq!(code.as_u16(), 403, "{text}");
     assert!(
-        text.contains("the datasets and tables of 'publisher'"),
+        text.contains("the datasets, tables and approvals of 'publisher'"),
         "{text}"
     );
     // ... but may change its own table.

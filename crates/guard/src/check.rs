@@ -357,18 +357,15 @@ impl Checker<'_> {
         for (i, s) in self.scans.iter().enumerate() {
             let info = &self.tables[&s.table];
             match &info.table.rule {
-                airlock_policy::AnalysisRule::Aggregation {
-                    min_distinct_identities,
-                    join_required,
-                    ..
-                } => {
-                    k = k.max(*min_distinct_identities);
-                    if *join_required && !self.joined_with_other_owner(i) {
+                rule @ (airlock_policy::AnalysisRule::Aggregation { .. }
+                | airlock_policy::AnalysisRule::Custom { .. }) => {
+                    k = k.max(info.table.min_distinct_identities().unwrap_or(2));
+                    if rule.join_required() && !self.joined_with_other_owner(i) {
                         return Err(Refusal::new(
                             Control::JoinRequired,
                             "this table may only be read joined with another member's table",
                         )
-                        .table(&s.table, Some(RuleKind::Aggregation)));
+                        .table(&s.table, Some(rule.kind())));
                     }
                 }
                 airlock_policy::AnalysisRule::List { .. } => {
@@ -406,7 +403,7 @@ impl Checker<'_> {
                 Control::DifferentialPrivacy,
                 "this table has no differential privacy rule but is read together with tables that do; every table of a DP query needs one",
             )
-            .table(&self.scans[i].table, Some(RuleKind::Aggregation)));
+            .table(&self.scans[i].table, Some(self.info(i).table.rule.kind())));
         }
         let rules: Vec<&airlock_policy::DpRule> = rules.into_iter().flatten().collect();
         let fold = |f: &dyn Fn(&airlock_policy::DpRule) -> f64| {

@@ -18,13 +18,16 @@ pub mod dp;
 mod functions;
 mod rewrite;
 mod split;
+mod templates;
 pub mod wire;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use airlock_policy::{Collaboration, Control, Fragment, Refusal, ScanFragment};
+use airlock_policy::{
+    Collaboration, Control, Fragment, QuerySpec, Refusal, ScanFragment, Template, TemplateRun,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::execution::context::SQLOptions;
@@ -89,6 +92,10 @@ pub struct CheckedQuery {
     pub plan: LogicalPlan,
     /// Under differential privacy: its cost and how to release it.
     pub dp: Option<dp::DpRelease>,
+    /// The approved template it runs, with its bound parameters.
+    pub template: Option<TemplateRun>,
+    /// The purpose its output serves.
+    pub purpose: Option<String>,
 }
 
 /// A fragment and the member whose node runs it.
@@ -202,6 +209,7 @@ pub struct Guard {
     ctx: SessionContext,
     tables: HashMap<String, TableInfo>,
     collaboration: String,
+    collab: Collaboration,
 }
 
 impl fmt::Debug for Guard {
@@ -239,11 +247,74 @@ impl Guard {
             ctx,
             tables,
             collaboration: collab.name().to_string(),
+            collab: collab.clone(),
         })
     }
 
-    /// Parses, plans and checks `sql` for `querier`, and adds the threshold.
+    /// Parses, plans and checks ad hoc `sql` for `querier`, and adds the
+    /// threshold.
     pub async fn check(&self, sql: &str, querier: &str) -> Result<CheckedQuery, GuardError> {
+        self.check_spec(&QuerySpec::sql(sql), querier).await
+    }
+
+    /// Checks what an analyst asks for: ad hoc SQL, or a template run whose
+    /// parameters are parsed by type, checked against the template's
+    /// declaration and bound as values.
+    pub async fn check_spec(
+        &self,
+        spec: &QuerySpec,
+        querier: &str,
+    ) -> Result<CheckedQuery, GuardError> {
+        let (sql, run, purpose) = templates::resolve(&self.collab, spec)?;
+        self.check_run(&sql, run.as_ref(), purpose.as_deref(), querier, true)
+            .await
+    }
+
+    /// Checks `sql` (a template's text when `run` is given, with `run`'s
+    /// values bound) for `querier`. With `approvals`, a template run needs
+    /// the approval of every owner of a table it reads (that this guard
+    /// knows: a node's guard knows its own tables).
+    pub async fn check_run(
+        &self,
+        sql: &str,
+        run: Option<&TemplateRun>,
+        purpose: Option<&str>,
+        querier: &str,
+        approvals: bool,
+    ) -> Result<CheckedQuery, GuardError> {
+        templates::check_purpose(&self.collab, purpose)?;
+        let template = match run {
+            Some(r) => {
+                let t = templates::template_of(&self.collab, r, querier)?;
+                if t.sql != sql {
+                    return Err(GuardError::BadInput(
+                        "the SQL of a template run is not the template's text".into(),
+                    ));
+                }
+                Some(t)
+            }
+            None => None,
+        };
+        let plan = self.plan_sql(sql).await?;
+        let plan = templates::bind(plan, template, run)?;
+        let mut checked = self.check_plan(sql, plan, querier).await?;
+        templates::check_rules(&self.collab, &self.tables, &checked, run, approvals)?;
+        templates::check_list_purpose(&self.collab, &checked, purpose)?;
+        checked.template = run.cloned();
+        checked.purpose = purpose.map(str::to_string);
+        Ok(checked)
+    }
+
+    /// Static verification of a template before an owner approves it: the
+    /// template is checked against every rule of every table it reads, for
+    /// every member who may run it and every combination of its allowed
+    /// parameter values (each listed value, each range's two ends). Returns
+    /// how many checks passed, or every reason it could violate a rule.
+    pub async fn verify_template(&self, template: &Template) -> Result<usize, Vec<String>> {
+        templates::verify(self, template).await
+    }
+
+    async fn plan_sql(&self, sql: &str) -> Result<LogicalPlan, GuardError> {
         let mut statements =
             DFParser::parse_sql(sql).map_err(|e| GuardError::BadInput(e.to_string()))?;
         if statements.len() != 1 {
@@ -298,6 +369,15 @@ impl Guard {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|_| Refusal::new(Control::Statement, "only SELECT queries are allowed"))?;
+        Ok(plan)
+    }
+
+    async fn check_plan(
+        &self,
+        sql: &str,
+        plan: LogicalPlan,
+        querier: &str,
+    ) -> Result<CheckedQuery, GuardError> {
         let checked = check::check_plan(&self.tables, querier, &plan)?;
         let mut dp = None;
         let plan = match (checked.kind, &checked.dp) {
@@ -318,6 +398,8 @@ impl Guard {
             scans: checked.scans,
             plan,
             dp,
+            template: None,
+            purpose: None,
         })
     }
 
@@ -333,6 +415,8 @@ impl Guard {
                         querier: q.querier.clone(),
                         table: scan.table.clone(),
                         sql: q.sql.clone(),
+                        template: q.template.clone(),
+                        purpose: q.purpose.clone(),
                     },
                 }],
                 executor: None,
@@ -354,7 +438,11 @@ impl Guard {
                 .into_iter()
                 .map(|s| PlannedFragment {
                     member: s.owner,
-                    fragment: Fragment::Scan(s.fragment),
+                    fragment: Fragment::Scan(ScanFragment {
+                        template: q.template.clone(),
+                        purpose: q.purpose.clone(),
+                        ..s.fragment
+                    }),
                 })
                 .collect(),
             executor: Some(executor),

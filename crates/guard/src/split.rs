@@ -152,6 +152,8 @@ pub(crate) fn split(
                     table,
                     columns,
                     filter,
+                    template: None,
+                    purpose: None,
                 },
             });
             Ok(Transformed::yes(empty_scan(

@@ -20,7 +20,7 @@ use std::fmt;
 use airlock_guard::dp::DpCost;
 use airlock_guard::wire::Partitions;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
-use airlock_policy::{Ability, Collaboration, Control, Refusal};
+use airlock_policy::{Ability, Collaboration, Control, QuerySpec, Refusal, Template};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::{try_join_all, BoxFuture};
@@ -159,11 +159,27 @@ impl Hub {
         &self.collab
     }
 
-    /// Checks a query for `member` and plans it, without running anything.
+    /// Checks ad hoc SQL for `member` and plans it, without running anything.
     pub async fn check(
         &self,
         member: &str,
         sql: &str,
+    ) -> Result<(CheckedQuery, QueryPlan), HubError> {
+        self.check_spec(member, &QuerySpec::sql(sql)).await
+    }
+
+    /// Static verification of a template for an owner's approval (see
+    /// [`Guard::verify_template`]): how many checks passed, or why not.
+    pub async fn verify_template(&self, template: &Template) -> Result<usize, Vec<String>> {
+        self.guard.verify_template(template).await
+    }
+
+    /// Checks what `member` asks for (SQL or a template run) and plans it,
+    /// without running anything.
+    pub async fn check_spec(
+        &self,
+        member: &str,
+        spec: &QuerySpec,
     ) -> Result<(CheckedQuery, QueryPlan), HubError> {
         if self.collab.member(member).is_none() {
             return Err(HubError::BadInput(format!(
@@ -180,7 +196,7 @@ impl Hub {
                 node: None,
             });
         }
-        let checked = self.guard.check(sql, member).await?;
+        let checked = self.guard.check_spec(spec, member).await?;
         let plan = self.guard.split(&checked)?;
         Ok((checked, plan))
     }
@@ -195,7 +211,19 @@ impl Hub {
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
-        let (checked, plan) = self.check(member, sql).await?;
+        self.query_spec(member, &QuerySpec::sql(sql), nodes, ledger)
+            .await
+    }
+
+    /// Like [`Hub::query`], for SQL or a template run.
+    pub async fn query_spec(
+        &self,
+        member: &str,
+        spec: &QuerySpec,
+        nodes: &dyn NodeClient,
+        ledger: &dyn Ledger,
+    ) -> Result<Released, HubError> {
+        let (checked, plan) = self.check_spec(member, spec).await?;
         if let Some(dp) = &checked.dp {
             ledger.debit(member, dp.cost).await?;
         }

@@ -76,7 +76,7 @@ pub struct Node {
     member: String,
     collab: Collaboration,
     ctx: SessionContext,
-    views: HashMap<String, Arc<dyn TableProvider>>,
+    views: sources::Views,
     schemas: HashMap<String, SchemaRef>,
     guard: Guard,
     secret: std::sync::RwLock<Option<CollaborationSecret>>,
@@ -192,8 +192,16 @@ impl Node {
     ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {
         verify::common(&self.collab, &self.member, fragment)?;
         match fragment {
-            Fragment::Analysis { querier, sql, .. } => {
-                let (schema, parts) = self.run_analysis(querier, sql).await?;
+            Fragment::Analysis {
+                querier,
+                sql,
+                template,
+                purpose,
+                ..
+            } => {
+                let (schema, parts) = self
+                    .run_analysis(querier, sql, template.as_ref(), purpose.as_deref())
+                    .await?;
                 let streams = parts
                     .into_iter()
                     .map(|p| futures::stream::iter(p.into_iter().map(Ok)).boxed())
@@ -207,23 +215,37 @@ impl Node {
         }
     }
 
+    /// The view of a configured table for a query's purpose.
+    fn view(&self, purpose: Option<&str>, alias: &str) -> Option<&Arc<dyn TableProvider>> {
+        let purposes = &self.collab.config.collaboration.purposes;
+        // With one declared purpose, its view is the all-purposes view.
+        let key = purpose.filter(|_| purposes.len() > 1).map(str::to_string);
+        self.views.get(&(key, alias.to_string()))
+    }
+
     async fn run_analysis(
         &self,
         querier: &str,
         sql: &str,
+        template: Option<&airlock_policy::TemplateRun>,
+        purpose: Option<&str>,
     ) -> Result<(SchemaRef, Partitions), NodeError> {
-        let checked = self.guard.check(sql, querier).await.map_err(|e| match e {
-            GuardError::Refused(r) => NodeError::Refused(r),
-            GuardError::BadInput(m) => NodeError::BadFragment(m),
-            GuardError::Internal(m) => NodeError::Local(m),
-        })?;
+        let checked = self
+            .guard
+            .check_run(sql, template, purpose, querier, true)
+            .await
+            .map_err(|e| match e {
+                GuardError::Refused(r) => NodeError::Refused(r),
+                GuardError::BadInput(m) => NodeError::BadFragment(m),
+                GuardError::Internal(m) => NodeError::Local(m),
+            })?;
         let plan = checked
             .plan
             .transform_up(|node| {
                 let LogicalPlan::TableScan(scan) = &node else {
                     return Ok(Transformed::no(node));
                 };
-                let Some(view) = self.views.get(scan.table_name.table()) else {
+                let Some(view) = self.view(purpose, scan.table_name.table()) else {
                     return datafusion::common::plan_err!("not a table of this node");
                 };
                 let real = TableScanBuilder::new(
@@ -262,10 +284,12 @@ impl Node {
         &self,
         scan: &ScanFragment,
     ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {
+        let view = self
+            .view(scan.purpose.as_deref(), &scan.table)
+            .ok_or(NodeError::Execution)?;
         let mut df = self
             .ctx
-            .table(scan.table.as_str())
-            .await
+            .read_table(view.clone())
             .map_err(|_| NodeError::Execution)?;
         if let Some(p) = &scan.filter {
             df = df

@@ -23,10 +23,11 @@ use datafusion::prelude::{
 
 use crate::NodeError;
 
-type Registered = (
-    HashMap<String, Arc<dyn TableProvider>>,
-    HashMap<String, SchemaRef>,
-);
+/// A configured table's view, by purpose (`None`: consented for every
+/// purpose of the collaboration) and alias.
+pub(crate) type Views = HashMap<(Option<String>, String), Arc<dyn TableProvider>>;
+
+type Registered = (Views, HashMap<String, SchemaRef>);
 
 fn problem(file: &str, table: &str, column: Option<&str>, message: String) -> ConfigError {
     ConfigError {
@@ -155,16 +156,26 @@ pub(crate) async fn register(
                 _ => exprs.push(ident),
             }
         }
-        let consented = consent_filter(ctx, collab, t, provider, &datasets, &mut problems)?;
+        let all = &collab.config.collaboration.purposes;
+        let consented = consent_filter(ctx, collab, t, provider, &datasets, all, &mut problems)?;
         if problems.is_empty() {
             let df = consented
-                .select(exprs)
+                .select(exprs.clone())
                 .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
             let view = df.into_view();
             schemas.insert(t.alias.clone(), view.schema());
             ctx.register_table(t.alias.as_str(), view.clone())
                 .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
-            views.insert(t.alias.clone(), view);
+            views.insert((None, t.alias.clone()), view);
+            // A query that names its purpose counts the rows consented
+            // for that purpose, whatever their consent for the others.
+            for purpose in all.iter().filter(|_| all.len() > 1) {
+                let one = std::slice::from_ref(purpose);
+                let df = consent_filter(ctx, collab, t, provider, &datasets, one, &mut problems)?
+                    .select(exprs.clone())
+                    .map_err(|e| NodeError::Local(e.strip_backtrace()))?;
+                views.insert((Some(purpose.clone()), t.alias.clone()), df.into_view());
+            }
         }
     }
     if problems.is_empty() {
@@ -184,6 +195,7 @@ fn consent_filter(
     t: &airlock_policy::ConfiguredTable,
     provider: &Arc<dyn TableProvider>,
     datasets: &HashMap<String, Arc<dyn TableProvider>>,
+    purposes: &[String],
     problems: &mut Vec<ConfigError>,
 ) -> Result<DataFrame, NodeError> {
     let local = |e: datafusion::error::DataFusionError| NodeError::Local(e.strip_backtrace());
@@ -192,7 +204,7 @@ fn consent_filter(
     let Some(ds) = collab.dataset(&t.dataset) else {
         return Ok(df);
     };
-    for purpose in &collab.config.collaboration.purposes {
+    for purpose in purposes {
         let Some(source) = ds.consent.get(purpose) else {
             continue;
         };

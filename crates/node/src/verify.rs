@@ -53,6 +53,57 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
             "the querier is not a member with the 'query' ability",
         )));
     }
+    if let Some(p) = f.purpose() {
+        if !collab.config.collaboration.purposes.iter().any(|d| d == p) {
+            return Err(NodeError::Refused(Refusal::new(
+                Control::Purpose,
+                "the fragment names a purpose the collaboration does not declare",
+            )));
+        }
+    }
+    // This member's own rule and its own approvals, from its own copy of
+    // the policy: whatever the hub says.
+    let Some(table) = collab.table(f.table()) else {
+        return Err(NodeError::BadFragment("unknown table".into()));
+    };
+    if let Err(why) = table.rule.admits(querier, f.template().is_some()) {
+        return Err(refuse(Control::CustomRule, collab, f.table(), None, why));
+    }
+    if let Some(run) = f.template() {
+        let known = collab
+            .config
+            .templates
+            .iter()
+            .find(|t| t.hash() == run.hash);
+        let Some(t) = known else {
+            return Err(refuse(
+                Control::TemplateApproval,
+                collab,
+                f.table(),
+                None,
+                "no template in this node's policy has the run's hash",
+            ));
+        };
+        if !collab.approves(member, &run.hash) {
+            return Err(refuse(
+                Control::TemplateApproval,
+                collab,
+                f.table(),
+                None,
+                "this node's member has not approved the template at this hash",
+            ));
+        }
+        if !t.analysts.is_empty() && !t.analysts.iter().any(|a| a == querier) {
+            return Err(refuse(
+                Control::CustomRule,
+                collab,
+                f.table(),
+                None,
+                "the template may be run only by the analysts it names",
+            ));
+        }
+        t.admits(run).map_err(NodeError::BadFragment)?;
+    }
     Ok(())
 }
 
@@ -140,7 +191,11 @@ pub(crate) fn scan(
             }
         }
     }
-    if matches!(table.rule, AnalysisRule::Aggregation { .. }) && !carries_identity {
+    if matches!(
+        table.rule,
+        AnalysisRule::Aggregation { .. } | AnalysisRule::Custom { .. }
+    ) && !carries_identity
+    {
         return Err(refuse(
             Control::FragmentNotPermitted,
             collab,

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::dp::{DpRule, PrivacySection};
+use crate::template::{is_hash, Template};
 use crate::RESERVED_PREFIX;
 
 /// What a member may do in a collaboration.
@@ -70,6 +71,9 @@ pub enum RuleKind {
     Aggregation,
     /// Row-level overlap lists of permitted columns.
     List,
+    /// The aggregation rule's limits, and only approved templates and/or
+    /// only named analysts.
+    Custom,
 }
 
 impl RuleKind {
@@ -78,6 +82,7 @@ impl RuleKind {
         match self {
             RuleKind::Aggregation => "aggregation",
             RuleKind::List => "list",
+            RuleKind::Custom => "custom",
         }
     }
 }
@@ -103,6 +108,25 @@ pub enum AnalysisRule {
         /// Dimension columns that may be listed, by the owner only.
         list_columns: Vec<String>,
     },
+    /// The custom rule: every limit of the aggregation rule, and in
+    /// addition only analysis templates every owner approved
+    /// (`templates_only`), only the named `analysts`, or both.
+    Custom {
+        /// Minimum distinct identities per output row (k).
+        min_distinct_identities: u64,
+        /// Every query reading this table must join it with another member's table.
+        #[serde(default)]
+        join_required: bool,
+        /// Differential privacy, as for the aggregation rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        differential_privacy: Option<DpRule>,
+        /// Only runs of approved analysis templates may read the table.
+        #[serde(default)]
+        templates_only: bool,
+        /// Only these members may query the table (empty: any analyst).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        analysts: Vec<String>,
+    },
 }
 
 impl AnalysisRule {
@@ -111,6 +135,35 @@ impl AnalysisRule {
         match self {
             AnalysisRule::Aggregation { .. } => RuleKind::Aggregation,
             AnalysisRule::List { .. } => RuleKind::List,
+            AnalysisRule::Custom { .. } => RuleKind::Custom,
+        }
+    }
+
+    /// Whether a query by `querier`, a template run or not, may read a
+    /// table under this rule: `Err` says why not.
+    pub fn admits(&self, querier: &str, template: bool) -> Result<(), &'static str> {
+        if let AnalysisRule::Custom {
+            templates_only,
+            analysts,
+            ..
+        } = self
+        {
+            if *templates_only && !template {
+                return Err("this table may only be read by an analysis template every owner of the tables it reads has approved");
+            }
+            if !analysts.is_empty() && !analysts.iter().any(|a| a == querier) {
+                return Err("this table may only be queried by the analysts its rule names");
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every query reading the table must join another member's table.
+    pub fn join_required(&self) -> bool {
+        match self {
+            AnalysisRule::Aggregation { join_required, .. }
+            | AnalysisRule::Custom { join_required, .. } => *join_required,
+            AnalysisRule::List { .. } => false,
         }
     }
 }
@@ -292,6 +345,10 @@ impl ConfiguredTable {
             AnalysisRule::Aggregation {
                 min_distinct_identities,
                 ..
+            }
+            | AnalysisRule::Custom {
+                min_distinct_identities,
+                ..
             } => Some(*min_distinct_identities),
             AnalysisRule::List { .. } => None,
         }
@@ -301,6 +358,10 @@ impl ConfiguredTable {
     pub fn dp(&self) -> Option<&DpRule> {
         match &self.rule {
             AnalysisRule::Aggregation {
+                differential_privacy,
+                ..
+            }
+            | AnalysisRule::Custom {
                 differential_privacy,
                 ..
             } => differential_privacy.as_ref(),
@@ -327,6 +388,14 @@ pub struct CollaborationConfig {
     /// The privacy budget, required when a table uses differential privacy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySection>,
+    /// Analysis templates, each pinned by its content hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<Template>,
+    /// Template hashes each member approves. A member's entry is its own:
+    /// only that member may change it. An approval whose hash no template
+    /// has any more (its text changed) approves nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<String, Vec<String>>,
 }
 
 /// One problem in a configuration, located by file, table and column.
@@ -566,6 +635,62 @@ impl Collaboration {
                 }
             }
         }
+        let analysts: BTreeSet<&str> = c
+            .members
+            .iter()
+            .filter(|m| m.abilities.contains(&Ability::Query))
+            .map(|m| m.name.as_str())
+            .collect();
+        for t in &c.tables {
+            if let AnalysisRule::Custom {
+                analysts: named, ..
+            } = &t.rule
+            {
+                for a in named {
+                    if !analysts.contains(a.as_str()) {
+                        p.add(
+                            Some(&t.alias),
+                            None,
+                            format!("custom rule: analyst '{a}' is not a member with the 'query' ability"),
+                        );
+                    }
+                }
+            }
+        }
+        let mut names = BTreeSet::new();
+        for t in &c.templates {
+            if !names.insert(t.name.as_str()) {
+                p.add(None, None, format!("template '{}' declared twice", t.name));
+            }
+            for message in t.problems(&purposes, &analysts) {
+                p.add(None, None, format!("template '{}': {message}", t.name));
+            }
+        }
+        for (member, hashes) in &c.approvals {
+            if !members.contains_key(member.as_str()) {
+                p.add(
+                    None,
+                    None,
+                    format!("approvals are given for '{member}', who is not a member"),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for h in hashes {
+                if !is_hash(h) {
+                    p.add(
+                        None,
+                        None,
+                        format!("approvals of '{member}': an approval must be a template hash of 64 lowercase hex characters"),
+                    );
+                } else if !seen.insert(h.as_str()) {
+                    p.add(
+                        None,
+                        None,
+                        format!("approvals of '{member}': a template hash is listed twice"),
+                    );
+                }
+            }
+        }
         if let Some(privacy) = &c.privacy {
             let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
             for message in privacy.problems(&names) {
@@ -645,7 +770,11 @@ impl Collaboration {
             .iter()
             .filter(|d| d.owner == member)
             .collect();
-        serde_json::json!({ "datasets": datasets, "tables": self.tables_of(member) })
+        serde_json::json!({
+            "datasets": datasets,
+            "tables": self.tables_of(member),
+            "approvals": self.config.approvals.get(member).filter(|a| !a.is_empty()),
+        })
     }
 
     /// What a new version `next` changes that `member` may not change on
@@ -677,14 +806,53 @@ impl Collaboration {
             .iter()
             .chain(&next.config.datasets)
             .map(|d| d.owner.as_str())
+            .chain(self.config.approvals.keys().map(String::as_str))
+            .chain(next.config.approvals.keys().map(String::as_str))
             .collect();
         owners.sort_unstable();
         owners.dedup();
         for o in owners {
             if o != member && self.part_of(o) != next.part_of(o) {
-                out.push(format!("the datasets and tables of '{o}'"));
+                out.push(format!("the datasets, tables and approvals of '{o}'"));
             }
         }
+        out
+    }
+
+    /// A template by name, or by its hash (or a prefix of at least 8 hex
+    /// characters of it).
+    pub fn template(&self, name_or_hash: &str) -> Option<&Template> {
+        let t = &self.config.templates;
+        if let Some(found) = t.iter().find(|t| t.name == name_or_hash) {
+            return Some(found);
+        }
+        if name_or_hash.len() < 8 {
+            return None;
+        }
+        let mut by_hash = t.iter().filter(|t| t.hash().starts_with(name_or_hash));
+        match (by_hash.next(), by_hash.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Whether `member` approves the template with `hash`.
+    pub fn approves(&self, member: &str, hash: &str) -> bool {
+        self.config
+            .approvals
+            .get(member)
+            .is_some_and(|a| a.iter().any(|h| h == hash))
+    }
+
+    /// Of `owners`, those who have not approved the template with `hash`.
+    pub fn missing_approvals<'a>(&self, owners: &[&'a str], hash: &str) -> Vec<&'a str> {
+        let mut out: Vec<&str> = owners
+            .iter()
+            .copied()
+            .filter(|o| !self.approves(o, hash))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -762,6 +930,29 @@ fn validate_roles(t: &ConfiguredTable, p: &mut Problems<'_>) {
         }
     }
     match &t.rule {
+        AnalysisRule::Custom {
+            min_distinct_identities,
+            templates_only,
+            analysts,
+            ..
+        } => {
+            if *min_distinct_identities < 2 {
+                p.add(
+                    Some(a),
+                    None,
+                    format!(
+                        "min_distinct_identities must be at least 2 (got {min_distinct_identities})"
+                    ),
+                );
+            }
+            if !templates_only && analysts.is_empty() {
+                p.add(
+                    Some(a),
+                    None,
+                    "custom rule must set templates_only, name its analysts, or both",
+                );
+            }
+        }
         AnalysisRule::Aggregation {
             min_distinct_identities,
             ..

@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::template::TemplateRun;
+
 /// What a node is asked to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -19,8 +21,14 @@ pub enum Fragment {
         querier: String,
         /// The configured table it reads.
         table: String,
-        /// The analysis SQL.
+        /// The analysis SQL (a template's text when `template` is set).
         sql: String,
+        /// The approved template this runs, with its bound parameters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<TemplateRun>,
+        /// The purpose the output serves: consent is checked for it alone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        purpose: Option<String>,
     },
     /// Scan, filter, project and pseudonymise one configured table; the rows
     /// go to the collaboration's executor.
@@ -33,6 +41,22 @@ impl Fragment {
         match self {
             Fragment::Analysis { collaboration, .. } => collaboration,
             Fragment::Scan(s) => &s.collaboration,
+        }
+    }
+
+    /// The template run, if the query is one.
+    pub fn template(&self) -> Option<&TemplateRun> {
+        match self {
+            Fragment::Analysis { template, .. } => template.as_ref(),
+            Fragment::Scan(s) => s.template.as_ref(),
+        }
+    }
+
+    /// The purpose the query declares, if any.
+    pub fn purpose(&self) -> Option<&str> {
+        match self {
+            Fragment::Analysis { purpose, .. } => purpose.as_deref(),
+            Fragment::Scan(s) => s.purpose.as_deref(),
         }
     }
 
@@ -59,6 +83,12 @@ pub struct ScanFragment {
     pub columns: Vec<FragmentColumn>,
     /// Rows kept; evaluated on the node before anything leaves.
     pub filter: Option<Predicate>,
+    /// The approved template the query runs, if it is a template run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRun>,
+    /// The purpose the output serves: consent is checked for it alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// One output column of a scan fragment.
@@ -229,6 +259,8 @@ mod tests {
                     negated: false,
                 })),
             ])),
+            template: None,
+            purpose: Some("measurement".into()),
         });
         let json = serde_json::to_string(&f).expect("serialise");
         let back: Fragment = serde_json::from_str(&json).expect("parse");

@@ -18,6 +18,7 @@ pub mod config;
 pub mod dp;
 pub mod fragment;
 pub mod refusal;
+pub mod template;
 
 pub use config::{
     Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
@@ -27,6 +28,7 @@ pub use config::{
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
 pub use refusal::{Control, Refusal};
+pub use template::{ParamSpec, ParamType, QuerySpec, Template, TemplateRun};
 
 /// Prefix reserved for columns Airlock adds to a plan; user SQL may not use it.
 pub const RESERVED_PREFIX: &str = "__airlock";

@@ -66,6 +66,15 @@ pub enum Control {
     DifferentialPrivacy,
     /// The privacy budget does not cover the query's cost.
     PrivacyBudget,
+    /// A table under the custom rule admits only approved templates, or
+    /// only named analysts; or a template restricts who may run it.
+    CustomRule,
+    /// A template run that an owner of a table it reads has not approved
+    /// (at that exact content hash), or an approval whose verification failed.
+    TemplateApproval,
+    /// A query without the purpose its output needs, or with one the
+    /// collaboration does not declare.
+    Purpose,
 }
 
 impl Control {
@@ -98,6 +107,9 @@ impl Control {
             Control::PolicyVersion => "policy-version",
             Control::DifferentialPrivacy => "differential-privacy",
             Control::PrivacyBudget => "privacy-budget",
+            Control::CustomRule => "custom-rule",
+            Control::TemplateApproval => "template-approval",
+            Control::Purpose => "purpose",
         }
     }
 }

@@ -36,12 +36,68 @@ pub struct CollaborationView {
     pub sync_errors: Vec<String>,
 }
 
-/// Body of `POST /v1/collaborations/{name}/queries` and `.../check`.
+/// Body of `POST /v1/collaborations/{name}/queries` and `.../check`:
+/// `{"sql": ...}`, or `{"template": name or hash, "params": {...}}`, with
+/// an optional `"purpose"`.
+pub type QueryRequest = airlock_policy::QuerySpec;
+
+/// A template as `GET /v1/collaborations/{name}/templates` lists it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryRequest {
-    /// The SQL.
+pub struct TemplateView {
+    /// Name.
+    pub name: String,
+    /// Content hash (64 hex characters): what owners approve.
+    pub hash: String,
+    /// Purpose its output serves.
+    pub purpose: String,
+    /// The SQL with its `$parameters`.
     pub sql: String,
+    /// Members who may run it (empty: every member with `query`).
+    pub analysts: Vec<String>,
+    /// Parameter declarations.
+    pub params: serde_json::Value,
+    /// Members who approve this exact hash.
+    pub approved_by: Vec<String>,
+}
+
+impl TemplateView {
+    /// The view of `t` in `collab`.
+    pub fn new(collab: &airlock_policy::Collaboration, t: &airlock_policy::Template) -> Self {
+        let hash = t.hash();
+        TemplateView {
+            name: t.name.clone(),
+            purpose: t.purpose.clone(),
+            sql: t.sql.clone(),
+            analysts: t.analysts.clone(),
+            params: serde_json::to_value(&t.params).unwrap_or_default(),
+            approved_by: collab
+                .config
+                .members
+                .iter()
+                .filter(|m| collab.approves(&m.name, &hash))
+                .map(|m| m.name.clone())
+                .collect(),
+            hash,
+        }
+    }
+}
+
+/// Answer to `POST` (approve) and `DELETE` (revoke) on
+/// `/v1/collaborations/{name}/templates/{template}/approval`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// Template name.
+    pub template: String,
+    /// The hash approved or revoked.
+    pub hash: String,
+    /// The member.
+    pub member: String,
+    /// Approved (true) or revoked (false).
+    pub approved: bool,
+    /// Checks static verification passed (0 for a revocation).
+    pub checks: usize,
+    /// The policy version that records it.
+    pub version: i64,
 }
 
 /// Progress of a running query.
@@ -136,6 +192,9 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
     ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
     ("get", "/v1/collaborations/{name}/budget", "What remains of the collaboration's privacy budget, and of the caller's."),
+    ("get", "/v1/collaborations/{name}/templates", "The collaboration's analysis templates: hash, purpose, parameters, and who approves each."),
+    ("post", "/v1/collaborations/{name}/templates/{template}/approval", "Approves a template (by name or hash) for the caller, after static verification against every rule for every allowed parameter value; 422 with the reasons if it could break one."),
+    ("delete", "/v1/collaborations/{name}/templates/{template}/approval", "Revokes the caller's approval of a template."),
     ("post", "/v1/datasets/update", "Change a dataset the caller owns (path, or k of its aggregation rules) in every collaboration that uses it: each gets a new policy version, pushed to its nodes."),
     ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
     ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
@@ -208,7 +267,7 @@ pub fn openapi() -> serde_json::Value {
         if *path == "/openapi.json" {
             op["security"] = serde_json::json!([]);
         }
-        let params: Vec<serde_json::Value> = ["name", "id"]
+        let params: Vec<serde_json::Value> = ["name", "id", "template"]
             .iter()
             .filter(|p| path.contains(&format!("{{{p}}}")))
             .map(|p| serde_json::json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
@@ -249,7 +308,7 @@ pub fn openapi() -> serde_json::Value {
                 "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
                 "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}}, "additionalProperties": false},
                 "DatasetUpdate": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "new_path": {"type": "string"}, "min_distinct_identities": {"type": "integer", "minimum": 2}}, "additionalProperties": false},
-                "QueryRequest": {"type": "object", "required": ["sql"], "properties": {"sql": {"type": "string"}}, "additionalProperties": false}
+                "QueryRequest": {"type": "object", "description": "Either sql, or template (a name or hash) with params.", "properties": {"sql": {"type": "string"}, "template": {"type": "string"}, "params": {"type": "object", "additionalProperties": {"type": "string"}}, "purpose": {"type": "string"}}, "additionalProperties": false}
             }
         }
     })

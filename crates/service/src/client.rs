@@ -150,10 +150,53 @@ impl HubClient {
 
     /// Submits a query; returns its first state.
     pub async fn submit(&self, collab: &str, sql: &str) -> Result<QueryView, ServiceError> {
+        self.submit_spec(collab, &api::QueryRequest::sql(sql)).await
+    }
+
+    /// Submits SQL or a template run; returns its first state.
+    pub async fn submit_spec(
+        &self,
+        collab: &str,
+        spec: &api::QueryRequest,
+    ) -> Result<QueryView, ServiceError> {
         self.call(
             Method::POST,
             &format!("/v1/collaborations/{}/queries", enc(collab)),
-            Some(&api::QueryRequest { sql: sql.into() }),
+            Some(spec),
+        )
+        .await
+    }
+
+    /// The collaboration's templates, with who approves each.
+    pub async fn templates(&self, collab: &str) -> Result<Vec<api::TemplateView>, ServiceError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/collaborations/{}/templates", enc(collab)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Approves (after the hub's static verification) or revokes a
+    /// template for the caller.
+    pub async fn approval(
+        &self,
+        collab: &str,
+        template: &str,
+        approve: bool,
+    ) -> Result<api::ApprovalView, ServiceError> {
+        self.call(
+            if approve {
+                Method::POST
+            } else {
+                Method::DELETE
+            },
+            &format!(
+                "/v1/collaborations/{}/templates/{}/approval",
+                enc(collab),
+                enc(template)
+            ),
+            None::<&()>,
         )
         .await
     }

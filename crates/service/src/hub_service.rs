@@ -425,7 +425,7 @@ impl HubState {
         v
     }
 
-    async fn run(self: Arc<Self>, q: QueryRecord, engine: Arc<Engine>) {
+    async fn run(self: Arc<Self>, q: QueryRecord, spec: api::QueryRequest, engine: Arc<Engine>) {
         let progress = Arc::new(Progress::default());
         if let Ok(mut p) = self.progress.lock() {
             p.insert(q.id.clone(), progress.clone());
@@ -439,7 +439,11 @@ impl HubState {
                 .links
                 .for_query(&engine.id, engine.version, progress.clone());
             let ledger = crate::ledger::StoreLedger::new(self.store.clone(), &q.collab, &q.id);
-            match engine.hub.query(&q.member, &q.sql, &links, &ledger).await {
+            match engine
+                .hub
+                .query_spec(&q.member, &spec, &links, &ledger)
+                .await
+            {
                 Ok(released) => {
                     let bytes =
                         airlock_guard::wire::encode_batches(&released.schema, &released.batches)
@@ -689,7 +693,7 @@ async fn check_query(
         .engine(&name)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
-    match engine.hub.check(&m, &body.sql).await {
+    match engine.hub.check_spec(&m, &body).await {
         Ok((_, plan)) => Ok(Json(api::CheckView {
             plan: plan.to_string(),
         })
@@ -713,7 +717,7 @@ async fn submit_query(
     let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "submit queries")?;
-    let q = s.store.submit_query(&name, &m, &body.sql).await?;
+    let q = s.store.submit_query(&name, &m, &body.describe()).await?;
     let engine = match s.engine(&name).await {
         Ok(e) => e,
         Err(e) => {
@@ -728,7 +732,7 @@ async fn submit_query(
             return Ok((StatusCode::ACCEPTED, Json(s.view(&q))));
         }
     };
-    let q = match engine.hub.check(&m, &body.sql).await {
+    let q = match engine.hub.check_spec(&m, &body).await {
         Ok(_) => s.store.transition(&q.id, QueryState::Checked, None).await?,
         Err(HubError::Refused { refusal, node }) => {
             let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
@@ -747,7 +751,7 @@ async fn submit_query(
         }
     };
     if q.state == QueryState::Checked {
-        tokio::spawn(s.clone().run(q.clone(), engine));
+        tokio::spawn(s.clone().run(q.clone(), body, engine));
     }
     Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
 }
@@ -777,6 +781,127 @@ async fn get_budget(
     let collab = crate::ledger::remaining(&s.store, &name, None).await?;
     let mine = crate::ledger::remaining(&s.store, &name, Some(&m)).await?;
     Ok(Json(api::BudgetView::new(&name, &m, collab, mine)))
+}
+
+async fn list_templates(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<Vec<api::TemplateView>>, ApiError> {
+    let (_, collab) = s.visible(&m, &name).await?;
+    Ok(Json(
+        collab
+            .config
+            .templates
+            .iter()
+            .map(|t| api::TemplateView::new(&collab, t))
+            .collect(),
+    ))
+}
+
+async fn approve_template(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath((name, template)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    set_approval(s, m, name, template, true).await
+}
+
+async fn revoke_template(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath((name, template)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    set_approval(s, m, name, template, false).await
+}
+
+/// Approves (after static verification) or revokes a template for the
+/// calling member: a new policy version that changes only the caller's own
+/// `[approvals]` entry, pushed to every node and audited.
+async fn set_approval(
+    s: Shared,
+    m: String,
+    name: String,
+    template: String,
+    approve: bool,
+) -> Result<Response, ApiError> {
+    let (rec, collab) = s.visible(&m, &name).await?;
+    require(&collab, &m, Ability::Provide, "approve templates")?;
+    let t = collab
+        .template(&template)
+        .ok_or_else(|| not_found("template"))?
+        .clone();
+    let hash = t.hash();
+    let mut checks = 0;
+    if approve {
+        let engine = s
+            .engine(&name)
+            .await
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+        match engine.hub.verify_template(&t).await {
+            Ok(n) => checks = n,
+            Err(reasons) => {
+                let _ = s
+                    .store
+                    .append_audit(
+                        &name,
+                        "template.approval_refused",
+                        &m,
+                        serde_json::json!({"template": t.name, "hash": hash, "reasons": reasons}),
+                    )
+                    .await;
+                return Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(serde_json::json!({
+                        "code": "approval_refused",
+                        "error": format!(
+                            "template '{}' could break a rule for some allowed parameter values; approval refused:\n  {}",
+                            t.name,
+                            reasons.join("\n  ")
+                        ),
+                        "reasons": reasons,
+                    })),
+                )
+                    .into_response());
+            }
+        }
+    }
+    let text =
+        airlock_policy::template::edit_approval(&rec.toml, &m, &hash, approve).map_err(failed)?;
+    let next = parse_collab(&text)?;
+    let beyond = collab.changes_beyond(&next, &m);
+    if !beyond.is_empty() {
+        return Err(failed(format!(
+            "an approval changed more than the caller's approvals: {}",
+            beyond.join(", ")
+        )));
+    }
+    let rec = s.store.apply_collaboration(&name, &text, &m).await?;
+    s.store
+        .append_audit(
+            &name,
+            if approve {
+                "template.approved"
+            } else {
+                "template.revoked"
+            },
+            &m,
+            serde_json::json!({"template": t.name, "hash": hash, "version": rec.version, "checks": checks}),
+        )
+        .await?;
+    let errs = after_change(&s, &name).await;
+    if !errs.is_empty() {
+        eprintln!("after approval in '{name}': {}", errs.join("; "));
+    }
+    Ok(Json(api::ApprovalView {
+        template: t.name.clone(),
+        hash,
+        member: m,
+        approved: approve,
+        checks,
+        version: rec.version,
+    })
+    .into_response())
 }
 
 /// The query `id` if `member` submitted it or may receive its results.
@@ -995,6 +1120,11 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/v1/collaborations/{name}/audit", get(get_audit))
         .route("/v1/collaborations/{name}/budget", get(get_budget))
+        .route("/v1/collaborations/{name}/templates", get(list_templates))
+        .route(
+            "/v1/collaborations/{name}/templates/{template}/approval",
+            axum::routing::post(approve_template).delete(revoke_template),
+        )
         .route("/v1/datasets/update", axum::routing::post(update_dataset))
         .route("/v1/queries/{id}", get(get_query))
         .route("/v1/queries/{id}/result", get(get_result))

@@ -1,0 +1,400 @@
+//! Analysis templates, owners' approvals, the custom rule and purposes, in
+//! process on the demo data: approval by every owner of a table read,
+//! static verification at approval, values bound (never spliced),
+//! content-hash pinning, revocation, the node's own enforcement, and
+//! purpose-specific consent for list outputs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+mod common;
+use common::{plain_ctx, rows};
+
+use airlock_cli::cluster::{CliError, Cluster};
+use airlock_cli::{data, templates};
+use airlock_node::{Node, NodeError};
+use airlock_policy::{Collaboration, Control, Fragment, Literal, QuerySpec, TemplateRun};
+
+const BUYERS: &str = r#"
+[[templates]]
+name = "buyers_by_segment"
+purpose = "measurement"
+sql = """
+SELECT a.segment, COUNT(DISTINCT a.email) AS buyers, SUM(p.amount_cents) AS revenue_cents
+FROM audience a JOIN purchases p ON a.email = p.email
+WHERE a.region = $region AND p.day >= $since
+GROUP BY a.segment"""
+[templates.params.region]
+type = "string"
+allowed = ["north", "south", "east", "west"]
+[templates.params.since]
+type = "date"
+min = "2024-01-01"
+max = "2030-12-31"
+default = "2024-01-01"
+
+[[templates]]
+name = "rows_of_a_segment"
+purpose = "measurement"
+sql = "SELECT a.age_band, a.region FROM audience a WHERE a.segment = $segment"
+[templates.params.segment]
+type = "string"
+allowed = ["sports", "news"]
+
+[[templates]]
+name = "filter_on_a_measure"
+purpose = "measurement"
+sql = """
+SELECT a.segment, COUNT(DISTINCT a.email) AS buyers
+FROM audience a JOIN purchases p ON a.email = p.email
+WHERE p.amount_cents >= $min_cents
+GROUP BY a.segment"""
+[templates.params.min_cents]
+type = "int"
+min = 0
+max = 100000
+"#;
+
+/// The demo data with the audience under a custom rule (approved templates
+/// only), a second purpose (`activation`, for which the publisher needs no
+/// consent column), list tables, and the templates above.
+fn setup(rows: usize) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    data::write_demo(&dir, rows, false).expect("demo data");
+    let toml = data::collaboration_toml(false)
+        .replace(
+            "purposes = [\"measurement\"]",
+            "purposes = [\"measurement\", \"activation\"]",
+        )
+        .replace(
+            "rule = { type = \"aggregation\", min_distinct_identities = 50, join_required = false }",
+            "rule = { type = \"custom\", min_distinct_identities = 50, templates_only = true }",
+        )
+        + r#"
+[[tables]]
+alias = "audience_list"
+dataset = "publisher_audience"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "list", list_columns = ["segment"] }
+
+[[tables]]
+alias = "buyer_list"
+dataset = "advertiser_purchases"
+identity = "email"
+join = ["email"]
+dimensions = ["category"]
+rule = { type = "list", list_columns = ["category"] }
+"# + BUYERS;
+    std::fs::write(dir.join("collaboration.toml"), toml).expect("write");
+    (tmp, dir)
+}
+
+fn file(dir: &Path) -> PathBuf {
+    dir.join("collaboration.toml")
+}
+
+fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn refusal(e: CliError) -> airlock_policy::Refusal {
+    match e {
+        CliError::Refused { refusal, .. } => refusal,
+        other => panic!("expected a refusal, got: {other}"),
+    }
+}
+
+async fn run(dir: &Path, spec: &QuerySpec) -> Result<Vec<String>, CliError> {
+    let cluster = Cluster::open(&file(dir), None).await?;
+    let released = cluster.query_spec("advertiser", spec).await?;
+    Ok(rows(&released.batches))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_runs_only_once_every_owner_approved_its_exact_text() {
+    let (_tmp, dir) = setup(200_000);
+    let north = QuerySpec::template("buyers_by_segment", params(&[("region", "north")]));
+
+    // The custom rule: no ad hoc SQL on the audience.
+    let adhoc = run(
+        &dir,
+        &QuerySpec::sql("SELECT a.segment, COUNT(DISTINCT a.email) FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment"),
+    )
+    .await
+    .expect_err("ad hoc SQL");
+    let r = refusal(adhoc);
+    assert_eq!(r.control, Control::CustomRule);
+    assert_eq!(r.table.as_deref(), Some("audience"));
+
+    // Nobody approved yet: refused, naming the owner.
+    let r = refusal(run(&dir, &north).await.expect_err("unapproved"));
+    assert_eq!(r.control, Control::TemplateApproval);
+    assert!(r.reason.contains("'publisher'"), "{r}");
+
+    // The publisher approves: static verification covers every region and
+    // both ends of the date range, for the one analyst.
+    let said = templates::set_approval_in_file(&file(&dir), "publisher", "buyers_by_segment", true)
+        .await
+        .expect("publisher approves");
+    assert!(said.contains("passed 8 checks"), "{said}");
+    let r = refusal(
+        run(&dir, &north)
+            .await
+            .expect_err("advertiser has not approved"),
+    );
+    assert_eq!(r.control, Control::TemplateApproval);
+    assert!(r.reason.contains("'advertiser'"), "{r}");
+    templates::set_approval_in_file(&file(&dir), "advertiser", "buyers_by_segment", true)
+        .await
+        .expect("advertiser approves");
+
+    // Approved by both: the released rows are the oracle's, with the values
+    // bound and the threshold written out by hand.
+    let got = run(&dir, &north).await.expect("approved template runs");
+    let ctx = plain_ctx(&dir).await;
+    let want = ctx
+        .sql(
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS buyers, SUM(p.amount_cents) AS revenue_cents \
+             FROM audience a JOIN purchases p ON a.email = p.email \
+             WHERE a.region = 'north' AND p.day >= DATE '2024-01-01' GROUP BY a.segment \
+             HAVING COUNT(DISTINCT a.email) >= 50 AND COUNT(DISTINCT p.email) >= 50",
+        )
+        .await
+        .expect("oracle")
+        .collect()
+        .await
+        .expect("oracle rows");
+    assert_eq!(got, rows(&want));
+    assert!(!got.is_empty(), "the oracle releases some rows");
+
+    // Values are bound, never spliced: injection attempts are bad input
+    // naming the parameter, and the value is not echoed.
+    for (name, value) in [
+        ("region", "north' OR '1'='1"),
+        ("region", "north'; DROP TABLE audience; --"),
+        ("since", "2024-01-01' OR 1=1 --"),
+        ("since", "DATE '2024-01-01'"),
+    ] {
+        let spec = QuerySpec::template(
+            "buyers_by_segment",
+            params(&[("region", "north"), (name, value)]),
+        );
+        match run(&dir, &spec).await {
+            Err(CliError::BadInput(m)) => {
+                assert!(m.contains(&format!("parameter '{name}'")), "{m}");
+                assert!(
+                    !m.contains("OR") && !m.contains("DROP"),
+                    "value echoed: {m}"
+                );
+            }
+            other => panic!("{name}={value}: expected bad input, got {other:?}"),
+        }
+    }
+    let unknown = QuerySpec::template(
+        "buyers_by_segment",
+        params(&[("region", "north"), ("limit", "1")]),
+    );
+    assert!(
+        matches!(run(&dir, &unknown).await, Err(CliError::BadInput(m)) if m.contains("no parameter 'limit'"))
+    );
+    let with_sql = QuerySpec {
+        sql: Some("SELECT 1".into()),
+        ..north.clone()
+    };
+    assert!(matches!(
+        run(&dir, &with_sql).await,
+        Err(CliError::BadInput(_))
+    ));
+    let with_params = QuerySpec {
+        params: params(&[("region", "north")]),
+        ..QuerySpec::sql("SELECT category, COUNT(DISTINCT email) FROM purchases GROUP BY category")
+    };
+    assert!(matches!(
+        run(&dir, &with_params).await,
+        Err(CliError::BadInput(_))
+    ));
+    let placeholder = QuerySpec::sql(
+        "SELECT category, COUNT(DISTINCT email) FROM purchases WHERE category = $c GROUP BY category",
+    );
+    assert!(
+        matches!(run(&dir, &placeholder).await, Err(CliError::BadInput(m)) if m.contains("only in analysis templates"))
+    );
+
+    // A changed text is a new template: the old approvals approve nothing.
+    let text = std::fs::read_to_string(file(&dir)).expect("read");
+    let edited = text.replace("p.day >= $since", "p.day > $since");
+    assert_ne!(text, edited);
+    std::fs::write(file(&dir), &edited).expect("write");
+    let r = refusal(run(&dir, &north).await.expect_err("changed text"));
+    assert_eq!(r.control, Control::TemplateApproval);
+    std::fs::write(file(&dir), &text).expect("restore");
+    run(&dir, &north)
+        .await
+        .expect("the approved text runs again");
+
+    // Revocation holds from the next query.
+    templates::set_approval_in_file(&file(&dir), "publisher", "buyers_by_segment", false)
+        .await
+        .expect("revoke");
+    let r = refusal(run(&dir, &north).await.expect_err("revoked"));
+    assert_eq!(r.control, Control::TemplateApproval);
+    assert!(r.reason.contains("'publisher'"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_is_refused_with_reasons_when_a_template_could_break_a_rule() {
+    let (_tmp, dir) = setup(5_000);
+    let before = std::fs::read(file(&dir)).expect("read");
+    for (template, control) in [
+        ("rows_of_a_segment", "aggregation-required"),
+        ("filter_on_a_measure", "restricted-filter"),
+    ] {
+        let e = templates::set_approval_in_file(&file(&dir), "publisher", template, true)
+            .await
+            .expect_err("refused");
+        let r = refusal(e);
+        assert_eq!(r.control, Control::TemplateApproval);
+        assert!(r.reason.contains(control), "{template}: {r}");
+        assert!(r.reason.contains("run by 'advertiser'"), "{r}");
+        assert_eq!(
+            std::fs::read(file(&dir)).expect("read"),
+            before,
+            "nothing changed"
+        );
+    }
+    // Bad input at approval: unknown template, a member who owns nothing.
+    assert!(matches!(
+        templates::set_approval_in_file(&file(&dir), "publisher", "nope", true).await,
+        Err(CliError::BadInput(m)) if m.contains("no template named 'nope'")
+    ));
+    assert!(matches!(
+        templates::set_approval_in_file(&file(&dir), "stranger", "buyers_by_segment", true).await,
+        Err(CliError::BadInput(m)) if m.contains("not a member")
+    ));
+    assert_eq!(
+        std::fs::read(file(&dir)).expect("read"),
+        before,
+        "nothing changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_enforces_its_own_approval_and_custom_rule() {
+    let (_tmp, dir) = setup(5_000);
+    templates::set_approval_in_file(&file(&dir), "advertiser", "buyers_by_segment", true)
+        .await
+        .expect("advertiser approves");
+    let text = std::fs::read_to_string(file(&dir)).expect("read");
+    let collab = Collaboration::from_toml(&text, "c.toml").expect("valid");
+    let node = Node::open(&collab, &dir, "publisher").await.expect("node");
+    let t = collab.template("buyers_by_segment").expect("template");
+    let run = TemplateRun {
+        name: t.name.clone(),
+        hash: t.hash(),
+        params: BTreeMap::from([
+            ("region".to_string(), Literal::Str("north".into())),
+            ("since".to_string(), Literal::Date(19_723)),
+        ]),
+    };
+    let scan = |template: Option<TemplateRun>| {
+        Fragment::Scan(airlock_policy::ScanFragment {
+            collaboration: "demo".into(),
+            querier: "advertiser".into(),
+            table: "audience".into(),
+            columns: vec![airlock_policy::FragmentColumn {
+                name: "email".into(),
+                treatment: airlock_policy::Treatment::Pseudonym {
+                    contract: "email".into(),
+                },
+            }],
+            filter: None,
+            template,
+            purpose: None,
+        })
+    };
+    // As if the hub were wrong: a scan with no template, then a run of a
+    // template this node's member never approved.
+    for (fragment, control) in [
+        (scan(None), Control::CustomRule),
+        (scan(Some(run.clone())), Control::TemplateApproval),
+    ] {
+        match node.run(&fragment).await {
+            Err(NodeError::Refused(r)) => assert_eq!(r.control, control, "{r}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    // A run with a value the template does not allow is bad, even approved.
+    templates::set_approval_in_file(&file(&dir), "publisher", "buyers_by_segment", true)
+        .await
+        .expect("publisher approves");
+    let text = std::fs::read_to_string(file(&dir)).expect("read");
+    let collab = Collaboration::from_toml(&text, "c.toml").expect("valid");
+    let node = Node::open(&collab, &dir, "publisher").await.expect("node");
+    node.run(&scan(Some(run.clone())))
+        .await
+        .expect("approved run scans");
+    let mut bad = run;
+    bad.params
+        .insert("region".into(), Literal::Str("atlantis".into()));
+    assert!(matches!(
+        node.run(&scan(Some(bad))).await,
+        Err(NodeError::BadFragment(m)) if m.contains("parameter 'region'")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_output_names_its_purpose_and_consent_is_checked_for_it() {
+    let (_tmp, dir) = setup(20_000);
+    let sql = "SELECT b.category FROM buyer_list b JOIN audience_list a ON a.email = b.email";
+    let r = refusal(
+        run(&dir, &QuerySpec::sql(sql))
+            .await
+            .expect_err("no purpose"),
+    );
+    assert_eq!(r.control, Control::Purpose);
+    let with = |purpose: &str| QuerySpec {
+        purpose: Some(purpose.into()),
+        ..QuerySpec::sql(sql)
+    };
+    let r = refusal(
+        run(&dir, &with("resale"))
+            .await
+            .expect_err("undeclared purpose"),
+    );
+    assert_eq!(r.control, Control::Purpose);
+    assert!(!r.reason.is_empty());
+
+    // The publisher's consent column applies to measurement only: the
+    // activation list counts people without it, the measurement list not.
+    let measurement = run(&dir, &with("measurement"))
+        .await
+        .expect("measurement list");
+    let activation = run(&dir, &with("activation"))
+        .await
+        .expect("activation list");
+    let ctx = plain_ctx(&dir).await;
+    let count = |table: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let b = ctx
+                .sql(&format!(
+                    "SELECT COUNT(*) FROM purchases b JOIN {table} a ON a.email = b.email"
+                ))
+                .await
+                .expect("oracle")
+                .collect()
+                .await
+                .expect("rows");
+            rows(&b)[0].parse::<usize>().expect("count")
+        }
+    };
+    assert_eq!(measurement.len(), count("audience").await);
+    assert_eq!(activation.len(), count("audience_all").await);
+    assert!(activation.len() > measurement.len());
+}
