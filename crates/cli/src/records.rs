@@ -62,6 +62,34 @@ pub fn build(
             })
         })
         .collect();
+    let templates: Vec<Value> = c
+        .templates
+        .iter()
+        .map(|t| {
+            let hash = t.hash();
+            json!({
+                "name": t.name,
+                "hash": hash,
+                "purpose": t.purpose,
+                "approved_by": c.members.iter().filter(|m| collab.approves(&m.name, &hash)).map(|m| m.name.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    // Approvals and revocations of templates in the period.
+    let approvals: Vec<Value> = audit
+        .iter()
+        .filter(|e| e.kind.starts_with("template.") && (from_ms..to_ms).contains(&e.at_ms))
+        .map(|e| {
+            let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
+            json!({
+                "event": e.kind,
+                "member": e.actor,
+                "at_ms": e.at_ms,
+                "template": payload["template"],
+                "hash": payload["hash"],
+            })
+        })
+        .collect();
     // Analyses: each submitted query in the period, with how it ended.
     let mut analyses: Vec<Value> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
@@ -120,6 +148,8 @@ pub fn build(
             "tamper-evident audit chain (verified for this record)",
         ],
         "audit_chain_head": audit.last().map(|e| e.hash.clone()),
+        "templates": templates,
+        "template_approvals": approvals,
         "analyses": analyses,
     }))
 }
@@ -161,6 +191,25 @@ pub fn markdown(r: &Value) -> String {
     ));
     for m in r["security_measures"].as_array().into_iter().flatten() {
         out.push_str(&format!("- {}\n", m.as_str().unwrap_or("")));
+    }
+    out.push_str("\n## Analysis templates\n\n");
+    for t in r["templates"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "- `{}` (hash `{}`), purpose {}, approved by {}\n",
+            t["name"].as_str().unwrap_or("?"),
+            t["hash"].as_str().unwrap_or("?"),
+            t["purpose"].as_str().unwrap_or("?"),
+            t["approved_by"]
+        ));
+    }
+    for a in r["template_approvals"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "- at unix ms {}: {} by {} of `{}`\n",
+            a["at_ms"],
+            a["event"].as_str().unwrap_or("?"),
+            a["member"].as_str().unwrap_or("?"),
+            a["template"].as_str().unwrap_or("?")
+        ));
     }
     out.push_str("\n## Analyses in the period\n\n| submitted (unix ms) | analyst | outcome | SQL |\n|---|---|---|---|\n");
     for a in r["analyses"].as_array().into_iter().flatten() {

@@ -1137,3 +1137,190 @@ async fn a_hub_on_postgres_runs_the_demo() {
     let _ = hub.wait();
     drop(running);
 }
+
+/// The template-approval flow through the hub: a data owner puts its table
+/// under the custom rule, an analyst proposes templates, each owner
+/// approves (the hub verifies first) or is refused with the reasons, the
+/// approved run releases what the in-process engine releases, and a
+/// revocation holds from the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_approved_and_run_through_the_hub() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let mut running = start(&dir, 60_000, None).await;
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+    let current = |c: &HubClient| {
+        let c = c.clone();
+        async move {
+            let (code, text) = c
+                .raw(Method::GET, "/v1/collaborations/demo", None)
+                .await
+                .expect("show");
+            assert_eq!(code.as_u16(), 200, "{text}");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+            v["toml"].as_str().expect("toml").to_string()
+        }
+    };
+    // The publisher restricts its own table to approved templates.
+    let custom = current(&publisher).await.replacen(
+        "rule = { type = \"aggregation\", min_distinct_identities = 50, join_required = true }",
+        "rule = { type = \"custom\", min_distinct_identities = 50, join_required = true, templates_only = true }",
+        1,
+    );
+    publisher
+        .apply("demo", &custom)
+        .await
+        .expect("publisher applies");
+    // The analyst proposes two templates.
+    let proposed = current(&advertiser).await
+        + r#"
+[[templates]]
+name = "overlap_in_region"
+purpose = "measurement"
+sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
+params = { region = { type = "string", allowed = ["north", "south"] } }
+
+[[templates]]
+name = "emails_please"
+purpose = "measurement"
+sql = "SELECT a.email FROM audience a JOIN purchases p ON a.email = p.email WHERE p.category = $category"
+params = { category = { type = "string", allowed = ["home"] } }
+"#;
+    advertiser
+        .apply("demo", &proposed)
+        .await
+        .expect("analyst proposes");
+    let run = airlock_policy::QuerySpec::template(
+        "overlap_in_region",
+        BTreeMap::from([("region".to_string(), "north".to_string())]),
+    );
+    let refused_for = |r: Result<_, CliError>| match r {
+        Err(CliError::Refused { refusal, .. }) => refusal.control,
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a result"),
+    };
+    assert_eq!(
+        refused_for(remote::query(&advertiser, "demo", OVERLAP).await),
+        Control::CustomRule
+    );
+    assert_eq!(
+        refused_for(remote::query_spec(&advertiser, "demo", &run).await),
+        Control::TemplateApproval
+    );
+    // Static verification refuses the template that outputs identities.
+    let e = publisher
+        .approval("demo", "emails_please", true)
+        .await
+        .map_err(remote::cli_error)
+        .expect_err("refused");
+    match e {
+        CliError::Refused { refusal, .. } => {
+            assert_eq!(refusal.control, Control::TemplateApproval);
+            assert!(refusal.reason.contains("aggregation-required"), "{refusal}");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    // Both owners approve the good one.
+    let p = publisher
+        .approval("demo", "overlap_in_region", true)
+        .await
+        .expect("publisher approves");
+    assert!(p.approved && p.checks == 2, "{p:?}");
+    assert_eq!(
+        refused_for(remote::query_spec(&advertiser, "demo", &run).await),
+        Control::TemplateApproval,
+        "the advertiser owns purchases and has not approved yet"
+    );
+    advertiser
+        .approval("demo", "overlap_in_region", true)
+        .await
+        .expect("advertiser approves");
+    let listed = advertiser.templates("demo").await.expect("list");
+    let t = listed
+        .iter()
+        .find(|t| t.name == "overlap_in_region")
+        .expect("listed");
+    assert_eq!(t.approved_by, vec!["publisher", "advertiser"]);
+    let remote_rows = remote::query_spec(&advertiser, "demo", &run)
+        .await
+        .expect("approved template runs on the hub");
+    // The same run in process over the same policy.
+    std::fs::write(dir.join("hub-policy.toml"), current(&advertiser).await).expect("write");
+    let local = Cluster::open(&dir.join("hub-policy.toml"), None)
+        .await
+        .expect("in process");
+    let here = local
+        .query_spec("advertiser", &run)
+        .await
+        .expect("in process");
+    assert!(!rows(&remote_rows.batches).is_empty());
+    assert_eq!(rows(&remote_rows.batches), rows(&here.batches));
+    // Approvals and the refused one are in the audit chain.
+    let db = airlock_store::Store::open(&format!(
+        "sqlite:{}",
+        dir.join("cluster/hub/hub.db").display()
+    ))
+    .await
+    .expect("hub db");
+    let kinds: Vec<String> = db
+        .audit("demo")
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("template."))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "template.approval_refused",
+            "template.approved",
+            "template.approved"
+        ]
+    );
+    // The record of processing lists the templates, the approvals, and
+    // the template run among the analyses.
+    let record = airlock_cli::records::fetch(&advertiser, "demo", 0, airlock_store::now_ms())
+        .await
+        .expect("record");
+    assert_eq!(
+        record["templates"][0]["approved_by"],
+        serde_json::json!(["publisher", "advertiser"])
+    );
+    assert_eq!(
+        record["template_approvals"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(record["analyses"]
+        .as_array()
+        .expect("analyses")
+        .iter()
+        .any(|a| a["sql"] == "template overlap_in_region (region=north)"
+            && a["outcome"] == "released"));
+    // A revocation holds from the next query.
+    let r = publisher
+        .approval("demo", "overlap_in_region", false)
+        .await
+        .expect("revoke");
+    assert!(!r.approved);
+    assert_eq!(
+        refused_for(remote::query_spec(&advertiser, "demo", &run).await),
+        Control::TemplateApproval
+    );
+    // Only the caller's own approvals change: the advertiser cannot
+    // approve for the publisher by applying a file.
+    let forged = airlock_policy::template::edit_approval(
+        &current(&advertiser).await,
+        "publisher",
+        &t.hash,
+        true,
+    )
+    .expect("edit");
+    let e = advertiser
+        .apply("demo", &forged)
+        .await
+        .expect_err("forged approval");
+    assert!(e.to_string().contains("approvals of 'publisher'"), "{e}");
+    running.stop();
+}
