@@ -1039,7 +1039,39 @@ join = ["email"]
 dimensions = ["category"]
 measures = { amount = ["sum"] }
 rule = { type = "aggregation", min_distinct_identities = 3 }
+
+[[tables]]
+alias = "people_list"
+dataset = "pub_people"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "list", list_columns = ["segment"] }
+
+[[tables]]
+alias = "orders_list"
+dataset = "adv_orders"
+identity = "email"
+join = ["email"]
+dimensions = ["category"]
+rule = { type = "list", list_columns = ["category"] }
+
+[[templates]]
+name = "spend_by_segment"
+purpose = "measurement"
+sql = "SELECT p.segment, COUNT(DISTINCT p.email) AS n FROM people p JOIN orders o ON p.email = o.email WHERE o.category = $category GROUP BY p.segment"
+params.category = { type = "string", allowed = ["books"] }
 "#;
+    // Both owners approve the template.
+    let hash = Collaboration::from_toml(config, "c")
+        .expect("valid")
+        .template("spend_by_segment")
+        .expect("template")
+        .hash();
+    let config = airlock_policy::template::edit_approval(config, "pub", &hash, true)
+        .and_then(|c| airlock_policy::template::edit_approval(&c, "adv", &hash, true))
+        .expect("approvals");
+    let config = config.as_str();
     let file = dir.join("collaboration.toml");
     std::fs::write(&file, config).expect("config");
     let cluster = Cluster::open(&file, None).await.expect("open");
@@ -1052,13 +1084,43 @@ rule = { type = "aggregation", min_distinct_identities = 3 }
             rows(&released.batches)
         }
     };
+    // A list output (it names its purpose) and a template run.
+    let list = || {
+        let cluster = &cluster;
+        async move {
+            let spec = airlock_policy::QuerySpec {
+                purpose: Some("measurement".into()),
+                ..airlock_policy::QuerySpec::sql(
+                    "SELECT o.category FROM orders_list o JOIN people_list p ON p.email = o.email",
+                )
+            };
+            let released = cluster.query_spec("adv", &spec).await.expect("list");
+            released.num_rows()
+        }
+    };
+    let template = || {
+        let cluster = &cluster;
+        async move {
+            let spec = airlock_policy::QuerySpec::template(
+                "spend_by_segment",
+                std::collections::BTreeMap::from([("category".into(), "books".into())]),
+            );
+            let released = cluster.query_spec("adv", &spec).await.expect("template");
+            rows(&released.batches)
+        }
+    };
     let both = vec!["x | 3".to_string(), "y | 4".to_string()];
     assert_eq!(run(alone).await, both);
     assert_eq!(run(joined).await, both);
-    // A canary withdraws consent in the publisher's file.
+    assert_eq!(list().await, 7);
+    assert_eq!(template().await, both);
+    // A canary withdraws consent in the publisher's file: its group falls
+    // below k in every kind of analysis, and it leaves the list.
     people(&["p2@example.com"]);
     assert_eq!(run(alone).await, vec!["y | 4"]);
     assert_eq!(run(joined).await, vec!["y | 4"]);
+    assert_eq!(list().await, 6);
+    assert_eq!(template().await, vec!["y | 4"]);
     // Consent back; another canary on the advertiser's suppression list.
     people(&[]);
     optouts(&["nobody@example.com", "p1@example.com"]);
@@ -1068,6 +1130,8 @@ rule = { type = "aggregation", min_distinct_identities = 3 }
         "the publisher's own rows are unaffected"
     );
     assert_eq!(run(joined).await, vec!["y | 4"]);
+    assert_eq!(list().await, 6);
+    assert_eq!(template().await, vec!["y | 4"]);
     // A bad consent source is a configuration error naming it.
     let bad = config.replace(
         "consent = { measurement = { column = \"consent\" } }",
