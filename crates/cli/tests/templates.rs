@@ -268,6 +268,33 @@ async fn approval_is_refused_with_reasons_when_a_template_could_break_a_rule() {
             "nothing changed"
         );
     }
+    // Template text that does not match its declaration, or does not plan.
+    for (sql, want) in [
+        (
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $regoin GROUP BY a.segment",
+            "uses $regoin, which it does not declare",
+        ),
+        (
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment",
+            "declares parameter 'region' but its SQL never uses $region",
+        ),
+        ("SELEC a.segment FROM audience a WHERE a.region = $region", "does not plan"),
+    ] {
+        let text = String::from_utf8(before.clone()).expect("utf8").replace(
+            "[[templates]]\nname = \"rows_of_a_segment\"",
+            &format!(
+                "[[templates]]\nname = \"odd\"\npurpose = \"measurement\"\nsql = \"{sql}\"\nparams.region = {{ type = \"string\", allowed = [\"north\"] }}\n\n[[templates]]\nname = \"rows_of_a_segment\""
+            ),
+        );
+        std::fs::write(file(&dir), &text).expect("write");
+        let e = templates::set_approval_in_file(&file(&dir), "publisher", "odd", true)
+            .await
+            .expect_err("refused");
+        let r = refusal(e);
+        assert!(r.reason.contains(want), "{want}: {r}");
+        assert_eq!(std::fs::read_to_string(file(&dir)).expect("read"), text, "nothing changed");
+    }
+    std::fs::write(file(&dir), &before).expect("restore");
     // Bad input at approval: unknown template, a member who owns nothing.
     assert!(matches!(
         templates::set_approval_in_file(&file(&dir), "publisher", "nope", true).await,

@@ -1183,6 +1183,71 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     }
 
     #[test]
+    fn custom_rules_templates_and_approvals_are_checked_by_name() {
+        let custom = |rule: &str| {
+            GOOD.replace(
+                "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+                rule,
+            )
+        };
+        let got = errors(&custom(
+            "rule = { type = \"custom\", min_distinct_identities = 50 }",
+        ));
+        assert_eq!(
+            got,
+            vec!["c.toml: table 'audience': custom rule must set templates_only, name its analysts, or both"]
+        );
+        let got = errors(&custom(
+            "rule = { type = \"custom\", min_distinct_identities = 1, analysts = [\"publisher\"] }",
+        ));
+        assert!(
+            got.iter()
+                .any(|g| g.contains("min_distinct_identities must be at least 2")),
+            "{got:?}"
+        );
+        assert!(got.iter().any(|g| g.contains("analyst 'publisher' is not a member with the 'query' ability")), "{got:?}");
+        let ok = custom(
+            "rule = { type = \"custom\", min_distinct_identities = 50, templates_only = true }",
+        );
+        let c = Collaboration::from_toml(&ok, "c.toml").expect("valid");
+        let rule = &c.table("audience").expect("table").rule;
+        assert!(rule.admits("advertiser", true).is_ok());
+        assert!(rule.admits("advertiser", false).is_err());
+        assert_eq!(rule.kind(), RuleKind::Custom);
+
+        // Templates: an undeclared purpose, a duplicate; approvals: a
+        // stranger, a malformed hash, a hash twice.
+        let h = "ab".repeat(32);
+        let text = format!(
+            "{ok}\n[[templates]]\nname = \"t\"\npurpose = \"resale\"\nsql = \"SELECT 1\"\n\n[[templates]]\nname = \"t\"\npurpose = \"resale\"\nsql = \"SELECT 2\"\n\n[approvals]\nstranger = []\npublisher = [\"XYZ\", \"{h}\", \"{h}\"]\n"
+        );
+        let got = errors(&text);
+        for want in [
+            "template 't' declared twice",
+            "template 't': purpose 'resale' is not one of the collaboration's purposes",
+            "approvals are given for 'stranger', who is not a member",
+            "approvals of 'publisher': an approval must be a template hash",
+            "approvals of 'publisher': a template hash is listed twice",
+        ] {
+            assert!(got.iter().any(|g| g.contains(want)), "{want}: {got:?}");
+        }
+        // A member's approvals are its own.
+        let with = |approvals: &str| {
+            Collaboration::from_toml(&format!("{ok}\n[approvals]\n{approvals}\n"), "c.toml")
+                .expect("valid")
+        };
+        let (before, after) = (
+            with("advertiser = []"),
+            with(&format!("publisher = [\"{h}\"]")),
+        );
+        assert_eq!(
+            before.changes_beyond(&after, "advertiser"),
+            vec!["the datasets, tables and approvals of 'publisher'".to_string()]
+        );
+        assert!(before.changes_beyond(&after, "publisher").is_empty());
+    }
+
+    #[test]
     fn syntax_and_unknown_fields_are_errors() {
         let got = errors("[collaboration\nname=");
         assert_eq!(got.len(), 1);
