@@ -11,6 +11,7 @@ pub mod bench;
 pub mod cluster;
 pub mod data;
 pub mod demo;
+pub mod interop;
 pub mod output;
 pub mod records;
 pub mod remote;

@@ -82,6 +82,110 @@ enum BudgetCommand {
 }
 
 #[derive(Subcommand)]
+enum InteropCommand {
+    /// AWS Clean Rooms analysis rules and analysis templates.
+    Aws {
+        #[command(subcommand)]
+        command: AwsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsCommand {
+    /// An AWS analysis rule (JSON) as an Airlock `[[tables]]` block, or an
+    /// AWS analysis template as a `[[templates]]` block.
+    Import {
+        #[command(subcommand)]
+        what: AwsImport,
+    },
+    /// An Airlock table's rule, or a template, as AWS JSON.
+    Export {
+        #[command(subcommand)]
+        what: AwsExport,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsImport {
+    /// `CreateConfiguredTableAnalysisRule` input, or its `{"v1": ...}` policy.
+    Rule {
+        /// The AWS document.
+        file: PathBuf,
+        /// The configured table's alias in Airlock.
+        #[arg(long)]
+        alias: String,
+        /// The Airlock dataset it reads.
+        #[arg(long)]
+        dataset: String,
+        /// The privacy unit (list and custom rules; aggregation rules name it
+        /// in their COUNT_DISTINCT constraint).
+        #[arg(long)]
+        identity: Option<String>,
+        /// k, for custom rules (AWS custom rules have none).
+        #[arg(long)]
+        k: Option<u64>,
+        /// Join columns (custom rules), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        join: Vec<String>,
+        /// Dimensions (custom rules), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        dimensions: Vec<String>,
+        /// Measures (custom rules): `amount=sum+avg,order_id=count`.
+        #[arg(long, default_value = "")]
+        measures: String,
+        /// AWS account id of a member, `ID=MEMBER` (repeat).
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// `CreateAnalysisTemplate` input.
+    Template {
+        /// The AWS document.
+        file: PathBuf,
+        /// The purpose the template serves (AWS templates carry none).
+        #[arg(long)]
+        purpose: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AwsExport {
+    /// A configured table's rule as `CreateConfiguredTableAnalysisRule` input.
+    Rule {
+        /// Collaboration file.
+        #[arg(long)]
+        collab: PathBuf,
+        /// The configured table.
+        #[arg(long)]
+        table: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A template as `CreateAnalysisTemplate` input.
+    Template {
+        /// Collaboration file.
+        #[arg(long)]
+        collab: PathBuf,
+        /// Template name or hash.
+        #[arg(long)]
+        template: String,
+        /// Export even though AWS cannot limit parameter values or
+        /// analysts (each widening is listed on standard error).
+        #[arg(long)]
+        accept_wider: bool,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum TemplateCommand {
     /// The collaboration's templates: hash, purpose, parameters, approvals.
     List {
@@ -345,6 +449,11 @@ enum Command {
     Template {
         #[command(subcommand)]
         command: TemplateCommand,
+    },
+    /// Other clean rooms' formats (AWS Clean Rooms).
+    Interop {
+        #[command(subcommand)]
+        command: InteropCommand,
     },
     /// Validate a query without running it: print the plan per member, or the refusal.
     Check {
@@ -819,6 +928,9 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             }
             Ok(())
         }
+        Command::Interop {
+            command: InteropCommand::Aws { command },
+        } => interop_aws(command).map_err(plain),
         Command::Template { command } => match command {
             TemplateCommand::List { collab, hub } => {
                 let views = if hub.hub.is_some() {
@@ -932,6 +1044,65 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             print_released(&released, format).map_err(|e| (e, json))
         }
     }
+}
+
+fn interop_aws(command: AwsCommand) -> Result<(), CliError> {
+    use airlock_cli::interop;
+    let (converted, out) = match command {
+        AwsCommand::Import {
+            what:
+                AwsImport::Rule {
+                    file,
+                    alias,
+                    dataset,
+                    identity,
+                    k,
+                    join,
+                    dimensions,
+                    measures,
+                    accounts,
+                    out,
+                },
+        } => {
+            let mut map = std::collections::BTreeMap::new();
+            for a in accounts {
+                let (id, member) = a
+                    .split_once('=')
+                    .ok_or_else(|| CliError::BadInput("--account must be ID=MEMBER".into()))?;
+                map.insert(id.trim().to_string(), member.trim().to_string());
+            }
+            let spec = airlock_policy::aws::TableSpec {
+                alias,
+                dataset,
+                identity,
+                min_distinct_identities: k,
+                join,
+                dimensions,
+                measures: interop::parse_measures(&measures)?,
+                accounts: map,
+            };
+            (interop::import_rule(&file, &spec)?, out)
+        }
+        AwsCommand::Import {
+            what: AwsImport::Template { file, purpose, out },
+        } => (interop::import_template(&file, &purpose)?, out),
+        AwsCommand::Export {
+            what: AwsExport::Rule { collab, table, out },
+        } => (interop::export_rule(&collab, &table)?, out),
+        AwsCommand::Export {
+            what:
+                AwsExport::Template {
+                    collab,
+                    template,
+                    accept_wider,
+                    out,
+                },
+        } => (
+            interop::export_template(&collab, &template, accept_wider)?,
+            out,
+        ),
+    };
+    interop::emit(&converted.value, &converted.notes, out.as_deref())
 }
 
 /// `airlock template approve|revoke`, on a hub or in a collaboration file.

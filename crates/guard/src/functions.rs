@@ -4,39 +4,7 @@
 //! columns (below the aggregate) and on released aggregates (above it).
 
 /// Scalar functions allowed anywhere a dimension expression is.
-pub const SCALAR_FUNCTIONS: &[&str] = &[
-    "lower",
-    "upper",
-    "trim",
-    "btrim",
-    "ltrim",
-    "rtrim",
-    "substr",
-    "substring",
-    "left",
-    "right",
-    "length",
-    "char_length",
-    "character_length",
-    "octet_length",
-    "concat",
-    "concat_ws",
-    "coalesce",
-    "nullif",
-    "starts_with",
-    "ends_with",
-    "strpos",
-    "replace",
-    "initcap",
-    "abs",
-    "round",
-    "floor",
-    "ceil",
-    "date_trunc",
-    "date_part",
-    "greatest",
-    "least",
-];
+pub use airlock_policy::SCALAR_FUNCTIONS;
 
 /// Functions whose arguments may all read columns; every other allowed
 /// function may have only one argument that reads a column (the others are

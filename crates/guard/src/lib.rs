@@ -297,8 +297,10 @@ impl Guard {
         };
         let plan = self.plan_sql(sql).await?;
         let plan = templates::bind(plan, template, run)?;
+        let used = templates::functions_used(&plan);
         let mut checked = self.check_plan(sql, plan, querier).await?;
         templates::check_rules(&self.collab, &self.tables, &checked, run, approvals)?;
+        templates::check_functions(&self.tables, &checked, &used)?;
         templates::check_list_purpose(&self.collab, &checked, purpose)?;
         checked.template = run.cloned();
         checked.purpose = purpose.map(str::to_string);

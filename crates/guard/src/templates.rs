@@ -12,8 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 use airlock_policy::{
     Ability, Collaboration, Control, Literal, QuerySpec, Refusal, Template, TemplateRun,
 };
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan};
 
 use crate::check::TableInfo;
 use crate::{CheckedQuery, Guard, GuardError, QueryKind};
@@ -197,6 +198,47 @@ pub(crate) fn check_rules(
                 ),
             )
             .table(&s.table, Some(rule)));
+        }
+    }
+    Ok(())
+}
+
+/// Names of the scalar functions a plan calls.
+pub(crate) fn functions_used(plan: &LogicalPlan) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x {
+                    out.insert(f.func.name().to_ascii_lowercase());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// Every scalar function used is among those each table read allows.
+pub(crate) fn check_functions(
+    tables: &HashMap<String, TableInfo>,
+    checked: &CheckedQuery,
+    used: &BTreeSet<String>,
+) -> Result<(), Refusal> {
+    for s in &checked.scans {
+        let rule = &tables[&s.table].table.rule;
+        let Some(allowed) = rule.scalar_functions() else {
+            continue;
+        };
+        if let Some(f) = used.iter().find(|f| !allowed.iter().any(|a| a == *f)) {
+            return Err(Refusal::new(
+                Control::UnknownFunction,
+                format!(
+                    "function '{f}' is not among the scalar functions this table's rule allows"
+                ),
+            )
+            .table(&s.table, Some(rule.kind())));
         }
     }
     Ok(())

@@ -37,6 +37,42 @@ pub enum DatasetFormat {
     Json,
 }
 
+/// Scalar functions Airlock allows anywhere a dimension expression is (the
+/// guard's allowlist); a rule's `scalar_functions` may narrow it.
+pub const SCALAR_FUNCTIONS: &[&str] = &[
+    "lower",
+    "upper",
+    "trim",
+    "btrim",
+    "ltrim",
+    "rtrim",
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+    "concat",
+    "concat_ws",
+    "coalesce",
+    "nullif",
+    "starts_with",
+    "ends_with",
+    "strpos",
+    "replace",
+    "initcap",
+    "abs",
+    "round",
+    "floor",
+    "ceil",
+    "date_trunc",
+    "date_part",
+    "greatest",
+    "least",
+];
+
 /// Aggregate functions a rule may allow on a measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +138,10 @@ pub enum AnalysisRule {
         /// and a budget every query reading this table spends.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         differential_privacy: Option<DpRule>,
+        /// Scalar functions queries reading this table may use (a subset of
+        /// [`SCALAR_FUNCTIONS`]); absent: all of them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar_functions: Option<Vec<String>>,
     },
     /// The list rule.
     List {
@@ -120,6 +160,9 @@ pub enum AnalysisRule {
         /// Differential privacy, as for the aggregation rule.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         differential_privacy: Option<DpRule>,
+        /// Scalar functions allowed, as for the aggregation rule.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar_functions: Option<Vec<String>>,
         /// Only runs of approved analysis templates may read the table.
         #[serde(default)]
         templates_only: bool,
@@ -156,6 +199,19 @@ impl AnalysisRule {
             }
         }
         Ok(())
+    }
+
+    /// The scalar functions the rule allows, if it narrows Airlock's list.
+    pub fn scalar_functions(&self) -> Option<&[String]> {
+        match self {
+            AnalysisRule::Aggregation {
+                scalar_functions, ..
+            }
+            | AnalysisRule::Custom {
+                scalar_functions, ..
+            } => scalar_functions.as_deref(),
+            AnalysisRule::List { .. } => None,
+        }
     }
 
     /// Whether every query reading the table must join another member's table.
@@ -266,7 +322,7 @@ pub struct ConfiguredTable {
     pub join: Vec<String>,
     /// Join contract per join column; a column's contract defaults to its name.
     /// Columns join only with columns of the same contract.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub contracts: BTreeMap<String, String>,
     /// Columns that may be grouped, filtered and output.
     #[serde(default)]
@@ -927,6 +983,17 @@ fn validate_roles(t: &ConfiguredTable, p: &mut Problems<'_>) {
                 Some(col),
                 "a join contract is given for a column that is not a join column",
             );
+        }
+    }
+    if let Some(fs) = t.rule.scalar_functions() {
+        for f in fs {
+            if !SCALAR_FUNCTIONS.contains(&f.as_str()) {
+                p.add(
+                    Some(a),
+                    None,
+                    format!("scalar_functions: '{}' is not a function Airlock allows (lowercase names from docs/config.md)", f.chars().take(40).collect::<String>()),
+                );
+            }
         }
     }
     match &t.rule {

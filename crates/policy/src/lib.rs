@@ -14,6 +14,7 @@
 //! Loading files and checking that datasets exist is the node's job (it is IO);
 //! everything here can be tested alone and fast.
 
+pub mod aws;
 pub mod config;
 pub mod dp;
 pub mod fragment;
@@ -23,7 +24,7 @@ pub mod template;
 pub use config::{
     Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
     ConfigError, ConfigErrors, ConfiguredTable, ConsentSource, Dataset, DatasetFormat, Member,
-    RuleKind,
+    RuleKind, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};

@@ -1,0 +1,170 @@
+//! `airlock interop aws` from the binary: an AWS rule and template imported
+//! into the demo collaboration run there; bad documents write nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airlock_cli::cluster::Cluster;
+use airlock_cli::data;
+use airlock_policy::QuerySpec;
+
+fn airlock(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_airlock"))
+        .args(args)
+        .output()
+        .expect("run airlock");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../policy/tests/aws/{name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_documents_import_into_a_collaboration_and_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    data::write_demo(dir, 100_000, false).expect("demo");
+    let file = dir.join("collaboration.toml");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    // The advertiser's purchases under the AWS aggregation rule, as a
+    // second configured table, and the AWS template.
+    let block = dir.join("rule.toml");
+    let (code, _, err) = airlock(&[
+        "interop",
+        "aws",
+        "import",
+        "rule",
+        &s(&fixture("aggregation.json")),
+        "--alias",
+        "aws_purchases",
+        "--dataset",
+        "advertiser_purchases",
+        "--out",
+        &s(&block),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let tblock = dir.join("template.toml");
+    let (code, _, err) = airlock(&[
+        "interop",
+        "aws",
+        "import",
+        "template",
+        &s(&fixture("template.json")),
+        "--purpose",
+        "measurement",
+        "--out",
+        &s(&tblock),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("may take only its default value"),
+        "notes on stderr: {err}"
+    );
+    let text = std::fs::read_to_string(&file).expect("collab")
+        + "\n"
+        + &std::fs::read_to_string(&block).expect("block")
+        + "\n"
+        + &std::fs::read_to_string(&tblock)
+            .expect("template")
+            .replace("JOIN purchases p", "JOIN aws_purchases p");
+    std::fs::write(&file, text).expect("write");
+    for m in ["publisher", "advertiser"] {
+        airlock_cli::templates::set_approval_in_file(&file, m, "buyers_by_segment", true)
+            .await
+            .expect("approve");
+    }
+    let cluster = Cluster::open(&file, None).await.expect("open");
+    let got = cluster
+        .query_spec(
+            "advertiser",
+            &QuerySpec::template("buyers_by_segment", Default::default()),
+        )
+        .await
+        .expect("the imported template runs on the imported rule");
+    assert!(got.num_rows() > 0);
+    // The imported rule's function list holds: INITCAP is not in it.
+    let refused = cluster
+        .query(
+            "advertiser",
+            "SELECT INITCAP(p.category) AS c, COUNT(DISTINCT p.email) FROM aws_purchases p JOIN audience a ON a.email = p.email GROUP BY INITCAP(p.category)",
+        )
+        .await
+        .expect_err("not an allowed function");
+    assert!(
+        refused.to_string().contains("unknown-function"),
+        "{refused}"
+    );
+    // Exported again, the rule is the AWS document.
+    let (code, out, err) = airlock(&[
+        "interop",
+        "aws",
+        "export",
+        "rule",
+        "--collab",
+        &s(&file),
+        "--table",
+        "aws_purchases",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("aggregation.json")).expect("read"))
+            .expect("json");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json"),
+        want
+    );
+
+    // Bad documents: a clear error naming the path, exit 2, nothing written.
+    for (doc, want) in [
+        (
+            "{\"v1\": {\"list\": {\"joinColumns\": [\"email\"], \"listCol",
+            "EOF while parsing",
+        ),
+        (
+            "{\"v1\": {\"list\": {\"joinColumns\": [\"email\"], \"listColumns\": [], \"x\": 1}}}",
+            "v1.list.x: unknown field",
+        ),
+        (
+            "{\"v1\": {\"list\": {\"joinColumns\": 3, \"listColumns\": []}}}",
+            "v1.list.joinColumns: invalid type",
+        ),
+    ] {
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, doc).expect("write");
+        let out = dir.join("out.toml");
+        let (code, stdout, err) = airlock(&[
+            "interop",
+            "aws",
+            "import",
+            "rule",
+            &s(&bad),
+            "--alias",
+            "x",
+            "--dataset",
+            "y",
+            "--out",
+            &s(&out),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(stdout.is_empty() && !out.exists(), "nothing written");
+    }
+    let huge = dir.join("huge.json");
+    std::fs::write(&huge, vec![b' '; (1 << 20) + 1]).expect("write");
+    let (code, _, err) = airlock(&[
+        "interop",
+        "aws",
+        "import",
+        "template",
+        &s(&huge),
+        "--purpose",
+        "measurement",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("more than the 1048576 accepted"), "{err}");
+}
