@@ -490,7 +490,7 @@ async fn configuration_errors_name_file_table_and_column() {
     let cases = [
         (
             good.replace("\"region\", \"age_band\"", "\"regoin\", \"age_band\""),
-            "table 'audience', column 'regoin': not a column of dataset 'publisher_audience'",
+            "table 'audience', column 'regoin': is not a column of dataset 'publisher_audience'",
         ),
         (
             good.replace("path = \"purchases.parquet\"", "path = \"missing.parquet\""),

@@ -168,3 +168,160 @@ async fn aws_documents_import_into_a_collaboration_and_run() {
     assert_eq!(code, 2);
     assert!(err.contains("more than the 1048576 accepted"), "{err}");
 }
+
+/// Two members whose schemas and formatting differ: the publisher's
+/// `EMAIL_ADDR` is mixed-case with spaces and its phones are written
+/// `+44 20 ...`; the advertiser's are lower-case and `0044-20-...`. The
+/// schema contract names the canonical keys and their normalisation; each
+/// node normalises before pseudonymising, and the people match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_contract_matches_members_with_different_schemas_and_formatting() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let mut pubs = String::from("EMAIL_ADDR,PHONE_NO,SEG\n");
+    let mut advs = String::from("email,phone,category,amount\n");
+    for i in 0..12 {
+        pubs.push_str(&format!(
+            "\"  Person{i}@Example.COM \",+44 20 7946 {i:04},x\n"
+        ));
+        advs.push_str(&format!(
+            "person{i}@example.com,0044-20-7946-{i:04},books,{}\n",
+            100 + i
+        ));
+    }
+    std::fs::write(dir.join("pub.csv"), pubs).expect("write");
+    std::fs::write(dir.join("adv.csv"), advs).expect("write");
+    std::fs::write(dir.join("k"), "22".repeat(32) + "\n").expect("secret");
+    let schema = r#"
+[schema.keys.email]
+type = "string"
+normalize = ["trim", "lowercase"]
+
+[schema.keys.phone]
+type = "string"
+normalize = ["e164"]
+
+[schema.dimensions.segment]
+type = "string"
+normalize = ["trim", "uppercase"]
+"#;
+    let config = |with_schema: bool| {
+        format!(
+            r#"
+[collaboration]
+name = "contracts"
+secret_file = "k"
+{}
+[[members]]
+name = "pub"
+abilities = ["provide"]
+
+[[members]]
+name = "adv"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "pub_people"
+owner = "pub"
+path = "pub.csv"
+format = "csv"
+
+[[datasets]]
+name = "adv_orders"
+owner = "adv"
+path = "adv.csv"
+format = "csv"
+
+[[tables]]
+alias = "people"
+dataset = "pub_people"
+identity = "email"
+join = ["email", "phone"]
+dimensions = ["segment"]
+source_columns = {{ email = "EMAIL_ADDR", phone = "PHONE_NO", segment = "SEG" }}
+rule = {{ type = "aggregation", min_distinct_identities = 10 }}
+
+[[tables]]
+alias = "orders"
+dataset = "adv_orders"
+identity = "email"
+join = ["email", "phone"]
+dimensions = ["category"]
+measures = {{ amount = ["sum"] }}
+rule = {{ type = "aggregation", min_distinct_identities = 10 }}
+{}"#,
+            "",
+            if with_schema { schema } else { "" }
+        )
+    };
+    let file = dir.join("collaboration.toml");
+    let overlap = |on: &'static str| {
+        let file = file.clone();
+        async move {
+            let cluster = Cluster::open(&file, None).await.expect("open");
+            let sql = format!(
+                "SELECT p.segment, COUNT(DISTINCT p.email) AS people, SUM(o.amount) AS spend FROM people p JOIN orders o ON p.{on} = o.{on} GROUP BY p.segment"
+            );
+            let released = cluster.query("adv", &sql).await.expect("query");
+            common_rows(&released)
+        }
+    };
+    std::fs::write(&file, config(true)).expect("write");
+    let want = vec![format!("X | 12 | {}", (100..112).sum::<i64>())];
+    assert_eq!(
+        overlap("email").await,
+        want,
+        "emails match after trim and lowercase"
+    );
+    assert_eq!(overlap("phone").await, want, "phones match in E.164");
+    // Without the contract the same people do not match: nothing reaches k.
+    std::fs::write(&file, config(false)).expect("write");
+    assert!(overlap("email").await.is_empty());
+    assert!(overlap("phone").await.is_empty());
+    // A bad contract is a configuration error naming what is wrong.
+    let bad = config(true).replace(
+        "[schema.keys.phone]\ntype = \"string\"",
+        "[schema.keys.phone]\ntype = \"int\"",
+    );
+    std::fs::write(&file, &bad).expect("write");
+    let Err(e) = Cluster::open(&file, None).await else {
+        panic!("bad contract accepted");
+    };
+    assert!(
+        e.to_string()
+            .contains("schema: 'phone': normalize applies to strings only"),
+        "{e}"
+    );
+    let bad = config(true).replace("segment = \"SEG\"", "segment = \"NOPE\"");
+    std::fs::write(&file, &bad).expect("write");
+    let Err(e) = Cluster::open(&file, None).await else {
+        panic!("missing column accepted");
+    };
+    assert!(
+        e.to_string()
+            .contains("column 'segment': is read from 'NOPE' (source_columns), which is not a column of dataset 'pub_people'"),
+        "{e}"
+    );
+}
+
+fn common_rows(r: &airlock_hub::Released) -> Vec<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = Vec::new();
+    for b in &r.batches {
+        for i in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
+                        .expect("fmt")
+                        .value(i)
+                        .to_string()
+                })
+                .collect();
+            out.push(cells.join(" | "));
+        }
+    }
+    out.sort();
+    out
+}

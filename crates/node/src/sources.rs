@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_policy::{
-    CmpOp, Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Literal, Predicate,
+    CmpOp, Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Literal, Normalize,
+    Predicate,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
@@ -124,7 +125,8 @@ pub(crate) async fn register(
         let source = provider.schema();
         let mut exprs = Vec::new();
         for column in t.columns() {
-            let Ok(field) = source.field_with_name(&column) else {
+            let src = t.source_of(&column);
+            let Ok(field) = source.field_with_name(src) else {
                 let available: Vec<&str> =
                     source.fields().iter().map(|f| f.name().as_str()).collect();
                 problems.push(problem(
@@ -132,17 +134,23 @@ pub(crate) async fn register(
                     &t.alias,
                     Some(&column),
                     format!(
-                        "not a column of dataset '{}' (its columns: {})",
+                        "{} not a column of dataset '{}' (its columns: {})",
+                        if src == column.as_str() {
+                            "is".to_string()
+                        } else {
+                            format!("is read from '{src}' (source_columns), which is")
+                        },
                         t.dataset,
                         available.join(", ")
                     ),
                 ));
                 continue;
             };
-            let ident = Expr::Column(Column::new_unqualified(column.clone()));
+            let ident = normalized(collab, &column, src, field.data_type());
             match t.role(&column) {
                 Some(ColumnRole::Identity { .. } | ColumnRole::Join) => {
-                    // Identity and join values are hashed from their text form.
+                    // Identity and join values are hashed from their text
+                    // form, after the schema contract's normalisation.
                     exprs.push(cast(ident, DataType::Utf8View).alias(&column));
                 }
                 Some(ColumnRole::Measure(_)) if !field.data_type().is_numeric() => {
@@ -153,7 +161,11 @@ pub(crate) async fn register(
                         format!("a measure must be numeric (found {})", field.data_type()),
                     ));
                 }
-                _ => exprs.push(ident),
+                _ => exprs.push(if src == column.as_str() {
+                    ident
+                } else {
+                    ident.alias(&column)
+                }),
             }
         }
         let all = &collab.config.collaboration.purposes;
@@ -235,18 +247,121 @@ fn consent_filter(
                 ));
                 continue;
             }
+            // Both sides normalised as the identity's canonical key is.
+            let key_type = listed
+                .schema()
+                .field_with_name(key)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(DataType::Utf8);
+            let id_src = t.source_of(&t.identity);
+            let id_type = provider
+                .schema()
+                .field_with_name(id_src)
+                .map(|f| f.data_type().clone())
+                .unwrap_or(DataType::Utf8);
             let optouts = ctx
                 .read_table(listed.clone())
-                .and_then(|l| l.select(vec![cast(column(key), DataType::Utf8).alias(OPTOUT)]))
+                .and_then(|l| {
+                    l.select(vec![cast(
+                        normalized(collab, &t.identity, key, &key_type),
+                        DataType::Utf8,
+                    )
+                    .alias(OPTOUT)])
+                })
                 .map_err(local)?;
             df = df
-                .with_column(CONSENT_ID, cast(column(&t.identity), DataType::Utf8))
+                .with_column(
+                    CONSENT_ID,
+                    cast(
+                        normalized(collab, &t.identity, id_src, &id_type),
+                        DataType::Utf8,
+                    ),
+                )
                 .and_then(|d| d.join(optouts, JoinType::LeftAnti, &[CONSENT_ID], &[OPTOUT], None))
                 .and_then(|d| d.drop_columns(&[CONSENT_ID]))
                 .map_err(local)?;
         }
     }
     Ok(df)
+}
+
+/// The dataset column `source`, read as configured column `name`: with the
+/// schema contract's normalisation of `name`, if it declares one.
+fn normalized(collab: &Collaboration, name: &str, source: &str, data_type: &DataType) -> Expr {
+    let mut e = Expr::Column(Column::new_unqualified(source));
+    let Some(canonical) = collab.canonical(name) else {
+        return e;
+    };
+    if canonical.normalize.is_empty() {
+        return e;
+    }
+    if !matches!(
+        data_type,
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8
+    ) {
+        e = cast(e, DataType::Utf8);
+    }
+    for step in &canonical.normalize {
+        e = match step {
+            Normalize::Trim => datafusion::functions::string::expr_fn::btrim(vec![e]),
+            Normalize::Lowercase => datafusion::functions::string::expr_fn::lower(e),
+            Normalize::Uppercase => datafusion::functions::string::expr_fn::upper(e),
+            Normalize::E164 => e164_udf().call(vec![cast(e, DataType::Utf8)]),
+        };
+    }
+    e
+}
+
+/// A phone number in E.164, or `None`: separators removed, a leading `00`
+/// read as `+`, 8 to 15 digits after the `+`; no country code, no match.
+pub fn e164(raw: &str) -> Option<String> {
+    let kept: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
+        .collect();
+    let digits = if let Some(rest) = kept.strip_prefix('+') {
+        rest
+    } else {
+        kept.strip_prefix("00")?
+    };
+    if (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+    {
+        Some(format!("+{digits}"))
+    } else {
+        None
+    }
+}
+
+fn e164_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    datafusion::logical_expr::create_udf(
+        "airlock_e164",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let input = arrays
+                .first()
+                .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal("e164 expects text".into())
+                })?;
+            let out: StringArray = (0..input.len())
+                .map(|i| {
+                    if input.is_null(i) {
+                        None
+                    } else {
+                        e164(input.value(i))
+                    }
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
 }
 
 const OPTOUT: &str = "__airlock_optout";
@@ -313,5 +428,26 @@ pub fn predicate_to_expr(p: &Predicate) -> Expr {
             *case_insensitive,
         )),
         Predicate::IsTrue { column: c } => column(c).is_true(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::e164;
+
+    #[test]
+    fn phone_numbers_normalise_to_e164() {
+        for (raw, want) in [
+            ("+44 20 7946 0018", Some("+442079460018")),
+            ("0044-20-7946-0018", Some("+442079460018")),
+            ("+1 (415) 555.0100", Some("+14155550100")),
+            ("020 7946 0018", None),
+            ("+44 20 7946 001x", None),
+            ("+0 123456789", None),
+            ("+1234567", None),
+            ("", None),
+        ] {
+            assert_eq!(e164(raw).as_deref(), want, "{raw}");
+        }
     }
 }

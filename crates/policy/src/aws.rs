@@ -540,6 +540,7 @@ fn import_aggregation(
         identity,
         join: r.join_columns.clone(),
         contracts: BTreeMap::new(),
+        source_columns: BTreeMap::new(),
         dimensions: r.dimension_columns.clone(),
         measures,
         rule: AnalysisRule::Aggregation {
@@ -575,6 +576,7 @@ fn import_list(
         identity,
         join: r.join_columns.clone(),
         contracts: BTreeMap::new(),
+        source_columns: BTreeMap::new(),
         dimensions: r.list_columns.clone(),
         measures: BTreeMap::new(),
         rule: AnalysisRule::List {
@@ -646,6 +648,7 @@ fn import_custom(
         identity,
         join: spec.join.clone(),
         contracts: BTreeMap::new(),
+        source_columns: BTreeMap::new(),
         dimensions: spec.dimensions.clone(),
         measures: spec.measures.clone(),
         rule: AnalysisRule::Custom {
@@ -672,6 +675,16 @@ pub fn export_rule(t: &ConfiguredTable) -> Result<Converted<RuleInput>, Vec<Stri
                 "{at}: contracts.{col}: AWS has no join contracts; without it the column would join any column"
             ));
         }
+    }
+    if !t.source_columns.is_empty() {
+        notes.push(format!(
+            "{at}: columns are named by their Airlock (canonical) names; in the data they are {}",
+            t.source_columns
+                .iter()
+                .map(|(c, s)| format!("{s} for {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     let policy = match &t.rule {
         AnalysisRule::Aggregation {

@@ -330,6 +330,10 @@ pub struct ConfiguredTable {
     /// Columns that may be aggregated, with the functions allowed on each.
     #[serde(default)]
     pub measures: BTreeMap<String, Vec<AggFunction>>,
+    /// The dataset's own name of a configured column, where it differs
+    /// (`email = "EMAIL_ADDR"`): the node reads it under the configured name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_columns: BTreeMap<String, String>,
     /// The analysis rule.
     pub rule: AnalysisRule,
 }
@@ -379,6 +383,14 @@ impl ConfiguredTable {
         column.to_string()
     }
 
+    /// The dataset's name of a configured column.
+    pub fn source_of<'a>(&'a self, column: &'a str) -> &'a str {
+        self.source_columns
+            .get(column)
+            .map(String::as_str)
+            .unwrap_or(column)
+    }
+
     /// Every configured column, identity first, without duplicates.
     pub fn columns(&self) -> Vec<String> {
         let mut out = vec![self.identity.clone()];
@@ -426,6 +438,65 @@ impl ConfiguredTable {
     }
 }
 
+/// The type of a canonical column of the schema contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanonicalType {
+    /// Text.
+    String,
+    /// Integer.
+    Int,
+    /// Floating point.
+    Float,
+    /// Date.
+    Date,
+    /// Boolean.
+    Bool,
+}
+
+/// A normalisation step, applied by each node in order, before anything is
+/// compared, grouped or pseudonymised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// Remove leading and trailing whitespace.
+    Trim,
+    /// Lower-case.
+    Lowercase,
+    /// Upper-case.
+    Uppercase,
+    /// A phone number in E.164 (`+` and 8 to 15 digits): spaces, dashes,
+    /// dots and parentheses removed, a leading `00` read as `+`; a number
+    /// without a country code becomes NULL (it cannot match).
+    E164,
+}
+
+/// A canonical join key or dimension.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanonicalColumn {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: CanonicalType,
+    /// Normalisation steps (strings only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalize: Vec<Normalize>,
+}
+
+/// The collaboration's schema contract: canonical join keys and dimension
+/// names that every member maps its own columns to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSection {
+    /// Canonical join keys (e.g. `email`, `phone`). When any is declared,
+    /// every join column must be one of them.
+    #[serde(default)]
+    pub keys: BTreeMap<String, CanonicalColumn>,
+    /// Canonical dimension names.
+    #[serde(default)]
+    pub dimensions: BTreeMap<String, CanonicalColumn>,
+}
+
 /// The whole file as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -444,6 +515,9 @@ pub struct CollaborationConfig {
     /// The privacy budget, required when a table uses differential privacy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacySection>,
+    /// The schema contract: canonical keys and dimensions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaSection>,
     /// Analysis templates, each pinned by its content hash.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
@@ -713,6 +787,82 @@ impl Collaboration {
                 }
             }
         }
+        if let Some(schema) = &c.schema {
+            for (name, col) in schema.keys.iter().chain(&schema.dimensions) {
+                if !is_identifier(name) {
+                    p.add(
+                        None,
+                        None,
+                        format!("schema: '{name}' must be a lowercase identifier"),
+                    );
+                }
+                if !col.normalize.is_empty() && col.kind != CanonicalType::String {
+                    p.add(
+                        None,
+                        None,
+                        format!("schema: '{name}': normalize applies to strings only"),
+                    );
+                }
+            }
+            if let Some(both) = schema
+                .keys
+                .keys()
+                .find(|k| schema.dimensions.contains_key(*k))
+            {
+                p.add(
+                    None,
+                    None,
+                    format!("schema: '{both}' is declared as both a key and a dimension"),
+                );
+            }
+            for t in &c.tables {
+                for j in &t.join {
+                    if !schema.keys.is_empty() && !schema.keys.contains_key(j) {
+                        p.add(
+                            Some(&t.alias),
+                            Some(j),
+                            "a join column must be one of the schema's keys ([schema.keys])",
+                        );
+                    }
+                }
+                for d in &t.dimensions {
+                    if schema.keys.contains_key(d) {
+                        p.add(
+                            Some(&t.alias),
+                            Some(d),
+                            "a schema key cannot be a dimension",
+                        );
+                    }
+                }
+            }
+        }
+        for t in &c.tables {
+            let configured = t.columns();
+            let mut sources = BTreeSet::new();
+            for (col, src) in &t.source_columns {
+                if !configured.contains(col) {
+                    p.add(
+                        Some(&t.alias),
+                        Some(col),
+                        "source_columns names a column the table does not configure",
+                    );
+                }
+                if src.trim().is_empty() {
+                    p.add(
+                        Some(&t.alias),
+                        Some(col),
+                        "source_columns gives an empty dataset column",
+                    );
+                }
+                if !sources.insert(src.as_str()) {
+                    p.add(
+                        Some(&t.alias),
+                        Some(col),
+                        "source_columns maps two columns to the same dataset column",
+                    );
+                }
+            }
+        }
         let mut names = BTreeSet::new();
         for t in &c.templates {
             if !names.insert(t.name.as_str()) {
@@ -850,6 +1000,9 @@ impl Collaboration {
         if self.config.privacy != next.config.privacy {
             out.push("the privacy budget".to_string());
         }
+        if self.config.schema != next.config.schema {
+            out.push("the schema contract".to_string());
+        }
         if self.config.collaboration.purposes != next.config.collaboration.purposes {
             out.push("the purposes".to_string());
         }
@@ -890,6 +1043,12 @@ impl Collaboration {
             (Some(one), None) => Some(one),
             _ => None,
         }
+    }
+
+    /// The schema contract's declaration of a canonical column name.
+    pub fn canonical(&self, name: &str) -> Option<&CanonicalColumn> {
+        let s = self.config.schema.as_ref()?;
+        s.keys.get(name).or_else(|| s.dimensions.get(name))
     }
 
     /// Whether `member` approves the template with `hash`.
@@ -1312,6 +1471,33 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             vec!["the datasets, tables and approvals of 'publisher'".to_string()]
         );
         assert!(before.changes_beyond(&after, "publisher").is_empty());
+    }
+
+    #[test]
+    fn schema_contract_errors_are_named() {
+        let text = GOOD.replace(
+            "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+            "source_columns = { email = \"EMAIL\", segment = \"EMAIL\", colour = \"C\" }\nrule = { type = \"aggregation\", min_distinct_identities = 50 }",
+        ) + "\n[schema.keys.phone]\ntype = \"int\"\nnormalize = [\"e164\"]\n\n[schema.keys.region]\ntype = \"string\"\n\n[schema.dimensions.region]\ntype = \"string\"\n";
+        let got = errors(&text);
+        for want in [
+            "schema: 'phone': normalize applies to strings only",
+            "schema: 'region' is declared as both a key and a dimension",
+            "table 'audience', column 'email': a join column must be one of the schema's keys",
+            "table 'audience', column 'region': a schema key cannot be a dimension",
+            "table 'audience', column 'colour': source_columns names a column the table does not configure",
+            "source_columns maps two columns to the same dataset column",
+        ] {
+            assert!(got.iter().any(|g| g.contains(want)), "{want}: {got:?}");
+        }
+        let unknown = errors(
+            &(GOOD.to_string()
+                + "\n[schema.keys.email]\ntype = \"string\"\nnormalize = [\"soundex\"]\n"),
+        );
+        assert!(
+            unknown[0].contains("unknown variant `soundex`"),
+            "{unknown:?}"
+        );
     }
 
     #[test]

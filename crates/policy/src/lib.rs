@@ -22,9 +22,9 @@ pub mod refusal;
 pub mod template;
 
 pub use config::{
-    Ability, AggFunction, AnalysisRule, Collaboration, CollaborationConfig, ColumnRole,
-    ConfigError, ConfigErrors, ConfiguredTable, ConsentSource, Dataset, DatasetFormat, Member,
-    RuleKind, SCALAR_FUNCTIONS,
+    Ability, AggFunction, AnalysisRule, CanonicalColumn, CanonicalType, Collaboration,
+    CollaborationConfig, ColumnRole, ConfigError, ConfigErrors, ConfiguredTable, ConsentSource,
+    Dataset, DatasetFormat, Member, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
