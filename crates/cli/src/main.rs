@@ -318,6 +318,32 @@ enum CollabCommand {
         /// Collaboration file.
         file: PathBuf,
     },
+    /// Write a collaboration's public metadata (members, node public keys,
+    /// table schemas, rules, templates, policy versions) as a document
+    /// signed by the hub.
+    Export {
+        /// Name.
+        name: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a signed metadata document from another environment; write
+    /// its collaboration file, or create the collaboration on this hub.
+    Import {
+        /// The document.
+        file: PathBuf,
+        /// Fingerprint (`SHA256:...`) of the exporting hub's certificate,
+        /// compared out of band. Repeat to trust several.
+        #[arg(long = "trust-hub", required = true)]
+        trust: Vec<String>,
+        /// Write the verified collaboration file here.
+        #[arg(long)]
+        toml_out: Option<PathBuf>,
+        /// Create the collaboration on the hub given by --hub.
+        #[arg(long)]
+        create: bool,
+    },
     /// Change one of your datasets in every collaboration that uses it
     /// (each gets a new policy version, pushed to its nodes).
     UpdateDataset {
@@ -706,9 +732,84 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     san,
                 },
         } => keys_init(&dir, &name, ca_dir.as_deref(), &san).map_err(plain),
+        Command::Collab {
+            hub,
+            command:
+                CollabCommand::Import {
+                    file,
+                    trust,
+                    toml_out,
+                    create,
+                },
+        } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                plain(CliError::BadInput(format!(
+                    "cannot read {}: {e}",
+                    file.display()
+                )))
+            })?;
+            let meta = airlock_service::metadata::verify(&text, &trust).map_err(|e| {
+                plain(CliError::BadInput(format!(
+                    "{}: refused: {e}",
+                    file.display()
+                )))
+            })?;
+            println!(
+                "verified: collaboration '{}' (id {}), policy version {} (sha256 {}), {} members, {} tables, {} templates",
+                meta.collaboration,
+                meta.id,
+                meta.policy_version,
+                &meta.policy_sha256[..16],
+                meta.members.len(),
+                meta.tables.len(),
+                meta.templates.len()
+            );
+            for m in &meta.members {
+                if let Some(n) = &m.node {
+                    println!(
+                        "  node of '{}': X25519 key fingerprint {}",
+                        m.name, n.fingerprint
+                    );
+                }
+            }
+            if let Some(p) = toml_out {
+                std::fs::write(&p, &meta.toml).map_err(|e| {
+                    plain(CliError::Failed(format!(
+                        "cannot write {}: {e}",
+                        p.display()
+                    )))
+                })?;
+                println!("wrote {}", p.display());
+            }
+            if create {
+                let client = hub.client().map_err(plain)?;
+                let v = client
+                    .create(&meta.toml)
+                    .await
+                    .map_err(|e| plain(remote::cli_error(e)))?;
+                print_collab(&v);
+            }
+            Ok(())
+        }
         Command::Collab { hub, command } => {
             let client = hub.client().map_err(plain)?;
             match command {
+                CollabCommand::Import { .. } => unreachable!("handled above"),
+                CollabCommand::Export { name, out } => {
+                    let doc = client
+                        .export_metadata(&name)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    let text = serde_json::to_string_pretty(&doc)
+                        .map_err(|e| plain(CliError::Failed(e.to_string())))?
+                        + "\n";
+                    airlock_cli::interop::emit(&text, &[], out.as_deref()).map_err(plain)?;
+                    eprintln!(
+                        "signed by the hub with certificate fingerprint {}",
+                        doc.fingerprint
+                    );
+                    Ok(())
+                }
                 CollabCommand::List => {
                     let list: Vec<serde_json::Value> = client
                         .call(reqwest_get(), "/v1/collaborations", None::<&()>)

@@ -1324,3 +1324,140 @@ params = { category = { type = "string", allowed = ["home"] } }
     assert!(e.to_string().contains("approvals of 'publisher'"), "{e}");
     running.stop();
 }
+
+/// `collab export`: the collaboration's public metadata signed by the hub;
+/// `collab import` verifies it against the hub's fingerprint and refuses a
+/// tampered document, another signer, or a missing trust anchor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collaboration_metadata_is_exported_signed_and_tampering_is_refused() {
+    use airlock_service::metadata;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let mut running = start(&dir, 5_000, None).await;
+    let analyst = running.client(&running.info.analyst).expect("client");
+    let doc = analyst.export_metadata("demo").await.expect("export");
+    let cfg =
+        airlock_service::config::HubConfig::load(&running.info.hub_config).expect("hub config");
+    let cert = std::fs::read_to_string(&cfg.tls.cert).expect("hub cert");
+    let fp = airlock_crypto::pki::cert_fingerprint(&cert).expect("fingerprint");
+    assert_eq!(doc.fingerprint, fp);
+    let text = serde_json::to_string_pretty(&doc).expect("json");
+    let meta = metadata::verify(&text, std::slice::from_ref(&fp)).expect("verifies");
+    assert_eq!(meta.collaboration, "demo");
+    assert_eq!(
+        meta.members
+            .iter()
+            .map(|m| (m.name.as_str(), m.node.is_some()))
+            .collect::<Vec<_>>(),
+        vec![("publisher", true), ("advertiser", true)]
+    );
+    let audience = meta
+        .tables
+        .iter()
+        .find(|t| t.alias == "audience")
+        .expect("table");
+    assert!(
+        audience.columns.iter().any(|(n, _)| n == "segment"),
+        "{audience:?}"
+    );
+    assert!(!text.contains("@example.com"), "no data values in metadata");
+    // The file in it is the hub's current version, and it validates.
+    airlock_policy::Collaboration::from_toml(&meta.toml, "imported").expect("valid");
+
+    // Tampering anywhere in the signed part, a re-signed document from
+    // another key, an untrusted fingerprint, or a broken envelope: refused.
+    let weaker = doc.signed.replacen(
+        "min_distinct_identities = 50",
+        "min_distinct_identities = 2",
+        1,
+    );
+    assert_ne!(weaker, doc.signed);
+    let mut tampered = doc.clone();
+    tampered.signed = weaker.clone();
+    let e = metadata::verify(
+        &serde_json::to_string(&tampered).expect("json"),
+        std::slice::from_ref(&fp),
+    )
+    .expect_err("tampered");
+    assert!(e.contains("signature: does not verify"), "{e}");
+    let ca = Ca::generate("elsewhere").expect("ca");
+    let other = ca.issue("hub", &["localhost"]).expect("cert");
+    let mut resigned = doc.clone();
+    resigned.signed = weaker;
+    resigned.certificate = other.cert_pem.clone();
+    resigned.fingerprint = airlock_crypto::pki::cert_fingerprint(&other.cert_pem).expect("fp");
+    resigned.signature = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(
+            airlock_crypto::pki::sign(&other.key_pem, resigned.signed.as_bytes()).expect("sign"),
+        )
+    };
+    let e = metadata::verify(
+        &serde_json::to_string(&resigned).expect("json"),
+        std::slice::from_ref(&fp),
+    )
+    .expect_err("another signer");
+    assert!(e.contains("not trusted here"), "{e}");
+    let mut lying = resigned.clone();
+    lying.fingerprint = fp.clone();
+    let e = metadata::verify(
+        &serde_json::to_string(&lying).expect("json"),
+        std::slice::from_ref(&fp),
+    )
+    .expect_err("fingerprint of another certificate");
+    assert!(
+        e.contains("fingerprint: does not match the certificate"),
+        "{e}"
+    );
+    assert!(metadata::verify(&text, &[])
+        .expect_err("no trust")
+        .contains("fingerprint to trust"));
+    for (bad, want) in [
+        (text[..text.len() / 2].to_string(), "EOF while parsing"),
+        (
+            text.replacen("\"format\"", "\"extra\": 1, \"format\"", 1),
+            "document: extra: unknown field",
+        ),
+        (
+            text.replacen(metadata::FORMAT, "airlock.collaboration-metadata/v9", 1),
+            "format: expected",
+        ),
+    ] {
+        let e = metadata::verify(&bad, std::slice::from_ref(&fp)).expect_err(want);
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    // The binary: import verifies, writes the file, and exits 2 on a
+    // tampered document without writing anything.
+    let good = tmp.path().join("meta.json");
+    std::fs::write(&good, &text).expect("write");
+    let toml_out = tmp.path().join("imported.toml");
+    let out = Command::new(bin())
+        .args(["collab", "import"])
+        .arg(&good)
+        .args(["--trust-hub", &fp, "--toml-out"])
+        .arg(&toml_out)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&toml_out).expect("written"),
+        meta.toml
+    );
+    let bad = tmp.path().join("tampered.json");
+    std::fs::write(&bad, serde_json::to_string(&tampered).expect("json")).expect("write");
+    let bad_out = tmp.path().join("never.toml");
+    let out = Command::new(bin())
+        .args(["collab", "import"])
+        .arg(&bad)
+        .args(["--trust-hub", &fp, "--toml-out"])
+        .arg(&bad_out)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!bad_out.exists(), "nothing written");
+    running.stop();
+}

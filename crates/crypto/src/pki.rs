@@ -459,3 +459,50 @@ mod tests {
         assert_eq!(leftovers, 1, "no temporary file left behind");
     }
 }
+
+/// Signs `message` with a PEM PKCS#8 ECDSA P-256 key (a hub's or node's TLS
+/// key): an ASN.1 DER signature over SHA-256.
+pub fn sign(key_pem: &str, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+    let key = rcgen::KeyPair::from_pem(key_pem)
+        .map_err(|e| cert_error("cannot read the signing key", e))?;
+    let rng = ring::rand::SystemRandom::new();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.serialize_der(), &rng)
+            .map_err(|e| cert_error("the signing key is not an ECDSA P-256 key", e))?;
+    pair.sign(&rng, message)
+        .map(|s| s.as_ref().to_vec())
+        .map_err(|e| cert_error("signing failed", e))
+}
+
+/// Checks an ECDSA P-256 signature over `message` by the key of the first
+/// certificate in `cert_pem`. Every failure is the same error.
+pub fn verify(cert_pem: &str, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
+    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+    let der = first_cert_der(cert_pem)?;
+    let cert = parse_der(&der)?;
+    let key = cert.public_key().subject_public_key.data.to_vec();
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &key)
+        .verify(message, signature)
+        .map_err(|_| CryptoError::Certificate("the signature does not verify".into()))
+}
+
+#[cfg(test)]
+mod signing_tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_tampering_does_not() {
+        let ca = Ca::generate("t").expect("ca");
+        let hub = ca.issue("hub", &["localhost"]).expect("hub");
+        let other = ca.issue("other", &["localhost"]).expect("other");
+        let sig = sign(&hub.key_pem, b"metadata").expect("sign");
+        verify(&hub.cert_pem, b"metadata", &sig).expect("verifies");
+        assert!(verify(&hub.cert_pem, b"metadatA", &sig).is_err());
+        assert!(verify(&other.cert_pem, b"metadata", &sig).is_err());
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert!(verify(&hub.cert_pem, b"metadata", &bad).is_err());
+        assert!(sign("not a key", b"x").is_err());
+    }
+}

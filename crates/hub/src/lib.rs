@@ -141,6 +141,7 @@ impl Released {
 pub struct Hub {
     collab: Collaboration,
     guard: Guard,
+    schemas: HashMap<String, SchemaRef>,
 }
 
 impl Hub {
@@ -151,7 +152,16 @@ impl Hub {
         schemas: &HashMap<String, SchemaRef>,
     ) -> Result<Self, HubError> {
         let guard = Guard::new(&collab, schemas)?;
-        Ok(Hub { collab, guard })
+        Ok(Hub {
+            collab,
+            guard,
+            schemas: schemas.clone(),
+        })
+    }
+
+    /// The configured tables' schemas, as the nodes published them.
+    pub fn schemas(&self) -> &HashMap<String, SchemaRef> {
+        &self.schemas
     }
 
     /// The collaboration.

@@ -192,6 +192,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
     ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
     ("get", "/v1/collaborations/{name}/budget", "What remains of the collaboration's privacy budget, and of the caller's."),
+    ("get", "/v1/collaborations/{name}/export", "The collaboration's public metadata (members, node public keys, table schemas, rules, templates, policy versions) as a document signed by this hub."),
     ("get", "/v1/collaborations/{name}/templates", "The collaboration's analysis templates: hash, purpose, parameters, and who approves each."),
     ("post", "/v1/collaborations/{name}/templates/{template}/approval", "Approves a template (by name or hash) for the caller, after static verification against every rule for every allowed parameter value; 422 with the reasons if it could break one."),
     ("delete", "/v1/collaborations/{name}/templates/{template}/approval", "Revokes the caller's approval of a template."),

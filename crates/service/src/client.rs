@@ -167,6 +167,19 @@ impl HubClient {
         .await
     }
 
+    /// The collaboration's public metadata, signed by the hub.
+    pub async fn export_metadata(
+        &self,
+        collab: &str,
+    ) -> Result<crate::metadata::SignedDocument, ServiceError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/collaborations/{}/export", enc(collab)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// The collaboration's templates, with who approves each.
     pub async fn templates(&self, collab: &str) -> Result<Vec<api::TemplateView>, ServiceError> {
         self.call(

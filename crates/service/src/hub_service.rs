@@ -52,6 +52,8 @@ pub struct HubState {
     engines: Mutex<HashMap<String, EngineSlot>>,
     sync_errors: Mutex<HashMap<String, Vec<String>>>,
     progress: Mutex<HashMap<String, Arc<Progress>>>,
+    /// The hub's certificate and key (PEM): they sign exported metadata.
+    signing: (String, String),
 }
 
 /// An API error: a status and a body with no data values.
@@ -133,12 +135,17 @@ impl HubState {
                 if interrupted.len() == 1 { "y" } else { "ies" }
             );
         }
+        let signing = (
+            crate::config::read(&cfg.tls.cert)?,
+            crate::config::read(&cfg.tls.key)?,
+        );
         Ok(HubState {
             store,
             links: NodeLinks::new(cfg)?,
             engines: Mutex::new(HashMap::new()),
             sync_errors: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
+            signing,
         })
     }
 
@@ -783,6 +790,118 @@ async fn get_budget(
     Ok(Json(api::BudgetView::new(&name, &m, collab, mine)))
 }
 
+/// The collaboration's public metadata, signed by this hub.
+async fn export_metadata(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<crate::metadata::SignedDocument>, ApiError> {
+    use crate::metadata::{MemberMeta, Metadata, NodeMeta, TableMeta, TemplateMeta};
+    let (rec, collab) = s.visible(&m, &name).await?;
+    let engine = s
+        .engine(&name)
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+    let mut members = Vec::new();
+    for member in &collab.config.members {
+        let node = if s.links.members().any(|n| *n == member.name)
+            && collab.has_ability(&member.name, Ability::Provide)
+        {
+            let hello: proto::Hello = s
+                .links
+                .action(&member.name, proto::action::HELLO, &serde_json::json!({}))
+                .await
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not_ready",
+                        format!("the node of '{}': {}", member.name, failure_text(&e)),
+                    )
+                })?;
+            Some(NodeMeta {
+                x25519: hello.x25519,
+                fingerprint: hello.fingerprint,
+            })
+        } else {
+            None
+        };
+        members.push(MemberMeta {
+            name: member.name.clone(),
+            abilities: member
+                .abilities
+                .iter()
+                .map(|a| format!("{a:?}").to_lowercase())
+                .collect(),
+            node,
+        });
+    }
+    let tables = collab
+        .config
+        .tables
+        .iter()
+        .map(|t| TableMeta {
+            alias: t.alias.clone(),
+            owner: collab.owner_of(&t.alias).unwrap_or_default().to_string(),
+            rule: t.rule.kind().name().to_string(),
+            columns: engine
+                .hub
+                .schemas()
+                .get(&t.alias)
+                .map(|schema| {
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    let templates = collab
+        .config
+        .templates
+        .iter()
+        .map(|t| {
+            let v = api::TemplateView::new(&collab, t);
+            TemplateMeta {
+                name: v.name,
+                hash: v.hash,
+                purpose: v.purpose,
+                approved_by: v.approved_by,
+            }
+        })
+        .collect();
+    let versions = s
+        .store
+        .collaboration_versions(&name)
+        .await?
+        .into_iter()
+        .map(|v| (v.version, v.sha256, v.created_by, v.created_at_ms))
+        .collect();
+    let meta = Metadata {
+        collaboration: collab.name().to_string(),
+        id: collab.id().to_string(),
+        exported_at_ms: airlock_store::now_ms(),
+        policy_version: rec.version,
+        policy_sha256: rec.sha256.clone(),
+        toml: rec.toml.clone(),
+        versions,
+        members,
+        tables,
+        templates,
+    };
+    let doc = crate::metadata::sign(&meta, &s.signing.0, &s.signing.1).map_err(failed)?;
+    s.store
+        .append_audit(
+            &name,
+            "metadata.exported",
+            &m,
+            serde_json::json!({"version": rec.version, "sha256": rec.sha256}),
+        )
+        .await?;
+    Ok(Json(doc))
+}
+
 async fn list_templates(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
@@ -1121,6 +1240,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/collaborations/{name}/audit", get(get_audit))
         .route("/v1/collaborations/{name}/budget", get(get_budget))
         .route("/v1/collaborations/{name}/templates", get(list_templates))
+        .route("/v1/collaborations/{name}/export", get(export_metadata))
         .route(
             "/v1/collaborations/{name}/templates/{template}/approval",
             axum::routing::post(approve_template).delete(revoke_template),

@@ -15,6 +15,7 @@
 //!   policy sync, sealed-secret relay and the executor.
 //! - [`links`]: the hub's Flight client (progress, wire tap).
 //! - [`client`]: the CLI's REST client.
+//! - [`metadata`]: a collaboration's public metadata, signed by its hub.
 //! - [`proto`], [`api`], [`config`]: what travels and what is configured.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod hub_service;
 pub mod ledger;
 pub mod links;
+pub mod metadata;
 pub mod node_service;
 pub mod proto;
 
