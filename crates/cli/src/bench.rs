@@ -233,6 +233,7 @@ async fn distributed(
         rows: opts.rows,
         wire_tap: None,
         bin: bin.to_path_buf(),
+        results_postgres: None,
     })
     .await?;
     let client = running.client("advertiser")?;

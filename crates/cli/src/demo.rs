@@ -171,6 +171,7 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
                 rows: opts.rows,
                 wire_tap: None,
                 bin: bin.clone(),
+                results_postgres: None,
             })
             .await?;
             println!("   hub {}", running.info.hub);

@@ -517,6 +517,10 @@ enum Command {
         /// output must name one).
         #[arg(long)]
         purpose: Option<String>,
+        /// With --hub: have the querier's own node write the result to this
+        /// destination of its configuration (the hub keeps no copy).
+        #[arg(long)]
+        deliver: Option<String>,
         /// The SQL.
         #[arg(required_unless_present = "template")]
         sql: Option<String>,
@@ -618,6 +622,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 rows,
                 wire_tap,
                 bin,
+                results_postgres: None,
             })
             .await
             .map_err(plain)?;
@@ -1089,6 +1094,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             template,
             params,
             purpose,
+            deliver,
             sql,
         } => {
             let json = format == Format::Json;
@@ -1096,6 +1102,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 sql,
                 template,
                 purpose,
+                deliver,
                 ..QuerySpec::default()
             };
             for p in &params {
@@ -1118,6 +1125,22 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                         json,
                     ));
                 }
+            }
+            if spec.deliver.is_some() {
+                if member.is_some() || hub.hub.is_none() {
+                    return Err((
+                        CliError::BadInput(
+                            "--deliver needs --hub: the querier's node writes the result".into(),
+                        ),
+                        json,
+                    ));
+                }
+                let client = hub.client().map_err(|e| (e, json))?;
+                let said = remote::deliver(&client, &collab, &spec)
+                    .await
+                    .map_err(|e| (e, json))?;
+                println!("{said}");
+                return Ok(());
             }
             let released = if member.is_none() && hub.hub.is_some() {
                 let client = hub.client().map_err(|e| (e, json))?;

@@ -70,6 +70,25 @@ pub async fn query_spec(
     finish(client, q).await
 }
 
+/// Submits a query whose result is delivered to a destination of the
+/// querier's node; waits, and says where it went (or why it did not).
+pub async fn deliver(
+    client: &HubClient,
+    collab: &str,
+    spec: &airlock_policy::QuerySpec,
+) -> Result<String, CliError> {
+    let q = client.submit_spec(collab, spec).await.map_err(cli_error)?;
+    let q = client.wait(q, |_| {}).await.map_err(cli_error)?;
+    match (q.state.as_str(), &q.delivery) {
+        ("released", Some(d)) => Ok(format!("released {} rows; {d}", q.rows.unwrap_or(0))),
+        ("released", None) => Err(CliError::Failed(format!(
+            "released, but the delivery failed (see the audit chain); fetch query {} instead",
+            q.id
+        ))),
+        _ => finish(client, q).await.map(|_| String::new()),
+    }
+}
+
 /// Turns a finished query into a released result or an error.
 pub async fn finish(client: &HubClient, q: QueryView) -> Result<Released, CliError> {
     match q.state.as_str() {

@@ -19,7 +19,7 @@ use airlock_crypto::pki::{self, Ca};
 use airlock_crypto::sealing::{self, NodeKeys};
 use airlock_policy::Ability;
 use airlock_service::client::HubClient;
-use airlock_service::config::{HubConfig, NodeConfig, NodeEntry, TlsFiles};
+use airlock_service::config::{Destination, HubConfig, NodeConfig, NodeEntry, TlsFiles};
 use airlock_service::links::node_server_name;
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,9 @@ pub struct UpOptions {
     pub wire_tap: Option<PathBuf>,
     /// The `airlock` binary to start the services with.
     pub bin: PathBuf,
+    /// A PostgreSQL URL each node also offers as result destination
+    /// `warehouse` (table `airlock_results_MEMBER`).
+    pub results_postgres: Option<String>,
 }
 
 /// A running cluster; dropping it stops every process.
@@ -215,6 +218,31 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                 .filter(|(p, _)| *p != m)
                 .map(|(p, f)| (p.clone(), f.clone()))
                 .collect(),
+            destinations: {
+                let mut d = std::collections::BTreeMap::new();
+                d.insert(
+                    "files".to_string(),
+                    Destination::Parquet {
+                        path: nd.join("results"),
+                    },
+                );
+                d.insert(
+                    "csv".to_string(),
+                    Destination::Csv {
+                        path: nd.join("results-csv"),
+                    },
+                );
+                if let Some(url) = &opts.results_postgres {
+                    d.insert(
+                        "warehouse".to_string(),
+                        Destination::Postgres {
+                            url: url.clone(),
+                            table: format!("airlock_results_{}", m.replace('-', "_")),
+                        },
+                    );
+                }
+                d
+            },
         };
         let path = nd.join("node.toml");
         write_toml(&path, &cfg)?;

@@ -30,12 +30,22 @@ fn bin() -> PathBuf {
 }
 
 async fn start(dir: &Path, rows: usize, tap: Option<PathBuf>) -> Running {
+    start_with(dir, rows, tap, None).await
+}
+
+async fn start_with(
+    dir: &Path,
+    rows: usize,
+    tap: Option<PathBuf>,
+    results_postgres: Option<String>,
+) -> Running {
     data::write_demo(dir, rows, true).expect("demo data");
     up::start(&UpOptions {
         dir: dir.to_path_buf(),
         rows,
         wire_tap: tap,
         bin: bin(),
+        results_postgres,
     })
     .await
     .expect("airlock up")
@@ -1459,5 +1469,156 @@ async fn collaboration_metadata_is_exported_signed_and_tampering_is_refused() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(!bad_out.exists(), "nothing written");
+    running.stop();
+}
+
+/// Result destinations: the querier's own node writes the released result
+/// to Parquet, CSV or its own PostgreSQL; the hub deletes its copy once the
+/// node confirms the content hash, and audits the delivery; a failed
+/// delivery leaves the result fetchable and is audited too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_results_are_delivered_by_the_members_own_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let pg = postgres_url().await;
+    let mut running = start_with(&dir, 60_000, None, pg.clone()).await;
+    let analyst = running.client(&running.info.analyst).expect("client");
+    let local = Cluster::open(&dir.join("collaboration.toml"), None)
+        .await
+        .expect("in process");
+    let want = rows(
+        &local
+            .query("advertiser", OVERLAP)
+            .await
+            .expect("local")
+            .batches,
+    );
+    let db = airlock_store::Store::open(&format!(
+        "sqlite:{}",
+        dir.join("cluster/hub/hub.db").display()
+    ))
+    .await
+    .expect("hub db");
+    let delivered = |kind: &'static str| {
+        let db = db.clone();
+        async move {
+            db.audit("demo")
+                .await
+                .expect("audit")
+                .into_iter()
+                .filter(|e| e.kind == "result.delivered")
+                .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).expect("json"))
+                .filter(|p| p["kind"] == kind)
+                .next_back()
+                .expect("a delivery of that kind")
+        }
+    };
+    let spec = |dest: &str| airlock_policy::QuerySpec {
+        deliver: Some(dest.into()),
+        ..airlock_policy::QuerySpec::sql(OVERLAP)
+    };
+    // Parquet under the advertiser's node.
+    let said = remote::deliver(&analyst, "demo", &spec("files"))
+        .await
+        .expect("delivered");
+    assert!(
+        said.contains("delivered to the node of 'advertiser' (parquet destination 'files')"),
+        "{said}"
+    );
+    let p = delivered("parquet").await;
+    let file = PathBuf::from(p["location"].as_str().expect("location"));
+    assert!(
+        file.starts_with(dir.join("cluster/nodes/advertiser")),
+        "{file:?}"
+    );
+    let bytes = std::fs::read(&file).expect("file");
+    assert_eq!(
+        p["file_sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    let ctx = datafusion::prelude::SessionContext::new();
+    let got = ctx
+        .read_parquet(file.to_string_lossy().as_ref(), Default::default())
+        .await
+        .expect("parquet")
+        .collect()
+        .await
+        .expect("rows");
+    assert_eq!(rows(&got), want);
+    // The hub kept no copy.
+    let id = p["query"].as_str().expect("id").to_string();
+    let (code, text) = analyst
+        .raw(Method::GET, &format!("/v1/queries/{id}/result"), None)
+        .await
+        .expect("fetch");
+    assert_eq!(code.as_u16(), 410, "{text}");
+    assert!(text.contains("delivered"), "{text}");
+    assert!(db.result(&id).await.expect("read").is_none());
+    // CSV.
+    remote::deliver(&analyst, "demo", &spec("csv"))
+        .await
+        .expect("csv");
+    let c = delivered("csv").await;
+    let csv = std::fs::read_to_string(c["location"].as_str().expect("location")).expect("csv");
+    assert!(csv.starts_with("segment,people\n"), "{csv}");
+    assert_eq!(csv.lines().count(), want.len() + 1);
+    // The member's own PostgreSQL.
+    if let Some(url) = &pg {
+        remote::deliver(&analyst, "demo", &spec("warehouse"))
+            .await
+            .expect("postgres");
+        let w = delivered("postgres").await;
+        assert_eq!(w["location"], "table airlock_results_advertiser");
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM airlock_results_advertiser WHERE airlock_query_id = $1",
+        )
+        .bind(w["query"].as_str().expect("id"))
+        .fetch_one(&mut conn)
+        .await
+        .expect("count");
+        assert_eq!(n as usize, want.len());
+        let (people,): (i64,) =
+            sqlx::query_as("SELECT SUM(people)::BIGINT FROM airlock_results_advertiser")
+                .fetch_one(&mut conn)
+                .await
+                .expect("sum");
+        let expected: i64 = want
+            .iter()
+            .map(|r| {
+                r.rsplit(" | ")
+                    .next()
+                    .expect("cell")
+                    .parse::<i64>()
+                    .expect("int")
+            })
+            .sum();
+        assert_eq!(people, expected);
+    }
+    // A destination the node does not have: released, not delivered, the
+    // result stays fetchable, and the failure is audited.
+    let e = remote::deliver(&analyst, "demo", &spec("nowhere"))
+        .await
+        .expect_err("no such destination");
+    assert!(e.to_string().contains("the delivery failed"), "{e}");
+    let failed = db
+        .audit("demo")
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.kind == "result.delivery_failed")
+        .count();
+    assert_eq!(failed, 1);
+    // The publisher has no query ability; a member without a node cannot
+    // ask for delivery (none here), and the binary needs --hub for it.
+    let out = Command::new(bin())
+        .args(["query", "--collab"])
+        .arg(dir.join("collaboration.toml"))
+        .args(["--as", "advertiser", "--deliver", "files", OVERLAP])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--deliver needs --hub"));
     running.stop();
 }

@@ -133,6 +133,10 @@ pub struct QuerySpec {
     /// The purpose the output serves (a template's is its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// A destination configured on the querier's own node: the released
+    /// result is written there by that node, and the hub keeps no copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<String>,
 }
 
 impl QuerySpec {

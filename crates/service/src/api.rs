@@ -132,6 +132,9 @@ pub struct QueryView {
     pub rows: Option<i64>,
     /// Progress while running.
     pub progress: Option<ProgressView>,
+    /// Where a released result was delivered (the hub then keeps no copy).
+    #[serde(default)]
+    pub delivery: Option<String>,
 }
 
 /// Answer of `.../check`.

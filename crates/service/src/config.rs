@@ -46,6 +46,34 @@ pub struct NodeConfig {
     /// pinned here, so a hub cannot substitute its own key.
     #[serde(default)]
     pub peers: BTreeMap<String, String>,
+    /// Where results delivered to this member are written, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub destinations: BTreeMap<String, Destination>,
+}
+
+/// A place a node writes results delivered to its member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Destination {
+    /// One Parquet file per result in a directory (relative to `node.toml`).
+    Parquet {
+        /// Directory.
+        path: PathBuf,
+    },
+    /// One CSV file (with a header) per result in a directory.
+    Csv {
+        /// Directory.
+        path: PathBuf,
+    },
+    /// Rows appended to a table of the member's own PostgreSQL, with the
+    /// query id in an `airlock_query_id` column; created on first use.
+    Postgres {
+        /// `postgres://...` (the password may come from the environment,
+        /// as libpq reads it).
+        url: String,
+        /// Table name (a lowercase SQL identifier).
+        table: String,
+    },
 }
 
 /// One node, as the hub reaches it.
@@ -127,6 +155,43 @@ impl NodeConfig {
         resolve(&b, &mut c.state_dir);
         resolve(&b, &mut c.x25519_key);
         c.tls.resolve(&b);
+        for (name, d) in &mut c.destinations {
+            let ok_name = !name.is_empty()
+                && name.chars().all(|ch| {
+                    ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '-'
+                });
+            if !ok_name {
+                return Err(ServiceError::Config(format!(
+                    "{}: destination '{name}': names are lowercase letters, digits, '_' and '-'",
+                    path.display()
+                )));
+            }
+            match d {
+                Destination::Parquet { path: p } | Destination::Csv { path: p } => resolve(&b, p),
+                Destination::Postgres { url, table } => {
+                    let ident = table
+                        .chars()
+                        .next()
+                        .is_some_and(|ch| ch.is_ascii_lowercase() || ch == '_')
+                        && table.len() <= 63
+                        && table
+                            .chars()
+                            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+                    if !ident {
+                        return Err(ServiceError::Config(format!(
+                            "{}: destination '{name}': table must be a lowercase SQL identifier",
+                            path.display()
+                        )));
+                    }
+                    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+                        return Err(ServiceError::Config(format!(
+                            "{}: destination '{name}': url must be postgres://...",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        }
         Ok(c)
     }
 }

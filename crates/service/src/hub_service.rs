@@ -25,6 +25,7 @@ use axum::Extension;
 use axum::{Json, Router};
 use base64::Engine as _;
 use datafusion::arrow::datatypes::SchemaRef;
+use sha2::Digest as _;
 
 use crate::api::{self, ErrorBody, ProgressView, QueryView};
 use crate::config::HubConfig;
@@ -394,6 +395,68 @@ impl HubState {
         Ok(())
     }
 
+    /// Sends a released result to the querier's node, which writes it to
+    /// its destination `dest`; on success the hub's copy is deleted and the
+    /// delivery audited with the content hashes. On failure the result
+    /// stays fetchable and the failure is audited.
+    async fn deliver(&self, q: &QueryRecord, collab_id: &str, dest: &str, bytes: Vec<u8>) {
+        use base64::Engine as _;
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        let req = proto::Deliver {
+            collaboration: collab_id.to_string(),
+            query: q.id.clone(),
+            destination: dest.to_string(),
+            result: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        };
+        let outcome: Result<proto::Delivered, String> = self
+            .links
+            .action(&q.member, proto::action::DELIVER, &req)
+            .await
+            .map_err(|e| failure_text(&e));
+        let outcome = outcome.and_then(|d| {
+            if d.result_sha256 == sha {
+                Ok(d)
+            } else {
+                Err("the node received other bytes than were sent".to_string())
+            }
+        });
+        match outcome {
+            Ok(d) => {
+                let detail = format!(
+                    "delivered to the node of '{}' ({} destination '{}'); the hub keeps no copy",
+                    q.member, d.kind, d.destination
+                );
+                let payload = serde_json::json!({
+                    "query": q.id,
+                    "destination": d.destination,
+                    "kind": d.kind,
+                    "location": d.location,
+                    "rows": d.rows,
+                    "result_sha256": d.result_sha256,
+                    "file_sha256": d.file_sha256,
+                });
+                if let Err(e) = self
+                    .store
+                    .delivered(&q.id, &q.member, &detail, &payload)
+                    .await
+                {
+                    eprintln!("hub: recording the delivery of {}: {e}", q.id);
+                }
+            }
+            Err(e) => {
+                let _ = self
+                    .store
+                    .append_audit(
+                        &q.collab,
+                        "result.delivery_failed",
+                        "hub",
+                        serde_json::json!({"query": q.id, "destination": dest, "error": e}),
+                    )
+                    .await;
+            }
+        }
+    }
+
     fn view(&self, q: &QueryRecord) -> QueryView {
         let mut v = QueryView {
             id: q.id.clone(),
@@ -405,6 +468,10 @@ impl HubState {
             refused_by_node: None,
             rows: q.rows,
             progress: None,
+            delivery: q
+                .detail
+                .clone()
+                .filter(|d| q.state == QueryState::Released && d.starts_with("delivered to")),
         };
         match q.state {
             QueryState::Refused => {
@@ -472,6 +539,9 @@ impl HubState {
                         .release(&q.id, &bytes, released.num_rows() as i64)
                         .await
                         .map_err(|e| e.to_string())?;
+                    if let Some(dest) = &spec.deliver {
+                        self.deliver(&q, &engine.id, dest, bytes).await;
+                    }
                     Ok(())
                 }
                 Err(HubError::Refused { refusal, node }) => {
@@ -724,6 +794,14 @@ async fn submit_query(
     let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "submit queries")?;
+    if body.deliver.is_some() {
+        require(&collab, &m, Ability::Receive, "receive results")?;
+        if !s.links.members().any(|n| *n == m) || !collab.has_ability(&m, Ability::Provide) {
+            return Err(bad_input(format!(
+                "delivery writes to a destination of the querier's own node, and '{m}' has none here"
+            )));
+        }
+    }
     let q = s.store.submit_query(&name, &m, &body.describe()).await?;
     let engine = match s.engine(&name).await {
         Ok(e) => e,
@@ -1066,6 +1144,13 @@ async fn get_result(
             airlock_store::RESULT_DELETED.to_string(),
         ));
     }
+    if let Some(d) = q
+        .detail
+        .as_deref()
+        .filter(|d| d.starts_with("delivered to"))
+    {
+        return Err(ApiError(StatusCode::GONE, "delivered", d.to_string()));
+    }
     if q.state != QueryState::Released {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -1084,7 +1169,11 @@ async fn get_result(
             &q.collab,
             "result.delivered",
             &m,
-            serde_json::json!({"query": id, "bytes": bytes.len()}),
+            serde_json::json!({
+                "query": id,
+                "bytes": bytes.len(),
+                "result_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
+            }),
         )
         .await;
     Ok((

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod delivery;
 pub mod hub_service;
 pub mod ledger;
 pub mod links;

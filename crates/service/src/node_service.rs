@@ -358,6 +358,47 @@ impl NodeService {
         Ok(proto::SealedSecrets { sealed })
     }
 
+    /// Writes a released result to one of this node's destinations.
+    async fn deliver(&self, req: proto::Deliver) -> Result<proto::Delivered, Status> {
+        let held = self
+            .held(&req.collaboration)
+            .ok_or_else(|| Status::not_found("that collaboration is not installed on this node"))?;
+        if !crate::delivery::is_query_id(&req.query) {
+            return Err(Status::invalid_argument(
+                "the query id is not 1 to 64 hex characters",
+            ));
+        }
+        let dest = self
+            .inner
+            .cfg
+            .destinations
+            .get(&req.destination)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "this node has no destination named '{}'",
+                    req.destination.chars().take(64).collect::<String>()
+                ))
+            })?;
+        let bytes = B64
+            .decode(req.result.as_bytes())
+            .map_err(|_| Status::invalid_argument("the result is not base64"))?;
+        let result_sha256 = sha256_hex(&bytes);
+        let (schema, parts) = airlock_guard::wire::decode_partitions(bytes)
+            .map_err(|_| Status::invalid_argument("the result is not Arrow IPC"))?;
+        let batches: Vec<_> = parts.into_iter().flatten().collect();
+        crate::delivery::write(
+            &req.destination,
+            dest,
+            held.node.collaboration().name(),
+            &req.query,
+            &schema,
+            &batches,
+            result_sha256,
+        )
+        .await
+        .map_err(Status::failed_precondition)
+    }
+
     fn secret_install(&self, req: proto::SecretInstall) -> Result<(), Status> {
         let held = self
             .held(&req.collaboration)
@@ -575,6 +616,7 @@ impl FlightService for NodeService {
                 self.secret_install(json_body(&a.body, "secret.install")?)?;
                 json_answer(&serde_json::json!({}))
             }
+            action::DELIVER => json_answer(&self.deliver(json_body(&a.body, "deliver")?).await?),
             other => Err(Status::invalid_argument(format!(
                 "unknown action '{other}'"
             ))),
@@ -591,6 +633,7 @@ impl FlightService for NodeService {
             action::INSTALL,
             action::SECRET_GENERATE,
             action::SECRET_INSTALL,
+            action::DELIVER,
         ]
         .into_iter()
         .map(|t| {

@@ -29,6 +29,40 @@ pub mod action {
     pub const SECRET_GENERATE: &str = "secret.generate";
     /// Open a sealed collaboration secret and keep it.
     pub const SECRET_INSTALL: &str = "secret.install";
+    /// Write a released result to one of the node's destinations.
+    pub const DELIVER: &str = "deliver";
+}
+
+/// A released result for the node's member, to write to a destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deliver {
+    /// Collaboration id.
+    pub collaboration: String,
+    /// The query (32 hex characters).
+    pub query: String,
+    /// A destination named in the node's configuration.
+    pub destination: String,
+    /// The result as framed Arrow IPC streams (base64).
+    pub result: String,
+}
+
+/// What a node wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivered {
+    /// The destination.
+    pub destination: String,
+    /// `parquet`, `csv` or `postgres`.
+    pub kind: String,
+    /// The file written, or `table` in the member's database.
+    pub location: String,
+    /// Rows written.
+    pub rows: u64,
+    /// SHA-256 of the result bytes received.
+    pub result_sha256: String,
+    /// SHA-256 of the file written (files only).
+    pub file_sha256: Option<String>,
 }
 
 /// A `DoGet` ticket.

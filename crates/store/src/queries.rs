@@ -238,6 +238,41 @@ impl Store {
         })
     }
 
+    /// A released result was written by the receiving member's node: the
+    /// hub's copy is deleted and the delivery audited as `result.delivered`
+    /// (`payload` names the member's destination and the content hashes),
+    /// in one transaction. The query's detail then says where it went.
+    pub async fn delivered(
+        &self,
+        id: &str,
+        member: &str,
+        detail: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        check_text("delivery detail", detail)?;
+        in_tx!(self, |tx| {
+            let q = load(&mut tx, id).await?;
+            if q.state != QueryState::Released {
+                return Err(
+                    StoreError::BadInput("only a released result is delivered".into()).into(),
+                );
+            }
+            sqlx::query("DELETE FROM query_results WHERE query_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("delete a delivered result")?;
+            sqlx::query("UPDATE queries SET detail = $1 WHERE id = $2")
+                .bind(detail)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .ctx("mark a delivered result")?;
+            append_audit_in(&mut tx, &q.collab, "result.delivered", member, payload).await?;
+        })
+        .map(|()| ())
+    }
+
     /// Query `id`, if it exists.
     pub async fn query(&self, id: &str) -> Result<Option<QueryRecord>, StoreError> {
         let row = sqlx::query(&format!("{SELECT_QUERY} WHERE id = $1"))
