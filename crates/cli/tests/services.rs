@@ -1508,8 +1508,7 @@ async fn released_results_are_delivered_by_the_members_own_node() {
                 .into_iter()
                 .filter(|e| e.kind == "result.delivered")
                 .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload).expect("json"))
-                .filter(|p| p["kind"] == kind)
-                .next_back()
+                .rfind(|p| p["kind"] == kind)
                 .expect("a delivery of that kind")
         }
     };
