@@ -1,0 +1,177 @@
+//! ristretto255: hashing identifiers to the group (RFC 9380
+//! `expand_message_xmd` with SHA-512, then `RistrettoPoint::from_uniform_bytes`),
+//! fresh secret scalars, and the checked point encoding.
+
+use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
+use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::Identity;
+use sha2::{Digest, Sha512};
+use zeroize::Zeroize;
+
+use crate::PsiError;
+
+/// Encoded point length.
+pub const POINT_LEN: usize = 32;
+
+/// RFC 9380 §5.3.1 `expand_message_xmd` with SHA-512 (b = 64, s = 128 bytes).
+pub fn expand_message_xmd(msg: &[u8], dst: &[u8], len: usize) -> Vec<u8> {
+    let oversize;
+    let dst = if dst.len() > 255 {
+        let mut h = Sha512::new();
+        h.update(b"H2C-OVERSIZE-DST-");
+        h.update(dst);
+        oversize = h.finalize();
+        &oversize[..]
+    } else {
+        dst
+    };
+    let ell = len.div_ceil(64);
+    assert!(ell <= 255 && len <= 65_535, "expand_message_xmd: too long");
+    let dst_len = [dst.len() as u8];
+    let mut h = Sha512::new();
+    h.update([0u8; 128]);
+    h.update(msg);
+    h.update((len as u16).to_be_bytes());
+    h.update([0u8]);
+    h.update(dst);
+    h.update(dst_len);
+    let b0 = h.finalize();
+    let mut out = Vec::with_capacity(ell * 64);
+    let mut prev = {
+        let mut h = Sha512::new();
+        h.update(b0);
+        h.update([1u8]);
+        h.update(dst);
+        h.update(dst_len);
+        h.finalize()
+    };
+    out.extend_from_slice(&prev);
+    for i in 2..=ell {
+        let mut x = [0u8; 64];
+        for (j, b) in x.iter_mut().enumerate() {
+            *b = b0[j] ^ prev[j];
+        }
+        let mut h = Sha512::new();
+        h.update(x);
+        h.update([i as u8]);
+        h.update(dst);
+        h.update(dst_len);
+        prev = h.finalize();
+        out.extend_from_slice(&prev);
+    }
+    out.truncate(len);
+    out
+}
+
+/// The hash-to-group suite of one collaboration: its domain separation tag
+/// names Airlock, the protocol version and the collaboration.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    dst: Vec<u8>,
+}
+
+impl Suite {
+    /// The suite of collaboration `id`.
+    pub fn new(collaboration_id: &str) -> Self {
+        Suite {
+            dst: format!("AIRLOCK-PSI-V1-ristretto255_XMD:SHA-512_R255MAP_RO_{collaboration_id}")
+                .into_bytes(),
+        }
+    }
+
+    /// `hash_to_ristretto255(id)`: carries no secret, so it may be cached.
+    pub fn hash(&self, id: &[u8]) -> RistrettoPoint {
+        let bytes = expand_message_xmd(id, &self.dst, 64);
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&bytes);
+        RistrettoPoint::from_uniform_bytes(&wide)
+    }
+}
+
+/// A scalar drawn fresh from the operating system for one query, zeroised
+/// when dropped. Never reused: a scalar reused across queries would let
+/// the other side link people across them.
+pub struct Secret(Scalar);
+
+impl Secret {
+    /// A fresh non-zero scalar.
+    pub fn fresh() -> Result<Secret, PsiError> {
+        loop {
+            let mut wide = [0u8; 64];
+            getrandom::getrandom(&mut wide).map_err(|e| PsiError::Random(e.to_string()))?;
+            let s = Scalar::from_bytes_mod_order_wide(&wide);
+            wide.zeroize();
+            if s != Scalar::ZERO {
+                return Ok(Secret(s));
+            }
+        }
+    }
+
+    /// The scalar.
+    pub fn scalar(&self) -> &Scalar {
+        &self.0
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// Encodes a point.
+pub fn encode(p: &RistrettoPoint) -> [u8; POINT_LEN] {
+    p.compress().to_bytes()
+}
+
+/// Decodes a point received from the other side: a non-canonical or
+/// invalid encoding, or the identity, is an error.
+pub fn decode(bytes: &[u8]) -> Result<RistrettoPoint, PsiError> {
+    let c = CompressedRistretto::from_slice(bytes).map_err(|_| PsiError::Malformed("a point is not 32 bytes"))?;
+    let p = c.decompress().ok_or(PsiError::Malformed("a point is not a valid ristretto255 encoding"))?;
+    if p == RistrettoPoint::identity() {
+        return Err(PsiError::Malformed("a point is the identity"));
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    /// RFC 9380 Appendix K.3 (expand_message_xmd, SHA-512).
+    #[test]
+    fn expand_message_xmd_matches_rfc_9380() {
+        let dst = b"QUUX-V01-CS02-with-expander-SHA512-256";
+        assert_eq!(
+            hex(&expand_message_xmd(b"", dst, 0x20)),
+            "6b9a7312411d92f921c6f68ca0b6380730a1a4d982c507211a90964c394179ba"
+        );
+        assert_eq!(
+            hex(&expand_message_xmd(b"abc", dst, 0x20)),
+            "0da749f12fbe5483eb066a5f595055679b976e93abe9be6f0f6318bce7aca8dc"
+        );
+    }
+
+    #[test]
+    fn hashing_is_deterministic_and_separated_by_collaboration() {
+        let a = Suite::new("c1");
+        let b = Suite::new("c2");
+        assert_eq!(a.hash(b"x@example.com"), a.hash(b"x@example.com"));
+        assert_ne!(a.hash(b"x@example.com"), b.hash(b"x@example.com"));
+        assert_ne!(a.hash(b"x@example.com"), a.hash(b"y@example.com"));
+    }
+
+    #[test]
+    fn hostile_points_are_errors() {
+        assert!(decode(&[0u8; 32]).is_err(), "identity");
+        assert!(decode(&[0xffu8; 32]).is_err(), "not canonical");
+        assert!(decode(&[1u8; 31]).is_err(), "short");
+        let p = Suite::new("c").hash(b"x");
+        assert_eq!(decode(&encode(&p)).expect("valid"), p);
+    }
+}

@@ -1,0 +1,44 @@
+//! # airlock-psi: overlap counts and sums between two nodes, no executor
+//!
+//! Crypto mode's private set intersection: ECDH-style double blinding on
+//! ristretto255 (identifiers hashed to the group per RFC 9380, blinded with
+//! fresh per-query scalars) and exponential ElGamal for the responder's
+//! sums, so that the asker learns only the released per-group aggregates
+//! and the responder learns only the asker's group sizes and the
+//! (unreleased) per-group counts and sums. Semi-honest security; see
+//! `docs/crypto-mode.md` for the protocol and its leakage.
+//!
+//! Pure computation, no IO: the node crate feeds identifiers in and the
+//! hub (or any transport) carries the opaque messages.
+
+pub mod elgamal;
+pub mod group;
+pub mod protocol;
+
+use thiserror::Error;
+
+pub use group::Suite;
+pub use protocol::{Asker, GroupResult, Responder, SessionId, StepStats};
+
+/// Why a step failed. Never holds a received byte.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PsiError {
+    /// The message is not well-formed (a bad point, a truncated list, ...).
+    #[error("refused a malformed crypto-mode message: {0}")]
+    Malformed(&'static str),
+    /// The message belongs to another session (query).
+    #[error("refused a crypto-mode message of another query")]
+    Replay,
+    /// A sum exceeds what exponential ElGamal decrypts here.
+    #[error("a sum exceeds 2^40, the bound of crypto mode's encryption")]
+    Bound,
+    /// The operating system's random source failed.
+    #[error("no randomness: {0}")]
+    Random(String),
+}
+
+/// Hashes identifiers to the group, on every core.
+pub fn hash_all(suite: &Suite, ids: &[&[u8]]) -> Vec<curve25519_dalek::ristretto::RistrettoPoint> {
+    use rayon::prelude::*;
+    ids.par_iter().map(|id| suite.hash(id)).collect()
+}

@@ -1,0 +1,456 @@
+//! The two-party protocol: an *asker* learns per-group overlap counts (and
+//! sums of the *responder's* measure over the overlap) of its own groups,
+//! and nothing else; the responder computes, applies k, and releases.
+//!
+//! ```text
+//!  asker                                     responder
+//!  1. per group: shuffled H(a)^α  ───────▶
+//!                                  ◀───────  2. shuffled (H(b)^β, Enc_R(sum_b)), R
+//!  3. shuffled (H(b)^βα, ReRand(Enc))  ───▶
+//!                                  ◀───────  4. per group with ≥ k: count, Σ
+//! ```
+//!
+//! Every message carries the session id; a message of another session, an
+//! invalid or identity point, a truncated list or trailing bytes is an
+//! error. α, β and the ElGamal key are fresh for every session.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rayon::prelude::*;
+
+use crate::elgamal::{Ciphertext, KeyPair, PublicKey, CIPHERTEXT_LEN};
+use crate::group::{self, Secret, POINT_LEN};
+use crate::PsiError;
+
+const MAGIC: &[u8; 12] = b"AIRLOCK-PSI1";
+/// Most items a message may hold.
+pub const MAX_ITEMS: usize = 50_000_000;
+
+/// A session (query) id.
+pub type SessionId = [u8; 16];
+
+/// A fresh random session id.
+pub fn new_session() -> Result<SessionId, PsiError> {
+    let mut s = [0u8; 16];
+    getrandom::getrandom(&mut s).map_err(|e| PsiError::Random(e.to_string()))?;
+    Ok(s)
+}
+
+/// Where the time of one step went, and what it sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepStats {
+    /// Scalar multiplications (blinding), seconds.
+    pub blind_s: f64,
+    /// Encryption, re-randomisation and decryption, seconds.
+    pub crypto_s: f64,
+    /// Matching and summing, seconds.
+    pub match_s: f64,
+    /// Bytes of the message produced.
+    pub bytes: usize,
+}
+
+/// One released group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupResult {
+    /// The asker's group index.
+    pub group: u32,
+    /// People in the overlap.
+    pub count: u64,
+    /// Sum of the responder's per-person measure over the overlap.
+    pub sum: Option<u64>,
+}
+
+fn rng() -> rand::rngs::StdRng {
+    rand::rngs::StdRng::from_entropy()
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(kind: u8, session: &SessionId) -> Self {
+        let mut v = Vec::new();
+        v.extend_from_slice(MAGIC);
+        v.push(kind);
+        v.extend_from_slice(session);
+        Writer(v)
+    }
+    fn u8(&mut self, x: u8) {
+        self.0.push(x);
+    }
+    fn u32(&mut self, x: usize) {
+        self.0.extend_from_slice(&(x as u32).to_le_bytes());
+    }
+    fn u64(&mut self, x: u64) {
+        self.0.extend_from_slice(&x.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.extend_from_slice(b);
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn open(bytes: &'a [u8], kind: u8, session: Option<&SessionId>) -> Result<(Self, SessionId), PsiError> {
+        let head = MAGIC.len() + 1 + 16;
+        if bytes.len() < head || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(PsiError::Malformed("not a message of this protocol"));
+        }
+        if bytes[MAGIC.len()] != kind {
+            return Err(PsiError::Malformed("a message of another step"));
+        }
+        let mut s = [0u8; 16];
+        s.copy_from_slice(&bytes[MAGIC.len() + 1..head]);
+        if let Some(want) = session {
+            if *want != s {
+                return Err(PsiError::Replay);
+            }
+        }
+        Ok((Reader { b: &bytes[head..] }, s))
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PsiError> {
+        if self.b.len() < n {
+            return Err(PsiError::Malformed("the message is truncated"));
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+    fn u8(&mut self) -> Result<u8, PsiError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<usize, PsiError> {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(a) as usize)
+    }
+    fn u64(&mut self) -> Result<u64, PsiError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// A count of items of `size` bytes, checked against what is left.
+    fn count(&mut self, size: usize) -> Result<usize, PsiError> {
+        let n = self.u32()?;
+        if n > MAX_ITEMS || n.saturating_mul(size) > self.b.len() {
+            return Err(PsiError::Malformed("the message is truncated or its count is wrong"));
+        }
+        Ok(n)
+    }
+    fn end(&self) -> Result<(), PsiError> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(PsiError::Malformed("trailing bytes after the message"))
+        }
+    }
+}
+
+fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiError> {
+    bytes.par_chunks(POINT_LEN).map(group::decode).collect()
+}
+
+fn item_size(with_sums: bool) -> usize {
+    POINT_LEN + if with_sums { CIPHERTEXT_LEN } else { 0 }
+}
+
+/// The asker's side of one session.
+pub struct Asker {
+    session: SessionId,
+    secret: Secret,
+    groups: usize,
+}
+
+impl Asker {
+    /// Step 1: blinds each group's hashed identifiers (`points[g]`, one per
+    /// distinct person of group g) with a fresh scalar and shuffles them.
+    pub fn start(
+        session: SessionId,
+        points: &[Vec<RistrettoPoint>],
+    ) -> Result<(Asker, Vec<u8>, StepStats), PsiError> {
+        let secret = Secret::fresh()?;
+        let t = Instant::now();
+        let mut w = Writer::new(1, &session);
+        w.u32(points.len());
+        for g in points {
+            let mut blinded: Vec<[u8; 32]> =
+                g.par_iter().map(|p| group::encode(&(p * secret.scalar()))).collect();
+            blinded.shuffle(&mut rng());
+            w.u32(blinded.len());
+            for b in &blinded {
+                w.bytes(b);
+            }
+        }
+        let stats = StepStats {
+            blind_s: t.elapsed().as_secs_f64(),
+            bytes: w.0.len(),
+            ..StepStats::default()
+        };
+        Ok((
+            Asker {
+                session,
+                secret,
+                groups: points.len(),
+            },
+            w.0,
+            stats,
+        ))
+    }
+
+    /// Step 3: blinds the responder's blinded identifiers again,
+    /// re-randomises every ciphertext under the responder's key, and
+    /// shuffles, so the responder cannot tell which of its rows each is.
+    pub fn reblind(&self, msg: &[u8]) -> Result<(Vec<u8>, StepStats), PsiError> {
+        let (mut r, _) = Reader::open(msg, 2, Some(&self.session))?;
+        let pk = PublicKey::from_point(group::decode(r.take(POINT_LEN)?)?);
+        let with_sums = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(PsiError::Malformed("bad flag")),
+        };
+        let size = item_size(with_sums);
+        let n = r.count(size)?;
+        let body = r.take(n * size)?;
+        r.end()?;
+        let t = Instant::now();
+        let mut items: Vec<Vec<u8>> = body
+            .par_chunks(size)
+            .map(|item| -> Result<Vec<u8>, PsiError> {
+                let p = group::decode(&item[..POINT_LEN])?;
+                let mut out = group::encode(&(p * self.secret.scalar())).to_vec();
+                if with_sums {
+                    let c = Ciphertext::decode(&item[POINT_LEN..])?;
+                    out.extend_from_slice(&pk.rerandomize(&c)?.encode());
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, _>>()?;
+        let work = t.elapsed().as_secs_f64();
+        items.shuffle(&mut rng());
+        let mut w = Writer::new(3, &self.session);
+        w.u8(u8::from(with_sums));
+        w.u32(items.len());
+        for i in &items {
+            w.bytes(i);
+        }
+        // Blinding and re-randomisation run together per item: split the
+        // time by their share of scalar multiplications (1 and 2).
+        let share = if with_sums { 1.0 / 3.0 } else { 1.0 };
+        Ok((
+            w.0.clone(),
+            StepStats {
+                blind_s: work * share,
+                crypto_s: work * (1.0 - share),
+                bytes: w.0.len(),
+                ..StepStats::default()
+            },
+        ))
+    }
+
+    /// Step 4: the released groups.
+    pub fn finish(&self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
+        let (mut r, _) = Reader::open(msg, 4, Some(&self.session))?;
+        let n = r.count(4 + 8 + 1 + 8)?;
+        let mut out = Vec::with_capacity(n);
+        let mut seen = HashSet::new();
+        for _ in 0..n {
+            let group = r.u32()?;
+            if group >= self.groups || !seen.insert(group) {
+                return Err(PsiError::Malformed("a released group the asker did not send"));
+            }
+            let count = r.u64()?;
+            let has = r.u8()?;
+            let sum = r.u64()?;
+            out.push(GroupResult {
+                group: group as u32,
+                count,
+                sum: match has {
+                    0 => None,
+                    1 => Some(sum),
+                    _ => return Err(PsiError::Malformed("bad flag")),
+                },
+            });
+        }
+        r.end()?;
+        Ok(out)
+    }
+}
+
+/// The responder's side of one session.
+pub struct Responder {
+    session: SessionId,
+    secret: Secret,
+    keys: KeyPair,
+    asker_groups: Vec<Vec<RistrettoPoint>>,
+    with_sums: bool,
+    min_count: u64,
+}
+
+impl Responder {
+    /// Step 2: checks the asker's message, blinds its own hashed identifiers
+    /// (`people`: one per person, with the sum of its measure over its
+    /// rows) with a fresh scalar, encrypts each sum under a fresh key, and
+    /// shuffles. Groups with fewer than `min_count` people in the overlap
+    /// will not be released.
+    pub fn respond(
+        msg: &[u8],
+        people: &[(RistrettoPoint, u64)],
+        with_sums: bool,
+        min_count: u64,
+    ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
+        let (mut r, session) = Reader::open(msg, 1, None)?;
+        let groups = r.count(4)?;
+        let mut asker_groups = Vec::with_capacity(groups);
+        for _ in 0..groups {
+            let n = r.count(POINT_LEN)?;
+            asker_groups.push(decode_points(r.take(n * POINT_LEN)?)?);
+        }
+        r.end()?;
+        let secret = Secret::fresh()?;
+        let keys = KeyPair::fresh()?;
+        let t = Instant::now();
+        let blinded: Vec<[u8; 32]> = people
+            .par_iter()
+            .map(|(p, _)| group::encode(&(p * secret.scalar())))
+            .collect();
+        let blind_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut items: Vec<Vec<u8>> = blinded
+            .into_par_iter()
+            .zip(people.par_iter())
+            .map(|(b, (_, sum))| -> Result<Vec<u8>, PsiError> {
+                let mut out = b.to_vec();
+                if with_sums {
+                    out.extend_from_slice(&keys.public().encrypt(*sum)?.encode());
+                }
+                Ok(out)
+            })
+            .collect::<Result<_, _>>()?;
+        let crypto_s = t.elapsed().as_secs_f64();
+        items.shuffle(&mut rng());
+        let mut w = Writer::new(2, &session);
+        w.bytes(&group::encode(keys.public().point()));
+        w.u8(u8::from(with_sums));
+        w.u32(items.len());
+        for i in &items {
+            w.bytes(i);
+        }
+        let bytes = w.0.len();
+        Ok((
+            Responder {
+                session,
+                secret,
+                keys,
+                asker_groups,
+                with_sums,
+                min_count,
+            },
+            w.0,
+            StepStats {
+                blind_s,
+                crypto_s,
+                bytes,
+                ..StepStats::default()
+            },
+        ))
+    }
+
+    /// Step 4: blinds the asker's groups with its own scalar, matches them
+    /// with the twice-blinded identifiers, counts and sums under
+    /// encryption per group, decrypts, and releases the groups with at
+    /// least `min_count` people. Also returns every group's count (what
+    /// the responder learns, for its own records; not sent).
+    pub fn finish(&self, msg: &[u8]) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
+        let (mut r, _) = Reader::open(msg, 3, Some(&self.session))?;
+        let with_sums = r.u8()? == 1;
+        if with_sums != self.with_sums {
+            return Err(PsiError::Malformed("the message does not carry what was sent"));
+        }
+        let size = item_size(with_sums);
+        let n = r.count(size)?;
+        let body = r.take(n * size)?;
+        r.end()?;
+        let t = Instant::now();
+        // Decode (and check) every point and ciphertext first.
+        let theirs: Vec<([u8; 32], Option<Ciphertext>)> = body
+            .par_chunks(size)
+            .map(|item| -> Result<_, PsiError> {
+                let p = group::decode(&item[..POINT_LEN])?;
+                let c = if with_sums {
+                    Some(Ciphertext::decode(&item[POINT_LEN..])?)
+                } else {
+                    None
+                };
+                Ok((group::encode(&p), c))
+            })
+            .collect::<Result<_, _>>()?;
+        let decode_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mine: Vec<Vec<[u8; 32]>> = self
+            .asker_groups
+            .iter()
+            .map(|g| g.par_iter().map(|p| group::encode(&(p * self.secret.scalar()))).collect())
+            .collect();
+        let blind_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let index: HashMap<[u8; 32], Option<Ciphertext>> = theirs.into_iter().collect();
+        let mut all = Vec::with_capacity(mine.len());
+        let mut crypto_s = 0.0;
+        for (g, points) in mine.iter().enumerate() {
+            let mut count = 0u64;
+            let mut sum = Ciphertext::zero();
+            let mut seen = HashSet::with_capacity(points.len());
+            for p in points {
+                if !seen.insert(*p) {
+                    continue; // the asker sent a person twice: counted once
+                }
+                if let Some(c) = index.get(p) {
+                    count += 1;
+                    if let Some(c) = c {
+                        sum = sum.add(c);
+                    }
+                }
+            }
+            let sum = if with_sums && count >= self.min_count {
+                let d = Instant::now();
+                let v = self.keys.decrypt(&sum).ok_or(PsiError::Bound)?;
+                crypto_s += d.elapsed().as_secs_f64();
+                Some(v)
+            } else {
+                None
+            };
+            all.push(GroupResult {
+                group: g as u32,
+                count,
+                sum,
+            });
+        }
+        let match_s = t.elapsed().as_secs_f64() - crypto_s + decode_s;
+        let released: Vec<&GroupResult> = all.iter().filter(|g| g.count >= self.min_count).collect();
+        let mut w = Writer::new(4, &self.session);
+        w.u32(released.len());
+        for g in &released {
+            w.u32(g.group as usize);
+            w.u64(g.count);
+            w.u8(u8::from(g.sum.is_some()));
+            w.u64(g.sum.unwrap_or(0));
+        }
+        let bytes = w.0.len();
+        Ok((
+            w.0,
+            all,
+            StepStats {
+                blind_s,
+                crypto_s,
+                match_s,
+                bytes,
+            },
+        ))
+    }
+}

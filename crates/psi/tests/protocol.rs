@@ -1,0 +1,170 @@
+//! The protocol against a plaintext oracle, its transcript, and hostile
+//! messages.
+
+use std::collections::{BTreeMap, HashSet};
+
+use airlock_psi::protocol::new_session;
+use airlock_psi::{hash_all, Asker, GroupResult, PsiError, Responder, Suite};
+
+/// Asker: people 0..600 in 3 groups by i % 3; responder: people 300..900,
+/// person i spending i cents on each of (i % 4 + 1) orders.
+fn data() -> (Vec<Vec<String>>, Vec<(String, u64)>) {
+    let mut groups = vec![Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..600 {
+        groups[i % 3].push(format!("person{i}@example.com"));
+    }
+    let people = (300..900u64)
+        .map(|i| (format!("person{i}@example.com"), i * (i % 4 + 1)))
+        .collect();
+    (groups, people)
+}
+
+fn oracle(groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Vec<GroupResult> {
+    let theirs: BTreeMap<&str, u64> = people.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+    groups
+        .iter()
+        .enumerate()
+        .filter_map(|(g, ids)| {
+            let hits: Vec<u64> = ids.iter().filter_map(|i| theirs.get(i.as_str()).copied()).collect();
+            (hits.len() as u64 >= k).then(|| GroupResult {
+                group: g as u32,
+                count: hits.len() as u64,
+                sum: Some(hits.iter().sum()),
+            })
+        })
+        .collect()
+}
+
+struct Run {
+    results: Vec<GroupResult>,
+    transcript: Vec<Vec<u8>>,
+}
+
+fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Run {
+    let points: Vec<_> = groups
+        .iter()
+        .map(|g| hash_all(suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
+        .collect();
+    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
+    let mine: Vec<_> = hash_all(suite, &ids)
+        .into_iter()
+        .zip(people.iter().map(|(_, s)| *s))
+        .collect();
+    let (asker, m1, _) = Asker::start(new_session().expect("session"), &points).expect("step 1");
+    let (responder, m2, _) = Responder::respond(&m1, &mine, true, k).expect("step 2");
+    let (m3, _) = asker.reblind(&m2).expect("step 3");
+    let (m4, _, _) = responder.finish(&m3).expect("step 4");
+    let results = asker.finish(&m4).expect("results");
+    Run {
+        results,
+        transcript: vec![m1, m2, m3, m4],
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
+    let suite = Suite::new("demo");
+    let (groups, people) = data();
+    let got = run(&suite, &groups, &people, 50).results;
+    assert_eq!(got, oracle(&groups, &people, 50));
+    assert_eq!(got.len(), 3);
+    // A k above every group's overlap releases nothing.
+    assert!(run(&suite, &groups, &people, 101).results.is_empty());
+    // Counts only.
+    let points: Vec<_> = groups
+        .iter()
+        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
+        .collect();
+    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
+    let mine: Vec<_> = hash_all(&suite, &ids).into_iter().map(|p| (p, 0)).collect();
+    let (a, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    let (r, m2, _) = Responder::respond(&m1, &mine, false, 2).expect("2");
+    let (m3, _) = a.reblind(&m2).expect("3");
+    let (m4, _, _) = r.finish(&m3).expect("4");
+    let counts: Vec<(u32, u64, Option<u64>)> =
+        a.finish(&m4).expect("r").iter().map(|g| (g.group, g.count, g.sum)).collect();
+    assert_eq!(counts, vec![(0, 100, None), (1, 100, None), (2, 100, None)]);
+}
+
+#[test]
+fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query() {
+    let suite = Suite::new("demo");
+    let (groups, people) = data();
+    let one = run(&suite, &groups, &people, 50);
+    let two = run(&suite, &groups, &people, 50);
+    for (i, m) in one.transcript.iter().enumerate() {
+        assert!(!contains(m, b"@example.com"), "message {} holds an identifier", i + 1);
+        assert!(!contains(m, b"person"), "message {} holds an identifier", i + 1);
+        if i < 3 {
+            for (_, s) in people.iter().filter(|(_, s)| *s > 1000) {
+                assert!(!contains(m, &s.to_le_bytes()), "message {} holds a plaintext sum", i + 1);
+            }
+        }
+    }
+    // No 32-byte value (blinded point or ciphertext half) of one query's
+    // messages 1-3 appears in the other's.
+    let values = |r: &Run| -> HashSet<Vec<u8>> {
+        r.transcript[..3]
+            .iter()
+            .flat_map(|m| m[29..].chunks(32).filter(|c| c.len() == 32).map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .collect()
+    };
+    let (a, b) = (values(&one), values(&two));
+    assert!(a.len() > 2000);
+    assert!(a.is_disjoint(&b), "a blinded value was reused across queries");
+}
+
+#[test]
+fn hostile_messages_are_refused_not_panicked_on() {
+    let suite = Suite::new("demo");
+    let (groups, people) = data();
+    let points: Vec<_> = groups
+        .iter()
+        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
+        .collect();
+    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
+    let mine: Vec<_> = hash_all(&suite, &ids).into_iter().zip(people.iter().map(|p| p.1)).collect();
+    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    // Header: 12 magic + 1 kind + 16 session; then group count and sizes.
+    let first_point = 29 + 4 + 4;
+    let mut identity = m1.clone();
+    identity[first_point..first_point + 32].fill(0);
+    assert_eq!(
+        Responder::respond(&identity, &mine, true, 2).err(),
+        Some(PsiError::Malformed("a point is the identity"))
+    );
+    let mut random = m1.clone();
+    random[first_point..first_point + 32].fill(0xee);
+    assert!(matches!(Responder::respond(&random, &mine, true, 2), Err(PsiError::Malformed(_))));
+    for cut in [5, 30, first_point + 10, m1.len() - 1] {
+        assert!(
+            matches!(Responder::respond(&m1[..cut], &mine, true, 2), Err(PsiError::Malformed(_))),
+            "truncated at {cut}"
+        );
+    }
+    let mut longer = m1.clone();
+    longer.push(0);
+    assert_eq!(
+        Responder::respond(&longer, &mine, true, 2).err(),
+        Some(PsiError::Malformed("trailing bytes after the message"))
+    );
+    let (responder, m2, _) = Responder::respond(&m1, &mine, true, 2).expect("2");
+    // A message of another query is refused at every step.
+    let (other, o1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    let (other_r, o2, _) = Responder::respond(&o1, &mine, true, 2).expect("2");
+    assert_eq!(asker.reblind(&o2).err(), Some(PsiError::Replay));
+    let (o3, _) = other.reblind(&o2).expect("3");
+    assert_eq!(responder.finish(&o3).err(), Some(PsiError::Replay));
+    let (o4, _, _) = other_r.finish(&o3).expect("4");
+    assert_eq!(asker.finish(&o4).err(), Some(PsiError::Replay));
+    // A message of the wrong step, and a bad ciphertext.
+    assert!(matches!(asker.reblind(&m1), Err(PsiError::Malformed(_))));
+    let (mut m3, _) = asker.reblind(&m2).expect("3");
+    let ct = 29 + 1 + 4 + 32;
+    m3[ct..ct + 32].fill(0);
+    assert!(matches!(responder.finish(&m3), Err(PsiError::Malformed(_))));
+}
