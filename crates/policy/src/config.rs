@@ -244,6 +244,22 @@ pub struct CollaborationSection {
     /// (default 30).
     #[serde(default)]
     pub retention_days: Option<u32>,
+    /// `executor` (default): a trusted executor joins pseudonymised rows.
+    /// `crypto`: two members compute overlaps and sums by private set
+    /// intersection between their nodes, with no executor.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// How a collaboration computes joins.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A trusted, ephemeral executor joins pseudonymised rows.
+    #[default]
+    Executor,
+    /// Private set intersection between two nodes; no executor.
+    Crypto,
 }
 
 impl CollaborationSection {
@@ -863,6 +879,36 @@ impl Collaboration {
                 }
             }
         }
+        if c.collaboration.mode == Mode::Crypto {
+            let providers = c
+                .members
+                .iter()
+                .filter(|m| m.abilities.contains(&Ability::Provide))
+                .count();
+            if providers != 2 {
+                p.add(
+                    None,
+                    None,
+                    format!("crypto mode is for a pair of members: exactly two must have the 'provide' ability ({providers} do)"),
+                );
+            }
+            for t in &c.tables {
+                if matches!(t.rule, AnalysisRule::List { .. }) {
+                    p.add(
+                        Some(&t.alias),
+                        None,
+                        "crypto mode releases aggregates only: a list rule cannot be used",
+                    );
+                }
+                if t.dp().is_some() {
+                    p.add(
+                        Some(&t.alias),
+                        None,
+                        "crypto mode does not add differential privacy noise yet: use executor mode for this rule",
+                    );
+                }
+            }
+        }
         let mut names = BTreeSet::new();
         for t in &c.templates {
             if !names.insert(t.name.as_str()) {
@@ -1002,6 +1048,9 @@ impl Collaboration {
         }
         if self.config.schema != next.config.schema {
             out.push("the schema contract".to_string());
+        }
+        if self.config.collaboration.mode != next.config.collaboration.mode {
+            out.push("the mode".to_string());
         }
         if self.config.collaboration.purposes != next.config.collaboration.purposes {
             out.push("the purposes".to_string());

@@ -69,6 +69,71 @@ impl Fragment {
     }
 }
 
+/// What a node's side of a crypto-mode query is: the query's shape as
+/// the guard accepted it, which each node checks against its own rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoFragment {
+    /// Collaboration name.
+    pub collaboration: String,
+    /// Member who asked (the asker).
+    pub querier: String,
+    /// Which side this node plays.
+    pub role: CryptoRole,
+    /// The asker's table: grouped, its people blinded per group.
+    pub asker: CryptoSide,
+    /// The responder's table: its people and per-person sums.
+    pub responder: CryptoSide,
+    /// The asker's dimension columns grouped by.
+    pub group_columns: Vec<String>,
+    /// The responder's measure summed or averaged, if any.
+    pub measure: Option<String>,
+    /// Output columns in order: names and what each is.
+    pub outputs: Vec<(String, CryptoOutput)>,
+    /// The approved template the query runs, if it is a template run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRun>,
+    /// The purpose the output serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// A node's role in a crypto-mode query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoRole {
+    /// The member who asked: learns only the released aggregates.
+    Asker,
+    /// The other member: computes, applies k, releases.
+    Responder,
+}
+
+/// One side of a crypto-mode query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSide {
+    /// The member.
+    pub member: String,
+    /// Its configured table.
+    pub table: String,
+    /// Rows kept, evaluated on its node.
+    pub filter: Option<Predicate>,
+}
+
+/// An output column of a crypto-mode query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CryptoOutput {
+    /// The i-th group column.
+    Group(usize),
+    /// People in the overlap (`COUNT(DISTINCT identity)`).
+    Count,
+    /// `SUM` of the responder's measure over the overlap.
+    Sum,
+    /// `AVG` of the responder's measure over the overlap's rows.
+    Avg,
+}
+
 /// Scan fragment of one configured table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -27,7 +27,10 @@ pub use config::{
     Dataset, DatasetFormat, Member, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
-pub use fragment::{CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment};
+pub use fragment::{
+    CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
+    Predicate, ScanFragment, Treatment,
+};
 pub use refusal::{Control, Refusal};
 pub use template::{ParamSpec, ParamType, QuerySpec, Template, TemplateRun};
 

@@ -127,8 +127,11 @@ pub fn encode(p: &RistrettoPoint) -> [u8; POINT_LEN] {
 /// Decodes a point received from the other side: a non-canonical or
 /// invalid encoding, or the identity, is an error.
 pub fn decode(bytes: &[u8]) -> Result<RistrettoPoint, PsiError> {
-    let c = CompressedRistretto::from_slice(bytes).map_err(|_| PsiError::Malformed("a point is not 32 bytes"))?;
-    let p = c.decompress().ok_or(PsiError::Malformed("a point is not a valid ristretto255 encoding"))?;
+    let c = CompressedRistretto::from_slice(bytes)
+        .map_err(|_| PsiError::Malformed("a point is not 32 bytes"))?;
+    let p = c.decompress().ok_or(PsiError::Malformed(
+        "a point is not a valid ristretto255 encoding",
+    ))?;
     if p == RistrettoPoint::identity() {
         return Err(PsiError::Malformed("a point is the identity"));
     }

@@ -54,14 +54,15 @@ pub struct StepStats {
 }
 
 /// One released group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupResult {
     /// The asker's group index.
     pub group: u32,
     /// People in the overlap.
     pub count: u64,
-    /// Sum of the responder's per-person measure over the overlap.
-    pub sum: Option<u64>,
+    /// Sums over the overlap of each of the responder's per-person values
+    /// (e.g. a measure's sum and the person's row count), in order.
+    pub sums: Vec<u64>,
 }
 
 fn rng() -> rand::rngs::StdRng {
@@ -97,7 +98,11 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn open(bytes: &'a [u8], kind: u8, session: Option<&SessionId>) -> Result<(Self, SessionId), PsiError> {
+    fn open(
+        bytes: &'a [u8],
+        kind: u8,
+        session: Option<&SessionId>,
+    ) -> Result<(Self, SessionId), PsiError> {
         let head = MAGIC.len() + 1 + 16;
         if bytes.len() < head || &bytes[..MAGIC.len()] != MAGIC {
             return Err(PsiError::Malformed("not a message of this protocol"));
@@ -139,7 +144,9 @@ impl<'a> Reader<'a> {
     fn count(&mut self, size: usize) -> Result<usize, PsiError> {
         let n = self.u32()?;
         if n > MAX_ITEMS || n.saturating_mul(size) > self.b.len() {
-            return Err(PsiError::Malformed("the message is truncated or its count is wrong"));
+            return Err(PsiError::Malformed(
+                "the message is truncated or its count is wrong",
+            ));
         }
         Ok(n)
     }
@@ -156,8 +163,19 @@ fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiError> {
     bytes.par_chunks(POINT_LEN).map(group::decode).collect()
 }
 
-fn item_size(with_sums: bool) -> usize {
-    POINT_LEN + if with_sums { CIPHERTEXT_LEN } else { 0 }
+/// Most encrypted values per person.
+pub const MAX_VALUES: usize = 2;
+
+fn item_size(values: usize) -> usize {
+    POINT_LEN + values * CIPHERTEXT_LEN
+}
+
+fn values_flag(r: &mut Reader<'_>) -> Result<usize, PsiError> {
+    let v = r.u8()? as usize;
+    if v > MAX_VALUES {
+        return Err(PsiError::Malformed("bad count of encrypted values"));
+    }
+    Ok(v)
 }
 
 /// The asker's side of one session.
@@ -179,8 +197,10 @@ impl Asker {
         let mut w = Writer::new(1, &session);
         w.u32(points.len());
         for g in points {
-            let mut blinded: Vec<[u8; 32]> =
-                g.par_iter().map(|p| group::encode(&(p * secret.scalar()))).collect();
+            let mut blinded: Vec<[u8; 32]> = g
+                .par_iter()
+                .map(|p| group::encode(&(p * secret.scalar())))
+                .collect();
             blinded.shuffle(&mut rng());
             w.u32(blinded.len());
             for b in &blinded {
@@ -209,12 +229,8 @@ impl Asker {
     pub fn reblind(&self, msg: &[u8]) -> Result<(Vec<u8>, StepStats), PsiError> {
         let (mut r, _) = Reader::open(msg, 2, Some(&self.session))?;
         let pk = PublicKey::from_point(group::decode(r.take(POINT_LEN)?)?);
-        let with_sums = match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(PsiError::Malformed("bad flag")),
-        };
-        let size = item_size(with_sums);
+        let values = values_flag(&mut r)?;
+        let size = item_size(values);
         let n = r.count(size)?;
         let body = r.take(n * size)?;
         r.end()?;
@@ -224,8 +240,8 @@ impl Asker {
             .map(|item| -> Result<Vec<u8>, PsiError> {
                 let p = group::decode(&item[..POINT_LEN])?;
                 let mut out = group::encode(&(p * self.secret.scalar())).to_vec();
-                if with_sums {
-                    let c = Ciphertext::decode(&item[POINT_LEN..])?;
+                for c in item[POINT_LEN..].chunks(CIPHERTEXT_LEN) {
+                    let c = Ciphertext::decode(c)?;
                     out.extend_from_slice(&pk.rerandomize(&c)?.encode());
                 }
                 Ok(out)
@@ -234,14 +250,14 @@ impl Asker {
         let work = t.elapsed().as_secs_f64();
         items.shuffle(&mut rng());
         let mut w = Writer::new(3, &self.session);
-        w.u8(u8::from(with_sums));
+        w.u8(values as u8);
         w.u32(items.len());
         for i in &items {
             w.bytes(i);
         }
         // Blinding and re-randomisation run together per item: split the
-        // time by their share of scalar multiplications (1 and 2).
-        let share = if with_sums { 1.0 / 3.0 } else { 1.0 };
+        // time by their share of scalar multiplications (1, and 2 per value).
+        let share = 1.0 / (1.0 + 2.0 * values as f64);
         Ok((
             w.0.clone(),
             StepStats {
@@ -256,25 +272,29 @@ impl Asker {
     /// Step 4: the released groups.
     pub fn finish(&self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
         let (mut r, _) = Reader::open(msg, 4, Some(&self.session))?;
-        let n = r.count(4 + 8 + 1 + 8)?;
+        let n = r.u32()?;
+        if n > self.groups {
+            return Err(PsiError::Malformed("more released groups than were sent"));
+        }
         let mut out = Vec::with_capacity(n);
         let mut seen = HashSet::new();
         for _ in 0..n {
             let group = r.u32()?;
             if group >= self.groups || !seen.insert(group) {
-                return Err(PsiError::Malformed("a released group the asker did not send"));
+                return Err(PsiError::Malformed(
+                    "a released group the asker did not send",
+                ));
             }
             let count = r.u64()?;
-            let has = r.u8()?;
-            let sum = r.u64()?;
+            let k = values_flag(&mut r)?;
+            let mut sums = Vec::with_capacity(k);
+            for _ in 0..k {
+                sums.push(r.u64()?);
+            }
             out.push(GroupResult {
                 group: group as u32,
                 count,
-                sum: match has {
-                    0 => None,
-                    1 => Some(sum),
-                    _ => return Err(PsiError::Malformed("bad flag")),
-                },
+                sums,
             });
         }
         r.end()?;
@@ -288,22 +308,28 @@ pub struct Responder {
     secret: Secret,
     keys: KeyPair,
     asker_groups: Vec<Vec<RistrettoPoint>>,
-    with_sums: bool,
+    values: usize,
     min_count: u64,
 }
 
 impl Responder {
     /// Step 2: checks the asker's message, blinds its own hashed identifiers
-    /// (`people`: one per person, with the sum of its measure over its
-    /// rows) with a fresh scalar, encrypts each sum under a fresh key, and
-    /// shuffles. Groups with fewer than `min_count` people in the overlap
-    /// will not be released.
+    /// (`people`: one per person, with `values` per-person numbers, e.g.
+    /// the sum of its measure over its rows and its row count) with a
+    /// fresh scalar, encrypts each number under a fresh key, and shuffles.
+    /// Groups with fewer than `min_count` people in the overlap will not
+    /// be released.
     pub fn respond(
         msg: &[u8],
-        people: &[(RistrettoPoint, u64)],
-        with_sums: bool,
+        people: &[(RistrettoPoint, Vec<u64>)],
+        values: usize,
         min_count: u64,
     ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
+        if values > MAX_VALUES || people.iter().any(|(_, v)| v.len() != values) {
+            return Err(PsiError::Malformed(
+                "every person needs the same number of values",
+            ));
+        }
         let (mut r, session) = Reader::open(msg, 1, None)?;
         let groups = r.count(4)?;
         let mut asker_groups = Vec::with_capacity(groups);
@@ -324,10 +350,10 @@ impl Responder {
         let mut items: Vec<Vec<u8>> = blinded
             .into_par_iter()
             .zip(people.par_iter())
-            .map(|(b, (_, sum))| -> Result<Vec<u8>, PsiError> {
+            .map(|(b, (_, nums))| -> Result<Vec<u8>, PsiError> {
                 let mut out = b.to_vec();
-                if with_sums {
-                    out.extend_from_slice(&keys.public().encrypt(*sum)?.encode());
+                for v in nums {
+                    out.extend_from_slice(&keys.public().encrypt(*v)?.encode());
                 }
                 Ok(out)
             })
@@ -336,7 +362,7 @@ impl Responder {
         items.shuffle(&mut rng());
         let mut w = Writer::new(2, &session);
         w.bytes(&group::encode(keys.public().point()));
-        w.u8(u8::from(with_sums));
+        w.u8(values as u8);
         w.u32(items.len());
         for i in &items {
             w.bytes(i);
@@ -348,7 +374,7 @@ impl Responder {
                 secret,
                 keys,
                 asker_groups,
-                with_sums,
+                values,
                 min_count,
             },
             w.0,
@@ -368,26 +394,27 @@ impl Responder {
     /// the responder learns, for its own records; not sent).
     pub fn finish(&self, msg: &[u8]) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
         let (mut r, _) = Reader::open(msg, 3, Some(&self.session))?;
-        let with_sums = r.u8()? == 1;
-        if with_sums != self.with_sums {
-            return Err(PsiError::Malformed("the message does not carry what was sent"));
+        let values = values_flag(&mut r)?;
+        if values != self.values {
+            return Err(PsiError::Malformed(
+                "the message does not carry what was sent",
+            ));
         }
-        let size = item_size(with_sums);
+        let size = item_size(values);
         let n = r.count(size)?;
         let body = r.take(n * size)?;
         r.end()?;
         let t = Instant::now();
         // Decode (and check) every point and ciphertext first.
-        let theirs: Vec<([u8; 32], Option<Ciphertext>)> = body
+        let theirs: Vec<([u8; 32], Vec<Ciphertext>)> = body
             .par_chunks(size)
             .map(|item| -> Result<_, PsiError> {
                 let p = group::decode(&item[..POINT_LEN])?;
-                let c = if with_sums {
-                    Some(Ciphertext::decode(&item[POINT_LEN..])?)
-                } else {
-                    None
-                };
-                Ok((group::encode(&p), c))
+                let cs = item[POINT_LEN..]
+                    .chunks(CIPHERTEXT_LEN)
+                    .map(Ciphertext::decode)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((group::encode(&p), cs))
             })
             .collect::<Result<_, _>>()?;
         let decode_s = t.elapsed().as_secs_f64();
@@ -395,51 +422,59 @@ impl Responder {
         let mine: Vec<Vec<[u8; 32]>> = self
             .asker_groups
             .iter()
-            .map(|g| g.par_iter().map(|p| group::encode(&(p * self.secret.scalar()))).collect())
+            .map(|g| {
+                g.par_iter()
+                    .map(|p| group::encode(&(p * self.secret.scalar())))
+                    .collect()
+            })
             .collect();
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let index: HashMap<[u8; 32], Option<Ciphertext>> = theirs.into_iter().collect();
+        let index: HashMap<[u8; 32], Vec<Ciphertext>> = theirs.into_iter().collect();
         let mut all = Vec::with_capacity(mine.len());
         let mut crypto_s = 0.0;
         for (g, points) in mine.iter().enumerate() {
             let mut count = 0u64;
-            let mut sum = Ciphertext::zero();
+            let mut sums = vec![Ciphertext::zero(); values];
             let mut seen = HashSet::with_capacity(points.len());
             for p in points {
                 if !seen.insert(*p) {
                     continue; // the asker sent a person twice: counted once
                 }
-                if let Some(c) = index.get(p) {
+                if let Some(cs) = index.get(p) {
                     count += 1;
-                    if let Some(c) = c {
-                        sum = sum.add(c);
+                    for (s, c) in sums.iter_mut().zip(cs) {
+                        *s = s.add(c);
                     }
                 }
             }
-            let sum = if with_sums && count >= self.min_count {
+            // Only released groups are decrypted.
+            let mut plain = Vec::new();
+            if count >= self.min_count {
                 let d = Instant::now();
-                let v = self.keys.decrypt(&sum).ok_or(PsiError::Bound)?;
+                for s in &sums {
+                    plain.push(self.keys.decrypt(s).ok_or(PsiError::Bound)?);
+                }
                 crypto_s += d.elapsed().as_secs_f64();
-                Some(v)
-            } else {
-                None
-            };
+            }
             all.push(GroupResult {
                 group: g as u32,
                 count,
-                sum,
+                sums: plain,
             });
         }
         let match_s = t.elapsed().as_secs_f64() - crypto_s + decode_s;
-        let released: Vec<&GroupResult> = all.iter().filter(|g| g.count >= self.min_count).collect();
+        let released: Vec<&GroupResult> =
+            all.iter().filter(|g| g.count >= self.min_count).collect();
         let mut w = Writer::new(4, &self.session);
         w.u32(released.len());
         for g in &released {
             w.u32(g.group as usize);
             w.u64(g.count);
-            w.u8(u8::from(g.sum.is_some()));
-            w.u64(g.sum.unwrap_or(0));
+            w.u8(g.sums.len() as u8);
+            for v in &g.sums {
+                w.u64(*v);
+            }
         }
         let bytes = w.0.len();
         Ok((

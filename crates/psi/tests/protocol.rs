@@ -25,11 +25,14 @@ fn oracle(groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Vec<Group
         .iter()
         .enumerate()
         .filter_map(|(g, ids)| {
-            let hits: Vec<u64> = ids.iter().filter_map(|i| theirs.get(i.as_str()).copied()).collect();
+            let hits: Vec<u64> = ids
+                .iter()
+                .filter_map(|i| theirs.get(i.as_str()).copied())
+                .collect();
             (hits.len() as u64 >= k).then(|| GroupResult {
                 group: g as u32,
                 count: hits.len() as u64,
-                sum: Some(hits.iter().sum()),
+                sums: vec![hits.iter().sum()],
             })
         })
         .collect()
@@ -48,10 +51,10 @@ fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) 
     let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
     let mine: Vec<_> = hash_all(suite, &ids)
         .into_iter()
-        .zip(people.iter().map(|(_, s)| *s))
+        .zip(people.iter().map(|(_, s)| vec![*s]))
         .collect();
     let (asker, m1, _) = Asker::start(new_session().expect("session"), &points).expect("step 1");
-    let (responder, m2, _) = Responder::respond(&m1, &mine, true, k).expect("step 2");
+    let (responder, m2, _) = Responder::respond(&m1, &mine, 1, k).expect("step 2");
     let (m3, _) = asker.reblind(&m2).expect("step 3");
     let (m4, _, _) = responder.finish(&m3).expect("step 4");
     let results = asker.finish(&m4).expect("results");
@@ -80,14 +83,21 @@ fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
         .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
         .collect();
     let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let mine: Vec<_> = hash_all(&suite, &ids).into_iter().map(|p| (p, 0)).collect();
+    let mine: Vec<_> = hash_all(&suite, &ids)
+        .into_iter()
+        .map(|p| (p, Vec::new()))
+        .collect();
     let (a, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
-    let (r, m2, _) = Responder::respond(&m1, &mine, false, 2).expect("2");
+    let (r, m2, _) = Responder::respond(&m1, &mine, 0, 2).expect("2");
     let (m3, _) = a.reblind(&m2).expect("3");
     let (m4, _, _) = r.finish(&m3).expect("4");
-    let counts: Vec<(u32, u64, Option<u64>)> =
-        a.finish(&m4).expect("r").iter().map(|g| (g.group, g.count, g.sum)).collect();
-    assert_eq!(counts, vec![(0, 100, None), (1, 100, None), (2, 100, None)]);
+    let counts: Vec<(u32, u64, usize)> = a
+        .finish(&m4)
+        .expect("r")
+        .iter()
+        .map(|g| (g.group, g.count, g.sums.len()))
+        .collect();
+    assert_eq!(counts, vec![(0, 100, 0), (1, 100, 0), (2, 100, 0)]);
 }
 
 #[test]
@@ -97,11 +107,23 @@ fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query()
     let one = run(&suite, &groups, &people, 50);
     let two = run(&suite, &groups, &people, 50);
     for (i, m) in one.transcript.iter().enumerate() {
-        assert!(!contains(m, b"@example.com"), "message {} holds an identifier", i + 1);
-        assert!(!contains(m, b"person"), "message {} holds an identifier", i + 1);
+        assert!(
+            !contains(m, b"@example.com"),
+            "message {} holds an identifier",
+            i + 1
+        );
+        assert!(
+            !contains(m, b"person"),
+            "message {} holds an identifier",
+            i + 1
+        );
         if i < 3 {
             for (_, s) in people.iter().filter(|(_, s)| *s > 1000) {
-                assert!(!contains(m, &s.to_le_bytes()), "message {} holds a plaintext sum", i + 1);
+                assert!(
+                    !contains(m, &s.to_le_bytes()),
+                    "message {} holds a plaintext sum",
+                    i + 1
+                );
             }
         }
     }
@@ -110,12 +132,21 @@ fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query()
     let values = |r: &Run| -> HashSet<Vec<u8>> {
         r.transcript[..3]
             .iter()
-            .flat_map(|m| m[29..].chunks(32).filter(|c| c.len() == 32).map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .flat_map(|m| {
+                m[29..]
+                    .chunks(32)
+                    .filter(|c| c.len() == 32)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     };
     let (a, b) = (values(&one), values(&two));
     assert!(a.len() > 2000);
-    assert!(a.is_disjoint(&b), "a blinded value was reused across queries");
+    assert!(
+        a.is_disjoint(&b),
+        "a blinded value was reused across queries"
+    );
 }
 
 #[test]
@@ -127,35 +158,44 @@ fn hostile_messages_are_refused_not_panicked_on() {
         .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
         .collect();
     let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let mine: Vec<_> = hash_all(&suite, &ids).into_iter().zip(people.iter().map(|p| p.1)).collect();
+    let mine: Vec<_> = hash_all(&suite, &ids)
+        .into_iter()
+        .zip(people.iter().map(|p| vec![p.1]))
+        .collect();
     let (asker, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
     // Header: 12 magic + 1 kind + 16 session; then group count and sizes.
     let first_point = 29 + 4 + 4;
     let mut identity = m1.clone();
     identity[first_point..first_point + 32].fill(0);
     assert_eq!(
-        Responder::respond(&identity, &mine, true, 2).err(),
+        Responder::respond(&identity, &mine, 1, 2).err(),
         Some(PsiError::Malformed("a point is the identity"))
     );
     let mut random = m1.clone();
     random[first_point..first_point + 32].fill(0xee);
-    assert!(matches!(Responder::respond(&random, &mine, true, 2), Err(PsiError::Malformed(_))));
+    assert!(matches!(
+        Responder::respond(&random, &mine, 1, 2),
+        Err(PsiError::Malformed(_))
+    ));
     for cut in [5, 30, first_point + 10, m1.len() - 1] {
         assert!(
-            matches!(Responder::respond(&m1[..cut], &mine, true, 2), Err(PsiError::Malformed(_))),
+            matches!(
+                Responder::respond(&m1[..cut], &mine, 1, 2),
+                Err(PsiError::Malformed(_))
+            ),
             "truncated at {cut}"
         );
     }
     let mut longer = m1.clone();
     longer.push(0);
     assert_eq!(
-        Responder::respond(&longer, &mine, true, 2).err(),
+        Responder::respond(&longer, &mine, 1, 2).err(),
         Some(PsiError::Malformed("trailing bytes after the message"))
     );
-    let (responder, m2, _) = Responder::respond(&m1, &mine, true, 2).expect("2");
+    let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
     // A message of another query is refused at every step.
     let (other, o1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
-    let (other_r, o2, _) = Responder::respond(&o1, &mine, true, 2).expect("2");
+    let (other_r, o2, _) = Responder::respond(&o1, &mine, 1, 2).expect("2");
     assert_eq!(asker.reblind(&o2).err(), Some(PsiError::Replay));
     let (o3, _) = other.reblind(&o2).expect("3");
     assert_eq!(responder.finish(&o3).err(), Some(PsiError::Replay));
