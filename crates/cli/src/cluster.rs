@@ -67,6 +67,31 @@ impl NodeClient for LocalNodes {
             }
         })
     }
+    fn psi<'a>(
+        &'a self,
+        member: &'a str,
+        request_json: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+        Box::pin(async move {
+            let Some(node) = self.nodes.get(member) else {
+                return Err(NodeFailure::Failed(format!(
+                    "no node for member '{member}'"
+                )));
+            };
+            match node.psi(request_json).await {
+                Ok(bytes) => {
+                    if let Some(tap) = &self.tap {
+                        if let Ok(mut t) = tap.lock() {
+                            t.push((member.to_string(), bytes.clone()));
+                        }
+                    }
+                    Ok(bytes)
+                }
+                Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
+                Err(e) => Err(NodeFailure::Failed(e.to_string())),
+            }
+        })
+    }
 }
 
 /// A hub and its nodes in one process.

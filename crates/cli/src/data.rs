@@ -318,6 +318,24 @@ pub fn collaboration_toml_dp() -> String {
         )
 }
 
+/// The demo collaboration in crypto mode: the same tables and rules, no
+/// executor; both members may ask (the publisher about its segments, the
+/// advertiser about its categories), and the answers come from private set
+/// intersection between their two nodes.
+pub fn collaboration_toml_crypto() -> String {
+    collaboration_toml(true)
+        .replacen(
+            "purposes = [\"measurement\"]",
+            "purposes = [\"measurement\"]\n# No executor: the two nodes compute overlaps and sums by private set intersection.\nmode = \"crypto\"",
+            1,
+        )
+        .replacen(
+            "name = \"publisher\"\nabilities = [\"provide\"]",
+            "name = \"publisher\"\nabilities = [\"query\", \"receive\", \"provide\"]",
+            1,
+        )
+}
+
 /// Writes the demo data, the collaboration file and a fresh collaboration secret.
 pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Written, String> {
     let written = write_demo_data(dir, rows).map_err(|e| format!("writing sample data: {e}"))?;

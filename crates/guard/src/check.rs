@@ -97,6 +97,28 @@ pub struct Checked {
     pub identity_counts: Vec<(usize, usize)>,
     /// When the tables read are under differential privacy: how.
     pub dp: Option<DpShape>,
+    /// The aggregate's shape, for crypto mode.
+    pub shape: Option<AggShape>,
+}
+
+/// `(scan, column, is the identity)` of a plain column argument.
+pub type PlainColumn = (usize, String, bool);
+
+/// An aggregation query's shape: what crypto mode accepts is decided on it.
+#[derive(Debug, Clone, Default)]
+pub struct AggShape {
+    /// Plan nodes above the aggregate other than projections and aliases.
+    pub above: Vec<String>,
+    /// Each output column of the top projection: the index of the
+    /// aggregate's output it is (a plain or renamed column), if it is one.
+    pub outputs: Vec<(String, Option<usize>)>,
+    /// Group expressions: `(scan, column)` of a plain dimension column.
+    pub groups: Vec<Option<(usize, String)>>,
+    /// Aggregates: function name, DISTINCT, and the `(scan, column, is
+    /// identity)` of a plain column argument.
+    pub aggregates: Vec<(String, bool, Option<PlainColumn>)>,
+    /// Pairs of scans joined (on any key).
+    pub joins: Vec<(usize, usize)>,
 }
 
 /// One aggregate of a query under differential privacy.
@@ -138,6 +160,7 @@ pub(crate) struct Checker<'a> {
     identity_counts: Vec<(usize, usize)>,
     list_mode: bool,
     dp: Option<DpShape>,
+    shape: Option<AggShape>,
 }
 
 fn internal(what: impl std::fmt::Display) -> Refusal {
@@ -200,6 +223,7 @@ pub(crate) fn check_plan(
         identity_counts: Vec::new(),
         list_mode: !has_aggregate,
         dp: None,
+        shape: None,
     };
     let kind = if has_aggregate {
         c.check_aggregation(plan)?
@@ -212,6 +236,7 @@ pub(crate) fn check_plan(
         identity_joins: c.identity_joins,
         identity_counts: c.identity_counts,
         dp: c.dp,
+        shape: c.shape,
     })
 }
 
@@ -305,28 +330,41 @@ impl Checker<'_> {
 
     fn check_aggregation(&mut self, plan: &LogicalPlan) -> R<QueryKind> {
         let mut node = plan;
+        let mut shape = AggShape::default();
+        let mut top_projection: Option<&datafusion::logical_expr::Projection> = None;
         let agg = loop {
             match node {
                 LogicalPlan::Projection(p) => {
                     p.expr.iter().try_for_each(check_released_expr)?;
+                    if top_projection.is_none() {
+                        top_projection = Some(p);
+                    } else {
+                        shape.above.push("a nested projection".into());
+                    }
                     node = &p.input;
                 }
                 LogicalPlan::Filter(f) => {
                     check_released_expr(&f.predicate)?;
+                    shape.above.push("HAVING".into());
                     node = &f.input;
                 }
                 LogicalPlan::Sort(s) => {
                     s.expr.iter().try_for_each(|e| check_released_expr(&e.expr))?;
+                    shape.above.push("ORDER BY".into());
                     node = &s.input;
                 }
                 LogicalPlan::Limit(l) => {
                     for e in l.skip.iter().chain(l.fetch.iter()) {
                         check_released_expr(e)?;
                     }
+                    shape.above.push("LIMIT".into());
                     node = &l.input;
                 }
                 LogicalPlan::SubqueryAlias(a) => node = &a.input,
-                LogicalPlan::Distinct(Distinct::All(input)) => node = input,
+                LogicalPlan::Distinct(Distinct::All(input)) => {
+                    shape.above.push("DISTINCT".into());
+                    node = input;
+                }
                 LogicalPlan::Aggregate(a) => break a,
                 _ => {
                     return Err(Refusal::new(
@@ -341,6 +379,66 @@ impl Checker<'_> {
         for g in &agg.group_expr {
             self.check_group(g, &input, schema)?;
         }
+        let plain = |e: &Expr| -> Option<(usize, String, bool)> {
+            let Expr::Column(c) = e else { return None };
+            let idx = schema.index_of_column(c).ok()?;
+            match &input[idx] {
+                Class::Dimension { sources } if sources.len() == 1 => {
+                    Some((sources[0].0, sources[0].1.clone(), false))
+                }
+                Class::Measure { scan, column } => Some((*scan, column.clone(), false)),
+                Class::Identity { scan, column } => Some((*scan, column.clone(), true)),
+                _ => None,
+            }
+        };
+        shape.groups = agg
+            .group_expr
+            .iter()
+            .map(|g| plain(g).filter(|(_, _, id)| !id).map(|(s, c, _)| (s, c)))
+            .collect();
+        shape.aggregates = agg
+            .aggr_expr
+            .iter()
+            .map(|a| {
+                let inner = match a {
+                    Expr::Alias(x) => x.expr.as_ref(),
+                    other => other,
+                };
+                match inner {
+                    Expr::AggregateFunction(af) => (
+                        af.func.name().to_ascii_lowercase(),
+                        af.params.distinct,
+                        af.params.args.first().and_then(plain),
+                    ),
+                    _ => (String::new(), false, None),
+                }
+            })
+            .collect();
+        let agg_schema = agg.schema.clone();
+        shape.outputs = match top_projection {
+            Some(p) => p
+                .expr
+                .iter()
+                .zip(p.schema.fields())
+                .map(|(e, f)| {
+                    let inner = match e {
+                        Expr::Alias(x) => x.expr.as_ref(),
+                        other => other,
+                    };
+                    let idx = match inner {
+                        Expr::Column(c) => agg_schema.index_of_column(c).ok(),
+                        _ => None,
+                    };
+                    (f.name().clone(), idx)
+                })
+                .collect(),
+            None => agg_schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name().clone(), Some(i)))
+                .collect(),
+        };
         for (i, a) in agg.aggr_expr.iter().enumerate() {
             self.check_aggregate(a, &input, schema)?;
             if let Some(scan) = distinct_identity_count(a, &input, schema) {
@@ -378,6 +476,8 @@ impl Checker<'_> {
             }
         }
         self.dp = self.dp_shape(agg, &input, schema)?;
+        shape.joins = self.joins.clone();
+        self.shape = Some(shape);
         Ok(QueryKind::Aggregation { k })
     }
 

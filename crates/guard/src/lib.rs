@@ -14,6 +14,7 @@
 //! schema-only ([`EmptyTable`]) and nothing is executed here.
 
 mod check;
+mod crypto;
 pub mod dp;
 mod functions;
 mod rewrite;
@@ -120,10 +121,43 @@ pub struct QueryPlan {
     /// executor; a one-table analysis is released by its node, which adds
     /// the noise itself).
     pub dp: Option<dp::DpRelease>,
+    /// In crypto mode: the asker's fragment; the nodes compute the result
+    /// between them and `fragments` and `executor` are not used.
+    pub crypto: Option<airlock_policy::CryptoFragment>,
 }
 
 impl fmt::Display for QueryPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = &self.crypto {
+            writeln!(
+                f,
+                "crypto mode: no executor. The node of '{}' (asker) groups table '{}' by [{}] and sends its people's identifiers blinded, per group;",
+                c.asker.member,
+                c.asker.table,
+                c.group_columns.join(", ")
+            )?;
+            writeln!(
+                f,
+                "the node of '{}' (responder) sends table '{}''s identifiers blinded{}, matches the twice-blinded sets, and releases per group only counts of at least k",
+                c.responder.member,
+                c.responder.table,
+                match &c.measure {
+                    Some(m) => format!(" with each person's '{m}' encrypted"),
+                    None => String::new(),
+                }
+            )?;
+            for (who, side) in [("asker", &c.asker), ("responder", &c.responder)] {
+                writeln!(
+                    f,
+                    "  {who} filter applied on its node: {}",
+                    side.filter
+                        .as_ref()
+                        .map(|p| serde_json::to_string(p).unwrap_or_default())
+                        .unwrap_or_else(|| "none".into())
+                )?;
+            }
+            return Ok(());
+        }
         for (i, pf) in self.fragments.iter().enumerate() {
             match &pf.fragment {
                 Fragment::Analysis { table, .. } => {
@@ -307,6 +341,36 @@ impl Guard {
         Ok(checked)
     }
 
+    /// Checks a crypto-mode query: every rule as for any query, then the
+    /// shapes crypto mode computes; returns the asker's fragment (the
+    /// responder's differs only in its role).
+    pub async fn check_crypto(
+        &self,
+        spec: &QuerySpec,
+        querier: &str,
+    ) -> Result<airlock_policy::CryptoFragment, GuardError> {
+        let (sql, run, purpose) = templates::resolve(&self.collab, spec)?;
+        self.check_run(&sql, run.as_ref(), purpose.as_deref(), querier, true)
+            .await?;
+        let template = match &run {
+            Some(r) => Some(templates::template_of(&self.collab, r, querier)?),
+            None => None,
+        };
+        let plan = self.plan_sql(&sql).await?;
+        let plan = templates::bind(plan, template, run.as_ref())?;
+        let checked = check::check_plan(&self.tables, querier, &plan)?;
+        crypto::shape(
+            &self.ctx.state(),
+            &self.tables,
+            &self.collaboration,
+            &checked,
+            &plan,
+            querier,
+            run.as_ref(),
+            purpose.as_deref(),
+        )
+    }
+
     /// Static verification of a template before an owner approves it: the
     /// template is checked against every rule of every table it reads, for
     /// every member who may run it and every combination of its allowed
@@ -424,6 +488,7 @@ impl Guard {
                 executor: None,
                 kind: q.kind,
                 dp: q.dp.clone(),
+                crypto: None,
             });
         }
         let state = self.ctx.state();
@@ -450,6 +515,7 @@ impl Guard {
             executor: Some(executor),
             kind: q.kind,
             dp: q.dp.clone(),
+            crypto: None,
         })
     }
 }

@@ -20,7 +20,11 @@ use std::fmt;
 use airlock_guard::dp::DpCost;
 use airlock_guard::wire::Partitions;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
-use airlock_policy::{Ability, Collaboration, Control, QuerySpec, Refusal, Template};
+use airlock_policy::{
+    Ability, Collaboration, Control, CryptoRole, Mode, PsiRequest, PsiResponse, QuerySpec, Refusal,
+    Template,
+};
+use base64::Engine as _;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::{try_join_all, BoxFuture};
@@ -43,6 +47,15 @@ pub trait NodeClient: Send + Sync {
         member: &'a str,
         fragment_json: &'a [u8],
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>>;
+
+    /// Relays one crypto-mode step (a JSON [`airlock_policy::PsiRequest`])
+    /// to `member`'s node; returns its JSON [`airlock_policy::PsiResponse`].
+    /// The hub sees only blinded points and ciphertexts.
+    fn psi<'a>(
+        &'a self,
+        member: &'a str,
+        request_json: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>>;
 }
 
 /// Where a query's privacy cost is debited before it runs: durably, and
@@ -169,6 +182,111 @@ impl Hub {
         &self.collab
     }
 
+    /// A crypto-mode query: no executor. The hub relays the opaque
+    /// messages of the asker's and the responder's nodes; the asker's node
+    /// turns the released groups into the result.
+    async fn crypto_query(
+        &self,
+        member: &str,
+        spec: &QuerySpec,
+        nodes: &dyn NodeClient,
+    ) -> Result<Released, HubError> {
+        self.require_query(member)?;
+        let fragment = self.guard.check_crypto(spec, member).await?;
+        let mut session = [0u8; 16];
+        getrandom::getrandom(&mut session)
+            .map_err(|e| HubError::Failed(format!("no randomness: {e}")))?;
+        let session = hex::encode(session);
+        let asker = fragment.asker.member.clone();
+        let responder = fragment.responder.member.clone();
+        let step = |who: String, req: PsiRequest| async move {
+            let json = serde_json::to_vec(&req).map_err(|e| HubError::Failed(e.to_string()))?;
+            let answer = nodes.psi(&who, &json).await.map_err(|f| match f {
+                NodeFailure::Refused(refusal) => HubError::Refused {
+                    refusal,
+                    node: Some(who.clone()),
+                },
+                NodeFailure::Failed(m) => {
+                    HubError::Failed(format!("the node of '{who}' failed: {m}"))
+                }
+            })?;
+            let r: PsiResponse = serde_json::from_slice(&answer).map_err(|_| {
+                HubError::Failed(format!("the node of '{who}' sent a malformed answer"))
+            })?;
+            Ok::<String, HubError>(r.message)
+        };
+        let mut theirs = fragment.clone();
+        theirs.role = CryptoRole::Responder;
+        let m1 = step(
+            asker.clone(),
+            PsiRequest::Start {
+                session: session.clone(),
+                fragment,
+            },
+        )
+        .await?;
+        let m2 = step(
+            responder.clone(),
+            PsiRequest::Respond {
+                fragment: theirs,
+                message: m1,
+            },
+        )
+        .await?;
+        let m3 = step(
+            asker.clone(),
+            PsiRequest::Reblind {
+                session: session.clone(),
+                message: m2,
+            },
+        )
+        .await?;
+        let m4 = step(
+            responder,
+            PsiRequest::Finish {
+                session: session.clone(),
+                message: m3,
+            },
+        )
+        .await?;
+        let result = step(
+            asker,
+            PsiRequest::Result {
+                session,
+                message: m4,
+            },
+        )
+        .await?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(result.as_bytes())
+            .map_err(|_| HubError::Failed("the asker's node sent a malformed result".into()))?;
+        let (schema, partitions) = airlock_guard::wire::decode_partitions(bytes)
+            .map_err(|_| HubError::Failed("the asker's node sent an unreadable result".into()))?;
+        Ok(Released {
+            schema,
+            batches: partitions.into_iter().flatten().collect(),
+        })
+    }
+
+    fn require_query(&self, member: &str) -> Result<(), HubError> {
+        if self.collab.member(member).is_none() {
+            return Err(HubError::BadInput(format!(
+                "'{member}' is not a member of collaboration '{}'",
+                self.collab.name()
+            )));
+        }
+        if !self.collab.has_ability(member, Ability::Query) {
+            return Err(HubError::Refused {
+                refusal: Refusal::new(
+                    Control::Ability,
+                    format!("member '{member}' does not have the 'query' ability"),
+                ),
+                node: None,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks ad hoc SQL for `member` and plans it, without running anything.
     pub async fn check(
         &self,
@@ -206,8 +324,14 @@ impl Hub {
                 node: None,
             });
         }
+        let crypto = if self.collab.config.collaboration.mode == Mode::Crypto {
+            Some(self.guard.check_crypto(spec, member).await?)
+        } else {
+            None
+        };
         let checked = self.guard.check_spec(spec, member).await?;
-        let plan = self.guard.split(&checked)?;
+        let mut plan = self.guard.split(&checked)?;
+        plan.crypto = crypto;
         Ok((checked, plan))
     }
 
@@ -233,6 +357,9 @@ impl Hub {
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
+        if self.collab.config.collaboration.mode == Mode::Crypto {
+            return self.crypto_query(member, spec, nodes).await;
+        }
         let (checked, plan) = self.check_spec(member, spec).await?;
         if let Some(dp) = &checked.dp {
             ledger.debit(member, dp.cost).await?;

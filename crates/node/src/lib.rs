@@ -16,6 +16,7 @@
 //! with its own guard, applies its own threshold, and only the aggregate
 //! leaves. Errors that leave the node carry no data values.
 
+pub mod crypto;
 mod sources;
 mod verify;
 
@@ -80,6 +81,7 @@ pub struct Node {
     schemas: HashMap<String, SchemaRef>,
     guard: Guard,
     secret: std::sync::RwLock<Option<CollaborationSecret>>,
+    psi: crypto::Sessions,
 }
 
 impl std::fmt::Debug for Node {
@@ -133,6 +135,7 @@ impl Node {
             schemas,
             guard,
             secret: std::sync::RwLock::new(secret),
+            psi: crypto::Sessions::default(),
         })
     }
 

@@ -69,6 +69,56 @@ impl Fragment {
     }
 }
 
+/// One step of a crypto-mode query, as the hub relays it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PsiRequest {
+    /// Asker, step 1: `session` is 32 hex characters.
+    Start {
+        /// Session (query) id.
+        session: String,
+        /// The query's shape.
+        fragment: CryptoFragment,
+    },
+    /// Responder, step 2.
+    Respond {
+        /// The query's shape (role `responder`).
+        fragment: CryptoFragment,
+        /// The asker's message (base64).
+        message: String,
+    },
+    /// Asker, step 3.
+    Reblind {
+        /// Session id.
+        session: String,
+        /// The responder's message (base64).
+        message: String,
+    },
+    /// Responder, step 4.
+    Finish {
+        /// Session id.
+        session: String,
+        /// The asker's second message (base64).
+        message: String,
+    },
+    /// Asker: the released groups become the result.
+    Result {
+        /// Session id.
+        session: String,
+        /// The responder's release (base64).
+        message: String,
+    },
+}
+
+/// A step's answer: the next message, or (after `result`) the released
+/// rows as Arrow IPC; base64.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PsiResponse {
+    /// Base64 bytes.
+    pub message: String,
+}
+
 /// What a node's side of a crypto-mode query is: the query's shape as
 /// the guard accepted it, which each node checks against its own rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,12 +24,12 @@ pub mod template;
 pub use config::{
     Ability, AggFunction, AnalysisRule, CanonicalColumn, CanonicalType, Collaboration,
     CollaborationConfig, ColumnRole, ConfigError, ConfigErrors, ConfiguredTable, ConsentSource,
-    Dataset, DatasetFormat, Member, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
+    Dataset, DatasetFormat, Member, Mode, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
-    Predicate, ScanFragment, Treatment,
+    Predicate, PsiRequest, PsiResponse, ScanFragment, Treatment,
 };
 pub use refusal::{Control, Refusal};
 pub use template::{ParamSpec, ParamType, QuerySpec, Template, TemplateRun};

@@ -75,6 +75,9 @@ pub enum Control {
     /// A query without the purpose its output needs, or with one the
     /// collaboration does not declare.
     Purpose,
+    /// A query crypto mode cannot compute (it supports overlap counts and
+    /// sums of the other member's measure, by the asker's dimensions).
+    CryptoMode,
 }
 
 impl Control {
@@ -110,6 +113,7 @@ impl Control {
             Control::CustomRule => "custom-rule",
             Control::TemplateApproval => "template-approval",
             Control::Purpose => "purpose",
+            Control::CryptoMode => "crypto-mode",
         }
     }
 }

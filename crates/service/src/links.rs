@@ -121,8 +121,8 @@ impl NodeLinks {
             NodeFailure::Failed(format!("the hub has no node configured for '{member}'"))
         })?;
         Ok(FlightServiceClient::new(ch.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20))
+            .max_decoding_message_size(512 << 20)
+            .max_encoding_message_size(512 << 20))
     }
 
     /// Runs an action on `member`'s node and decodes its JSON answer.
@@ -254,5 +254,33 @@ impl NodeClient for QueryLinks {
         fragment_json: &'a [u8],
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
         Box::pin(self.fetch(member, fragment_json))
+    }
+
+    fn psi<'a>(
+        &'a self,
+        member: &'a str,
+        request_json: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+        Box::pin(async move {
+            let request = serde_json::from_slice(request_json)
+                .map_err(|e| NodeFailure::Failed(format!("bad crypto-mode step: {e}")))?;
+            self.progress
+                .fragments_total
+                .fetch_add(1, Ordering::Relaxed);
+            let answer: airlock_policy::PsiResponse = self
+                .links
+                .action(
+                    member,
+                    proto::action::PSI,
+                    &proto::Psi {
+                        collaboration: self.collaboration.clone(),
+                        policy_version: self.version,
+                        request,
+                    },
+                )
+                .await?;
+            self.progress.fragments_done.fetch_add(1, Ordering::Relaxed);
+            serde_json::to_vec(&answer).map_err(|e| NodeFailure::Failed(e.to_string()))
+        })
     }
 }

@@ -617,6 +617,28 @@ impl FlightService for NodeService {
                 json_answer(&serde_json::json!({}))
             }
             action::DELIVER => json_answer(&self.deliver(json_body(&a.body, "deliver")?).await?),
+            action::PSI => {
+                let req: proto::Psi = json_body(&a.body, "psi")?;
+                let held = self.held(&req.collaboration).ok_or_else(|| {
+                    Status::not_found("that collaboration is not installed on this node")
+                })?;
+                if req.policy_version != held.version {
+                    return Err(status_of(NodeError::Refused(Refusal::new(
+                        Control::PolicyVersion,
+                        format!(
+                            "the query was planned under policy version {}, this node holds version {}",
+                            req.policy_version, held.version
+                        ),
+                    ))));
+                }
+                let body = serde_json::to_vec(&req.request)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let answer = held.node.psi(&body).await.map_err(status_of)?;
+                let out = arrow_flight::Result {
+                    body: answer.into(),
+                };
+                Ok(Response::new(stream::iter(vec![Ok(out)]).boxed()))
+            }
             other => Err(Status::invalid_argument(format!(
                 "unknown action '{other}'"
             ))),
@@ -634,6 +656,7 @@ impl FlightService for NodeService {
             action::SECRET_GENERATE,
             action::SECRET_INSTALL,
             action::DELIVER,
+            action::PSI,
         ]
         .into_iter()
         .map(|t| {
@@ -681,8 +704,8 @@ pub async fn serve(
         .map_err(|e| ServiceError::Config(format!("TLS: {e}")))?
         .add_service(
             FlightServiceServer::new(svc)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(64 << 20),
+                .max_decoding_message_size(512 << 20)
+                .max_encoding_message_size(512 << 20),
         )
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),

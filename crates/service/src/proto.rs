@@ -31,6 +31,20 @@ pub mod action {
     pub const SECRET_INSTALL: &str = "secret.install";
     /// Write a released result to one of the node's destinations.
     pub const DELIVER: &str = "deliver";
+    /// One step of a crypto-mode query.
+    pub const PSI: &str = "psi";
+}
+
+/// A crypto-mode step for a collaboration installed on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Psi {
+    /// Collaboration id.
+    pub collaboration: String,
+    /// The policy version the query was planned under.
+    pub policy_version: i64,
+    /// The step.
+    pub request: airlock_policy::PsiRequest,
 }
 
 /// A released result for the node's member, to write to a destination.

@@ -1,0 +1,221 @@
+//! Crypto mode in process: results equal executor mode's on the same data,
+//! the transcript holds no raw identifier, unsupported shapes and hostile
+//! fragments are refused, and two queries share no blinded value.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+mod common;
+use common::{demo_emails, find_emails, rows};
+
+use airlock_cli::cluster::{CliError, Cluster};
+use airlock_cli::data;
+use airlock_policy::{Collaboration, Control, CryptoOutput, CryptoRole, CryptoSide};
+use base64::Engine as _;
+
+fn setup(rows: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    data::write_demo(&dir, rows, true).expect("demo");
+    let crypto = dir.join("crypto.toml");
+    std::fs::write(&crypto, data::collaboration_toml_crypto()).expect("write");
+    (tmp, dir.join("collaboration.toml"), crypto)
+}
+
+/// (member, SQL) pairs crypto mode computes.
+const SHAPES: &[(&str, &str)] = &[
+    ("publisher", "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment"),
+    ("publisher", "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue_cents FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = 'north' GROUP BY a.segment"),
+    ("publisher", "SELECT a.age_band, AVG(p.amount_cents) AS avg_order, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE p.category IN ('home', 'apparel') GROUP BY a.age_band"),
+    ("publisher", "SELECT a.age_band, a.region, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.age_band, a.region"),
+    ("publisher", "SELECT COUNT(DISTINCT a.email) AS overlap FROM audience a JOIN purchases p ON a.email = p.email"),
+    ("advertiser", "SELECT p.category, COUNT(DISTINCT p.email) AS in_audience FROM purchases p JOIN audience a ON p.email = a.email GROUP BY p.category"),
+];
+
+fn b64_messages(tap: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    tap.iter()
+        .filter_map(|(m, bytes)| {
+            let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            let msg = v["message"].as_str()?;
+            Some((
+                m.clone(),
+                base64::engine::general_purpose::STANDARD.decode(msg).ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crypto_mode_releases_what_executor_mode_releases_with_no_executor() {
+    let (_tmp, plain, crypto) = setup(150_000);
+    let executor = Cluster::open(&plain, None).await.expect("executor mode");
+    let tap = Arc::new(Mutex::new(Vec::new()));
+    let psi = Cluster::open(&crypto, Some(tap.clone()))
+        .await
+        .expect("crypto mode");
+    for (member, sql) in SHAPES {
+        let got = psi
+            .query(member, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        // The executor-mode oracle (its querier is the advertiser; the
+        // result does not depend on who asks).
+        let want = executor.query("advertiser", sql).await.expect("executor");
+        assert!(
+            !rows(&want.batches).is_empty(),
+            "{sql}: the oracle releases rows"
+        );
+        assert_eq!(rows(&got.batches), rows(&want.batches), "{sql}");
+        assert_eq!(got.schema.fields().len(), want.schema.fields().len());
+    }
+    // Nothing that left a node holds a raw email; the responder's messages
+    // 2 and 4 and the asker's 1 and 3 were all recorded.
+    let emails = demo_emails(plain.parent().expect("dir")).await;
+    let tapped = tap.lock().expect("tap").clone();
+    let messages = b64_messages(&tapped);
+    assert!(messages.len() >= SHAPES.len() * 5, "{}", messages.len());
+    for (member, m) in &messages {
+        let found = find_emails(m, &emails);
+        assert!(
+            found.is_empty(),
+            "the node of {member} sent an email: {found:?}"
+        );
+    }
+    // The hub's plan says there is no executor.
+    let plan = psi.check("publisher", SHAPES[1].1).await.expect("check");
+    assert!(plan.starts_with("crypto mode: no executor"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queries_share_no_blinded_value() {
+    let (_tmp, _plain, crypto) = setup(20_000);
+    let chunks = |tap: &[(String, Vec<u8>)]| -> HashSet<Vec<u8>> {
+        b64_messages(tap)
+            .into_iter()
+            .filter(|(_, m)| m.starts_with(b"AIRLOCK-PSI1") && m[12] != 4)
+            .flat_map(|(_, m)| {
+                m[29..]
+                    .chunks(32)
+                    .filter(|c| c.len() == 32)
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let tap = Arc::new(Mutex::new(Vec::new()));
+        let psi = Cluster::open(&crypto, Some(tap.clone()))
+            .await
+            .expect("open");
+        psi.query("publisher", SHAPES[0].1).await.expect("query");
+        seen.push(chunks(&tap.lock().expect("tap")));
+    }
+    assert!(seen[0].len() > 1000);
+    assert!(
+        seen[0].is_disjoint(&seen[1]),
+        "a blinded value appeared in two queries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_shapes_and_hostile_fragments_are_refused() {
+    let (_tmp, _plain, crypto) = setup(5_000);
+    let psi = Cluster::open(&crypto, None).await.expect("open");
+    for (member, sql, why) in [
+        ("advertiser", "SELECT p.category, SUM(p.amount_cents) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY p.category", "SUM is not COUNT(DISTINCT identity) or a SUM or AVG of the other member's measure"),
+        ("advertiser", "SELECT a.segment, COUNT(DISTINCT p.email) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY a.segment", "dimension column of the asking member's table"),
+        ("publisher", "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment ORDER BY n DESC", "ORDER BY is not supported"),
+        ("publisher", "SELECT a.segment, COUNT(*) FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment", "COUNT is not"),
+        ("advertiser", "SELECT category, COUNT(DISTINCT email) FROM purchases GROUP BY category", "exactly two tables"),
+        ("publisher", "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = p.category GROUP BY a.segment", "a condition involves both tables"),
+    ] {
+        match psi.query(member, sql).await {
+            Err(CliError::Refused { refusal, .. }) => {
+                assert_eq!(refusal.control, Control::CryptoMode, "{sql}: {refusal}");
+                assert!(refusal.reason.contains(why), "{sql}: {refusal}");
+            }
+            other => panic!("{sql}: expected a refusal, got {:?}", other.map(|r| r.num_rows())),
+        }
+    }
+    // A node checks a fragment sent to it directly, whatever the hub says.
+    let text = std::fs::read_to_string(&crypto).expect("read");
+    let collab = Collaboration::from_toml(&text, "c").expect("valid");
+    let dir = crypto.parent().expect("dir");
+    let advertiser = airlock_node::Node::open(&collab, dir, "advertiser")
+        .await
+        .expect("node");
+    let base = airlock_policy::CryptoFragment {
+        collaboration: "demo".into(),
+        querier: "publisher".into(),
+        role: CryptoRole::Responder,
+        asker: CryptoSide {
+            member: "publisher".into(),
+            table: "audience".into(),
+            filter: None,
+        },
+        responder: CryptoSide {
+            member: "advertiser".into(),
+            table: "purchases".into(),
+            filter: None,
+        },
+        group_columns: vec!["segment".into()],
+        measure: Some("amount_cents".into()),
+        outputs: vec![("s".into(), CryptoOutput::Sum)],
+        template: None,
+        purpose: None,
+    };
+    let respond = |f: airlock_policy::CryptoFragment| {
+        serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
+            fragment: f,
+            message: base64::engine::general_purpose::STANDARD.encode(b"AIRLOCK-PSI1"),
+        })
+        .expect("json")
+    };
+    let mut category = base.clone();
+    category.measure = Some("category".into());
+    let mut not_a_member = base.clone();
+    not_a_member.querier = "stranger".into();
+    let mut wrong_side = base.clone();
+    wrong_side.responder.table = "audience".into();
+    let mut order_id_sum = base.clone();
+    order_id_sum.measure = Some("order_id".into());
+    for (f, want) in [
+        (category, "not a measure of this table"),
+        (
+            not_a_member,
+            "the asker is not a member with the 'query' ability",
+        ),
+        (wrong_side, "this node does not hold that side of the query"),
+        (
+            order_id_sum,
+            "the rule does not allow this aggregate on the measure",
+        ),
+    ] {
+        match advertiser.psi(&respond(f)).await {
+            Err(airlock_node::NodeError::Refused(r)) => {
+                assert!(r.reason.contains(want), "{want}: {r}")
+            }
+            other => panic!("{want}: {:?}", other.map(|_| ())),
+        }
+    }
+    // A well-formed fragment with a hostile message is a clear error.
+    match advertiser.psi(&respond(base)).await {
+        Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains("malformed"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // Crypto mode is configured for a pair, with aggregates only.
+    let three = text.replacen(
+        "[[datasets]]",
+        "[[members]]\nname = \"third\"\nabilities = [\"provide\"]\n\n[[datasets]]",
+        1,
+    );
+    let e = Collaboration::from_toml(&three, "c").expect_err("three providers");
+    assert!(
+        e.to_string()
+            .contains("crypto mode is for a pair of members"),
+        "{e}"
+    );
+    let _ = Path::new(".");
+}

@@ -1,0 +1,659 @@
+//! Crypto mode on the node: its side of the private set intersection.
+//!
+//! The node checks the [`CryptoFragment`] against its own rules, reads its
+//! own rows (consent applied, normalised, in place), hashes identities to
+//! the group (cached: the hash carries no secret), and runs its protocol
+//! steps with fresh secrets kept only for the session. The asker's node
+//! turns the released groups into the result; the responder's node
+//! applies k itself from its own copy of the policy.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_policy::{
+    Ability, AggFunction, AnalysisRule, ColumnRole, Control, CryptoFragment, CryptoOutput,
+    CryptoRole, Mode, Predicate, PsiRequest, PsiResponse, Refusal,
+};
+use airlock_psi::{Asker, Responder, Suite};
+use base64::Engine as _;
+use curve25519_dalek::ristretto::RistrettoPoint;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, UInt32Array};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{col, lit};
+
+use crate::{Node, NodeError};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Sessions older than this are dropped.
+const SESSION_TTL: Duration = Duration::from_secs(600);
+/// Most sessions a node holds at once.
+const MAX_SESSIONS: usize = 64;
+/// Most cached hashes (identifier to group point).
+const MAX_CACHED: usize = 4_000_000;
+
+enum State {
+    Asker {
+        asker: Asker,
+        fragment: Box<CryptoFragment>,
+        labels: Vec<ArrayRef>,
+        k: u64,
+    },
+    Responder {
+        responder: Box<Responder>,
+    },
+}
+
+/// The node's crypto-mode sessions and its hash cache.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<[u8; 16], (Instant, State)>>,
+    hashes: Mutex<HashMap<String, RistrettoPoint>>,
+}
+
+fn refuse(table: Option<&str>, column: Option<&str>, why: impl Into<String>) -> NodeError {
+    let mut r = Refusal::new(Control::CryptoMode, why);
+    if let Some(t) = table {
+        r = r.table(t, None);
+    }
+    if let Some(c) = column {
+        r = r.column(c);
+    }
+    NodeError::Refused(r)
+}
+
+fn session_id(hex: &str) -> Result<[u8; 16], NodeError> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>();
+    match bytes {
+        Some(b) if b.len() == 16 && hex.len() == 32 => {
+            let mut out = [0u8; 16];
+            out.copy_from_slice(&b);
+            Ok(out)
+        }
+        _ => Err(NodeError::BadFragment(
+            "a session id is 32 hex characters".into(),
+        )),
+    }
+}
+
+fn decode(message: &str) -> Result<Vec<u8>, NodeError> {
+    B64.decode(message.as_bytes())
+        .map_err(|_| NodeError::BadFragment("a crypto-mode message is not base64".into()))
+}
+
+fn psi_error(e: airlock_psi::PsiError) -> NodeError {
+    NodeError::BadFragment(e.to_string())
+}
+
+impl Node {
+    /// The strictest k of the two tables, from this node's own policy.
+    fn crypto_k(&self, f: &CryptoFragment) -> u64 {
+        [&f.asker.table, &f.responder.table]
+            .iter()
+            .filter_map(|t| self.collab.table(t))
+            .filter_map(|t| t.min_distinct_identities())
+            .max()
+            .unwrap_or(2)
+    }
+
+    /// Checks a crypto fragment against this node's own rules.
+    fn verify_crypto(&self, f: &CryptoFragment, role: CryptoRole) -> Result<(), NodeError> {
+        let c = &self.collab;
+        if c.config.collaboration.mode != Mode::Crypto {
+            return Err(refuse(
+                None,
+                None,
+                "this collaboration is not in crypto mode",
+            ));
+        }
+        if f.collaboration != c.name() || f.role != role {
+            return Err(NodeError::BadFragment(
+                "the fragment is for another collaboration or role".into(),
+            ));
+        }
+        if f.querier != f.asker.member || !c.has_ability(&f.querier, Ability::Query) {
+            return Err(NodeError::Refused(Refusal::new(
+                Control::Ability,
+                "the asker is not a member with the 'query' ability",
+            )));
+        }
+        let mine = match role {
+            CryptoRole::Asker => &f.asker,
+            CryptoRole::Responder => &f.responder,
+        };
+        let other = match role {
+            CryptoRole::Asker => &f.responder,
+            CryptoRole::Responder => &f.asker,
+        };
+        if mine.member != self.member
+            || c.owner_of(&mine.table) != Some(self.member.as_str())
+            || c.owner_of(&other.table) != Some(other.member.as_str())
+            || other.member == self.member
+        {
+            return Err(refuse(
+                Some(&mine.table),
+                None,
+                "this node does not hold that side of the query",
+            ));
+        }
+        let table = c
+            .table(&mine.table)
+            .ok_or_else(|| NodeError::BadFragment("unknown table".into()))?;
+        if matches!(table.rule, AnalysisRule::List { .. }) {
+            return Err(refuse(
+                Some(&mine.table),
+                None,
+                "a list rule releases no aggregates",
+            ));
+        }
+        table
+            .rule
+            .admits(&f.querier, f.template.is_some())
+            .map_err(|why| refuse(Some(&mine.table), None, why))?;
+        if let Some(run) = &f.template {
+            let known = c.config.templates.iter().find(|t| t.hash() == run.hash);
+            let approved = known.is_some() && c.approves(&self.member, &run.hash);
+            if !approved {
+                return Err(NodeError::Refused(
+                    Refusal::new(
+                        Control::TemplateApproval,
+                        "this node's member has not approved the template at this hash",
+                    )
+                    .table(&mine.table, Some(table.rule.kind())),
+                ));
+            }
+            if let Some(t) = known {
+                t.admits(run).map_err(NodeError::BadFragment)?;
+            }
+        }
+        if let Some(p) = &f.purpose {
+            if !c.config.collaboration.purposes.iter().any(|d| d == p) {
+                return Err(NodeError::Refused(Refusal::new(
+                    Control::Purpose,
+                    "the query names a purpose the collaboration does not declare",
+                )));
+            }
+        }
+        let dimension = |col: &str| matches!(table.role(col), Some(ColumnRole::Dimension));
+        for col in mine.filter.iter().flat_map(Predicate::columns) {
+            if !dimension(col) {
+                return Err(refuse(
+                    Some(&mine.table),
+                    Some(col),
+                    "only dimensions may be filtered",
+                ));
+            }
+        }
+        match role {
+            CryptoRole::Asker => {
+                for g in &f.group_columns {
+                    if !dimension(g) {
+                        return Err(refuse(
+                            Some(&mine.table),
+                            Some(g),
+                            "only the asker's dimensions may be grouped by",
+                        ));
+                    }
+                }
+            }
+            CryptoRole::Responder => {
+                if let Some(m) = &f.measure {
+                    let Some(ColumnRole::Measure(fs)) = table.role(m) else {
+                        return Err(refuse(
+                            Some(&mine.table),
+                            Some(m),
+                            "not a measure of this table",
+                        ));
+                    };
+                    for (_, o) in &f.outputs {
+                        let need = match o {
+                            CryptoOutput::Sum => Some(AggFunction::Sum),
+                            CryptoOutput::Avg => Some(AggFunction::Avg),
+                            _ => None,
+                        };
+                        if let Some(n) = need {
+                            if !fs.contains(&n) {
+                                return Err(NodeError::Refused(
+                                    Refusal::new(
+                                        Control::DisallowedAggregate,
+                                        "the rule does not allow this aggregate on the measure",
+                                    )
+                                    .table(&mine.table, Some(table.rule.kind()))
+                                    .column(m),
+                                ));
+                            }
+                        }
+                    }
+                } else if f
+                    .outputs
+                    .iter()
+                    .any(|(_, o)| matches!(o, CryptoOutput::Sum | CryptoOutput::Avg))
+                {
+                    return Err(NodeError::BadFragment("a sum without a measure".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// This node's rows of `table` for a crypto query, consent applied.
+    async fn crypto_rows(
+        &self,
+        f: &CryptoFragment,
+        table: &str,
+        filter: &Option<Predicate>,
+        columns: Vec<datafusion::logical_expr::Expr>,
+        group_identity: bool,
+    ) -> Result<Vec<RecordBatch>, NodeError> {
+        let view = self
+            .view(f.purpose.as_deref(), table)
+            .ok_or(NodeError::Execution)?;
+        let mut df = self
+            .ctx
+            .read_table(view.clone())
+            .map_err(|_| NodeError::Execution)?;
+        if let Some(p) = filter {
+            df = df
+                .filter(crate::predicate_to_expr(p))
+                .map_err(|_| NodeError::Execution)?;
+        }
+        let identity = &self
+            .collab
+            .table(table)
+            .ok_or(NodeError::Execution)?
+            .identity;
+        df = df
+            .filter(col(identity.as_str()).is_not_null())
+            .map_err(|_| NodeError::Execution)?;
+        if group_identity {
+            df = df
+                .aggregate(vec![col(identity.as_str())], columns)
+                .map_err(|_| NodeError::Execution)?;
+        } else {
+            df = df.select(columns).map_err(|_| NodeError::Execution)?;
+        }
+        df.collect().await.map_err(|_| NodeError::Execution)
+    }
+
+    /// Hashes identifiers to the group, through the node's cache.
+    fn hash_ids(&self, ids: &[&str]) -> Vec<RistrettoPoint> {
+        let suite = Suite::new(self.collab.id());
+        let cached: Vec<Option<RistrettoPoint>> = match self.psi.hashes.lock() {
+            Ok(c) => ids.iter().map(|i| c.get(*i).copied()).collect(),
+            Err(_) => vec![None; ids.len()],
+        };
+        let missing: Vec<&[u8]> = ids
+            .iter()
+            .zip(&cached)
+            .filter(|(_, c)| c.is_none())
+            .map(|(i, _)| i.as_bytes())
+            .collect();
+        let mut fresh = airlock_psi::hash_all(&suite, &missing).into_iter();
+        let mut out = Vec::with_capacity(ids.len());
+        let mut add = Vec::new();
+        for (id, c) in ids.iter().zip(cached) {
+            match c {
+                Some(p) => out.push(p),
+                None => {
+                    let p = fresh.next().unwrap_or_default();
+                    add.push(((*id).to_string(), p));
+                    out.push(p);
+                }
+            }
+        }
+        if let Ok(mut c) = self.psi.hashes.lock() {
+            if c.len() + add.len() > MAX_CACHED {
+                c.clear();
+            }
+            c.extend(add);
+        }
+        out
+    }
+
+    fn store(&self, session: [u8; 16], state: State) -> Result<(), NodeError> {
+        let mut open = self
+            .psi
+            .open
+            .lock()
+            .map_err(|_| NodeError::Local("the session table is poisoned".into()))?;
+        open.retain(|_, (t, _)| t.elapsed() < SESSION_TTL);
+        if open.len() >= MAX_SESSIONS {
+            return Err(NodeError::Local(
+                "too many crypto-mode queries at once".into(),
+            ));
+        }
+        if open.contains_key(&session) {
+            return Err(NodeError::BadFragment("that session exists already".into()));
+        }
+        open.insert(session, (Instant::now(), state));
+        Ok(())
+    }
+
+    fn take(&self, session: &str) -> Result<State, NodeError> {
+        let id = session_id(session)?;
+        let mut open = self
+            .psi
+            .open
+            .lock()
+            .map_err(|_| NodeError::Local("the session table is poisoned".into()))?;
+        open.remove(&id)
+            .filter(|(t, _)| t.elapsed() < SESSION_TTL)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                NodeError::BadFragment("no such crypto-mode session on this node".into())
+            })
+    }
+
+    /// Runs one step of a crypto-mode query (JSON [`PsiRequest`] in, JSON
+    /// [`PsiResponse`] out): the node's whole crypto-mode interface.
+    pub async fn psi(&self, request: &[u8]) -> Result<Vec<u8>, NodeError> {
+        let req: PsiRequest = serde_json::from_slice(request)
+            .map_err(|e| NodeError::BadFragment(format!("not a crypto-mode step: {e}")))?;
+        let out = match req {
+            PsiRequest::Start { session, fragment } => self.psi_start(&session, fragment).await?,
+            PsiRequest::Respond { fragment, message } => {
+                self.psi_respond(fragment, &decode(&message)?).await?
+            }
+            PsiRequest::Reblind { session, message } => {
+                let State::Asker {
+                    asker,
+                    fragment,
+                    labels,
+                    k,
+                } = self.take(&session)?
+                else {
+                    return Err(NodeError::BadFragment(
+                        "this node is not the asker of that session".into(),
+                    ));
+                };
+                let (m3, _) = asker.reblind(&decode(&message)?).map_err(psi_error)?;
+                self.store(
+                    session_id(&session)?,
+                    State::Asker {
+                        asker,
+                        fragment,
+                        labels,
+                        k,
+                    },
+                )?;
+                m3
+            }
+            PsiRequest::Finish { session, message } => {
+                let State::Responder { responder } = self.take(&session)? else {
+                    return Err(NodeError::BadFragment(
+                        "this node is not the responder of that session".into(),
+                    ));
+                };
+                let (m4, _, _) = responder.finish(&decode(&message)?).map_err(psi_error)?;
+                m4
+            }
+            PsiRequest::Result { session, message } => {
+                let State::Asker {
+                    asker,
+                    fragment,
+                    labels,
+                    k,
+                } = self.take(&session)?
+                else {
+                    return Err(NodeError::BadFragment(
+                        "this node is not the asker of that session".into(),
+                    ));
+                };
+                let groups = asker.finish(&decode(&message)?).map_err(psi_error)?;
+                self.psi_result(&fragment, &labels, k, &groups)?
+            }
+        };
+        serde_json::to_vec(&PsiResponse {
+            message: B64.encode(out),
+        })
+        .map_err(|e| NodeError::Local(e.to_string()))
+    }
+
+    async fn psi_start(&self, session: &str, f: CryptoFragment) -> Result<Vec<u8>, NodeError> {
+        self.verify_crypto(&f, CryptoRole::Asker)?;
+        let id = session_id(session)?;
+        let table = self
+            .collab
+            .table(&f.asker.table)
+            .ok_or(NodeError::Execution)?;
+        let mut columns: Vec<_> = f.group_columns.iter().map(|g| col(g.as_str())).collect();
+        columns.push(col(table.identity.as_str()));
+        let batches = self
+            .crypto_rows(&f, &f.asker.table, &f.asker.filter, columns, false)
+            .await?;
+        // Group the asker's people: distinct people per group, groups in
+        // order of first appearance; keep one row per group for its labels.
+        let n = f.group_columns.len();
+        let opts = FormatOptions::default();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut members: Vec<HashSet<String>> = Vec::new();
+        let mut firsts: Vec<(usize, u32)> = Vec::new();
+        for (b_i, b) in batches.iter().enumerate() {
+            let fmts = b.columns()[..n]
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| NodeError::Execution)?;
+            let ids = cast(b.column(n), &DataType::Utf8).map_err(|_| NodeError::Execution)?;
+            let ids = ids.as_string::<i32>();
+            for row in 0..b.num_rows() {
+                let key: Vec<String> = fmts
+                    .iter()
+                    .zip(b.columns())
+                    .map(|(f, c)| {
+                        if c.is_null(row) {
+                            "\u{0}NULL".to_string()
+                        } else {
+                            f.value(row).to_string()
+                        }
+                    })
+                    .collect();
+                let key = key.join("\u{1f}");
+                let g = *index.entry(key).or_insert_with(|| {
+                    members.push(HashSet::new());
+                    firsts.push((b_i, row as u32));
+                    members.len() - 1
+                });
+                members[g].insert(ids.value(row).to_string());
+            }
+        }
+        let mut labels = Vec::with_capacity(n);
+        for c in 0..n {
+            let parts: Vec<ArrayRef> = batches.iter().map(|b| b.column(c).clone()).collect();
+            let all = if parts.is_empty() {
+                datafusion::arrow::array::new_empty_array(&DataType::Utf8)
+            } else {
+                datafusion::arrow::compute::concat(
+                    &parts.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+                )
+                .map_err(|_| NodeError::Execution)?
+            };
+            let offsets: Vec<usize> = batches
+                .iter()
+                .scan(0usize, |acc, b| {
+                    let start = *acc;
+                    *acc += b.num_rows();
+                    Some(start)
+                })
+                .collect();
+            let idx = UInt32Array::from(
+                firsts
+                    .iter()
+                    .map(|(b, r)| (offsets[*b] + *r as usize) as u32)
+                    .collect::<Vec<_>>(),
+            );
+            labels.push(take(&all, &idx, None).map_err(|_| NodeError::Execution)?);
+        }
+        let points: Vec<Vec<RistrettoPoint>> = members
+            .iter()
+            .map(|m| {
+                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
+                self.hash_ids(&ids)
+            })
+            .collect();
+        let (asker, m1, _) = Asker::start(id, &points).map_err(psi_error)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::Asker {
+                asker,
+                fragment: Box::new(f),
+                labels,
+                k,
+            },
+        )?;
+        Ok(m1)
+    }
+
+    async fn psi_respond(&self, mut f: CryptoFragment, m1: &[u8]) -> Result<Vec<u8>, NodeError> {
+        self.verify_crypto(&f, CryptoRole::Responder)?;
+        f.role = CryptoRole::Responder;
+        let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
+        let values = match (&f.measure, avg) {
+            (None, _) => 0,
+            (Some(_), false) => 1,
+            (Some(_), true) => 2,
+        };
+        let mut aggs = Vec::new();
+        if let Some(m) = &f.measure {
+            let field = self
+                .schemas
+                .get(&f.responder.table)
+                .and_then(|s| s.field_with_name(m).ok().cloned())
+                .ok_or(NodeError::Execution)?;
+            if !field.data_type().is_integer() {
+                return Err(refuse(
+                    Some(&f.responder.table),
+                    Some(m),
+                    "crypto mode sums integer measures only (e.g. cents)",
+                ));
+            }
+            aggs.push(sum(col(m.as_str())).alias("s"));
+            aggs.push(count(lit(1)).alias("n"));
+        } else {
+            aggs.push(count(lit(1)).alias("n"));
+        }
+        let batches = self
+            .crypto_rows(&f, &f.responder.table, &f.responder.filter, aggs, true)
+            .await?;
+        let mut ids: Vec<String> = Vec::new();
+        let mut nums: Vec<Vec<u64>> = Vec::new();
+        for b in &batches {
+            let id = cast(b.column(0), &DataType::Utf8).map_err(|_| NodeError::Execution)?;
+            let id = id.as_string::<i32>();
+            let s = if values > 0 {
+                Some(cast(b.column(1), &DataType::Int64).map_err(|_| NodeError::Execution)?)
+            } else {
+                None
+            };
+            let n = cast(b.column(b.num_columns() - 1), &DataType::Int64)
+                .map_err(|_| NodeError::Execution)?;
+            let n = n.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            for row in 0..b.num_rows() {
+                ids.push(id.value(row).to_string());
+                let mut v = Vec::with_capacity(values);
+                if let Some(s) = &s {
+                    let s = s.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                    let total = if s.is_null(row) { 0 } else { s.value(row) };
+                    let total = u64::try_from(total).map_err(|_| {
+                        refuse(
+                            Some(&f.responder.table),
+                            f.measure.as_deref(),
+                            "crypto mode sums non-negative measures; a person's total is negative",
+                        )
+                    })?;
+                    v.push(total);
+                    if values == 2 {
+                        v.push(u64::try_from(n.value(row)).unwrap_or(0));
+                    }
+                }
+                nums.push(v);
+            }
+        }
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let points = self.hash_ids(&id_refs);
+        let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
+        let k = self.crypto_k(&f);
+        let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;
+        let session = m1
+            .get(13..29)
+            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(session);
+        self.store(
+            id,
+            State::Responder {
+                responder: Box::new(responder),
+            },
+        )?;
+        Ok(m2)
+    }
+
+    fn psi_result(
+        &self,
+        f: &CryptoFragment,
+        labels: &[ArrayRef],
+        k: u64,
+        groups: &[airlock_psi::GroupResult],
+    ) -> Result<Vec<u8>, NodeError> {
+        // The asker's node applies its own k too.
+        let released: Vec<&airlock_psi::GroupResult> =
+            groups.iter().filter(|g| g.count >= k).collect();
+        let idx = UInt32Array::from(released.iter().map(|g| g.group).collect::<Vec<_>>());
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (name, o) in &f.outputs {
+            let (field, array): (Field, ArrayRef) = match o {
+                CryptoOutput::Group(i) => {
+                    let l = labels.get(*i).ok_or(NodeError::Execution)?;
+                    let a = take(l, &idx, None).map_err(|_| NodeError::Execution)?;
+                    (Field::new(name, a.data_type().clone(), true), a)
+                }
+                CryptoOutput::Count => (
+                    Field::new(name, DataType::Int64, false),
+                    Arc::new(Int64Array::from(
+                        released.iter().map(|g| g.count as i64).collect::<Vec<_>>(),
+                    )),
+                ),
+                CryptoOutput::Sum => (
+                    Field::new(name, DataType::Int64, true),
+                    Arc::new(Int64Array::from(
+                        released
+                            .iter()
+                            .map(|g| g.sums.first().map(|s| *s as i64))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                CryptoOutput::Avg => (
+                    Field::new(name, DataType::Float64, true),
+                    Arc::new(Float64Array::from(
+                        released
+                            .iter()
+                            .map(|g| match g.sums.as_slice() {
+                                [s, n] if *n > 0 => Some(*s as f64 / *n as f64),
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+            };
+            fields.push(field);
+            columns.push(array);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch =
+            RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
+        airlock_guard::wire::encode_batches(&schema, &[batch])
+            .map_err(|_| NodeError::Local("could not encode the result".into()))
+    }
+}
