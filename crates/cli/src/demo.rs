@@ -35,6 +35,32 @@ pub const DP_EXTRA: (&str, &str) = (
      GROUP BY a.region ORDER BY a.region",
 );
 
+/// The analyses `demo --crypto` runs by private set intersection between
+/// the two nodes: (member who asks, title, SQL).
+pub const CRYPTO_ANALYSES: &[(&str, &str, &str)] = &[
+    (
+        "publisher",
+        "Audience overlap by segment",
+        "SELECT a.segment, COUNT(DISTINCT a.email) AS people\n\
+         FROM audience a JOIN purchases p ON a.email = p.email\n\
+         GROUP BY a.segment",
+    ),
+    (
+        "publisher",
+        "Buyers and revenue by segment",
+        "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue_cents\n\
+         FROM audience a JOIN purchases p ON a.email = p.email\n\
+         GROUP BY a.segment",
+    ),
+    (
+        "advertiser",
+        "Customers in the publisher's audience, by category",
+        "SELECT p.category, COUNT(DISTINCT p.email) AS in_audience\n\
+         FROM purchases p JOIN audience a ON p.email = a.email\n\
+         GROUP BY p.category",
+    ),
+];
+
 /// Queries the demo shows being refused: (what it tries, SQL).
 pub const REFUSED: &[(&str, &str)] = &[
     ("read raw rows", "SELECT * FROM audience"),
@@ -63,6 +89,9 @@ pub struct DemoOptions {
     pub distributed: Option<std::path::PathBuf>,
     /// Run under differential privacy (budget epsilon 3, 1 per analysis).
     pub dp: bool,
+    /// Run in crypto mode: overlaps and sums by private set intersection
+    /// between the two nodes, no executor.
+    pub crypto: bool,
 }
 
 /// Where the demo's queries run.
@@ -130,10 +159,14 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
                 .map_err(|e| CliError::Failed(format!("removing {}: {e}", f.display())))?;
         }
     }
-    if opts.dp {
+    if opts.dp || opts.crypto {
         std::fs::write(
             dir.join("collaboration.toml"),
-            data::collaboration_toml_dp(),
+            if opts.crypto {
+                data::collaboration_toml_crypto()
+            } else {
+                data::collaboration_toml_dp()
+            },
         )
         .map_err(|e| CliError::Failed(format!("writing collaboration.toml: {e}")))?;
     }
@@ -151,6 +184,11 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
     if opts.dp {
         println!(
             "2. Collaboration {}: both datasets read in place; aggregation rules with differential privacy\n   (epsilon 1 per analysis from a budget of 3; at most 3 rows and 3 groups per person; exact discrete Laplace noise)",
+            config.display()
+        );
+    } else if opts.crypto {
+        println!(
+            "2. Collaboration {} in crypto mode: no executor; the two nodes compute overlaps and sums\n   by private set intersection (ristretto255 blinding, exponential ElGamal), k = 50 applied by the responder",
             config.display()
         );
     } else {
@@ -181,6 +219,29 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
             Runner::Remote(Box::new(running))
         }
     };
+    if opts.crypto {
+        println!();
+        println!("3. Overlap analyses by private set intersection (no executor)");
+        for (i, (member, title, sql)) in CRYPTO_ANALYSES.iter().enumerate() {
+            show_analysis_as(&cluster, member, i + 1, title, sql).await?;
+        }
+        let (title, sql) = ANALYSES[1];
+        println!();
+        println!("   Not computable without an executor: {title}");
+        println!("{}", indent(sql, 6));
+        match cluster.query("advertiser", sql).await {
+            Err(e @ CliError::Refused { .. }) => println!("      -> {e}"),
+            Err(e) => return Err(e),
+            Ok(_) => {
+                return Err(CliError::Failed(
+                    "crypto mode released a shape it does not support".into(),
+                ))
+            }
+        }
+        println!();
+        println!("Total {:.1}s", t.elapsed().as_secs_f64());
+        return Ok(());
+    }
     println!();
     println!("3. Canonical analyses, run as 'advertiser'");
     let mut analyses: Vec<(&str, &str)> = ANALYSES.to_vec();
@@ -252,11 +313,21 @@ fn indent(s: &str, n: usize) -> String {
 }
 
 async fn show_analysis(cluster: &Runner, n: usize, title: &str, sql: &str) -> Result<(), CliError> {
+    show_analysis_as(cluster, "advertiser", n, title, sql).await
+}
+
+async fn show_analysis_as(
+    cluster: &Runner,
+    member: &str,
+    n: usize,
+    title: &str,
+    sql: &str,
+) -> Result<(), CliError> {
     println!();
-    println!("   Analysis {n}: {title}");
+    println!("   Analysis {n}, asked by '{member}': {title}");
     println!("{}", indent(sql, 6));
     let t = Instant::now();
-    let released = cluster.query("advertiser", sql).await?;
+    let released = cluster.query(member, sql).await?;
     let table = render(&released, Format::Table).map_err(CliError::Failed)?;
     println!("{}", indent(&table, 6));
     println!("      released in {:.2}s", t.elapsed().as_secs_f64());

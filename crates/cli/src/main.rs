@@ -405,8 +405,12 @@ enum Command {
         /// Run under differential privacy: budget epsilon 3, each analysis
         /// epsilon 1, noisy results with their intervals; a fourth analysis
         /// is refused for budget.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "crypto")]
         dp: bool,
+        /// Crypto mode: the overlap analyses by private set intersection
+        /// between the two nodes, with no executor.
+        #[arg(long)]
+        crypto: bool,
     },
     /// Start a hub and one node per member of the demo collaboration as
     /// separate processes on loopback (mutual TLS); runs until Ctrl-C.
@@ -593,6 +597,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
             rows,
             distributed,
             dp,
+            crypto,
         } => {
             let bin = if distributed {
                 Some(this_binary().map_err(plain)?)
@@ -605,6 +610,7 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     rows,
                     distributed: bin,
                     dp,
+                    crypto,
                 },
                 None,
             )

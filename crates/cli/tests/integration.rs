@@ -246,6 +246,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
             rows: 30_000,
             distributed: None,
             dp: false,
+            crypto: false,
         },
         Some(tap.clone()),
     )

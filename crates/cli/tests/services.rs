@@ -1621,3 +1621,64 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--deliver needs --hub"));
     running.stop();
 }
+
+/// Crypto mode between two node processes: the hub only relays blinded
+/// points and ciphertexts (the wire tap between hub and nodes holds no
+/// raw email), and the released tables equal executor mode's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crypto_mode_runs_between_two_node_processes_with_no_executor() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let tap = tmp.path().join("wire.tap");
+    data::write_demo(&dir, 60_000, true).expect("demo data");
+    let executor = Cluster::open(&dir.join("collaboration.toml"), None)
+        .await
+        .expect("executor mode");
+    std::fs::write(
+        dir.join("collaboration.toml"),
+        data::collaboration_toml_crypto(),
+    )
+    .expect("write");
+    let mut running = up::start(&UpOptions {
+        dir: dir.clone(),
+        rows: 60_000,
+        wire_tap: Some(tap.clone()),
+        bin: bin(),
+        results_postgres: None,
+    })
+    .await
+    .expect("airlock up");
+    for (member, title, sql) in demo::CRYPTO_ANALYSES {
+        let client = running.client(member).expect("client");
+        let got = remote::query(&client, "demo", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{title}: {e}"));
+        let want = executor.query("advertiser", sql).await.expect("executor");
+        assert!(!rows(&want.batches).is_empty(), "{title}");
+        assert_eq!(rows(&got.batches), rows(&want.batches), "{title}");
+    }
+    // A shape crypto mode cannot compute is refused by the hub.
+    let analyst = running.client("publisher").expect("client");
+    let shape = remote::query(
+        &analyst,
+        "demo",
+        "SELECT a.segment, COUNT(*) FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment",
+    )
+    .await;
+    assert!(
+        matches!(shape, Err(CliError::Refused { refusal, .. }) if refusal.control == Control::CryptoMode)
+    );
+    running.stop();
+    let emails = demo_emails(&dir).await;
+    let bytes = std::fs::read(&tap).expect("tap");
+    assert!(bytes.len() > 100_000, "the tap recorded the exchange");
+    assert!(
+        contains(&bytes, b"\"step\":\"respond\""),
+        "crypto steps went through the hub"
+    );
+    let found = find_emails(&bytes, &emails);
+    assert!(
+        found.is_empty(),
+        "raw emails between hub and nodes: {found:?}"
+    );
+}
