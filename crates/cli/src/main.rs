@@ -545,6 +545,19 @@ enum Command {
         #[arg(long)]
         distributed: bool,
     },
+    /// Time crypto mode's private set intersection on two identifier files
+    /// (one per line); prints JSON. See bench/psi_vs_openmined.py.
+    BenchPsi {
+        /// The asker's identifiers.
+        #[arg(long)]
+        asker: PathBuf,
+        /// The responder's identifiers.
+        #[arg(long)]
+        responder: PathBuf,
+        /// Also sum a per-person value under encryption.
+        #[arg(long)]
+        sums: bool,
+    },
 }
 
 fn bad(e: impl std::fmt::Display) -> CliError {
@@ -961,6 +974,15 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 }
             }
         },
+        Command::BenchPsi {
+            asker,
+            responder,
+            sums,
+        } => {
+            let out = airlock_cli::psibench::run(&asker, &responder, sums).map_err(plain)?;
+            println!("{out}");
+            Ok(())
+        }
         Command::Bench {
             dir,
             rows,

@@ -1,0 +1,105 @@
+//! `airlock bench-psi`: crypto mode's private set intersection between two
+//! parties on identifier files, timed step by step, with every message sent
+//! over a real loopback TCP connection. `bench/psi_vs_openmined.py` runs it
+//! side by side with OpenMined PSI on the same identifiers.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Instant;
+
+use airlock_psi::protocol::{new_session, StepStats};
+use airlock_psi::{hash_all, Asker, Responder, Suite};
+
+use crate::cluster::CliError;
+
+fn read_ids(path: &Path) -> Result<Vec<String>, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+/// Sends `bytes` over a loopback TCP connection and returns what arrived
+/// and how long the transfer took.
+fn over_loopback(bytes: &[u8]) -> Result<(Vec<u8>, f64), CliError> {
+    let io = |e: std::io::Error| CliError::Failed(format!("loopback: {e}"));
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    let t = Instant::now();
+    let reader = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+        let (mut s, _) = listener.accept()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    });
+    let mut s = TcpStream::connect(addr).map_err(io)?;
+    s.write_all(bytes).map_err(io)?;
+    drop(s);
+    let got = reader
+        .join()
+        .map_err(|_| CliError::Failed("loopback reader panicked".into()))?
+        .map_err(io)?;
+    Ok((got, t.elapsed().as_secs_f64()))
+}
+
+/// Runs the protocol: the asker holds `asker` (one group), the responder
+/// `responder` (with a per-person value of 1 when `sums`). Prints one JSON
+/// object with the overlap and where the time went.
+pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Value, CliError> {
+    let a = read_ids(asker)?;
+    let r = read_ids(responder)?;
+    let suite = Suite::new("bench");
+    let fail = |e: airlock_psi::PsiError| CliError::Failed(e.to_string());
+    let total = Instant::now();
+    let t = Instant::now();
+    let a_points = hash_all(&suite, &a.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
+    let r_points = hash_all(&suite, &r.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
+    let hash_s = t.elapsed().as_secs_f64();
+    let values = usize::from(sums);
+    let people: Vec<_> = r_points.into_iter().map(|p| (p, vec![1; values])).collect();
+    let mut transfer_s = 0.0;
+    let mut bytes = 0usize;
+    let mut send = |m: Vec<u8>| -> Result<Vec<u8>, CliError> {
+        let (got, s) = over_loopback(&m)?;
+        transfer_s += s;
+        bytes += got.len();
+        Ok(got)
+    };
+    let (asker_side, m1, s1) =
+        Asker::start(new_session().map_err(fail)?, &[a_points]).map_err(fail)?;
+    let m1 = send(m1)?;
+    let (responder_side, m2, s2) = Responder::respond(&m1, &people, values, 2).map_err(fail)?;
+    let m2 = send(m2)?;
+    let (m3, s3) = asker_side.reblind(&m2).map_err(fail)?;
+    let m3 = send(m3)?;
+    let (m4, _, s4) = responder_side.finish(&m3).map_err(fail)?;
+    let m4 = send(m4)?;
+    let groups = asker_side.finish(&m4).map_err(fail)?;
+    let total_s = total.elapsed().as_secs_f64();
+    let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();
+    Ok(serde_json::json!({
+        "asker": a.len(),
+        "responder": r.len(),
+        "overlap": groups.first().map(|g| g.count).unwrap_or(0),
+        "sum": groups.first().and_then(|g| g.sums.first().copied()),
+        "total_s": total_s,
+        "hash_s": hash_s,
+        "scalar_mult_s": sum(|s| s.blind_s),
+        "encryption_s": sum(|s| s.crypto_s),
+        "matching_s": sum(|s| s.match_s),
+        "transfer_s": transfer_s,
+        "bytes": bytes,
+        "threads": rayon_threads(),
+    }))
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
