@@ -1517,9 +1517,20 @@ async fn released_results_are_delivered_by_the_members_own_node() {
         ..airlock_policy::QuerySpec::sql(OVERLAP)
     };
     // Parquet under the advertiser's node.
-    let said = remote::deliver(&analyst, "demo", &spec("files"))
-        .await
-        .expect("delivered");
+    let said = match remote::deliver(&analyst, "demo", &spec("files")).await {
+        Ok(s) => s,
+        Err(e) => {
+            let why: Vec<String> = db
+                .audit("demo")
+                .await
+                .expect("audit")
+                .into_iter()
+                .filter(|e| e.kind == "result.delivery_failed")
+                .map(|e| e.payload)
+                .collect();
+            panic!("files: {e}: {why:?}");
+        }
+    };
     assert!(
         said.contains("delivered to the node of 'advertiser' (parquet destination 'files')"),
         "{said}"
@@ -1563,9 +1574,17 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     assert_eq!(csv.lines().count(), want.len() + 1);
     // The member's own PostgreSQL.
     if let Some(url) = &pg {
-        remote::deliver(&analyst, "demo", &spec("warehouse"))
-            .await
-            .expect("postgres");
+        if let Err(e) = remote::deliver(&analyst, "demo", &spec("warehouse")).await {
+            let why: Vec<String> = db
+                .audit("demo")
+                .await
+                .expect("audit")
+                .into_iter()
+                .filter(|e| e.kind == "result.delivery_failed")
+                .map(|e| e.payload)
+                .collect();
+            panic!("postgres: {e}: {why:?}");
+        }
         let w = delivered("postgres").await;
         assert_eq!(w["location"], "table airlock_results_advertiser");
         use sqlx::Connection;

@@ -395,18 +395,25 @@ impl HubState {
         Ok(())
     }
 
-    /// Sends a released result to the querier's node, which writes it to
-    /// its destination `dest`; on success the hub's copy is deleted and the
-    /// delivery audited with the content hashes. On failure the result
-    /// stays fetchable and the failure is audited.
-    async fn deliver(&self, q: &QueryRecord, collab_id: &str, dest: &str, bytes: Vec<u8>) {
-        use base64::Engine as _;
-        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    /// Sends a result to the querier's node, which writes it to its
+    /// destination `dest`. On success the query becomes released with no
+    /// copy kept by the hub, and the delivery is audited with the content
+    /// hashes, in one transaction; returns true. On failure the failure is
+    /// audited and the caller releases the result as usual (fetchable).
+    async fn deliver(
+        &self,
+        q: &QueryRecord,
+        collab_id: &str,
+        dest: &str,
+        bytes: &[u8],
+        rows: i64,
+    ) -> bool {
+        let sha = hex::encode(sha2::Sha256::digest(bytes));
         let req = proto::Deliver {
             collaboration: collab_id.to_string(),
             query: q.id.clone(),
             destination: dest.to_string(),
-            result: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            result: base64::engine::general_purpose::STANDARD.encode(bytes),
         };
         let outcome: Result<proto::Delivered, String> = self
             .links
@@ -435,12 +442,16 @@ impl HubState {
                     "result_sha256": d.result_sha256,
                     "file_sha256": d.file_sha256,
                 });
-                if let Err(e) = self
+                match self
                     .store
-                    .delivered(&q.id, &q.member, &detail, &payload)
+                    .release_delivered(&q.id, rows, &sha, &detail, &payload)
                     .await
                 {
-                    eprintln!("hub: recording the delivery of {}: {e}", q.id);
+                    Ok(_) => true,
+                    Err(e) => {
+                        eprintln!("hub: recording the delivery of {}: {e}", q.id);
+                        false
+                    }
                 }
             }
             Err(e) => {
@@ -453,6 +464,7 @@ impl HubState {
                         serde_json::json!({"query": q.id, "destination": dest, "error": e}),
                     )
                     .await;
+                false
             }
         }
     }
@@ -535,12 +547,16 @@ impl HubState {
                             }),
                         )
                         .await;
-                    self.store
-                        .release(&q.id, &bytes, released.num_rows() as i64)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if let Some(dest) = &spec.deliver {
-                        self.deliver(&q, &engine.id, dest, bytes).await;
+                    let rows = released.num_rows() as i64;
+                    let delivered = match &spec.deliver {
+                        Some(dest) => self.deliver(&q, &engine.id, dest, &bytes, rows).await,
+                        None => false,
+                    };
+                    if !delivered {
+                        self.store
+                            .release(&q.id, &bytes, rows)
+                            .await
+                            .map_err(|e| e.to_string())?;
                     }
                     Ok(())
                 }

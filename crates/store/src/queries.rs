@@ -238,39 +238,53 @@ impl Store {
         })
     }
 
-    /// A released result was written by the receiving member's node: the
-    /// hub's copy is deleted and the delivery audited as `result.delivered`
-    /// (`payload` names the member's destination and the content hashes),
-    /// in one transaction. The query's detail then says where it went.
-    pub async fn delivered(
+    /// Moves query `id` from `Running` to `Released` for a result the
+    /// receiving member's node has already written to its destination: the
+    /// hub stores no copy. Audited as `query.released` (with the result's
+    /// SHA-256) and `result.delivered` (`payload`: destination, location,
+    /// content hashes), with `detail` saying where it went, all in one
+    /// transaction, so the query is never seen released but undelivered.
+    pub async fn release_delivered(
         &self,
         id: &str,
-        member: &str,
+        rows: i64,
+        result_sha256: &str,
         detail: &str,
         payload: &serde_json::Value,
-    ) -> Result<(), StoreError> {
+    ) -> Result<QueryRecord, StoreError> {
         check_text("delivery detail", detail)?;
+        if rows < 0 {
+            return Err(StoreError::BadInput(
+                "a row count cannot be negative".into(),
+            ));
+        }
         in_tx!(self, |tx| {
-            let q = load(&mut tx, id).await?;
-            if q.state != QueryState::Released {
-                return Err(
-                    StoreError::BadInput("only a released result is delivered".into()).into(),
-                );
-            }
-            sqlx::query("DELETE FROM query_results WHERE query_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .ctx("delete a delivered result")?;
-            sqlx::query("UPDATE queries SET detail = $1 WHERE id = $2")
-                .bind(detail)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .ctx("mark a delivered result")?;
-            append_audit_in(&mut tx, &q.collab, "result.delivered", member, payload).await?;
+            let mut q = load(&mut tx, id).await?;
+            guarded_move(
+                &mut tx,
+                &mut q,
+                QueryState::Released,
+                Some(detail),
+                Some(rows),
+            )
+            .await?;
+            append_audit_in(
+                &mut tx,
+                &q.collab,
+                "query.released",
+                &q.member,
+                &serde_json::json!({
+                    "query": q.id,
+                    "state": "released",
+                    "detail": detail,
+                    "rows": rows,
+                    "result_sha256": result_sha256,
+                }),
+            )
+            .await?;
+            append_audit_in(&mut tx, &q.collab, "result.delivered", &q.member, payload).await?;
+            q
         })
-        .map(|()| ())
     }
 
     /// Query `id`, if it exists.
