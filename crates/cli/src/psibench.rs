@@ -60,6 +60,12 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
     let a_points = hash_all(&suite, &a.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
     let r_points = hash_all(&suite, &r.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
     let hash_s = t.elapsed().as_secs_f64();
+    let progress = |what: &str| eprintln!("  {:>7.1}s  {what}", total.elapsed().as_secs_f64());
+    progress(&format!(
+        "hashed {} + {} identifiers to ristretto255",
+        a.len(),
+        r.len()
+    ));
     let values = usize::from(sums);
     let people: Vec<_> = r_points.into_iter().map(|p| (p, vec![1; values])).collect();
     let mut transfer_s = 0.0;
@@ -73,12 +79,16 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
     let (asker_side, m1, s1) =
         Asker::start(new_session().map_err(fail)?, &[a_points]).map_err(fail)?;
     let m1 = send(m1)?;
+    progress("1. asker blinded and sent its identifiers");
     let (responder_side, m2, s2) = Responder::respond(&m1, &people, values, 2).map_err(fail)?;
     let m2 = send(m2)?;
+    progress("2. responder blinded (and encrypted) and sent its own");
     let (m3, s3) = asker_side.reblind(&m2).map_err(fail)?;
     let m3 = send(m3)?;
+    progress("3. asker blinded them again and re-randomised");
     let (m4, _, s4) = responder_side.finish(&m3).map_err(fail)?;
     let m4 = send(m4)?;
+    progress("4. responder matched, counted, decrypted and released");
     let groups = asker_side.finish(&m4).map_err(fail)?;
     let total_s = total.elapsed().as_secs_f64();
     let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();

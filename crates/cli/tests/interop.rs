@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use airlock_cli::cluster::Cluster;
 use airlock_cli::data;
 use airlock_policy::QuerySpec;
@@ -263,7 +265,7 @@ rule = {{ type = "aggregation", min_distinct_identities = 10 }}
                 "SELECT p.segment, COUNT(DISTINCT p.email) AS people, SUM(o.amount) AS spend FROM people p JOIN orders o ON p.{on} = o.{on} GROUP BY p.segment"
             );
             let released = cluster.query("adv", &sql).await.expect("query");
-            common_rows(&released)
+            common::rows(&released.batches)
         }
     };
     std::fs::write(&file, config(true)).expect("write");
@@ -302,26 +304,4 @@ rule = {{ type = "aggregation", min_distinct_identities = 10 }}
             .contains("column 'segment': is read from 'NOPE' (source_columns), which is not a column of dataset 'pub_people'"),
         "{e}"
     );
-}
-
-fn common_rows(r: &airlock_hub::Released) -> Vec<String> {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let mut out = Vec::new();
-    for b in &r.batches {
-        for i in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default())
-                        .expect("fmt")
-                        .value(i)
-                        .to_string()
-                })
-                .collect();
-            out.push(cells.join(" | "));
-        }
-    }
-    out.sort();
-    out
 }

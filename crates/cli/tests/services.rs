@@ -1517,20 +1517,27 @@ async fn released_results_are_delivered_by_the_members_own_node() {
         ..airlock_policy::QuerySpec::sql(OVERLAP)
     };
     // Parquet under the advertiser's node.
-    let said = match remote::deliver(&analyst, "demo", &spec("files")).await {
-        Ok(s) => s,
-        Err(e) => {
-            let why: Vec<String> = db
-                .audit("demo")
-                .await
-                .expect("audit")
-                .into_iter()
-                .filter(|e| e.kind == "result.delivery_failed")
-                .map(|e| e.payload)
-                .collect();
-            panic!("files: {e}: {why:?}");
+    // On failure, say why from the audit chain.
+    let deliver = |dest: &'static str| {
+        let (analyst, db) = (&analyst, &db);
+        async move {
+            match remote::deliver(analyst, "demo", &spec(dest)).await {
+                Ok(said) => said,
+                Err(e) => {
+                    let why: Vec<String> = db
+                        .audit("demo")
+                        .await
+                        .expect("audit")
+                        .into_iter()
+                        .filter(|e| e.kind == "result.delivery_failed")
+                        .map(|e| e.payload)
+                        .collect();
+                    panic!("{dest}: {e}: {why:?}");
+                }
+            }
         }
     };
+    let said = deliver("files").await;
     assert!(
         said.contains("delivered to the node of 'advertiser' (parquet destination 'files')"),
         "{said}"
@@ -1565,26 +1572,14 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     assert!(text.contains("delivered"), "{text}");
     assert!(db.result(&id).await.expect("read").is_none());
     // CSV.
-    remote::deliver(&analyst, "demo", &spec("csv"))
-        .await
-        .expect("csv");
+    deliver("csv").await;
     let c = delivered("csv").await;
     let csv = std::fs::read_to_string(c["location"].as_str().expect("location")).expect("csv");
     assert!(csv.starts_with("segment,people\n"), "{csv}");
     assert_eq!(csv.lines().count(), want.len() + 1);
     // The member's own PostgreSQL.
     if let Some(url) = &pg {
-        if let Err(e) = remote::deliver(&analyst, "demo", &spec("warehouse")).await {
-            let why: Vec<String> = db
-                .audit("demo")
-                .await
-                .expect("audit")
-                .into_iter()
-                .filter(|e| e.kind == "result.delivery_failed")
-                .map(|e| e.payload)
-                .collect();
-            panic!("postgres: {e}: {why:?}");
-        }
+        deliver("warehouse").await;
         let w = delivered("postgres").await;
         assert_eq!(w["location"], "table airlock_results_advertiser");
         use sqlx::Connection;

@@ -309,21 +309,7 @@ impl Hub {
         member: &str,
         spec: &QuerySpec,
     ) -> Result<(CheckedQuery, QueryPlan), HubError> {
-        if self.collab.member(member).is_none() {
-            return Err(HubError::BadInput(format!(
-                "'{member}' is not a member of collaboration '{}'",
-                self.collab.name()
-            )));
-        }
-        if !self.collab.has_ability(member, Ability::Query) {
-            return Err(HubError::Refused {
-                refusal: Refusal::new(
-                    Control::Ability,
-                    format!("member '{member}' does not have the 'query' ability"),
-                ),
-                node: None,
-            });
-        }
+        self.require_query(member)?;
         let crypto = if self.collab.config.collaboration.mode == Mode::Crypto {
             Some(self.guard.check_crypto(spec, member).await?)
         } else {
