@@ -219,3 +219,99 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     );
     let _ = Path::new(".");
 }
+
+/// Under differential privacy crypto mode bounds each person's
+/// contribution on the responder's node, adds exact discrete Laplace noise
+/// to every released value, chooses groups by partition selection, and
+/// spends the budget before any node reads a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_differential_privacy_crypto_mode_adds_noise_and_spends_the_budget() {
+    let (_tmp, plain, _crypto) = setup(100_000);
+    let dir = plain.parent().expect("dir").to_path_buf();
+    let dp = data::collaboration_toml_dp()
+        .replacen(
+            "purposes = [\"measurement\"]",
+            "purposes = [\"measurement\"]\nmode = \"crypto\"",
+            1,
+        )
+        .replacen(
+            "name = \"publisher\"\nabilities = [\"provide\"]",
+            "name = \"publisher\"\nabilities = [\"query\", \"receive\", \"provide\"]",
+            1,
+        );
+    let file = dir.join("crypto-dp.toml");
+    std::fs::write(&file, dp).expect("write");
+    let exact = Cluster::open(&plain, None).await.expect("executor mode");
+    let psi = Cluster::open(&file, None)
+        .await
+        .expect("crypto mode with DP");
+    let by_segment = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment";
+    let counts = |batches: &[datafusion::arrow::record_batch::RecordBatch]| {
+        rows(batches)
+            .into_iter()
+            .map(|r| {
+                let (k, v) = r.rsplit_once(" | ").expect("two columns");
+                (k.to_string(), v.parse::<i64>().expect("count"))
+            })
+            .collect::<std::collections::BTreeMap<String, i64>>()
+    };
+    let want = counts(
+        &exact
+            .query("advertiser", by_segment)
+            .await
+            .expect("exact")
+            .batches,
+    );
+    let got = counts(
+        &psi.query("publisher", by_segment)
+            .await
+            .expect("noisy")
+            .batches,
+    );
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "every segment is large enough to be selected"
+    );
+    let mut differs = 0;
+    for (segment, noisy) in &got {
+        let e = want[segment];
+        // Scale 3 (3 groups per person at epsilon 1): 60 is 20 scales.
+        assert!((noisy - e).abs() <= 60, "{segment}: {noisy} vs {e}");
+        differs += usize::from(*noisy != e);
+    }
+    assert!(differs > 0, "noise was added");
+    // Sums and averages are released noisy too, averages clamped.
+    let revenue = psi
+        .query(
+            "publisher",
+            "SELECT a.segment, AVG(p.amount_cents) AS avg_order FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment",
+        )
+        .await
+        .expect("noisy average");
+    for r in rows(&revenue.batches) {
+        let avg: f64 = r.rsplit(" | ").next().expect("avg").parse().expect("float");
+        assert!((0.0..=30_000.0).contains(&avg), "{r}");
+    }
+    // Without groups, the one count is always released.
+    let total = psi
+        .query(
+            "publisher",
+            "SELECT COUNT(DISTINCT a.email) AS overlap FROM audience a JOIN purchases p ON a.email = p.email",
+        )
+        .await
+        .expect("noisy total");
+    let noisy: i64 = rows(&total.batches)[0].parse().expect("int");
+    let e: i64 = want.values().sum();
+    assert!((noisy - e).abs() <= 60, "{noisy} vs {e}");
+    // Three queries at epsilon 1 spent the budget of 3: the fourth is refused.
+    match psi.query("publisher", by_segment).await {
+        Err(CliError::Refused { refusal, .. }) => {
+            assert_eq!(refusal.control, Control::PrivacyBudget, "{refusal}")
+        }
+        other => panic!(
+            "expected a budget refusal, got {:?}",
+            other.map(|r| r.num_rows())
+        ),
+    }
+}

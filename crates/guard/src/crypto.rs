@@ -12,7 +12,50 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 
 use crate::check::{Checked, TableInfo};
+use crate::dp::DpCost;
 use crate::{internal, split, GuardError, QueryKind};
+
+/// What a crypto-mode query costs under differential privacy: epsilon as
+/// the rules say; delta when its groups are chosen by partition selection
+/// (the responder cannot see group names, so grouped queries always are).
+pub(crate) fn cost(
+    tables: &HashMap<String, TableInfo>,
+    f: &CryptoFragment,
+) -> Result<Option<DpCost>, GuardError> {
+    let rules: Vec<_> = [&f.asker.table, &f.responder.table]
+        .iter()
+        .map(|t| tables.get(*t).and_then(|i| i.table.dp()))
+        .collect();
+    if rules.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let rules: Vec<_> = rules.into_iter().flatten().collect();
+    if rules.len() != 2 {
+        return Err(GuardError::Refused(Refusal::new(
+            Control::DifferentialPrivacy,
+            "every table of a DP query needs a differential privacy rule",
+        )));
+    }
+    let epsilon = rules
+        .iter()
+        .map(|r| r.query_epsilon())
+        .fold(f64::INFINITY, f64::min);
+    let delta = rules.iter().map(|r| r.delta).fold(f64::INFINITY, f64::min);
+    if !f.group_columns.is_empty() && delta <= 0.0 {
+        return Err(GuardError::Refused(Refusal::new(
+            Control::DifferentialPrivacy,
+            "in crypto mode the responder cannot see group names, so released groups are chosen by partition selection: the rules need a delta above 0",
+        )));
+    }
+    Ok(Some(DpCost {
+        epsilon,
+        delta: if f.group_columns.is_empty() {
+            0.0
+        } else {
+            delta
+        },
+    }))
+}
 
 const SHAPES: &str = "crypto mode supports only the overlap count (COUNT(DISTINCT identity) over an equality join on the identity), the same grouped by dimensions of the asking member's own table, and SUM or AVG of the other member's measure over the overlap, grouped the same way";
 

@@ -343,12 +343,13 @@ impl Guard {
 
     /// Checks a crypto-mode query: every rule as for any query, then the
     /// shapes crypto mode computes; returns the asker's fragment (the
-    /// responder's differs only in its role).
+    /// responder's differs only in its role) and, under differential
+    /// privacy, what the query costs.
     pub async fn check_crypto(
         &self,
         spec: &QuerySpec,
         querier: &str,
-    ) -> Result<airlock_policy::CryptoFragment, GuardError> {
+    ) -> Result<(airlock_policy::CryptoFragment, Option<dp::DpCost>), GuardError> {
         let (sql, run, purpose) = templates::resolve(&self.collab, spec)?;
         self.check_run(&sql, run.as_ref(), purpose.as_deref(), querier, true)
             .await?;
@@ -359,7 +360,7 @@ impl Guard {
         let plan = self.plan_sql(&sql).await?;
         let plan = templates::bind(plan, template, run.as_ref())?;
         let checked = check::check_plan(&self.tables, querier, &plan)?;
-        crypto::shape(
+        let fragment = crypto::shape(
             &self.ctx.state(),
             &self.tables,
             &self.collaboration,
@@ -368,7 +369,9 @@ impl Guard {
             querier,
             run.as_ref(),
             purpose.as_deref(),
-        )
+        )?;
+        let cost = crypto::cost(&self.tables, &fragment)?;
+        Ok((fragment, cost))
     }
 
     /// Static verification of a template before an owner approves it: the

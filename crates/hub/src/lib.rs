@@ -190,9 +190,15 @@ impl Hub {
         member: &str,
         spec: &QuerySpec,
         nodes: &dyn NodeClient,
+        ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
         self.require_query(member)?;
-        let fragment = self.guard.check_crypto(spec, member).await?;
+        let (fragment, cost) = self.guard.check_crypto(spec, member).await?;
+        // Under differential privacy the cost is debited before any node
+        // reads a row.
+        if let Some(cost) = cost {
+            ledger.debit(member, cost).await?;
+        }
         let mut session = [0u8; 16];
         getrandom::getrandom(&mut session)
             .map_err(|e| HubError::Failed(format!("no randomness: {e}")))?;
@@ -311,7 +317,7 @@ impl Hub {
     ) -> Result<(CheckedQuery, QueryPlan), HubError> {
         self.require_query(member)?;
         let crypto = if self.collab.config.collaboration.mode == Mode::Crypto {
-            Some(self.guard.check_crypto(spec, member).await?)
+            Some(self.guard.check_crypto(spec, member).await?.0)
         } else {
             None
         };
@@ -344,7 +350,7 @@ impl Hub {
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
         if self.collab.config.collaboration.mode == Mode::Crypto {
-            return self.crypto_query(member, spec, nodes).await;
+            return self.crypto_query(member, spec, nodes, ledger).await;
         }
         let (checked, plan) = self.check_spec(member, spec).await?;
         if let Some(dp) = &checked.dp {

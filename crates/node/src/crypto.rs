@@ -29,6 +29,10 @@ use datafusion::logical_expr::{col, lit};
 use crate::{Node, NodeError};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+fn cast_expr(e: datafusion::logical_expr::Expr) -> datafusion::logical_expr::Expr {
+    datafusion::logical_expr::cast(e, DataType::Int64)
+}
+
 /// Sessions older than this are dropped.
 const SESSION_TTL: Duration = Duration::from_secs(600);
 /// Most sessions a node holds at once.
@@ -45,7 +49,26 @@ enum State {
     },
     Responder {
         responder: Box<Responder>,
+        dp: Option<Box<CryptoDp>>,
     },
+}
+
+/// Differential privacy of a crypto-mode query, from the node's own copy
+/// of the rules: contribution bounds, the noise of each released value,
+/// and the partition selection threshold.
+struct CryptoDp {
+    /// At most this many rows per person enter its sum.
+    max_rows: usize,
+    /// A person counts in at most this many groups.
+    max_groups: usize,
+    /// Clamping bounds of the measure (non-negative).
+    bounds: Option<(i64, i64)>,
+    count: airlock_privacy::Laplace,
+    sum: Option<airlock_privacy::Laplace>,
+    rows: Option<airlock_privacy::Laplace>,
+    /// Released groups need a noisy count of at least this (grouped
+    /// queries); `None`: the one group is always released.
+    threshold: Option<i64>,
 }
 
 /// The node's crypto-mode sessions and its hash cache.
@@ -104,6 +127,106 @@ impl Node {
             .filter_map(|t| t.min_distinct_identities())
             .max()
             .unwrap_or(2)
+    }
+
+    /// The query's differential privacy, if both tables have a DP rule in
+    /// this node's own policy.
+    fn crypto_dp(&self, f: &CryptoFragment) -> Result<Option<CryptoDp>, NodeError> {
+        let rules: Vec<_> = [&f.asker.table, &f.responder.table]
+            .iter()
+            .filter_map(|t| self.collab.table(t))
+            .filter_map(|t| t.dp())
+            .collect();
+        if rules.is_empty() {
+            return Ok(None);
+        }
+        if rules.len() != 2 {
+            return Err(NodeError::Refused(Refusal::new(
+                Control::DifferentialPrivacy,
+                "every table of a DP query needs a differential privacy rule",
+            )));
+        }
+        let epsilon = rules
+            .iter()
+            .map(|r| r.query_epsilon())
+            .fold(f64::INFINITY, f64::min);
+        let delta = rules.iter().map(|r| r.delta).fold(f64::INFINITY, f64::min);
+        let max_rows = rules
+            .iter()
+            .map(|r| r.max_rows_per_identity)
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let max_groups = rules
+            .iter()
+            .map(|r| r.max_groups_per_identity)
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
+        let bounds = match &f.measure {
+            None => None,
+            Some(m) => {
+                let rule = self
+                    .collab
+                    .table(&f.responder.table)
+                    .and_then(|t| t.dp())
+                    .ok_or(NodeError::Execution)?;
+                match rule.bounds.get(m) {
+                    Some([lo, hi]) if *lo >= 0 => Some((*lo, *hi)),
+                    _ => {
+                        return Err(NodeError::Refused(
+                            Refusal::new(
+                                Control::DifferentialPrivacy,
+                                "under differential privacy a summed measure needs non-negative clamping bounds in the rule",
+                            )
+                            .table(&f.responder.table, None)
+                            .column(m),
+                        ))
+                    }
+                }
+            }
+        };
+        // Epsilon split evenly over the noisy values of each group.
+        let n = 1 + usize::from(bounds.is_some()) + usize::from(bounds.is_some() && avg);
+        let each = epsilon / n as f64;
+        let (g, m) = (max_groups as f64, max_rows as f64);
+        let noise = |sensitivity: f64| {
+            airlock_privacy::Laplace::for_epsilon(each, sensitivity)
+                .map_err(|e| NodeError::Local(e.to_string()))
+        };
+        let count = noise(g)?;
+        let sum = match bounds {
+            Some((_, hi)) => Some(noise(g * m * (hi.max(1)) as f64)?),
+            None => None,
+        };
+        let rows = if bounds.is_some() && avg {
+            Some(noise(g * m)?)
+        } else {
+            None
+        };
+        let threshold = if f.group_columns.is_empty() {
+            None
+        } else {
+            if delta <= 0.0 {
+                return Err(NodeError::Refused(Refusal::new(
+                    Control::DifferentialPrivacy,
+                    "grouped crypto-mode queries choose groups by partition selection: the rules need a delta above 0",
+                )));
+            }
+            // As in executor mode: t = 1 + ceil(b ln(g / delta)), at least k.
+            let t = 1.0 + (count.scale() * (g / delta).ln()).ceil();
+            Some((t.max(self.crypto_k(f) as f64)).min(i64::MAX as f64) as i64)
+        };
+        Ok(Some(CryptoDp {
+            max_rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
+            max_groups: max_groups as usize,
+            bounds,
+            count,
+            sum,
+            rows,
+            threshold,
+        }))
     }
 
     /// Checks a crypto fragment against this node's own rules.
@@ -389,13 +512,26 @@ impl Node {
                 m3
             }
             PsiRequest::Finish { session, message } => {
-                let State::Responder { responder } = self.take(&session)? else {
+                let State::Responder { responder, dp } = self.take(&session)? else {
                     return Err(NodeError::BadFragment(
                         "this node is not the responder of that session".into(),
                     ));
                 };
-                let (m4, _, _) = responder.finish(&decode(&message)?).map_err(psi_error)?;
-                m4
+                let m3 = decode(&message)?;
+                match dp {
+                    None => responder.finish(&m3).map_err(psi_error)?.0,
+                    Some(dp) => {
+                        let release = |g: &airlock_psi::GroupResult| dp.release(g);
+                        let policy = airlock_psi::Release {
+                            max_groups_per_person: Some(dp.max_groups),
+                            release: &release,
+                        };
+                        responder
+                            .finish_with(&m3, Some(&policy))
+                            .map_err(psi_error)?
+                            .0
+                    }
+                }
             }
             PsiRequest::Result { session, message } => {
                 let State::Asker {
@@ -426,6 +562,16 @@ impl Node {
             .collab
             .table(&f.asker.table)
             .ok_or(NodeError::Execution)?;
+        // Under differential privacy, a group column with public keys in
+        // this table's rule releases those keys only: others never leave.
+        let public: Vec<Option<HashSet<String>>> = match (self.crypto_dp(&f)?, table.dp()) {
+            (Some(_), Some(rule)) => f
+                .group_columns
+                .iter()
+                .map(|g| rule.public_keys.get(g).map(|l| l.iter().cloned().collect()))
+                .collect(),
+            _ => vec![None; f.group_columns.len()],
+        };
         let mut columns: Vec<_> = f.group_columns.iter().map(|g| col(g.as_str())).collect();
         columns.push(col(table.identity.as_str()));
         let batches = self
@@ -458,6 +604,13 @@ impl Node {
                         }
                     })
                     .collect();
+                let listed = key
+                    .iter()
+                    .zip(&public)
+                    .all(|(k, p)| p.as_ref().is_none_or(|p| p.contains(k)));
+                if !listed {
+                    continue;
+                }
                 let key = key.join("\u{1f}");
                 let g = *index.entry(key).or_insert_with(|| {
                     members.push(HashSet::new());
@@ -524,6 +677,7 @@ impl Node {
             (Some(_), false) => 1,
             (Some(_), true) => 2,
         };
+        let dp = self.crypto_dp(&f)?;
         let mut aggs = Vec::new();
         if let Some(m) = &f.measure {
             let field = self
@@ -543,8 +697,39 @@ impl Node {
         } else {
             aggs.push(count(lit(1)).alias("n"));
         }
+        let (ids, nums) = match &dp {
+            Some(dp) => self.bounded_people(&f, dp, values).await?,
+            None => self.summed_people(&f, aggs, values).await?,
+        };
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let points = self.hash_ids(&id_refs);
+        let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
+        let k = self.crypto_k(&f);
+        let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;
+        let session = m1
+            .get(13..29)
+            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(session);
+        self.store(
+            id,
+            State::Responder {
+                responder: Box::new(responder),
+                dp: dp.map(Box::new),
+            },
+        )?;
+        Ok(m2)
+    }
+
+    /// Each person's exact sum and row count (no differential privacy).
+    async fn summed_people(
+        &self,
+        f: &CryptoFragment,
+        aggs: Vec<datafusion::logical_expr::Expr>,
+        values: usize,
+    ) -> Result<(Vec<String>, Vec<Vec<u64>>), NodeError> {
         let batches = self
-            .crypto_rows(&f, &f.responder.table, &f.responder.filter, aggs, true)
+            .crypto_rows(f, &f.responder.table, &f.responder.filter, aggs, true)
             .await?;
         let mut ids: Vec<String> = Vec::new();
         let mut nums: Vec<Vec<u64>> = Vec::new();
@@ -580,23 +765,78 @@ impl Node {
                 nums.push(v);
             }
         }
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let points = self.hash_ids(&id_refs);
-        let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
-        let k = self.crypto_k(&f);
-        let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;
-        let session = m1
-            .get(13..29)
-            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(session);
-        self.store(
-            id,
-            State::Responder {
-                responder: Box::new(responder),
-            },
-        )?;
-        Ok(m2)
+        Ok((ids, nums))
+    }
+
+    /// Under differential privacy: each person's sum over at most
+    /// `max_rows` of its rows chosen at random, each value clamped to the
+    /// rule's bounds, and the number of rows used.
+    async fn bounded_people(
+        &self,
+        f: &CryptoFragment,
+        dp: &CryptoDp,
+        values: usize,
+    ) -> Result<(Vec<String>, Vec<Vec<u64>>), NodeError> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let table = self
+            .collab
+            .table(&f.responder.table)
+            .ok_or(NodeError::Execution)?;
+        let mut columns = vec![col(table.identity.as_str())];
+        if let Some(m) = &f.measure {
+            columns.push(cast_expr(col(m.as_str())));
+        }
+        let batches = self
+            .crypto_rows(f, &f.responder.table, &f.responder.filter, columns, false)
+            .await?;
+        let mut people: HashMap<String, Vec<i64>> = HashMap::new();
+        for b in &batches {
+            let id = cast(b.column(0), &DataType::Utf8).map_err(|_| NodeError::Execution)?;
+            let id = id.as_string::<i32>();
+            let v = if b.num_columns() > 1 {
+                Some(cast(b.column(1), &DataType::Int64).map_err(|_| NodeError::Execution)?)
+            } else {
+                None
+            };
+            for row in 0..b.num_rows() {
+                let value = match &v {
+                    Some(v) => {
+                        let v = v.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                        if v.is_null(row) {
+                            0
+                        } else {
+                            v.value(row)
+                        }
+                    }
+                    None => 0,
+                };
+                people
+                    .entry(id.value(row).to_string())
+                    .or_default()
+                    .push(value);
+            }
+        }
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let mut ids = Vec::with_capacity(people.len());
+        let mut nums = Vec::with_capacity(people.len());
+        for (id, mut rows) in people {
+            if rows.len() > dp.max_rows {
+                rows.shuffle(&mut rng);
+                rows.truncate(dp.max_rows);
+            }
+            let mut v = Vec::with_capacity(values);
+            if let Some((lo, hi)) = dp.bounds {
+                let total: i64 = rows.iter().map(|x| (*x).clamp(lo, hi)).sum();
+                v.push(u64::try_from(total).unwrap_or(0));
+                if values == 2 {
+                    v.push(rows.len() as u64);
+                }
+            }
+            ids.push(id);
+            nums.push(v);
+        }
+        Ok((ids, nums))
     }
 
     fn psi_result(
@@ -606,9 +846,17 @@ impl Node {
         k: u64,
         groups: &[airlock_psi::GroupResult],
     ) -> Result<Vec<u8>, NodeError> {
-        // The asker's node applies its own k too.
-        let released: Vec<&airlock_psi::GroupResult> =
-            groups.iter().filter(|g| g.count >= k).collect();
+        // Under differential privacy the values are noisy (`i64` bits) and
+        // the responder chose the groups by partition selection; otherwise
+        // the asker's node applies its own k too.
+        let dp = self.crypto_dp(f)?;
+        let released: Vec<&airlock_psi::GroupResult> = groups
+            .iter()
+            .filter(|g| dp.is_some() || g.count >= k)
+            .collect();
+        // Noisy values travel as i64 bits; exact ones are small enough
+        // that the same reading holds.
+        let bounds = dp.as_ref().and_then(|d| d.bounds);
         let idx = UInt32Array::from(released.iter().map(|g| g.group).collect::<Vec<_>>());
         let mut fields = Vec::new();
         let mut columns: Vec<ArrayRef> = Vec::new();
@@ -640,7 +888,14 @@ impl Node {
                         released
                             .iter()
                             .map(|g| match g.sums.as_slice() {
-                                [s, n] if *n > 0 => Some(*s as f64 / *n as f64),
+                                [s, n] if (*n as i64) > 0 => {
+                                    let avg = (*s as i64) as f64 / (*n as i64) as f64;
+                                    // A noisy sum over a noisy count, clamped.
+                                    Some(match bounds {
+                                        Some((lo, hi)) => avg.clamp(lo as f64, hi as f64),
+                                        None => avg,
+                                    })
+                                }
                                 _ => None,
                             })
                             .collect::<Vec<_>>(),
@@ -655,5 +910,35 @@ impl Node {
             RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
         airlock_guard::wire::encode_batches(&schema, &[batch])
             .map_err(|_| NodeError::Local("could not encode the result".into()))
+    }
+}
+
+impl CryptoDp {
+    /// What is released of one group: noisy count (and sums), if the
+    /// noisy count passes the threshold. Values are `i64` bits.
+    fn release(
+        &self,
+        g: &airlock_psi::GroupResult,
+    ) -> Result<Option<airlock_psi::GroupResult>, airlock_psi::PsiError> {
+        let noise = |e: airlock_privacy::PrivacyError| airlock_psi::PsiError::Noise(e.to_string());
+        let count = self
+            .count
+            .release(i64::try_from(g.count).unwrap_or(i64::MAX))
+            .map_err(noise)?;
+        if self.threshold.is_some_and(|t| count < t) {
+            return Ok(None);
+        }
+        let mut sums = Vec::new();
+        for (exact, mechanism) in g.sums.iter().zip(self.sum.iter().chain(self.rows.iter())) {
+            let v = mechanism
+                .release(i64::try_from(*exact).unwrap_or(i64::MAX))
+                .map_err(noise)?;
+            sums.push(v as u64);
+        }
+        Ok(Some(airlock_psi::GroupResult {
+            group: g.group,
+            count: count as u64,
+            sums,
+        }))
     }
 }

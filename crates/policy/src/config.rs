@@ -900,12 +900,14 @@ impl Collaboration {
                         "crypto mode releases aggregates only: a list rule cannot be used",
                     );
                 }
-                if t.dp().is_some() {
-                    p.add(
-                        Some(&t.alias),
-                        None,
-                        "crypto mode does not add differential privacy noise yet: use executor mode for this rule",
-                    );
+                if let Some(dp) = t.dp() {
+                    if dp.bounds.values().any(|[lo, _]| *lo < 0) {
+                        p.add(
+                            Some(&t.alias),
+                            None,
+                            "crypto mode sums non-negative values: differential_privacy bounds must start at 0 or above",
+                        );
+                    }
                 }
             }
         }

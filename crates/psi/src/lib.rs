@@ -18,7 +18,7 @@ pub mod protocol;
 use thiserror::Error;
 
 pub use group::Suite;
-pub use protocol::{Asker, GroupResult, Responder, SessionId, StepStats};
+pub use protocol::{Asker, GroupResult, Release, Responder, SessionId, StepStats};
 
 /// Why a step failed. Never holds a received byte.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub enum PsiError {
     /// The operating system's random source failed.
     #[error("no randomness: {0}")]
     Random(String),
+    /// Differential privacy noise could not be drawn.
+    #[error("noise: {0}")]
+    Noise(String),
 }
 
 /// Hashes identifiers to the group, on every core.

@@ -53,6 +53,16 @@ pub struct StepStats {
     pub bytes: usize,
 }
 
+/// How the responder releases groups under differential privacy.
+pub struct Release<'a> {
+    /// A person of the overlap counts in at most this many groups.
+    pub max_groups_per_person: Option<usize>,
+    /// Given a group's exact count and sums, what is released of it (noisy
+    /// values, encoded as `i64` bits in `u64`), or `None` if it is not.
+    #[allow(clippy::type_complexity)]
+    pub release: &'a (dyn Fn(&GroupResult) -> Result<Option<GroupResult>, PsiError> + Sync),
+}
+
 /// One released group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupResult {
@@ -393,6 +403,19 @@ impl Responder {
     /// least `min_count` people. Also returns every group's count (what
     /// the responder learns, for its own records; not sent).
     pub fn finish(&self, msg: &[u8]) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
+        self.finish_with(msg, None)
+    }
+
+    /// Step 4 with a release policy (differential privacy): each person of
+    /// the overlap counts in at most `max_groups_per_person` groups (chosen
+    /// at random: the responder sees the same doubly blinded value in every
+    /// group the person is in), every group is decrypted, and `release`
+    /// decides what of each group is released (noisy values, selection).
+    pub fn finish_with(
+        &self,
+        msg: &[u8],
+        policy: Option<&Release<'_>>,
+    ) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
         let (mut r, _) = Reader::open(msg, 3, Some(&self.session))?;
         let values = values_flag(&mut r)?;
         if values != self.values {
@@ -431,6 +454,28 @@ impl Responder {
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let index: HashMap<[u8; 32], Vec<Ciphertext>> = theirs.into_iter().collect();
+        // Under a release policy, a person of the overlap in more than the
+        // allowed number of groups keeps a random choice of them.
+        let mut dropped: HashSet<(usize, [u8; 32])> = HashSet::new();
+        if let Some(cap) = policy.and_then(|p| p.max_groups_per_person) {
+            let mut groups_of: HashMap<[u8; 32], Vec<usize>> = HashMap::new();
+            for (g, points) in mine.iter().enumerate() {
+                let unique: HashSet<&[u8; 32]> =
+                    points.iter().filter(|p| index.contains_key(*p)).collect();
+                for p in unique {
+                    groups_of.entry(*p).or_default().push(g);
+                }
+            }
+            let mut r = rng();
+            for (p, mut gs) in groups_of {
+                if gs.len() > cap {
+                    gs.shuffle(&mut r);
+                    for g in &gs[cap..] {
+                        dropped.insert((*g, p));
+                    }
+                }
+            }
+        }
         let mut all = Vec::with_capacity(mine.len());
         let mut crypto_s = 0.0;
         for (g, points) in mine.iter().enumerate() {
@@ -438,7 +483,7 @@ impl Responder {
             let mut sums = vec![Ciphertext::zero(); values];
             let mut seen = HashSet::with_capacity(points.len());
             for p in points {
-                if !seen.insert(*p) {
+                if !seen.insert(*p) || dropped.contains(&(g, *p)) {
                     continue; // the asker sent a person twice: counted once
                 }
                 if let Some(cs) = index.get(p) {
@@ -448,9 +493,10 @@ impl Responder {
                     }
                 }
             }
-            // Only released groups are decrypted.
+            // Only released groups are decrypted (under a policy, all: it
+            // decides on noisy values).
             let mut plain = Vec::new();
-            if count >= self.min_count {
+            if count >= self.min_count || policy.is_some() {
                 let d = Instant::now();
                 for s in &sums {
                     plain.push(self.keys.decrypt(s).ok_or(PsiError::Bound)?);
@@ -464,8 +510,22 @@ impl Responder {
             });
         }
         let match_s = t.elapsed().as_secs_f64() - crypto_s + decode_s;
-        let released: Vec<&GroupResult> =
-            all.iter().filter(|g| g.count >= self.min_count).collect();
+        let released: Vec<GroupResult> = match policy {
+            None => all
+                .iter()
+                .filter(|g| g.count >= self.min_count)
+                .cloned()
+                .collect(),
+            Some(p) => {
+                let mut out = Vec::new();
+                for g in &all {
+                    if let Some(r) = (p.release)(g)? {
+                        out.push(r);
+                    }
+                }
+                out
+            }
+        };
         let mut w = Writer::new(4, &self.session);
         w.u32(released.len());
         for g in &released {
