@@ -217,6 +217,19 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             .contains("crypto mode is for a pair of members"),
         "{e}"
     );
+    let negative = data::collaboration_toml_dp()
+        .replacen(
+            "purposes = [\"measurement\"]",
+            "purposes = [\"measurement\"]\nmode = \"crypto\"",
+            1,
+        )
+        .replace("amount_cents = [0, 30000]", "amount_cents = [-100, 30000]");
+    let e = Collaboration::from_toml(&negative, "c").expect_err("negative bound");
+    assert!(
+        e.to_string()
+            .contains("crypto mode sums non-negative values"),
+        "{e}"
+    );
     let _ = Path::new(".");
 }
 
