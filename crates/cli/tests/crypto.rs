@@ -3,7 +3,7 @@
 //! fragments are refused, and two queries share no blinded value.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 mod common;
@@ -230,7 +230,6 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             .contains("crypto mode sums non-negative values"),
         "{e}"
     );
-    let _ = Path::new(".");
 }
 
 /// Under differential privacy crypto mode bounds each person's
