@@ -301,6 +301,10 @@ async fn under_differential_privacy_crypto_mode_adds_noise_and_spends_the_budget
         )
         .await
         .expect("noisy average");
+    // The result says how noisy it is, for the CLI's footer.
+    let footer = airlock_cli::output::noise_footer(&revenue).expect("noise metadata");
+    assert!(footer.contains("avg_order: noisy sum"), "{footer}");
+    assert!(footer.contains("cost: epsilon 1"), "{footer}");
     for r in rows(&revenue.batches) {
         let avg: f64 = r.rsplit(" | ").next().expect("avg").parse().expect("float");
         assert!((0.0..=30_000.0).contains(&avg), "{r}");

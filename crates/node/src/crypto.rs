@@ -69,6 +69,8 @@ struct CryptoDp {
     /// Released groups need a noisy count of at least this (grouped
     /// queries); `None`: the one group is always released.
     threshold: Option<i64>,
+    /// What the query costs (as the hub debited it).
+    cost: airlock_guard::dp::DpCost,
 }
 
 /// The node's crypto-mode sessions and its hash cache.
@@ -218,7 +220,12 @@ impl Node {
             let t = 1.0 + (count.scale() * (g / delta).ln()).ceil();
             Some((t.max(self.crypto_k(f) as f64)).min(i64::MAX as f64) as i64)
         };
+        let cost = airlock_guard::dp::DpCost {
+            epsilon,
+            delta: if threshold.is_some() { delta } else { 0.0 },
+        };
         Ok(Some(CryptoDp {
+            cost,
             max_rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
             max_groups: max_groups as usize,
             bounds,
@@ -905,7 +912,52 @@ impl Node {
             fields.push(field);
             columns.push(array);
         }
-        let schema = Arc::new(Schema::new(fields));
+        // Under differential privacy the result says how noisy each
+        // column is and what it cost, as executor-mode releases do.
+        let mut metadata = HashMap::new();
+        if let Some(dp) = &dp {
+            let note = |column: &str,
+                        mechanism: &str,
+                        m: &airlock_privacy::Laplace,
+                        also: Option<&airlock_privacy::Laplace>| {
+                airlock_guard::dp::NoiseNote {
+                    column: column.to_string(),
+                    mechanism: mechanism.to_string(),
+                    scale: m.scale(),
+                    interval95: std::iter::once(m.interval95())
+                        .chain(also.map(airlock_privacy::Laplace::interval95))
+                        .collect(),
+                }
+            };
+            let mut notes = Vec::new();
+            for (name, o) in &f.outputs {
+                match (o, &dp.sum, &dp.rows) {
+                    (CryptoOutput::Count, _, _) => {
+                        notes.push(note(name, "discrete Laplace", &dp.count, None))
+                    }
+                    (CryptoOutput::Sum, Some(s), _) => {
+                        notes.push(note(name, "discrete Laplace", s, None))
+                    }
+                    (CryptoOutput::Avg, Some(s), Some(r)) => notes.push(note(
+                        name,
+                        "noisy sum / noisy count (discrete Laplace on each)",
+                        s,
+                        Some(r),
+                    )),
+                    _ => {}
+                }
+            }
+            let json = |e: serde_json::Error| NodeError::Local(e.to_string());
+            metadata.insert(
+                airlock_guard::dp::NOISE_METADATA.to_string(),
+                serde_json::to_string(&notes).map_err(json)?,
+            );
+            metadata.insert(
+                "airlock.dp_cost".to_string(),
+                serde_json::to_string(&dp.cost).map_err(json)?,
+            );
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
         let batch =
             RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
         airlock_guard::wire::encode_batches(&schema, &[batch])
