@@ -19,40 +19,25 @@ use crate::{internal, split, GuardError, QueryKind};
 /// the rules say; delta when its groups are chosen by partition selection
 /// (the responder cannot see group names, so grouped queries always are).
 pub(crate) fn cost(
-    tables: &HashMap<String, TableInfo>,
+    collab: &airlock_policy::Collaboration,
     f: &CryptoFragment,
 ) -> Result<Option<DpCost>, GuardError> {
-    let rules: Vec<_> = [&f.asker.table, &f.responder.table]
-        .iter()
-        .map(|t| tables.get(*t).and_then(|i| i.table.dp()))
-        .collect();
-    if rules.iter().all(Option::is_none) {
+    let Some(dp) = airlock_policy::StrictestDp::of(collab, &[&f.asker.table, &f.responder.table])?
+    else {
         return Ok(None);
-    }
-    let rules: Vec<_> = rules.into_iter().flatten().collect();
-    if rules.len() != 2 {
-        return Err(GuardError::Refused(Refusal::new(
-            Control::DifferentialPrivacy,
-            "every table of a DP query needs a differential privacy rule",
-        )));
-    }
-    let epsilon = rules
-        .iter()
-        .map(|r| r.query_epsilon())
-        .fold(f64::INFINITY, f64::min);
-    let delta = rules.iter().map(|r| r.delta).fold(f64::INFINITY, f64::min);
-    if !f.group_columns.is_empty() && delta <= 0.0 {
+    };
+    if !f.group_columns.is_empty() && dp.delta <= 0.0 {
         return Err(GuardError::Refused(Refusal::new(
             Control::DifferentialPrivacy,
             "in crypto mode the responder cannot see group names, so released groups are chosen by partition selection: the rules need a delta above 0",
         )));
     }
     Ok(Some(DpCost {
-        epsilon,
+        epsilon: dp.epsilon,
         delta: if f.group_columns.is_empty() {
             0.0
         } else {
-            delta
+            dp.delta
         },
     }))
 }

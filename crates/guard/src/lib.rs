@@ -370,7 +370,7 @@ impl Guard {
             run.as_ref(),
             purpose.as_deref(),
         )?;
-        let cost = crypto::cost(&self.tables, &fragment)?;
+        let cost = crypto::cost(&self.collab, &fragment)?;
         Ok((fragment, cost))
     }
 

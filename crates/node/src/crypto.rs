@@ -134,37 +134,13 @@ impl Node {
     /// The query's differential privacy, if both tables have a DP rule in
     /// this node's own policy.
     fn crypto_dp(&self, f: &CryptoFragment) -> Result<Option<CryptoDp>, NodeError> {
-        let rules: Vec<_> = [&f.asker.table, &f.responder.table]
-            .iter()
-            .filter_map(|t| self.collab.table(t))
-            .filter_map(|t| t.dp())
-            .collect();
-        if rules.is_empty() {
+        let Some(strictest) =
+            airlock_policy::StrictestDp::of(&self.collab, &[&f.asker.table, &f.responder.table])?
+        else {
             return Ok(None);
-        }
-        if rules.len() != 2 {
-            return Err(NodeError::Refused(Refusal::new(
-                Control::DifferentialPrivacy,
-                "every table of a DP query needs a differential privacy rule",
-            )));
-        }
-        let epsilon = rules
-            .iter()
-            .map(|r| r.query_epsilon())
-            .fold(f64::INFINITY, f64::min);
-        let delta = rules.iter().map(|r| r.delta).fold(f64::INFINITY, f64::min);
-        let max_rows = rules
-            .iter()
-            .map(|r| r.max_rows_per_identity)
-            .min()
-            .unwrap_or(1)
-            .max(1);
-        let max_groups = rules
-            .iter()
-            .map(|r| r.max_groups_per_identity)
-            .min()
-            .unwrap_or(1)
-            .max(1);
+        };
+        let (epsilon, delta) = (strictest.epsilon, strictest.delta);
+        let (max_rows, max_groups) = (strictest.max_rows, strictest.max_groups);
         let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
         let bounds = match &f.measure {
             None => None,

@@ -64,6 +64,61 @@ fn one() -> u64 {
 /// The largest `users_noise_per_query` or contribution bound accepted.
 const MAX_BOUND: u64 = 1_000_000;
 
+/// The strictest of the DP rules of the tables one query reads: the query
+/// is bounded and noised for all of them at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StrictestDp {
+    /// The smallest epsilon per query.
+    pub epsilon: f64,
+    /// The smallest delta.
+    pub delta: f64,
+    /// The fewest rows per person.
+    pub max_rows: u64,
+    /// The fewest groups per person.
+    pub max_groups: u64,
+}
+
+impl StrictestDp {
+    /// Over the rules of `tables` in `collab`: `None` if none of them has a
+    /// DP rule; a refusal if only some do.
+    pub fn of(
+        collab: &crate::Collaboration,
+        tables: &[&str],
+    ) -> Result<Option<StrictestDp>, crate::Refusal> {
+        let rules: Vec<Option<&DpRule>> = tables
+            .iter()
+            .map(|t| collab.table(t).and_then(|t| t.dp()))
+            .collect();
+        if rules.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let Some(rules) = rules.into_iter().collect::<Option<Vec<&DpRule>>>() else {
+            return Err(crate::Refusal::new(
+                crate::Control::DifferentialPrivacy,
+                "every table of a DP query needs a differential privacy rule",
+            ));
+        };
+        let min =
+            |f: &dyn Fn(&DpRule) -> f64| rules.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
+        Ok(Some(StrictestDp {
+            epsilon: min(&|r| r.query_epsilon()),
+            delta: min(&|r| r.delta),
+            max_rows: rules
+                .iter()
+                .map(|r| r.max_rows_per_identity)
+                .min()
+                .unwrap_or(1)
+                .max(1),
+            max_groups: rules
+                .iter()
+                .map(|r| r.max_groups_per_identity)
+                .min()
+                .unwrap_or(1)
+                .max(1),
+        }))
+    }
+}
+
 impl DpRule {
     /// The per-query epsilon, from `epsilon` or mapped from
     /// `users_noise_per_query`.

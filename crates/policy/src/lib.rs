@@ -26,7 +26,7 @@ pub use config::{
     CollaborationConfig, ColumnRole, ConfigError, ConfigErrors, ConfiguredTable, ConsentSource,
     Dataset, DatasetFormat, Member, Mode, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
-pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection};
+pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection, StrictestDp};
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
     Predicate, PsiRequest, PsiResponse, ScanFragment, Treatment,
