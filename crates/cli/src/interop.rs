@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use airlock_policy::aws::{self, Converted, TableSpec};
-use airlock_policy::{AggFunction, ConfiguredTable, Template};
+use airlock_policy::AggFunction;
 use serde::Serialize;
 
 use crate::cluster::{load_collaboration, CliError};
@@ -83,44 +83,31 @@ pub fn parse_measures(text: &str) -> Result<BTreeMap<String, Vec<AggFunction>>, 
     Ok(out)
 }
 
+/// `item` as a one-entry `[[key]]` block of a collaboration file, under a
+/// comment naming the AWS document it came from.
+fn block<T: Serialize>(key: &str, item: &T, what: &str, path: &Path) -> Result<String, CliError> {
+    let body = toml::to_string(&BTreeMap::from([(key, [item])]))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    Ok(format!(
+        "# Imported from AWS Clean Rooms {what} {}\n{body}",
+        path.display()
+    ))
+}
+
 /// The `[[tables]]` block of an imported rule.
 pub fn import_rule(path: &Path, spec: &TableSpec) -> Result<Converted<String>, CliError> {
-    #[derive(Serialize)]
-    struct Tables<'a> {
-        tables: Vec<&'a ConfiguredTable>,
-    }
-    let text = read(path)?;
-    let c = aws::import_rule(&text, spec).map_err(|e| refused(path, e))?;
-    let block = toml::to_string(&Tables {
-        tables: vec![&c.value],
-    })
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let c = aws::import_rule(&read(path)?, spec).map_err(|e| refused(path, e))?;
     Ok(Converted {
-        value: format!(
-            "# Imported from AWS Clean Rooms analysis rule {}\n{block}",
-            path.display()
-        ),
+        value: block("tables", &c.value, "analysis rule", path)?,
         notes: c.notes,
     })
 }
 
 /// The `[[templates]]` block of an imported template.
 pub fn import_template(path: &Path, purpose: &str) -> Result<Converted<String>, CliError> {
-    #[derive(Serialize)]
-    struct Templates<'a> {
-        templates: Vec<&'a Template>,
-    }
-    let text = read(path)?;
-    let c = aws::import_template(&text, purpose).map_err(|e| refused(path, e))?;
-    let block = toml::to_string(&Templates {
-        templates: vec![&c.value],
-    })
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let c = aws::import_template(&read(path)?, purpose).map_err(|e| refused(path, e))?;
     Ok(Converted {
-        value: format!(
-            "# Imported from AWS Clean Rooms analysis template {}\n{block}",
-            path.display()
-        ),
+        value: block("templates", &c.value, "analysis template", path)?,
         notes: c.notes,
     })
 }
