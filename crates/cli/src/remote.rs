@@ -55,8 +55,8 @@ pub async fn query_spec(
         .wait(q, |q| {
             if let Some(p) = q.progress {
                 eprint!(
-                    "\r  {}: fragments {}/{} done, {} rows streamed   ",
-                    q.state, p.fragments_done, p.fragments_total, p.rows_streamed
+                    "\r  {}: fragments {}/{} done   ",
+                    q.state, p.fragments_done, p.fragments_total
                 );
                 let _ = std::io::stderr().flush();
                 shown = true;

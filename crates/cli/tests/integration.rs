@@ -80,8 +80,8 @@ const ORACLE: &[(&str, &str)] = &[
         "SELECT a.segment, a.region, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment, a.region HAVING COUNT(DISTINCT a.email) >= 50 AND COUNT(DISTINCT p.email) >= 50",
     ),
     (
-        "SELECT date_trunc('month', p.day) AS month, SUM(p.amount_cents) AS revenue FROM purchases p JOIN audience a ON p.email = a.email GROUP BY date_trunc('month', p.day)",
-        "SELECT date_trunc('month', p.day) AS month, SUM(p.amount_cents) AS revenue FROM purchases p JOIN audience a ON p.email = a.email GROUP BY date_trunc('month', p.day) HAVING COUNT(DISTINCT a.email) >= 50 AND COUNT(DISTINCT p.email) >= 50",
+        "SELECT date_part('month', p.day) AS month, SUM(p.amount_cents) AS revenue FROM purchases p JOIN audience a ON p.email = a.email GROUP BY date_part('month', p.day)",
+        "SELECT date_part('month', p.day) AS month, SUM(p.amount_cents) AS revenue FROM purchases p JOIN audience a ON p.email = a.email GROUP BY date_part('month', p.day) HAVING COUNT(DISTINCT a.email) >= 50 AND COUNT(DISTINCT p.email) >= 50",
     ),
     (
         "SELECT a.consent, a.age_band, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region <> 'islands' GROUP BY a.consent, a.age_band",

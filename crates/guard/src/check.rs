@@ -24,7 +24,6 @@ use airlock_policy::{
     AggFunction, Collaboration, ColumnRole, ConfiguredTable, Control, Refusal, RuleKind,
     RESERVED_PREFIX,
 };
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::utils::split_conjunction;
@@ -380,7 +379,9 @@ impl Checker<'_> {
             self.check_group(g, &input, schema)?;
         }
         let plain = |e: &Expr| -> Option<(usize, String, bool)> {
-            let Expr::Column(c) = e else { return None };
+            let Expr::Column(c) = peel(e) else {
+                return None;
+            };
             let idx = schema.index_of_column(c).ok()?;
             match &input[idx] {
                 Class::Dimension { sources } if sources.len() == 1 => {
@@ -531,7 +532,7 @@ impl Checker<'_> {
                 return Err(internal("unexpected aggregate expression"));
             };
             let name = af.func.name().to_ascii_lowercase();
-            let arg = af.params.args.first().cloned();
+            let arg = af.params.args.first().map(|a| peel(a).clone());
             let measure = |arg: &Option<Expr>| -> R<(Expr, i64, i64)> {
                 let Some(Expr::Column(c)) = arg else {
                     return Err(internal("an aggregate without a column"));
@@ -606,22 +607,24 @@ impl Checker<'_> {
                 _ => public = None,
             }
         }
-        if public.is_none() {
-            if delta <= 0.0 {
-                return Err(Refusal::new(
-                    Control::DifferentialPrivacy,
-                    "under differential privacy, group keys must be public (listed in the rule's public_keys) unless every table read allows partition selection with a delta above 0",
-                ));
-            }
-            let mut roots = crate::rewrite::identity_groups(self.scans.len(), &self.identity_joins);
-            roots.sort_unstable();
-            roots.dedup();
-            if roots.len() > 1 {
-                return Err(Refusal::new(
-                    Control::DifferentialPrivacy,
-                    "partition selection needs every table joined on its identity column; with other joins, group by public keys",
-                ));
-            }
+        if public.is_none() && delta <= 0.0 {
+            return Err(Refusal::new(
+                Control::DifferentialPrivacy,
+                "under differential privacy, group keys must be public (listed in the rule's public_keys) unless every table read allows partition selection with a delta above 0",
+            ));
+        }
+        // One person's rows are bounded per identity. Joined on another
+        // column (a household, say), one person's row can link to many
+        // people's rows of the other table, and no per-identity bound holds
+        // for the joined rows: refused (ATTACKS: DP joins off the identity).
+        let mut roots = crate::rewrite::identity_groups(self.scans.len(), &self.identity_joins);
+        roots.sort_unstable();
+        roots.dedup();
+        if roots.len() > 1 {
+            return Err(Refusal::new(
+                Control::DifferentialPrivacy,
+                "under differential privacy every table must be joined on its identity column (with a join on another column one person's rows can reach many people, and their contribution has no bound)",
+            ));
         }
         Ok(Some(DpShape {
             aggs,
@@ -749,7 +752,7 @@ impl Checker<'_> {
                 "aggregates take exactly one column",
             ));
         };
-        match arg {
+        match peel(arg) {
             Expr::Literal(..) if fun == AggFunction::Count => Ok(()),
             Expr::Column(c) => {
                 let idx = schema.index_of_column(c).map_err(internal)?;
@@ -1168,27 +1171,9 @@ impl Checker<'_> {
                 | Expr::InList(_)
                 | Expr::Like(_)
                 | Expr::TryCast(_) => None,
-                Expr::BinaryExpr(b) => match b.op {
-                    Operator::Divide | Operator::Modulo => Some(Refusal::new(
-                        Control::ErrorOracle,
-                        "division and modulo on rows can fail on one value and are not allowed before aggregation",
-                    )),
-                    _ => None,
-                },
-                Expr::Cast(c) => {
-                    let to_string = matches!(
-                        c.field.data_type(),
-                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                    );
-                    if to_string || c.expr.column_refs().is_empty() {
-                        None
-                    } else {
-                        Some(Refusal::new(
-                            Control::ErrorOracle,
-                            "a CAST of a column can fail on one value; use TRY_CAST",
-                        ))
-                    }
-                }
+                // Whether an operator or a cast can fail on a value is
+                // the totality check's question (`total.rs`).
+                Expr::BinaryExpr(_) | Expr::Cast(_) => None,
                 Expr::ScalarFunction(f) => {
                     let name = f.func.name().to_ascii_lowercase();
                     if !scalar_allowed(&name) {
@@ -1247,7 +1232,10 @@ fn distinct_identity_count(e: &Expr, input: &[Class], schema: &DFSchema) -> Opti
     if !af.func.name().eq_ignore_ascii_case("count") || !p.distinct || p.filter.is_some() {
         return None;
     }
-    let [Expr::Column(c)] = p.args.as_slice() else {
+    let [arg] = p.args.as_slice() else {
+        return None;
+    };
+    let Expr::Column(c) = peel(arg) else {
         return None;
     };
     match input.get(schema.index_of_column(c).ok()?)? {
@@ -1256,8 +1244,17 @@ fn distinct_identity_count(e: &Expr, input: &[Class], schema: &DFSchema) -> Opti
     }
 }
 
-fn join_key<'c>(e: &Expr, input: &'c [Class], schema: &DFSchema) -> R<&'c Class> {
+/// The expression under the casts type coercion wraps around it (whether
+/// each cast is total is the totality check's question).
+pub(crate) fn peel(e: &Expr) -> &Expr {
     match e {
+        Expr::Cast(c) => peel(&c.expr),
+        other => other,
+    }
+}
+
+fn join_key<'c>(e: &Expr, input: &'c [Class], schema: &DFSchema) -> R<&'c Class> {
+    match peel(e) {
         Expr::Column(c) => {
             let idx = schema.index_of_column(c).map_err(internal)?;
             Ok(&input[idx])

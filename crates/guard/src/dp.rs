@@ -35,28 +35,24 @@ use datafusion::arrow::array::{
     Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::catalog::empty::EmptyTable;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::Column;
-use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::functions::math::expr_fn::random;
 use datafusion::functions_aggregate::expr_fn::{count_distinct, sum};
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    cast as cast_expr, lit, when, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder,
-    Projection, TableScanBuilder, TryCast,
+    cast as cast_expr, lit, when, Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, TryCast,
 };
-use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Serialize;
 
 use crate::check::{Checked, DpAgg, DpShape, TableInfo};
 use crate::rewrite::{carry_identity, identity_groups, HIDDEN_ID};
+use crate::upper::Upper;
 use crate::GuardError;
 
-const PLACEHOLDER: &str = "__airlock_dp";
 /// The schema metadata key under which a released result describes its noise.
 pub const NOISE_METADATA: &str = "airlock.noise";
 /// The largest number of public key combinations one query may release.
@@ -112,12 +108,19 @@ pub struct DpRelease {
     slots: Vec<Slot>,
     outputs: Vec<Output>,
     selection: Selection,
-    /// The aggregate's output fields (placeholder names `c0..`).
-    placeholder: SchemaRef,
-    /// The plan above the aggregate, reading the placeholder table.
-    upper: LogicalPlan,
+    /// The lower plan's output (what an empty result has).
+    lower_schema: SchemaRef,
+    /// The query's steps above the aggregate, over the noisy rows.
+    upper: Upper,
     /// Per aggregate output: the name it has in the released result.
     names: Vec<String>,
+}
+
+/// The type DP sums accumulate in.
+const WIDE: DataType = DataType::Decimal128(38, 0);
+
+fn wide(v: i128) -> Expr {
+    lit(datafusion::common::ScalarValue::Decimal128(Some(v), 38, 0))
 }
 
 fn hidden(name: &str) -> Expr {
@@ -321,11 +324,15 @@ pub(crate) fn rewrite(
             }
             DpAgg::Distinct { .. } => {}
             DpAgg::Sum { arg, lo, hi } | DpAgg::Avg { arg, lo, hi } => {
-                // TRY_CAST: a value outside Int64 becomes NULL (left out)
-                // rather than failing the query, which one row could cause.
-                let v = Expr::TryCast(TryCast::new(Box::new(arg.clone()), DataType::Int64));
-                let clamped = when(v.clone().lt(lit(*lo)), lit(*lo))
-                    .when(v.clone().gt(lit(*hi)), lit(*hi))
+                // TRY_CAST: a value beyond DECIMAL(38, 0) becomes NULL
+                // (left out) rather than failing the query, which one row
+                // could cause. The clamped values are summed in 128 bits:
+                // at most max_rows values of at most 2^63 per person, so no
+                // sum wraps around and the sensitivity bound holds.
+                let v = Expr::TryCast(TryCast::new(Box::new(arg.clone()), WIDE));
+                let (lo, hi) = (wide(i128::from(*lo)), wide(i128::from(*hi)));
+                let clamped = when(v.clone().lt(lo.clone()), lo)
+                    .when(v.clone().gt(hi.clone()), hi)
                     .otherwise(v)
                     .map_err(internal)?;
                 exprs.push(clamped.alias(format!("__airlock_x{j}")));
@@ -384,46 +391,29 @@ pub(crate) fn rewrite(
     let group_keys: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
     b = b.aggregate(group_keys, per_group).map_err(internal)?;
     let mut out: Vec<Expr> = (0..n_groups).map(|i| hidden(&gname(i))).collect();
-    out.extend((0..lower_slots.len()).map(|s| {
-        cast_expr(hidden(&format!("__airlock_s{s}")), DataType::Int64)
-            .alias(format!("__airlock_s{s}"))
-    }));
+    // Each exact value held to Int64's range (clamping a sum is 1-Lipschitz:
+    // the sensitivity stays), then cast, which cannot fail.
+    for s in 0..lower_slots.len() {
+        let v = cast_expr(hidden(&format!("__airlock_s{s}")), WIDE);
+        let (min, max) = (wide(i64::MIN.into()), wide(i64::MAX.into()));
+        let held = when(v.clone().lt(min.clone()), min)
+            .when(v.clone().gt(max.clone()), max)
+            .otherwise(v)
+            .map_err(internal)?;
+        out.push(
+            Expr::TryCast(TryCast::new(Box::new(held), DataType::Int64))
+                .alias(format!("__airlock_s{s}")),
+        );
+    }
     let lower = b.project(out).and_then(|b| b.build()).map_err(internal)?;
 
     // ---- the upper plan: the aggregate replaced by the placeholder table
-    let fields: Vec<Field> = agg_schema
-        .fields()
-        .iter()
-        .enumerate()
-        .map(|(i, f)| Field::new(format!("c{i}"), f.data_type().clone(), true))
-        .collect();
-    let placeholder: SchemaRef = Arc::new(Schema::new(fields));
-    let upper = plan
-        .clone()
-        .transform_down(|node| {
-            if !matches!(node, LogicalPlan::Aggregate(_)) {
-                return Ok(Transformed::no(node));
-            }
-            let source = provider_as_source(Arc::new(EmptyTable::new(placeholder.clone())));
-            let scan = LogicalPlan::TableScan(TableScanBuilder::new(PLACEHOLDER, source).build()?);
-            let exprs = agg_schema
-                .iter()
-                .enumerate()
-                .map(|(i, (q, f))| {
-                    Expr::Column(Column::new(Some(PLACEHOLDER), format!("c{i}")))
-                        .alias_qualified(q.cloned(), f.name())
-                })
-                .collect();
-            let p = Projection::try_new(exprs, Arc::new(scan))?;
-            Ok(Transformed::new(
-                LogicalPlan::Projection(p),
-                true,
-                TreeNodeRecursion::Jump,
-            ))
-        })
-        .map_err(internal)?
-        .data;
-    let names = output_names(&upper, &agg_schema, n_groups);
+    let (_, upper) = Upper::cut(plan, &agg_schema, |n| {
+        matches!(n, LogicalPlan::Aggregate(_))
+    })
+    .map_err(internal)?;
+    let names = output_names(upper.plan(), &agg_schema, n_groups);
+    let lower_schema: SchemaRef = Arc::new(lower.schema().as_arrow().clone());
     Ok((
         lower,
         DpRelease {
@@ -432,7 +422,7 @@ pub(crate) fn rewrite(
             slots,
             outputs,
             selection,
-            placeholder,
+            lower_schema,
             upper,
             names,
         },
@@ -566,10 +556,12 @@ pub fn noisy_aggregate(
     dp: &DpRelease,
     batches: Vec<RecordBatch>,
 ) -> std::result::Result<RecordBatch, GuardError> {
-    let Some(first) = batches.first() else {
-        return Err(internal("the bounded aggregate returned no batch"));
+    // No matching row is an answer like any other: public keys come out as
+    // noisy zeros, partition selection keeps no group.
+    let exact = match batches.first() {
+        Some(first) => concat_batches(&first.schema(), &batches).map_err(internal)?,
+        None => RecordBatch::new_empty(dp.lower_schema.clone()),
     };
-    let exact = concat_batches(&first.schema(), &batches).map_err(internal)?;
     let n = exact.num_rows();
     let values: Vec<Int64Array> = (0..dp.slots.len())
         .map(|s| column_i64(&exact, dp.groups + s))
@@ -608,7 +600,7 @@ pub fn noisy_aggregate(
                     let strings: ArrayRef = Arc::new(StringArray::from(
                         combos.iter().map(|c| c[i].clone()).collect::<Vec<_>>(),
                     ));
-                    cast(&strings, dp.placeholder.field(i).data_type()).map_err(internal)
+                    cast(&strings, dp.upper.placeholder().field(i).data_type()).map_err(internal)
                 })
                 .collect::<std::result::Result<_, _>>()?;
             (rows, columns)
@@ -627,7 +619,7 @@ pub fn noisy_aggregate(
             let columns = (0..dp.groups)
                 .map(|i| {
                     let taken = take(exact.column(i).as_ref(), &idx, None).map_err(internal)?;
-                    cast(&taken, dp.placeholder.field(i).data_type()).map_err(internal)
+                    cast(&taken, dp.upper.placeholder().field(i).data_type()).map_err(internal)
                 })
                 .collect::<std::result::Result<_, _>>()?;
             (
@@ -638,7 +630,7 @@ pub fn noisy_aggregate(
     };
     let mut columns = group_columns;
     for (j, o) in dp.outputs.iter().enumerate() {
-        let ty = dp.placeholder.field(dp.groups + j).data_type();
+        let ty = dp.upper.placeholder().field(dp.groups + j).data_type();
         let array: ArrayRef = match o {
             Output::Value { slot, floor } => Arc::new(Int64Array::from(
                 rows.iter()
@@ -669,43 +661,16 @@ pub fn noisy_aggregate(
         };
         columns.push(cast(&array, ty).map_err(internal)?);
     }
-    RecordBatch::try_new(dp.placeholder.clone(), columns).map_err(internal)
+    RecordBatch::try_new(dp.upper.placeholder().clone(), columns).map_err(internal)
 }
 
 async fn run_upper(
     dp: &DpRelease,
     noisy_batch: RecordBatch,
 ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
-    let table =
-        MemTable::try_new(dp.placeholder.clone(), vec![vec![noisy_batch]]).map_err(internal)?;
-    let source = provider_as_source(Arc::new(table));
-    let plan = dp
-        .upper
-        .clone()
-        .transform_up(|node| match &node {
-            LogicalPlan::TableScan(s) if s.table_name.table() == PLACEHOLDER => {
-                let scan = TableScanBuilder::new(PLACEHOLDER, source.clone())
-                    .with_projection(s.projection.clone())
-                    .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(Transformed::no(node)),
-        })
-        .map_err(internal)?
-        .data;
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
-    let df = ctx
-        .execute_logical_plan(plan)
-        .await
-        .map_err(|_| internal("the steps after the noisy aggregate could not run"))?;
-    let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches: Vec<RecordBatch> = df
-        .collect()
-        .await
-        .map_err(|_| internal("the steps after the noisy aggregate failed"))?;
+    let (schema, batches) = dp.upper.run(vec![noisy_batch]).await?;
     let notes = serde_json::to_string(&dp.notes()).map_err(internal)?;
     let cost = serde_json::to_string(&dp.cost).map_err(internal)?;
-    let schema = batches.first().map(RecordBatch::schema).unwrap_or(planned);
     let mut metadata = schema.metadata().clone();
     metadata.insert(NOISE_METADATA.to_string(), notes);
     metadata.insert("airlock.dp_cost".to_string(), cost);

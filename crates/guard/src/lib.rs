@@ -17,9 +17,14 @@ mod check;
 mod crypto;
 pub mod dp;
 mod functions;
+#[cfg(test)]
+mod generator;
+mod limits;
 mod rewrite;
 mod split;
 mod templates;
+mod total;
+mod upper;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -33,6 +38,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::Analyzer;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::resolve::resolve_table_references;
@@ -40,6 +46,8 @@ use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
 
 pub use check::{Checked, QueryKind, ScanRef};
 pub use functions::SCALAR_FUNCTIONS;
+pub use limits::Limits;
+pub use upper::Upper;
 
 use check::TableInfo;
 
@@ -87,16 +95,47 @@ pub struct CheckedQuery {
     pub kind: QueryKind,
     /// Scans of configured tables in plan order.
     pub scans: Vec<ScanRef>,
-    /// The plan with the threshold added (schema-only tables); under
-    /// differential privacy, the plan of exact bounded aggregates that
-    /// [`dp::release`] turns into the released result.
+    /// The plan with the threshold added (schema-only tables), up to the
+    /// aggregate: the released rows; under differential privacy, the plan
+    /// of exact bounded aggregates that [`dp::release`] turns into the
+    /// released result. For a list query, the whole query.
     pub plan: LogicalPlan,
+    /// The query's own steps above the aggregate, run over the released
+    /// rows only (not under differential privacy, whose release runs them).
+    pub upper: Option<Upper>,
     /// Under differential privacy: its cost and how to release it.
     pub dp: Option<dp::DpRelease>,
     /// The approved template it runs, with its bound parameters.
     pub template: Option<TemplateRun>,
     /// The purpose its output serves.
     pub purpose: Option<String>,
+}
+
+impl CheckedQuery {
+    /// The released result from the lower plan's rows: under differential
+    /// privacy the noisy release, otherwise the query's own steps above the
+    /// aggregate over the rows that passed the threshold.
+    pub async fn release(
+        &self,
+        rows: Vec<datafusion::arrow::record_batch::RecordBatch>,
+        schema: SchemaRef,
+    ) -> Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>), GuardError> {
+        finish(self.dp.as_ref(), self.upper.as_ref(), rows, schema).await
+    }
+}
+
+/// What follows the lower plan: DP's release, the upper steps, or nothing.
+pub async fn finish(
+    dp: Option<&dp::DpRelease>,
+    upper: Option<&Upper>,
+    rows: Vec<datafusion::arrow::record_batch::RecordBatch>,
+    schema: SchemaRef,
+) -> Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>), GuardError> {
+    match (dp, upper) {
+        (Some(dp), _) => dp::release(dp, rows).await,
+        (None, Some(upper)) => upper.run(rows).await,
+        (None, None) => Ok((schema, rows)),
+    }
 }
 
 /// A fragment and the member whose node runs it.
@@ -117,6 +156,9 @@ pub struct QueryPlan {
     pub executor: Option<LogicalPlan>,
     /// Aggregation (with k) or list.
     pub kind: QueryKind,
+    /// The query's steps above the aggregate, over the executor's released
+    /// rows (a one-table analysis runs them on its node).
+    pub upper: Option<Upper>,
     /// Under differential privacy: how the result is released (by the
     /// executor; a one-table analysis is released by its node, which adds
     /// the noise itself).
@@ -244,6 +286,7 @@ pub struct Guard {
     tables: HashMap<String, TableInfo>,
     collaboration: String,
     collab: Collaboration,
+    limits: Limits,
 }
 
 impl fmt::Debug for Guard {
@@ -282,7 +325,14 @@ impl Guard {
             tables,
             collaboration: collab.name().to_string(),
             collab: collab.clone(),
+            limits: Limits::default(),
         })
+    }
+
+    /// The same guard with other size limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Parses, plans and checks ad hoc `sql` for `querier`, and adds the
@@ -331,6 +381,8 @@ impl Guard {
         };
         let plan = self.plan_sql(sql).await?;
         let plan = templates::bind(plan, template, run)?;
+        let plan = rewrite::widen_sums(plan).map_err(internal)?;
+        let plan = self.analyze(plan)?;
         let used = templates::functions_used(&plan);
         let mut checked = self.check_plan(sql, plan, querier).await?;
         templates::check_rules(&self.collab, &self.tables, &checked, run, approvals)?;
@@ -384,6 +436,7 @@ impl Guard {
     }
 
     async fn plan_sql(&self, sql: &str) -> Result<LogicalPlan, GuardError> {
+        self.limits.check_sql(sql)?;
         let mut statements =
             DFParser::parse_sql(sql).map_err(|e| GuardError::BadInput(e.to_string()))?;
         if statements.len() != 1 {
@@ -438,7 +491,18 @@ impl Guard {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|_| Refusal::new(Control::Statement, "only SELECT queries are allowed"))?;
+        self.limits.check_plan(&plan)?;
         Ok(plan)
+    }
+
+    /// The plan as it will run: the analyzer's type coercion inserts the
+    /// casts that comparing or combining values of different types needs,
+    /// and each of them is checked like any other expression.
+    fn analyze(&self, plan: LogicalPlan) -> Result<LogicalPlan, GuardError> {
+        let state = self.ctx.state();
+        Analyzer::new()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .map_err(|e| GuardError::BadInput(e.strip_backtrace()))
     }
 
     async fn check_plan(
@@ -448,7 +512,9 @@ impl Guard {
         querier: &str,
     ) -> Result<CheckedQuery, GuardError> {
         let checked = check::check_plan(&self.tables, querier, &plan)?;
+        total::check_plan(&plan)?;
         let mut dp = None;
+        let mut upper = None;
         let plan = match (checked.kind, &checked.dp) {
             (QueryKind::Aggregation { k }, Some(shape)) => {
                 let (lower, release) = dp::rewrite(&plan, shape, &checked, &self.tables, k)?;
@@ -456,16 +522,34 @@ impl Guard {
                 lower
             }
             (QueryKind::Aggregation { k }, None) => {
-                rewrite::add_threshold(plan, k, &checked, &self.tables).map_err(internal)?
+                let (lower, steps) =
+                    rewrite::add_threshold(plan, k, &checked, &self.tables).map_err(internal)?;
+                upper = Some(steps);
+                lower
             }
             (QueryKind::List, _) => plan,
         };
+        // A plan the engine cannot turn into a physical plan fails for
+        // every content of the tables: refuse it here, before anything
+        // runs, rather than fail after (the tables are schema-only, so no
+        // message can carry a value).
+        let state = self.ctx.state();
+        let plans = std::iter::once(&plan).chain(upper.as_ref().map(Upper::plan));
+        for p in plans {
+            state.create_physical_plan(p).await.map_err(|e| {
+                GuardError::BadInput(format!(
+                    "the engine cannot run this query as written ({})",
+                    e.strip_backtrace().lines().next().unwrap_or_default()
+                ))
+            })?;
+        }
         Ok(CheckedQuery {
             sql: sql.to_string(),
             querier: querier.to_string(),
             kind: checked.kind,
             scans: checked.scans,
             plan,
+            upper,
             dp,
             template: None,
             purpose: None,
@@ -490,6 +574,7 @@ impl Guard {
                 }],
                 executor: None,
                 kind: q.kind,
+                upper: None,
                 dp: q.dp.clone(),
                 crypto: None,
             });
@@ -517,6 +602,7 @@ impl Guard {
                 .collect(),
             executor: Some(executor),
             kind: q.kind,
+            upper: q.upper.clone(),
             dp: q.dp.clone(),
             crypto: None,
         })

@@ -123,8 +123,10 @@ fn histogram(
         let row = (0..b.num_rows())
             .find(|r| seg.value(*r) == "a")
             .expect("group a");
-        let v = b
-            .column(col)
+        // Sums of integers are released as DECIMAL(38, 0), counts as Int64.
+        let column = datafusion::arrow::compute::cast(b.column(col), &DataType::Int64)
+            .expect("an integer value");
+        let v = column
             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
             .value(row);
         *h.entry(v.div_euclid(bin)).or_insert(0) += 1;

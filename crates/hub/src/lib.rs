@@ -380,15 +380,17 @@ impl Hub {
             }
             Some(template) => {
                 let released = executor::run(template, results).await?;
-                match &plan.dp {
-                    None => Ok(released),
-                    Some(dp) => {
-                        let (schema, batches) = airlock_guard::dp::release(dp, released.batches)
-                            .await
-                            .map_err(HubError::from)?;
-                        Ok(Released { schema, batches })
-                    }
-                }
+                // The query's own steps above the aggregate (or DP's
+                // release) see only the rows that passed the threshold.
+                let (schema, batches) = airlock_guard::finish(
+                    plan.dp.as_ref(),
+                    plan.upper.as_ref(),
+                    released.batches,
+                    released.schema,
+                )
+                .await
+                .map_err(HubError::from)?;
+                Ok(Released { schema, batches })
             }
         }
     }

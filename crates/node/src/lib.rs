@@ -244,6 +244,7 @@ impl Node {
             })?;
         let plan = checked
             .plan
+            .clone()
             .transform_up(|node| {
                 let LogicalPlan::TableScan(scan) = &node else {
                     return Ok(Transformed::no(node));
@@ -269,17 +270,15 @@ impl Node {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
         // Under differential privacy the node adds the noise itself: the
-        // exact bounded aggregates never leave it.
-        if let Some(dp) = &checked.dp {
-            let (schema, batches) =
-                airlock_guard::dp::release(dp, batches)
-                    .await
-                    .map_err(|e| match e {
-                        GuardError::Refused(r) => NodeError::Refused(r),
-                        GuardError::BadInput(m) | GuardError::Internal(m) => NodeError::Local(m),
-                    })?;
-            return Ok((schema, vec![batches]));
-        }
+        // exact bounded aggregates never leave it. Otherwise the query's own
+        // steps above the aggregate run over the rows that passed k only.
+        let (schema, batches) = checked
+            .release(batches, schema)
+            .await
+            .map_err(|e| match e {
+                GuardError::Refused(r) => NodeError::Refused(r),
+                GuardError::BadInput(m) | GuardError::Internal(m) => NodeError::Local(m),
+            })?;
         Ok((schema, vec![batches]))
     }
 

@@ -78,6 +78,8 @@ pub enum Control {
     /// A query crypto mode cannot compute (it supports overlap counts and
     /// sums of the other member's measure, by the asker's dimensions).
     CryptoMode,
+    /// A query or request beyond a size, depth, time or memory limit.
+    Limit,
 }
 
 impl Control {
@@ -114,6 +116,7 @@ impl Control {
             Control::TemplateApproval => "template-approval",
             Control::Purpose => "purpose",
             Control::CryptoMode => "crypto-mode",
+            Control::Limit => "limit",
         }
     }
 }

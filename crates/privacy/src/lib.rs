@@ -69,21 +69,40 @@ impl Laplace {
     pub fn release(&self, value: i64) -> Result<i64, PrivacyError> {
         let noise = opendp::traits::samplers::sample_discrete_laplace(self.scale.clone())
             .map_err(|e| PrivacyError::Sampling(e.to_string()))?;
-        let noisy = IBig::from(value) + noise;
-        i64::try_from(noisy).map_err(|_| PrivacyError::Sampling("the noisy value overflows".into()))
+        Ok(saturate(IBig::from(value) + noise))
     }
 
     /// The half-width `t` of the central 95% interval: `P(|noise| <= t) >= 0.95`.
     /// For the discrete Laplace with `q = exp(-1/s)`,
     /// `P(|X| > t) = 2 q^(t+1) / (1 + q)`.
+    ///
+    /// Closed form: the smallest `t >= 0` with `(t + 1) ln q <= ln(0.025 (1 + q))`,
+    /// that is `t = ceil(s ln(40 / (1 + q))) - 1` with `ln q = -1/s`, then
+    /// corrected by one step either way for rounding.
     pub fn interval95(&self) -> u64 {
-        let q = (-1.0 / self.scale_f64).exp();
-        let mut t: u64 = 0;
-        while 2.0 * q.powf(t as f64 + 1.0) / (1.0 + q) > 0.05 {
-            t += 1;
+        let s = self.scale_f64;
+        let q = (-1.0 / s).exp();
+        let tail = |t: f64| 2.0 * ((t + 1.0) * (-1.0 / s)).exp() / (1.0 + q);
+        let estimate = (s * (40.0 / (1.0 + q)).ln()).ceil() - 1.0;
+        if !estimate.is_finite() || estimate >= u64::MAX as f64 {
+            return u64::MAX;
         }
-        t
+        let mut t = estimate.max(0.0);
+        if t >= 1.0 && tail(t - 1.0) <= 0.05 {
+            t -= 1.0;
+        }
+        if tail(t) > 0.05 {
+            t += 1.0;
+        }
+        t as u64
     }
+}
+
+/// A noisy value held to the range of `i64`: clamping is post-processing
+/// (it needs no budget), and unlike an error it tells nothing about the
+/// exact value.
+fn saturate(v: IBig) -> i64 {
+    i64::try_from(&v).unwrap_or(if v < IBig::ZERO { i64::MIN } else { i64::MAX })
 }
 
 /// A discrete Gaussian mechanism with standard deviation parameter `sigma`.
@@ -104,14 +123,44 @@ impl Gaussian {
     pub fn release(&self, value: i64) -> Result<i64, PrivacyError> {
         let noise = opendp::traits::samplers::sample_discrete_gaussian(self.sigma.clone())
             .map_err(|e| PrivacyError::Sampling(e.to_string()))?;
-        i64::try_from(IBig::from(value) + noise)
-            .map_err(|_| PrivacyError::Sampling("the noisy value overflows".into()))
+        Ok(saturate(IBig::from(value) + noise))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_closed_form_interval_equals_the_search() {
+        for scale in [0.01, 0.3, 1.0, 2.5, 3.0, 7.7, 10.0, 123.4, 1000.0, 54321.0] {
+            let l = Laplace::for_epsilon(1.0, scale).expect("mechanism");
+            let q = (-1.0 / l.scale()).exp();
+            let mut t: u64 = 0;
+            while 2.0 * q.powf(t as f64 + 1.0) / (1.0 + q) > 0.05 {
+                t += 1;
+            }
+            assert_eq!(l.interval95(), t, "scale {}", l.scale());
+        }
+        // Huge scales answer at once, and saturate rather than overflow.
+        for scale in [1e8, 2e16, 1e300] {
+            let l = Laplace::for_epsilon(1.0, scale).expect("mechanism");
+            let t = l.interval95() as f64;
+            assert!(
+                t >= l.scale() * 2.99 || t == u64::MAX as f64,
+                "scale {scale}: {t}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_noisy_value_near_the_ends_saturates() {
+        let l = Laplace::for_epsilon(1.0, 1e6).expect("mechanism");
+        for _ in 0..50 {
+            l.release(i64::MAX).expect("no error at the top");
+            l.release(i64::MIN).expect("no error at the bottom");
+        }
+    }
 
     #[test]
     fn bad_parameters_are_refused() {

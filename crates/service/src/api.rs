@@ -105,10 +105,9 @@ pub struct ApprovalView {
 pub struct ProgressView {
     /// Fragments sent to nodes.
     pub fragments_total: u64,
-    /// Fragments whose results arrived.
+    /// Fragments whose results arrived. (No count of rows: it would
+    /// depend on the other members' data.)
     pub fragments_done: u64,
-    /// Rows received from nodes.
-    pub rows_streamed: u64,
 }
 
 /// A query's state.

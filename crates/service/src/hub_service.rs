@@ -504,7 +504,6 @@ impl HubState {
                 v.progress = Some(ProgressView {
                     fragments_total: p.fragments_total.load(Ordering::Relaxed),
                     fragments_done: p.fragments_done.load(Ordering::Relaxed),
-                    rows_streamed: p.rows_streamed.load(Ordering::Relaxed),
                 });
             }
         }
@@ -543,7 +542,6 @@ impl HubState {
                             serde_json::json!({
                                 "query": q.id,
                                 "fragments": progress.fragments_done.load(Ordering::Relaxed),
-                                "rows_streamed": progress.rows_streamed.load(Ordering::Relaxed),
                             }),
                         )
                         .await;

@@ -40,8 +40,8 @@ pub struct Progress {
     pub fragments_total: AtomicU64,
     /// Fragments whose results have fully arrived.
     pub fragments_done: AtomicU64,
-    /// Rows received from nodes so far.
-    pub rows_streamed: AtomicU64,
+    // No count of rows: how many rows a member's node sends depends on that
+    // member's data, and the querier can read progress (ATTACKS 29).
 }
 
 /// A copy of every byte exchanged with nodes (for tests and debugging).
@@ -232,9 +232,6 @@ impl QueryLinks {
                     NodeFailure::Failed(format!("the node of '{member}' sent an unreadable result"))
                 }
             })?;
-            self.progress
-                .rows_streamed
-                .fetch_add(b.num_rows() as u64, Ordering::Relaxed);
             partitions[i % parts].push(b);
             i += 1;
         }

@@ -1,0 +1,679 @@
+//! Totality: an accepted query cannot fail on any input.
+//!
+//! A query that fails on one row is an oracle: whether it fails tells the
+//! analyst whether some row, perhaps one person joined from another
+//! member's table, has a value (ATTACKS 25, 26, 28). So every expression
+//! of the plan *as it will run* (after the analyzer's type coercion, which
+//! inserts casts) must be total: for every value of every column's type
+//! (NULLs, empty strings, the extreme integers, NaN and infinities, any
+//! date), its evaluation returns a value.
+//!
+//! The check walks every expression of every plan node (filters,
+//! projections, group keys, join conditions, aggregates, HAVING, ORDER BY,
+//! LIMIT) with one rule per expression form:
+//!
+//! - a *constant* (an expression that reads no column) is evaluated here,
+//!   once; if it fails the query is refused: inside a `CASE` it would fail
+//!   only on the rows that reach it;
+//! - a cast must be one that cannot fail ([`cast_is_total`]); `TRY_CAST`
+//!   is total by definition;
+//! - integer `+ - *`, unary minus and `abs` are accepted only when the
+//!   range of their operands, computed from the column types and the
+//!   constants ([`Checker::range`]), proves the result fits its type;
+//!   floating point arithmetic is total (infinities and NaN, no error);
+//!   decimal and date arithmetic is refused;
+//! - division and modulo need a constant divisor that is not 0 (nor -1
+//!   when the dividend can be the smallest integer), or floating operands;
+//! - each allowed scalar function has its own rule ([`Checker::function`]):
+//!   `substr`'s length a constant of at least 0, `replace` never growing
+//!   a string, `date_trunc`'s unit a known constant, and so on. A function
+//!   without a rule is refused;
+//! - regular expression and `LIKE` patterns must be constants that compile;
+//! - every other expression form is refused.
+//!
+//! The aggregates are made total by the rewrite: an integer `SUM`
+//! accumulates in `DECIMAL(38, 0)`, which no number of 64-bit values a
+//! table can hold overflows (see `rewrite::widen_sums`).
+
+use std::sync::Arc;
+
+use airlock_policy::{Control, Refusal};
+use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
+use datafusion::physical_expr::create_physical_expr;
+
+type R<T> = Result<T, Refusal>;
+
+/// The most a constant string position or length may be (`substr`,
+/// `left`, `right`): far beyond any string, far from overflowing.
+const MAX_POSITION: i128 = 1 << 31;
+
+fn oracle(reason: impl Into<String>) -> Refusal {
+    Refusal::new(Control::ErrorOracle, reason)
+}
+
+/// Checks that every expression of `plan` (and of every plan below it) is
+/// total.
+pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
+    let mut refusal = None;
+    plan.apply_with_subqueries(|node| {
+        let mut schema = DFSchema::empty();
+        for input in node.inputs() {
+            schema.merge(input.schema());
+        }
+        let checker = Checker { schema: &schema };
+        let result = node.apply_expressions(|e| match checker.check(e) {
+            Ok(()) => Ok(TreeNodeRecursion::Continue),
+            Err(r) => {
+                refusal = Some(r);
+                Ok(TreeNodeRecursion::Stop)
+            }
+        });
+        match (result, &refusal) {
+            (_, Some(_)) => Ok(TreeNodeRecursion::Stop),
+            (Err(e), None) => {
+                refusal = Some(oracle(format!(
+                    "an expression could not be checked for failures ({})",
+                    e.strip_backtrace()
+                )));
+                Ok(TreeNodeRecursion::Stop)
+            }
+            (Ok(_), None) => Ok(TreeNodeRecursion::Continue),
+        }
+    })
+    .map_err(|e| oracle(format!("the plan could not be checked ({e})")))?;
+    match refusal {
+        Some(r) => Err(r),
+        None => Ok(()),
+    }
+}
+
+/// Whether `e` reads no column and computes nothing over rows.
+fn is_constant(e: &Expr) -> bool {
+    let mut constant = true;
+    let _ = e.apply(|x| {
+        if matches!(
+            x,
+            Expr::Column(_)
+                | Expr::OuterReferenceColumn(..)
+                | Expr::AggregateFunction(_)
+                | Expr::WindowFunction(_)
+                | Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
+                | Expr::Placeholder(_)
+                | Expr::ScalarVariable(..)
+                | Expr::GroupingSet(_)
+                | Expr::Unnest(_)
+        ) {
+            constant = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if let Expr::ScalarFunction(f) = x {
+            if f.func.signature().volatility != datafusion::logical_expr::Volatility::Immutable {
+                constant = false;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    constant
+}
+
+/// Evaluates a constant expression; `None` if it fails.
+fn evaluate(e: &Expr) -> Option<ScalarValue> {
+    if let Expr::Literal(v, _) = e {
+        return Some(v.clone());
+    }
+    let physical = create_physical_expr(
+        e,
+        &DFSchema::empty(),
+        &ExecutionProps::new(),
+        &PhysicalPlanningContext::default(),
+    )
+    .ok()?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .ok()?;
+    let value = physical.evaluate(&batch).ok()?;
+    let array = value.into_array(1).ok()?;
+    ScalarValue::try_from_array(&array, 0).ok()
+}
+
+/// The range of values of an integer type.
+fn type_range(t: &DataType) -> Option<(i128, i128)> {
+    Some(match t {
+        DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
+        DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
+        DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
+        DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
+        DataType::UInt8 => (0, u8::MAX.into()),
+        DataType::UInt16 => (0, u16::MAX.into()),
+        DataType::UInt32 => (0, u32::MAX.into()),
+        DataType::UInt64 => (0, u64::MAX.into()),
+        _ => return None,
+    })
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Decimal digits an integer type needs.
+fn digits(t: &DataType) -> Option<u8> {
+    Some(match t {
+        DataType::Int8 | DataType::UInt8 => 3,
+        DataType::Int16 | DataType::UInt16 => 5,
+        DataType::Int32 | DataType::UInt32 => 10,
+        DataType::Int64 => 19,
+        DataType::UInt64 => 20,
+        _ => return None,
+    })
+}
+
+/// Whether a cast from `from` to `to` succeeds on every value (the casts
+/// that only widen, or that print a value as text).
+pub(crate) fn cast_is_total(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    if from == to || matches!(from, Null) {
+        return true;
+    }
+    if is_string(to) {
+        // Text of a number, a boolean or text. Dates and timestamps are
+        // left out: a date beyond chrono's years has no text.
+        return is_string(from)
+            || is_float(from)
+            || type_range(from).is_some()
+            || matches!(from, Boolean | Decimal128(..) | Decimal256(..));
+    }
+    if let (Some((flo, fhi)), Some((tlo, thi))) = (type_range(from), type_range(to)) {
+        return tlo <= flo && fhi <= thi;
+    }
+    if is_float(to) {
+        return type_range(from).is_some() || matches!((from, to), (Float16 | Float32, Float64));
+    }
+    match (from, to) {
+        (_, Decimal128(p, s)) | (_, Decimal256(p, s)) if *s >= 0 => match (digits(from), from) {
+            (Some(d), _) => i16::from(d) <= i16::from(*p) - i16::from(*s),
+            (None, Decimal128(fp, fs)) => {
+                *fs >= 0
+                    && fs <= s
+                    && i16::from(*fp) - i16::from(*fs) <= i16::from(*p) - i16::from(*s)
+            }
+            _ => false,
+        },
+        (Date32, Date64) => true,
+        _ => false,
+    }
+}
+
+/// Whether `TRY_CAST` from `from` to `to` returns a value or NULL for
+/// every input: the total casts, and parsing or narrowing numbers and text
+/// (a value that does not convert becomes NULL).
+pub(crate) fn try_cast_is_total(from: &DataType, to: &DataType) -> bool {
+    let numeric = |t: &DataType| {
+        is_float(t) || type_range(t).is_some() || matches!(t, DataType::Decimal128(..))
+    };
+    cast_is_total(from, to)
+        || ((is_string(from) || numeric(from)) && (numeric(to) || matches!(to, DataType::Boolean)))
+        || (is_string(from) && matches!(to, DataType::Date32))
+}
+
+struct Checker<'a> {
+    schema: &'a DFSchema,
+}
+
+impl Checker<'_> {
+    fn ty(&self, e: &Expr) -> R<DataType> {
+        e.get_type(self.schema).map_err(|err| {
+            oracle(format!(
+                "the type of an expression is unknown ({})",
+                err.strip_backtrace()
+            ))
+        })
+    }
+
+    /// Checks `e` and every expression inside it.
+    fn check(&self, e: &Expr) -> R<()> {
+        if is_constant(e) {
+            // Every part on its own: the engine may evaluate a constant
+            // part that a short-circuit here would skip (the optimizer
+            // folds each constant it finds).
+            let mut fails = false;
+            let _ = e.apply(|x| {
+                if !matches!(x, Expr::Literal(..)) && evaluate(x).is_none() {
+                    fails = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+            return match fails {
+                false => Ok(()),
+                true => Err(Refusal::new(
+                    Control::ErrorOracle,
+                    "a constant expression in the query fails when evaluated; a query must not fail on any row",
+                )),
+            };
+        }
+        self.node(e)?;
+        let mut result = Ok(());
+        e.apply_children(|c| match self.check(c) {
+            Ok(()) => Ok(TreeNodeRecursion::Continue),
+            Err(r) => {
+                result = Err(r);
+                Ok(TreeNodeRecursion::Stop)
+            }
+        })
+        .map_err(|err| oracle(err.strip_backtrace()))?;
+        result
+    }
+
+    /// The constant value of `e`, if it is a constant.
+    fn constant(&self, e: &Expr) -> Option<ScalarValue> {
+        if is_constant(e) {
+            evaluate(e)
+        } else {
+            None
+        }
+    }
+
+    fn constant_int(&self, e: &Expr) -> Option<Option<i128>> {
+        let v = self.constant(e)?;
+        if v.is_null() {
+            return Some(None);
+        }
+        let v = v.cast_to(&DataType::Int64).ok()?;
+        match v {
+            ScalarValue::Int64(Some(x)) => Some(Some(x.into())),
+            _ => None,
+        }
+    }
+
+    fn constant_string(&self, e: &Expr) -> Option<Option<String>> {
+        let v = self.constant(e)?;
+        if v.is_null() {
+            return Some(None);
+        }
+        match v {
+            ScalarValue::Utf8(s) | ScalarValue::LargeUtf8(s) | ScalarValue::Utf8View(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Bounds on the values of an integer expression, from its type and the
+    /// constants in it; `None` if it is not an integer.
+    fn range(&self, e: &Expr) -> Option<(i128, i128)> {
+        let ty = self.ty(e).ok()?;
+        let full = type_range(&ty)?;
+        if let Some(c) = self.constant_int(e) {
+            return Some(match c {
+                Some(v) => (v, v),
+                None => full,
+            });
+        }
+        let derived = match e {
+            Expr::Alias(a) => self.range(&a.expr),
+            Expr::Cast(c) => self.range(&c.expr),
+            Expr::Negative(x) => self
+                .range(x)
+                .and_then(|(lo, hi)| Some((hi.checked_neg()?, lo.checked_neg()?))),
+            Expr::BinaryExpr(b) => {
+                let (l, r) = (self.range(&b.left)?, self.range(&b.right)?);
+                interval(b.op, l, r)
+            }
+            Expr::ScalarFunction(f) if f.func.name() == "abs" => {
+                let (lo, hi) = self.range(f.args.first()?)?;
+                let m = lo.checked_abs()?.max(hi.checked_abs()?);
+                Some((
+                    if lo <= 0 && hi >= 0 {
+                        0
+                    } else {
+                        lo.abs().min(hi.abs())
+                    },
+                    m,
+                ))
+            }
+            Expr::Case(c) => {
+                let mut hull: Option<(i128, i128)> = None;
+                let branches = c
+                    .when_then_expr
+                    .iter()
+                    .map(|(_, t)| t.as_ref())
+                    .chain(c.else_expr.as_deref());
+                for t in branches {
+                    let (lo, hi) = self.range(t)?;
+                    hull = Some(match hull {
+                        None => (lo, hi),
+                        Some((a, b)) => (a.min(lo), b.max(hi)),
+                    });
+                }
+                hull
+            }
+            _ => None,
+        };
+        Some(match derived {
+            Some((lo, hi)) => (lo.max(full.0), hi.min(full.1)),
+            None => full,
+        })
+    }
+
+    /// The rule for one expression node (its children are checked apart).
+    fn node(&self, e: &Expr) -> R<()> {
+        match e {
+            Expr::Column(_)
+            | Expr::Literal(..)
+            | Expr::Alias(_)
+            | Expr::Not(_)
+            | Expr::IsNull(_)
+            | Expr::IsNotNull(_)
+            | Expr::IsTrue(_)
+            | Expr::IsFalse(_)
+            | Expr::IsUnknown(_)
+            | Expr::IsNotTrue(_)
+            | Expr::IsNotFalse(_)
+            | Expr::IsNotUnknown(_)
+            | Expr::Between(_)
+            | Expr::Case(_)
+            | Expr::InList(_)
+            | Expr::AggregateFunction(_) => Ok(()),
+            Expr::TryCast(c) => {
+                let from = self.ty(&c.expr)?;
+                let to = c.field.data_type();
+                if try_cast_is_total(&from, to) {
+                    Ok(())
+                } else {
+                    Err(oracle(format!(
+                        "TRY_CAST from {from} to {to} can fail on one value (it is not supported, or it formats values that may have no text)"
+                    )))
+                }
+            }
+            Expr::Negative(x) => {
+                let ty = self.ty(x)?;
+                if is_float(&ty)
+                    || matches!(ty, DataType::Decimal128(..) | DataType::Decimal256(..))
+                {
+                    return Ok(());
+                }
+                self.fits(e, &ty, "a unary minus")
+            }
+            Expr::Cast(c) => {
+                let from = self.ty(&c.expr)?;
+                let to = c.field.data_type();
+                if cast_is_total(&from, to) {
+                    Ok(())
+                } else {
+                    Err(oracle(format!(
+                        "a cast from {from} to {to} can fail on one value (it may be inserted to compare values of different types); compare values of the same type or use TRY_CAST"
+                    )))
+                }
+            }
+            Expr::Like(l) => {
+                if self.constant_string(&l.pattern).is_none() {
+                    return Err(oracle("a LIKE pattern must be a constant text"));
+                }
+                Ok(())
+            }
+            Expr::BinaryExpr(b) => self.binary(e, b),
+            Expr::ScalarFunction(f) => self.function(e, f.func.name(), &f.args),
+            other => Err(oracle(format!(
+                "the expression {} cannot be shown never to fail",
+                other.variant_name()
+            ))),
+        }
+    }
+
+    fn fits(&self, e: &Expr, ty: &DataType, what: &str) -> R<()> {
+        match self.derived_range(e) {
+            Some(_) => Ok(()),
+            None => Err(oracle(format!(
+                "{what} on {ty} values can overflow on one value; cast the operands to DOUBLE"
+            ))),
+        }
+    }
+
+    /// The range of an arithmetic node computed from its operands, if it
+    /// fits the node's type (`None` when it may overflow).
+    fn derived_range(&self, e: &Expr) -> Option<(i128, i128)> {
+        let ty = self.ty(e).ok()?;
+        let (tlo, thi) = type_range(&ty)?;
+        let (lo, hi) = match e {
+            Expr::Negative(x) => {
+                let (lo, hi) = self.range(x)?;
+                (hi.checked_neg()?, lo.checked_neg()?)
+            }
+            Expr::BinaryExpr(b) => interval(b.op, self.range(&b.left)?, self.range(&b.right)?)?,
+            Expr::ScalarFunction(f) => {
+                let (lo, hi) = self.range(f.args.first()?)?;
+                (0, lo.checked_abs()?.max(hi.checked_abs()?))
+            }
+            _ => return None,
+        };
+        (tlo <= lo && hi <= thi).then_some((lo, hi))
+    }
+
+    fn binary(&self, e: &Expr, b: &datafusion::logical_expr::BinaryExpr) -> R<()> {
+        use Operator::*;
+        match b.op {
+            Eq | NotEq | Lt | LtEq | Gt | GtEq | IsDistinctFrom | IsNotDistinctFrom | And | Or
+            | StringConcat => Ok(()),
+            Plus | Minus | Multiply => {
+                let ty = self.ty(e)?;
+                if is_float(&ty) {
+                    Ok(())
+                } else if type_range(&ty).is_some() {
+                    self.fits(e, &ty, &format!("'{}'", b.op))
+                } else {
+                    Err(oracle(format!(
+                        "'{}' on {ty} values can overflow or fail on one value; cast the operands to DOUBLE",
+                        b.op
+                    )))
+                }
+            }
+            Divide | Modulo => {
+                let ty = self.ty(e)?;
+                let (lt, rt) = (self.ty(&b.left)?, self.ty(&b.right)?);
+                if is_float(&lt) && is_float(&rt) {
+                    return Ok(());
+                }
+                if type_range(&ty).is_some() {
+                    if let (Some(Some(d)), Some((lo, _))) =
+                        (self.constant_int(&b.right), self.range(&b.left))
+                    {
+                        let min = type_range(&ty).map(|(m, _)| m).unwrap_or(0);
+                        if d != 0 && !(d == -1 && lo <= min) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(oracle(format!(
+                    "'{}' fails on one value when the divisor can be 0; divide by a constant other than 0, or cast both operands to DOUBLE",
+                    b.op
+                )))
+            }
+            RegexMatch | RegexIMatch | RegexNotMatch | RegexNotIMatch => {
+                match self.constant_string(&b.right) {
+                    Some(Some(p))
+                        if regex_compiles(&p, matches!(b.op, RegexIMatch | RegexNotIMatch)) =>
+                    {
+                        Ok(())
+                    }
+                    Some(None) => Ok(()),
+                    _ => Err(oracle(
+                        "a regular expression pattern must be a constant that compiles",
+                    )),
+                }
+            }
+            LikeMatch | ILikeMatch | NotLikeMatch | NotILikeMatch => {
+                match self.constant_string(&b.right) {
+                    Some(_) => Ok(()),
+                    None => Err(oracle("a LIKE pattern must be a constant text")),
+                }
+            }
+            other => Err(oracle(format!("the operator '{other}' is not allowed"))),
+        }
+    }
+
+    fn function(&self, e: &Expr, name: &str, args: &[Expr]) -> R<()> {
+        #[cfg(test)]
+        if crate::generator::SKIP_RULE.with(|s| s.get()) == Some(name) {
+            return Ok(());
+        }
+        let position = |i: usize, min: i128| -> R<()> {
+            let Some(a) = args.get(i) else { return Ok(()) };
+            match self.constant_int(a) {
+                Some(None) => Ok(()),
+                Some(Some(v)) if (min..=MAX_POSITION).contains(&v) => Ok(()),
+                _ => Err(oracle(format!(
+                    "argument {} of {name} must be a constant between {min} and {MAX_POSITION}",
+                    i + 1
+                ))),
+            }
+        };
+        match name {
+            "lower" | "upper" | "trim" | "btrim" | "ltrim" | "rtrim" | "initcap" | "length"
+            | "char_length" | "character_length" | "octet_length" | "concat" | "concat_ws"
+            | "coalesce" | "nullif" | "starts_with" | "ends_with" | "strpos" | "greatest"
+            | "least" => Ok(()),
+            "substr" | "substring" => {
+                position(1, -MAX_POSITION)?;
+                position(2, 0)
+            }
+            "left" | "right" => position(1, -MAX_POSITION),
+            "replace" => {
+                let (Some(Some(Some(from))), Some(Some(to))) = (
+                    args.get(1).map(|a| self.constant_string(a)),
+                    args.get(2).map(|a| self.constant_string(a)),
+                ) else {
+                    return Err(oracle(
+                        "replace needs constant texts to find and to put in their place",
+                    ));
+                };
+                let to = to.unwrap_or_default();
+                if from.is_empty() || to.len() > from.len() {
+                    return Err(oracle(
+                        "replace may not make a text longer (the text put in place of another must be no longer than it, and not replace the empty text)",
+                    ));
+                }
+                Ok(())
+            }
+            "abs" => {
+                let ty = self.ty(e)?;
+                if type_range(&ty).is_some() {
+                    self.fits(e, &ty, "abs")
+                } else if is_float(&ty) {
+                    Ok(())
+                } else {
+                    Err(oracle(format!(
+                        "abs of {ty} values is not allowed; cast to DOUBLE"
+                    )))
+                }
+            }
+            "round" | "floor" | "ceil" => {
+                let ty = self.ty(args.first().ok_or_else(|| oracle("missing argument"))?)?;
+                if !is_float(&ty) {
+                    return Err(oracle(format!(
+                        "{name} of {ty} values is not allowed; cast to DOUBLE"
+                    )));
+                }
+                position(1, -MAX_POSITION)
+            }
+            "date_trunc" | "date_part" => {
+                let unit = args.first().and_then(|a| self.constant_string(a));
+                let known = match (name, &unit) {
+                    ("date_trunc", Some(Some(u))) => {
+                        DATE_TRUNC_UNITS.contains(&u.to_ascii_lowercase().as_str())
+                    }
+                    ("date_part", Some(Some(u))) => {
+                        DATE_PART_UNITS.contains(&u.to_ascii_lowercase().as_str())
+                    }
+                    _ => false,
+                };
+                if !known {
+                    return Err(oracle(format!(
+                        "the unit of {name} must be a constant, one of the units it knows"
+                    )));
+                }
+                let arg = args.get(1).ok_or_else(|| oracle("missing argument"))?;
+                let ty = self.ty(arg)?;
+                // date_part of a date beyond chrono's years is NULL: fine
+                // where the value may be NULL anyway, a failure where the
+                // plan says it cannot be.
+                let nullable = arg.nullable(self.schema).unwrap_or(false);
+                if matches!(ty, DataType::Date32) && name == "date_part" && !nullable {
+                    Err(oracle(
+                        "date_part of a DATE that cannot be NULL can fail on one value; apply it to a column that may be NULL",
+                    ))
+                } else if matches!(ty, DataType::Date32) && name == "date_part" {
+                    Ok(())
+                } else {
+                    Err(oracle(format!(
+                        "{name} of {ty} values can fail on one value; {name} is allowed on DATE columns only"
+                    )))
+                }
+            }
+            other => Err(oracle(format!(
+                "function {other} has no rule showing it never fails"
+            ))),
+        }
+    }
+}
+
+/// Units `date_trunc` accepts.
+const DATE_TRUNC_UNITS: &[&str] = &[
+    "microsecond",
+    "millisecond",
+    "second",
+    "minute",
+    "hour",
+    "day",
+    "week",
+    "month",
+    "quarter",
+    "year",
+];
+/// Units `date_part` accepts.
+const DATE_PART_UNITS: &[&str] = &[
+    "year", "quarter", "month", "week", "day", "dow", "doy", "hour", "minute", "second",
+];
+
+fn interval(op: Operator, (a, b): (i128, i128), (c, d): (i128, i128)) -> Option<(i128, i128)> {
+    match op {
+        Operator::Plus => Some((a.checked_add(c)?, b.checked_add(d)?)),
+        Operator::Minus => Some((a.checked_sub(d)?, b.checked_sub(c)?)),
+        Operator::Multiply => {
+            let p = [
+                a.checked_mul(c)?,
+                a.checked_mul(d)?,
+                b.checked_mul(c)?,
+                b.checked_mul(d)?,
+            ];
+            Some((*p.iter().min()?, *p.iter().max()?))
+        }
+        _ => None,
+    }
+}
+
+fn regex_compiles(pattern: &str, case_insensitive: bool) -> bool {
+    // DataFusion compiles the pattern with the regex crate's defaults;
+    // compiling it here with the same crate decides whether it would fail.
+    let flagged = if case_insensitive {
+        format!("(?i){pattern}")
+    } else {
+        pattern.to_string()
+    };
+    regex::Regex::new(pattern).is_ok() && regex::Regex::new(&flagged).is_ok()
+}
