@@ -383,6 +383,7 @@ impl Guard {
         let plan = templates::bind(plan, template, run)?;
         let plan = rewrite::widen_sums(plan).map_err(internal)?;
         let plan = self.analyze(plan)?;
+        let plan = total::make_total(plan).map_err(internal)?;
         let used = templates::functions_used(&plan);
         let mut checked = self.check_plan(sql, plan, querier).await?;
         templates::check_rules(&self.collab, &self.tables, &checked, run, approvals)?;

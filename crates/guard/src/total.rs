@@ -612,16 +612,17 @@ impl Checker<'_> {
                 // date_part of a date beyond chrono's years is NULL: fine
                 // where the value may be NULL anyway, a failure where the
                 // plan says it cannot be.
+                // (`make_total` holds its DATE argument to chrono's range.)
                 let nullable = arg.nullable(self.schema).unwrap_or(false);
                 if matches!(ty, DataType::Date32) && name == "date_part" && !nullable {
                     Err(oracle(
-                        "date_part of a DATE that cannot be NULL can fail on one value; apply it to a column that may be NULL",
+                        "date_part of a DATE that cannot be NULL can fail on one value",
                     ))
                 } else if matches!(ty, DataType::Date32) && name == "date_part" {
                     Ok(())
                 } else {
                     Err(oracle(format!(
-                        "{name} of {ty} values can fail on one value; {name} is allowed on DATE columns only"
+                        "{name} of {ty} values can fail on one value; date_part is allowed on DATE values (date_trunc converts to a timestamp, which overflows)"
                     )))
                 }
             }
@@ -676,4 +677,65 @@ fn regex_compiles(pattern: &str, case_insensitive: bool) -> bool {
         pattern.to_string()
     };
     regex::Regex::new(pattern).is_ok() && regex::Regex::new(&flagged).is_ok()
+}
+
+/// The days (since 1970-01-01) of the dates `date_part` can read: about
+/// 197,000 years either way, inside chrono's range.
+const DATE_PART_DAYS: (i32, i32) = (-72_000_000, 72_000_000);
+
+/// Rewrites the functions that have a total variant into it, keeping every
+/// output name: `date_part(unit, d)` of a DATE reads
+/// `CASE WHEN d BETWEEN lo AND hi THEN d END`, a date chrono can convert
+/// (else NULL), so it neither fails nor returns NULL where the plan says
+/// it cannot. Runs after type coercion and before the check, so the check
+/// sees (and passes) what runs.
+pub(crate) fn make_total(plan: LogicalPlan) -> datafusion::common::Result<LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::expr_rewriter::NamePreserver;
+    use datafusion::logical_expr::{lit, when};
+    let rewritten = plan.transform_up_with_subqueries(|node| {
+        let schema = {
+            let mut s = DFSchema::empty();
+            for input in node.inputs() {
+                s.merge(input.schema());
+            }
+            s
+        };
+        let names = NamePreserver::new(&node);
+        let node = node.map_expressions(|e| {
+            let saved = names.save(&e);
+            let t = e.transform_up(|x| {
+                let Expr::ScalarFunction(f) = &x else {
+                    return Ok(Transformed::no(x));
+                };
+                if f.func.name() != "date_part" || f.args.len() != 2 {
+                    return Ok(Transformed::no(x));
+                }
+                let d = &f.args[1];
+                if d.get_type(&schema)? != DataType::Date32 {
+                    return Ok(Transformed::no(x));
+                }
+                let (lo, hi) = DATE_PART_DAYS;
+                let inside = d.clone().between(
+                    lit(ScalarValue::Date32(Some(lo))),
+                    lit(ScalarValue::Date32(Some(hi))),
+                );
+                let held = when(inside, d.clone()).end()?;
+                let mut g = f.clone();
+                g.args[1] = held;
+                Ok(Transformed::yes(Expr::ScalarFunction(g)))
+            })?;
+            Ok(if t.transformed {
+                Transformed::yes(saved.restore(t.data))
+            } else {
+                t
+            })
+        })?;
+        if node.transformed {
+            Ok(Transformed::yes(node.data.recompute_schema()?))
+        } else {
+            Ok(node)
+        }
+    })?;
+    Ok(rewritten.data)
 }
