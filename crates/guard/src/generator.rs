@@ -896,3 +896,177 @@ async fn the_generator_finds_a_non_total_function() {
         out.accepted
     );
 }
+
+/// Four people in segment "big", one in "small" (suppressed at k = 2).
+fn groups_of_four_and_one() -> (RecordBatch, RecordBatch) {
+    let (a, p) = tables(5, 0);
+    let segments: ArrayRef = Arc::new(StringArray::from(vec!["big", "big", "big", "big", "small"]));
+    let emails: ArrayRef = Arc::new(StringArray::from(
+        (0..5).map(|i| format!("p{i}@x")).collect::<Vec<_>>(),
+    ));
+    let mut columns = a.columns().to_vec();
+    columns[0] = emails;
+    columns[1] = segments;
+    let a = RecordBatch::try_new(a.schema(), columns).expect("table a");
+    (a, p)
+}
+
+async fn released(guard: &Guard, sql: &str, a: &RecordBatch, p: &RecordBatch) -> Vec<String> {
+    let q = guard.check(sql, "adv").await.expect("accepted");
+    let ta = Arc::new(MemTable::try_new(a.schema(), vec![vec![a.clone()]]).expect("a"));
+    let tp = Arc::new(MemTable::try_new(p.schema(), vec![vec![p.clone()]]).expect("p"));
+    let plan = q
+        .plan
+        .clone()
+        .transform_up(|node| match &node {
+            LogicalPlan::TableScan(s) => {
+                let t = if s.table_name.table() == "a" {
+                    ta.clone()
+                } else {
+                    tp.clone()
+                };
+                let scan = TableScanBuilder::new(s.table_name.clone(), provider_as_source(t))
+                    .with_projection(s.projection.clone())
+                    .build()?;
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            _ => Ok(Transformed::no(node)),
+        })
+        .expect("plan")
+        .data;
+    let df = SessionContext::new()
+        .execute_logical_plan(plan)
+        .await
+        .expect("lower");
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let rows = df.collect().await.expect("rows");
+    let (_, out) = q.release(rows, schema).await.expect("released");
+    let mut lines: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(&out)
+        .expect("format")
+        .to_string()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn the_analysts_having_sees_only_groups_that_passed_k() {
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let having = |s: &str| {
+        format!("SELECT a.segment AS g, COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email GROUP BY 1 HAVING {s}")
+    };
+    // The plan: the threshold sits directly on the aggregate in the lower
+    // plan; the analyst's HAVING is only in the upper plan, run apart.
+    let q = guard
+        .check(&having("COUNT(DISTINCT a.email) = 7"), "adv")
+        .await
+        .expect("accepted");
+    let lower = q.plan.display_indent().to_string();
+    assert!(lower.contains(">= Int64(2)"), "{lower}");
+    assert!(
+        !lower.contains("Int64(7)"),
+        "the analyst's HAVING reached the lower plan:\n{lower}"
+    );
+    let upper = q
+        .upper
+        .as_ref()
+        .expect("upper steps")
+        .plan()
+        .display_indent()
+        .to_string();
+    assert!(
+        upper.contains("Filter") && upper.contains("Int64(7)"),
+        "{upper}"
+    );
+
+    // Probing the suppressed group's size: every probe gives the same
+    // answer (no row, no error) except the one matching a released group.
+    let (a, p) = groups_of_four_and_one();
+    let mut answers = Vec::new();
+    for size in 0..=6 {
+        let sql = having(&format!("COUNT(DISTINCT a.email) = {size}"));
+        answers.push((size, released(&guard, &sql, &a, &p).await));
+    }
+    let empty = &answers[0].1;
+    for (size, answer) in &answers {
+        if *size == 4 {
+            assert!(
+                answer.iter().any(|l| l.contains("big")),
+                "size 4: {answer:?}"
+            );
+        } else {
+            assert_eq!(answer, empty, "size {size} is distinguishable");
+        }
+    }
+    // An expression that would blow up on the suppressed group (1 person)
+    // runs on released rows only.
+    let sql = having("1.0 / (CAST(COUNT(DISTINCT a.email) AS DOUBLE) - 1) > 0");
+    let answer = released(&guard, &sql, &a, &p).await;
+    assert!(
+        answer.iter().any(|l| l.contains("big")) && !answer.iter().any(|l| l.contains("small"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sizes_are_refused_by_a_limit_not_a_crash() {
+    use airlock_policy::Control;
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Arc::new(Guard::new(&collab, &schemas).expect("guard"));
+    let chain = |n: usize, term: &str, op: &str| {
+        let terms = vec![term; n].join(op);
+        format!(
+            "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE {terms}"
+        )
+    };
+    let cases = [
+        chain(300, "a.age = 1", " OR "),
+        chain(1_000, "a.segment = 'x'", " OR "),
+        chain(5_000, "a.age=1", " OR "),
+        chain(4_000, "a.segment = 'x'", " OR "),
+        chain(3_000, "a.age", " + ").replace("WHERE a.age", "WHERE 0 < a.age"),
+        format!(
+            "SELECT COUNT(*) AS n FROM a WHERE {}a.age = 1{}",
+            "(".repeat(2_000),
+            ")".repeat(2_000)
+        ),
+        format!(
+            "SELECT COUNT(*) AS n FROM a WHERE a.segment IN ({})",
+            vec!["'x'"; 21_000].join(",")
+        ),
+    ];
+    for sql in cases {
+        let g = guard.clone();
+        let len = sql.len();
+        // On a runtime worker thread (2 MiB stack), as in the services.
+        let result = tokio::spawn(async move { g.check(&sql, "adv").await })
+            .await
+            .expect("the check returns (no crash)");
+        match result {
+            Err(GuardError::Refused(r)) => {
+                assert_eq!(r.control, Control::Limit, "{len} bytes: {r}");
+                assert!(r.reason.contains("max_"), "names its limit: {r}");
+            }
+            Err(GuardError::BadInput(m)) => {
+                assert!(
+                    m.contains("recursion") || m.contains("limit"),
+                    "{len} bytes: {m}"
+                )
+            }
+            other => panic!("{len} bytes: not refused: {:?}", other.map(|q| q.sql.len())),
+        }
+    }
+    // A long flat list is no danger, and passes.
+    let sql = format!(
+        "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE a.segment IN ({})",
+        vec!["'x'"; 10_000].join(",")
+    );
+    guard
+        .check(&sql, "adv")
+        .await
+        .expect("a flat IN list of 10,000 values");
+}

@@ -51,6 +51,10 @@ pub use upper::Upper;
 
 use check::TableInfo;
 
+/// The stack of the thread that parses and plans a query (reserved address
+/// space; only what the recursion touches is used).
+const PLANNING_STACK: usize = 512 * 1024 * 1024;
+
 /// Why the guard did not accept a query.
 #[derive(Debug)]
 pub enum GuardError {
@@ -436,8 +440,26 @@ impl Guard {
         templates::verify(self, template).await
     }
 
+    /// Parses and plans `sql` on a thread of its own with a large stack
+    /// (parsing and planning recurse once per level of an expression), then
+    /// refuses it there if it is over a limit: a hostile query is dropped
+    /// where it was built, and no deep plan reaches the caller's stack.
     async fn plan_sql(&self, sql: &str) -> Result<LogicalPlan, GuardError> {
         self.limits.check_sql(sql)?;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("airlock-plan".into())
+                .stack_size(PLANNING_STACK)
+                .spawn_scoped(scope, || {
+                    futures::executor::block_on(self.plan_on_this_thread(sql))
+                })
+                .map_err(|e| GuardError::Internal(format!("cannot start the planner: {e}")))?
+                .join()
+                .map_err(|_| GuardError::Internal("the planner failed".into()))?
+        })
+    }
+
+    async fn plan_on_this_thread(&self, sql: &str) -> Result<LogicalPlan, GuardError> {
         let mut statements =
             DFParser::parse_sql(sql).map_err(|e| GuardError::BadInput(e.to_string()))?;
         if statements.len() != 1 {

@@ -323,3 +323,118 @@ async fn partition_selection_releases_the_count_it_tested() {
     }
     assert!(released > 500 && withheld > 500, "{released} / {withheld}");
 }
+
+#[tokio::test]
+async fn an_empty_input_releases_noisy_zeros_or_no_group() {
+    // Public keys: every key comes out (as noise around 0), whether the
+    // lower plan returned an empty batch or no batch at all.
+    let g = guard(COLLAB);
+    let q = g
+        .check(
+            "SELECT seg, COUNT(*) AS n, SUM(amount) AS s FROM t WHERE region = 'nowhere' GROUP BY seg",
+            "owner",
+        )
+        .await
+        .expect("accepted");
+    let release = q.dp.clone().expect("a DP query");
+    let exact = lower(&q.plan, rows(30, false)).await;
+    for input in [exact, Vec::new()] {
+        let (_, batches) = dp::release(&release, input).await.expect("released");
+        let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(n, 2, "both public keys, as noisy zeros");
+    }
+    // Partition selection: no group, and no error.
+    let g = guard(&with_delta());
+    let q = g
+        .check(
+            "SELECT region, COUNT(DISTINCT email) AS p FROM t WHERE seg = 'z' GROUP BY region",
+            "owner",
+        )
+        .await
+        .expect("accepted");
+    let release = q.dp.clone().expect("a DP query");
+    for input in [lower(&q.plan, rows(30, false)).await, Vec::new()] {
+        let (_, batches) = dp::release(&release, input).await.expect("released");
+        assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 0);
+    }
+}
+
+#[tokio::test]
+async fn dp_refuses_joins_off_the_identity() {
+    // With a join on a household column, one person's row reaches every
+    // row of the household: no per-identity bound holds, so it is refused.
+    let text = r#"
+[collaboration]
+name = "dp-join"
+secret_file = "k"
+
+[privacy]
+epsilon = 10.0
+
+[[members]]
+name = "one"
+abilities = ["query", "receive", "provide"]
+
+[[members]]
+name = "two"
+abilities = ["provide"]
+
+[[datasets]]
+name = "d1"
+owner = "one"
+path = "a.parquet"
+format = "parquet"
+
+[[datasets]]
+name = "d2"
+owner = "two"
+path = "b.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "a"
+dataset = "d1"
+identity = "email"
+join = ["email", "hh"]
+dimensions = ["seg"]
+rule = { type = "aggregation", min_distinct_identities = 2, differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, public_keys = { seg = ["a", "b"] } } }
+
+[[tables]]
+alias = "b"
+dataset = "d2"
+identity = "email"
+join = ["email", "hh"]
+dimensions = ["region"]
+rule = { type = "aggregation", min_distinct_identities = 2, differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1 } }
+"#;
+    let collab = Collaboration::from_toml(text, "c.toml").expect("valid collaboration");
+    let schema = |dim: &str| -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("email", DataType::Utf8, false),
+            Field::new("hh", DataType::Utf8, false),
+            Field::new(dim, DataType::Utf8, false),
+        ]))
+    };
+    let schemas = HashMap::from([
+        ("a".to_string(), schema("seg")),
+        ("b".to_string(), schema("region")),
+    ]);
+    let g = Guard::new(&collab, &schemas).expect("guard");
+    let e = g
+        .check(
+            "SELECT a.seg, COUNT(*) AS n FROM a JOIN b ON a.hh = b.hh GROUP BY a.seg",
+            "one",
+        )
+        .await
+        .expect_err("refused");
+    let r = refusal(e);
+    assert_eq!(r.control, Control::DifferentialPrivacy, "{r}");
+    assert!(r.reason.contains("identity"), "{r}");
+    // Joined on the identity, the same query is served.
+    g.check(
+        "SELECT a.seg, COUNT(*) AS n FROM a JOIN b ON a.email = b.email GROUP BY a.seg",
+        "one",
+    )
+    .await
+    .expect("accepted on the identity");
+}
