@@ -644,6 +644,38 @@ async fn killing_the_hub_mid_query_never_releases_twice() {
     let text = client.audit("demo").await.expect("audit");
     let entries = airlock_store::parse_jsonl(&text).expect("jsonl");
     airlock_store::verify_chain(&entries).expect("the chain verifies after the crash");
+    // What the querier reads carries no row counts of fragments (ATTACKS
+    // 29): `fragments.ran` holds the number of fragments only, and the
+    // query's view has no rows in its progress.
+    let ran: Vec<&airlock_store::AuditEntry> = entries
+        .iter()
+        .filter(|e| e.kind == "fragments.ran")
+        .collect();
+    assert!(!ran.is_empty(), "fragments.ran entries");
+    for e in &ran {
+        let payload: serde_json::Value = serde_json::from_str(&e.payload).expect("json");
+        let keys: Vec<&String> = payload.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["fragments", "query"], "{}", e.payload);
+    }
+    for e in &entries {
+        assert!(
+            !e.payload.contains("rows_streamed"),
+            "{}: {}",
+            e.kind,
+            e.payload
+        );
+    }
+    let (_, view) = client
+        .raw(Method::GET, &format!("/v1/queries/{}", again.id), None)
+        .await
+        .expect("query view");
+    // `rows` is the released result's row count (a released aggregate);
+    // no progress field counts rows.
+    let view: serde_json::Value = serde_json::from_str(&view).expect("json");
+    if let Some(p) = view.get("progress").and_then(|p| p.as_object()) {
+        assert!(p.keys().all(|k| k.starts_with("fragments_")), "{view}");
+    }
+    assert!(!view.to_string().contains("rows_streamed"), "{view}");
     let ends: Vec<&str> = entries
         .iter()
         .filter(|e| e.payload.contains(&q.id))

@@ -438,3 +438,75 @@ rule = { type = "aggregation", min_distinct_identities = 2, differential_privacy
     .await
     .expect("accepted on the identity");
 }
+
+#[tokio::test]
+async fn an_owner_requires_dp_for_every_query_that_reads_its_table() {
+    // The owner's table is under DP; the querier's own table is not (it
+    // could be filled with k - 1 known people and a target). Every query
+    // reading the owner's table must then be a DP query: refused, naming
+    // the querier's table, until that table has a DP rule too.
+    let text = r#"
+[collaboration]
+name = "dp-owner"
+secret_file = "k"
+
+[privacy]
+epsilon = 10.0
+
+[[members]]
+name = "owner"
+abilities = ["provide"]
+
+[[members]]
+name = "querier"
+abilities = ["query", "receive", "provide"]
+
+[[datasets]]
+name = "d1"
+owner = "owner"
+path = "a.parquet"
+format = "parquet"
+
+[[datasets]]
+name = "d2"
+owner = "querier"
+path = "b.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "a"
+dataset = "d1"
+identity = "email"
+join = ["email"]
+dimensions = ["seg"]
+rule = { type = "aggregation", min_distinct_identities = 50, differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, public_keys = { seg = ["a", "b"] } } }
+
+[[tables]]
+alias = "b"
+dataset = "d2"
+identity = "email"
+join = ["email"]
+dimensions = ["marker"]
+rule = { type = "aggregation", min_distinct_identities = 50 }
+"#;
+    let collab = Collaboration::from_toml(text, "c.toml").expect("valid collaboration");
+    let schema = |dim: &str| -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("email", DataType::Utf8, false),
+            Field::new(dim, DataType::Utf8, false),
+        ]))
+    };
+    let schemas = HashMap::from([
+        ("a".to_string(), schema("seg")),
+        ("b".to_string(), schema("marker")),
+    ]);
+    let g = Guard::new(&collab, &schemas).expect("guard");
+    for sql in [
+        "SELECT a.seg, COUNT(DISTINCT a.email) AS n FROM a JOIN b ON a.email = b.email GROUP BY a.seg",
+        "SELECT COUNT(*) AS n FROM a JOIN b ON a.email = b.email WHERE b.marker = 'x'",
+    ] {
+        let r = refusal(g.check(sql, "querier").await.expect_err("refused"));
+        assert_eq!(r.control, Control::DifferentialPrivacy, "{sql}: {r}");
+        assert_eq!(r.table.as_deref(), Some("b"), "{sql}: {r}");
+    }
+}

@@ -51,7 +51,7 @@ pub struct HubState {
     /// One slot per collaboration, locked while it syncs, so a slow or
     /// dead node delays only the collaborations that use it.
     engines: Mutex<HashMap<String, EngineSlot>>,
-    sync_errors: Mutex<HashMap<String, Vec<String>>>,
+    sync_errors: Mutex<HashMap<String, Vec<SyncError>>>,
     progress: Mutex<HashMap<String, Arc<Progress>>>,
     /// The hub's certificate and key (PEM): they sign exported metadata.
     signing: (String, String),
@@ -224,14 +224,25 @@ impl HubState {
                 Err(errs) => s.insert(name.to_string(), errs.clone()),
             };
         }
-        let engine = Arc::new(result.map_err(|errs| errs.join("; "))?);
+        let engine = Arc::new(result.map_err(|errs| {
+            errs.iter()
+                .map(|e| e.shared.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?);
         *current = Some(engine.clone());
         Ok(engine)
     }
 
-    async fn sync(&self, rec: &airlock_store::CollabRecord) -> Result<Engine, Vec<String>> {
-        let collab =
-            Collaboration::from_toml(&rec.toml, &rec.name).map_err(|e| vec![e.to_string()])?;
+    async fn sync(&self, rec: &airlock_store::CollabRecord) -> Result<Engine, Vec<SyncError>> {
+        let collab = Collaboration::from_toml(&rec.toml, &rec.name).map_err(|e| {
+            // The file is what every member reads: its errors are theirs.
+            vec![SyncError {
+                member: None,
+                shared: e.to_string(),
+                detail: String::new(),
+            }]
+        })?;
         let providers: Vec<String> = collab.providers();
         let install = proto::Install {
             version: rec.version,
@@ -266,9 +277,11 @@ impl HubState {
                             Some(s) => {
                                 schemas.insert(table, s);
                             }
-                            None => {
-                                errors.push(format!("the node of '{m}' sent an unreadable schema"))
-                            }
+                            None => errors.push(SyncError {
+                                member: None,
+                                shared: format!("the node of '{m}' sent an unreadable schema"),
+                                detail: String::new(),
+                            }),
                         }
                     }
                     if inst.has_secret {
@@ -277,11 +290,20 @@ impl HubState {
                         without_secret.push(m);
                     }
                 }
-                Err(e) => errors.push(format!(
-                    "the node of '{m}' did not take version {}: {}",
-                    rec.version,
-                    failure_text(&e)
-                )),
+                // Why a node refused can name its files and whether they
+                // exist: that goes to its own member only (ATTACKS 29, 33).
+                Err(e) => errors.push(SyncError {
+                    shared: format!(
+                        "the node of '{m}' did not take version {} (its member is shown why)",
+                        rec.version
+                    ),
+                    detail: format!(
+                        "the node of '{m}' did not take version {}: {}",
+                        rec.version,
+                        failure_text(&e)
+                    ),
+                    member: Some(m.clone()),
+                }),
             }
         }
         if !errors.is_empty() {
@@ -291,7 +313,10 @@ impl HubState {
                     &rec.name,
                     "policy.sync_failed",
                     "hub",
-                    serde_json::json!({"version": rec.version, "errors": errors}),
+                    serde_json::json!({
+                        "version": rec.version,
+                        "errors": errors.iter().map(|e| e.shared.as_str()).collect::<Vec<_>>(),
+                    }),
                 )
                 .await;
             return Err(errors);
@@ -675,13 +700,47 @@ async fn show_collab(
         .lock()
         .map(|e| e.get(&name).cloned().unwrap_or_default())
         .unwrap_or_default();
+    let errs = visible_errors(&errs, &m);
     Ok(Json(collab_view(&rec, &collab, versions, errs)))
 }
 
-async fn after_change(s: &Shared, name: &str) -> Vec<String> {
+/// One problem of installing a version on the nodes.
+#[derive(Debug, Clone)]
+struct SyncError {
+    /// The member whose node it concerns, who alone sees `detail`.
+    member: Option<String>,
+    /// What every member may read (no path, no fact about files).
+    shared: String,
+    /// The node's own reason, for its member.
+    detail: String,
+}
+
+/// The sync errors as `member` may read them.
+fn visible_errors(errors: &[SyncError], member: &str) -> Vec<String> {
+    errors
+        .iter()
+        .map(|e| match &e.member {
+            Some(m) if m == member => e.detail.clone(),
+            _ => e.shared.clone(),
+        })
+        .collect()
+}
+
+async fn after_change(s: &Shared, name: &str, member: &str) -> Vec<String> {
     match s.engine(name).await {
         Ok(_) => Vec::new(),
-        Err(e) => vec![e],
+        Err(e) => {
+            let errs = s
+                .sync_errors
+                .lock()
+                .map(|x| x.get(name).cloned().unwrap_or_default())
+                .unwrap_or_default();
+            if errs.is_empty() {
+                vec![e]
+            } else {
+                visible_errors(&errs, member)
+            }
+        }
     }
 }
 
@@ -711,7 +770,7 @@ async fn create_collab(
         .create_collaboration(collab.name(), collab.id(), &body.toml, &m)
         .await?;
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
-    let errs = after_change(&s, &rec.name).await;
+    let errs = after_change(&s, &rec.name, &m).await;
     let versions = s.store.collaboration_versions(&rec.name).await?;
     Ok((
         StatusCode::CREATED,
@@ -750,7 +809,7 @@ async fn apply_collab(
     }
     let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
-    let errs = after_change(&s, &name).await;
+    let errs = after_change(&s, &name, &m).await;
     let versions = s.store.collaboration_versions(&name).await?;
     Ok(Json(collab_view(&rec, &collab, versions, errs)))
 }
@@ -1100,7 +1159,7 @@ async fn set_approval(
             serde_json::json!({"template": t.name, "hash": hash, "version": rec.version, "checks": checks}),
         )
         .await?;
-    let errs = after_change(&s, &name).await;
+    let errs = after_change(&s, &name, &m).await;
     if !errs.is_empty() {
         eprintln!("after approval in '{name}': {}", errs.join("; "));
     }
@@ -1297,7 +1356,7 @@ async fn update_dataset(
     let mut out = Vec::new();
     for (name, text) in planned {
         let rec = s.store.apply_collaboration(&name, &text, &m).await?;
-        let sync_errors = after_change(&s, &name).await;
+        let sync_errors = after_change(&s, &name, &m).await;
         out.push(api::DatasetUpdated {
             collaboration: name,
             version: rec.version,
