@@ -333,9 +333,10 @@ impl HubState {
         if !without_secret.is_empty() {
             self.distribute_secret(&rec.name, collab.id(), &with_secret, &without_secret)
                 .await
-                .map_err(|e| vec![e])?;
+                .map_err(|e| vec![SyncError::shared(e)])?;
         }
-        let hub = Hub::new(collab.clone(), &schemas).map_err(|e| vec![e.to_string()])?;
+        let hub = Hub::new(collab.clone(), &schemas)
+            .map_err(|e| vec![SyncError::shared(e.to_string())])?;
         Ok(Engine {
             version: rec.version,
             id: collab.id().to_string(),
@@ -713,6 +714,17 @@ struct SyncError {
     shared: String,
     /// The node's own reason, for its member.
     detail: String,
+}
+
+impl SyncError {
+    /// A problem every member may read.
+    fn shared(text: String) -> Self {
+        SyncError {
+            member: None,
+            shared: text,
+            detail: String::new(),
+        }
+    }
 }
 
 /// The sync errors as `member` may read them.
