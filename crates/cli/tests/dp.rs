@@ -166,6 +166,42 @@ async fn three_analyses_spend_the_budget_and_the_fourth_is_refused() {
 }
 
 #[tokio::test]
+async fn twelve_first_opens_of_a_new_ledger_all_succeed() {
+    // Twelve first queries at once on a new budget: each opens the ledger,
+    // one creates it, none fails (ATTACKS 32: it never overspent, and it
+    // must not fail either).
+    let (_tmp, file) = dp_demo(2_000);
+    let ledger = file.parent().expect("dir").join(EMBEDDED_LEDGER);
+    let _ = std::fs::remove_file(&ledger);
+    // Twelve processes at once, as twelve analysts' first commands would.
+    let children: Vec<std::process::Child> = (0..12)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_airlock"))
+                .args(["budget", "show", "--collab"])
+                .arg(&file)
+                .args(["--as", "advertiser"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let opened = futures::future::join_all((0..12).map(|_| Cluster::open(&file, None))).await;
+    for r in &opened {
+        assert!(r.is_ok(), "{:?}", r.as_ref().err());
+    }
+    assert!((epsilon_left(&file).await - 3.0).abs() < 1e-9);
+}
+
+#[tokio::test]
 async fn parallel_queries_cannot_overspend() {
     let (_tmp, file) = dp_demo(5_000);
     let cluster = Cluster::open(&file, None).await.expect("open");

@@ -120,12 +120,16 @@ pub async fn open_embedded(
     let store = Store::open(&format!("sqlite:{}", path.display())).await?;
     let by = "local";
     let changed = match store.collaboration(collab.name()).await? {
-        None => {
-            store
-                .create_collaboration(collab.name(), collab.id(), toml, by)
-                .await?;
-            true
-        }
+        // Several processes may open a new ledger at once: the one that
+        // loses the race to create it goes on with the one created (setting
+        // the budgets is idempotent and never touches what was spent).
+        None => match store
+            .create_collaboration(collab.name(), collab.id(), toml, by)
+            .await
+        {
+            Ok(_) | Err(StoreError::Conflict(_)) => true,
+            Err(e) => return Err(e),
+        },
         Some(rec) if rec.toml != toml => {
             store.apply_collaboration(collab.name(), toml, by).await?;
             true
