@@ -365,6 +365,12 @@ impl Checker<'_> {
                     node = input;
                 }
                 LogicalPlan::Aggregate(a) => break a,
+                LogicalPlan::Distinct(Distinct::On(_)) => {
+                    return Err(Refusal::new(
+                        Control::UnsupportedPlan,
+                        "DISTINCT ON is not allowed: it selects individual rows",
+                    ))
+                }
                 _ => {
                     return Err(Refusal::new(
                         Control::NestedAggregation,
@@ -636,10 +642,13 @@ impl Checker<'_> {
         }))
     }
 
+    /// Whether `scan` is inner-joined, directly or through other scans
+    /// (`a1 JOIN a2 JOIN p`), with a scan of another member's table.
     fn joined_with_other_owner(&self, scan: usize) -> bool {
-        self.joins
-            .iter()
-            .any(|&(l, r)| (l == scan || r == scan) && self.scans[l].owner != self.scans[r].owner)
+        let component = crate::rewrite::identity_groups(self.scans.len(), &self.joins);
+        (0..self.scans.len()).any(|other| {
+            component[other] == component[scan] && self.scans[other].owner != self.scans[scan].owner
+        })
     }
 
     fn check_group(&self, g: &Expr, input: &[Class], schema: &DFSchema) -> R<()> {
@@ -1027,6 +1036,10 @@ impl Checker<'_> {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(Refusal::new(
                 Control::NestedAggregation,
                 "ORDER BY or LIMIT before the aggregate would select individual rows",
+            )),
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(Refusal::new(
+                Control::UnsupportedPlan,
+                "DISTINCT ON is not allowed: it selects individual rows",
             )),
             LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_) => Err(Refusal::new(
                 Control::NestedAggregation,

@@ -534,6 +534,12 @@ impl Guard {
         plan: LogicalPlan,
         querier: &str,
     ) -> Result<CheckedQuery, GuardError> {
+        if total::failing_constant(&plan) {
+            return Err(GuardError::BadInput(
+                "a constant expression in the query cannot be evaluated (a cast of a literal, say)"
+                    .into(),
+            ));
+        }
         let checked = check::check_plan(&self.tables, querier, &plan)?;
         total::check_plan(&plan)?;
         let mut dp = None;

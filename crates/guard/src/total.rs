@@ -94,6 +94,25 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
     }
 }
 
+/// A constant part of `plan` that fails when evaluated: the query is bad
+/// input (it fails whatever the data), found before it runs.
+pub(crate) fn failing_constant(plan: &LogicalPlan) -> bool {
+    let mut fails = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if is_constant(x) && !matches!(x, Expr::Literal(..)) && evaluate(x).is_none() {
+                    fails = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+        .map(|r| if fails { TreeNodeRecursion::Stop } else { r })
+    });
+    fails
+}
+
 /// Whether `e` reads no column and computes nothing over rows.
 fn is_constant(e: &Expr) -> bool {
     let mut constant = true;
