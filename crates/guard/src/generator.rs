@@ -854,7 +854,7 @@ fn seed_from_env() -> u64 {
     std::env::var("AIRLOCK_TOTALITY_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_a1_10c4)
+        .unwrap_or(0x005e_eda1_10c4)
 }
 
 #[tokio::test]
