@@ -754,8 +754,12 @@ fn query(r: &mut Rng) -> String {
 }
 
 /// Runs a checked query's plans (lower, then the steps above the
-/// aggregate) over real tables.
-async fn run(q: &crate::CheckedQuery, a: &RecordBatch, p: &RecordBatch) -> Result<(), String> {
+/// aggregate) over real tables; returns the released rows.
+async fn execute(
+    q: &crate::CheckedQuery,
+    a: &RecordBatch,
+    p: &RecordBatch,
+) -> Result<Vec<RecordBatch>, String> {
     let ta =
         Arc::new(MemTable::try_new(a.schema(), vec![vec![a.clone()]]).map_err(|e| e.to_string())?);
     let tp =
@@ -788,10 +792,15 @@ async fn run(q: &crate::CheckedQuery, a: &RecordBatch, p: &RecordBatch) -> Resul
         .collect()
         .await
         .map_err(|e| format!("run: {}", e.strip_backtrace()))?;
-    q.release(batches, schema)
+    let (_, out) = q
+        .release(batches, schema)
         .await
         .map_err(|e| format!("release: {e}"))?;
-    Ok(())
+    Ok(out)
+}
+
+async fn run(q: &crate::CheckedQuery, a: &RecordBatch, p: &RecordBatch) -> Result<(), String> {
+    execute(q, a, p).await.map(|_| ())
 }
 
 struct Outcome {
@@ -913,34 +922,7 @@ fn groups_of_four_and_one() -> (RecordBatch, RecordBatch) {
 
 async fn released(guard: &Guard, sql: &str, a: &RecordBatch, p: &RecordBatch) -> Vec<String> {
     let q = guard.check(sql, "adv").await.expect("accepted");
-    let ta = Arc::new(MemTable::try_new(a.schema(), vec![vec![a.clone()]]).expect("a"));
-    let tp = Arc::new(MemTable::try_new(p.schema(), vec![vec![p.clone()]]).expect("p"));
-    let plan = q
-        .plan
-        .clone()
-        .transform_up(|node| match &node {
-            LogicalPlan::TableScan(s) => {
-                let t = if s.table_name.table() == "a" {
-                    ta.clone()
-                } else {
-                    tp.clone()
-                };
-                let scan = TableScanBuilder::new(s.table_name.clone(), provider_as_source(t))
-                    .with_projection(s.projection.clone())
-                    .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(Transformed::no(node)),
-        })
-        .expect("plan")
-        .data;
-    let df = SessionContext::new()
-        .execute_logical_plan(plan)
-        .await
-        .expect("lower");
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let rows = df.collect().await.expect("rows");
-    let (_, out) = q.release(rows, schema).await.expect("released");
+    let out = execute(&q, a, p).await.expect("released");
     let mut lines: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(&out)
         .expect("format")
         .to_string()
