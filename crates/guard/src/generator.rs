@@ -4,7 +4,8 @@
 //! table (ATTACKS 25 to 28).
 //!
 //! `AIRLOCK_TOTALITY_QUERIES` sets how many accepted queries to reach
-//! (default 10,000; the documented long run is 100,000), and
+//! (default 10,000; the documented long run is 100,000, with
+//! `cargo nextest run --profile long`), and
 //! `AIRLOCK_TOTALITY_SEED` the seed. The negative control turns one
 //! totality rule off (test builds only) and shows the harness then finds a
 //! failing accepted query.
