@@ -1043,6 +1043,29 @@ async fn hostile_sizes_are_refused_by_a_limit_not_a_crash() {
             other => panic!("{len} bytes: not refused: {:?}", other.map(|q| q.sql.len())),
         }
     }
+    // Growth: one row's text copied many times (an oracle by memory
+    // exhaustion when that row joins), in one expression or through
+    // nested subqueries that the optimizer would write out in place.
+    let copies = vec!["a.segment"; 40].join(", ");
+    let mut nested = "SELECT a.email, a.segment AS s0 FROM a".to_string();
+    for i in 1..=22 {
+        nested = format!(
+            "SELECT email, concat(s{j}, s{j}) AS s{i} FROM ({nested})",
+            j = i - 1
+        );
+    }
+    for (sql, control) in [
+        (format!("SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE length(concat({copies})) > 0"), Control::ErrorOracle),
+        (format!("SELECT COUNT(DISTINCT x.email) AS n FROM ({nested}) x JOIN p ON x.email = p.email WHERE length(x.s22) > 0"), Control::ErrorOracle),
+        (format!("SELECT COUNT(DISTINCT x.email) AS n FROM ({}) x JOIN p ON x.email = p.email WHERE x.s22 > 0", nested.replace("concat(", "(").replace(", s", " + s").replace("a.segment AS s0", "a.age AS s0")), Control::Limit),
+    ] {
+        let g = guard.clone();
+        let result = tokio::spawn(async move { g.check(&sql, "adv").await }).await.expect("returns");
+        match result {
+            Err(GuardError::Refused(r)) => assert!(r.control == control || r.control == Control::Limit, "{r}"),
+            other => panic!("not refused: {:?}", other.map(|q| q.sql.len())),
+        }
+    }
     // A long flat list is no danger, and passes.
     let sql = format!(
         "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE a.segment IN ({})",

@@ -50,6 +50,11 @@ use datafusion::physical_expr::create_physical_expr;
 
 type R<T> = Result<T, Refusal>;
 
+/// The most copies of its input text one expression may make (`concat`
+/// of the same long column many times would grow a row past what memory
+/// holds only when that row joins: an oracle by exhaustion).
+pub(crate) const MAX_TEXT_GROWTH: u64 = 16;
+
 /// The most a constant string position or length may be (`substr`,
 /// `left`, `right`): far beyond any string, far from overflowing.
 const MAX_POSITION: i128 = 1 << 31;
@@ -67,7 +72,11 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
         for input in node.inputs() {
             schema.merge(input.schema());
         }
-        let checker = Checker { schema: &schema };
+        let inputs: Vec<Measure> = node.inputs().into_iter().flat_map(measures).collect();
+        let checker = Checker {
+            schema: &schema,
+            inputs: &inputs,
+        };
         let result = node.apply_expressions(|e| match checker.check(e) {
             Ok(()) => Ok(TreeNodeRecursion::Continue),
             Err(r) => {
@@ -254,6 +263,50 @@ pub(crate) fn try_cast_is_total(from: &DataType, to: &DataType) -> bool {
 
 struct Checker<'a> {
     schema: &'a DFSchema,
+    /// Per column of `schema`: its measure through the plan below.
+    inputs: &'a [Measure],
+}
+
+/// What a column's value can grow to: copies of input text, and the size
+/// of its expression written out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Measure {
+    growth: u64,
+    size: u64,
+}
+
+/// The most parts an output column's expression may have once the
+/// expressions it reads through projections are written in place.
+const MAX_INLINED_SIZE: u64 = 100_000;
+
+/// The measure of each output column of `plan`.
+fn measures(plan: &LogicalPlan) -> Vec<Measure> {
+    let inputs: Vec<Measure> = plan.inputs().into_iter().flat_map(measures).collect();
+    let one = Measure { growth: 1, size: 1 };
+    let mut schema = DFSchema::empty();
+    for input in plan.inputs() {
+        schema.merge(input.schema());
+    }
+    let checker = Checker {
+        schema: &schema,
+        inputs: &inputs,
+    };
+    match plan {
+        LogicalPlan::Projection(p) => p.expr.iter().map(|e| checker.measure(e)).collect(),
+        LogicalPlan::Aggregate(a) => a
+            .group_expr
+            .iter()
+            .map(|e| checker.measure(e))
+            .chain(a.aggr_expr.iter().map(|e| Measure {
+                growth: 0,
+                size: checker.measure(e).size,
+            }))
+            .collect(),
+        LogicalPlan::Join(_) => inputs,
+        LogicalPlan::TableScan(_) => vec![one; plan.schema().fields().len()],
+        _ if inputs.len() == plan.schema().fields().len() => inputs,
+        _ => vec![one; plan.schema().fields().len()],
+    }
 }
 
 impl Checker<'_> {
@@ -289,6 +342,18 @@ impl Checker<'_> {
             };
         }
         self.node(e)?;
+        let m = self.measure(e);
+        if m.size > MAX_INLINED_SIZE {
+            return Err(Refusal::new(
+                Control::Limit,
+                format!("an expression would have more than {MAX_INLINED_SIZE} parts once the columns it reads through subqueries are written in place"),
+            ));
+        }
+        if m.growth > MAX_TEXT_GROWTH {
+            return Err(oracle(format!(
+                "a text expression may copy its input more than {MAX_TEXT_GROWTH} times (concat of long columns can exhaust memory on one row)"
+            )));
+        }
         let mut result = Ok(());
         e.apply_children(|c| match self.check(c) {
             Ok(()) => Ok(TreeNodeRecursion::Continue),
@@ -299,6 +364,50 @@ impl Checker<'_> {
         })
         .map_err(|err| oracle(err.strip_backtrace()))?;
         result
+    }
+
+    /// How many times `e`'s value can hold the text of the columns it
+    /// reads (constants add a fixed length, not a factor), and how large it
+    /// is with the expressions of the columns it reads written in place
+    /// (what the optimizer makes of projections over projections).
+    fn measure(&self, e: &Expr) -> Measure {
+        if is_constant(e) {
+            return Measure { growth: 0, size: 1 };
+        }
+        if let Expr::Column(c) = e {
+            return self
+                .schema
+                .index_of_column(c)
+                .ok()
+                .and_then(|i| self.inputs.get(i).copied())
+                .unwrap_or(Measure { growth: 1, size: 1 });
+        }
+        let mut parts = Vec::new();
+        let _ = e.apply_children(|c| {
+            parts.push(self.measure(c));
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let size = parts.iter().fold(1u64, |a, m| a.saturating_add(m.size));
+        let sum = parts.iter().fold(0u64, |a, m| a.saturating_add(m.growth));
+        let max = parts.iter().map(|m| m.growth).max().unwrap_or(0);
+        let growth = match e {
+            Expr::BinaryExpr(b) if b.op == Operator::StringConcat => sum,
+            Expr::ScalarFunction(f) => match f.func.name() {
+                "concat" => sum,
+                // The separator goes between every two arguments.
+                "concat_ws" => {
+                    let sep = parts.first().map(|m| m.growth).unwrap_or(0);
+                    sum.saturating_add(sep.saturating_mul(parts.len() as u64))
+                }
+                // Case mapping can turn one character into three.
+                "upper" | "lower" | "initcap" => max.saturating_mul(3),
+                _ => max,
+            },
+            // Numbers, booleans and dates are short whatever they hold.
+            _ if !self.ty(e).map(|t| is_string(&t)).unwrap_or(true) => 0,
+            _ => max,
+        };
+        Measure { growth, size }
     }
 
     /// The constant value of `e`, if it is a constant.
