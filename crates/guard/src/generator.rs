@@ -1018,6 +1018,11 @@ async fn hostile_sizes_are_refused_by_a_limit_not_a_crash() {
             ")".repeat(2_000)
         ),
         format!(
+            "SELECT COUNT(*) AS n FROM a WHERE {}a.segment{} = 'x'",
+            "CAST(".repeat(47),
+            " AS VARCHAR)".repeat(47)
+        ),
+        format!(
             "SELECT COUNT(*) AS n FROM a WHERE a.segment IN ({})",
             vec!["'x'"; 21_000].join(",")
         ),

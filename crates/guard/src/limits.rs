@@ -22,6 +22,10 @@ pub struct Limits {
     pub max_expression_depth: usize,
     /// The most nodes in all the expressions of the query together.
     pub max_expression_nodes: usize,
+    /// The deepest nesting of parentheses in the text (the SQL parser
+    /// backtracks, and near its own recursion limit of 50 that takes
+    /// exponential time).
+    pub max_parenthesis_depth: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
             max_sql_bytes: 64 * 1024,
             max_expression_depth: 256,
             max_expression_nodes: 20_000,
+            max_parenthesis_depth: 32,
         }
     }
 }
@@ -46,6 +51,26 @@ impl Limits {
                 "the query is {} bytes long, more than the limit of {} (max_sql_bytes)",
                 sql.len(),
                 self.max_sql_bytes
+            )));
+        }
+        let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None::<char>);
+        for c in sql.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '(') => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                (None, ')') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        if deepest > self.max_parenthesis_depth {
+            return Err(limit(format!(
+                "the query nests parentheses {deepest} deep, more than the limit of {} (max_parenthesis_depth)",
+                self.max_parenthesis_depth
             )));
         }
         Ok(())
