@@ -1071,6 +1071,15 @@ async fn hostile_sizes_are_refused_by_a_limit_not_a_crash() {
             other => panic!("not refused: {:?}", other.map(|q| q.sql.len())),
         }
     }
+    // A LIKE pattern too long to compile fails only on a row reaching it.
+    let sql = format!(
+        "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE a.segment ILIKE '{}'",
+        "_".repeat(12_000)
+    );
+    match guard.check(&sql, "adv").await {
+        Err(GuardError::Refused(r)) => assert_eq!(r.control, Control::ErrorOracle, "{r}"),
+        other => panic!("long LIKE not refused: {:?}", other.map(|q| q.sql.len())),
+    }
     // A long flat list is no danger, and passes.
     let sql = format!(
         "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE a.segment IN ({})",
