@@ -68,10 +68,7 @@ fn oracle(reason: impl Into<String>) -> Refusal {
 pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
     let mut refusal = None;
     plan.apply_with_subqueries(|node| {
-        let mut schema = DFSchema::empty();
-        for input in node.inputs() {
-            schema.merge(input.schema());
-        }
+        let schema = input_schema(node);
         let inputs: Vec<Measure> = node.inputs().into_iter().flat_map(measures).collect();
         let checker = Checker {
             schema: &schema,
@@ -120,6 +117,15 @@ pub(crate) fn failing_constant(plan: &LogicalPlan) -> bool {
         .map(|r| if fails { TreeNodeRecursion::Stop } else { r })
     });
     fails
+}
+
+/// The columns a node's expressions read: its inputs' schemas, in order.
+fn input_schema(plan: &LogicalPlan) -> DFSchema {
+    let mut schema = DFSchema::empty();
+    for input in plan.inputs() {
+        schema.merge(input.schema());
+    }
+    schema
 }
 
 /// Whether `e` reads no column and computes nothing over rows.
@@ -283,10 +289,7 @@ const MAX_INLINED_SIZE: u64 = 100_000;
 fn measures(plan: &LogicalPlan) -> Vec<Measure> {
     let inputs: Vec<Measure> = plan.inputs().into_iter().flat_map(measures).collect();
     let one = Measure { growth: 1, size: 1 };
-    let mut schema = DFSchema::empty();
-    for input in plan.inputs() {
-        schema.merge(input.schema());
-    }
+    let schema = input_schema(plan);
     let checker = Checker {
         schema: &schema,
         inputs: &inputs,
@@ -453,7 +456,18 @@ impl Checker<'_> {
                 None => full,
             });
         }
-        let derived = match e {
+        let derived = self.computed_range(e);
+        Some(match derived {
+            Some((lo, hi)) => (lo.max(full.0), hi.min(full.1)),
+            None => full,
+        })
+    }
+
+    /// Bounds on an integer expression's values computed from its
+    /// operands' ranges, before they are held to its type; `None` when they
+    /// cannot be computed (or overflow 128 bits).
+    fn computed_range(&self, e: &Expr) -> Option<(i128, i128)> {
+        match e {
             Expr::Alias(a) => self.range(&a.expr),
             Expr::Cast(c) => self.range(&c.expr),
             Expr::Negative(x) => self
@@ -492,11 +506,7 @@ impl Checker<'_> {
                 hull
             }
             _ => None,
-        };
-        Some(match derived {
-            Some((lo, hi)) => (lo.max(full.0), hi.min(full.1)),
-            None => full,
-        })
+        }
     }
 
     /// The rule for one expression node (its children are checked apart).
@@ -568,23 +578,12 @@ impl Checker<'_> {
         }
     }
 
-    /// The range of an arithmetic node computed from its operands, if it
-    /// fits the node's type (`None` when it may overflow).
+    /// The range of an arithmetic node computed from its operands (as
+    /// [`Checker::range`] computes it), if it fits the node's type (`None`
+    /// when it may overflow).
     fn derived_range(&self, e: &Expr) -> Option<(i128, i128)> {
-        let ty = self.ty(e).ok()?;
-        let (tlo, thi) = type_range(&ty)?;
-        let (lo, hi) = match e {
-            Expr::Negative(x) => {
-                let (lo, hi) = self.range(x)?;
-                (hi.checked_neg()?, lo.checked_neg()?)
-            }
-            Expr::BinaryExpr(b) => interval(b.op, self.range(&b.left)?, self.range(&b.right)?)?,
-            Expr::ScalarFunction(f) => {
-                let (lo, hi) = self.range(f.args.first()?)?;
-                (0, lo.checked_abs()?.max(hi.checked_abs()?))
-            }
-            _ => return None,
-        };
+        let (tlo, thi) = type_range(&self.ty(e).ok()?)?;
+        let (lo, hi) = self.computed_range(e)?;
         (tlo <= lo && hi <= thi).then_some((lo, hi))
     }
 
@@ -829,13 +828,7 @@ pub(crate) fn make_total(plan: LogicalPlan) -> datafusion::common::Result<Logica
     use datafusion::logical_expr::expr_rewriter::NamePreserver;
     use datafusion::logical_expr::{lit, when};
     let rewritten = plan.transform_up_with_subqueries(|node| {
-        let schema = {
-            let mut s = DFSchema::empty();
-            for input in node.inputs() {
-                s.merge(input.schema());
-            }
-            s
-        };
+        let schema = input_schema(&node);
         let names = NamePreserver::new(&node);
         let node = node.map_expressions(|e| {
             let saved = names.save(&e);
