@@ -44,6 +44,11 @@ struct HubArgs {
     /// The CA certificate the hub's certificate chains to.
     #[arg(long, env = "AIRLOCK_CA", global = true)]
     ca: Option<PathBuf>,
+    /// The member's approval key (`airlock keys member`): collaboration
+    /// files sent with `collab create`/`apply` are approved with it, and
+    /// `collab approve` signs with it.
+    #[arg(long, env = "AIRLOCK_KEY", global = true)]
+    key: Option<PathBuf>,
 }
 
 impl HubArgs {
@@ -60,7 +65,11 @@ impl HubArgs {
             .ca
             .as_deref()
             .ok_or_else(|| CliError::BadInput("--ca FILE (or AIRLOCK_CA) is required".into()))?;
-        HubClient::with_ca_file(hub, token, ca).map_err(remote::cli_error)
+        let client = HubClient::with_ca_file(hub, token, ca).map_err(remote::cli_error)?;
+        match &self.key {
+            Some(k) => client.with_key_file(k).map_err(remote::cli_error),
+            None => Ok(client),
+        }
     }
 }
 
@@ -297,6 +306,14 @@ enum KeysCommand {
         #[arg(long)]
         san: Vec<String>,
     },
+    /// Make a member's approval key (Ed25519): keep it with the member's
+    /// CLI, never on a node or a hub; put the public key it prints into the
+    /// node's `node.toml` as `member_key`.
+    Member {
+        /// The key file to write (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -317,6 +334,38 @@ enum CollabCommand {
     Apply {
         /// Collaboration file.
         file: PathBuf,
+    },
+    /// The versions waiting for your approval, with what changed since the
+    /// version you approved before.
+    Approvals,
+    /// One collaboration's current version as you are asked to approve it:
+    /// each approver's decision, and the differences (`--full` for the text).
+    Review {
+        /// Name.
+        name: String,
+        /// Print the whole file too.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Approve the current version (signed with --key): your node then
+    /// installs it. Give the SHA-256 you reviewed to be sure it is that one.
+    Approve {
+        /// Name.
+        name: String,
+        /// SHA-256 of the version's text (from `collab review`).
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Refuse the current version: your node will not install it.
+    Refuse {
+        /// Name.
+        name: String,
+        /// SHA-256 of the version's text (from `collab review`).
+        #[arg(long)]
+        sha256: String,
+        /// Why (every member of the collaboration reads it).
+        #[arg(long)]
+        reason: String,
     },
     /// Write a collaboration's public metadata (members, node public keys,
     /// table schemas, rules, templates, policy versions) as a document
@@ -657,6 +706,9 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 let role = if *m == i.analyst { " (analyst)" } else { "" };
                 println!("  token      {m:<10} {t}{role}");
             }
+            for (m, k) in &i.keys {
+                println!("  member key {m:<10} {}", k.display());
+            }
             println!();
             println!("Try:");
             println!(
@@ -669,6 +721,13 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 "  airlock query --collab {} 'SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment'",
                 i.collaboration
             );
+            if let Some(k) = i.keys.get(&i.analyst) {
+                println!(
+                    "  AIRLOCK_KEY={} airlock collab approvals   # versions waiting for {}'s approval",
+                    k.display(),
+                    i.analyst
+                );
+            }
             println!("Ctrl-C stops everything.");
             shutdown_signal(false).await;
             println!("stopping ...");
@@ -756,6 +815,16 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     san,
                 },
         } => keys_init(&dir, &name, ca_dir.as_deref(), &san).map_err(plain),
+        Command::Keys {
+            command: KeysCommand::Member { out },
+        } => {
+            let key = airlock_crypto::approval::MemberKey::generate()
+                .map_err(|e| plain(CliError::Failed(e.to_string())))?;
+            key.save(&out).map_err(|e| plain(bad(e.to_string())))?;
+            println!("member key      {}", out.display());
+            println!("member_key = \"{}\"   # for the member's node.toml", key.public_hex());
+            Ok(())
+        }
         Command::Collab {
             hub,
             command:
@@ -866,16 +935,12 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     new_path,
                     min_distinct_identities,
                 } => {
-                    let done: Vec<api::DatasetUpdated> = client
-                        .call(
-                            airlock_service::client::Method::POST,
-                            "/v1/datasets/update",
-                            Some(&api::DatasetUpdate {
-                                path,
-                                new_path,
-                                min_distinct_identities,
-                            }),
-                        )
+                    let done = client
+                        .update_dataset(&api::DatasetUpdate {
+                            path,
+                            new_path,
+                            min_distinct_identities,
+                        })
                         .await
                         .map_err(|e| plain(remote::cli_error(e)))?;
                     let mut ok = true;
@@ -893,6 +958,48 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                             "stored, but not every node took the new versions".into(),
                         )))
                     }
+                }
+                CollabCommand::Approvals => {
+                    let list = client
+                        .approvals()
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    if list.is_empty() {
+                        println!("nothing waits for your approval");
+                    }
+                    for v in &list {
+                        print_approval(v, false);
+                    }
+                    Ok(())
+                }
+                CollabCommand::Review { name, full } => {
+                    let v = client
+                        .review(&name)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    print_approval(&v, full);
+                    Ok(())
+                }
+                CollabCommand::Approve { name, sha256 } => {
+                    let v = client
+                        .approve(&name, sha256.as_deref())
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    println!("approved version {} of '{}'", v.version, v.name);
+                    print_collab(&v);
+                    Ok(())
+                }
+                CollabCommand::Refuse {
+                    name,
+                    sha256,
+                    reason,
+                } => {
+                    let v = client
+                        .refuse(&name, &sha256, &reason)
+                        .await
+                        .map_err(|e| plain(remote::cli_error(e)))?;
+                    println!("refused version {} of '{}'", v.version, v.name);
+                    Ok(())
                 }
                 CollabCommand::Create { ref file } | CollabCommand::Apply { ref file } => {
                     let text = std::fs::read_to_string(file)
@@ -1331,8 +1438,45 @@ fn print_collab(v: &api::CollaborationView) {
             &sha[..sha.len().min(16)]
         );
     }
+    if !v.approvals.is_empty() {
+        println!("  approvals of version {}:", v.version);
+        for (m, d) in &v.approvals {
+            println!("    {m}: {}", decision_text(*d));
+        }
+    }
     for e in &v.sync_errors {
         println!("  NOT IN SYNC: {e}");
+    }
+}
+
+fn decision_text(d: api::Decision) -> &'static str {
+    match d {
+        api::Decision::Waiting => "waiting",
+        api::Decision::Approved => "approved",
+        api::Decision::Refused => "refused",
+    }
+}
+
+fn print_approval(v: &api::VersionApproval, full: bool) {
+    println!(
+        "{} (id {}), version {}: yours is {}",
+        v.collaboration,
+        v.id,
+        v.version,
+        decision_text(v.mine)
+    );
+    println!("  sha256 {}", v.sha256);
+    for (m, d) in &v.approvers {
+        println!("  {m}: {}", decision_text(*d));
+    }
+    match v.approved_before {
+        Some(n) => println!("  changes since version {n}, the last you approved:"),
+        None => println!("  you approved no earlier version; the whole file:"),
+    }
+    for line in v.diff.lines() {
+        if full || !line.starts_with(' ') {
+            println!("    {line}");
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!  DIR/cluster/ca.crt, ca.key             the cluster CA (mutual TLS)
 //!  DIR/cluster/hub/{hub.toml,tls.*,hub.db} the hub
 //!  DIR/cluster/nodes/<member>/{node.toml,tls.*,x25519.key,state/}
+//!  DIR/cluster/members/<member>/member.key  each member's approval key
 //!  DIR/cluster/cluster.json               addresses, tokens, pids (for scripts and tests)
 //! ```
 
@@ -16,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use airlock_crypto::pki::{self, Ca};
+use airlock_crypto::approval::MemberKey;
 use airlock_crypto::sealing::{self, NodeKeys};
 use airlock_policy::Ability;
 use airlock_service::client::HubClient;
@@ -39,6 +41,9 @@ pub struct ClusterInfo {
     pub analyst: String,
     /// An API token per member.
     pub tokens: BTreeMap<String, String>,
+    /// The approval key of each contributing member.
+    #[serde(default)]
+    pub keys: BTreeMap<String, PathBuf>,
     /// Each node's Flight URL.
     pub nodes: BTreeMap<String, String>,
     /// The hub's configuration file (to restart it by hand).
@@ -167,6 +172,16 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let hub_fp = issue("hub", &["localhost", "127.0.0.1", "hub.airlock"], &hub_dir)?;
 
     let providers: Vec<String> = collab.providers();
+    // Each contributing member's approval key: the member's own, kept with
+    // its CLI (here beside its token), never in a node's directory.
+    let mut member_keys = BTreeMap::new();
+    for m in &providers {
+        let path = root.join("members").join(m).join("member.key");
+        let key = MemberKey::generate().map_err(|e| fail("member key")(e.to_string()))?;
+        key.save(&path)
+            .map_err(|e| fail("saving a member key")(e.to_string()))?;
+        member_keys.insert(m.clone(), (path, key.public_hex()));
+    }
     let mut x_fps = BTreeMap::new();
     for m in &providers {
         let nd = root.join("nodes").join(m);
@@ -193,6 +208,10 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                 .map(|m| m.name.clone())
                 .unwrap_or_default(),
             tokens: BTreeMap::new(),
+            keys: member_keys
+                .iter()
+                .map(|(m, (p, _))| (m.clone(), p.clone()))
+                .collect(),
             nodes: BTreeMap::new(),
             hub_config: hub_dir.join("hub.toml"),
             pids: BTreeMap::new(),
@@ -213,6 +232,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             tls: tls(&nd),
             x25519_key: nd.join("x25519.key"),
             trusted_hubs: vec![hub_fp.clone()],
+            member_key: member_keys.get(m).map(|(_, public)| public.clone()),
             peers: x_fps
                 .iter()
                 .filter(|(p, _)| *p != m)
@@ -301,18 +321,20 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let creator = providers
         .first()
         .ok_or_else(|| CliError::BadInput("the collaboration has no contributing member".into()))?;
-    let token = running
-        .info
-        .tokens
-        .get(creator)
-        .cloned()
-        .unwrap_or_default();
-    let client = HubClient::with_ca_file(&running.info.hub, &token, &ca_path)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    let view = client
+    let client = running.client(creator)?;
+    let mut view = client
         .create(&toml_text)
         .await
         .map_err(|e| fail("creating the collaboration on the hub")(e.to_string()))?;
+    // Every other contributing member approves the demo collaboration (its
+    // creator approved it by creating it with its key).
+    for m in providers.iter().filter(|m| *m != creator) {
+        view = running
+            .client(m)?
+            .approve(collab.name(), Some(&view.sha256))
+            .await
+            .map_err(|e| fail("approving the collaboration")(e.to_string()))?;
+    }
     if !view.sync_errors.is_empty() {
         return Err(CliError::Failed(format!(
             "the nodes did not take the collaboration: {}",
@@ -330,6 +352,23 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
 impl Running {
     /// A client of the hub as `member`.
     pub fn client(&self, member: &str) -> Result<HubClient, CliError> {
+        let token = self
+            .info
+            .tokens
+            .get(member)
+            .ok_or_else(|| CliError::BadInput(format!("no token for '{member}'")))?;
+        let client = HubClient::with_ca_file(&self.info.hub, token, &self.info.ca)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        match self.info.keys.get(member) {
+            Some(k) => client
+                .with_key_file(k)
+                .map_err(|e| CliError::Failed(e.to_string())),
+            None => Ok(client),
+        }
+    }
+
+    /// A client of the hub as `member` without its approval key.
+    pub fn client_without_key(&self, member: &str) -> Result<HubClient, CliError> {
         let token = self
             .info
             .tokens

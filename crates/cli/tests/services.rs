@@ -781,6 +781,7 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
             .create(&base.replace("name = \"demo\"", &format!("name = \"{n}\"")))
             .await
             .expect("create");
+        let v = advertiser.approve(n, Some(&v.sha256)).await.expect("approve");
         assert!(v.sync_errors.is_empty(), "{n}: {:?}", v.sync_errors);
     }
     // A misconfigured collaboration: its node refuses it; the others go on.
@@ -788,6 +789,18 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
         .replace("name = \"demo\"", "name = \"broken\"")
         .replace("\"consent\"]", "\"consent\", \"no_such_column\"]");
     let v = publisher.create(&broken).await.expect("stored");
+    let seen = advertiser.approve("broken", Some(&v.sha256)).await.expect("approve");
+    // The advertiser reads that the publisher's node did not take it; only
+    // the publisher reads why.
+    assert!(
+        seen.sync_errors.iter().all(|e| !e.contains("no_such_column")) && !seen.sync_errors.is_empty(),
+        "{:?}",
+        seen.sync_errors
+    );
+    let v: airlock_service::api::CollaborationView = publisher
+        .call(Method::GET, "/v1/collaborations/broken", None::<&()>)
+        .await
+        .expect("show");
     assert!(
         v.sync_errors.iter().any(|e| e.contains("no_such_column")),
         "{:?}",
@@ -818,14 +831,28 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     );
 
     // One change to the publisher's dataset reaches every collaboration using it.
-    let updated: Vec<airlock_service::api::DatasetUpdated> = publisher
-        .call(
-            Method::POST,
-            "/v1/datasets/update",
-            Some(&serde_json::json!({"path": "audience.parquet", "min_distinct_identities": 120})),
-        )
+    // The publisher's client approves each new version it made; each then
+    // waits for the advertiser, whose approval brings it to both nodes.
+    let updated = publisher
+        .update_dataset(&airlock_service::api::DatasetUpdate {
+            path: "audience.parquet".into(),
+            new_path: None,
+            min_distinct_identities: Some(120),
+        })
         .await
         .expect("update");
+    let mut updated = updated;
+    for u in &mut updated {
+        assert_eq!(
+            u.sync_errors,
+            vec![format!("version {} is waiting for the approval of 'advertiser'", u.version)]
+        );
+        u.sync_errors = advertiser
+            .approve(&u.collaboration, None)
+            .await
+            .expect("approve")
+            .sync_errors;
+    }
     let synced: HashSet<&str> = updated
         .iter()
         .filter(|u| u.sync_errors.is_empty() && u.version == 2)
@@ -930,6 +957,13 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
     );
     assert_ne!(own, base);
     let v = advertiser.apply("demo", &own).await.expect("own change");
+    assert_eq!(v.version, 2);
+    // It involves the publisher's data, so it waits for the publisher.
+    assert_eq!(
+        v.sync_errors,
+        vec!["version 2 is waiting for the approval of 'publisher'".to_string()]
+    );
+    let v = publisher.approve("demo", Some(&v.sha256)).await.expect("approve");
     assert_eq!(
         (v.version, v.sync_errors.len()),
         (2, 0),
@@ -959,6 +993,11 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
             .replace("name = \"demo\"", &format!("name = \"{name}\""))
             .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
         let v = publisher.create(&escape).await.expect("stored");
+        advertiser.approve(name, Some(&v.sha256)).await.expect("approve");
+        let v: airlock_service::api::CollaborationView = publisher
+            .call(Method::GET, &format!("/v1/collaborations/{name}"), None::<&()>)
+            .await
+            .expect("show");
         assert!(
             v.sync_errors
                 .iter()
@@ -1214,6 +1253,7 @@ async fn templates_are_approved_and_run_through_the_hub() {
         .apply("demo", &custom)
         .await
         .expect("publisher applies");
+    approve_pending(&[&publisher, &advertiser], "demo").await;
     // The analyst proposes two templates.
     let proposed = current(&advertiser).await
         + r#"
@@ -1233,6 +1273,7 @@ params = { category = { type = "string", allowed = ["home"] } }
         .apply("demo", &proposed)
         .await
         .expect("analyst proposes");
+    approve_pending(&[&publisher, &advertiser], "demo").await;
     let run = airlock_policy::QuerySpec::template(
         "overlap_in_region",
         BTreeMap::from([("region".to_string(), "north".to_string())]),
@@ -1269,6 +1310,7 @@ params = { category = { type = "string", allowed = ["home"] } }
         .await
         .expect("publisher approves");
     assert!(p.approved && p.checks == 2, "{p:?}");
+    approve_pending(&[&publisher, &advertiser], "demo").await;
     assert_eq!(
         refused_for(remote::query_spec(&advertiser, "demo", &run).await),
         Control::TemplateApproval,
@@ -1278,6 +1320,7 @@ params = { category = { type = "string", allowed = ["home"] } }
         .approval("demo", "overlap_in_region", true)
         .await
         .expect("advertiser approves");
+    approve_pending(&[&publisher, &advertiser], "demo").await;
     let listed = advertiser.templates("demo").await.expect("list");
     let t = listed
         .iter()
@@ -1346,6 +1389,7 @@ params = { category = { type = "string", allowed = ["home"] } }
         .await
         .expect("revoke");
     assert!(!r.approved);
+    approve_pending(&[&publisher, &advertiser], "demo").await;
     assert_eq!(
         refused_for(remote::query_spec(&advertiser, "demo", &run).await),
         Control::TemplateApproval
@@ -1727,4 +1771,209 @@ async fn crypto_mode_runs_between_two_node_processes_with_no_executor() {
         found.is_empty(),
         "raw emails between hub and nodes: {found:?}"
     );
+}
+
+/// Each client approves the current version of `name` if its approval is
+/// asked and not given yet.
+async fn approve_pending(clients: &[&HubClient], name: &str) {
+    for c in clients {
+        let v = c.review(name).await.expect("review");
+        if v.asked && v.mine == airlock_service::api::Decision::Waiting {
+            let done = c.approve(name, Some(&v.sha256)).await.expect("approve");
+            assert_eq!(done.version, v.version);
+        }
+    }
+}
+
+/// The `hello` of a node, as the hub's certificate sees it.
+async fn node_hello(node: &mut FlightServiceClient<Channel>) -> proto::Hello {
+    let mut s = node
+        .do_action(arrow_flight::Action {
+            r#type: proto::action::HELLO.into(),
+            body: Vec::new().into(),
+        })
+        .await
+        .expect("hello")
+        .into_inner();
+    let r = s.message().await.expect("answer").expect("one message");
+    serde_json::from_slice(&r.body).expect("hello json")
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// ATTACKS 30: a member creates a collaboration over another member's data
+/// with weaker rules. Nothing runs until the owner approves that exact text
+/// with its own key; the owner's node checks the signature itself, whatever
+/// the hub sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collaboration_over_another_members_data_waits_for_that_members_approval() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir, 5_000, None).await;
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+    let steal = data::collaboration_toml(false)
+        .replace("name = \"demo\"", "name = \"steal\"")
+        .replacen(
+            "min_distinct_identities = 50",
+            "min_distinct_identities = 2",
+            1,
+        );
+    let cells = "SELECT segment, region, age_band, COUNT(*) AS n FROM audience GROUP BY 1, 2, 3";
+
+    // The advertiser creates it (approving it itself, with its own key).
+    let v = advertiser.create(&steal).await.expect("stored");
+    assert_eq!(v.approvals["advertiser"], airlock_service::api::Decision::Approved);
+    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Waiting);
+    assert!(
+        v.sync_errors
+            .iter()
+            .any(|e| e.contains("waiting for the approval of 'publisher'")),
+        "{:?}",
+        v.sync_errors
+    );
+    let q = advertiser.submit("steal", cells).await.expect("submit");
+    let q = advertiser.wait(q, |_| {}).await.expect("wait");
+    assert_eq!(q.state, "failed", "{q:?}");
+    assert!(
+        q.error.as_deref().unwrap_or("").contains("waiting for the approval of 'publisher'"),
+        "{q:?}"
+    );
+    let (code, _) = advertiser
+        .raw(Method::GET, &format!("/v1/queries/{}/result", q.id), None)
+        .await
+        .expect("call");
+    assert_ne!(code.as_u16(), 200, "nothing released");
+    let mut node = as_hub_to_publisher(&running, &dir).await;
+    assert!(
+        !node_hello(&mut node).await.collaborations.iter().any(|c| c.name == "steal"),
+        "the publisher's node never installed it"
+    );
+
+    // The publisher sees what it is asked to approve, with the whole file
+    // as the difference (it approved no earlier version of it).
+    let asked = publisher.approvals().await.expect("approvals");
+    let view = asked
+        .iter()
+        .find(|a| a.collaboration == "steal")
+        .expect("steal waits for the publisher");
+    assert_eq!(view.sha256, sha256_hex(&steal));
+    assert_eq!(view.approved_before, None);
+    assert!(view.diff.contains("+rule = { type = \"aggregation\", min_distinct_identities = 2"), "{}", view.diff);
+    assert!(
+        !advertiser.approvals().await.expect("list").iter().any(|a| a.collaboration == "steal"),
+        "nothing waits for the advertiser"
+    );
+
+    // A hub that pushes it anyway: with no approval, with the advertiser's
+    // signature in the publisher's place, with garbage, the node refuses.
+    let adv_key =
+        airlock_crypto::approval::MemberKey::load(&running.info.keys["advertiser"]).expect("key");
+    let pub_key =
+        airlock_crypto::approval::MemberKey::load(&running.info.keys["publisher"]).expect("key");
+    let message = airlock_crypto::approval::approval_message("steal", &sha256_hex(&steal));
+    for approvals in [
+        serde_json::json!({}),
+        serde_json::json!({"advertiser": adv_key.sign(&message)}),
+        serde_json::json!({"publisher": adv_key.sign(&message)}),
+        serde_json::json!({"publisher": "00".repeat(64)}),
+        serde_json::json!({"publisher": "not hex"}),
+        serde_json::json!({"publisher": pub_key.sign(&airlock_crypto::approval::approval_message("demo", &sha256_hex(&steal)))}),
+    ] {
+        let pushed = action(
+            &mut node,
+            proto::action::INSTALL,
+            serde_json::json!({"version": 1, "toml": steal, "applied_by": "publisher", "approvals": approvals}),
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(pushed.code(), tonic::Code::PermissionDenied, "{approvals}: {}", pushed.message());
+    }
+    assert!(!node_hello(&mut node).await.collaborations.iter().any(|c| c.name == "steal"));
+    // Through the hub, a signature by another key is refused before it is stored.
+    let (code, text) = publisher
+        .raw(
+            Method::POST,
+            "/v1/collaborations/steal/approval",
+            Some(serde_json::json!({"sha256": sha256_hex(&steal), "signature": adv_key.sign(&message)})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 403, "{text}");
+    // A decision on a text other than the current one is refused.
+    let (code, text) = publisher
+        .raw(
+            Method::POST,
+            "/v1/collaborations/steal/approval",
+            Some(serde_json::json!({"sha256": "0".repeat(64), "refuse": "no"})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 409, "{text}");
+
+    // The publisher refuses: still nothing runs, and the reason is shown.
+    let v = publisher
+        .refuse("steal", &view.sha256, "k = 2 on our audience")
+        .await
+        .expect("refuse");
+    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Refused);
+    let r = remote::query(&advertiser, "steal", cells).await;
+    assert!(r.is_err(), "refused: nothing runs");
+
+    // The publisher approves the text it reviewed: now its node installs
+    // it and the query runs (the publisher chose to allow k = 2 here).
+    let v = publisher.approve("steal", Some(&view.sha256)).await.expect("approve");
+    assert!(v.sync_errors.is_empty(), "{:?}", v.sync_errors);
+    let r = remote::query(&advertiser, "steal", cells).await.expect("runs after approval");
+    assert!(r.num_rows() > 0);
+
+    // The advertiser changes its own table after the approval: the new
+    // version waits for the publisher again, and the node keeps version 1.
+    let changed = steal.replace(
+        "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+        "rule = { type = \"aggregation\", min_distinct_identities = 60 }",
+    );
+    assert_ne!(changed, steal);
+    let v = advertiser.apply("steal", &changed).await.expect("stored");
+    assert_eq!(v.version, 2);
+    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Waiting);
+    assert!(remote::query(&advertiser, "steal", cells).await.is_err());
+    let held = node_hello(&mut node).await;
+    let steal_held = held.collaborations.iter().find(|c| c.name == "steal").expect("v1 held");
+    assert_eq!(steal_held.version, 1);
+    // A hub replaying the publisher's approval of version 1 for version 2:
+    let replay = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 2, "toml": changed, "applied_by": "publisher",
+            "approvals": {"publisher": pub_key.sign(&message)}}),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(replay.code(), tonic::Code::PermissionDenied, "{}", replay.message());
+    let review = publisher.review("steal").await.expect("review");
+    assert_eq!(review.approved_before, Some(1));
+    assert!(review.diff.contains("-rule = { type = \"aggregation\", min_distinct_identities = 50 }"), "{}", review.diff);
+    assert!(review.diff.contains("+rule = { type = \"aggregation\", min_distinct_identities = 60 }"), "{}", review.diff);
+
+    // A dataset update naming the publisher's dataset is refused.
+    let (code, text) = advertiser
+        .raw(
+            Method::POST,
+            "/v1/datasets/update",
+            Some(serde_json::json!({"path": "audience.parquet", "min_distinct_identities": 2})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(code.as_u16(), 403, "{text}");
+    assert!(text.contains("belongs to 'publisher'"), "{text}");
+    // The audit chain records each decision.
+    let audit = advertiser.audit("steal").await.expect("audit");
+    for kind in ["collaboration.approved", "collaboration.refused"] {
+        assert!(audit.contains(kind), "{kind}");
+    }
+    drop(running);
 }

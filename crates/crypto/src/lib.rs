@@ -59,6 +59,7 @@ use sha2::Sha256;
 use thiserror::Error;
 
 mod files;
+pub mod approval;
 pub mod pki;
 pub mod sealing;
 

@@ -1015,6 +1015,21 @@ impl Collaboration {
             .collect()
     }
 
+    /// The members whose own approval every version needs before their
+    /// nodes install it (ATTACKS 30): each member that contributes data
+    /// (the `provide` ability) or owns a dataset in the file. The hub waits
+    /// for these approvals and every node checks its own member's; both ask
+    /// this function.
+    pub fn approvers(&self) -> Vec<String> {
+        let mut out = self.providers();
+        for d in &self.config.datasets {
+            if !out.contains(&d.owner) {
+                out.push(d.owner.clone());
+            }
+        }
+        out
+    }
+
     /// What belongs to `member` in this collaboration, in a comparable
     /// form: the datasets it owns and the configured tables over them.
     pub fn part_of(&self, member: &str) -> serde_json::Value {

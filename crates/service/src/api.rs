@@ -10,6 +10,66 @@ use serde::{Deserialize, Serialize};
 pub struct CollaborationText {
     /// The collaboration file (TOML).
     pub toml: String,
+    /// The caller's approval of exactly this text: its Ed25519 signature
+    /// (hex) of [`airlock_crypto::approval::approval_message`]. Without it
+    /// the version waits for the caller's approval like anyone else's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+/// A member's decision on one collaboration version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Not decided yet: the version is not installed on this member's node.
+    Waiting,
+    /// Approved with the member's signature.
+    Approved,
+    /// Refused.
+    Refused,
+}
+
+/// What a member is asked to approve: the current version of one
+/// collaboration, and what changed since the version it last approved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionApproval {
+    /// Collaboration name.
+    pub collaboration: String,
+    /// Collaboration id (part of what is signed).
+    pub id: String,
+    /// Current version.
+    pub version: i64,
+    /// SHA-256 of its text (what is signed).
+    pub sha256: String,
+    /// Whether the caller's approval is asked (it contributes data).
+    pub asked: bool,
+    /// The caller's decision on it.
+    pub mine: Decision,
+    /// Every approver's decision on it.
+    pub approvers: std::collections::BTreeMap<String, Decision>,
+    /// The last version the caller approved, if any.
+    pub approved_before: Option<i64>,
+    /// Line differences from that version's text (from nothing if none):
+    /// lines starting `-` removed, `+` added, ` ` kept.
+    pub diff: String,
+    /// The full text.
+    pub toml: String,
+}
+
+/// Body of `POST /v1/collaborations/{name}/approval`: approve (with a
+/// signature) or refuse (with a reason) the version whose text hashes to
+/// `sha256`, which must still be the current one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalDecision {
+    /// SHA-256 of the text decided on.
+    pub sha256: String,
+    /// The signature, to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+    /// The reason, to refuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse: Option<String>,
 }
 
 /// A collaboration as a member sees it.
@@ -34,6 +94,9 @@ pub struct CollaborationView {
     /// Nodes that did not take the current version, and why.
     #[serde(default)]
     pub sync_errors: Vec<String>,
+    /// Each approver's decision on the current version.
+    #[serde(default)]
+    pub approvals: std::collections::BTreeMap<String, Decision>,
 }
 
 /// Body of `POST /v1/collaborations/{name}/queries` and `.../check`:
@@ -186,9 +249,12 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/openapi.json", "This document (no authentication)."),
     ("get", "/v1/whoami", "The member the bearer token belongs to."),
     ("get", "/v1/collaborations", "Collaborations the caller belongs to."),
-    ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to the node of every member with `provide`."),
+    ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to the node of every member with `provide` once each of them approved it."),
+    ("get", "/v1/approvals", "The collaboration versions waiting for the caller's approval, each with its differences from the version the caller approved before."),
     ("get", "/v1/collaborations/{name}", "A collaboration, its current policy version and history."),
-    ("put", "/v1/collaborations/{name}", "Apply a new version of the collaboration file; pushed to the nodes of members with `provide` and used from the next query. A member may change only its own datasets and tables."),
+    ("put", "/v1/collaborations/{name}", "Apply a new version of the collaboration file; pushed to the nodes of members with `provide` once each of them approved it, and used from the next query. A member may change only its own datasets and tables."),
+    ("get", "/v1/collaborations/{name}/approval", "The current version as the caller is asked to approve it: text, SHA-256, each approver's decision, differences from the version the caller approved before."),
+    ("post", "/v1/collaborations/{name}/approval", "Approve the current version (an Ed25519 signature of its id and SHA-256 by the caller's member key, checked against the key its node holds) or refuse it with a reason."),
     ("post", "/v1/collaborations/{name}/check", "Check a query without running it (ability `query`)."),
     ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
@@ -282,6 +348,9 @@ pub fn openapi() -> serde_json::Value {
             ("post", "/v1/collaborations") | ("put", "/v1/collaborations/{name}") => {
                 Some("CollaborationText")
             }
+            ("post", p) if p.ends_with("/approval") && !p.contains("/templates/") => {
+                Some("ApprovalDecision")
+            }
             ("post", p) if p.ends_with("/check") || p.ends_with("/queries") => Some("QueryRequest"),
             ("post", "/v1/datasets/update") => Some("DatasetUpdate"),
             _ => None,
@@ -309,10 +378,71 @@ pub fn openapi() -> serde_json::Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
-                "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}}, "additionalProperties": false},
+                "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}, "approval": {"type": "string", "description": "the caller's Ed25519 signature (hex) of its approval of exactly this text"}}, "additionalProperties": false},
+                "ApprovalDecision": {"type": "object", "required": ["sha256"], "description": "Either signature (approve) or refuse (a reason).", "properties": {"sha256": {"type": "string"}, "signature": {"type": "string"}, "refuse": {"type": "string"}}, "additionalProperties": false},
                 "DatasetUpdate": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "new_path": {"type": "string"}, "min_distinct_identities": {"type": "integer", "minimum": 2}}, "additionalProperties": false},
                 "QueryRequest": {"type": "object", "description": "Either sql, or template (a name or hash) with params.", "properties": {"sql": {"type": "string"}, "template": {"type": "string"}, "params": {"type": "object", "additionalProperties": {"type": "string"}}, "purpose": {"type": "string"}}, "additionalProperties": false}
             }
         }
     })
+}
+
+/// The line differences from `old` to `new`: each line of either, in
+/// order, prefixed `-` (only in `old`), `+` (only in `new`) or ` ` (both).
+/// Longest common subsequence; past 4 million line pairs every old line is
+/// shown removed and every new line added.
+pub fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut out = String::new();
+    let mut push = |mark: char, line: &str| {
+        out.push(mark);
+        out.push_str(line);
+        out.push('\n');
+    };
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        a.iter().for_each(|l| push('-', l));
+        b.iter().for_each(|l| push('+', l));
+        return out;
+    }
+    // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+    let w = b.len() + 1;
+    let mut lcs = vec![0u32; (a.len() + 1) * w];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i * w + j] = if a[i] == b[j] {
+                lcs[(i + 1) * w + j + 1] + 1
+            } else {
+                lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            push(' ', a[i]);
+            i += 1;
+            j += 1;
+        } else if j < b.len() && (i == a.len() || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
+            push('+', b[j]);
+            j += 1;
+        } else {
+            push('-', a[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod diff_tests {
+    use super::line_diff;
+
+    #[test]
+    fn a_diff_marks_removed_added_and_kept_lines() {
+        assert_eq!(line_diff("a\nb\nc\n", "a\nx\nc\n"), " a\n-b\n+x\n c\n");
+        assert_eq!(line_diff("", "k = 2\n"), "+k = 2\n");
+        assert_eq!(line_diff("k = 2\n", ""), "-k = 2\n");
+        assert_eq!(line_diff("same\n", "same\n"), " same\n");
+    }
 }

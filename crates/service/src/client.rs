@@ -20,6 +20,9 @@ pub struct HubClient {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// The member's approval key: with it, `create` and `apply` approve
+    /// the text they send, and `approve` works.
+    key: Option<std::sync::Arc<airlock_crypto::approval::MemberKey>>,
 }
 
 impl HubClient {
@@ -39,7 +42,112 @@ impl HubClient {
             http,
             base: url.trim_end_matches('/').to_string(),
             token: token.to_string(),
+            key: None,
         })
+    }
+
+    /// The same client, approving with the member key in `path`.
+    pub fn with_key_file(mut self, path: &Path) -> Result<HubClient, ServiceError> {
+        let key = airlock_crypto::approval::MemberKey::load(path)
+            .map_err(|e| ServiceError::Config(format!("member key: {e}")))?;
+        self.key = Some(std::sync::Arc::new(key));
+        Ok(self)
+    }
+
+    /// Whether this client holds a member key.
+    pub fn has_key(&self) -> bool {
+        self.key.is_some()
+    }
+
+    /// This member's signature of its approval of `toml` (if it has a key
+    /// and the text parses; the hub reports a text that does not).
+    fn sign_text(&self, toml: &str) -> Option<String> {
+        let key = self.key.as_ref()?;
+        let collab = airlock_policy::Collaboration::from_toml(toml, "collaboration file").ok()?;
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()));
+        Some(key.sign(&airlock_crypto::approval::approval_message(
+            collab.id(),
+            &sha,
+        )))
+    }
+
+    /// Versions waiting for this member's approval.
+    pub async fn approvals(&self) -> Result<Vec<api::VersionApproval>, ServiceError> {
+        self.call(Method::GET, "/v1/approvals", None::<&()>).await
+    }
+
+    /// The current version of `name` as this member is asked to approve it.
+    pub async fn review(&self, name: &str) -> Result<api::VersionApproval, ServiceError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/collaborations/{}/approval", enc(name)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Approves the version of `name` whose text hashes to `sha256` (the
+    /// current one if `None`), signing it with the member key.
+    pub async fn approve(
+        &self,
+        name: &str,
+        sha256: Option<&str>,
+    ) -> Result<api::CollaborationView, ServiceError> {
+        let key = self.key.as_ref().ok_or_else(|| {
+            ServiceError::Config(
+                "approving needs the member key: --key FILE (or AIRLOCK_KEY)".into(),
+            )
+        })?;
+        let view = self.review(name).await?;
+        let sha = sha256.unwrap_or(&view.sha256).to_string();
+        let signature = key.sign(&airlock_crypto::approval::approval_message(&view.id, &sha));
+        self.call(
+            Method::POST,
+            &format!("/v1/collaborations/{}/approval", enc(name)),
+            Some(&api::ApprovalDecision {
+                sha256: sha,
+                signature: Some(signature),
+                refuse: None,
+            }),
+        )
+        .await
+    }
+
+    /// Changes one of this member's datasets in every collaboration that
+    /// uses it; with a member key, approves each new version it made (only
+    /// if it is still the current one), so it waits only for the others.
+    pub async fn update_dataset(
+        &self,
+        update: &api::DatasetUpdate,
+    ) -> Result<Vec<api::DatasetUpdated>, ServiceError> {
+        let mut out: Vec<api::DatasetUpdated> = self
+            .call(Method::POST, "/v1/datasets/update", Some(update))
+            .await?;
+        for u in &mut out {
+            if let Some(v) = self.approve_own(&u.collaboration, u.version).await? {
+                u.sync_errors = v.sync_errors;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses the version of `name` whose text hashes to `sha256`.
+    pub async fn refuse(
+        &self,
+        name: &str,
+        sha256: &str,
+        reason: &str,
+    ) -> Result<api::CollaborationView, ServiceError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/collaborations/{}/approval", enc(name)),
+            Some(&api::ApprovalDecision {
+                sha256: sha256.to_string(),
+                signature: None,
+                refuse: Some(reason.to_string()),
+            }),
+        )
+        .await
     }
 
     /// Reads the CA file and builds a client.
@@ -129,7 +237,10 @@ impl HubClient {
         self.call(
             Method::POST,
             "/v1/collaborations",
-            Some(&api::CollaborationText { toml: toml.into() }),
+            Some(&api::CollaborationText {
+                toml: toml.into(),
+                approval: self.sign_text(toml),
+            }),
         )
         .await
     }
@@ -143,7 +254,10 @@ impl HubClient {
         self.call(
             Method::PUT,
             &format!("/v1/collaborations/{}", enc(name)),
-            Some(&api::CollaborationText { toml: toml.into() }),
+            Some(&api::CollaborationText {
+                toml: toml.into(),
+                approval: self.sign_text(toml),
+            }),
         )
         .await
     }
@@ -191,14 +305,16 @@ impl HubClient {
     }
 
     /// Approves (after the hub's static verification) or revokes a
-    /// template for the caller.
+    /// template for the caller. That makes a new policy version; with a
+    /// member key this member approves it too (if it is still current), so
+    /// it waits only for the other contributing members.
     pub async fn approval(
         &self,
         collab: &str,
         template: &str,
         approve: bool,
     ) -> Result<api::ApprovalView, ServiceError> {
-        self.call(
+        let done: api::ApprovalView = self.call(
             if approve {
                 Method::POST
             } else {
@@ -211,7 +327,27 @@ impl HubClient {
             ),
             None::<&()>,
         )
-        .await
+        .await?;
+        self.approve_own(collab, done.version).await?;
+        Ok(done)
+    }
+
+    /// Approves version `version` of `collab` with the member key, if this
+    /// client has one, the version is still current and its approval is
+    /// asked and not given yet.
+    async fn approve_own(
+        &self,
+        collab: &str,
+        version: i64,
+    ) -> Result<Option<api::CollaborationView>, ServiceError> {
+        if self.key.is_none() {
+            return Ok(None);
+        }
+        let view = self.review(collab).await?;
+        if view.version != version || !view.asked || view.mine != api::Decision::Waiting {
+            return Ok(None);
+        }
+        self.approve(collab, Some(&view.sha256)).await.map(Some)
     }
 
     /// What remains of a collaboration's privacy budget, for the caller.

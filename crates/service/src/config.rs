@@ -41,6 +41,12 @@ pub struct NodeConfig {
     /// SHA-256 fingerprints of the hub client certificates this node accepts
     /// fragments and policy from (`SHA256:<hex>`).
     pub trusted_hubs: Vec<String>,
+    /// The public half (64 hex characters) of the member's approval key
+    /// (`airlock keys member`). The node installs a collaboration version
+    /// that involves its member only with that member's signature over the
+    /// version's exact text; without this setting it installs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_key: Option<String>,
     /// Pinned X25519 fingerprints of the other members' nodes: the node
     /// seals a collaboration secret only to a key whose fingerprint is
     /// pinned here, so a hub cannot substitute its own key.
@@ -149,6 +155,14 @@ impl NodeConfig {
                 "{}: trusted_hubs is empty: the node would accept fragments from no hub",
                 path.display()
             )));
+        }
+        if let Some(k) = &c.member_key {
+            if !airlock_crypto::approval::is_public_key(k) {
+                return Err(ServiceError::Config(format!(
+                    "{}: member_key must be 64 hexadecimal characters (the public key `airlock keys member` prints)",
+                    path.display()
+                )));
+            }
         }
         let b = base(path);
         resolve(&b, &mut c.data_dir);

@@ -7,14 +7,14 @@
 //! in the collaboration's audit chain; results are read only by members
 //! with the `receive` ability.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use airlock_hub::{Hub, HubError};
 use airlock_policy::{Ability, Collaboration};
-use airlock_store::{QueryRecord, QueryState, Store, StoreError};
+use airlock_store::{ApprovalRecord, QueryRecord, QueryState, Store, StoreError};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, State};
@@ -189,6 +189,61 @@ impl HubState {
         Ok((rec, collab))
     }
 
+    /// The approval key `member`'s node checks its member's approvals
+    /// against (the hub holds none of its own).
+    async fn member_key(&self, member: &str) -> Result<String, ApiError> {
+        if !self.links.members().any(|n| n == member) {
+            return Err(bad_input(format!(
+                "'{member}' has no node on this hub, so its approval cannot be checked"
+            )));
+        }
+        let hello: proto::Hello = self
+            .links
+            .action(member, proto::action::HELLO, &serde_json::json!({}))
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    format!("the node of '{member}': {}", failure_text(&e)),
+                )
+            })?;
+        hello.member_key.ok_or_else(|| {
+            bad_input(format!(
+                "the node of '{member}' has no member_key: it installs no collaboration that involves '{member}'"
+            ))
+        })
+    }
+
+    /// Refuses (403) a signature that is not `member`'s approval of the
+    /// text with SHA-256 `sha` of `collab`. The node checks it again itself;
+    /// this is so a member hears of a wrong key now, not at the next query.
+    async fn check_signature(
+        &self,
+        collab: &Collaboration,
+        member: &str,
+        sha: &str,
+        version: i64,
+        signature: &str,
+    ) -> Result<(), ApiError> {
+        if !collab.approvers().iter().any(|a| a == member) {
+            return Err(bad_input(format!(
+                "'{member}' contributes no data to collaboration '{}': its approval is not asked",
+                collab.name()
+            )));
+        }
+        let key = self.member_key(member).await?;
+        let message = airlock_crypto::approval::approval_message(collab.id(), sha);
+        if airlock_crypto::approval::verify(&key, &message, signature) {
+            Ok(())
+        } else {
+            Err(forbidden(format!(
+                "the approval is not a signature of version {version} of '{}' by the member key of '{member}' that its node holds",
+                collab.name()
+            )))
+        }
+    }
+
     /// Brings every node of a collaboration to its current policy version
     /// (install, then the sealed secret exchange) and builds its engine.
     fn slot(&self, name: &str) -> EngineSlot {
@@ -243,11 +298,39 @@ impl HubState {
                 detail: String::new(),
             }]
         })?;
+        // No node sees a version before every member it involves approved
+        // it; each node checks its own member's signature again.
+        let approvals = self
+            .store
+            .approvals(&rec.name)
+            .await
+            .map_err(|e| vec![SyncError::shared(format!("the store: {e}"))])?;
+        let mut signatures = BTreeMap::new();
+        let mut waiting = Vec::new();
+        for (m, (d, a)) in decisions(rec, &collab, &approvals) {
+            match (d, a) {
+                (api::Decision::Approved, Some(a)) => {
+                    signatures.insert(m, a.signature.clone());
+                }
+                (api::Decision::Refused, Some(a)) => waiting.push(SyncError::shared(format!(
+                    "'{m}' refused version {}: {}",
+                    rec.version, a.reason
+                ))),
+                _ => waiting.push(SyncError::shared(format!(
+                    "version {} is waiting for the approval of '{m}'",
+                    rec.version
+                ))),
+            }
+        }
+        if !waiting.is_empty() {
+            return Err(waiting);
+        }
         let providers: Vec<String> = collab.providers();
         let install = proto::Install {
             version: rec.version,
             toml: rec.toml.clone(),
             applied_by: rec.created_by.clone(),
+            approvals: signatures,
         };
         let mut errors = Vec::new();
         let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
@@ -623,6 +706,7 @@ fn collab_view(
     collab: &Collaboration,
     versions: Vec<airlock_store::CollabRecord>,
     sync_errors: Vec<String>,
+    approvals: &[ApprovalRecord],
 ) -> api::CollaborationView {
     api::CollaborationView {
         name: rec.name.clone(),
@@ -657,6 +741,74 @@ fn collab_view(
             .map(|v| (v.version, v.sha256, v.created_by, v.created_at_ms))
             .collect(),
         sync_errors,
+        approvals: decisions(rec, collab, approvals)
+            .into_iter()
+            .map(|(m, (d, _))| (m, d))
+            .collect(),
+    }
+}
+
+/// Each approver's decision on the current version `rec` of `collab`, with
+/// the record behind it.
+fn decisions<'a>(
+    rec: &airlock_store::CollabRecord,
+    collab: &Collaboration,
+    approvals: &'a [ApprovalRecord],
+) -> BTreeMap<String, (api::Decision, Option<&'a ApprovalRecord>)> {
+    collab
+        .approvers()
+        .into_iter()
+        .map(|m| {
+            let found = approvals
+                .iter()
+                .rev()
+                .find(|a| a.sha256 == rec.sha256 && a.member == m);
+            let d = match found {
+                Some(a) if a.approved => api::Decision::Approved,
+                Some(_) => api::Decision::Refused,
+                None => api::Decision::Waiting,
+            };
+            (m, (d, found))
+        })
+        .collect()
+}
+
+/// What `member` is asked to approve in collaboration `rec`.
+fn approval_view(
+    rec: &airlock_store::CollabRecord,
+    collab: &Collaboration,
+    versions: &[airlock_store::CollabRecord],
+    approvals: &[ApprovalRecord],
+    member: &str,
+) -> api::VersionApproval {
+    let all = decisions(rec, collab, approvals);
+    let asked = all.contains_key(member);
+    let mine = all
+        .get(member)
+        .map(|(d, _)| *d)
+        .unwrap_or(api::Decision::Waiting);
+    // The last version this member approved (by the text it signed).
+    let before = approvals
+        .iter()
+        .filter(|a| a.member == member && a.approved && a.sha256 != rec.sha256)
+        .filter_map(|a| {
+            versions
+                .iter()
+                .filter(|v| v.sha256 == a.sha256)
+                .max_by_key(|v| v.version)
+        })
+        .max_by_key(|v| v.version);
+    api::VersionApproval {
+        collaboration: rec.name.clone(),
+        id: rec.id.clone(),
+        version: rec.version,
+        sha256: rec.sha256.clone(),
+        asked,
+        mine,
+        approvers: all.into_iter().map(|(m, (d, _))| (m, d)).collect(),
+        approved_before: before.map(|v| v.version),
+        diff: api::line_diff(before.map(|v| v.toml.as_str()).unwrap_or(""), &rec.toml),
+        toml: rec.toml.clone(),
     }
 }
 
@@ -702,7 +854,8 @@ async fn show_collab(
         .map(|e| e.get(&name).cloned().unwrap_or_default())
         .unwrap_or_default();
     let errs = visible_errors(&errs, &m);
-    Ok(Json(collab_view(&rec, &collab, versions, errs)))
+    let approvals = s.store.approvals(&name).await?;
+    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
 }
 
 /// One problem of installing a version on the nodes.
@@ -777,16 +930,26 @@ async fn create_collab(
             ));
         }
     }
+    let sha = hex::encode(sha2::Sha256::digest(body.toml.as_bytes()));
+    if let Some(sig) = &body.approval {
+        s.check_signature(&collab, &m, &sha, 1, sig).await?;
+    }
     let rec = s
         .store
         .create_collaboration(collab.name(), collab.id(), &body.toml, &m)
         .await?;
+    if let Some(sig) = &body.approval {
+        s.store
+            .record_approval(&approved(&rec, &m, sig.clone()))
+            .await?;
+    }
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &rec.name, &m).await;
     let versions = s.store.collaboration_versions(&rec.name).await?;
+    let approvals = s.store.approvals(&rec.name).await?;
     Ok((
         StatusCode::CREATED,
-        Json(collab_view(&rec, &collab, versions, errs)),
+        Json(collab_view(&rec, &collab, versions, errs, &approvals)),
     ))
 }
 
@@ -819,11 +982,132 @@ async fn apply_collab(
             beyond.join(", ")
         )));
     }
+    let sha = hex::encode(sha2::Sha256::digest(body.toml.as_bytes()));
+    if let Some(sig) = &body.approval {
+        s.check_signature(&collab, &m, &sha, current.version + 1, sig)
+            .await?;
+    }
     let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
+    if let Some(sig) = &body.approval {
+        s.store
+            .record_approval(&approved(&rec, &m, sig.clone()))
+            .await?;
+    }
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &name, &m).await;
     let versions = s.store.collaboration_versions(&name).await?;
-    Ok(Json(collab_view(&rec, &collab, versions, errs)))
+    let approvals = s.store.approvals(&name).await?;
+    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
+}
+
+/// The approval record of `member`'s signature on version `rec`.
+fn approved(rec: &airlock_store::CollabRecord, member: &str, signature: String) -> ApprovalRecord {
+    ApprovalRecord {
+        collab: rec.name.clone(),
+        sha256: rec.sha256.clone(),
+        member: member.to_string(),
+        version: rec.version,
+        approved: true,
+        signature,
+        reason: String::new(),
+        at_ms: airlock_store::now_ms(),
+    }
+}
+
+/// `GET /v1/approvals`: every current version waiting for the caller.
+async fn list_approvals(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+) -> Result<Json<Vec<api::VersionApproval>>, ApiError> {
+    let mut out = Vec::new();
+    for rec in s.store.collaborations().await? {
+        let Ok(collab) = Collaboration::from_toml(&rec.toml, &rec.name) else {
+            continue;
+        };
+        if !collab.approvers().contains(&m) {
+            continue;
+        }
+        let approvals = s.store.approvals(&rec.name).await?;
+        let versions = s.store.collaboration_versions(&rec.name).await?;
+        let view = approval_view(&rec, &collab, &versions, &approvals, &m);
+        if view.mine == api::Decision::Waiting {
+            out.push(view);
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/collaborations/{name}/approval`.
+async fn show_approval(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<api::VersionApproval>, ApiError> {
+    let (rec, collab) = s.visible(&m, &name).await?;
+    let approvals = s.store.approvals(&name).await?;
+    let versions = s.store.collaboration_versions(&name).await?;
+    Ok(Json(approval_view(&rec, &collab, &versions, &approvals, &m)))
+}
+
+/// The longest reason of a refusal, in characters.
+const MAX_REASON_CHARS: usize = 1000;
+
+/// `POST /v1/collaborations/{name}/approval`.
+async fn decide_approval(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Json<api::ApprovalDecision>, JsonRejection>,
+) -> Result<Json<api::CollaborationView>, ApiError> {
+    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let (rec, collab) = s.visible(&m, &name).await?;
+    if !collab.approvers().contains(&m) {
+        return Err(bad_input(format!(
+            "'{m}' contributes no data to collaboration '{name}': its approval is not asked"
+        )));
+    }
+    if body.sha256 != rec.sha256 {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "the current version of '{name}' is {} with SHA-256 {}: review it before deciding",
+                rec.version, rec.sha256
+            ),
+        ));
+    }
+    let record = match (body.signature, body.refuse) {
+        (Some(sig), None) => {
+            s.check_signature(&collab, &m, &rec.sha256, rec.version, &sig)
+                .await?;
+            approved(&rec, &m, sig)
+        }
+        (None, Some(reason)) => {
+            let reason = reason.trim().to_string();
+            if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+                return Err(bad_input(format!(
+                    "a refusal needs a reason of 1 to {MAX_REASON_CHARS} characters"
+                )));
+            }
+            ApprovalRecord {
+                approved: false,
+                signature: String::new(),
+                reason,
+                ..approved(&rec, &m, String::new())
+            }
+        }
+        _ => {
+            return Err(bad_input(
+                "give either signature (to approve) or refuse (a reason), not both",
+            ))
+        }
+    };
+    s.store.record_approval(&record).await?;
+    s.forget(&name).await;
+    let errs = after_change(&s, &name, &m).await;
+    let versions = s.store.collaboration_versions(&name).await?;
+    let approvals = s.store.approvals(&name).await?;
+    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
 }
 
 fn require(
@@ -1344,12 +1628,18 @@ async fn update_dataset(
     // Validate every new version before storing any, so a bad update
     // changes nothing.
     let mut planned = Vec::new();
+    let mut others = BTreeSet::new();
     for rec in s.store.collaborations().await? {
         let Ok(c) = Collaboration::from_toml(&rec.toml, &rec.name) else {
             continue;
         };
         if c.member(&m).is_none() {
             continue;
+        }
+        for d in &c.config.datasets {
+            if d.owner != m && d.path == u.path {
+                others.insert(d.owner.clone());
+            }
         }
         let Some(text) = patch_dataset(&rec.toml, &m, &u).map_err(bad_input)? else {
             continue;
@@ -1363,6 +1653,13 @@ async fn update_dataset(
         planned.push((rec.name, text));
     }
     if planned.is_empty() {
+        if !others.is_empty() {
+            let owners: Vec<String> = others.iter().map(|o| format!("'{o}'")).collect();
+            return Err(forbidden(format!(
+                "the dataset at this path belongs to {}: only its owner may change it",
+                owners.join(", ")
+            )));
+        }
         return Err(not_found("dataset of yours at this path"));
     }
     let mut out = Vec::new();
@@ -1399,6 +1696,11 @@ pub fn router(state: Shared) -> Router {
     let v1 = Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/collaborations", get(list_collabs).post(create_collab))
+        .route("/v1/approvals", get(list_approvals))
+        .route(
+            "/v1/collaborations/{name}/approval",
+            get(show_approval).post(decide_approval),
+        )
         .route(
             "/v1/collaborations/{name}",
             get(show_collab).put(apply_collab),

@@ -135,6 +135,10 @@ impl NodeService {
             .map_err(|_| ServiceError::Config("malformed version file".into()))?;
         let collab = Collaboration::from_toml(&toml, "installed policy")
             .map_err(|e| ServiceError::Config(e.to_string()))?;
+        let signature = std::fs::read_to_string(dir.join("approval.sig")).unwrap_or_default();
+        let signature = Some(signature.trim()).filter(|s| !s.is_empty());
+        self.check_approval(&collab, &sha256_hex(toml.as_bytes()), version, signature)
+            .map_err(|e| ServiceError::Config(e.message().to_string()))?;
         let secret = read_secret(dir)?;
         let node = Node::open_with_secret(
             &collab,
@@ -214,6 +218,7 @@ impl NodeService {
             member: self.inner.cfg.member.clone(),
             x25519: self.inner.keys.public().to_hex(),
             fingerprint: self.fingerprint(),
+            member_key: self.inner.cfg.member_key.clone(),
             collaborations,
         }
     }
@@ -247,6 +252,8 @@ impl NodeService {
         check_paths(&collab, member)?;
         let id = collab.id().to_string();
         let sha = sha256_hex(req.toml.as_bytes());
+        let signature = req.approvals.get(member).map(String::as_str);
+        self.check_approval(&collab, &sha, req.version, signature)?;
         let existing = self.held(&id);
         if let Some(h) = &existing {
             let held = h.node.collaboration();
@@ -254,25 +261,6 @@ impl NodeService {
                 return Err(Status::failed_precondition(format!(
                     "this node holds collaboration id '{id}' under another name"
                 )));
-            }
-            // This member's datasets and tables, and who takes part, change
-            // only when this member applies the change.
-            if req.version > h.version && req.applied_by != *member {
-                let mine = held.part_of(member) != collab.part_of(member);
-                let who = serde_json::to_value(&held.config.members).ok()
-                    != serde_json::to_value(&collab.config.members).ok();
-                if mine || who {
-                    return Err(Status::permission_denied(format!(
-                        "version {} changes {} but was applied by '{}', not by '{member}'",
-                        req.version,
-                        if mine {
-                            format!("the datasets or tables of '{member}'")
-                        } else {
-                            "the members".to_string()
-                        },
-                        req.applied_by
-                    )));
-                }
             }
             if req.version < h.version {
                 return Err(Status::failed_precondition(format!(
@@ -301,11 +289,51 @@ impl NodeService {
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
         write_atomic(&dir.join("policy.toml"), req.toml.as_bytes())?;
         write_atomic(&dir.join("version"), req.version.to_string().as_bytes())?;
+        write_atomic(
+            &dir.join("approval.sig"),
+            signature.unwrap_or_default().as_bytes(),
+        )?;
         self.put(&id, req.version, sha, node);
         let held = self
             .held(&id)
             .ok_or_else(|| Status::internal("installed collaboration vanished"))?;
         self.installed(&id, &held)
+    }
+
+    /// Refuses a version its member did not approve (ATTACKS 30): a member
+    /// in [`Collaboration::approvers`] must have signed the exact text with
+    /// the key this node knows as `member_key`. Neither the hub's word nor
+    /// another member's signature counts.
+    fn check_approval(
+        &self,
+        collab: &Collaboration,
+        sha: &str,
+        version: i64,
+        signature: Option<&str>,
+    ) -> Result<(), Status> {
+        let member = &self.inner.cfg.member;
+        if !collab.approvers().iter().any(|m| m == member) {
+            return Ok(());
+        }
+        let Some(key) = &self.inner.cfg.member_key else {
+            return Err(Status::permission_denied(format!(
+                "this node has no member_key: it installs no collaboration that involves '{member}' (set member_key in node.toml)"
+            )));
+        };
+        let Some(signature) = signature else {
+            return Err(Status::permission_denied(format!(
+                "version {version} of collaboration '{}' is not approved by '{member}'",
+                collab.name()
+            )));
+        };
+        let message = airlock_crypto::approval::approval_message(collab.id(), sha);
+        if !airlock_crypto::approval::verify(key, &message, signature) {
+            return Err(Status::permission_denied(format!(
+                "the approval of version {version} of collaboration '{}' is not a signature of its text by the member key of '{member}'",
+                collab.name()
+            )));
+        }
+        Ok(())
     }
 
     fn secret_generate(&self, req: proto::SecretGenerate) -> Result<proto::SealedSecrets, Status> {

@@ -113,6 +113,10 @@ pub struct Hello {
     pub x25519: String,
     /// Its fingerprint, to compare out of band.
     pub fingerprint: String,
+    /// The public key (hex Ed25519) the node checks its member's approvals
+    /// against, if it has one.
+    #[serde(default)]
+    pub member_key: Option<String>,
     /// Collaborations installed.
     pub collaborations: Vec<InstalledSummary>,
 }
@@ -125,8 +129,15 @@ pub struct Install {
     pub version: i64,
     /// The collaboration file.
     pub toml: String,
-    /// The member who applied this version (as the hub authenticated it).
+    /// The member who applied this version (as the hub authenticated it;
+    /// a node trusts it for nothing).
     pub applied_by: String,
+    /// Each approving member's Ed25519 signature (hex) of
+    /// [`airlock_crypto::approval::approval_message`] over this version's
+    /// id and text. A node installs the version only with a valid
+    /// signature by its own member's key.
+    #[serde(default)]
+    pub approvals: BTreeMap<String, String>,
 }
 
 /// A node's answer to `install`: its configured tables' schemas (Arrow IPC

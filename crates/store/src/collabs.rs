@@ -5,8 +5,8 @@ use sqlx::Row;
 
 use crate::error::{SqlContext, TxError};
 use crate::{
-    append_audit_in, check_nul, check_text, in_tx, now_ms, sha256_hex, CollabRecord, Store,
-    StoreError,
+    append_audit_in, check_nul, check_text, in_tx, now_ms, sha256_hex, ApprovalRecord,
+    CollabRecord, Store, StoreError,
 };
 
 const SELECT_CURRENT: &str = "SELECT v.name, c.id, v.version, v.toml, v.sha256, v.created_by, \
@@ -186,6 +186,89 @@ impl Store {
             .iter()
             .map(collab_from_row)
             .collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+impl Store {
+    /// Records `member`'s decision on the version of collaboration `name`
+    /// whose text hashes to `sha256` (replacing an earlier decision on the
+    /// same text), audited as `collaboration.approved` or
+    /// `collaboration.refused` (payload: version, sha256, and the reason of
+    /// a refusal). The caller checks the signature; this only stores it.
+    pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
+        check_text("member", &a.member)?;
+        check_nul("approval signature", &a.signature)?;
+        check_nul("reason", &a.reason)?;
+        in_tx!(self, |tx| {
+            sqlx::query(
+                "DELETE FROM collaboration_approvals WHERE collab = $1 AND sha256 = $2 AND member = $3",
+            )
+            .bind(&a.collab)
+            .bind(&a.sha256)
+            .bind(&a.member)
+            .execute(&mut *tx)
+            .await
+            .ctx("replace an approval")?;
+            sqlx::query(
+                "INSERT INTO collaboration_approvals \
+                 (collab, sha256, member, version, decision, signature, reason, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&a.collab)
+            .bind(&a.sha256)
+            .bind(&a.member)
+            .bind(a.version)
+            .bind(if a.approved { "approved" } else { "refused" })
+            .bind(&a.signature)
+            .bind(&a.reason)
+            .bind(a.at_ms)
+            .execute(&mut *tx)
+            .await
+            .ctx("store an approval")?;
+            let (kind, payload) = if a.approved {
+                (
+                    "collaboration.approved",
+                    serde_json::json!({"version": a.version, "sha256": a.sha256}),
+                )
+            } else {
+                (
+                    "collaboration.refused",
+                    serde_json::json!({"version": a.version, "sha256": a.sha256, "reason": a.reason}),
+                )
+            };
+            append_audit_in(&mut tx, &a.collab, kind, &a.member, &payload).await?;
+        })
+    }
+
+    /// Every decision on collaboration `name`'s versions, oldest first.
+    pub async fn approvals(&self, name: &str) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT collab, sha256, member, version, decision, signature, reason, at_ms \
+             FROM collaboration_approvals WHERE collab = $1 ORDER BY at_ms, version",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("list approvals")?;
+        let get = |err| TxError::Sql {
+            what: "read an approval",
+            err,
+        };
+        let mut out = Vec::new();
+        for row in &rows {
+            let decision: String = row.try_get("decision").map_err(get)?;
+            out.push(ApprovalRecord {
+                collab: row.try_get("collab").map_err(get)?,
+                sha256: row.try_get("sha256").map_err(get)?,
+                member: row.try_get("member").map_err(get)?,
+                version: row.try_get("version").map_err(get)?,
+                approved: decision == "approved",
+                signature: row.try_get("signature").map_err(get)?,
+                reason: row.try_get("reason").map_err(get)?,
+                at_ms: row.try_get("at_ms").map_err(get)?,
+            });
+        }
+        Ok(out)
     }
 }
 

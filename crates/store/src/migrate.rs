@@ -25,6 +25,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "privacy budgets",
         sql: include_str!("../migrations/0002_budget.sql"),
     },
+    Migration {
+        version: 3,
+        name: "approvals of collaboration versions",
+        sql: include_str!("../migrations/0003_approvals.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrating hubs.

@@ -95,6 +95,27 @@ pub struct CollabRecord {
     pub created_at_ms: i64,
 }
 
+/// A member's decision on one collaboration version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// Collaboration name.
+    pub collab: String,
+    /// SHA-256 of the version's text the decision is about.
+    pub sha256: String,
+    /// The deciding member.
+    pub member: String,
+    /// The version that text had when the member decided.
+    pub version: i64,
+    /// Approved (with `signature`) or refused (with `reason`).
+    pub approved: bool,
+    /// The member's Ed25519 signature (hex); empty for a refusal.
+    pub signature: String,
+    /// Why the member refused (its own words); empty for an approval.
+    pub reason: String,
+    /// When, unix milliseconds.
+    pub at_ms: i64,
+}
+
 /// Where a query is in its life.
 ///
 /// `Submitted → Checked → Running → Released`, and from `Submitted`,
