@@ -822,7 +822,10 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 .map_err(|e| plain(CliError::Failed(e.to_string())))?;
             key.save(&out).map_err(|e| plain(bad(e.to_string())))?;
             println!("member key      {}", out.display());
-            println!("member_key = \"{}\"   # for the member's node.toml", key.public_hex());
+            println!(
+                "member_key = \"{}\"   # for the member's node.toml",
+                key.public_hex()
+            );
             Ok(())
         }
         Command::Collab {

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use airlock_crypto::pki::{self, Ca};
 use airlock_crypto::approval::MemberKey;
+use airlock_crypto::pki::{self, Ca};
 use airlock_crypto::sealing::{self, NodeKeys};
 use airlock_policy::Ability;
 use airlock_service::client::HubClient;

@@ -781,7 +781,10 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
             .create(&base.replace("name = \"demo\"", &format!("name = \"{n}\"")))
             .await
             .expect("create");
-        let v = advertiser.approve(n, Some(&v.sha256)).await.expect("approve");
+        let v = advertiser
+            .approve(n, Some(&v.sha256))
+            .await
+            .expect("approve");
         assert!(v.sync_errors.is_empty(), "{n}: {:?}", v.sync_errors);
     }
     // A misconfigured collaboration: its node refuses it; the others go on.
@@ -789,11 +792,17 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
         .replace("name = \"demo\"", "name = \"broken\"")
         .replace("\"consent\"]", "\"consent\", \"no_such_column\"]");
     let v = publisher.create(&broken).await.expect("stored");
-    let seen = advertiser.approve("broken", Some(&v.sha256)).await.expect("approve");
+    let seen = advertiser
+        .approve("broken", Some(&v.sha256))
+        .await
+        .expect("approve");
     // The advertiser reads that the publisher's node did not take it; only
     // the publisher reads why.
     assert!(
-        seen.sync_errors.iter().all(|e| !e.contains("no_such_column")) && !seen.sync_errors.is_empty(),
+        seen.sync_errors
+            .iter()
+            .all(|e| !e.contains("no_such_column"))
+            && !seen.sync_errors.is_empty(),
         "{:?}",
         seen.sync_errors
     );
@@ -845,7 +854,10 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     for u in &mut updated {
         assert_eq!(
             u.sync_errors,
-            vec![format!("version {} is waiting for the approval of 'advertiser'", u.version)]
+            vec![format!(
+                "version {} is waiting for the approval of 'advertiser'",
+                u.version
+            )]
         );
         u.sync_errors = advertiser
             .approve(&u.collaboration, None)
@@ -963,7 +975,10 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
         v.sync_errors,
         vec!["version 2 is waiting for the approval of 'publisher'".to_string()]
     );
-    let v = publisher.approve("demo", Some(&v.sha256)).await.expect("approve");
+    let v = publisher
+        .approve("demo", Some(&v.sha256))
+        .await
+        .expect("approve");
     assert_eq!(
         (v.version, v.sync_errors.len()),
         (2, 0),
@@ -993,9 +1008,16 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
             .replace("name = \"demo\"", &format!("name = \"{name}\""))
             .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
         let v = publisher.create(&escape).await.expect("stored");
-        advertiser.approve(name, Some(&v.sha256)).await.expect("approve");
+        advertiser
+            .approve(name, Some(&v.sha256))
+            .await
+            .expect("approve");
         let v: airlock_service::api::CollaborationView = publisher
-            .call(Method::GET, &format!("/v1/collaborations/{name}"), None::<&()>)
+            .call(
+                Method::GET,
+                &format!("/v1/collaborations/{name}"),
+                None::<&()>,
+            )
             .await
             .expect("show");
         assert!(
@@ -1826,8 +1848,14 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
 
     // The advertiser creates it (approving it itself, with its own key).
     let v = advertiser.create(&steal).await.expect("stored");
-    assert_eq!(v.approvals["advertiser"], airlock_service::api::Decision::Approved);
-    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Waiting);
+    assert_eq!(
+        v.approvals["advertiser"],
+        airlock_service::api::Decision::Approved
+    );
+    assert_eq!(
+        v.approvals["publisher"],
+        airlock_service::api::Decision::Waiting
+    );
     assert!(
         v.sync_errors
             .iter()
@@ -1839,7 +1867,10 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     let q = advertiser.wait(q, |_| {}).await.expect("wait");
     assert_eq!(q.state, "failed", "{q:?}");
     assert!(
-        q.error.as_deref().unwrap_or("").contains("waiting for the approval of 'publisher'"),
+        q.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("waiting for the approval of 'publisher'"),
         "{q:?}"
     );
     let (code, _) = advertiser
@@ -1849,7 +1880,11 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     assert_ne!(code.as_u16(), 200, "nothing released");
     let mut node = as_hub_to_publisher(&running, &dir).await;
     assert!(
-        !node_hello(&mut node).await.collaborations.iter().any(|c| c.name == "steal"),
+        !node_hello(&mut node)
+            .await
+            .collaborations
+            .iter()
+            .any(|c| c.name == "steal"),
         "the publisher's node never installed it"
     );
 
@@ -1862,9 +1897,19 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         .expect("steal waits for the publisher");
     assert_eq!(view.sha256, sha256_hex(&steal));
     assert_eq!(view.approved_before, None);
-    assert!(view.diff.contains("+rule = { type = \"aggregation\", min_distinct_identities = 2"), "{}", view.diff);
     assert!(
-        !advertiser.approvals().await.expect("list").iter().any(|a| a.collaboration == "steal"),
+        view.diff
+            .contains("+rule = { type = \"aggregation\", min_distinct_identities = 2"),
+        "{}",
+        view.diff
+    );
+    assert!(
+        !advertiser
+            .approvals()
+            .await
+            .expect("list")
+            .iter()
+            .any(|a| a.collaboration == "steal"),
         "nothing waits for the advertiser"
     );
 
@@ -1890,9 +1935,18 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         )
         .await
         .expect_err("refused");
-        assert_eq!(pushed.code(), tonic::Code::PermissionDenied, "{approvals}: {}", pushed.message());
+        assert_eq!(
+            pushed.code(),
+            tonic::Code::PermissionDenied,
+            "{approvals}: {}",
+            pushed.message()
+        );
     }
-    assert!(!node_hello(&mut node).await.collaborations.iter().any(|c| c.name == "steal"));
+    assert!(!node_hello(&mut node)
+        .await
+        .collaborations
+        .iter()
+        .any(|c| c.name == "steal"));
     // Through the hub, a signature by another key is refused before it is stored.
     let (code, text) = publisher
         .raw(
@@ -1919,15 +1973,23 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         .refuse("steal", &view.sha256, "k = 2 on our audience")
         .await
         .expect("refuse");
-    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Refused);
+    assert_eq!(
+        v.approvals["publisher"],
+        airlock_service::api::Decision::Refused
+    );
     let r = remote::query(&advertiser, "steal", cells).await;
     assert!(r.is_err(), "refused: nothing runs");
 
     // The publisher approves the text it reviewed: now its node installs
     // it and the query runs (the publisher chose to allow k = 2 here).
-    let v = publisher.approve("steal", Some(&view.sha256)).await.expect("approve");
+    let v = publisher
+        .approve("steal", Some(&view.sha256))
+        .await
+        .expect("approve");
     assert!(v.sync_errors.is_empty(), "{:?}", v.sync_errors);
-    let r = remote::query(&advertiser, "steal", cells).await.expect("runs after approval");
+    let r = remote::query(&advertiser, "steal", cells)
+        .await
+        .expect("runs after approval");
     assert!(r.num_rows() > 0);
 
     // The advertiser changes its own table after the approval: the new
@@ -1939,10 +2001,17 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     assert_ne!(changed, steal);
     let v = advertiser.apply("steal", &changed).await.expect("stored");
     assert_eq!(v.version, 2);
-    assert_eq!(v.approvals["publisher"], airlock_service::api::Decision::Waiting);
+    assert_eq!(
+        v.approvals["publisher"],
+        airlock_service::api::Decision::Waiting
+    );
     assert!(remote::query(&advertiser, "steal", cells).await.is_err());
     let held = node_hello(&mut node).await;
-    let steal_held = held.collaborations.iter().find(|c| c.name == "steal").expect("v1 held");
+    let steal_held = held
+        .collaborations
+        .iter()
+        .find(|c| c.name == "steal")
+        .expect("v1 held");
     assert_eq!(steal_held.version, 1);
     // A hub replaying the publisher's approval of version 1 for version 2:
     let replay = action(
@@ -1953,11 +2022,28 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     )
     .await
     .expect_err("refused");
-    assert_eq!(replay.code(), tonic::Code::PermissionDenied, "{}", replay.message());
+    assert_eq!(
+        replay.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        replay.message()
+    );
     let review = publisher.review("steal").await.expect("review");
     assert_eq!(review.approved_before, Some(1));
-    assert!(review.diff.contains("-rule = { type = \"aggregation\", min_distinct_identities = 50 }"), "{}", review.diff);
-    assert!(review.diff.contains("+rule = { type = \"aggregation\", min_distinct_identities = 60 }"), "{}", review.diff);
+    assert!(
+        review
+            .diff
+            .contains("-rule = { type = \"aggregation\", min_distinct_identities = 50 }"),
+        "{}",
+        review.diff
+    );
+    assert!(
+        review
+            .diff
+            .contains("+rule = { type = \"aggregation\", min_distinct_identities = 60 }"),
+        "{}",
+        review.diff
+    );
 
     // A dataset update naming the publisher's dataset is refused.
     let (code, text) = advertiser

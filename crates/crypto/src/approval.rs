@@ -120,11 +120,19 @@ mod tests {
         let sig = a.sign(&msg);
         assert!(verify(&a.public_hex(), &msg, &sig));
         assert!(!verify(&b.public_hex(), &msg, &sig), "another member's key");
-        assert!(!verify(&a.public_hex(), &approval_message("c", &"1".repeat(64)), &sig));
+        assert!(!verify(
+            &a.public_hex(),
+            &approval_message("c", &"1".repeat(64)),
+            &sig
+        ));
         assert!(!verify(&a.public_hex(), &approval_message("d", &sha), &sig));
         let mut flipped = sig.clone().into_bytes();
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
-        assert!(!verify(&a.public_hex(), &msg, std::str::from_utf8(&flipped).unwrap()));
+        assert!(!verify(
+            &a.public_hex(),
+            &msg,
+            std::str::from_utf8(&flipped).unwrap()
+        ));
         assert!(!verify(&a.public_hex(), &msg, ""));
         assert!(!verify("zz", &msg, &sig));
     }
@@ -139,7 +147,9 @@ mod tests {
         assert_eq!(back.public_hex(), k.public_hex());
         assert!(matches!(k.save(&path), Err(CryptoError::AlreadyExists(_))));
         std::fs::write(dir.path().join("bad"), "secret-looking-text").unwrap();
-        let e = MemberKey::load(&dir.path().join("bad")).unwrap_err().to_string();
+        let e = MemberKey::load(&dir.path().join("bad"))
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret-looking"), "{e}");
     }
 }

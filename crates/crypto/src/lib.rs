@@ -58,8 +58,8 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use thiserror::Error;
 
-mod files;
 pub mod approval;
+mod files;
 pub mod pki;
 pub mod sealing;
 

@@ -423,7 +423,7 @@ pub fn line_diff(old: &str, new: &str) -> String {
             push(' ', a[i]);
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
+        } else if j < b.len() && (i == a.len() || lcs[i * w + j + 1] > lcs[(i + 1) * w + j]) {
             push('+', b[j]);
             j += 1;
         } else {

@@ -314,20 +314,21 @@ impl HubClient {
         template: &str,
         approve: bool,
     ) -> Result<api::ApprovalView, ServiceError> {
-        let done: api::ApprovalView = self.call(
-            if approve {
-                Method::POST
-            } else {
-                Method::DELETE
-            },
-            &format!(
-                "/v1/collaborations/{}/templates/{}/approval",
-                enc(collab),
-                enc(template)
-            ),
-            None::<&()>,
-        )
-        .await?;
+        let done: api::ApprovalView = self
+            .call(
+                if approve {
+                    Method::POST
+                } else {
+                    Method::DELETE
+                },
+                &format!(
+                    "/v1/collaborations/{}/templates/{}/approval",
+                    enc(collab),
+                    enc(template)
+                ),
+                None::<&()>,
+            )
+            .await?;
         self.approve_own(collab, done.version).await?;
         Ok(done)
     }

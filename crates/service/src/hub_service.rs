@@ -1046,7 +1046,9 @@ async fn show_approval(
     let (rec, collab) = s.visible(&m, &name).await?;
     let approvals = s.store.approvals(&name).await?;
     let versions = s.store.collaboration_versions(&name).await?;
-    Ok(Json(approval_view(&rec, &collab, &versions, &approvals, &m)))
+    Ok(Json(approval_view(
+        &rec, &collab, &versions, &approvals, &m,
+    )))
 }
 
 /// The longest reason of a refusal, in characters.

@@ -613,9 +613,10 @@ async fn a_version_1_store_upgrades_and_keeps_its_data() {
                 .fetch_all(store.pool())
                 .await
                 .expect("schema_migrations");
-        assert_eq!(applied.len(), 2);
+        assert_eq!(applied.len(), 3);
         assert_eq!(applied[0], (1, 1000), "version 1 kept, not rerun");
         assert_eq!(applied[1].0, 2);
+        assert_eq!(applied[2].0, 3);
         let collab = store
             .collaboration("demo")
             .await

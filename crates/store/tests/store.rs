@@ -87,7 +87,7 @@ async fn reopening_keeps_data_and_does_not_rerun_migrations() {
                 .fetch_all(store.pool())
                 .await
                 .expect("schema_migrations");
-        assert_eq!(applied.len(), 2, "versions 1 and 2");
+        assert_eq!(applied.len(), 3, "versions 1 to 3");
         store.close().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 
@@ -1166,4 +1166,47 @@ fn futures_are_send(store: &Store) {
     };
     send(store.debit("c", "a", "q", &cost, 0));
     send(store.remaining("c", None, 0));
+}
+
+#[tokio::test]
+async fn approvals_are_kept_per_text_replaced_by_a_later_decision_and_audited() {
+    each_backend(|db| async move {
+        let store = store_with_collab(&db).await;
+        let rec = store
+            .collaboration("demo")
+            .await
+            .expect("read")
+            .expect("demo");
+        let mut a = airlock_store::ApprovalRecord {
+            collab: "demo".into(),
+            sha256: rec.sha256.clone(),
+            member: "alice".into(),
+            version: 1,
+            approved: false,
+            signature: String::new(),
+            reason: "k too low".into(),
+            at_ms: 1,
+        };
+        store.record_approval(&a).await.expect("refuse");
+        a.approved = true;
+        a.signature = "ab".repeat(64);
+        a.reason = String::new();
+        a.at_ms = 2;
+        store.record_approval(&a).await.expect("approve");
+        let kept = store.approvals("demo").await.expect("list");
+        assert_eq!(kept, vec![a.clone()], "one decision per member and text");
+        let kinds: Vec<String> = store
+            .audit("demo")
+            .await
+            .expect("audit")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert!(kinds.contains(&"collaboration.refused".to_string()));
+        assert!(kinds.contains(&"collaboration.approved".to_string()));
+        a.reason = "nul\0".into();
+        assert!(store.record_approval(&a).await.is_err(), "NUL refused");
+        verify_chain(&store.audit("demo").await.expect("audit")).expect("chain intact");
+    })
+    .await;
 }
