@@ -263,6 +263,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                 }
                 d
             },
+            limits: Default::default(),
         };
         let path = nd.join("node.toml");
         write_toml(&path, &cfg)?;
@@ -290,6 +291,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             })
             .collect(),
         wire_tap: opts.wire_tap.clone(),
+        limits: Default::default(),
     };
     write_toml(&running.info.hub_config, &hub_cfg)?;
     let store = airlock_store::Store::open(&hub_cfg.database)

@@ -22,6 +22,7 @@ use crate::{HubError, Released};
 pub(crate) async fn run(
     template: &LogicalPlan,
     inputs: Vec<(SchemaRef, Partitions)>,
+    memory_bytes: usize,
 ) -> Result<Released, HubError> {
     let mut inputs = inputs.into_iter();
     let plan = template
@@ -51,16 +52,35 @@ pub(crate) async fn run(
         })
         .map_err(|_| HubError::Failed("a fragment result does not match the plan".into()))?
         .data;
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(memory_bytes, 1.0)
+        .build_arc()
+        .map_err(|_| HubError::Failed("the executor's memory pool could not be made".into()))?;
+    let ctx = SessionContext::new_with_config_rt(
+        SessionConfig::new().with_information_schema(false),
+        runtime,
+    );
     // Engine messages can quote values; none is passed on.
+    let failed = |e: datafusion::error::DataFusionError, what: &str| {
+        if matches!(
+            e.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            HubError::Failed(format!(
+                "the query needed more than the executor's memory limit of {memory_bytes} bytes (executor_memory_bytes) and was stopped"
+            ))
+        } else {
+            HubError::Failed(what.to_string())
+        }
+    };
     let df = ctx
         .execute_logical_plan(plan)
         .await
-        .map_err(|_| HubError::Failed("the executor could not run the query".into()))?;
+        .map_err(|e| failed(e, "the executor could not run the query"))?;
     let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df
         .collect()
         .await
-        .map_err(|_| HubError::Failed("the query failed while running in the executor".into()))?;
+        .map_err(|e| failed(e, "the query failed while running in the executor"))?;
     Ok(Released { schema, batches })
 }

@@ -155,7 +155,12 @@ pub struct Hub {
     collab: Collaboration,
     guard: Guard,
     schemas: HashMap<String, SchemaRef>,
+    /// The executor's memory pool for one query, in bytes.
+    executor_memory: usize,
 }
+
+/// The executor's memory pool for one query unless a hub sets another.
+pub const DEFAULT_EXECUTOR_MEMORY: usize = 2 * 1024 * 1024 * 1024;
 
 impl Hub {
     /// A hub over `collab`, given the configured tables' schemas as the nodes
@@ -169,7 +174,16 @@ impl Hub {
             collab,
             guard,
             schemas: schemas.clone(),
+            executor_memory: DEFAULT_EXECUTOR_MEMORY,
         })
+    }
+
+    /// The same hub with the query size limits `limits` and an executor
+    /// memory pool of `executor_memory` bytes per query.
+    pub fn with_limits(mut self, limits: airlock_guard::Limits, executor_memory: usize) -> Self {
+        self.guard = self.guard.with_limits(limits);
+        self.executor_memory = executor_memory;
+        self
     }
 
     /// The configured tables' schemas, as the nodes published them.
@@ -379,7 +393,7 @@ impl Hub {
                 Ok(Released { schema, batches })
             }
             Some(template) => {
-                let released = executor::run(template, results).await?;
+                let released = executor::run(template, results, self.executor_memory).await?;
                 // The query's own steps above the aggregate (or DP's
                 // release) see only the rows that passed the threshold.
                 let (schema, batches) = airlock_guard::finish(

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use airlock_crypto::{CollaborationSecret, PseudonymKey, TOKEN_LEN};
 use airlock_guard::wire::{wire_field, Partitions};
 use airlock_guard::{Guard, GuardError};
-use airlock_policy::{Collaboration, ConfigErrors, Fragment, Refusal, ScanFragment, Treatment};
+use airlock_policy::{
+    Collaboration, ConfigErrors, Control, Fragment, Refusal, ScanFragment, Treatment,
+};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -82,6 +84,28 @@ pub struct Node {
     guard: Guard,
     secret: std::sync::RwLock<Option<CollaborationSecret>>,
     psi: crypto::Sessions,
+    max_rows: usize,
+}
+
+/// What one fragment may ask of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// The query's size limits for the node's own guard.
+    pub query: airlock_guard::Limits,
+    /// The memory pool of the node's engine, in bytes.
+    pub memory_bytes: usize,
+    /// The most rows one fragment ships.
+    pub max_rows_per_fragment: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            query: airlock_guard::Limits::default(),
+            memory_bytes: 2 * 1024 * 1024 * 1024,
+            max_rows_per_fragment: 50_000_000,
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -123,10 +147,27 @@ impl Node {
         member: &str,
         secret: Option<CollaborationSecret>,
     ) -> Result<Node, NodeError> {
+        Self::open_with_limits(collab, data_dir, member, secret, NodeLimits::default()).await
+    }
+
+    /// [`Node::open_with_secret`] with the node's limits.
+    pub async fn open_with_limits(
+        collab: &Collaboration,
+        data_dir: &Path,
+        member: &str,
+        secret: Option<CollaborationSecret>,
+        limits: NodeLimits,
+    ) -> Result<Node, NodeError> {
         let config = SessionConfig::new().with_information_schema(false);
-        let ctx = SessionContext::new_with_config(config);
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| NodeError::Local(format!("the node's memory pool: {e}")))?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         let (views, schemas) = sources::register(&ctx, collab, data_dir, member).await?;
-        let guard = Guard::new(collab, &schemas).map_err(|e| NodeError::Local(e.to_string()))?;
+        let guard = Guard::new(collab, &schemas)
+            .map_err(|e| NodeError::Local(e.to_string()))?
+            .with_limits(limits.query);
         Ok(Node {
             member: member.to_string(),
             collab: collab.clone(),
@@ -136,6 +177,7 @@ impl Node {
             guard,
             secret: std::sync::RwLock::new(secret),
             psi: crypto::Sessions::default(),
+            max_rows: limits.max_rows_per_fragment,
         })
     }
 
@@ -190,6 +232,36 @@ impl Node {
     /// Verifies and starts a fragment; returns one stream of result batches
     /// per partition, produced (and pseudonymised) while they are consumed.
     pub async fn run_streams(
+        &self,
+        fragment: &Fragment,
+    ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {
+        let (schema, streams) = self.run_streams_unlimited(fragment).await?;
+        // Rows shipped, across every partition of the fragment.
+        let shipped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let max = self.max_rows;
+        let streams = streams
+            .into_iter()
+            .map(|s| {
+                let shipped = shipped.clone();
+                s.map(move |b| {
+                    let b = b?;
+                    let n = shipped.fetch_add(b.num_rows(), std::sync::atomic::Ordering::Relaxed)
+                        + b.num_rows();
+                    if n > max {
+                        return Err(NodeError::Refused(Refusal::new(
+                            Control::Limit,
+                            format!("the fragment ships more than {max} rows (max_rows_per_fragment of the node)"),
+                        )));
+                    }
+                    Ok(b)
+                })
+                .boxed()
+            })
+            .collect();
+        Ok((schema, streams))
+    }
+
+    async fn run_streams_unlimited(
         &self,
         fragment: &Fragment,
     ) -> Result<(SchemaRef, Vec<BatchStream>), NodeError> {

@@ -55,6 +55,9 @@ pub struct NodeConfig {
     /// Where results delivered to this member are written, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub destinations: BTreeMap<String, Destination>,
+    /// What one fragment may ask of the node.
+    #[serde(default)]
+    pub limits: NodeLimits,
 }
 
 /// A place a node writes results delivered to its member.
@@ -110,6 +113,101 @@ pub struct HubConfig {
     /// actions, Flight data) to this file.
     #[serde(default)]
     pub wire_tap: Option<PathBuf>,
+    /// What one request or query may ask of the hub.
+    #[serde(default)]
+    pub limits: HubLimits,
+}
+
+/// The sizes of one query's text and expressions (the guard's limits),
+/// the same settings in `hub.toml` and `node.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryLimits {
+    /// The longest query text, in bytes.
+    pub max_sql_bytes: usize,
+    /// The deepest expression.
+    pub max_expression_depth: usize,
+    /// The most expression nodes in one query.
+    pub max_expression_nodes: usize,
+    /// The deepest nesting of parentheses in the text.
+    pub max_parenthesis_depth: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        let g = airlock_guard::Limits::default();
+        QueryLimits {
+            max_sql_bytes: g.max_sql_bytes,
+            max_expression_depth: g.max_expression_depth,
+            max_expression_nodes: g.max_expression_nodes,
+            max_parenthesis_depth: g.max_parenthesis_depth,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// As the guard takes them.
+    pub fn guard(&self) -> airlock_guard::Limits {
+        airlock_guard::Limits {
+            max_sql_bytes: self.max_sql_bytes,
+            max_expression_depth: self.max_expression_depth,
+            max_expression_nodes: self.max_expression_nodes,
+            max_parenthesis_depth: self.max_parenthesis_depth,
+        }
+    }
+}
+
+/// `[limits]` of `hub.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubLimits {
+    /// The largest request body, in bytes (collaboration files, templates
+    /// and queries included).
+    pub max_request_bytes: usize,
+    /// Queries of one member that may be checked or running at once.
+    pub max_concurrent_queries_per_member: usize,
+    /// A query still running after this many seconds is stopped (failed).
+    pub query_timeout_secs: u64,
+    /// The executor's memory pool for one query, in bytes.
+    pub executor_memory_bytes: usize,
+    /// The query's size limits, checked by the hub's guard
+    /// (`[limits.query]`).
+    pub query: QueryLimits,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_request_bytes: 1024 * 1024,
+            max_concurrent_queries_per_member: 4,
+            query_timeout_secs: 600,
+            executor_memory_bytes: 2 * 1024 * 1024 * 1024,
+            query: QueryLimits::default(),
+        }
+    }
+}
+
+/// `[limits]` of `node.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeLimits {
+    /// The memory pool of one fragment, in bytes.
+    pub memory_bytes: usize,
+    /// The most rows one fragment may ship to the hub.
+    pub max_rows_per_fragment: usize,
+    /// The query's size limits, checked by the node's own guard
+    /// (`[limits.query]`).
+    pub query: QueryLimits,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        NodeLimits {
+            memory_bytes: 2 * 1024 * 1024 * 1024,
+            max_rows_per_fragment: 50_000_000,
+            query: QueryLimits::default(),
+        }
+    }
 }
 
 /// Reads a configuration, key or certificate file; the error names it.

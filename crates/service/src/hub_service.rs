@@ -55,6 +55,25 @@ pub struct HubState {
     progress: Mutex<HashMap<String, Arc<Progress>>>,
     /// The hub's certificate and key (PEM): they sign exported metadata.
     signing: (String, String),
+    limits: crate::config::HubLimits,
+    /// Queries checked or running, per member.
+    active: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One of a member's active queries; dropping it frees the place.
+struct Active {
+    member: String,
+    active: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.active.lock() {
+            if let Some(n) = a.get_mut(&self.member) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
 }
 
 /// An API error: a status and a body with no data values.
@@ -147,6 +166,33 @@ impl HubState {
             sync_errors: Mutex::new(HashMap::new()),
             progress: Mutex::new(HashMap::new()),
             signing,
+            limits: cfg.limits,
+            active: Arc::default(),
+        })
+    }
+
+    /// Takes one of `member`'s places for an active query, or refuses
+    /// (429) at `max_concurrent_queries_per_member`.
+    fn admit(&self, member: &str) -> Result<Active, ApiError> {
+        let max = self.limits.max_concurrent_queries_per_member;
+        let mut a = self
+            .active
+            .lock()
+            .map_err(|_| failed("the hub's query count is unavailable"))?;
+        let n = a.entry(member.to_string()).or_insert(0);
+        if *n >= max {
+            return Err(ApiError(
+                StatusCode::TOO_MANY_REQUESTS,
+                "limit",
+                format!(
+                    "'{member}' has {max} queries running, the limit (max_concurrent_queries_per_member); wait for one to end"
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Active {
+            member: member.to_string(),
+            active: self.active.clone(),
         })
     }
 
@@ -419,7 +465,11 @@ impl HubState {
                 .map_err(|e| vec![SyncError::shared(e)])?;
         }
         let hub = Hub::new(collab.clone(), &schemas)
-            .map_err(|e| vec![SyncError::shared(e.to_string())])?;
+            .map_err(|e| vec![SyncError::shared(e.to_string())])?
+            .with_limits(
+                self.limits.query.guard(),
+                self.limits.executor_memory_bytes,
+            );
         Ok(Engine {
             version: rec.version,
             id: collab.id().to_string(),
@@ -619,7 +669,13 @@ impl HubState {
         v
     }
 
-    async fn run(self: Arc<Self>, q: QueryRecord, spec: api::QueryRequest, engine: Arc<Engine>) {
+    async fn run(
+        self: Arc<Self>,
+        q: QueryRecord,
+        spec: api::QueryRequest,
+        engine: Arc<Engine>,
+        _place: Active,
+    ) {
         let progress = Arc::new(Progress::default());
         if let Ok(mut p) = self.progress.lock() {
             p.insert(q.id.clone(), progress.clone());
@@ -633,11 +689,18 @@ impl HubState {
                 .links
                 .for_query(&engine.id, engine.version, progress.clone());
             let ledger = crate::ledger::StoreLedger::new(self.store.clone(), &q.collab, &q.id);
-            match engine
-                .hub
-                .query_spec(&q.member, &spec, &links, &ledger)
-                .await
-            {
+            let secs = self.limits.query_timeout_secs;
+            let ran = tokio::time::timeout(
+                std::time::Duration::from_secs(secs),
+                engine.hub.query_spec(&q.member, &spec, &links, &ledger),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(HubError::Failed(format!(
+                    "the query ran longer than {secs} s (query_timeout_secs of the hub) and was stopped"
+                )))
+            });
+            match ran {
                 Ok(released) => {
                     let bytes =
                         airlock_guard::wire::encode_batches(&released.schema, &released.batches)
@@ -914,7 +977,7 @@ async fn create_collab(
     Extension(Caller(m)): Extension<Caller>,
     body: Result<Json<api::CollaborationText>, JsonRejection>,
 ) -> Result<(StatusCode, Json<api::CollaborationView>), ApiError> {
-    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let collab = parse_collab(&body.toml)?;
     if collab.member(&m).is_none() {
         return Err(forbidden(format!(
@@ -959,7 +1022,7 @@ async fn apply_collab(
     UrlPath(name): UrlPath<String>,
     body: Result<Json<api::CollaborationText>, JsonRejection>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
-    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let (current, old) = s.visible(&m, &name).await?;
     let collab = parse_collab(&body.toml)?;
     if collab.name() != name || collab.id() != current.id {
@@ -1061,7 +1124,7 @@ async fn decide_approval(
     UrlPath(name): UrlPath<String>,
     body: Result<Json<api::ApprovalDecision>, JsonRejection>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
-    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let (rec, collab) = s.visible(&m, &name).await?;
     if !collab.approvers().contains(&m) {
         return Err(bad_input(format!(
@@ -1134,7 +1197,7 @@ async fn check_query(
     UrlPath(name): UrlPath<String>,
     body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "check queries")?;
     let engine = s
@@ -1162,7 +1225,7 @@ async fn submit_query(
     UrlPath(name): UrlPath<String>,
     body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<QueryView>), ApiError> {
-    let Json(body) = body.map_err(|e| bad_input(e.body_text()))?;
+    let Json(body) = body.map_err(rejected)?;
     let (_, collab) = s.visible(&m, &name).await?;
     require(&collab, &m, Ability::Query, "submit queries")?;
     if body.deliver.is_some() {
@@ -1173,6 +1236,7 @@ async fn submit_query(
             )));
         }
     }
+    let place = s.admit(&m)?;
     let q = s.store.submit_query(&name, &m, &body.describe()).await?;
     let engine = match s.engine(&name).await {
         Ok(e) => e,
@@ -1207,7 +1271,7 @@ async fn submit_query(
         }
     };
     if q.state == QueryState::Checked {
-        tokio::spawn(s.clone().run(q.clone(), body, engine));
+        tokio::spawn(s.clone().run(q.clone(), body, engine, place));
     }
     Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
 }
@@ -1621,7 +1685,7 @@ async fn update_dataset(
     Extension(Caller(m)): Extension<Caller>,
     u: Result<Json<api::DatasetUpdate>, JsonRejection>,
 ) -> Result<Json<Vec<api::DatasetUpdated>>, ApiError> {
-    let Json(u) = u.map_err(|e| bad_input(e.body_text()))?;
+    let Json(u) = u.map_err(rejected)?;
     if u.new_path.is_none() && u.min_distinct_identities.is_none() {
         return Err(bad_input(
             "nothing to change: give new_path or min_distinct_identities",
@@ -1730,11 +1794,27 @@ pub fn router(state: Shared) -> Router {
             state.clone(),
             authenticate,
         ));
+    let max_body = state.limits.max_request_bytes;
     Router::new()
         .route("/openapi.json", get(openapi))
         .merge(v1)
         .fallback(|| async { not_found("route") })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// A body the JSON extractor rejected: too large (413, naming the limit),
+/// or malformed (400, with what is wrong).
+fn rejected(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+            "the request body is larger than the hub's limit (max_request_bytes)".into(),
+        )
+    } else {
+        bad_input(e.body_text())
+    }
 }
 
 /// Deletes `collab`'s results released longer ago than its retention period

@@ -140,11 +140,12 @@ impl NodeService {
         self.check_approval(&collab, &sha256_hex(toml.as_bytes()), version, signature)
             .map_err(|e| ServiceError::Config(e.message().to_string()))?;
         let secret = read_secret(dir)?;
-        let node = Node::open_with_secret(
+        let node = Node::open_with_limits(
             &collab,
             &self.inner.cfg.data_dir,
             &self.inner.cfg.member,
             secret,
+            self.limits(),
         )
         .await
         .map_err(|e| ServiceError::Config(e.to_string()))?;
@@ -167,6 +168,16 @@ impl NodeService {
 
     fn held(&self, id: &str) -> Option<Arc<Held>> {
         self.inner.collabs.read().ok()?.get(id).cloned()
+    }
+
+    /// The node's limits as its engine takes them.
+    fn limits(&self) -> airlock_node::NodeLimits {
+        let l = &self.inner.cfg.limits;
+        airlock_node::NodeLimits {
+            query: l.query.guard(),
+            memory_bytes: l.memory_bytes,
+            max_rows_per_fragment: l.max_rows_per_fragment,
+        }
     }
 
     /// The member this node serves.
@@ -280,7 +291,13 @@ impl NodeService {
         }
         let dir = collab_dir(&self.inner.cfg.state_dir, &id);
         let secret = read_secret(&dir).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let node = Node::open_with_secret(&collab, &self.inner.cfg.data_dir, member, secret)
+        let node = Node::open_with_limits(
+            &collab,
+            &self.inner.cfg.data_dir,
+            member,
+            secret,
+            self.limits(),
+        )
             .await
             .map_err(|e| match e {
                 NodeError::Config(c) => Status::invalid_argument(c.to_string()),
