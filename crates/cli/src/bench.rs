@@ -234,6 +234,8 @@ async fn distributed(
         wire_tap: None,
         bin: bin.to_path_buf(),
         results_postgres: None,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
     })
     .await?;
     let client = running.client("advertiser")?;

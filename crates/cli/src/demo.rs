@@ -210,6 +210,8 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
                 wire_tap: None,
                 bin: bin.clone(),
                 results_postgres: None,
+                hub_limits: Default::default(),
+                node_limits: Default::default(),
             })
             .await?;
             println!("   hub {}", running.info.hub);

@@ -691,6 +691,8 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                 wire_tap,
                 bin,
                 results_postgres: None,
+                hub_limits: Default::default(),
+                node_limits: Default::default(),
             })
             .await
             .map_err(plain)?;

@@ -66,6 +66,10 @@ pub struct UpOptions {
     /// A PostgreSQL URL each node also offers as result destination
     /// `warehouse` (table `airlock_results_MEMBER`).
     pub results_postgres: Option<String>,
+    /// `[limits]` of the hub.
+    pub hub_limits: airlock_service::config::HubLimits,
+    /// `[limits]` of every node.
+    pub node_limits: airlock_service::config::NodeLimits,
 }
 
 /// A running cluster; dropping it stops every process.
@@ -263,7 +267,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                 }
                 d
             },
-            limits: Default::default(),
+            limits: opts.node_limits,
         };
         let path = nd.join("node.toml");
         write_toml(&path, &cfg)?;
@@ -291,7 +295,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             })
             .collect(),
         wire_tap: opts.wire_tap.clone(),
-        limits: Default::default(),
+        limits: opts.hub_limits,
     };
     write_toml(&running.info.hub_config, &hub_cfg)?;
     let store = airlock_store::Store::open(&hub_cfg.database)

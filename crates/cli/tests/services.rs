@@ -46,6 +46,8 @@ async fn start_with(
         wire_tap: tap,
         bin: bin(),
         results_postgres,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
     })
     .await
     .expect("airlock up")
@@ -1757,6 +1759,8 @@ async fn crypto_mode_runs_between_two_node_processes_with_no_executor() {
         wire_tap: Some(tap.clone()),
         bin: bin(),
         results_postgres: None,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
     })
     .await
     .expect("airlock up");
@@ -2060,6 +2064,291 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     let audit = advertiser.audit("steal").await.expect("audit");
     for kind in ["collaboration.approved", "collaboration.refused"] {
         assert!(audit.contains(kind), "{kind}");
+    }
+    drop(running);
+}
+
+async fn start_limited(
+    dir: &Path,
+    hub_limits: airlock_service::config::HubLimits,
+    node_limits: airlock_service::config::NodeLimits,
+) -> Running {
+    data::write_demo(dir, 5_000, true).expect("demo data");
+    up::start(&UpOptions {
+        dir: dir.to_path_buf(),
+        rows: 5_000,
+        wire_tap: None,
+        bin: bin(),
+        results_postgres: None,
+        hub_limits,
+        node_limits,
+    })
+    .await
+    .expect("airlock up")
+}
+
+/// A tiny xorshift, for reproducible garbage.
+struct Garbage(u64);
+
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Bodies no route expects: random bytes, deep nesting, wrong types,
+/// hostile queries, invalid UTF-8.
+fn hostile_bodies() -> Vec<Vec<u8>> {
+    let mut g = Garbage(0x9e37_79b9_7f4a_7c15);
+    let mut out: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{}".to_vec(),
+        b"{\"toml\": 5}".to_vec(),
+        b"{\"sql\": null, \"template\": 7}".to_vec(),
+        b"{\"sha256\": \"x\", \"signature\": \"y\", \"refuse\": \"z\"}".to_vec(),
+        b"1e999999".to_vec(),
+        vec![0xff, 0xfe, 0x00, 0x7b],
+        "[".repeat(60_000).into_bytes(),
+        format!("{{\"toml\": \"{}\"}}", "[a.".repeat(20_000)).into_bytes(),
+        format!(
+            "{{\"sql\": \"SELECT COUNT(*) FROM audience WHERE {}\"}}",
+            vec!["segment = 'x'"; 1_000].join(" OR ")
+        )
+        .into_bytes(),
+        format!(
+            "{{\"sql\": \"SELECT {}1{}\"}}",
+            "(".repeat(5_000),
+            ")".repeat(5_000)
+        )
+        .into_bytes(),
+        format!(
+            "{{\"path\": \"audience.parquet\", \"min_distinct_identities\": {}}}",
+            u64::MAX
+        )
+        .into_bytes(),
+        format!("{{\"toml\": \"{}\"}}", "\\u0000".repeat(1000)).into_bytes(),
+    ];
+    for n in [1, 7, 100, 1_000, 10_000] {
+        out.push(g.bytes(n));
+    }
+    out
+}
+
+/// ATTACKS 32: no request from any token holder ends the hub or a node.
+/// Every route gets every hostile body (and an oversized one), each node's
+/// every action gets them with the hub's own certificate; afterwards both
+/// still answer and a query still runs. Each limit refuses by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_end_no_process_and_every_limit_refuses_by_name() {
+    use airlock_service::config::{HubLimits, NodeLimits, QueryLimits};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let hub_limits = HubLimits {
+        max_request_bytes: 64 * 1024,
+        query: QueryLimits {
+            max_sql_bytes: 2_000,
+            ..QueryLimits::default()
+        },
+        ..HubLimits::default()
+    };
+    let running = start_limited(&dir, hub_limits, NodeLimits::default()).await;
+    let advertiser = running.client("advertiser").expect("client");
+    let publisher = running.client("publisher").expect("client");
+
+    let mut sent = 0;
+    for (method, path, _) in airlock_service::api::ROUTES {
+        let path = path
+            .replace("{name}", "demo")
+            .replace("{template}", "t")
+            .replace("{id}", &"0".repeat(32));
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+        for body in hostile_bodies() {
+            for who in [&advertiser, &publisher] {
+                let code = who.raw_bytes(method.clone(), &path, body.clone()).await;
+                let code =
+                    code.unwrap_or_else(|e| panic!("{method} {path}: the hub did not answer: {e}"));
+                assert!(
+                    code.as_u16() < 500 || code.as_u16() == 503,
+                    "{method} {path}: {code}"
+                );
+                sent += 1;
+            }
+        }
+        // Over the body limit: 413, naming it (routes that read a body).
+        if method != Method::GET && !path.contains("/templates/") {
+            let (code, text) = advertiser
+                .raw(
+                    method.clone(),
+                    &path,
+                    Some(serde_json::json!({"toml": "x".repeat(70 * 1024)})),
+                )
+                .await
+                .expect("answer");
+            assert_eq!(code.as_u16(), 413, "{method} {path}: {text}");
+            assert!(text.contains("max_request_bytes"), "{text}");
+        }
+    }
+    assert!(sent > 500, "{sent} hostile requests");
+
+    // Straight to the publisher's node, as the hub: every action, garbage.
+    let mut node = as_hub_to_publisher(&running, &dir).await;
+    for kind in [
+        "hello",
+        "install",
+        "secret.generate",
+        "secret.install",
+        "deliver",
+        "psi",
+        "nope",
+    ] {
+        for body in hostile_bodies() {
+            let _ = node
+                .do_action(arrow_flight::Action {
+                    r#type: kind.into(),
+                    body: body.into(),
+                })
+                .await;
+        }
+    }
+    for body in hostile_bodies() {
+        let _ = node
+            .do_get(arrow_flight::Ticket {
+                ticket: body.into(),
+            })
+            .await;
+    }
+    assert_eq!(
+        node_hello(&mut node).await.member,
+        "publisher",
+        "the node still answers"
+    );
+
+    // The SQL length limit of hub.toml refuses by name.
+    let long = format!(
+        "SELECT COUNT(*) FROM audience a JOIN purchases p ON a.email = p.email WHERE {}",
+        vec!["a.segment = 'x'"; 200].join(" OR ")
+    );
+    match remote::query(&advertiser, "demo", &long).await {
+        Err(CliError::Refused { refusal, .. }) => {
+            assert_eq!(refusal.control, Control::Limit);
+            assert!(refusal.reason.contains("max_sql_bytes"), "{refusal}");
+        }
+        other => panic!(
+            "expected a limit refusal, got {:?}",
+            other.map(|r| r.num_rows())
+        ),
+    }
+    // The processes still answer, and a query still runs.
+    let r = remote::query(&advertiser, "demo", OVERLAP)
+        .await
+        .expect("still runs");
+    assert_eq!(r.schema.fields().len(), 2);
+    let v: airlock_service::api::CollaborationView = advertiser
+        .call(Method::GET, "/v1/collaborations/demo", None::<&()>)
+        .await
+        .expect("show");
+    assert_eq!(v.version, 1, "no hostile body changed the collaboration");
+    drop(running);
+
+    // No query beyond max_concurrent_queries_per_member: 429, by name.
+    let dir2 = tmp.path().join("demo2");
+    let running = start_limited(
+        &dir2,
+        HubLimits {
+            max_concurrent_queries_per_member: 0,
+            ..HubLimits::default()
+        },
+        NodeLimits::default(),
+    )
+    .await;
+    let advertiser = running.client("advertiser").expect("client");
+    let (code, text) = advertiser
+        .raw(
+            Method::POST,
+            "/v1/collaborations/demo/queries",
+            Some(serde_json::json!({"sql": OVERLAP})),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(code.as_u16(), 429, "{text}");
+    assert!(text.contains("max_concurrent_queries_per_member"), "{text}");
+    drop(running);
+
+    // A query running longer than query_timeout_secs is stopped, by name.
+    let dir3 = tmp.path().join("demo3");
+    let running = start_limited(
+        &dir3,
+        HubLimits {
+            query_timeout_secs: 0,
+            ..HubLimits::default()
+        },
+        NodeLimits::default(),
+    )
+    .await;
+    let advertiser = running.client("advertiser").expect("client");
+    let q = advertiser.submit("demo", OVERLAP).await.expect("submit");
+    let q = advertiser.wait(q, |_| {}).await.expect("wait");
+    assert_eq!(q.state, "failed");
+    assert!(
+        q.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("query_timeout_secs"),
+        "{q:?}"
+    );
+    drop(running);
+
+    // The executor's memory pool and the node's rows per fragment.
+    let dir4 = tmp.path().join("demo4");
+    let running = start_limited(
+        &dir4,
+        HubLimits {
+            executor_memory_bytes: 1024,
+            ..HubLimits::default()
+        },
+        NodeLimits {
+            max_rows_per_fragment: 1_000_000,
+            ..NodeLimits::default()
+        },
+    )
+    .await;
+    let advertiser = running.client("advertiser").expect("client");
+    let e = remote::query(&advertiser, "demo", OVERLAP)
+        .await
+        .expect_err("over the pool");
+    assert!(e.to_string().contains("executor_memory_bytes"), "{e}");
+    drop(running);
+    let dir5 = tmp.path().join("demo5");
+    let running = start_limited(
+        &dir5,
+        HubLimits::default(),
+        NodeLimits {
+            max_rows_per_fragment: 100,
+            ..NodeLimits::default()
+        },
+    )
+    .await;
+    let advertiser = running.client("advertiser").expect("client");
+    match remote::query(&advertiser, "demo", OVERLAP).await {
+        Err(CliError::Refused { refusal, .. }) => {
+            assert_eq!(refusal.control, Control::Limit);
+            assert!(
+                refusal.reason.contains("max_rows_per_fragment"),
+                "{refusal}"
+            );
+        }
+        other => panic!(
+            "expected a limit refusal, got {:?}",
+            other.map(|r| r.num_rows())
+        ),
     }
     drop(running);
 }

@@ -232,6 +232,25 @@ impl HubClient {
         Ok((status, resp.text().await.unwrap_or_default()))
     }
 
+    /// The status of a call with a raw body (for tests of the API itself).
+    pub async fn raw_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<StatusCode, ServiceError> {
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ServiceError::Io(e.to_string()))?;
+        Ok(resp.status())
+    }
+
     /// Creates a collaboration from its file.
     pub async fn create(&self, toml: &str) -> Result<api::CollaborationView, ServiceError> {
         self.call(

@@ -466,10 +466,7 @@ impl HubState {
         }
         let hub = Hub::new(collab.clone(), &schemas)
             .map_err(|e| vec![SyncError::shared(e.to_string())])?
-            .with_limits(
-                self.limits.query.guard(),
-                self.limits.executor_memory_bytes,
-            );
+            .with_limits(self.limits.query.guard(), self.limits.executor_memory_bytes);
         Ok(Engine {
             version: rec.version,
             id: collab.id().to_string(),

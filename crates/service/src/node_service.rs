@@ -298,11 +298,11 @@ impl NodeService {
             secret,
             self.limits(),
         )
-            .await
-            .map_err(|e| match e {
-                NodeError::Config(c) => Status::invalid_argument(c.to_string()),
-                other => Status::failed_precondition(other.to_string()),
-            })?;
+        .await
+        .map_err(|e| match e {
+            NodeError::Config(c) => Status::invalid_argument(c.to_string()),
+            other => Status::failed_precondition(other.to_string()),
+        })?;
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
         write_atomic(&dir.join("policy.toml"), req.toml.as_bytes())?;
         write_atomic(&dir.join("version"), req.version.to_string().as_bytes())?;
@@ -516,15 +516,27 @@ impl NodeService {
             .map_err(status_of)?;
         // Partitions are interleaved as they produce batches: the scan, the
         // pseudonymisation and the transfer overlap.
+        // A typed refusal (a limit reached) passes; any other failure is
+        // uniform, as engine messages can quote values.
         let batches = stream::select_all(streams).map(|r| {
-            r.map_err(|_| {
-                arrow_flight::error::FlightError::ExternalError(Box::new(NodeError::Execution))
+            r.map_err(|e| match e {
+                NodeError::Refused(r) => arrow_flight::error::FlightError::Tonic(Box::new(
+                    status_of(NodeError::Refused(r)),
+                )),
+                _ => {
+                    arrow_flight::error::FlightError::ExternalError(Box::new(NodeError::Execution))
+                }
             })
         });
         let encoded = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
-            .map(|r| r.map_err(|_| Status::internal(NodeError::Execution.to_string())));
+            .map(|r| {
+                r.map_err(|e| match e {
+                    arrow_flight::error::FlightError::Tonic(s) => *s,
+                    _ => Status::internal(NodeError::Execution.to_string()),
+                })
+            });
         Ok(encoded.boxed())
     }
 }
