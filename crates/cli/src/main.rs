@@ -973,7 +973,12 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                         println!("nothing waits for your approval");
                     }
                     for v in &list {
-                        print_approval(v, false);
+                        // The list is a summary; each review has the changes.
+                        let full = client
+                            .review(&v.collaboration)
+                            .await
+                            .map_err(|e| plain(remote::cli_error(e)))?;
+                        print_approval(&full, false);
                     }
                     Ok(())
                 }

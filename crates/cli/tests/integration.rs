@@ -495,7 +495,7 @@ async fn configuration_errors_name_file_table_and_column() {
         ),
         (
             good.replace("path = \"purchases.parquet\"", "path = \"missing.parquet\""),
-            "table 'advertiser_purchases': dataset file not found",
+            "dataset 'advertiser_purchases': dataset file not found",
         ),
         (
             good.replace(

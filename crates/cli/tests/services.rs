@@ -1895,10 +1895,19 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     // The publisher sees what it is asked to approve, with the whole file
     // as the difference (it approved no earlier version of it).
     let asked = publisher.approvals().await.expect("approvals");
-    let view = asked
+    let listed = asked
         .iter()
         .find(|a| a.collaboration == "steal")
         .expect("steal waits for the publisher");
+    assert!(
+        listed.diff.is_empty() && listed.toml.is_empty(),
+        "the list is a summary"
+    );
+    let view = publisher.review("steal").await.expect("review");
+    assert_eq!(
+        (view.sha256.as_str(), view.version),
+        (listed.sha256.as_str(), 1)
+    );
     assert_eq!(view.sha256, sha256_hex(&steal));
     assert_eq!(view.approved_before, None);
     assert!(
@@ -1923,14 +1932,14 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         airlock_crypto::approval::MemberKey::load(&running.info.keys["advertiser"]).expect("key");
     let pub_key =
         airlock_crypto::approval::MemberKey::load(&running.info.keys["publisher"]).expect("key");
-    let message = airlock_crypto::approval::approval_message("steal", &sha256_hex(&steal));
+    let message = airlock_crypto::approval::approval_message("steal", 1, &sha256_hex(&steal));
     for approvals in [
         serde_json::json!({}),
         serde_json::json!({"advertiser": adv_key.sign(&message)}),
         serde_json::json!({"publisher": adv_key.sign(&message)}),
         serde_json::json!({"publisher": "00".repeat(64)}),
         serde_json::json!({"publisher": "not hex"}),
-        serde_json::json!({"publisher": pub_key.sign(&airlock_crypto::approval::approval_message("demo", &sha256_hex(&steal)))}),
+        serde_json::json!({"publisher": pub_key.sign(&airlock_crypto::approval::approval_message("demo", 1, &sha256_hex(&steal)))}),
     ] {
         let pushed = action(
             &mut node,
@@ -2032,6 +2041,67 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         "{}",
         replay.message()
     );
+    // Red-team regressions. The version-1 text and signature replayed as
+    // version 3 (a rollback over a later version) is refused: the version
+    // is part of what is signed.
+    let rollback = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 3, "toml": steal, "applied_by": "publisher",
+            "approvals": {"publisher": pub_key.sign(&message)}}),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        rollback.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        rollback.message()
+    );
+    // A version in which the publisher contributes nothing (its dataset
+    // given to the advertiser, its `provide` taken), pushed at the largest
+    // version to lock the collaboration: refused, version 1 stays.
+    let squat = steal
+        .replacen("abilities = [\"provide\"]", "abilities = [\"receive\"]", 1)
+        .replacen("owner = \"publisher\"", "owner = \"advertiser\"", 1);
+    assert_ne!(squat, steal);
+    let pushed = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": i64::MAX, "toml": squat, "applied_by": "advertiser", "approvals": {}}),
+    )
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        pushed.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        pushed.message()
+    );
+    assert_eq!(
+        node_hello(&mut node)
+            .await
+            .collaborations
+            .iter()
+            .find(|c| c.name == "steal")
+            .map(|c| c.version),
+        Some(1)
+    );
+    // The secret is sealed to no member that does not contribute data.
+    for who in ["publisher", "nobody"] {
+        let r = action(
+            &mut node,
+            proto::action::SECRET_GENERATE,
+            serde_json::json!({"collaboration": "steal", "recipients": [{"member": who, "x25519": "00".repeat(32)}]}),
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            r.message().contains("not another contributing member"),
+            "{}",
+            r.message()
+        );
+    }
     let review = publisher.review("steal").await.expect("review");
     assert_eq!(review.approved_before, Some(1));
     assert!(
@@ -2049,6 +2119,14 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         review.diff
     );
 
+    // Applying the approved text again makes version 3, which waits: an
+    // approval is of one version, never reused.
+    let v = advertiser.apply("steal", &steal).await.expect("stored");
+    assert_eq!(v.version, 3);
+    assert_eq!(
+        v.approvals["publisher"],
+        airlock_service::api::Decision::Waiting
+    );
     // A dataset update naming the publisher's dataset is refused.
     let (code, text) = advertiser
         .raw(

@@ -9,10 +9,11 @@
 //! ```
 //! use airlock_crypto::approval::{approval_message, verify, MemberKey};
 //! let key = MemberKey::generate()?;
-//! let msg = approval_message("collab-1", &"ab".repeat(32));
+//! let msg = approval_message("collab-1", 1, &"ab".repeat(32));
 //! let sig = key.sign(&msg);
 //! assert!(verify(&key.public_hex(), &msg, &sig));
-//! assert!(!verify(&key.public_hex(), &approval_message("collab-2", &"ab".repeat(32)), &sig));
+//! assert!(!verify(&key.public_hex(), &approval_message("collab-2", 1, &"ab".repeat(32)), &sig));
+//! assert!(!verify(&key.public_hex(), &approval_message("collab-1", 2, &"ab".repeat(32)), &sig));
 //! # Ok::<(), airlock_crypto::CryptoError>(())
 //! ```
 
@@ -24,9 +25,12 @@ use crate::files::write_new_private;
 use crate::CryptoError;
 
 /// The bytes a member signs to approve one collaboration version: the
-/// collaboration id and the SHA-256 (hex) of its file's exact text.
-pub fn approval_message(collaboration_id: &str, toml_sha256: &str) -> Vec<u8> {
-    format!("airlock/v1/approve-collaboration\n{collaboration_id}\n{toml_sha256}").into_bytes()
+/// collaboration id, the version number and the SHA-256 (hex) of its
+/// file's exact text. The version is signed so that an approval of an old
+/// text cannot be replayed to install it again over a later one.
+pub fn approval_message(collaboration_id: &str, version: i64, toml_sha256: &str) -> Vec<u8> {
+    format!("airlock/v1/approve-collaboration\n{collaboration_id}\n{version}\n{toml_sha256}")
+        .into_bytes()
 }
 
 /// A member's Ed25519 signing key.
@@ -116,16 +120,24 @@ mod tests {
         let a = MemberKey::generate().unwrap();
         let b = MemberKey::generate().unwrap();
         let sha = "0".repeat(64);
-        let msg = approval_message("c", &sha);
+        let msg = approval_message("c", 1, &sha);
         let sig = a.sign(&msg);
         assert!(verify(&a.public_hex(), &msg, &sig));
         assert!(!verify(&b.public_hex(), &msg, &sig), "another member's key");
         assert!(!verify(
             &a.public_hex(),
-            &approval_message("c", &"1".repeat(64)),
+            &approval_message("c", 1, &"1".repeat(64)),
             &sig
         ));
-        assert!(!verify(&a.public_hex(), &approval_message("d", &sha), &sig));
+        assert!(!verify(
+            &a.public_hex(),
+            &approval_message("d", 1, &sha),
+            &sig
+        ));
+        assert!(
+            !verify(&a.public_hex(), &approval_message("c", 2, &sha), &sig),
+            "another version"
+        );
         let mut flipped = sig.clone().into_bytes();
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
         assert!(!verify(

@@ -31,12 +31,91 @@ pub(crate) type Views = HashMap<(Option<String>, String), Arc<dyn TableProvider>
 type Registered = (Views, HashMap<String, SchemaRef>);
 
 fn problem(file: &str, table: &str, column: Option<&str>, message: String) -> ConfigError {
+    about("table", file, table, column, message)
+}
+
+fn about(
+    kind: &'static str,
+    file: &str,
+    table: &str,
+    column: Option<&str>,
+    message: String,
+) -> ConfigError {
     ConfigError {
+        kind,
         file: file.to_string(),
         table: Some(table.to_string()),
         column: column.map(str::to_string),
         message,
     }
+}
+
+/// Files visited at most when checking one dataset's confinement.
+const MAX_CONFINEMENT_ENTRIES: usize = 1_000_000;
+
+/// Refuses a dataset whose files are not all inside `dir` once every
+/// symbolic link is followed: the path itself, and for a directory or a
+/// glob every entry below the directory it names (or the glob's fixed
+/// prefix). `root` is `dir` canonicalized.
+fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
+    let outside = || {
+        "the dataset's path leads outside the directory datasets are read from (after following links)"
+            .to_string()
+    };
+    let root =
+        root.ok_or_else(|| "the directory datasets are read from does not exist".to_string())?;
+    let lexical = Path::new(path);
+    if lexical.is_absolute()
+        || lexical
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(outside());
+    }
+    // The fixed part of a glob: the components before the first with a
+    // glob character.
+    let fixed: std::path::PathBuf = lexical
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect();
+    let start = dir.join(&fixed);
+    let real = start.canonicalize().map_err(|_| {
+        if fixed.as_os_str().is_empty() {
+            outside()
+        } else {
+            "dataset file not found".to_string()
+        }
+    })?;
+    if !real.starts_with(root) {
+        return Err(outside());
+    }
+    let mut stack = vec![real];
+    let mut seen = 0usize;
+    while let Some(p) = stack.pop() {
+        if !p.is_dir() {
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(&p).map_err(|_| "cannot list the dataset's directory".to_string())?;
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_CONFINEMENT_ENTRIES {
+                return Err(format!(
+                    "the dataset's directory has more than {MAX_CONFINEMENT_ENTRIES} entries"
+                ));
+            }
+            let target = e.path().canonicalize().map_err(|_| outside())?;
+            if !target.starts_with(root) {
+                return Err(outside());
+            }
+            // Only real directories are descended (a link to a directory
+            // inside the root is listed where it really is).
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(target);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Registers `member`'s datasets (read in place) and one view per configured
@@ -50,12 +129,14 @@ pub(crate) async fn register(
     let file = collab.file.as_str();
     let mut problems = Vec::new();
     let mut datasets: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
+    let root = config_dir.canonicalize().ok();
     for ds in collab.config.datasets.iter().filter(|d| d.owner == member) {
         let path = config_dir.join(&ds.path);
         let path_text = path.to_string_lossy().to_string();
         let is_glob = ds.path.contains(['*', '?', '[']);
         if !is_glob && !path.exists() {
-            problems.push(problem(
+            problems.push(about(
+                "dataset",
                 file,
                 &ds.name,
                 None,
@@ -63,10 +144,15 @@ pub(crate) async fn register(
             ));
             continue;
         }
+        if let Err(why) = confined(root.as_deref(), config_dir, &ds.path) {
+            problems.push(about("dataset", file, &ds.name, None, why));
+            continue;
+        }
         let url = match ListingTableUrl::parse(&path_text) {
             Ok(u) => u,
             Err(e) => {
-                problems.push(problem(
+                problems.push(about(
+                    "dataset",
                     file,
                     &ds.name,
                     None,
@@ -94,7 +180,8 @@ pub(crate) async fn register(
         let schema = match options.infer_schema(&state, &url).await {
             Ok(s) => s,
             Err(e) => {
-                problems.push(problem(
+                problems.push(about(
+                    "dataset",
                     file,
                     &ds.name,
                     None,
@@ -113,7 +200,7 @@ pub(crate) async fn register(
             Ok(t) => {
                 datasets.insert(ds.name.clone(), Arc::new(t));
             }
-            Err(e) => problems.push(problem(file, &ds.name, None, e.strip_backtrace())),
+            Err(e) => problems.push(about("dataset", file, &ds.name, None, e.strip_backtrace())),
         }
     }
     let mut views = HashMap::new();
@@ -225,7 +312,8 @@ fn consent_filter(
                 Ok(f) if f.data_type() == &DataType::Boolean => {
                     df = df.filter(column(col).is_true()).map_err(local)?;
                 }
-                _ => problems.push(problem(
+                _ => problems.push(about(
+                    "dataset",
                     file,
                     &ds.name,
                     Some(col),

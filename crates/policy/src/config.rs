@@ -549,8 +549,10 @@ pub struct CollaborationConfig {
 pub struct ConfigError {
     /// The file (as given by the caller).
     pub file: String,
-    /// The configured table, dataset or member concerned.
+    /// The configured table, dataset or member concerned (what `kind` says).
     pub table: Option<String>,
+    /// What `table` names: `table`, `dataset` or `member`.
+    pub kind: &'static str,
     /// The column concerned.
     pub column: Option<String>,
     /// What is wrong.
@@ -561,7 +563,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some(t) = &self.table {
-            write!(f, ": table '{t}'")?;
+            write!(f, ": {} '{t}'", self.kind)?;
         }
         if let Some(c) = &self.column {
             write!(f, ", column '{c}'")?;
@@ -610,9 +612,20 @@ struct Problems<'a> {
 
 impl Problems<'_> {
     fn add(&mut self, table: Option<&str>, column: Option<&str>, message: impl Into<String>) {
+        self.add_about("table", table, column, message);
+    }
+
+    fn add_about(
+        &mut self,
+        kind: &'static str,
+        name: Option<&str>,
+        column: Option<&str>,
+        message: impl Into<String>,
+    ) {
         self.list.push(ConfigError {
             file: self.file.to_string(),
-            table: table.map(str::to_string),
+            table: name.map(str::to_string),
+            kind,
             column: column.map(str::to_string),
             message: message.into(),
         });
@@ -626,6 +639,7 @@ impl Collaboration {
             ConfigErrors(vec![ConfigError {
                 file: file.to_string(),
                 table: None,
+                kind: "table",
                 column: None,
                 message: format!("not a valid collaboration file: {}", e.message()),
             }])
@@ -659,10 +673,10 @@ impl Collaboration {
                 p.add(None, None, "a member has an empty name");
             }
             if members.insert(m.name.as_str(), m).is_some() {
-                p.add(Some(&m.name), None, "member declared twice");
+                p.add_about("member", Some(&m.name), None, "member declared twice");
             }
             if m.abilities.is_empty() {
-                p.add(Some(&m.name), None, "member has no abilities");
+                p.add_about("member", Some(&m.name), None, "member has no abilities");
             }
         }
         if !c
@@ -675,15 +689,17 @@ impl Collaboration {
         let mut datasets = BTreeMap::new();
         for d in &c.datasets {
             if datasets.insert(d.name.as_str(), d).is_some() {
-                p.add(Some(&d.name), None, "dataset declared twice");
+                p.add_about("dataset", Some(&d.name), None, "dataset declared twice");
             }
             match members.get(d.owner.as_str()) {
-                None => p.add(
+                None => p.add_about(
+                    "dataset",
                     Some(&d.name),
                     None,
                     format!("dataset owner '{}' is not a declared member", d.owner),
                 ),
-                Some(m) if !m.abilities.contains(&Ability::Provide) => p.add(
+                Some(m) if !m.abilities.contains(&Ability::Provide) => p.add_about(
+                    "dataset",
                     Some(&d.name),
                     None,
                     format!("dataset owner '{}' lacks the 'provide' ability", d.owner),
@@ -691,7 +707,7 @@ impl Collaboration {
                 Some(_) => {}
             }
             if d.path.trim().is_empty() {
-                p.add(Some(&d.name), None, "dataset path is empty");
+                p.add_about("dataset", Some(&d.name), None, "dataset path is empty");
             }
         }
         if c.collaboration
@@ -720,7 +736,8 @@ impl Collaboration {
         for d in &c.datasets {
             for (purpose, source) in &d.consent {
                 if !purposes.contains(purpose.as_str()) {
-                    p.add(
+                    p.add_about(
+                        "dataset",
                         Some(&d.name),
                         None,
                         format!("consent is given for purpose '{purpose}', which the collaboration does not declare"),
@@ -730,13 +747,15 @@ impl Collaboration {
                     (Some(col), None) if !col.trim().is_empty() => {}
                     (None, Some(list)) => match datasets.get(list.as_str()) {
                         Some(l) if l.owner == d.owner && l.name != d.name => {}
-                        _ => p.add(
+                        _ => p.add_about(
+                            "dataset",
                             Some(&d.name),
                             None,
                             format!("consent for '{purpose}': suppression_dataset '{list}' is not another dataset of the same owner"),
                         ),
                     },
-                    _ => p.add(
+                    _ => p.add_about(
+                        "dataset",
                         Some(&d.name),
                         None,
                         format!("consent for '{purpose}' needs exactly one of column or suppression_dataset"),

@@ -59,14 +59,16 @@ impl HubClient {
         self.key.is_some()
     }
 
-    /// This member's signature of its approval of `toml` (if it has a key
-    /// and the text parses; the hub reports a text that does not).
-    fn sign_text(&self, toml: &str) -> Option<String> {
+    /// This member's signature of its approval of `toml` as version
+    /// `version` (if it has a key and the text parses; the hub reports a
+    /// text that does not).
+    fn sign_text(&self, toml: &str, version: i64) -> Option<String> {
         let key = self.key.as_ref()?;
         let collab = airlock_policy::Collaboration::from_toml(toml, "collaboration file").ok()?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()));
         Some(key.sign(&airlock_crypto::approval::approval_message(
             collab.id(),
+            version,
             &sha,
         )))
     }
@@ -100,7 +102,11 @@ impl HubClient {
         })?;
         let view = self.review(name).await?;
         let sha = sha256.unwrap_or(&view.sha256).to_string();
-        let signature = key.sign(&airlock_crypto::approval::approval_message(&view.id, &sha));
+        let signature = key.sign(&airlock_crypto::approval::approval_message(
+            &view.id,
+            view.version,
+            &sha,
+        ));
         self.call(
             Method::POST,
             &format!("/v1/collaborations/{}/approval", enc(name)),
@@ -258,7 +264,7 @@ impl HubClient {
             "/v1/collaborations",
             Some(&api::CollaborationText {
                 toml: toml.into(),
-                approval: self.sign_text(toml),
+                approval: self.sign_text(toml, 1),
             }),
         )
         .await
@@ -270,12 +276,25 @@ impl HubClient {
         name: &str,
         toml: &str,
     ) -> Result<api::CollaborationView, ServiceError> {
+        let approval = match &self.key {
+            Some(_) => {
+                let current: api::CollaborationView = self
+                    .call(
+                        Method::GET,
+                        &format!("/v1/collaborations/{}", enc(name)),
+                        None::<&()>,
+                    )
+                    .await?;
+                self.sign_text(toml, current.version + 1)
+            }
+            None => None,
+        };
         self.call(
             Method::PUT,
             &format!("/v1/collaborations/{}", enc(name)),
             Some(&api::CollaborationText {
                 toml: toml.into(),
-                approval: self.sign_text(toml),
+                approval,
             }),
         )
         .await

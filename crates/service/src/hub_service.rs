@@ -279,7 +279,7 @@ impl HubState {
             )));
         }
         let key = self.member_key(member).await?;
-        let message = airlock_crypto::approval::approval_message(collab.id(), sha);
+        let message = airlock_crypto::approval::approval_message(collab.id(), version, sha);
         if airlock_crypto::approval::verify(&key, &message, signature) {
             Ok(())
         } else {
@@ -822,7 +822,7 @@ fn decisions<'a>(
             let found = approvals
                 .iter()
                 .rev()
-                .find(|a| a.sha256 == rec.sha256 && a.member == m);
+                .find(|a| a.sha256 == rec.sha256 && a.version == rec.version && a.member == m);
             let d = match found {
                 Some(a) if a.approved => api::Decision::Approved,
                 Some(_) => api::Decision::Refused,
@@ -850,12 +850,11 @@ fn approval_view(
     // The last version this member approved (by the text it signed).
     let before = approvals
         .iter()
-        .filter(|a| a.member == member && a.approved && a.sha256 != rec.sha256)
+        .filter(|a| a.member == member && a.approved && a.version != rec.version)
         .filter_map(|a| {
             versions
                 .iter()
-                .filter(|v| v.sha256 == a.sha256)
-                .max_by_key(|v| v.version)
+                .find(|v| v.version == a.version && v.sha256 == a.sha256)
         })
         .max_by_key(|v| v.version);
     api::VersionApproval {
@@ -1048,10 +1047,15 @@ async fn apply_collab(
             .await?;
     }
     let rec = s.store.apply_collaboration(&name, &body.toml, &m).await?;
-    if let Some(sig) = &body.approval {
-        s.store
-            .record_approval(&approved(&rec, &m, sig.clone()))
-            .await?;
+    // Signed for the version after the one it read; if another apply came
+    // between, the signature is not for this version and waits unused.
+    match &body.approval {
+        Some(sig) if rec.version == current.version + 1 => {
+            s.store
+                .record_approval(&approved(&rec, &m, sig.clone()))
+                .await?;
+        }
+        _ => {}
     }
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &name, &m).await;
@@ -1089,8 +1093,13 @@ async fn list_approvals(
         }
         let approvals = s.store.approvals(&rec.name).await?;
         let versions = s.store.collaboration_versions(&rec.name).await?;
-        let view = approval_view(&rec, &collab, &versions, &approvals, &m);
+        let mut view = approval_view(&rec, &collab, &versions, &approvals, &m);
         if view.mine == api::Decision::Waiting {
+            // A summary: the text and its differences are one request
+            // each (`GET .../approval`), so no answer grows with every
+            // collaboration a member is named in.
+            view.diff.clear();
+            view.toml.clear();
             out.push(view);
         }
     }

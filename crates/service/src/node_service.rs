@@ -329,8 +329,13 @@ impl NodeService {
         signature: Option<&str>,
     ) -> Result<(), Status> {
         let member = &self.inner.cfg.member;
+        // A version in which this member contributes nothing is not this
+        // node's to hold (installing it would also let it squat the id).
         if !collab.approvers().iter().any(|m| m == member) {
-            return Ok(());
+            return Err(Status::permission_denied(format!(
+                "'{member}' contributes no data to version {version} of collaboration '{}': this node installs nothing of it",
+                collab.name()
+            )));
         }
         let Some(key) = &self.inner.cfg.member_key else {
             return Err(Status::permission_denied(format!(
@@ -343,7 +348,7 @@ impl NodeService {
                 collab.name()
             )));
         };
-        let message = airlock_crypto::approval::approval_message(collab.id(), sha);
+        let message = airlock_crypto::approval::approval_message(collab.id(), version, sha);
         if !airlock_crypto::approval::verify(key, &message, signature) {
             return Err(Status::permission_denied(format!(
                 "the approval of version {version} of collaboration '{}' is not a signature of its text by the member key of '{member}'",
@@ -372,7 +377,16 @@ impl NodeService {
             }
         };
         let mut sealed = BTreeMap::new();
+        // Only to the other members that contribute data to this
+        // collaboration, as this node holds it (never the hub's word).
+        let approvers = held.node.collaboration().approvers();
         for r in &req.recipients {
+            if r.member == self.inner.cfg.member || !approvers.contains(&r.member) {
+                return Err(Status::permission_denied(format!(
+                    "'{}' is not another contributing member of this collaboration: the secret is sealed to no one else",
+                    r.member
+                )));
+            }
             let public = PublicKeyBytes::from_hex(&r.x25519)
                 .map_err(|_| Status::invalid_argument("malformed recipient key"))?;
             let fp = sealing::fingerprint(&public);

@@ -4,7 +4,9 @@
 -- A node installs a version that configures its member's datasets only
 -- with that member's signature over the version's exact text (its SHA-256);
 -- the hub keeps each decision to relay it and to show who is waited for.
--- `signature` is empty for a refusal.
+-- A decision is on one version (its number and text): an approval of a text
+-- is never reused for a later version with the same text. `signature` is
+-- empty for a refusal.
 CREATE TABLE collaboration_approvals (
     collab TEXT NOT NULL REFERENCES collaborations (name),
     sha256 TEXT NOT NULL,
@@ -14,5 +16,5 @@ CREATE TABLE collaboration_approvals (
     signature TEXT NOT NULL,
     reason TEXT NOT NULL,
     at_ms BIGINT NOT NULL,
-    PRIMARY KEY (collab, sha256, member)
+    PRIMARY KEY (collab, version, member)
 );

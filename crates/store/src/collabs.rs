@@ -190,9 +190,9 @@ impl Store {
 }
 
 impl Store {
-    /// Records `member`'s decision on the version of collaboration `name`
-    /// whose text hashes to `sha256` (replacing an earlier decision on the
-    /// same text), audited as `collaboration.approved` or
+    /// Records `member`'s decision on version `version` (with text hash
+    /// `sha256`) of collaboration `name`, replacing an earlier decision on
+    /// the same version, audited as `collaboration.approved` or
     /// `collaboration.refused` (payload: version, sha256, and the reason of
     /// a refusal). The caller checks the signature; this only stores it.
     pub async fn record_approval(&self, a: &ApprovalRecord) -> Result<(), StoreError> {
@@ -201,10 +201,10 @@ impl Store {
         check_nul("reason", &a.reason)?;
         in_tx!(self, |tx| {
             sqlx::query(
-                "DELETE FROM collaboration_approvals WHERE collab = $1 AND sha256 = $2 AND member = $3",
+                "DELETE FROM collaboration_approvals WHERE collab = $1 AND version = $2 AND member = $3",
             )
             .bind(&a.collab)
-            .bind(&a.sha256)
+            .bind(a.version)
             .bind(&a.member)
             .execute(&mut *tx)
             .await
