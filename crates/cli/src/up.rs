@@ -3,11 +3,15 @@
 //! keys made for the occasion.
 //!
 //! ```text
-//!  DIR/cluster/ca.crt, ca.key             the cluster CA (mutual TLS)
-//!  DIR/cluster/hub/{hub.toml,tls.*,hub.db} the hub
-//!  DIR/cluster/nodes/<member>/{node.toml,tls.*,x25519.key,state/}
-//!  DIR/cluster/members/<member>/member.key  each member's approval key
-//!  DIR/cluster/cluster.json               addresses, tokens, pids (for scripts and tests)
+//!  DIR-cluster/ca.crt, ca.key             the cluster CA (mutual TLS)
+//!  DIR-cluster/hub/{hub.toml,tls.*,hub.db} the hub
+//!  DIR-cluster/nodes/<member>/{node.toml,tls.*,x25519.key,state/}
+//!  DIR-cluster/members/<member>/member.key  each member's approval key
+//!  DIR-cluster/cluster.json               addresses, tokens, pids (for scripts and tests)
+//!
+//! The cluster's keys, tokens and state sit beside the data directory `DIR`
+//! the nodes read datasets from, never inside it, so no collaboration can
+//! name one of them as a dataset.
 //! ```
 
 use std::collections::BTreeMap;
@@ -139,7 +143,18 @@ pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), C
     }
 }
 
-/// Writes keys, certificates and configs under `DIR/cluster`, starts the
+/// Where `airlock up` keeps the cluster of the data directory `dir`:
+/// `DIR-cluster` beside it (outside the nodes' data directory).
+pub fn cluster_dir(dir: &Path) -> PathBuf {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "airlock".into());
+    dir.with_file_name(format!("{name}-cluster"))
+}
+
+/// Writes keys, certificates and configs under `DIR-cluster`, starts the
 /// nodes and the hub, issues a token per member and creates the demo
 /// collaboration on the hub.
 pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
@@ -152,7 +167,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let collab = load_collaboration(&collab_file)?;
     let toml_text =
         std::fs::read_to_string(&collab_file).map_err(io("reading the collaboration"))?;
-    let root = dir.join("cluster");
+    let root = cluster_dir(&dir);
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(io("clearing the previous cluster"))?;
     }

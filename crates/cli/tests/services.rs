@@ -92,7 +92,7 @@ async fn demo_end_to_end_through_up_with_a_wire_tap() {
     );
     let db = airlock_store::Store::open(&format!(
         "sqlite:{}",
-        dir.join("cluster/hub/hub.db").display()
+        up::cluster_dir(&dir).join("hub/hub.db").display()
     ))
     .await
     .expect("hub db");
@@ -244,7 +244,10 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The secret a node keeps for the collaboration (one per collaboration).
 fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
-    let state = dir.join("cluster/nodes").join(member).join("state");
+    let state = up::cluster_dir(&dir)
+        .join("nodes")
+        .join(member)
+        .join("state");
     let mut found = Vec::new();
     for e in std::fs::read_dir(&state).expect("state dir").flatten() {
         let p = e.path().join("secret");
@@ -262,7 +265,7 @@ fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
 /// A Flight client to the publisher's node with the hub's own certificate.
 async fn as_hub_to_publisher(running: &Running, dir: &Path) -> FlightServiceClient<Channel> {
     let ca = read(&running.info.ca);
-    let hub_dir = dir.join("cluster/hub");
+    let hub_dir = up::cluster_dir(&dir).join("hub");
     let (cert, key) = (
         read(&hub_dir.join("tls.crt")),
         read(&hub_dir.join("tls.key")),
@@ -376,7 +379,7 @@ async fn authentication_matrix() {
     // Tokens: missing, garbage, expired, revoked → 401 on every route.
     let store = airlock_store::Store::open(&format!(
         "sqlite:{}",
-        dir.join("cluster/hub/hub.db").display()
+        up::cluster_dir(&dir).join("hub/hub.db").display()
     ))
     .await
     .expect("store");
@@ -530,7 +533,7 @@ async fn authentication_matrix() {
 
     // Nodes: only the trusted hub's client certificate gets in.
     let node_url = &info.nodes["publisher"];
-    let hub_dir = dir.join("cluster/hub");
+    let hub_dir = up::cluster_dir(&dir).join("hub");
     let hub_id = (
         read(&hub_dir.join("tls.crt")),
         read(&hub_dir.join("tls.key")),
@@ -555,7 +558,7 @@ async fn authentication_matrix() {
     )
     .await;
     assert!(r.is_err(), "a certificate from another cluster: {r:?}");
-    let adv_dir = dir.join("cluster/nodes/advertiser");
+    let adv_dir = up::cluster_dir(&dir).join("nodes/advertiser");
     let peer = (
         read(&adv_dir.join("tls.crt")),
         read(&adv_dir.join("tls.key")),
@@ -1030,6 +1033,48 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
             v.sync_errors
         );
     }
+    // A link inside the data directory to a file outside it is not
+    // followed: the node refuses the dataset (and in process the same).
+    let outside = tmp.path().join("outside.csv");
+    std::fs::write(&outside, "email,segment\na@x,s\n").expect("write");
+    std::os::unix::fs::symlink(&outside, dir.join("link.parquet")).expect("link");
+    std::fs::create_dir_all(dir.join("linked")).expect("dir");
+    std::os::unix::fs::symlink(&outside, dir.join("linked/part.parquet")).expect("link");
+    for (name, path) in [
+        ("sym", "link.parquet"),
+        ("symdir", "linked"),
+        ("symglob", "linked/*.parquet"),
+    ] {
+        let escape = base
+            .replace("name = \"demo\"", &format!("name = \"{name}\""))
+            .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
+        let v = publisher.create(&escape).await.expect("stored");
+        advertiser
+            .approve(name, Some(&v.sha256))
+            .await
+            .expect("approve");
+        let v: airlock_service::api::CollaborationView = publisher
+            .call(
+                Method::GET,
+                &format!("/v1/collaborations/{name}"),
+                None::<&()>,
+            )
+            .await
+            .expect("show");
+        assert!(
+            v.sync_errors
+                .iter()
+                .any(|e| e.contains("leads outside the directory datasets are read from")),
+            "{path}: {:?}",
+            v.sync_errors
+        );
+        let file = dir.join(format!("{name}.toml"));
+        std::fs::write(&file, &escape).expect("write");
+        match Cluster::open(&file, None).await {
+            Err(e) => assert!(e.to_string().contains("leads outside"), "{e}"),
+            Ok(_) => panic!("{path}: opened in process"),
+        }
+    }
     // Ids are unique: a new collaboration cannot take over another's id.
     let hijack = base.replace("name = \"demo\"", "name = \"evil\"\nid = \"demo\"");
     let (code, text) = advertiser
@@ -1045,12 +1090,14 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
     // A secret sealed by a key that is not a pinned peer's is refused, and a
     // node never swaps the secret it holds, even for a pinned peer's.
     let stranger = airlock_crypto::sealing::NodeKeys::generate().expect("keys");
-    let publisher_keys =
-        airlock_crypto::sealing::NodeKeys::load(&dir.join("cluster/nodes/publisher/x25519.key"))
-            .expect("keys");
-    let advertiser_keys =
-        airlock_crypto::sealing::NodeKeys::load(&dir.join("cluster/nodes/advertiser/x25519.key"))
-            .expect("keys");
+    let publisher_keys = airlock_crypto::sealing::NodeKeys::load(
+        &up::cluster_dir(&dir).join("nodes/publisher/x25519.key"),
+    )
+    .expect("keys");
+    let advertiser_keys = airlock_crypto::sealing::NodeKeys::load(
+        &up::cluster_dir(&dir).join("nodes/advertiser/x25519.key"),
+    )
+    .expect("keys");
     let fake = CollaborationSecret::generate().expect("secret");
     let ctx = proto::seal_context("demo", "publisher");
     let by_stranger = airlock_crypto::sealing::seal_from(
@@ -1368,7 +1415,7 @@ params = { category = { type = "string", allowed = ["home"] } }
     // Approvals and the refused one are in the audit chain.
     let db = airlock_store::Store::open(&format!(
         "sqlite:{}",
-        dir.join("cluster/hub/hub.db").display()
+        up::cluster_dir(&dir).join("hub/hub.db").display()
     ))
     .await
     .expect("hub db");
@@ -1595,7 +1642,7 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     );
     let db = airlock_store::Store::open(&format!(
         "sqlite:{}",
-        dir.join("cluster/hub/hub.db").display()
+        up::cluster_dir(&dir).join("hub/hub.db").display()
     ))
     .await
     .expect("hub db");
@@ -1645,7 +1692,7 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     let p = delivered("parquet").await;
     let file = PathBuf::from(p["location"].as_str().expect("location"));
     assert!(
-        file.starts_with(dir.join("cluster/nodes/advertiser")),
+        file.starts_with(up::cluster_dir(&dir).join("nodes/advertiser")),
         "{file:?}"
     );
     let bytes = std::fs::read(&file).expect("file");
