@@ -244,7 +244,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// The secret a node keeps for the collaboration (one per collaboration).
 fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
-    let state = up::cluster_dir(&dir)
+    let state = up::cluster_dir(dir)
         .join("nodes")
         .join(member)
         .join("state");
@@ -265,7 +265,7 @@ fn node_secret(dir: &Path, member: &str) -> CollaborationSecret {
 /// A Flight client to the publisher's node with the hub's own certificate.
 async fn as_hub_to_publisher(running: &Running, dir: &Path) -> FlightServiceClient<Channel> {
     let ca = read(&running.info.ca);
-    let hub_dir = up::cluster_dir(&dir).join("hub");
+    let hub_dir = up::cluster_dir(dir).join("hub");
     let (cert, key) = (
         read(&hub_dir.join("tls.crt")),
         read(&hub_dir.join("tls.key")),

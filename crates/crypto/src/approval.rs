@@ -117,8 +117,8 @@ mod tests {
 
     #[test]
     fn a_signature_binds_key_collaboration_and_content() {
-        let a = MemberKey::generate().unwrap();
-        let b = MemberKey::generate().unwrap();
+        let a = MemberKey::generate().expect("test");
+        let b = MemberKey::generate().expect("test");
         let sha = "0".repeat(64);
         let msg = approval_message("c", 1, &sha);
         let sig = a.sign(&msg);
@@ -143,7 +143,7 @@ mod tests {
         assert!(!verify(
             &a.public_hex(),
             &msg,
-            std::str::from_utf8(&flipped).unwrap()
+            std::str::from_utf8(&flipped).expect("test")
         ));
         assert!(!verify(&a.public_hex(), &msg, ""));
         assert!(!verify("zz", &msg, &sig));
@@ -151,16 +151,16 @@ mod tests {
 
     #[test]
     fn a_saved_key_loads_and_signs_the_same() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("test");
         let path = dir.path().join("member.key");
-        let k = MemberKey::generate().unwrap();
-        k.save(&path).unwrap();
-        let back = MemberKey::load(&path).unwrap();
+        let k = MemberKey::generate().expect("test");
+        k.save(&path).expect("test");
+        let back = MemberKey::load(&path).expect("test");
         assert_eq!(back.public_hex(), k.public_hex());
         assert!(matches!(k.save(&path), Err(CryptoError::AlreadyExists(_))));
-        std::fs::write(dir.path().join("bad"), "secret-looking-text").unwrap();
+        std::fs::write(dir.path().join("bad"), "secret-looking-text").expect("test");
         let e = MemberKey::load(&dir.path().join("bad"))
-            .unwrap_err()
+            .expect_err("test")
             .to_string();
         assert!(!e.contains("secret-looking"), "{e}");
     }
