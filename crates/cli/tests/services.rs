@@ -1979,14 +1979,14 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         airlock_crypto::approval::MemberKey::load(&running.info.keys["advertiser"]).expect("key");
     let pub_key =
         airlock_crypto::approval::MemberKey::load(&running.info.keys["publisher"]).expect("key");
-    let message = airlock_crypto::approval::approval_message("steal", 1, &sha256_hex(&steal));
+    let message = airlock_crypto::approval::approval_message("steal", 1, &sha256_hex(&steal), None);
     for approvals in [
         serde_json::json!({}),
         serde_json::json!({"advertiser": adv_key.sign(&message)}),
         serde_json::json!({"publisher": adv_key.sign(&message)}),
         serde_json::json!({"publisher": "00".repeat(64)}),
         serde_json::json!({"publisher": "not hex"}),
-        serde_json::json!({"publisher": pub_key.sign(&airlock_crypto::approval::approval_message("demo", 1, &sha256_hex(&steal)))}),
+        serde_json::json!({"publisher": pub_key.sign(&airlock_crypto::approval::approval_message("demo", 1, &sha256_hex(&steal), None))}),
     ] {
         let pushed = action(
             &mut node,
@@ -2185,6 +2185,45 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         .expect("call");
     assert_eq!(code.as_u16(), 403, "{text}");
     assert!(text.contains("belongs to 'publisher'"), "{text}");
+    // An approval installs only on top of the text the node holds (red
+    // team N1): two versions the publisher signed on top of version 1 (a
+    // hub that collects signatures), the first installs, the second, a
+    // looser one, no longer does.
+    let message_on_v1 = |version: i64, text: &str| {
+        airlock_crypto::approval::approval_message(
+            "steal",
+            version,
+            &sha256_hex(text),
+            Some(&sha256_hex(&steal)),
+        )
+    };
+    let first = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 50, "toml": changed, "applied_by": "publisher",
+            "approvals": {"publisher": pub_key.sign(&message_on_v1(50, &changed))}}),
+    )
+    .await;
+    assert!(first.is_ok(), "{first:?}");
+    let looser = steal.replace(
+        "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+        "rule = { type = \"aggregation\", min_distinct_identities = 3 }",
+    );
+    assert_ne!(looser, steal);
+    let second = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 60, "toml": looser, "applied_by": "publisher",
+            "approvals": {"publisher": pub_key.sign(&message_on_v1(60, &looser))}}),
+    )
+    .await
+    .expect_err("not on top of what the node holds");
+    assert_eq!(
+        second.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        second.message()
+    );
     // The audit chain records each decision.
     let audit = advertiser.audit("steal").await.expect("audit");
     for kind in ["collaboration.approved", "collaboration.refused"] {

@@ -9,11 +9,12 @@
 //! ```
 //! use airlock_crypto::approval::{approval_message, verify, MemberKey};
 //! let key = MemberKey::generate()?;
-//! let msg = approval_message("collab-1", 1, &"ab".repeat(32));
+//! let msg = approval_message("collab-1", 1, &"ab".repeat(32), None);
 //! let sig = key.sign(&msg);
 //! assert!(verify(&key.public_hex(), &msg, &sig));
-//! assert!(!verify(&key.public_hex(), &approval_message("collab-2", 1, &"ab".repeat(32)), &sig));
-//! assert!(!verify(&key.public_hex(), &approval_message("collab-1", 2, &"ab".repeat(32)), &sig));
+//! assert!(!verify(&key.public_hex(), &approval_message("collab-2", 1, &"ab".repeat(32), None), &sig));
+//! assert!(!verify(&key.public_hex(), &approval_message("collab-1", 2, &"ab".repeat(32), None), &sig));
+//! assert!(!verify(&key.public_hex(), &approval_message("collab-1", 1, &"ab".repeat(32), Some(&"cd".repeat(32))), &sig));
 //! # Ok::<(), airlock_crypto::CryptoError>(())
 //! ```
 
@@ -25,12 +26,24 @@ use crate::files::write_new_private;
 use crate::CryptoError;
 
 /// The bytes a member signs to approve one collaboration version: the
-/// collaboration id, the version number and the SHA-256 (hex) of its
-/// file's exact text. The version is signed so that an approval of an old
-/// text cannot be replayed to install it again over a later one.
-pub fn approval_message(collaboration_id: &str, version: i64, toml_sha256: &str) -> Vec<u8> {
-    format!("airlock/v1/approve-collaboration\n{collaboration_id}\n{version}\n{toml_sha256}")
-        .into_bytes()
+/// collaboration id, the version number, the SHA-256 (hex) of its file's
+/// exact text, and the SHA-256 of the text the member's node holds now
+/// (`None` if it holds none), which the approved version replaces. A node
+/// rebuilds the message with the text it holds itself, so an approval
+/// installs only on top of that text: an old approval cannot be replayed
+/// to roll the node back, and the version is signed so that one cannot be
+/// reused for another version number.
+pub fn approval_message(
+    collaboration_id: &str,
+    version: i64,
+    toml_sha256: &str,
+    replaces_sha256: Option<&str>,
+) -> Vec<u8> {
+    format!(
+        "airlock/v1/approve-collaboration\n{collaboration_id}\n{version}\n{toml_sha256}\n{}",
+        replaces_sha256.unwrap_or("-")
+    )
+    .into_bytes()
 }
 
 /// A member's Ed25519 signing key.
@@ -120,18 +133,18 @@ mod tests {
         let a = MemberKey::generate().expect("test");
         let b = MemberKey::generate().expect("test");
         let sha = "0".repeat(64);
-        let msg = approval_message("c", 1, &sha);
+        let msg = approval_message("c", 1, &sha, None);
         let sig = a.sign(&msg);
         assert!(verify(&a.public_hex(), &msg, &sig));
         assert!(!verify(&b.public_hex(), &msg, &sig), "another member's key");
         assert!(!verify(
             &a.public_hex(),
-            &approval_message("c", 1, &"1".repeat(64)),
+            &approval_message("c", 1, &"1".repeat(64), None),
             &sig
         ));
         assert!(!verify(
             &a.public_hex(),
-            &approval_message("d", 1, &sha),
+            &approval_message("d", 1, &sha, None),
             &sig
         ));
         assert!(

@@ -994,6 +994,34 @@ async fn the_analysts_having_sees_only_groups_that_passed_k() {
     );
 }
 
+#[tokio::test]
+async fn constant_integer_arithmetic_that_wraps_is_bad_input() {
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let q = |cond: &str| {
+        format!(
+            "SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE {cond}"
+        )
+    };
+    for cond in [
+        "9223372036854775807 + 1 > 0",
+        "-9223372036854775807 - 2 < 0",
+        "4611686018427387904 * 2 > 0",
+        "CAST(127 AS TINYINT) + CAST(1 AS TINYINT) > 0",
+        "a.age + (9223372036854775807 + 1) > 0",
+    ] {
+        match guard.check(&q(cond), "adv").await {
+            Err(GuardError::BadInput(_)) => {}
+            other => panic!("{cond}: {:?}", other.map(|c| c.sql)),
+        }
+    }
+    // Exact constants stay accepted.
+    for cond in ["9223372036854775806 + 1 > 0", "-(3) < 0", "2 * 3 = 6"] {
+        assert!(guard.check(&q(cond), "adv").await.is_ok(), "{cond}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_sizes_are_refused_by_a_limit_not_a_crash() {
     use airlock_policy::Control;

@@ -107,7 +107,10 @@ pub(crate) fn failing_constant(plan: &LogicalPlan) -> bool {
     let _ = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {
             e.apply(|x| {
-                if is_constant(x) && !matches!(x, Expr::Literal(..)) && evaluate(x).is_none() {
+                if is_constant(x)
+                    && !matches!(x, Expr::Literal(..))
+                    && (evaluate(x).is_none() || wraps(x))
+                {
                     fails = true;
                     return Ok(TreeNodeRecursion::Stop);
                 }
@@ -182,6 +185,52 @@ fn evaluate(e: &Expr) -> Option<ScalarValue> {
     let value = physical.evaluate(&batch).ok()?;
     let array = value.into_array(1).ok()?;
     ScalarValue::try_from_array(&array, 0).ok()
+}
+
+/// An integer of any width, exactly.
+fn scalar_i128(v: &ScalarValue) -> Option<i128> {
+    Some(match v {
+        ScalarValue::Int8(Some(x)) => (*x).into(),
+        ScalarValue::Int16(Some(x)) => (*x).into(),
+        ScalarValue::Int32(Some(x)) => (*x).into(),
+        ScalarValue::Int64(Some(x)) => (*x).into(),
+        ScalarValue::UInt8(Some(x)) => (*x).into(),
+        ScalarValue::UInt16(Some(x)) => (*x).into(),
+        ScalarValue::UInt32(Some(x)) => (*x).into(),
+        ScalarValue::UInt64(Some(x)) => (*x).into(),
+        _ => return None,
+    })
+}
+
+/// Whether a constant integer `+ - *` or negation evaluates to something
+/// other than its exact value: the engine's arithmetic wraps on overflow,
+/// so `9223372036854775807 + 1` would silently be the smallest Int64.
+fn wraps(e: &Expr) -> bool {
+    let exact = match e {
+        Expr::BinaryExpr(b) => {
+            let (Some(l), Some(r)) = (
+                evaluate(&b.left).as_ref().and_then(scalar_i128),
+                evaluate(&b.right).as_ref().and_then(scalar_i128),
+            ) else {
+                return false;
+            };
+            match b.op {
+                Operator::Plus => l.checked_add(r),
+                Operator::Minus => l.checked_sub(r),
+                Operator::Multiply => l.checked_mul(r),
+                _ => return false,
+            }
+        }
+        Expr::Negative(x) => match evaluate(x).as_ref().and_then(scalar_i128) {
+            Some(v) => v.checked_neg(),
+            None => return false,
+        },
+        _ => return false,
+    };
+    match evaluate(e).as_ref().and_then(scalar_i128) {
+        Some(got) => exact != Some(got),
+        None => false,
+    }
 }
 
 /// The range of values of an integer type.
@@ -330,7 +379,7 @@ impl Checker<'_> {
             // folds each constant it finds).
             let mut fails = false;
             let _ = e.apply(|x| {
-                if !matches!(x, Expr::Literal(..)) && evaluate(x).is_none() {
+                if !matches!(x, Expr::Literal(..)) && (evaluate(x).is_none() || wraps(x)) {
                     fails = true;
                     return Ok(TreeNodeRecursion::Stop);
                 }

@@ -49,6 +49,10 @@ pub struct VersionApproval {
     pub approvers: std::collections::BTreeMap<String, Decision>,
     /// The last version the caller approved, if any.
     pub approved_before: Option<i64>,
+    /// SHA-256 of the text the caller's node holds now, as its node says
+    /// (`GET .../approval` only): an approval is signed as replacing it.
+    #[serde(default)]
+    pub replaces_sha256: Option<String>,
     /// Line differences from that version's text (from nothing if none):
     /// lines starting `-` removed, `+` added, ` ` kept.
     pub diff: String,

@@ -62,7 +62,7 @@ impl HubClient {
     /// This member's signature of its approval of `toml` as version
     /// `version` (if it has a key and the text parses; the hub reports a
     /// text that does not).
-    fn sign_text(&self, toml: &str, version: i64) -> Option<String> {
+    fn sign_text(&self, toml: &str, version: i64, replaces: Option<&str>) -> Option<String> {
         let key = self.key.as_ref()?;
         let collab = airlock_policy::Collaboration::from_toml(toml, "collaboration file").ok()?;
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(toml.as_bytes()));
@@ -70,6 +70,7 @@ impl HubClient {
             collab.id(),
             version,
             &sha,
+            replaces,
         )))
     }
 
@@ -106,6 +107,7 @@ impl HubClient {
             &view.id,
             view.version,
             &sha,
+            view.replaces_sha256.as_deref(),
         ));
         self.call(
             Method::POST,
@@ -264,7 +266,7 @@ impl HubClient {
             "/v1/collaborations",
             Some(&api::CollaborationText {
                 toml: toml.into(),
-                approval: self.sign_text(toml, 1),
+                approval: self.sign_text(toml, 1, None),
             }),
         )
         .await
@@ -278,14 +280,16 @@ impl HubClient {
     ) -> Result<api::CollaborationView, ServiceError> {
         let approval = match &self.key {
             Some(_) => {
-                let current: api::CollaborationView = self
-                    .call(
-                        Method::GET,
-                        &format!("/v1/collaborations/{}", enc(name)),
-                        None::<&()>,
+                let current = self.review(name).await?;
+                if current.asked {
+                    self.sign_text(
+                        toml,
+                        current.version + 1,
+                        current.replaces_sha256.as_deref(),
                     )
-                    .await?;
-                self.sign_text(toml, current.version + 1)
+                } else {
+                    None
+                }
             }
             None => None,
         };

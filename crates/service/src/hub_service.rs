@@ -261,6 +261,30 @@ impl HubState {
         })
     }
 
+    /// The SHA-256 of the text of collaboration `id` that `member`'s node
+    /// holds (what an approval replaces), as the node says.
+    async fn held_by_node(&self, member: &str, id: &str) -> Result<Option<String>, ApiError> {
+        if !self.links.members().any(|n| n == member) {
+            return Ok(None);
+        }
+        let hello: proto::Hello = self
+            .links
+            .action(member, proto::action::HELLO, &serde_json::json!({}))
+            .await
+            .map_err(|e| {
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    format!("the node of '{member}': {}", failure_text(&e)),
+                )
+            })?;
+        Ok(hello
+            .collaborations
+            .into_iter()
+            .find(|c| c.id == id)
+            .map(|c| c.sha256))
+    }
+
     /// Refuses (403) a signature that is not `member`'s approval of the
     /// text with SHA-256 `sha` of `collab`. The node checks it again itself;
     /// this is so a member hears of a wrong key now, not at the next query.
@@ -279,7 +303,9 @@ impl HubState {
             )));
         }
         let key = self.member_key(member).await?;
-        let message = airlock_crypto::approval::approval_message(collab.id(), version, sha);
+        let base = self.held_by_node(member, collab.id()).await?;
+        let message =
+            airlock_crypto::approval::approval_message(collab.id(), version, sha, base.as_deref());
         if airlock_crypto::approval::verify(&key, &message, signature) {
             Ok(())
         } else {
@@ -840,6 +866,7 @@ fn approval_view(
     versions: &[airlock_store::CollabRecord],
     approvals: &[ApprovalRecord],
     member: &str,
+    with_text: bool,
 ) -> api::VersionApproval {
     let all = decisions(rec, collab, approvals);
     let asked = all.contains_key(member);
@@ -866,8 +893,17 @@ fn approval_view(
         mine,
         approvers: all.into_iter().map(|(m, (d, _))| (m, d)).collect(),
         approved_before: before.map(|v| v.version),
-        diff: api::line_diff(before.map(|v| v.toml.as_str()).unwrap_or(""), &rec.toml),
-        toml: rec.toml.clone(),
+        replaces_sha256: None,
+        diff: if with_text {
+            api::line_diff(before.map(|v| v.toml.as_str()).unwrap_or(""), &rec.toml)
+        } else {
+            String::new()
+        },
+        toml: if with_text {
+            rec.toml.clone()
+        } else {
+            String::new()
+        },
     }
 }
 
@@ -1093,13 +1129,11 @@ async fn list_approvals(
         }
         let approvals = s.store.approvals(&rec.name).await?;
         let versions = s.store.collaboration_versions(&rec.name).await?;
-        let mut view = approval_view(&rec, &collab, &versions, &approvals, &m);
+        // A summary: the text and its differences are one request each
+        // (`GET .../approval`), so neither the answer nor the work grows
+        // with the texts of every collaboration a member is named in.
+        let view = approval_view(&rec, &collab, &versions, &approvals, &m, false);
         if view.mine == api::Decision::Waiting {
-            // A summary: the text and its differences are one request
-            // each (`GET .../approval`), so no answer grows with every
-            // collaboration a member is named in.
-            view.diff.clear();
-            view.toml.clear();
             out.push(view);
         }
     }
@@ -1115,9 +1149,11 @@ async fn show_approval(
     let (rec, collab) = s.visible(&m, &name).await?;
     let approvals = s.store.approvals(&name).await?;
     let versions = s.store.collaboration_versions(&name).await?;
-    Ok(Json(approval_view(
-        &rec, &collab, &versions, &approvals, &m,
-    )))
+    let mut view = approval_view(&rec, &collab, &versions, &approvals, &m, true);
+    if view.asked {
+        view.replaces_sha256 = s.held_by_node(&m, &rec.id).await?;
+    }
+    Ok(Json(view))
 }
 
 /// The longest reason of a refusal, in characters.

@@ -137,8 +137,16 @@ impl NodeService {
             .map_err(|e| ServiceError::Config(e.to_string()))?;
         let signature = std::fs::read_to_string(dir.join("approval.sig")).unwrap_or_default();
         let signature = Some(signature.trim()).filter(|s| !s.is_empty());
-        self.check_approval(&collab, &sha256_hex(toml.as_bytes()), version, signature)
-            .map_err(|e| ServiceError::Config(e.message().to_string()))?;
+        let base = std::fs::read_to_string(dir.join("approval.base")).unwrap_or_default();
+        let base = Some(base.trim()).filter(|s| !s.is_empty());
+        self.check_approval(
+            &collab,
+            &sha256_hex(toml.as_bytes()),
+            version,
+            signature,
+            base,
+        )
+        .map_err(|e| ServiceError::Config(e.message().to_string()))?;
         let secret = read_secret(dir)?;
         let node = Node::open_with_limits(
             &collab,
@@ -219,6 +227,7 @@ impl NodeService {
                         id: id.clone(),
                         name: h.node.collaboration().name().to_string(),
                         version: h.version,
+                        sha256: h.sha256.clone(),
                         has_secret: h.node.has_secret(),
                     })
                     .collect()
@@ -264,8 +273,16 @@ impl NodeService {
         let id = collab.id().to_string();
         let sha = sha256_hex(req.toml.as_bytes());
         let signature = req.approvals.get(member).map(String::as_str);
-        self.check_approval(&collab, &sha, req.version, signature)?;
         let existing = self.held(&id);
+        let base = existing.as_ref().map(|h| h.sha256.clone());
+        if existing
+            .as_ref()
+            .is_some_and(|h| h.sha256 == sha && h.version == req.version)
+        {
+            // Already held: answer as before (its approval was checked then).
+        } else {
+            self.check_approval(&collab, &sha, req.version, signature, base.as_deref())?;
+        }
         if let Some(h) = &existing {
             let held = h.node.collaboration();
             if held.name() != collab.name() {
@@ -310,6 +327,10 @@ impl NodeService {
             &dir.join("approval.sig"),
             signature.unwrap_or_default().as_bytes(),
         )?;
+        write_atomic(
+            &dir.join("approval.base"),
+            base.as_deref().unwrap_or_default().as_bytes(),
+        )?;
         self.put(&id, req.version, sha, node);
         let held = self
             .held(&id)
@@ -327,6 +348,7 @@ impl NodeService {
         sha: &str,
         version: i64,
         signature: Option<&str>,
+        replaces: Option<&str>,
     ) -> Result<(), Status> {
         let member = &self.inner.cfg.member;
         // A version in which this member contributes nothing is not this
@@ -348,10 +370,11 @@ impl NodeService {
                 collab.name()
             )));
         };
-        let message = airlock_crypto::approval::approval_message(collab.id(), version, sha);
+        let message =
+            airlock_crypto::approval::approval_message(collab.id(), version, sha, replaces);
         if !airlock_crypto::approval::verify(key, &message, signature) {
             return Err(Status::permission_denied(format!(
-                "the approval of version {version} of collaboration '{}' is not a signature of its text by the member key of '{member}'",
+                "the approval of version {version} of collaboration '{}' is not a signature by the member key of '{member}' of this version's text replacing the one this node holds",
                 collab.name()
             )));
         }

@@ -100,6 +100,9 @@ pub struct InstalledSummary {
     pub name: String,
     /// Policy version held.
     pub version: i64,
+    /// SHA-256 of the text held (what the next approval replaces).
+    #[serde(default)]
+    pub sha256: String,
     /// Whether the collaboration secret is present.
     pub has_secret: bool,
 }
