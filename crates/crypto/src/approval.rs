@@ -148,8 +148,16 @@ mod tests {
             &sig
         ));
         assert!(
-            !verify(&a.public_hex(), &approval_message("c", 2, &sha), &sig),
+            !verify(&a.public_hex(), &approval_message("c", 2, &sha, None), &sig),
             "another version"
+        );
+        assert!(
+            !verify(
+                &a.public_hex(),
+                &approval_message("c", 1, &sha, Some(&sha)),
+                &sig
+            ),
+            "on top of another text"
         );
         let mut flipped = sig.clone().into_bytes();
         flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
