@@ -1023,7 +1023,25 @@ async fn run(cli: Cli) -> Result<(), (CliError, bool)> {
                     }
                     .map_err(|e| plain(remote::cli_error(e)))?;
                     print_collab(&v);
-                    if v.sync_errors.is_empty() {
+                    let waiting: Vec<&String> = v
+                        .approvals
+                        .iter()
+                        .filter(|(_, d)| **d != api::Decision::Approved)
+                        .map(|(m, _)| m)
+                        .collect();
+                    if !waiting.is_empty() {
+                        // Stored; the other members decide next.
+                        println!(
+                            "version {} is not yet approved by {}",
+                            v.version,
+                            waiting
+                                .iter()
+                                .map(|m| format!("'{m}'"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                        Ok(())
+                    } else if v.sync_errors.is_empty() {
                         Ok(())
                     } else {
                         Err(plain(CliError::Failed(format!(

@@ -238,22 +238,11 @@ impl HubState {
     /// The approval key `member`'s node checks its member's approvals
     /// against (the hub holds none of its own).
     async fn member_key(&self, member: &str) -> Result<String, ApiError> {
-        if !self.links.members().any(|n| n == member) {
-            return Err(bad_input(format!(
+        let hello = self.hello_of(member).await?.ok_or_else(|| {
+            bad_input(format!(
                 "'{member}' has no node on this hub, so its approval cannot be checked"
-            )));
-        }
-        let hello: proto::Hello = self
-            .links
-            .action(member, proto::action::HELLO, &serde_json::json!({}))
-            .await
-            .map_err(|e| {
-                ApiError(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
-                    format!("the node of '{member}': {}", failure_text(&e)),
-                )
-            })?;
+            ))
+        })?;
         hello.member_key.ok_or_else(|| {
             bad_input(format!(
                 "the node of '{member}' has no member_key: it installs no collaboration that involves '{member}'"
@@ -261,28 +250,33 @@ impl HubState {
         })
     }
 
-    /// The SHA-256 of the text of collaboration `id` that `member`'s node
-    /// holds (what an approval replaces), as the node says.
-    async fn held_by_node(&self, member: &str, id: &str) -> Result<Option<String>, ApiError> {
+    /// What `member`'s node says of itself (`None`: it has no node here).
+    async fn hello_of(&self, member: &str) -> Result<Option<proto::Hello>, ApiError> {
         if !self.links.members().any(|n| n == member) {
             return Ok(None);
         }
-        let hello: proto::Hello = self
-            .links
+        self.links
             .action(member, proto::action::HELLO, &serde_json::json!({}))
             .await
+            .map(Some)
             .map_err(|e| {
                 ApiError(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_ready",
                     format!("the node of '{member}': {}", failure_text(&e)),
                 )
-            })?;
-        Ok(hello
-            .collaborations
-            .into_iter()
-            .find(|c| c.id == id)
-            .map(|c| c.sha256))
+            })
+    }
+
+    /// The SHA-256 of the text of collaboration `id` that `member`'s node
+    /// holds (what an approval replaces), as the node says.
+    async fn held_by_node(&self, member: &str, id: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.hello_of(member).await?.and_then(|h| {
+            h.collaborations
+                .into_iter()
+                .find(|c| c.id == id)
+                .map(|c| c.sha256)
+        }))
     }
 
     /// Refuses (403) a signature that is not `member`'s approval of the
