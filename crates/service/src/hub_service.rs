@@ -268,6 +268,19 @@ impl HubState {
             })
     }
 
+    /// A collaboration as members see it: its file, history, approvals of
+    /// the current version and `sync_errors`.
+    async fn collab_view(
+        &self,
+        rec: &airlock_store::CollabRecord,
+        collab: &Collaboration,
+        sync_errors: Vec<String>,
+    ) -> Result<api::CollaborationView, ApiError> {
+        let versions = self.store.collaboration_versions(&rec.name).await?;
+        let approvals = self.store.approvals(&rec.name).await?;
+        Ok(collab_view(rec, collab, versions, sync_errors, &approvals))
+    }
+
     /// The SHA-256 of the text of collaboration `id` that `member`'s node
     /// holds (what an approval replaces), as the node says.
     async fn held_by_node(&self, member: &str, id: &str) -> Result<Option<String>, ApiError> {
@@ -290,12 +303,7 @@ impl HubState {
         version: i64,
         signature: &str,
     ) -> Result<(), ApiError> {
-        if !collab.approvers().iter().any(|a| a == member) {
-            return Err(bad_input(format!(
-                "'{member}' contributes no data to collaboration '{}': its approval is not asked",
-                collab.name()
-            )));
-        }
+        require_approver(collab, member)?;
         let key = self.member_key(member).await?;
         let base = self.held_by_node(member, collab.id()).await?;
         let message =
@@ -936,15 +944,13 @@ async fn show_collab(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<api::CollaborationView>, ApiError> {
     let (rec, collab) = s.visible(&m, &name).await?;
-    let versions = s.store.collaboration_versions(&name).await?;
     let errs = s
         .sync_errors
         .lock()
         .map(|e| e.get(&name).cloned().unwrap_or_default())
         .unwrap_or_default();
     let errs = visible_errors(&errs, &m);
-    let approvals = s.store.approvals(&name).await?;
-    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
+    Ok(Json(s.collab_view(&rec, &collab, errs).await?))
 }
 
 /// One problem of installing a version on the nodes.
@@ -1034,11 +1040,9 @@ async fn create_collab(
     }
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &rec.name, &m).await;
-    let versions = s.store.collaboration_versions(&rec.name).await?;
-    let approvals = s.store.approvals(&rec.name).await?;
     Ok((
         StatusCode::CREATED,
-        Json(collab_view(&rec, &collab, versions, errs, &approvals)),
+        Json(s.collab_view(&rec, &collab, errs).await?),
     ))
 }
 
@@ -1089,9 +1093,19 @@ async fn apply_collab(
     }
     crate::ledger::sync_budgets(&s.store, &collab, &m).await?;
     let errs = after_change(&s, &name, &m).await;
-    let versions = s.store.collaboration_versions(&name).await?;
-    let approvals = s.store.approvals(&name).await?;
-    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
+    Ok(Json(s.collab_view(&rec, &collab, errs).await?))
+}
+
+/// Refuses (400) a decision by a member whose approval is not asked.
+fn require_approver(collab: &Collaboration, member: &str) -> Result<(), ApiError> {
+    if collab.approvers().iter().any(|a| a == member) {
+        Ok(())
+    } else {
+        Err(bad_input(format!(
+            "'{member}' contributes no data to collaboration '{}': its approval is not asked",
+            collab.name()
+        )))
+    }
 }
 
 /// The approval record of `member`'s signature on version `rec`.
@@ -1162,11 +1176,7 @@ async fn decide_approval(
 ) -> Result<Json<api::CollaborationView>, ApiError> {
     let Json(body) = body.map_err(rejected)?;
     let (rec, collab) = s.visible(&m, &name).await?;
-    if !collab.approvers().contains(&m) {
-        return Err(bad_input(format!(
-            "'{m}' contributes no data to collaboration '{name}': its approval is not asked"
-        )));
-    }
+    require_approver(&collab, &m)?;
     if body.sha256 != rec.sha256 {
         return Err(ApiError(
             StatusCode::CONFLICT,
@@ -1206,9 +1216,7 @@ async fn decide_approval(
     s.store.record_approval(&record).await?;
     s.forget(&name).await;
     let errs = after_change(&s, &name, &m).await;
-    let versions = s.store.collaboration_versions(&name).await?;
-    let approvals = s.store.approvals(&name).await?;
-    Ok(Json(collab_view(&rec, &collab, versions, errs, &approvals)))
+    Ok(Json(s.collab_view(&rec, &collab, errs).await?))
 }
 
 fn require(
@@ -1356,17 +1364,10 @@ async fn export_metadata(
         let node = if s.links.members().any(|n| *n == member.name)
             && collab.has_ability(&member.name, Ability::Provide)
         {
-            let hello: proto::Hello = s
-                .links
-                .action(&member.name, proto::action::HELLO, &serde_json::json!({}))
-                .await
-                .map_err(|e| {
-                    ApiError(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not_ready",
-                        format!("the node of '{}': {}", member.name, failure_text(&e)),
-                    )
-                })?;
+            let hello = s
+                .hello_of(&member.name)
+                .await?
+                .ok_or_else(|| failed("a node vanished from the hub's links"))?;
             Some(NodeMeta {
                 x25519: hello.x25519,
                 fingerprint: hello.fingerprint,
