@@ -1268,12 +1268,36 @@ async fn a_hub_on_postgres_runs_the_demo() {
     )
     .expect("hub on postgres");
     let ca = read(&running.info.ca);
-    let p = HubClient::new(&hub_url, &publisher, ca.as_bytes()).expect("client");
-    let a = HubClient::new(&hub_url, &advertiser, ca.as_bytes()).expect("client");
-    let toml = read(&dir.join("collaboration.toml"));
+    // Each member signs its approvals with its own key, as through the
+    // first hub: nodes install nothing on a hub's word alone.
+    let keyed = |token: &str, member: &str| {
+        HubClient::new(&hub_url, token, ca.as_bytes())
+            .expect("client")
+            .with_key_file(&running.info.keys[member])
+            .expect("member key")
+    };
+    let p = keyed(&publisher, "publisher");
+    let a = keyed(&advertiser, "advertiser");
+    // The nodes already hold `demo` from the first hub; this hub's copy
+    // is a new collaboration over the same datasets (1:N, no copy).
+    let toml = read(&dir.join("collaboration.toml")).replacen(
+        "[collaboration]\nname = \"demo\"",
+        "[collaboration]\nname = \"demo_pg\"",
+        1,
+    );
+    assert!(toml.contains("name = \"demo_pg\""));
     let v = p.create(&toml).await.expect("create on postgres");
-    assert!(v.sync_errors.is_empty(), "{:?}", v.sync_errors);
-    let remote = remote::query(&a, "demo", OVERLAP).await.expect("released");
+    assert!(
+        v.sync_errors
+            .iter()
+            .all(|e| e.contains("waiting for the approval of 'advertiser'")),
+        "{:?}",
+        v.sync_errors
+    );
+    approve_pending(&[&p, &a], "demo_pg").await;
+    let remote = remote::query(&a, "demo_pg", OVERLAP)
+        .await
+        .expect("released");
     let local = Cluster::open(&dir.join("collaboration.toml"), None)
         .await
         .expect("local")
@@ -1282,7 +1306,7 @@ async fn a_hub_on_postgres_runs_the_demo() {
         .expect("in process");
     assert_eq!(rows(&remote.batches), rows(&local.batches));
     let entries =
-        airlock_store::parse_jsonl(&a.audit("demo").await.expect("audit")).expect("jsonl");
+        airlock_store::parse_jsonl(&a.audit("demo_pg").await.expect("audit")).expect("jsonl");
     airlock_store::verify_chain(&entries).expect("verifies");
     assert!(entries.iter().any(|e| e.kind == "query.released"));
     drop(hub.stdin.take());
