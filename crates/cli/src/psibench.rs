@@ -53,8 +53,11 @@ fn over_loopback(bytes: &[u8]) -> Result<(Vec<u8>, f64), CliError> {
 pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Value, CliError> {
     let a = read_ids(asker)?;
     let r = read_ids(responder)?;
-    let suite = Suite::new("bench");
     let fail = |e: airlock_psi::PsiError| CliError::Failed(e.to_string());
+    // The keyed hash of a collaboration with a fresh secret, as the nodes run it.
+    let secret = airlock_crypto::CollaborationSecret::generate()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let suite = Suite::new("bench", secret.psi_hash_key("bench"));
     let total = Instant::now();
     let t = Instant::now();
     let a_points = hash_all(&suite, &a.iter().map(|s| s.as_bytes()).collect::<Vec<_>>());
@@ -77,7 +80,7 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         Ok(got)
     };
     let (asker_side, m1, s1) =
-        Asker::start(new_session().map_err(fail)?, &[a_points]).map_err(fail)?;
+        Asker::start(new_session().map_err(fail)?, &[a_points], values).map_err(fail)?;
     let m1 = send(m1)?;
     progress("1. asker blinded and sent its identifiers");
     let (responder_side, m2, s2) = Responder::respond(&m1, &people, values, 2).map_err(fail)?;

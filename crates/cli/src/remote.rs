@@ -26,6 +26,9 @@ pub fn cli_error(e: ServiceError) -> CliError {
                 ),
                 node: None,
             },
+            // A signature that does not verify is the caller's bad
+            // input (a wrong key or text), not a rule's refusal.
+            (403, "bad_approval") => CliError::BadInput(message),
             (403, _) => CliError::Refused {
                 refusal: airlock_policy::Refusal::new(airlock_policy::Control::Ability, message),
                 node: None,

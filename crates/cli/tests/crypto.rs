@@ -201,8 +201,76 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         }
     }
     // A well-formed fragment with a hostile message is a clear error.
-    match advertiser.psi(&respond(base)).await {
+    match advertiser.psi(&respond(base.clone())).await {
         Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains("malformed"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // No executor fragment at all in crypto mode: a hub that asks a node
+    // for a scan (its rows, pseudonymised) is refused by the node.
+    let scan = airlock_policy::Fragment::Scan(airlock_policy::ScanFragment {
+        collaboration: "demo".into(),
+        querier: "publisher".into(),
+        table: "purchases".into(),
+        columns: vec![airlock_policy::FragmentColumn {
+            name: "category".into(),
+            treatment: airlock_policy::Treatment::Raw,
+        }],
+        filter: None,
+        template: None,
+        purpose: None,
+    });
+    match advertiser.run(&scan).await {
+        Err(airlock_node::NodeError::Refused(r)) => {
+            assert_eq!(r.control, Control::CryptoMode, "{r}");
+            assert!(r.reason.contains("no executor fragment"), "{r}");
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    // The asker's state runs step 3 once: a hub that calls it again (to
+    // use the asker's secret on points of its choice) is refused.
+    let publisher = airlock_node::Node::open(&collab, dir, "publisher")
+        .await
+        .expect("node");
+    let mut asking = base.clone();
+    asking.role = CryptoRole::Asker;
+    asking.measure = None;
+    asking.outputs = vec![("n".into(), CryptoOutput::Count)];
+    let session = "00112233445566778899aabbccddeeff";
+    let start = serde_json::to_vec(&airlock_policy::PsiRequest::Start {
+        session: session.into(),
+        fragment: asking.clone(),
+    })
+    .expect("json");
+    let answer = |bytes: Vec<u8>| -> String {
+        serde_json::from_slice::<airlock_policy::PsiResponse>(&bytes)
+            .expect("response")
+            .message
+    };
+    let m1 = answer(publisher.psi(&start).await.expect("step 1"));
+    let mut responding = asking.clone();
+    responding.role = CryptoRole::Responder;
+    let m2 = answer(
+        advertiser
+            .psi(
+                &serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
+                    fragment: responding,
+                    message: m1,
+                })
+                .expect("json"),
+            )
+            .await
+            .expect("step 2"),
+    );
+    let reblind = serde_json::to_vec(&airlock_policy::PsiRequest::Reblind {
+        session: session.into(),
+        message: m2,
+    })
+    .expect("json");
+    publisher.psi(&reblind).await.expect("step 3");
+    match publisher.psi(&reblind).await {
+        Err(airlock_node::NodeError::BadFragment(m)) => {
+            assert!(m.contains("that step has run"), "{m}")
+        }
         other => panic!("{:?}", other.map(|_| ())),
     }
     // Crypto mode is configured for a pair, with aggregates only.

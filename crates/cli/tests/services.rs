@@ -2041,6 +2041,26 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         .await
         .expect("call");
     assert_eq!(code.as_u16(), 403, "{text}");
+    assert!(text.contains("\"bad_approval\""), "{text}");
+    // The CLI reports it as the caller's bad input (exit 2), naming the key.
+    let wrong = HubClient::with_ca_file(
+        &running.info.hub,
+        &running.info.tokens["publisher"],
+        &running.info.ca,
+    )
+    .expect("client")
+    .with_key_file(&running.info.keys["advertiser"])
+    .expect("key");
+    let e = wrong
+        .approve("steal", Some(&sha256_hex(&steal)))
+        .await
+        .expect_err("wrong key");
+    match remote::cli_error(e) {
+        CliError::BadInput(m) => {
+            assert!(m.contains("member key of 'publisher'"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
     // A decision on a text other than the current one is refused.
     let (code, text) = publisher
         .raw(

@@ -153,17 +153,35 @@ impl CollaborationSecret {
 #[derive(Clone)]
 pub struct PseudonymKey([u8; 32]);
 
-impl PseudonymKey {
-    /// Derives the key for `contract` in the collaboration `collaboration_id`.
-    pub fn derive(secret: &CollaborationSecret, collaboration_id: &str, contract: &str) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(collaboration_id.as_bytes()), &secret.0);
+impl CollaborationSecret {
+    /// A 32-byte key for one use (`info`) in collaboration
+    /// `collaboration_id`: HKDF-SHA256 with the collaboration id as salt.
+    /// Every key the members' nodes derive from the secret comes from here.
+    fn derive(&self, collaboration_id: &str, info: &str) -> [u8; 32] {
+        let hk = Hkdf::<Sha256>::new(Some(collaboration_id.as_bytes()), &self.0);
         let mut key = [0u8; 32];
-        let info = format!("airlock/v1/pseudonym/{contract}");
         // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.
         if hk.expand(info.as_bytes(), &mut key).is_err() {
             unreachable!("HKDF output length 32 is always valid");
         }
-        Self(key)
+        key
+    }
+
+    /// The key of crypto mode's hash to the group (`airlock/v1/psi-hash`):
+    /// only the members' nodes hold it, so the hub (which relays the
+    /// messages) cannot hash identifiers it guesses.
+    pub fn psi_hash_key(&self, collaboration_id: &str) -> [u8; 32] {
+        self.derive(collaboration_id, "airlock/v1/psi-hash")
+    }
+}
+
+impl PseudonymKey {
+    /// Derives the key for `contract` in the collaboration `collaboration_id`.
+    pub fn derive(secret: &CollaborationSecret, collaboration_id: &str, contract: &str) -> Self {
+        Self(secret.derive(
+            collaboration_id,
+            &format!("airlock/v1/pseudonym/{contract}"),
+        ))
     }
 
     /// The 16-byte token of a value.

@@ -2,7 +2,7 @@
 //!
 //! The node checks the [`CryptoFragment`] against its own rules, reads its
 //! own rows (consent applied, normalised, in place), hashes identities to
-//! the group (cached: the hash carries no secret), and runs its protocol
+//! the group (keyed by the collaboration secret, cached in memory), and runs its protocol
 //! steps with fresh secrets kept only for the session. The asker's node
 //! turns the released groups into the result; the responder's node
 //! applies k itself from its own copy of the policy.
@@ -46,6 +46,10 @@ enum State {
         fragment: Box<CryptoFragment>,
         labels: Vec<ArrayRef>,
         k: u64,
+        /// Step 3 ran: the state now only takes step 4's message, once
+        /// (a second re-blinding would let the hub use the asker's secret
+        /// as an oracle on points of its choice).
+        reblinded: bool,
     },
     Responder {
         responder: Box<Responder>,
@@ -77,7 +81,9 @@ struct CryptoDp {
 #[derive(Default)]
 pub struct Sessions {
     open: Mutex<HashMap<[u8; 16], (Instant, State)>>,
-    hashes: Mutex<HashMap<String, RistrettoPoint>>,
+    /// Identifier to group point, under the hash key they were made with
+    /// (a new collaboration secret empties it).
+    hashes: Mutex<([u8; 32], HashMap<String, RistrettoPoint>)>,
 }
 
 fn refuse(table: Option<&str>, column: Option<&str>, why: impl Into<String>) -> NodeError {
@@ -114,6 +120,18 @@ fn session_id(hex: &str) -> Result<[u8; 16], NodeError> {
 fn decode(message: &str) -> Result<Vec<u8>, NodeError> {
     B64.decode(message.as_bytes())
         .map_err(|_| NodeError::BadFragment("a crypto-mode message is not base64".into()))
+}
+
+/// How many encrypted numbers per person a query needs from the
+/// responder: none for counts, its measure's sum, and for an average also
+/// its row count. Both sides compute it from the fragment they checked.
+fn values_needed(f: &CryptoFragment) -> usize {
+    let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
+    match (&f.measure, avg) {
+        (None, _) => 0,
+        (Some(_), false) => 1,
+        (Some(_), true) => 2,
+    }
 }
 
 fn psi_error(e: airlock_psi::PsiError) -> NodeError {
@@ -391,11 +409,32 @@ impl Node {
         df.collect().await.map_err(|_| NodeError::Execution)
     }
 
-    /// Hashes identifiers to the group, through the node's cache.
-    fn hash_ids(&self, ids: &[&str]) -> Vec<RistrettoPoint> {
-        let suite = Suite::new(self.collab.id());
+    /// The hash key derived from the collaboration secret, which only the
+    /// members' nodes hold.
+    fn psi_hash_key(&self) -> Result<[u8; 32], NodeError> {
+        let secret = self
+            .secret
+            .read()
+            .map_err(|_| NodeError::Local("the secret lock is poisoned".into()))?;
+        match secret.as_ref() {
+            Some(s) => Ok(s.psi_hash_key(self.collab.id())),
+            None => Err(NodeError::Local(
+                "the collaboration secret has not been delivered to this node yet".into(),
+            )),
+        }
+    }
+
+    /// Hashes identifiers to the group (keyed), through the node's cache.
+    fn hash_ids(&self, ids: &[&str]) -> Result<Vec<RistrettoPoint>, NodeError> {
+        let key = self.psi_hash_key()?;
+        let suite = Suite::new(self.collab.id(), key);
         let cached: Vec<Option<RistrettoPoint>> = match self.psi.hashes.lock() {
-            Ok(c) => ids.iter().map(|i| c.get(*i).copied()).collect(),
+            Ok(mut c) => {
+                if c.0 != key {
+                    *c = (key, HashMap::new());
+                }
+                ids.iter().map(|i| c.1.get(*i).copied()).collect()
+            }
             Err(_) => vec![None; ids.len()],
         };
         let missing: Vec<&[u8]> = ids
@@ -418,12 +457,12 @@ impl Node {
             }
         }
         if let Ok(mut c) = self.psi.hashes.lock() {
-            if c.len() + add.len() > MAX_CACHED {
-                c.clear();
+            if c.0 != key || c.1.len() + add.len() > MAX_CACHED {
+                *c = (key, HashMap::new());
             }
-            c.extend(add);
+            c.1.extend(add);
         }
-        out
+        Ok(out)
     }
 
     fn store(&self, session: [u8; 16], state: State) -> Result<(), NodeError> {
@@ -476,10 +515,11 @@ impl Node {
                     fragment,
                     labels,
                     k,
+                    reblinded: false,
                 } = self.take(&session)?
                 else {
                     return Err(NodeError::BadFragment(
-                        "this node is not the asker of that session".into(),
+                        "this node is not the asker of that session, or that step has run".into(),
                     ));
                 };
                 let (m3, _) = asker.reblind(&decode(&message)?).map_err(psi_error)?;
@@ -490,6 +530,7 @@ impl Node {
                         fragment,
                         labels,
                         k,
+                        reblinded: true,
                     },
                 )?;
                 m3
@@ -522,10 +563,12 @@ impl Node {
                     fragment,
                     labels,
                     k,
+                    reblinded: true,
                 } = self.take(&session)?
                 else {
                     return Err(NodeError::BadFragment(
-                        "this node is not the asker of that session".into(),
+                        "this node is not the asker of that session, or that step has not run"
+                            .into(),
                     ));
                 };
                 let groups = asker.finish(&decode(&message)?).map_err(psi_error)?;
@@ -636,8 +679,8 @@ impl Node {
                 let ids: Vec<&str> = m.iter().map(String::as_str).collect();
                 self.hash_ids(&ids)
             })
-            .collect();
-        let (asker, m1, _) = Asker::start(id, &points).map_err(psi_error)?;
+            .collect::<Result<_, _>>()?;
+        let (asker, m1, _) = Asker::start(id, &points, values_needed(&f)).map_err(psi_error)?;
         let k = self.crypto_k(&f);
         self.store(
             id,
@@ -646,6 +689,7 @@ impl Node {
                 fragment: Box::new(f),
                 labels,
                 k,
+                reblinded: false,
             },
         )?;
         Ok(m1)
@@ -654,12 +698,7 @@ impl Node {
     async fn psi_respond(&self, mut f: CryptoFragment, m1: &[u8]) -> Result<Vec<u8>, NodeError> {
         self.verify_crypto(&f, CryptoRole::Responder)?;
         f.role = CryptoRole::Responder;
-        let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
-        let values = match (&f.measure, avg) {
-            (None, _) => 0,
-            (Some(_), false) => 1,
-            (Some(_), true) => 2,
-        };
+        let values = values_needed(&f);
         let dp = self.crypto_dp(&f)?;
         let mut aggs = Vec::new();
         if let Some(m) = &f.measure {
@@ -685,7 +724,7 @@ impl Node {
             None => self.summed_people(&f, aggs, values).await?,
         };
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let points = self.hash_ids(&id_refs);
+        let points = self.hash_ids(&id_refs)?;
         let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
         let k = self.crypto_k(&f);
         let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;

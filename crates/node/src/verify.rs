@@ -3,11 +3,12 @@
 //! A node does not trust the hub: it refuses a fragment for another
 //! collaboration, for a table it does not own, from a querier without the
 //! `query` ability, asking for a raw identity or join column, a column that
-//! is not configured, or a predicate on anything but a dimension.
+//! is not configured, or a predicate on anything but a dimension, and any
+//! such fragment at all in a crypto-mode collaboration.
 
 use airlock_policy::{
-    Ability, AnalysisRule, Collaboration, ColumnRole, Control, Fragment, Refusal, ScanFragment,
-    Treatment,
+    Ability, AnalysisRule, Collaboration, ColumnRole, Control, Fragment, Mode, Refusal,
+    ScanFragment, Treatment,
 };
 
 use crate::NodeError;
@@ -32,6 +33,18 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
     if f.collaboration() != collab.name() {
         return Err(NodeError::BadFragment(
             "the fragment is for another collaboration".into(),
+        ));
+    }
+    // In crypto mode no executor is trusted: this node's rows leave it
+    // only through its side of the private set intersection, whatever the
+    // hub asks (a scan or analysis fragment would hand them to the hub).
+    if collab.config.collaboration.mode == Mode::Crypto {
+        return Err(refuse(
+            Control::CryptoMode,
+            collab,
+            f.table(),
+            None,
+            "this collaboration is in crypto mode: its node answers only crypto-mode steps, no executor fragment",
         ));
     }
     if collab.owner_of(f.table()) != Some(member) {

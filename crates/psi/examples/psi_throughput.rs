@@ -11,7 +11,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let sums = args.next().as_deref() == Some("sums");
-    let suite = Suite::new("bench");
+    let suite = Suite::new("bench", [0x42; 32]);
     let asker_ids: Vec<String> = (0..n).map(|i| format!("person{i}@example.com")).collect();
     let responder_ids: Vec<String> = (n / 2..n + n / 2)
         .map(|i| format!("person{i}@example.com"))
@@ -35,7 +35,8 @@ fn main() {
         .into_iter()
         .map(|p| (p, vec![100; values]))
         .collect();
-    let (asker, m1, s1) = Asker::start(new_session().expect("session"), &[a_points]).expect("1");
+    let (asker, m1, s1) =
+        Asker::start(new_session().expect("session"), &[a_points], values).expect("1");
     let (responder, m2, s2) = Responder::respond(&m1, &people, values, 2).expect("2");
     let (m3, s3) = asker.reblind(&m2).expect("3");
     let (m4, _, s4) = responder.finish(&m3).expect("4");

@@ -3,6 +3,12 @@
 //! `Enc(m) = (rG, mG + rP)`; sums of ciphertexts decrypt to sums of
 //! plaintexts; decryption solves a discrete log by baby-step giant-step,
 //! so plaintexts are bounded by [`MAX_PLAINTEXT`].
+//!
+//! Decryption is not an oracle: [`KeyPair::decrypt_within`] walks every
+//! giant step up to a bound fixed before it starts (never stopping at the
+//! answer), so its time depends on the bound, not on the plaintext, and a
+//! plaintext beyond the bound is `None` (the caller does not release it),
+//! never an error that ends the query.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -15,7 +21,9 @@ use curve25519_dalek::traits::Identity;
 use crate::group::{self, Secret};
 use crate::PsiError;
 
-const BABY: u64 = 1 << 16;
+/// Baby steps: a table of 2^18 points (about 5 MiB), built once per
+/// process (about a second); a decryption up to 2^40 walks 2^22 giant steps.
+const BABY: u64 = 1 << 18;
 /// Largest plaintext a decryption recovers (2^40 - 1).
 pub const MAX_PLAINTEXT: u64 = (1 << 40) - 1;
 /// Encoded ciphertext length.
@@ -131,40 +139,62 @@ impl KeyPair {
         &self.public
     }
 
-    /// Decrypts a (summed) ciphertext; `None` if the plaintext exceeds
-    /// [`MAX_PLAINTEXT`].
-    pub fn decrypt(&self, c: &Ciphertext) -> Option<u64> {
+    /// Decrypts a ciphertext whose plaintext the caller knows cannot
+    /// honestly exceed `bound` (at most [`MAX_PLAINTEXT`]); `None` if it
+    /// does. Every giant step up to `bound` runs whatever the plaintext.
+    pub fn decrypt_within(&self, c: &Ciphertext, bound: u64) -> Option<u64> {
         let m = c.c2 - c.c1 * self.secret.scalar();
-        dlog(&m)
+        dlog_within(&m, bound.min(MAX_PLAINTEXT))
     }
 }
 
-fn baby_steps() -> &'static HashMap<[u8; 32], u32> {
-    static TABLE: OnceLock<HashMap<[u8; 32], u32>> = OnceLock::new();
+/// The giant steps a decryption up to `bound` walks.
+pub fn giant_steps(bound: u64) -> u64 {
+    bound.min(MAX_PLAINTEXT) / BABY + 1
+}
+
+/// The first 8 bytes of a point's encoding, the baby-step table's key (a
+/// hit is confirmed by one multiplication, so a shared prefix cannot give
+/// a wrong answer).
+fn key(p: &RistrettoPoint) -> u64 {
+    let b = p.compress().to_bytes();
+    u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+fn baby_steps() -> &'static HashMap<u64, u32> {
+    static TABLE: OnceLock<HashMap<u64, u32>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let g = RISTRETTO_BASEPOINT_TABLE.basepoint();
         let mut map = HashMap::with_capacity(BABY as usize);
         let mut p = RistrettoPoint::identity();
         for j in 0..BABY as u32 {
-            map.insert(p.compress().to_bytes(), j);
+            map.entry(key(&p)).or_insert(j);
             p += g;
         }
         map
     })
 }
 
-/// `m` such that `point = m·G`, for `m <= MAX_PLAINTEXT`.
-fn dlog(point: &RistrettoPoint) -> Option<u64> {
+/// `m <= bound` such that `point = m·G`, walking every giant step up to
+/// `bound` (no early exit).
+fn dlog_within(point: &RistrettoPoint, bound: u64) -> Option<u64> {
     let table = baby_steps();
     let giant = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(BABY);
     let mut q = *point;
-    for i in 0..=(MAX_PLAINTEXT / BABY) {
-        if let Some(j) = table.get(&q.compress().to_bytes()) {
-            return Some(i * BABY + u64::from(*j));
+    let mut found = None;
+    for i in 0..giant_steps(bound) {
+        if let Some(j) = table.get(&key(&q)) {
+            let m = i * BABY + u64::from(*j);
+            if found.is_none()
+                && m <= bound
+                && RISTRETTO_BASEPOINT_TABLE * &Scalar::from(m) == *point
+            {
+                found = Some(m);
+            }
         }
         q -= giant;
     }
-    None
+    found
 }
 
 #[cfg(test)]
@@ -175,19 +205,27 @@ mod tests {
     fn sums_of_ciphertexts_decrypt_to_sums() {
         let k = KeyPair::fresh().expect("key");
         let values = [0u64, 1, 12_345, 70_000, 3_000_000];
+        let bound = 1 << 22;
         let mut sum = Ciphertext::zero();
         for v in values {
             let c = k.public().encrypt(v).expect("enc");
-            assert_eq!(k.decrypt(&c), Some(v));
+            assert_eq!(k.decrypt_within(&c, bound), Some(v));
             let r = k.public().rerandomize(&c).expect("rerand");
             assert_ne!(r, c, "re-randomised");
-            assert_eq!(k.decrypt(&r), Some(v));
+            assert_eq!(k.decrypt_within(&r, bound), Some(v));
             sum = sum.add(&r);
         }
-        assert_eq!(k.decrypt(&sum), Some(values.iter().sum()));
+        assert_eq!(k.decrypt_within(&sum, bound), Some(values.iter().sum()));
         let back = Ciphertext::decode(&sum.encode()).expect("decode");
         assert_eq!(back, sum);
         assert!(k.public().encrypt(MAX_PLAINTEXT + 1).is_err());
+        // Within a bound: the same answers, and None above it.
+        let c = k.public().encrypt(5_000_000).expect("enc");
+        assert_eq!(k.decrypt_within(&c, 5_000_000), Some(5_000_000));
+        assert_eq!(k.decrypt_within(&c, 4_999_999), None);
+        assert_eq!(k.decrypt_within(&c, 1 << 23), Some(5_000_000));
+        assert_eq!(giant_steps(1 << 23), 33);
+        assert_eq!(giant_steps(u64::MAX), MAX_PLAINTEXT / BABY + 1);
         assert!(Ciphertext::decode(&[0u8; 64]).is_err(), "identity points");
     }
 }

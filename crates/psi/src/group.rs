@@ -64,24 +64,51 @@ pub fn expand_message_xmd(msg: &[u8], dst: &[u8], len: usize) -> Vec<u8> {
 }
 
 /// The hash-to-group suite of one collaboration: its domain separation tag
-/// names Airlock, the protocol version and the collaboration.
-#[derive(Debug, Clone)]
+/// names Airlock, the protocol version and the collaboration, and its
+/// input starts with a 32-byte key only the members' nodes hold (derived
+/// from the collaboration secret). Without the key, the hash is not
+/// public: the hub, which relays every message, cannot hash identifiers it
+/// guesses and test them against blinded points.
+#[derive(Clone)]
 pub struct Suite {
     dst: Vec<u8>,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suite")
+            .field("dst", &self.dst)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
 }
 
 impl Suite {
-    /// The suite of collaboration `id`.
-    pub fn new(collaboration_id: &str) -> Self {
+    /// The suite of collaboration `id` with the members' hash key.
+    pub fn new(collaboration_id: &str, key: [u8; 32]) -> Self {
         Suite {
-            dst: format!("AIRLOCK-PSI-V1-ristretto255_XMD:SHA-512_R255MAP_RO_{collaboration_id}")
-                .into_bytes(),
+            dst: format!(
+                "AIRLOCK-PSI-V2-ristretto255_XMD:SHA-512_R255MAP_RO_KEYED_{collaboration_id}"
+            )
+            .into_bytes(),
+            key,
         }
     }
 
-    /// `hash_to_ristretto255(id)`: carries no secret, so it may be cached.
+    /// `hash_to_ristretto255(key || id)`: the same for both members' nodes,
+    /// fixed for the collaboration, so a node may cache it (in memory).
     pub fn hash(&self, id: &[u8]) -> RistrettoPoint {
-        let bytes = expand_message_xmd(id, &self.dst, 64);
+        let mut msg = Vec::with_capacity(32 + id.len());
+        msg.extend_from_slice(&self.key);
+        msg.extend_from_slice(id);
+        let bytes = expand_message_xmd(&msg, &self.dst, 64);
+        msg.zeroize();
         let mut wide = [0u8; 64];
         wide.copy_from_slice(&bytes);
         RistrettoPoint::from_uniform_bytes(&wide)
@@ -161,11 +188,13 @@ mod tests {
     }
 
     #[test]
-    fn hashing_is_deterministic_and_separated_by_collaboration() {
-        let a = Suite::new("c1");
-        let b = Suite::new("c2");
+    fn hashing_is_deterministic_and_separated_by_collaboration_and_key() {
+        let a = Suite::new("c1", [7; 32]);
+        let b = Suite::new("c2", [7; 32]);
+        let other_key = Suite::new("c1", [8; 32]);
         assert_eq!(a.hash(b"x@example.com"), a.hash(b"x@example.com"));
         assert_ne!(a.hash(b"x@example.com"), b.hash(b"x@example.com"));
+        assert_ne!(a.hash(b"x@example.com"), other_key.hash(b"x@example.com"));
         assert_ne!(a.hash(b"x@example.com"), a.hash(b"y@example.com"));
     }
 
@@ -174,7 +203,7 @@ mod tests {
         assert!(decode(&[0u8; 32]).is_err(), "identity");
         assert!(decode(&[0xffu8; 32]).is_err(), "not canonical");
         assert!(decode(&[1u8; 31]).is_err(), "short");
-        let p = Suite::new("c").hash(b"x");
+        let p = Suite::new("c", [1; 32]).hash(b"x");
         assert_eq!(decode(&encode(&p)).expect("valid"), p);
     }
 }

@@ -5,8 +5,10 @@
 //! fresh per-query scalars) and exponential ElGamal for the responder's
 //! sums, so that the asker learns only the released per-group aggregates
 //! and the responder learns only the asker's group sizes and the
-//! (unreleased) per-group counts and sums. Semi-honest security; see
-//! `docs/crypto-mode.md` for the protocol and its leakage.
+//! (unreleased) per-group counts and sums. Semi-honest security, with the
+//! known breaks listed in `docs/crypto-mode.md` (the responder holds the
+//! decryption key of the per-item ciphertexts it gets back); see there for
+//! the protocol, the checks of each message and its leakage.
 //!
 //! Pure computation, no IO: the node crate feeds identifiers in and the
 //! hub (or any transport) carries the opaque messages.

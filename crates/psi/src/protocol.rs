@@ -29,6 +29,8 @@ use crate::PsiError;
 const MAGIC: &[u8; 12] = b"AIRLOCK-PSI1";
 /// Most items a message may hold.
 pub const MAX_ITEMS: usize = 50_000_000;
+/// Most groups the asker may send.
+pub const MAX_GROUPS: usize = 100_000;
 
 /// A session (query) id.
 pub type SessionId = [u8; 16];
@@ -193,15 +195,27 @@ pub struct Asker {
     session: SessionId,
     secret: Secret,
     groups: usize,
+    /// Encrypted values per person the query needs (0 for counts only).
+    values: usize,
 }
 
 impl Asker {
     /// Step 1: blinds each group's hashed identifiers (`points[g]`, one per
     /// distinct person of group g) with a fresh scalar and shuffles them.
+    /// `values` is how many encrypted numbers per person the query needs
+    /// from the responder (0 for counts, 1 for a sum, 2 for an average):
+    /// message 2 must carry exactly that many (a responder that sends
+    /// values a count does not need is refused).
     pub fn start(
         session: SessionId,
         points: &[Vec<RistrettoPoint>],
+        values: usize,
     ) -> Result<(Asker, Vec<u8>, StepStats), PsiError> {
+        if values > MAX_VALUES || points.len() > MAX_GROUPS {
+            return Err(PsiError::Malformed(
+                "too many groups or values for one query",
+            ));
+        }
         let secret = Secret::fresh()?;
         let t = Instant::now();
         let mut w = Writer::new(1, &session);
@@ -227,6 +241,7 @@ impl Asker {
                 session,
                 secret,
                 groups: points.len(),
+                values,
             },
             w.0,
             stats,
@@ -240,6 +255,11 @@ impl Asker {
         let (mut r, _) = Reader::open(msg, 2, Some(&self.session))?;
         let pk = PublicKey::from_point(group::decode(r.take(POINT_LEN)?)?);
         let values = values_flag(&mut r)?;
+        if values != self.values {
+            return Err(PsiError::Malformed(
+                "message 2 carries other values than the query needs",
+            ));
+        }
         let size = item_size(values);
         let n = r.count(size)?;
         let body = r.take(n * size)?;
@@ -297,6 +317,11 @@ impl Asker {
             }
             let count = r.u64()?;
             let k = values_flag(&mut r)?;
+            if k != self.values {
+                return Err(PsiError::Malformed(
+                    "a released group carries other values than the query needs",
+                ));
+            }
             let mut sums = Vec::with_capacity(k);
             for _ in 0..k {
                 sums.push(r.u64()?);
@@ -320,6 +345,13 @@ pub struct Responder {
     asker_groups: Vec<Vec<RistrettoPoint>>,
     values: usize,
     min_count: u64,
+    /// Items of message 2: message 3 must return exactly as many.
+    sent: usize,
+    /// Per value, the bound of every decryption: the sum of that value
+    /// over all of the responder's people (no group of an honest asker
+    /// exceeds it), rounded up to a power of two so that the time of a
+    /// decryption tells only its order of magnitude.
+    bounds: Vec<u64>,
 }
 
 impl Responder {
@@ -342,10 +374,25 @@ impl Responder {
         }
         let (mut r, session) = Reader::open(msg, 1, None)?;
         let groups = r.count(4)?;
+        if groups > MAX_GROUPS {
+            return Err(PsiError::Malformed("more groups than a query may send"));
+        }
         let mut asker_groups = Vec::with_capacity(groups);
+        let mut total = 0usize;
         for _ in 0..groups {
             let n = r.count(POINT_LEN)?;
-            asker_groups.push(decode_points(r.take(n * POINT_LEN)?)?);
+            total = total.saturating_add(n);
+            if total > MAX_ITEMS {
+                return Err(PsiError::Malformed("more items than a query may send"));
+            }
+            let bytes = r.take(n * POINT_LEN)?;
+            // An honest asker sends each person once per group; a point
+            // sent twice is an attempt to count one person k times.
+            let distinct: HashSet<&[u8]> = bytes.chunks(POINT_LEN).collect();
+            if distinct.len() != n {
+                return Err(PsiError::Malformed("a group holds the same point twice"));
+            }
+            asker_groups.push(decode_points(bytes)?);
         }
         r.end()?;
         let secret = Secret::fresh()?;
@@ -386,6 +433,18 @@ impl Responder {
                 asker_groups,
                 values,
                 min_count,
+                sent: items.len(),
+                bounds: (0..values)
+                    .map(|v| {
+                        let total = people
+                            .iter()
+                            .fold(0u64, |acc, (_, nums)| acc.saturating_add(nums[v]));
+                        total
+                            .checked_next_power_of_two()
+                            .unwrap_or(u64::MAX)
+                            .min(crate::elgamal::MAX_PLAINTEXT)
+                    })
+                    .collect(),
             },
             w.0,
             StepStats {
@@ -400,7 +459,8 @@ impl Responder {
     /// Step 4: blinds the asker's groups with its own scalar, matches them
     /// with the twice-blinded identifiers, counts and sums under
     /// encryption per group, decrypts, and releases the groups with at
-    /// least `min_count` people. Also returns every group's count (what
+    /// least `min_count` people (a group whose sum is beyond the decryptable
+    /// range is not released). Also returns every such group's count (what
     /// the responder learns, for its own records; not sent).
     pub fn finish(&self, msg: &[u8]) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
         self.finish_with(msg, None)
@@ -425,8 +485,20 @@ impl Responder {
         }
         let size = item_size(values);
         let n = r.count(size)?;
+        // Exactly what message 2 sent, each once: an asker that returns
+        // more (copies, or points of its own) could make one person count
+        // k times or test identifiers it guesses.
+        if n != self.sent {
+            return Err(PsiError::Malformed(
+                "message 3 does not return exactly the items of message 2",
+            ));
+        }
         let body = r.take(n * size)?;
         r.end()?;
+        let distinct: HashSet<&[u8]> = body.chunks(size).map(|i| &i[..POINT_LEN]).collect();
+        if distinct.len() != n {
+            return Err(PsiError::Malformed("message 3 holds the same point twice"));
+        }
         let t = Instant::now();
         // Decode (and check) every point and ciphertext first.
         let theirs: Vec<([u8; 32], Vec<Ciphertext>)> = body
@@ -495,19 +567,28 @@ impl Responder {
             }
             // Only released groups are decrypted (under a policy, all: it
             // decides on noisy values).
+            // A sum beyond the decryptable range is not released (that
+            // group only): an abort of the whole query would tell the
+            // asker one bit about the sum.
             let mut plain = Vec::new();
+            let mut in_range = true;
             if count >= self.min_count || policy.is_some() {
                 let d = Instant::now();
-                for s in &sums {
-                    plain.push(self.keys.decrypt(s).ok_or(PsiError::Bound)?);
+                for (s, bound) in sums.iter().zip(&self.bounds) {
+                    match self.keys.decrypt_within(s, *bound) {
+                        Some(v) => plain.push(v),
+                        None => in_range = false,
+                    }
                 }
                 crypto_s += d.elapsed().as_secs_f64();
             }
-            all.push(GroupResult {
-                group: g as u32,
-                count,
-                sums: plain,
-            });
+            if in_range {
+                all.push(GroupResult {
+                    group: g as u32,
+                    count,
+                    sums: plain,
+                });
+            }
         }
         let match_s = t.elapsed().as_secs_f64() - crypto_s + decode_s;
         let released: Vec<GroupResult> = match policy {

@@ -53,7 +53,7 @@ fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) 
         .into_iter()
         .zip(people.iter().map(|(_, s)| vec![*s]))
         .collect();
-    let (asker, m1, _) = Asker::start(new_session().expect("session"), &points).expect("step 1");
+    let (asker, m1, _) = Asker::start(new_session().expect("session"), &points, 1).expect("step 1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, k).expect("step 2");
     let (m3, _) = asker.reblind(&m2).expect("step 3");
     let (m4, _, _) = responder.finish(&m3).expect("step 4");
@@ -70,7 +70,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
-    let suite = Suite::new("demo");
+    let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let got = run(&suite, &groups, &people, 50).results;
     assert_eq!(got, oracle(&groups, &people, 50));
@@ -87,7 +87,7 @@ fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
         .into_iter()
         .map(|p| (p, Vec::new()))
         .collect();
-    let (a, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    let (a, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
     let (r, m2, _) = Responder::respond(&m1, &mine, 0, 2).expect("2");
     let (m3, _) = a.reblind(&m2).expect("3");
     let (m4, _, _) = r.finish(&m3).expect("4");
@@ -102,7 +102,7 @@ fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
 
 #[test]
 fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query() {
-    let suite = Suite::new("demo");
+    let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let one = run(&suite, &groups, &people, 50);
     let two = run(&suite, &groups, &people, 50);
@@ -151,7 +151,7 @@ fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query()
 
 #[test]
 fn hostile_messages_are_refused_not_panicked_on() {
-    let suite = Suite::new("demo");
+    let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let points: Vec<_> = groups
         .iter()
@@ -162,7 +162,7 @@ fn hostile_messages_are_refused_not_panicked_on() {
         .into_iter()
         .zip(people.iter().map(|p| vec![p.1]))
         .collect();
-    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     // Header: 12 magic + 1 kind + 16 session; then group count and sizes.
     let first_point = 29 + 4 + 4;
     let mut identity = m1.clone();
@@ -194,7 +194,7 @@ fn hostile_messages_are_refused_not_panicked_on() {
     );
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
     // A message of another query is refused at every step.
-    let (other, o1, _) = Asker::start(new_session().expect("s"), &points).expect("1");
+    let (other, o1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (other_r, o2, _) = Responder::respond(&o1, &mine, 1, 2).expect("2");
     assert_eq!(asker.reblind(&o2).err(), Some(PsiError::Replay));
     let (o3, _) = other.reblind(&o2).expect("3");
@@ -207,4 +207,115 @@ fn hostile_messages_are_refused_not_panicked_on() {
     let ct = 29 + 1 + 4 + 32;
     m3[ct..ct + 32].fill(0);
     assert!(matches!(responder.finish(&m3), Err(PsiError::Malformed(_))));
+}
+
+/// What the hub and a cheaply modified party (speaking the real message
+/// format) try, and what each side now refuses (issue 12, points 2-4).
+#[test]
+fn modified_parties_are_refused_by_the_checks_of_each_message() {
+    let suite = Suite::new("demo", [0x42; 32]);
+    let (groups, people) = data();
+    let points: Vec<_> = groups
+        .iter()
+        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
+        .collect();
+    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
+    let hashed = hash_all(&suite, &ids);
+    let with_values: Vec<_> = hashed
+        .iter()
+        .zip(people.iter().map(|p| vec![p.1]))
+        .map(|(p, v)| (*p, v))
+        .collect();
+    // A responder that attaches values to a counts-only query (to learn
+    // the intersection from unique values) is refused by the asker.
+    let (counts_asker, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
+    let (_, m2, _) = Responder::respond(&m1, &with_values, 1, 2).expect("2");
+    assert_eq!(
+        counts_asker.reblind(&m2).err(),
+        Some(PsiError::Malformed(
+            "message 2 carries other values than the query needs"
+        ))
+    );
+    // An asker that repeats one point in a group (one person counted k
+    // times) is refused by the responder.
+    let (_, mut m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let first_point = 29 + 4 + 4;
+    let copy: Vec<u8> = m1[first_point..first_point + 32].to_vec();
+    m1[first_point + 32..first_point + 64].copy_from_slice(&copy);
+    assert_eq!(
+        Responder::respond(&m1, &with_values, 1, 2).err(),
+        Some(PsiError::Malformed("a group holds the same point twice"))
+    );
+    // An asker whose message 3 returns more items than message 2 sent (its
+    // own points, or copies), or one item twice, is refused.
+    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (responder, m2, _) = Responder::respond(&m1, &with_values, 1, 2).expect("2");
+    let (m3, _) = asker.reblind(&m2).expect("3");
+    let head = 29 + 1;
+    let n = u32::from_le_bytes(m3[head..head + 4].try_into().expect("4 bytes")) as usize;
+    let size = 32 + 64;
+    let body = &m3[head + 4..];
+    assert_eq!(body.len(), n * size);
+    let mut more = m3[..head].to_vec();
+    more.extend_from_slice(&((n + 1) as u32).to_le_bytes());
+    more.extend_from_slice(body);
+    more.extend_from_slice(&body[..size]);
+    assert_eq!(
+        responder.finish(&more).err(),
+        Some(PsiError::Malformed(
+            "message 3 does not return exactly the items of message 2"
+        ))
+    );
+    let mut twice = m3.clone();
+    let second = head + 4 + size;
+    let first_item = twice[head + 4..head + 4 + size].to_vec();
+    twice[second..second + size].copy_from_slice(&first_item);
+    assert_eq!(
+        responder.finish(&twice).err(),
+        Some(PsiError::Malformed("message 3 holds the same point twice"))
+    );
+    // The honest message still works after those refusals.
+    assert_eq!(
+        asker
+            .finish(&responder.finish(&m3).expect("4").0)
+            .expect("released"),
+        oracle(&groups, &people, 2)
+    );
+}
+
+/// A group whose sum is beyond what decryption looks for is not released;
+/// the other groups are (no abort, which was one bit about the sum). Here
+/// a modified asker replaces the ciphertexts of message 3 with
+/// encryptions of large numbers under the responder's key.
+#[test]
+fn a_sum_beyond_the_bound_drops_its_group_only() {
+    use airlock_psi::elgamal::{PublicKey, CIPHERTEXT_LEN};
+    let suite = Suite::new("demo", [0x42; 32]);
+    let (groups, people) = data();
+    let points: Vec<_> = groups
+        .iter()
+        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
+        .collect();
+    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
+    let mine: Vec<_> = hash_all(&suite, &ids)
+        .into_iter()
+        .zip(people.iter().map(|p| vec![p.1]))
+        .collect();
+    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
+    let pk = PublicKey::from_point(
+        airlock_psi::group::decode(&m2[29..61]).expect("the responder's key"),
+    );
+    let (mut m3, _) = asker.reblind(&m2).expect("3");
+    let head = 29 + 1 + 4;
+    let size = 32 + CIPHERTEXT_LEN;
+    let n = (m3.len() - head) / size;
+    // Every other item carries a large value: each group's sum passes the
+    // responder's total, so no group is released, and nothing fails.
+    for i in (0..n).step_by(2) {
+        let at = head + i * size + 32;
+        m3[at..at + CIPHERTEXT_LEN].copy_from_slice(&pk.encrypt(1 << 30).expect("enc").encode());
+    }
+    let (m4, _, _) = responder.finish(&m3).expect("no abort");
+    assert!(asker.finish(&m4).expect("released").is_empty());
 }

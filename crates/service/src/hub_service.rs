@@ -311,10 +311,18 @@ impl HubState {
         if airlock_crypto::approval::verify(&key, &message, signature) {
             Ok(())
         } else {
-            Err(forbidden(format!(
-                "the approval is not a signature of version {version} of '{}' by the member key of '{member}' that its node holds",
-                collab.name()
-            )))
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "bad_approval",
+                format!(
+                    "the approval is not a signature of version {version} of '{}' by the member key of '{member}' that its node holds, replacing {}",
+                    collab.name(),
+                    match &base {
+                        Some(b) => format!("the text it holds (SHA-256 {b})"),
+                        None => "nothing (its node holds no version of it)".into(),
+                    }
+                ),
+            ))
         }
     }
 
