@@ -169,7 +169,8 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let respond = |f: airlock_policy::CryptoFragment| {
         serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
             fragment: f,
-            message: base64::engine::general_purpose::STANDARD.encode(b"AIRLOCK-PSI1"),
+            message: base64::engine::general_purpose::STANDARD
+                .encode([b"AIRLOCK-PSI1".as_slice(), &[0u8; 64]].concat()),
         })
         .expect("json")
     };
@@ -200,9 +201,12 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             other => panic!("{want}: {:?}", other.map(|_| ())),
         }
     }
-    // A well-formed fragment with a hostile message is a clear error.
+    // A well-formed fragment with a message no member's node made (the
+    // hub's own) is a clear error.
     match advertiser.psi(&respond(base.clone())).await {
-        Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains("malformed"), "{m}"),
+        Err(airlock_node::NodeError::BadFragment(m)) => {
+            assert!(m.contains("not authenticated"), "{m}")
+        }
         other => panic!("{:?}", other.map(|_| ())),
     }
     // No executor fragment at all in crypto mode: a hub that asks a node
@@ -249,6 +253,33 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let m1 = answer(publisher.psi(&start).await.expect("step 1"));
     let mut responding = asking.clone();
     responding.role = CryptoRole::Responder;
+    // The hub alters a message, or relays it for another query (another
+    // fragment): the other node refuses it as not authenticated.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut altered = b64.decode(&m1).expect("base64");
+    altered[40] ^= 1;
+    let mut other_query = responding.clone();
+    other_query.group_columns = vec!["region".into()];
+    for (fragment, message) in [
+        (responding.clone(), b64.encode(&altered)),
+        (other_query, m1.clone()),
+    ] {
+        let r = advertiser
+            .psi(
+                &serde_json::to_vec(&airlock_policy::PsiRequest::Respond { fragment, message })
+                    .expect("json"),
+            )
+            .await;
+        match r {
+            Err(airlock_node::NodeError::BadFragment(m)) => {
+                assert!(
+                    m.contains("message 1 of this crypto-mode query is not authenticated"),
+                    "{m}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
     let m2 = answer(
         advertiser
             .psi(

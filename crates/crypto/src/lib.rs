@@ -173,6 +173,48 @@ impl CollaborationSecret {
     pub fn psi_hash_key(&self, collaboration_id: &str) -> [u8; 32] {
         self.derive(collaboration_id, "airlock/v1/psi-hash")
     }
+
+    /// The key that authenticates crypto mode's messages between the two
+    /// members' nodes (`airlock/v1/psi-mac`).
+    pub fn psi_mac_key(&self, collaboration_id: &str) -> PsiMacKey {
+        PsiMacKey(self.derive(collaboration_id, "airlock/v1/psi-mac"))
+    }
+}
+
+/// Authenticates crypto mode's messages end to end between the members'
+/// nodes: the hub, which relays them, holds no collaboration secret, so it
+/// can neither forge nor alter a message, nor play a party.
+#[derive(Clone)]
+pub struct PsiMacKey([u8; 32]);
+
+/// Length of a [`PsiMacKey`] tag.
+pub const PSI_TAG_LEN: usize = 32;
+
+impl PsiMacKey {
+    /// The tag of `message` in `context` (who sent it, at which step, for
+    /// which query): BLAKE3 keyed over the context's length, the context
+    /// and the message.
+    pub fn tag(&self, context: &[u8], message: &[u8]) -> [u8; PSI_TAG_LEN] {
+        *self.keyed(context, message).as_bytes()
+    }
+
+    fn keyed(&self, context: &[u8], message: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(&(context.len() as u64).to_le_bytes());
+        h.update(context);
+        h.update(message);
+        h.finalize()
+    }
+
+    /// Whether `tag` is the tag of `message` in `context` (compared in
+    /// constant time).
+    pub fn verify(&self, context: &[u8], message: &[u8], tag: &[u8]) -> bool {
+        let Ok(tag) = <[u8; PSI_TAG_LEN]>::try_from(tag) else {
+            return false;
+        };
+        // blake3::Hash compares in constant time.
+        self.keyed(context, message) == blake3::Hash::from(tag)
+    }
 }
 
 impl PseudonymKey {
@@ -212,6 +254,25 @@ mod tests {
             "email",
         );
         assert_ne!(a.token(v), other.token(v));
+    }
+
+    #[test]
+    fn a_psi_tag_verifies_only_for_its_key_context_and_message() {
+        let s = CollaborationSecret::from_bytes([3; 32]);
+        let k = s.psi_mac_key("c");
+        let t = k.tag(b"A1", b"message");
+        assert!(k.verify(b"A1", b"message", &t));
+        assert!(!k.verify(b"A2", b"message", &t), "another step");
+        assert!(!k.verify(b"A1", b"messagf", &t), "another message");
+        assert!(!k.verify(b"A1", b"message", &t[..31]), "a short tag");
+        assert!(
+            !s.psi_mac_key("d").verify(b"A1", b"message", &t),
+            "another collaboration"
+        );
+        // The context's length is covered: moving a byte across the
+        // boundary is another tag.
+        assert_ne!(k.tag(b"A1m", b"essage"), t);
+        assert_ne!(s.psi_hash_key("c"), s.psi_hash_key("d"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use airlock_crypto::{PsiMacKey, PSI_TAG_LEN};
 use airlock_policy::{
     Ability, AggFunction, AnalysisRule, ColumnRole, Control, CryptoFragment, CryptoOutput,
     CryptoRole, Mode, Predicate, PsiRequest, PsiResponse, Refusal,
@@ -54,6 +55,8 @@ enum State {
     Responder {
         responder: Box<Responder>,
         dp: Option<Box<CryptoDp>>,
+        /// The digest of the fragment this node checked.
+        digest: [u8; 32],
     },
 }
 
@@ -120,6 +123,61 @@ fn session_id(hex: &str) -> Result<[u8; 16], NodeError> {
 fn decode(message: &str) -> Result<Vec<u8>, NodeError> {
     B64.decode(message.as_bytes())
         .map_err(|_| NodeError::BadFragment("a crypto-mode message is not base64".into()))
+}
+
+/// A protocol message and its tag, as the hub relays it.
+fn sealed(key: &PsiMacKey, from: CryptoRole, step: u8, digest: &[u8; 32], m: Vec<u8>) -> Vec<u8> {
+    let tag = key.tag(&mac_context(from, step, digest), &m);
+    let mut out = m;
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// The message of the other node, if its tag verifies: sent by `from` at
+/// `step` of the query with `digest`, under this collaboration's key.
+fn opened(
+    key: &PsiMacKey,
+    from: CryptoRole,
+    step: u8,
+    digest: &[u8; 32],
+    message: &str,
+) -> Result<Vec<u8>, NodeError> {
+    let mut bytes = decode(message)?;
+    if bytes.len() < PSI_TAG_LEN {
+        return Err(NodeError::BadFragment(
+            "a crypto-mode message carries no tag".into(),
+        ));
+    }
+    let tag = bytes.split_off(bytes.len() - PSI_TAG_LEN);
+    if !key.verify(&mac_context(from, step, digest), &bytes, &tag) {
+        return Err(NodeError::BadFragment(format!(
+            "message {step} of this crypto-mode query is not authenticated by the other member's node"
+        )));
+    }
+    Ok(bytes)
+}
+
+/// The digest of a query's fragment as both nodes hold it (the role set to
+/// the asker's): messages are authenticated for this query only.
+fn fragment_digest(f: &CryptoFragment) -> Result<[u8; 32], NodeError> {
+    use sha2::Digest as _;
+    let mut same = f.clone();
+    same.role = CryptoRole::Asker;
+    let json = serde_json::to_vec(&same).map_err(|e| NodeError::Local(e.to_string()))?;
+    Ok(sha2::Sha256::digest(&json).into())
+}
+
+/// What a message's tag covers besides the message (whose header holds
+/// the step and the session): who sent it, the step, and the query.
+fn mac_context(from: CryptoRole, step: u8, digest: &[u8; 32]) -> Vec<u8> {
+    let mut c = b"airlock/v1/psi-message".to_vec();
+    c.push(match from {
+        CryptoRole::Asker => b'A',
+        CryptoRole::Responder => b'R',
+    });
+    c.push(step);
+    c.extend_from_slice(digest);
+    c
 }
 
 /// How many encrypted numbers per person a query needs from the
@@ -412,16 +470,29 @@ impl Node {
     /// The hash key derived from the collaboration secret, which only the
     /// members' nodes hold.
     fn psi_hash_key(&self) -> Result<[u8; 32], NodeError> {
+        self.derive_from_secret(|s| s.psi_hash_key(self.collab.id()))
+    }
+
+    /// A key derived from the collaboration secret, once it is delivered.
+    fn derive_from_secret<T>(
+        &self,
+        derive: impl FnOnce(&airlock_crypto::CollaborationSecret) -> T,
+    ) -> Result<T, NodeError> {
         let secret = self
             .secret
             .read()
             .map_err(|_| NodeError::Local("the secret lock is poisoned".into()))?;
         match secret.as_ref() {
-            Some(s) => Ok(s.psi_hash_key(self.collab.id())),
+            Some(s) => Ok(derive(s)),
             None => Err(NodeError::Local(
                 "the collaboration secret has not been delivered to this node yet".into(),
             )),
         }
+    }
+
+    /// The key authenticating messages between the members' nodes.
+    fn psi_mac_key(&self) -> Result<PsiMacKey, NodeError> {
+        self.derive_from_secret(|s| s.psi_mac_key(self.collab.id()))
     }
 
     /// Hashes identifiers to the group (keyed), through the node's cache.
@@ -504,10 +575,31 @@ impl Node {
     pub async fn psi(&self, request: &[u8]) -> Result<Vec<u8>, NodeError> {
         let req: PsiRequest = serde_json::from_slice(request)
             .map_err(|e| NodeError::BadFragment(format!("not a crypto-mode step: {e}")))?;
+        let key = self.psi_mac_key()?;
+        use CryptoRole::{Asker as A, Responder as R};
         let out = match req {
-            PsiRequest::Start { session, fragment } => self.psi_start(&session, fragment).await?,
+            PsiRequest::Start { session, fragment } => {
+                let digest = fragment_digest(&fragment)?;
+                sealed(
+                    &key,
+                    A,
+                    1,
+                    &digest,
+                    self.psi_start(&session, fragment).await?,
+                )
+            }
             PsiRequest::Respond { fragment, message } => {
-                self.psi_respond(fragment, &decode(&message)?).await?
+                // The node's own rules first: a refusal names the rule.
+                self.verify_crypto(&fragment, CryptoRole::Responder)?;
+                let digest = fragment_digest(&fragment)?;
+                let m1 = opened(&key, A, 1, &digest, &message)?;
+                sealed(
+                    &key,
+                    R,
+                    2,
+                    &digest,
+                    self.psi_respond(fragment, &m1, digest).await?,
+                )
             }
             PsiRequest::Reblind { session, message } => {
                 let State::Asker {
@@ -522,7 +614,10 @@ impl Node {
                         "this node is not the asker of that session, or that step has run".into(),
                     ));
                 };
-                let (m3, _) = asker.reblind(&decode(&message)?).map_err(psi_error)?;
+                let digest = fragment_digest(&fragment)?;
+                let m2 = opened(&key, R, 2, &digest, &message)?;
+                let (m3, _) = asker.reblind(&m2).map_err(psi_error)?;
+                let m3 = sealed(&key, A, 3, &digest, m3);
                 self.store(
                     session_id(&session)?,
                     State::Asker {
@@ -536,13 +631,18 @@ impl Node {
                 m3
             }
             PsiRequest::Finish { session, message } => {
-                let State::Responder { responder, dp } = self.take(&session)? else {
+                let State::Responder {
+                    responder,
+                    dp,
+                    digest,
+                } = self.take(&session)?
+                else {
                     return Err(NodeError::BadFragment(
                         "this node is not the responder of that session".into(),
                     ));
                 };
-                let m3 = decode(&message)?;
-                match dp {
+                let m3 = opened(&key, A, 3, &digest, &message)?;
+                let m4 = match dp {
                     None => responder.finish(&m3).map_err(psi_error)?.0,
                     Some(dp) => {
                         let release = |g: &airlock_psi::GroupResult| dp.release(g);
@@ -555,7 +655,8 @@ impl Node {
                             .map_err(psi_error)?
                             .0
                     }
-                }
+                };
+                sealed(&key, R, 4, &digest, m4)
             }
             PsiRequest::Result { session, message } => {
                 let State::Asker {
@@ -571,7 +672,8 @@ impl Node {
                             .into(),
                     ));
                 };
-                let groups = asker.finish(&decode(&message)?).map_err(psi_error)?;
+                let m4 = opened(&key, R, 4, &fragment_digest(&fragment)?, &message)?;
+                let groups = asker.finish(&m4).map_err(psi_error)?;
                 self.psi_result(&fragment, &labels, k, &groups)?
             }
         };
@@ -695,8 +797,13 @@ impl Node {
         Ok(m1)
     }
 
-    async fn psi_respond(&self, mut f: CryptoFragment, m1: &[u8]) -> Result<Vec<u8>, NodeError> {
-        self.verify_crypto(&f, CryptoRole::Responder)?;
+    async fn psi_respond(
+        &self,
+        mut f: CryptoFragment,
+        m1: &[u8],
+        digest: [u8; 32],
+    ) -> Result<Vec<u8>, NodeError> {
+        // Checked by the caller, before the message's tag.
         f.role = CryptoRole::Responder;
         let values = values_needed(&f);
         let dp = self.crypto_dp(&f)?;
@@ -738,6 +845,7 @@ impl Node {
             State::Responder {
                 responder: Box::new(responder),
                 dp: dp.map(Box::new),
+                digest,
             },
         )?;
         Ok(m2)

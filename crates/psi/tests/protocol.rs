@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use airlock_psi::protocol::new_session;
 use airlock_psi::{hash_all, Asker, GroupResult, PsiError, Responder, Suite};
+use curve25519_dalek::ristretto::RistrettoPoint;
 
 /// Asker: people 0..600 in 3 groups by i % 3; responder: people 300..900,
 /// person i spending i cents on each of (i % 4 + 1) orders.
@@ -43,16 +44,28 @@ struct Run {
     transcript: Vec<Vec<u8>>,
 }
 
-fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Run {
-    let points: Vec<_> = groups
+/// The asker's groups and the responder's people (with their one value),
+/// hashed to the group.
+#[allow(clippy::type_complexity)]
+fn hashed(
+    suite: &Suite,
+    groups: &[Vec<String>],
+    people: &[(String, u64)],
+) -> (Vec<Vec<RistrettoPoint>>, Vec<(RistrettoPoint, Vec<u64>)>) {
+    let points = groups
         .iter()
         .map(|g| hash_all(suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
         .collect();
     let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let mine: Vec<_> = hash_all(suite, &ids)
+    let mine = hash_all(suite, &ids)
         .into_iter()
         .zip(people.iter().map(|(_, s)| vec![*s]))
         .collect();
+    (points, mine)
+}
+
+fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Run {
+    let (points, mine) = hashed(suite, groups, people);
     let (asker, m1, _) = Asker::start(new_session().expect("session"), &points, 1).expect("step 1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, k).expect("step 2");
     let (m3, _) = asker.reblind(&m2).expect("step 3");
@@ -153,15 +166,7 @@ fn the_transcript_holds_no_identifier_no_measure_and_no_value_of_another_query()
 fn hostile_messages_are_refused_not_panicked_on() {
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
-    let points: Vec<_> = groups
-        .iter()
-        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
-        .collect();
-    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let mine: Vec<_> = hash_all(&suite, &ids)
-        .into_iter()
-        .zip(people.iter().map(|p| vec![p.1]))
-        .collect();
+    let (points, mine) = hashed(&suite, &groups, &people);
     let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     // Header: 12 magic + 1 kind + 16 session; then group count and sizes.
     let first_point = 29 + 4 + 4;
@@ -215,17 +220,7 @@ fn hostile_messages_are_refused_not_panicked_on() {
 fn modified_parties_are_refused_by_the_checks_of_each_message() {
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
-    let points: Vec<_> = groups
-        .iter()
-        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
-        .collect();
-    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let hashed = hash_all(&suite, &ids);
-    let with_values: Vec<_> = hashed
-        .iter()
-        .zip(people.iter().map(|p| vec![p.1]))
-        .map(|(p, v)| (*p, v))
-        .collect();
+    let (points, with_values) = hashed(&suite, &groups, &people);
     // A responder that attaches values to a counts-only query (to learn
     // the intersection from unique values) is refused by the asker.
     let (counts_asker, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
@@ -292,15 +287,7 @@ fn a_sum_beyond_the_bound_drops_its_group_only() {
     use airlock_psi::elgamal::{PublicKey, CIPHERTEXT_LEN};
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
-    let points: Vec<_> = groups
-        .iter()
-        .map(|g| hash_all(&suite, &g.iter().map(|s| s.as_bytes()).collect::<Vec<_>>()))
-        .collect();
-    let ids: Vec<&[u8]> = people.iter().map(|(p, _)| p.as_bytes()).collect();
-    let mine: Vec<_> = hash_all(&suite, &ids)
-        .into_iter()
-        .zip(people.iter().map(|p| vec![p.1]))
-        .collect();
+    let (points, mine) = hashed(&suite, &groups, &people);
     let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
     let pk = PublicKey::from_point(
