@@ -2,8 +2,11 @@
 //!
 //! The node checks the [`CryptoFragment`] against its own rules, reads its
 //! own rows (consent applied, normalised, in place), hashes identities to
-//! the group (keyed by the collaboration secret, cached in memory), and runs its protocol
-//! steps with fresh secrets kept only for the session. The asker's node
+//! the group (keyed by the collaboration secret, cached in memory), and
+//! runs its protocol steps with fresh secrets kept only for the session,
+//! each step once, every message tagged for the other node with a key
+//! derived from the collaboration secret (the hub cannot forge one). The
+//! asker's node
 //! turns the released groups into the result; the responder's node
 //! applies k itself from its own copy of the policy.
 
