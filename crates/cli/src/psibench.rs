@@ -79,7 +79,7 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         bytes += got.len();
         Ok(got)
     };
-    let (asker_side, m1, s1) =
+    let (mut asker_side, m1, s1) =
         Asker::start(new_session().map_err(fail)?, &[a_points], values).map_err(fail)?;
     let m1 = send(m1)?;
     progress("1. asker blinded and sent its identifiers");

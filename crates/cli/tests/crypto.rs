@@ -93,7 +93,7 @@ async fn two_queries_share_no_blinded_value() {
     let chunks = |tap: &[(String, Vec<u8>)]| -> HashSet<Vec<u8>> {
         b64_messages(tap)
             .into_iter()
-            .filter(|(_, m)| m.starts_with(b"AIRLOCK-PSI1") && m[12] != 4)
+            .filter(|(_, m)| m.starts_with(airlock_psi::protocol::MAGIC) && m[12] != 4)
             .flat_map(|(_, m)| {
                 m[29..]
                     .chunks(32)
@@ -170,7 +170,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
             fragment: f,
             message: base64::engine::general_purpose::STANDARD
-                .encode([b"AIRLOCK-PSI1".as_slice(), &[0u8; 64]].concat()),
+                .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
         })
         .expect("json")
     };

@@ -46,7 +46,7 @@ const MAX_CACHED: usize = 4_000_000;
 
 enum State {
     Asker {
-        asker: Asker,
+        asker: Box<Asker>,
         fragment: Box<CryptoFragment>,
         labels: Vec<ArrayRef>,
         k: u64,
@@ -606,7 +606,7 @@ impl Node {
             }
             PsiRequest::Reblind { session, message } => {
                 let State::Asker {
-                    asker,
+                    mut asker,
                     fragment,
                     labels,
                     k,
@@ -648,7 +648,7 @@ impl Node {
                 let m4 = match dp {
                     None => responder.finish(&m3).map_err(psi_error)?.0,
                     Some(dp) => {
-                        let release = |g: &airlock_psi::GroupResult| dp.release(g);
+                        let release = |_: u32, count: u64| dp.release(count);
                         let policy = airlock_psi::Release {
                             max_groups_per_person: Some(dp.max_groups),
                             release: &release,
@@ -790,7 +790,7 @@ impl Node {
         self.store(
             id,
             State::Asker {
-                asker,
+                asker: Box::new(asker),
                 fragment: Box::new(f),
                 labels,
                 k,
@@ -1092,31 +1092,30 @@ impl Node {
 }
 
 impl CryptoDp {
-    /// What is released of one group: noisy count (and sums), if the
-    /// noisy count passes the threshold. Values are `i64` bits.
-    fn release(
-        &self,
-        g: &airlock_psi::GroupResult,
-    ) -> Result<Option<airlock_psi::GroupResult>, airlock_psi::PsiError> {
+    /// What is released of one group, from its exact overlap count: a
+    /// noisy count (`i64` bits) if it passes the threshold, and the noise
+    /// the responder adds to each sum under encryption (the responder never
+    /// sees a sum; the asker opens only noisy ones). There is a mechanism
+    /// for each value the query needs (`values_needed`): the measure's sum,
+    /// and for an average the row count.
+    fn release(&self, count: u64) -> Result<Option<airlock_psi::Noised>, airlock_psi::PsiError> {
         let noise = |e: airlock_privacy::PrivacyError| airlock_psi::PsiError::Noise(e.to_string());
         let count = self
             .count
-            .release(i64::try_from(g.count).unwrap_or(i64::MAX))
+            .release(i64::try_from(count).unwrap_or(i64::MAX))
             .map_err(noise)?;
         if self.threshold.is_some_and(|t| count < t) {
             return Ok(None);
         }
-        let mut sums = Vec::new();
-        for (exact, mechanism) in g.sums.iter().zip(self.sum.iter().chain(self.rows.iter())) {
-            let v = mechanism
-                .release(i64::try_from(*exact).unwrap_or(i64::MAX))
-                .map_err(noise)?;
-            sums.push(v as u64);
-        }
-        Ok(Some(airlock_psi::GroupResult {
-            group: g.group,
+        let noise = self
+            .sum
+            .iter()
+            .chain(self.rows.iter())
+            .map(|m| m.release(0).map_err(noise))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(airlock_psi::Noised {
             count: count as u64,
-            sums,
+            noise,
         }))
     }
 }

@@ -1,14 +1,15 @@
 //! Exponential ElGamal on ristretto255: additively homomorphic encryption
-//! of bounded non-negative integers (the responder's per-person sums).
+//! of bounded integers (the responder's per-person sums).
 //! `Enc(m) = (rG, mG + rP)`; sums of ciphertexts decrypt to sums of
 //! plaintexts; decryption solves a discrete log by baby-step giant-step,
 //! so plaintexts are bounded by [`MAX_PLAINTEXT`].
 //!
-//! Decryption is not an oracle: [`KeyPair::decrypt_within`] walks every
-//! giant step up to a bound fixed before it starts (never stopping at the
-//! answer), so its time depends on the bound, not on the plaintext, and a
-//! plaintext beyond the bound is `None` (the caller does not release it),
-//! never an error that ends the query.
+//! The key is 2-of-2: each node holds a [`KeyShare`] (with a Schnorr proof
+//! of knowledge), the public key is their sum, and a ciphertext opens only
+//! with a partial decryption from each (checked by a Chaum-Pedersen
+//! proof). Only released group values are ever partially decrypted, and
+//! only the node that receives the result completes a decryption; a value
+//! beyond the bound is `None` (not released), never an error.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -74,10 +75,14 @@ impl Ciphertext {
     }
 }
 
-/// The responder's key pair, fresh for each query.
-pub struct KeyPair {
+/// One node's share of the query's 2-of-2 key, fresh for each query.
+/// The joint key is the sum of both shares' points; a ciphertext under it
+/// decrypts only with a partial decryption from each node, so the node
+/// that sees which items match never holds a key that opens one of them
+/// (Private Join and Compute's rule).
+pub struct KeyShare {
     secret: Secret,
-    public: PublicKey,
+    point: RistrettoPoint,
 }
 
 /// A public key with its precomputed multiplication table.
@@ -123,107 +128,289 @@ impl PublicKey {
     }
 }
 
-impl KeyPair {
-    /// A fresh key pair.
-    pub fn fresh() -> Result<KeyPair, PsiError> {
+impl Ciphertext {
+    /// The plaintext plus `m` (negative allowed), e.g. noise added under
+    /// encryption by the data's owner.
+    pub fn plus(&self, m: i64) -> Ciphertext {
+        let s = if m < 0 {
+            -Scalar::from(m.unsigned_abs())
+        } else {
+            Scalar::from(m as u64)
+        };
+        Ciphertext {
+            c1: self.c1,
+            c2: self.c2 + RISTRETTO_BASEPOINT_TABLE * &s,
+        }
+    }
+}
+
+/// Encoded length of a proof (Schnorr or Chaum-Pedersen): two scalars or
+/// a point and a scalar.
+pub const PROOF_LEN: usize = 64;
+
+/// A Fiat-Shamir challenge: SHA-512 of a domain tag, the caller's context
+/// (protocol, session, role) and the points, reduced to a scalar.
+fn challenge(tag: &[u8], context: &[u8], points: &[&RistrettoPoint]) -> Scalar {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update((tag.len() as u32).to_le_bytes());
+    h.update(tag);
+    h.update((context.len() as u32).to_le_bytes());
+    h.update(context);
+    for p in points {
+        h.update(group::encode(p));
+    }
+    let mut wide = [0u8; 64];
+    wide.copy_from_slice(&h.finalize());
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+fn scalar(bytes: &[u8]) -> Result<Scalar, PsiError> {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(bytes);
+    Option::from(Scalar::from_canonical_bytes(a))
+        .ok_or(PsiError::Malformed("a proof holds a non-canonical scalar"))
+}
+
+const SCHNORR: &[u8] = b"AIRLOCK-PSI-V3 key share";
+const DLEQ: &[u8] = b"AIRLOCK-PSI-V3 partial decryption";
+
+impl KeyShare {
+    /// A fresh share.
+    pub fn fresh() -> Result<KeyShare, PsiError> {
         let secret = Secret::fresh()?;
         let point = RISTRETTO_BASEPOINT_TABLE * secret.scalar();
-        Ok(KeyPair {
-            secret,
-            public: PublicKey::from_point(point),
-        })
+        Ok(KeyShare { secret, point })
     }
 
-    /// The public key.
-    pub fn public(&self) -> &PublicKey {
-        &self.public
+    /// The share's public point.
+    pub fn point(&self) -> &RistrettoPoint {
+        &self.point
     }
 
-    /// Decrypts a ciphertext whose plaintext the caller knows cannot
-    /// honestly exceed `bound` (at most [`MAX_PLAINTEXT`]); `None` if it
-    /// does. Every giant step up to `bound` runs whatever the plaintext.
-    pub fn decrypt_within(&self, c: &Ciphertext, bound: u64) -> Option<u64> {
-        let m = c.c2 - c.c1 * self.secret.scalar();
-        dlog_within(&m, bound.min(MAX_PLAINTEXT))
+    /// A Schnorr proof that this node knows the share's secret, bound to
+    /// `context`. Without it, the node that sends its share second could
+    /// send `Y - X_other` for a `Y` whose secret it knows and so hold the
+    /// whole joint key.
+    pub fn prove(&self, context: &[u8]) -> Result<[u8; PROOF_LEN], PsiError> {
+        let k = Secret::fresh()?;
+        let r = RISTRETTO_BASEPOINT_TABLE * k.scalar();
+        let c = challenge(SCHNORR, context, &[&self.point, &r]);
+        let s = k.scalar() + c * self.secret.scalar();
+        let mut out = [0u8; PROOF_LEN];
+        out[..32].copy_from_slice(&group::encode(&r));
+        out[32..].copy_from_slice(s.as_bytes());
+        Ok(out)
+    }
+
+    /// The joint key of this share and the other node's (whose proof the
+    /// caller checked with [`verify_share`]).
+    pub fn joint(&self, theirs: &RistrettoPoint) -> PublicKey {
+        PublicKey::from_point(self.point + theirs)
+    }
+
+    /// This share's partial decryption `x·c1` of `c`, with a
+    /// Chaum-Pedersen proof that it used the secret of [`Self::point`].
+    pub fn partial(
+        &self,
+        c: &Ciphertext,
+        context: &[u8],
+    ) -> Result<(RistrettoPoint, [u8; PROOF_LEN]), PsiError> {
+        let d = c.c1 * self.secret.scalar();
+        let k = Secret::fresh()?;
+        let a1 = RISTRETTO_BASEPOINT_TABLE * k.scalar();
+        let a2 = c.c1 * k.scalar();
+        let ch = challenge(DLEQ, context, &[&self.point, &c.c1, &d, &a1, &a2]);
+        let s = k.scalar() + ch * self.secret.scalar();
+        let mut out = [0u8; PROOF_LEN];
+        out[..32].copy_from_slice(ch.as_bytes());
+        out[32..].copy_from_slice(s.as_bytes());
+        Ok((d, out))
+    }
+
+    /// `m·G` of `c`, from the other node's checked partial decryption and
+    /// this share's.
+    pub fn complete(&self, c: &Ciphertext, theirs: &RistrettoPoint) -> RistrettoPoint {
+        c.c2 - theirs - c.c1 * self.secret.scalar()
     }
 }
 
-/// The giant steps a decryption up to `bound` walks.
-pub fn giant_steps(bound: u64) -> u64 {
-    bound.min(MAX_PLAINTEXT) / BABY + 1
+/// Checks the other node's proof of knowledge of its share.
+pub fn verify_share(point: &RistrettoPoint, proof: &[u8], context: &[u8]) -> Result<(), PsiError> {
+    let bad = PsiError::Malformed("a key share's proof of knowledge does not verify");
+    if proof.len() != PROOF_LEN {
+        return Err(bad);
+    }
+    let r = group::decode(&proof[..32])?;
+    let s = scalar(&proof[32..])?;
+    let c = challenge(SCHNORR, context, &[point, &r]);
+    if RISTRETTO_BASEPOINT_TABLE * &s == r + point * c {
+        Ok(())
+    } else {
+        Err(bad)
+    }
 }
 
-/// The first 8 bytes of a point's encoding, the baby-step table's key (a
-/// hit is confirmed by one multiplication, so a shared prefix cannot give
-/// a wrong answer).
-fn key(p: &RistrettoPoint) -> u64 {
-    let b = p.compress().to_bytes();
+/// Checks the other node's partial decryption `d` of `c` under its share
+/// `point`.
+pub fn verify_partial(
+    point: &RistrettoPoint,
+    c: &Ciphertext,
+    d: &RistrettoPoint,
+    proof: &[u8],
+    context: &[u8],
+) -> Result<(), PsiError> {
+    let bad = PsiError::Malformed("a partial decryption's proof does not verify");
+    if proof.len() != PROOF_LEN {
+        return Err(bad);
+    }
+    let ch = scalar(&proof[..32])?;
+    let s = scalar(&proof[32..])?;
+    let a1 = RISTRETTO_BASEPOINT_TABLE * &s - point * ch;
+    let a2 = c.c1 * s - d * ch;
+    if challenge(DLEQ, context, &[point, &c.c1, d, &a1, &a2]) == ch {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
+/// The first 8 bytes of an encoding, the baby-step table's key (a hit is
+/// confirmed by one multiplication, so a shared prefix cannot give a wrong
+/// answer).
+fn key(c: &curve25519_dalek::ristretto::CompressedRistretto) -> u64 {
+    let b = c.as_bytes();
     u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// Points are compressed in batches (one field inversion per batch):
+/// `double_and_compress_batch` of halves gives the encodings of the
+/// points themselves.
+const BATCH: usize = 1024;
+
+/// The keys of `start + i·step` for `i` in `0..n`, from their halves.
+fn keys_of_run(start: RistrettoPoint, step: RistrettoPoint, n: usize) -> Vec<u64> {
+    let half = Scalar::from(2u64).invert();
+    let (mut h, step_h) = (start * half, step * half);
+    let mut out = Vec::with_capacity(n);
+    let mut batch = Vec::with_capacity(BATCH);
+    while out.len() < n {
+        batch.clear();
+        for _ in 0..BATCH.min(n - out.len()) {
+            batch.push(h);
+            h += step_h;
+        }
+        out.extend(
+            RistrettoPoint::double_and_compress_batch(&batch)
+                .iter()
+                .map(key),
+        );
+    }
+    out
 }
 
 fn baby_steps() -> &'static HashMap<u64, u32> {
     static TABLE: OnceLock<HashMap<u64, u32>> = OnceLock::new();
     TABLE.get_or_init(|| {
         let g = RISTRETTO_BASEPOINT_TABLE.basepoint();
+        let keys = keys_of_run(RistrettoPoint::identity(), g, BABY as usize);
         let mut map = HashMap::with_capacity(BABY as usize);
-        let mut p = RistrettoPoint::identity();
-        for j in 0..BABY as u32 {
-            map.entry(key(&p)).or_insert(j);
-            p += g;
+        for (j, k) in keys.into_iter().enumerate() {
+            map.entry(k).or_insert(j as u32);
         }
         map
     })
 }
 
-/// `m <= bound` such that `point = m·G`, walking every giant step up to
-/// `bound` (no early exit).
-fn dlog_within(point: &RistrettoPoint, bound: u64) -> Option<u64> {
+/// The giant steps a decryption up to `bound` walks at most.
+pub fn giant_steps(bound: u64) -> u64 {
+    bound.min(MAX_PLAINTEXT) / BABY + 1
+}
+
+/// `m` with `|m| <= bound` (at most [`MAX_PLAINTEXT`]) such that
+/// `point = m·G`, or `None`. It stops at the answer: only the node that
+/// receives the result decrypts, and only released values (a sum with its
+/// owner's noise already added), so its time tells nothing that the value
+/// does not.
+pub fn dlog_signed(point: &RistrettoPoint, bound: u64) -> Option<i64> {
+    let bound = bound.min(MAX_PLAINTEXT);
     let table = baby_steps();
     let giant = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(BABY);
-    let mut q = *point;
-    let mut found = None;
-    for i in 0..giant_steps(bound) {
-        if let Some(j) = table.get(&key(&q)) {
-            let m = i * BABY + u64::from(*j);
-            if found.is_none()
-                && m <= bound
-                && RISTRETTO_BASEPOINT_TABLE * &Scalar::from(m) == *point
-            {
-                found = Some(m);
+    let steps = giant_steps(bound);
+    let mut done = 0u64;
+    let (mut up, mut down) = (*point, -point);
+    while done < steps {
+        let n = (steps - done).min(BATCH as u64);
+        for (start, sign) in [(up, 1i64), (down, -1i64)] {
+            for (i, k) in keys_of_run(start, -giant, n as usize).iter().enumerate() {
+                let Some(j) = table.get(k) else { continue };
+                let m = (done + i as u64) * BABY + u64::from(*j);
+                let s = Scalar::from(m);
+                let s = if sign < 0 { -s } else { s };
+                if m <= bound && RISTRETTO_BASEPOINT_TABLE * &s == *point {
+                    return Some(sign * m as i64);
+                }
             }
         }
-        q -= giant;
+        up -= giant * Scalar::from(n);
+        down -= giant * Scalar::from(n);
+        done += n;
     }
-    found
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn open(a: &KeyShare, b: &KeyShare, c: &Ciphertext, bound: u64) -> Option<i64> {
+        let (d, proof) = b.partial(c, b"ctx").expect("partial");
+        verify_partial(b.point(), c, &d, &proof, b"ctx").expect("proof");
+        dlog_signed(&a.complete(c, &d), bound)
+    }
+
     #[test]
-    fn sums_of_ciphertexts_decrypt_to_sums() {
-        let k = KeyPair::fresh().expect("key");
+    fn sums_under_the_joint_key_open_only_with_both_shares() {
+        let (a, b) = (KeyShare::fresh().expect("a"), KeyShare::fresh().expect("b"));
+        let pa = a.prove(b"ctx").expect("proof");
+        verify_share(a.point(), &pa, b"ctx").expect("a's proof");
+        assert!(verify_share(a.point(), &pa, b"other").is_err(), "context");
+        assert!(verify_share(b.point(), &pa, b"ctx").is_err(), "other share");
+        let key = a.joint(b.point());
+        assert_eq!(key.point(), b.joint(a.point()).point());
         let values = [0u64, 1, 12_345, 70_000, 3_000_000];
         let bound = 1 << 22;
         let mut sum = Ciphertext::zero();
         for v in values {
-            let c = k.public().encrypt(v).expect("enc");
-            assert_eq!(k.decrypt_within(&c, bound), Some(v));
-            let r = k.public().rerandomize(&c).expect("rerand");
+            let c = key.encrypt(v).expect("enc");
+            assert_eq!(open(&a, &b, &c, bound), Some(v as i64));
+            let r = key.rerandomize(&c).expect("rerand");
             assert_ne!(r, c, "re-randomised");
-            assert_eq!(k.decrypt_within(&r, bound), Some(v));
             sum = sum.add(&r);
         }
-        assert_eq!(k.decrypt_within(&sum, bound), Some(values.iter().sum()));
+        let total = values.iter().sum::<u64>() as i64;
+        assert_eq!(open(&a, &b, &sum, bound), Some(total));
+        assert_eq!(open(&b, &a, &sum, bound), Some(total), "either order");
+        // One share alone opens nothing: its own partial decryption is not
+        // the plaintext.
+        let (da, _) = a.partial(&sum, b"ctx").expect("partial");
+        assert_eq!(dlog_signed(&(sum.c2 - da), bound), None);
+        // Noise under encryption, negative results, bounds.
+        assert_eq!(open(&a, &b, &sum.plus(-total - 7), bound), Some(-7));
+        assert_eq!(open(&a, &b, &sum.plus(5), bound), Some(total + 5));
+        let big = key.encrypt(5_000_000).expect("enc");
+        assert_eq!(open(&a, &b, &big, 4_999_999), None);
+        assert_eq!(open(&a, &b, &big, 5_000_000), Some(5_000_000));
+        // A partial decryption made with another secret, or for another
+        // ciphertext, does not verify.
+        let (d, proof) = a.partial(&sum, b"ctx").expect("partial");
+        assert!(verify_partial(b.point(), &sum, &d, &proof, b"ctx").is_err());
+        assert!(verify_partial(a.point(), &big, &d, &proof, b"ctx").is_err());
+        assert!(verify_partial(a.point(), &sum, &(d + d), &proof, b"ctx").is_err());
+        assert!(verify_partial(a.point(), &sum, &d, &proof, b"ctx2").is_err());
         let back = Ciphertext::decode(&sum.encode()).expect("decode");
         assert_eq!(back, sum);
-        assert!(k.public().encrypt(MAX_PLAINTEXT + 1).is_err());
-        // Within a bound: the same answers, and None above it.
-        let c = k.public().encrypt(5_000_000).expect("enc");
-        assert_eq!(k.decrypt_within(&c, 5_000_000), Some(5_000_000));
-        assert_eq!(k.decrypt_within(&c, 4_999_999), None);
-        assert_eq!(k.decrypt_within(&c, 1 << 23), Some(5_000_000));
+        assert!(key.encrypt(MAX_PLAINTEXT + 1).is_err());
         assert_eq!(giant_steps(1 << 23), 33);
         assert_eq!(giant_steps(u64::MAX), MAX_PLAINTEXT / BABY + 1);
         assert!(Ciphertext::decode(&[0u8; 64]).is_err(), "identity points");

@@ -2,13 +2,15 @@
 //!
 //! Crypto mode's private set intersection: ECDH-style double blinding on
 //! ristretto255 (identifiers hashed to the group per RFC 9380, blinded with
-//! fresh per-query scalars) and exponential ElGamal for the responder's
-//! sums, so that the asker learns only the released per-group aggregates
-//! and the responder learns only the asker's group sizes and the
-//! (unreleased) per-group counts and sums. Semi-honest security, with the
-//! known breaks listed in `docs/crypto-mode.md` (the responder holds the
-//! decryption key of the per-item ciphertexts it gets back); see there for
-//! the protocol, the checks of each message and its leakage.
+//! fresh per-query scalars) and exponential ElGamal under a 2-of-2 key for
+//! the responder's sums (each node's share with a Schnorr proof of
+//! knowledge, partial decryptions with Chaum-Pedersen proofs), so that the
+//! asker learns only the released per-group aggregates and the responder
+//! learns only the asker's group sizes and the per-group overlap counts;
+//! no node ever opens a per-person value, and only released sums are
+//! opened, by the asker. Semi-honest security, with the known breaks
+//! listed in `docs/crypto-mode.md`; see there for the protocol, the checks
+//! of each message and its leakage.
 //!
 //! Pure computation, no IO: the node crate feeds identifiers in and the
 //! hub (or any transport) carries the opaque messages.
@@ -20,7 +22,7 @@ pub mod protocol;
 use thiserror::Error;
 
 pub use group::Suite;
-pub use protocol::{Asker, GroupResult, Release, Responder, SessionId, StepStats};
+pub use protocol::{Asker, GroupResult, Noised, Release, Responder, SessionId, StepStats};
 
 /// Why a step failed. Never holds a received byte.
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -1,18 +1,25 @@
 //! The two-party protocol: an *asker* learns per-group overlap counts (and
 //! sums of the *responder's* measure over the overlap) of its own groups,
-//! and nothing else; the responder computes, applies k, and releases.
+//! and nothing else; the responder matches, applies k, and releases, but
+//! never holds a key that opens a value: the ElGamal key is 2-of-2.
 //!
 //! ```text
 //!  asker                                     responder
-//!  1. per group: shuffled H(a)^α  ───────▶
-//!                                  ◀───────  2. shuffled (H(b)^β, Enc_R(sum_b)), R
-//!  3. shuffled (H(b)^βα, ReRand(Enc))  ───▶
-//!                                  ◀───────  4. per group with ≥ k: count, Σ
+//!  1. X_A, PoK(x_A); per group:
+//!     shuffled H(a)^α              ───────▶
+//!                                  ◀───────  2. X_R, PoK(x_R); shuffled
+//!                                               (H(b)^β, Enc_X(v_b)), X = X_A + X_R
+//!  3. shuffled (H(b)^βα, ReRand_X(Enc))  ─▶
+//!                                  ◀───────  4. per released group: count,
+//!                                               Enc_X(Σ + noise), x_R·c1, DLEQ
+//!  the asker completes each released sum with x_A and solves its log.
 //! ```
 //!
 //! Every message carries the session id; a message of another session, an
-//! invalid or identity point, a truncated list or trailing bytes is an
-//! error. α, β and the ElGamal key are fresh for every session.
+//! invalid or identity point, a proof that does not verify, a truncated
+//! list or trailing bytes is an error. α, β and both key shares are fresh
+//! for every session; every proof is bound to the session, the sender's
+//! role and the step.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -22,11 +29,12 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use crate::elgamal::{Ciphertext, KeyPair, PublicKey, CIPHERTEXT_LEN};
+use crate::elgamal::{self, Ciphertext, KeyShare, PublicKey, CIPHERTEXT_LEN, PROOF_LEN};
 use crate::group::{self, Secret, POINT_LEN};
 use crate::PsiError;
 
-const MAGIC: &[u8; 12] = b"AIRLOCK-PSI1";
+/// The first bytes of every message (the protocol and its version).
+pub const MAGIC: &[u8; 12] = b"AIRLOCK-PSI3";
 /// Most items a message may hold.
 pub const MAX_ITEMS: usize = 50_000_000;
 /// Most groups the asker may send.
@@ -59,10 +67,61 @@ pub struct StepStats {
 pub struct Release<'a> {
     /// A person of the overlap counts in at most this many groups.
     pub max_groups_per_person: Option<usize>,
-    /// Given a group's exact count and sums, what is released of it (noisy
-    /// values, encoded as `i64` bits in `u64`), or `None` if it is not.
+    /// Given a group's index and exact overlap count (the responder never
+    /// sees a sum), what is released of it, or `None` if it is not.
     #[allow(clippy::type_complexity)]
-    pub release: &'a (dyn Fn(&GroupResult) -> Result<Option<GroupResult>, PsiError> + Sync),
+    pub release: &'a (dyn Fn(u32, u64) -> Result<Option<Noised>, PsiError> + Sync),
+}
+
+/// What the responder releases of one group under differential privacy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Noised {
+    /// The noisy count (`i64` bits).
+    pub count: u64,
+    /// The noise added to each sum, under encryption, before the
+    /// responder's partial decryption: the asker only ever opens a noisy
+    /// sum.
+    pub noise: Vec<i64>,
+}
+
+/// What a proof is bound to: the protocol, the session, the prover's
+/// role (0 asker, 1 responder), the step and the item it is about.
+fn proof_context(session: &SessionId, role: u8, step: u8, item: u32) -> Vec<u8> {
+    let mut c = Vec::with_capacity(MAGIC.len() + 16 + 6);
+    c.extend_from_slice(MAGIC);
+    c.extend_from_slice(session);
+    c.push(role);
+    c.push(step);
+    c.extend_from_slice(&item.to_le_bytes());
+    c
+}
+
+/// Reads the other node's key share and checks its proof of knowledge.
+fn read_share(
+    r: &mut Reader<'_>,
+    session: &SessionId,
+    role: u8,
+    step: u8,
+) -> Result<RistrettoPoint, PsiError> {
+    let point = group::decode(r.take(POINT_LEN)?)?;
+    elgamal::verify_share(
+        &point,
+        r.take(PROOF_LEN)?,
+        &proof_context(session, role, step, 0),
+    )?;
+    Ok(point)
+}
+
+fn write_share(
+    w: &mut Writer,
+    share: &KeyShare,
+    session: &SessionId,
+    role: u8,
+    step: u8,
+) -> Result<(), PsiError> {
+    w.bytes(&group::encode(share.point()));
+    w.bytes(&share.prove(&proof_context(session, role, step, 0))?);
+    Ok(())
 }
 
 /// One released group.
@@ -194,6 +253,9 @@ fn values_flag(r: &mut Reader<'_>) -> Result<usize, PsiError> {
 pub struct Asker {
     session: SessionId,
     secret: Secret,
+    share: KeyShare,
+    /// The responder's share, once message 2 is read.
+    theirs: Option<RistrettoPoint>,
     groups: usize,
     /// Encrypted values per person the query needs (0 for counts only).
     values: usize,
@@ -217,8 +279,10 @@ impl Asker {
             ));
         }
         let secret = Secret::fresh()?;
+        let share = KeyShare::fresh()?;
         let t = Instant::now();
         let mut w = Writer::new(1, &session);
+        write_share(&mut w, &share, &session, 0, 1)?;
         w.u32(points.len());
         for g in points {
             let mut blinded: Vec<[u8; 32]> = g
@@ -240,6 +304,8 @@ impl Asker {
             Asker {
                 session,
                 secret,
+                share,
+                theirs: None,
                 groups: points.len(),
                 values,
             },
@@ -248,12 +314,14 @@ impl Asker {
         ))
     }
 
-    /// Step 3: blinds the responder's blinded identifiers again,
-    /// re-randomises every ciphertext under the responder's key, and
-    /// shuffles, so the responder cannot tell which of its rows each is.
-    pub fn reblind(&self, msg: &[u8]) -> Result<(Vec<u8>, StepStats), PsiError> {
+    /// Step 3: checks the responder's key share, blinds the responder's
+    /// blinded identifiers again, re-randomises every ciphertext under the
+    /// joint key, and shuffles, so the responder cannot tell which of its
+    /// rows each is (and cannot open one: it holds half the key).
+    pub fn reblind(&mut self, msg: &[u8]) -> Result<(Vec<u8>, StepStats), PsiError> {
         let (mut r, _) = Reader::open(msg, 2, Some(&self.session))?;
-        let pk = PublicKey::from_point(group::decode(r.take(POINT_LEN)?)?);
+        let theirs = read_share(&mut r, &self.session, 1, 2)?;
+        let pk: PublicKey = self.share.joint(&theirs);
         let values = values_flag(&mut r)?;
         if values != self.values {
             return Err(PsiError::Malformed(
@@ -278,6 +346,7 @@ impl Asker {
             })
             .collect::<Result<_, _>>()?;
         let work = t.elapsed().as_secs_f64();
+        self.theirs = Some(theirs);
         items.shuffle(&mut rng());
         let mut w = Writer::new(3, &self.session);
         w.u8(values as u8);
@@ -299,9 +368,16 @@ impl Asker {
         ))
     }
 
-    /// Step 4: the released groups.
+    /// Step 4: the released groups. Each sum is checked (the responder's
+    /// partial decryption must carry a valid proof for its share) and
+    /// opened with this node's share; a sum whose value is beyond
+    /// [`elgamal::MAX_PLAINTEXT`] either way is not released (its group is
+    /// dropped). Values are `i64` bits (noisy sums may be negative).
     pub fn finish(&self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
         let (mut r, _) = Reader::open(msg, 4, Some(&self.session))?;
+        let theirs = self
+            .theirs
+            .ok_or(PsiError::Malformed("message 2 has not been read"))?;
         let n = r.u32()?;
         if n > self.groups {
             return Err(PsiError::Malformed("more released groups than were sent"));
@@ -323,14 +399,24 @@ impl Asker {
                 ));
             }
             let mut sums = Vec::with_capacity(k);
-            for _ in 0..k {
-                sums.push(r.u64()?);
+            for v in 0..k {
+                let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
+                let d = group::decode(r.take(POINT_LEN)?)?;
+                let proof = r.take(PROOF_LEN)?;
+                let context = proof_context(&self.session, 1, 4, (group * MAX_VALUES + v) as u32);
+                elgamal::verify_partial(&theirs, &c, &d, proof, &context)?;
+                sums.push(elgamal::dlog_signed(
+                    &self.share.complete(&c, &d),
+                    elgamal::MAX_PLAINTEXT,
+                ));
             }
-            out.push(GroupResult {
-                group: group as u32,
-                count,
-                sums,
-            });
+            if sums.iter().all(Option::is_some) {
+                out.push(GroupResult {
+                    group: group as u32,
+                    count,
+                    sums: sums.into_iter().flatten().map(|v| v as u64).collect(),
+                });
+            }
         }
         r.end()?;
         Ok(out)
@@ -341,24 +427,23 @@ impl Asker {
 pub struct Responder {
     session: SessionId,
     secret: Secret,
-    keys: KeyPair,
+    share: KeyShare,
+    /// The joint key (the asker's share and this node's).
+    joint: PublicKey,
     asker_groups: Vec<Vec<RistrettoPoint>>,
     values: usize,
     min_count: u64,
     /// Items of message 2: message 3 must return exactly as many.
     sent: usize,
-    /// Per value, the bound of every decryption: the sum of that value
-    /// over all of the responder's people (no group of an honest asker
-    /// exceeds it), rounded up to a power of two so that the time of a
-    /// decryption tells only its order of magnitude.
-    bounds: Vec<u64>,
 }
 
 impl Responder {
-    /// Step 2: checks the asker's message, blinds its own hashed identifiers
-    /// (`people`: one per person, with `values` per-person numbers, e.g.
-    /// the sum of its measure over its rows and its row count) with a
-    /// fresh scalar, encrypts each number under a fresh key, and shuffles.
+    /// Step 2: checks the asker's message (its key share's proof, its
+    /// groups), blinds its own hashed identifiers (`people`: one per
+    /// person, with `values` per-person numbers, e.g. the sum of its
+    /// measure over its rows and its row count) with a fresh scalar,
+    /// encrypts each number under the joint key of the asker's share and
+    /// a fresh share of its own, and shuffles.
     /// Groups with fewer than `min_count` people in the overlap will not
     /// be released.
     pub fn respond(
@@ -373,6 +458,7 @@ impl Responder {
             ));
         }
         let (mut r, session) = Reader::open(msg, 1, None)?;
+        let asker_share = read_share(&mut r, &session, 0, 1)?;
         let groups = r.count(4)?;
         if groups > MAX_GROUPS {
             return Err(PsiError::Malformed("more groups than a query may send"));
@@ -396,7 +482,8 @@ impl Responder {
         }
         r.end()?;
         let secret = Secret::fresh()?;
-        let keys = KeyPair::fresh()?;
+        let share = KeyShare::fresh()?;
+        let joint = share.joint(&asker_share);
         let t = Instant::now();
         let blinded: Vec<[u8; 32]> = people
             .par_iter()
@@ -410,7 +497,7 @@ impl Responder {
             .map(|(b, (_, nums))| -> Result<Vec<u8>, PsiError> {
                 let mut out = b.to_vec();
                 for v in nums {
-                    out.extend_from_slice(&keys.public().encrypt(*v)?.encode());
+                    out.extend_from_slice(&joint.encrypt(*v)?.encode());
                 }
                 Ok(out)
             })
@@ -418,7 +505,7 @@ impl Responder {
         let crypto_s = t.elapsed().as_secs_f64();
         items.shuffle(&mut rng());
         let mut w = Writer::new(2, &session);
-        w.bytes(&group::encode(keys.public().point()));
+        write_share(&mut w, &share, &session, 1, 2)?;
         w.u8(values as u8);
         w.u32(items.len());
         for i in &items {
@@ -429,22 +516,12 @@ impl Responder {
             Responder {
                 session,
                 secret,
-                keys,
+                share,
+                joint,
                 asker_groups,
                 values,
                 min_count,
                 sent: items.len(),
-                bounds: (0..values)
-                    .map(|v| {
-                        let total = people
-                            .iter()
-                            .fold(0u64, |acc, (_, nums)| acc.saturating_add(nums[v]));
-                        total
-                            .checked_next_power_of_two()
-                            .unwrap_or(u64::MAX)
-                            .min(crate::elgamal::MAX_PLAINTEXT)
-                    })
-                    .collect(),
             },
             w.0,
             StepStats {
@@ -457,11 +534,12 @@ impl Responder {
     }
 
     /// Step 4: blinds the asker's groups with its own scalar, matches them
-    /// with the twice-blinded identifiers, counts and sums under
-    /// encryption per group, decrypts, and releases the groups with at
-    /// least `min_count` people (a group whose sum is beyond the decryptable
-    /// range is not released). Also returns every such group's count (what
-    /// the responder learns, for its own records; not sent).
+    /// with the twice-blinded identifiers, counts (in the clear: the
+    /// responder learns every group's overlap count) and sums under the
+    /// joint key per group, and releases the groups with at least
+    /// `min_count` people: count, each sum's ciphertext and this node's
+    /// partial decryption of it with its proof. Also returns every group's
+    /// count (what the responder learns; it never learns a sum).
     pub fn finish(&self, msg: &[u8]) -> Result<(Vec<u8>, Vec<GroupResult>, StepStats), PsiError> {
         self.finish_with(msg, None)
     }
@@ -469,8 +547,9 @@ impl Responder {
     /// Step 4 with a release policy (differential privacy): each person of
     /// the overlap counts in at most `max_groups_per_person` groups (chosen
     /// at random: the responder sees the same doubly blinded value in every
-    /// group the person is in), every group is decrypted, and `release`
-    /// decides what of each group is released (noisy values, selection).
+    /// group the person is in), and `release` decides from each group's
+    /// exact count what is released: a noisy count and the noise added to
+    /// each sum under encryption before it is partially decrypted.
     pub fn finish_with(
         &self,
         msg: &[u8],
@@ -550,7 +629,7 @@ impl Responder {
             }
         }
         let mut all = Vec::with_capacity(mine.len());
-        let mut crypto_s = 0.0;
+        let mut sums_of = Vec::with_capacity(mine.len());
         for (g, points) in mine.iter().enumerate() {
             let mut count = 0u64;
             let mut sums = vec![Ciphertext::zero(); values];
@@ -566,58 +645,59 @@ impl Responder {
                     }
                 }
             }
-            // Only released groups are decrypted (under a policy, all: it
-            // decides on noisy values).
-            // A sum beyond the decryptable range is not released (that
-            // group only): an abort of the whole query would tell the
-            // asker one bit about the sum.
-            let mut plain = Vec::new();
-            let mut in_range = true;
-            if count >= self.min_count || policy.is_some() {
-                let d = Instant::now();
-                for (s, bound) in sums.iter().zip(&self.bounds) {
-                    match self.keys.decrypt_within(s, *bound) {
-                        Some(v) => plain.push(v),
-                        None => in_range = false,
+            all.push(GroupResult {
+                group: g as u32,
+                count,
+                sums: Vec::new(),
+            });
+            sums_of.push(sums);
+        }
+        let match_s = t.elapsed().as_secs_f64() + decode_s;
+        // What is released of each group: its count (noisy under a policy)
+        // and the noise for each sum.
+        let mut released: Vec<(u32, Noised)> = Vec::new();
+        for g in &all {
+            match policy {
+                None if g.count >= self.min_count => released.push((
+                    g.group,
+                    Noised {
+                        count: g.count,
+                        noise: vec![0; values],
+                    },
+                )),
+                None => {}
+                Some(p) => {
+                    if let Some(n) = (p.release)(g.group, g.count)? {
+                        if n.noise.len() != values {
+                            return Err(PsiError::Noise(
+                                "the release policy gave noise for other values".into(),
+                            ));
+                        }
+                        released.push((g.group, n));
                     }
                 }
-                crypto_s += d.elapsed().as_secs_f64();
-            }
-            if in_range {
-                all.push(GroupResult {
-                    group: g as u32,
-                    count,
-                    sums: plain,
-                });
             }
         }
-        let match_s = t.elapsed().as_secs_f64() - crypto_s + decode_s;
-        let released: Vec<GroupResult> = match policy {
-            None => all
-                .iter()
-                .filter(|g| g.count >= self.min_count)
-                .cloned()
-                .collect(),
-            Some(p) => {
-                let mut out = Vec::new();
-                for g in &all {
-                    if let Some(r) = (p.release)(g)? {
-                        out.push(r);
-                    }
-                }
-                out
-            }
-        };
+        let t = Instant::now();
         let mut w = Writer::new(4, &self.session);
         w.u32(released.len());
-        for g in &released {
-            w.u32(g.group as usize);
-            w.u64(g.count);
-            w.u8(g.sums.len() as u8);
-            for v in &g.sums {
-                w.u64(*v);
+        for (g, n) in &released {
+            w.u32(*g as usize);
+            w.u64(n.count);
+            w.u8(values as u8);
+            for (v, (sum, noise)) in sums_of[*g as usize].iter().zip(&n.noise).enumerate() {
+                // Re-randomised: a sum of no items is not the identity,
+                // and the asker's own re-randomisations do not add up to it.
+                let c = self.joint.rerandomize(&sum.plus(*noise))?;
+                let context =
+                    proof_context(&self.session, 1, 4, (*g as usize * MAX_VALUES + v) as u32);
+                let (d, proof) = self.share.partial(&c, &context)?;
+                w.bytes(&c.encode());
+                w.bytes(&group::encode(&d));
+                w.bytes(&proof);
             }
         }
+        let crypto_s = t.elapsed().as_secs_f64();
         let bytes = w.0.len();
         Ok((
             w.0,

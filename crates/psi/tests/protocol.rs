@@ -66,7 +66,8 @@ fn hashed(
 
 fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) -> Run {
     let (points, mine) = hashed(suite, groups, people);
-    let (asker, m1, _) = Asker::start(new_session().expect("session"), &points, 1).expect("step 1");
+    let (mut asker, m1, _) =
+        Asker::start(new_session().expect("session"), &points, 1).expect("step 1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, k).expect("step 2");
     let (m3, _) = asker.reblind(&m2).expect("step 3");
     let (m4, _, _) = responder.finish(&m3).expect("step 4");
@@ -76,6 +77,10 @@ fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) 
         transcript: vec![m1, m2, m3, m4],
     }
 }
+
+/// Where message 1's first point starts: header (12 magic, 1 kind, 16
+/// session), key share and proof (96), group count and the first size.
+const FIRST_POINT: usize = 29 + 96 + 4 + 4;
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
@@ -100,7 +105,7 @@ fn results_equal_the_plaintext_oracle_and_small_groups_are_not_released() {
         .into_iter()
         .map(|p| (p, Vec::new()))
         .collect();
-    let (a, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
+    let (mut a, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
     let (r, m2, _) = Responder::respond(&m1, &mine, 0, 2).expect("2");
     let (m3, _) = a.reblind(&m2).expect("3");
     let (m4, _, _) = r.finish(&m3).expect("4");
@@ -167,9 +172,10 @@ fn hostile_messages_are_refused_not_panicked_on() {
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let (points, mine) = hashed(&suite, &groups, &people);
-    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
-    // Header: 12 magic + 1 kind + 16 session; then group count and sizes.
-    let first_point = 29 + 4 + 4;
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    // Header: 12 magic + 1 kind + 16 session; the asker's key share and its
+    // proof; then group count and sizes.
+    let first_point = FIRST_POINT;
     let mut identity = m1.clone();
     identity[first_point..first_point + 32].fill(0);
     assert_eq!(
@@ -199,7 +205,7 @@ fn hostile_messages_are_refused_not_panicked_on() {
     );
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
     // A message of another query is refused at every step.
-    let (other, o1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (mut other, o1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (other_r, o2, _) = Responder::respond(&o1, &mine, 1, 2).expect("2");
     assert_eq!(asker.reblind(&o2).err(), Some(PsiError::Replay));
     let (o3, _) = other.reblind(&o2).expect("3");
@@ -223,7 +229,7 @@ fn modified_parties_are_refused_by_the_checks_of_each_message() {
     let (points, with_values) = hashed(&suite, &groups, &people);
     // A responder that attaches values to a counts-only query (to learn
     // the intersection from unique values) is refused by the asker.
-    let (counts_asker, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
+    let (mut counts_asker, m1, _) = Asker::start(new_session().expect("s"), &points, 0).expect("1");
     let (_, m2, _) = Responder::respond(&m1, &with_values, 1, 2).expect("2");
     assert_eq!(
         counts_asker.reblind(&m2).err(),
@@ -234,7 +240,7 @@ fn modified_parties_are_refused_by_the_checks_of_each_message() {
     // An asker that repeats one point in a group (one person counted k
     // times) is refused by the responder.
     let (_, mut m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
-    let first_point = 29 + 4 + 4;
+    let first_point = FIRST_POINT;
     let copy: Vec<u8> = m1[first_point..first_point + 32].to_vec();
     m1[first_point + 32..first_point + 64].copy_from_slice(&copy);
     assert_eq!(
@@ -243,7 +249,7 @@ fn modified_parties_are_refused_by_the_checks_of_each_message() {
     );
     // An asker whose message 3 returns more items than message 2 sent (its
     // own points, or copies), or one item twice, is refused.
-    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (responder, m2, _) = Responder::respond(&m1, &with_values, 1, 2).expect("2");
     let (m3, _) = asker.reblind(&m2).expect("3");
     let head = 29 + 1;
@@ -270,6 +276,24 @@ fn modified_parties_are_refused_by_the_checks_of_each_message() {
         Some(PsiError::Malformed("message 3 holds the same point twice"))
     );
     // The honest message still works after those refusals.
+    let honest_m4 = responder.finish(&m3).expect("4").0;
+    // A responder that changes its partial decryption of a released sum
+    // (to make the asker open something else) is refused: the proof binds
+    // it to its share and the ciphertext.
+    let d_at = 29 + 4 + 4 + 8 + 1 + 64;
+    let mut altered = honest_m4.clone();
+    let other_d = m2[29..61].to_vec();
+    altered[d_at..d_at + 32].copy_from_slice(&other_d);
+    assert_eq!(
+        asker.finish(&altered).err(),
+        Some(PsiError::Malformed(
+            "a partial decryption's proof does not verify"
+        ))
+    );
+    assert_eq!(
+        asker.finish(&honest_m4).expect("released"),
+        oracle(&groups, &people, 2)
+    );
     assert_eq!(
         asker
             .finish(&responder.finish(&m3).expect("4").0)
@@ -278,31 +302,81 @@ fn modified_parties_are_refused_by_the_checks_of_each_message() {
     );
 }
 
-/// A group whose sum is beyond what decryption looks for is not released;
-/// the other groups are (no abort, which was one bit about the sum). Here
-/// a modified asker replaces the ciphertexts of message 3 with
-/// encryptions of large numbers under the responder's key.
+/// The key is 2-of-2 and neither share can be chosen against the other:
+/// a responder that sends `Y - X_A` as its share (so that it would hold
+/// the whole joint key `Y` and open every returned ciphertext, issue 12
+/// point 1) cannot prove knowledge of it, and a proof of another query or
+/// role does not verify either.
 #[test]
-fn a_sum_beyond_the_bound_drops_its_group_only() {
-    use airlock_psi::elgamal::{PublicKey, CIPHERTEXT_LEN};
+fn a_key_share_without_its_proof_is_refused() {
+    use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
+    use curve25519_dalek::scalar::Scalar;
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let (points, mine) = hashed(&suite, &groups, &people);
-    let (asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (_, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
+    let x_a = airlock_psi::group::decode(&m1[29..61]).expect("the asker's share");
+    let y = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(123_456_789u64);
+    let mut rogue = m2.clone();
+    rogue[29..61].copy_from_slice(&airlock_psi::group::encode(&(y - x_a)));
+    let refused = Some(PsiError::Malformed(
+        "a key share's proof of knowledge does not verify",
+    ));
+    assert_eq!(asker.reblind(&rogue).err(), refused);
+    // The share and proof of another query's message 2.
+    let (_, o1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (_, o2, _) = Responder::respond(&o1, &mine, 1, 2).expect("2");
+    let mut replayed = m2.clone();
+    replayed[29..29 + 96].copy_from_slice(&o2[29..29 + 96]);
+    assert_eq!(asker.reblind(&replayed).err(), refused);
+    // The asker's own share and proof sent back as the responder's.
+    let mut reflected = m2.clone();
+    reflected[29..29 + 96].copy_from_slice(&m1[29..29 + 96]);
+    assert_eq!(asker.reblind(&reflected).err(), refused);
+    // Likewise the responder checks the asker's share.
+    let mut rogue1 = m1.clone();
+    rogue1[29..61].copy_from_slice(&airlock_psi::group::encode(&y));
+    assert_eq!(Responder::respond(&rogue1, &mine, 1, 2).err(), refused);
+    assert!(asker.reblind(&m2).is_ok(), "the honest message still works");
+}
+
+/// A group whose sum is beyond what decryption looks for is not released;
+/// the other groups are (no abort, which would be one bit about the sum).
+/// Here the responder's release policy adds noise beyond the range to the
+/// first group's sum, under encryption; the asker opens only noisy sums.
+#[test]
+fn a_sum_beyond_the_bound_drops_its_group_only() {
+    use airlock_psi::protocol::Noised;
+    use airlock_psi::Release;
+    let suite = Suite::new("demo", [0x42; 32]);
+    let (groups, people) = data();
+    let (points, mine) = hashed(&suite, &groups, &people);
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
-    let pk = PublicKey::from_point(
-        airlock_psi::group::decode(&m2[29..61]).expect("the responder's key"),
+    let (m3, _) = asker.reblind(&m2).expect("3");
+    let release = |g: u32, count: u64| -> Result<Option<Noised>, PsiError> {
+        Ok(Some(Noised {
+            count,
+            noise: vec![if g == 0 { 1 << 41 } else { -3 }],
+        }))
+    };
+    let policy = Release {
+        max_groups_per_person: None,
+        release: &release,
+    };
+    let (m4, learned, _) = responder.finish_with(&m3, Some(&policy)).expect("4");
+    assert!(
+        learned.iter().all(|g| g.sums.is_empty()),
+        "the responder never learns a sum"
     );
-    let (mut m3, _) = asker.reblind(&m2).expect("3");
-    let head = 29 + 1 + 4;
-    let size = 32 + CIPHERTEXT_LEN;
-    let n = (m3.len() - head) / size;
-    // Every other item carries a large value: each group's sum passes the
-    // responder's total, so no group is released, and nothing fails.
-    for i in (0..n).step_by(2) {
-        let at = head + i * size + 32;
-        m3[at..at + CIPHERTEXT_LEN].copy_from_slice(&pk.encrypt(1 << 30).expect("enc").encode());
-    }
-    let (m4, _, _) = responder.finish(&m3).expect("no abort");
-    assert!(asker.finish(&m4).expect("released").is_empty());
+    let want: Vec<GroupResult> = oracle(&groups, &people, 0)
+        .into_iter()
+        .filter(|g| g.group != 0)
+        .map(|mut g| {
+            g.sums = vec![(g.sums[0] as i64 - 3) as u64];
+            g
+        })
+        .collect();
+    assert_eq!(asker.finish(&m4).expect("released"), want);
 }
