@@ -91,7 +91,7 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
     progress("3. asker blinded them again and re-randomised");
     let (m4, _, s4) = responder_side.finish(&m3).map_err(fail)?;
     let m4 = send(m4)?;
-    progress("4. responder matched, counted, decrypted and released");
+    progress("4. responder matched, counted and released (partially decrypted)");
     let groups = asker_side.finish(&m4).map_err(fail)?;
     let total_s = total.elapsed().as_secs_f64();
     let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use airlock_guard::{dp, Guard, GuardError};
 use airlock_policy::{Collaboration, Control};
+use airlock_privacy::tester::violations;
 use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -132,34 +133,6 @@ fn histogram(
         *h.entry(v.div_euclid(bin)).or_insert(0) += 1;
     }
     h
-}
-
-/// The tester: for every bin both datasets hit at least `min` times, the
-/// ratio of frequencies (either way) must stay within e^epsilon, widened by
-/// six standard errors of the log ratio (a correct mechanism fails a bin
-/// with probability about 1e-9). Returns the bins that violate it.
-fn violations(
-    a: &BTreeMap<i64, u64>,
-    b: &BTreeMap<i64, u64>,
-    epsilon: f64,
-    min: u64,
-) -> (usize, Vec<(i64, f64)>) {
-    let mut tested = 0;
-    let mut bad = Vec::new();
-    for (bin, ca) in a {
-        let cb = b.get(bin).copied().unwrap_or(0);
-        if *ca < min || cb < min {
-            continue;
-        }
-        tested += 1;
-        let (ca, cb) = (*ca as f64, cb as f64);
-        let se = (1.0 / ca + 1.0 / cb).sqrt();
-        let log_ratio = (ca / cb).ln().abs();
-        if log_ratio > epsilon + 6.0 * se {
-            bad.push((*bin, log_ratio));
-        }
-    }
-    (tested, bad)
 }
 
 #[tokio::test]

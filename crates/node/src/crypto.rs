@@ -1119,3 +1119,61 @@ impl CryptoDp {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_privacy::tester::{histogram, violations};
+
+    /// A crypto-mode DP release as `crypto_dp` builds it for one group per
+    /// person and one row per person (g = m = 1), a measure bounded by
+    /// `[0, hi]` and epsilon 1 per value; the sum's noise is made for
+    /// sensitivity `made_for`.
+    fn release_of(hi: i64, made_for: i64) -> CryptoDp {
+        let noise = |s: i64| airlock_privacy::Laplace::for_epsilon(1.0, s as f64).expect("noise");
+        CryptoDp {
+            max_rows: 1,
+            max_groups: 1,
+            bounds: Some((0, hi)),
+            count: noise(1),
+            sum: Some(noise(made_for)),
+            rows: None,
+            threshold: None,
+            cost: airlock_guard::dp::DpCost {
+                epsilon: 2.0,
+                delta: 0.0,
+            },
+        }
+    }
+
+    /// The noised path of crypto mode, through the stochastic tester: the
+    /// responder's release of a group from its exact count, and the noise
+    /// it adds to a sum under encryption (the protocol adds it exactly,
+    /// `crates/psi/tests/protocol.rs`), on neighbouring data (one person
+    /// more, whose value is the bound), stay within e^epsilon; and the
+    /// tester catches noise made for a third of the sensitivity.
+    #[test]
+    fn crypto_releases_on_neighbouring_data_stay_within_e_to_the_epsilon() {
+        let n = 40_000;
+        let hi = 60;
+        let dp = release_of(hi, hi);
+        let draw = |dp: &CryptoDp| dp.release(0).expect("noise").expect("released");
+        let count = |c: i64| histogram(n, 1, || c + draw(&dp).count as i64);
+        let (tested, bad) = violations(&count(100), &count(101), 1.0, 500);
+        assert!(tested >= 3, "count: {tested} bins tested");
+        assert!(bad.is_empty(), "count: bins beyond e^epsilon: {bad:?}");
+        // The count the release reports is its own input plus noise.
+        let direct = histogram(n, 1, || {
+            dp.release(101).expect("n").expect("r").count as i64
+        });
+        let (tested, bad) = violations(&count(100), &direct, 1.0, 500);
+        assert!(tested >= 3 && bad.is_empty(), "direct count: {bad:?}");
+        let sum = |dp: &CryptoDp, s: i64| histogram(n, hi / 2, || s + draw(dp).noise[0]);
+        let (tested, bad) = violations(&sum(&dp, 5_000), &sum(&dp, 5_000 + hi), 1.0, 500);
+        assert!(tested >= 3, "sum: {tested} bins tested");
+        assert!(bad.is_empty(), "sum: bins beyond e^epsilon: {bad:?}");
+        let weak = release_of(hi, hi / 3);
+        let (_, bad) = violations(&sum(&weak, 5_000), &sum(&weak, 5_000 + hi), 1.0, 500);
+        assert!(!bad.is_empty(), "the tester passed noise made for hi / 3");
+    }
+}

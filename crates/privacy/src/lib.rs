@@ -127,6 +127,52 @@ impl Gaussian {
     }
 }
 
+/// The falsification tester, in the style of Google's stochastic tester:
+/// release a mechanism many times on two neighbouring datasets, bin the
+/// outputs, and compare the frequencies of each bin against `e^epsilon`.
+/// Every DP path's tests call this one copy.
+pub mod tester {
+    use std::collections::BTreeMap;
+
+    /// For every bin both histograms hit at least `min` times, the ratio of
+    /// frequencies (either way) must stay within `e^epsilon`, widened by six
+    /// standard errors of the log ratio (a correct mechanism fails a bin
+    /// with probability about 1e-9). Returns how many bins were tested and
+    /// those that violate it.
+    pub fn violations(
+        a: &BTreeMap<i64, u64>,
+        b: &BTreeMap<i64, u64>,
+        epsilon: f64,
+        min: u64,
+    ) -> (usize, Vec<(i64, f64)>) {
+        let mut tested = 0;
+        let mut bad = Vec::new();
+        for (bin, ca) in a {
+            let cb = b.get(bin).copied().unwrap_or(0);
+            if *ca < min || cb < min {
+                continue;
+            }
+            tested += 1;
+            let (ca, cb) = (*ca as f64, cb as f64);
+            let se = (1.0 / ca + 1.0 / cb).sqrt();
+            let log_ratio = (ca / cb).ln().abs();
+            if log_ratio > epsilon + 6.0 * se {
+                bad.push((*bin, log_ratio));
+            }
+        }
+        (tested, bad)
+    }
+
+    /// The histogram of `n` draws of `draw`, in bins of `bin`.
+    pub fn histogram(n: usize, bin: i64, mut draw: impl FnMut() -> i64) -> BTreeMap<i64, u64> {
+        let mut h = BTreeMap::new();
+        for _ in 0..n {
+            *h.entry(draw().div_euclid(bin)).or_insert(0) += 1;
+        }
+        h
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -339,8 +339,12 @@ pub fn dlog_signed(point: &RistrettoPoint, bound: u64) -> Option<i64> {
     let steps = giant_steps(bound);
     let mut done = 0u64;
     let (mut up, mut down) = (*point, -point);
+    // Batches grow from 16 giant steps: a small value is found at once,
+    // a large one with one inversion per 1024 points.
+    let mut batch = 16u64;
     while done < steps {
-        let n = (steps - done).min(BATCH as u64);
+        let n = (steps - done).min(batch);
+        batch = (batch * 2).min(BATCH as u64);
         for (start, sign) in [(up, 1i64), (down, -1i64)] {
             for (i, k) in keys_of_run(start, -giant, n as usize).iter().enumerate() {
                 let Some(j) = table.get(k) else { continue };

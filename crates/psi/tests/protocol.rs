@@ -380,3 +380,62 @@ fn a_sum_beyond_the_bound_drops_its_group_only() {
         .collect();
     assert_eq!(asker.finish(&m4).expect("released"), want);
 }
+
+/// The noise the responder adds under encryption reaches the asker
+/// exactly: for noise values from a generator (zero, ±1, random of every
+/// magnitude up to 2^32 either way, per group), every released sum opens
+/// to its exact sum plus that group's noise, and the counts are what the
+/// policy released.
+#[test]
+fn noise_added_under_encryption_opens_exactly() {
+    use airlock_psi::protocol::Noised;
+    use airlock_psi::Release;
+    use rand::Rng;
+    let suite = Suite::new("demo", [0x42; 32]);
+    let (groups, people) = data();
+    let (points, mine) = hashed(&suite, &groups, &people);
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
+    let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
+    let (m3, _) = asker.reblind(&m2).expect("3");
+    let exact = oracle(&groups, &people, 0);
+    let mut rng = rand::thread_rng();
+    for round in 0..24 {
+        let noise: Vec<i64> = (0..groups.len())
+            .map(|_| match round {
+                0 => 0,
+                1 => 1,
+                2 => -1,
+                _ => {
+                    let bits = rng.gen_range(0..=32);
+                    let v = rng.gen_range(0..=(1i64 << bits));
+                    if rng.gen_bool(0.5) {
+                        -v
+                    } else {
+                        v
+                    }
+                }
+            })
+            .collect();
+        let release = |g: u32, count: u64| -> Result<Option<Noised>, PsiError> {
+            Ok(Some(Noised {
+                count: count + 1000,
+                noise: vec![noise[g as usize]],
+            }))
+        };
+        let policy = Release {
+            max_groups_per_person: None,
+            release: &release,
+        };
+        let (m4, _, _) = responder.finish_with(&m3, Some(&policy)).expect("4");
+        let got = asker.finish(&m4).expect("released");
+        let want: Vec<GroupResult> = exact
+            .iter()
+            .map(|g| GroupResult {
+                group: g.group,
+                count: g.count + 1000,
+                sums: vec![(g.sums[0] as i64 + noise[g.group as usize]) as u64],
+            })
+            .collect();
+        assert_eq!(got, want, "noise {noise:?}");
+    }
+}
