@@ -98,6 +98,13 @@ def main():
             "airlock_bytes": med(ours, "bytes"),
             "airlock_overlap_and_sum_s": med(sums, "total_s"),
             "airlock_sum_breakdown_s": {k: med(sums, k) for k in ("hash_s", "scalar_mult_s", "encryption_s", "matching_s", "transfer_s")},
+            # The elliptic-curve floor measured in the same run (hashing and
+            # the multiplications the protocol needs, on every core).
+            "overlap_floor_s": med(ours, "floor_s"),
+            "overlap_over_floor": med(ours, "over_floor"),
+            "overlap_and_sum_floor_s": med(sums, "floor_s"),
+            "overlap_and_sum_over_floor": med(sums, "over_floor"),
+            "per_core_s": ours[0]["per_core_s"],
         }
         if args.big:
             write(a, ids("person", 0, args.big))

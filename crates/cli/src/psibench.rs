@@ -94,6 +94,9 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
     progress("4. responder matched, counted and released (partially decrypted)");
     let groups = asker_side.finish(&m4).map_err(fail)?;
     let total_s = total.elapsed().as_secs_f64();
+    // The elliptic-curve floor, measured in the same run on one core.
+    let rates = airlock_psi::floor::measure(2_000).map_err(fail)?;
+    let floor_s = airlock_psi::floor::floor_s(&rates, a.len(), r.len(), values, rayon_threads());
     let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();
     Ok(serde_json::json!({
         "asker": a.len(),
@@ -108,6 +111,13 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         "transfer_s": transfer_s,
         "bytes": bytes,
         "threads": rayon_threads(),
+        "floor_s": floor_s,
+        "over_floor": total_s / floor_s,
+        "per_core_s": {
+            "hash": rates.hash_s,
+            "variable_base_mult": rates.variable_s,
+            "fixed_base_mult": rates.fixed_s,
+        },
     }))
 }
 

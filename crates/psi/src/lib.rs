@@ -16,6 +16,7 @@
 //! hub (or any transport) carries the opaque messages.
 
 pub mod elgamal;
+pub mod floor;
 pub mod group;
 pub mod protocol;
 
