@@ -341,43 +341,69 @@ fn a_key_share_without_its_proof_is_refused() {
     assert!(asker.reblind(&m2).is_ok(), "the honest message still works");
 }
 
-/// A group whose sum is beyond what decryption looks for is not released;
-/// the other groups are (no abort, which would be one bit about the sum).
-/// Here the responder's release policy adds noise beyond the range to the
-/// first group's sum, under encryption; the asker opens only noisy sums.
-#[test]
-fn a_sum_beyond_the_bound_drops_its_group_only() {
-    use airlock_psi::protocol::Noised;
-    use airlock_psi::Release;
+/// A session up to message 3 on the test data, with one value per person.
+#[allow(clippy::type_complexity)]
+fn up_to_message_3() -> (Vec<GroupResult>, Asker, Responder, Vec<u8>) {
     let suite = Suite::new("demo", [0x42; 32]);
     let (groups, people) = data();
     let (points, mine) = hashed(&suite, &groups, &people);
     let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
     let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
     let (m3, _) = asker.reblind(&m2).expect("3");
+    (oracle(&groups, &people, 0), asker, responder, m3)
+}
+
+/// Step 4 under a release policy that releases every group with its count
+/// plus `extra` and adds `noise[g]` to group g's sum under encryption;
+/// also returns what the responder learned.
+fn noised(
+    responder: &Responder,
+    m3: &[u8],
+    noise: &[i64],
+    extra: u64,
+) -> (Vec<u8>, Vec<GroupResult>) {
+    use airlock_psi::protocol::Noised;
     let release = |g: u32, count: u64| -> Result<Option<Noised>, PsiError> {
         Ok(Some(Noised {
-            count,
-            noise: vec![if g == 0 { 1 << 41 } else { -3 }],
+            count: count + extra,
+            noise: vec![noise[g as usize]],
         }))
     };
-    let policy = Release {
+    let policy = airlock_psi::Release {
         max_groups_per_person: None,
         release: &release,
     };
-    let (m4, learned, _) = responder.finish_with(&m3, Some(&policy)).expect("4");
+    let (m4, learned, _) = responder.finish_with(m3, Some(&policy)).expect("4");
+    (m4, learned)
+}
+
+/// `exact` with `extra` on every count and `noise[g]` on group g's sum.
+fn plus_noise(exact: &[GroupResult], noise: &[i64], extra: u64) -> Vec<GroupResult> {
+    exact
+        .iter()
+        .map(|g| GroupResult {
+            group: g.group,
+            count: g.count + extra,
+            sums: vec![(g.sums[0] as i64 + noise[g.group as usize]) as u64],
+        })
+        .collect()
+}
+
+/// A group whose sum is beyond what decryption looks for is not released;
+/// the other groups are (no abort, which would be one bit about the sum).
+/// Here the responder's release policy adds noise beyond the range to the
+/// first group's sum, under encryption; the asker opens only noisy sums.
+#[test]
+fn a_sum_beyond_the_bound_drops_its_group_only() {
+    let (exact, asker, responder, m3) = up_to_message_3();
+    let noise = [1 << 41, -3, -3];
+    let (m4, learned) = noised(&responder, &m3, &noise, 0);
     assert!(
         learned.iter().all(|g| g.sums.is_empty()),
         "the responder never learns a sum"
     );
-    let want: Vec<GroupResult> = oracle(&groups, &people, 0)
-        .into_iter()
-        .filter(|g| g.group != 0)
-        .map(|mut g| {
-            g.sums = vec![(g.sums[0] as i64 - 3) as u64];
-            g
-        })
-        .collect();
+    let mut want = plus_noise(&exact, &noise, 0);
+    want.retain(|g| g.group != 0);
     assert_eq!(asker.finish(&m4).expect("released"), want);
 }
 
@@ -388,19 +414,11 @@ fn a_sum_beyond_the_bound_drops_its_group_only() {
 /// policy released.
 #[test]
 fn noise_added_under_encryption_opens_exactly() {
-    use airlock_psi::protocol::Noised;
-    use airlock_psi::Release;
     use rand::Rng;
-    let suite = Suite::new("demo", [0x42; 32]);
-    let (groups, people) = data();
-    let (points, mine) = hashed(&suite, &groups, &people);
-    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &points, 1).expect("1");
-    let (responder, m2, _) = Responder::respond(&m1, &mine, 1, 2).expect("2");
-    let (m3, _) = asker.reblind(&m2).expect("3");
-    let exact = oracle(&groups, &people, 0);
+    let (exact, asker, responder, m3) = up_to_message_3();
     let mut rng = rand::thread_rng();
     for round in 0..24 {
-        let noise: Vec<i64> = (0..groups.len())
+        let noise: Vec<i64> = (0..exact.len())
             .map(|_| match round {
                 0 => 0,
                 1 => 1,
@@ -416,26 +434,8 @@ fn noise_added_under_encryption_opens_exactly() {
                 }
             })
             .collect();
-        let release = |g: u32, count: u64| -> Result<Option<Noised>, PsiError> {
-            Ok(Some(Noised {
-                count: count + 1000,
-                noise: vec![noise[g as usize]],
-            }))
-        };
-        let policy = Release {
-            max_groups_per_person: None,
-            release: &release,
-        };
-        let (m4, _, _) = responder.finish_with(&m3, Some(&policy)).expect("4");
+        let (m4, _) = noised(&responder, &m3, &noise, 1000);
         let got = asker.finish(&m4).expect("released");
-        let want: Vec<GroupResult> = exact
-            .iter()
-            .map(|g| GroupResult {
-                group: g.group,
-                count: g.count + 1000,
-                sums: vec![(g.sums[0] as i64 + noise[g.group as usize]) as u64],
-            })
-            .collect();
-        assert_eq!(got, want, "noise {noise:?}");
+        assert_eq!(got, plus_noise(&exact, &noise, 1000), "noise {noise:?}");
     }
 }
