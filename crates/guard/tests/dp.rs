@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use airlock_guard::{dp, Guard, GuardError};
 use airlock_policy::{Collaboration, Control};
-use airlock_privacy::tester::violations;
+use airlock_privacy::tester::{self, violations};
 use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -165,13 +165,7 @@ async fn neighbouring_datasets_stay_within_e_to_the_epsilon() {
 fn the_tester_catches_a_mechanism_with_too_little_noise() {
     // Noise made for epsilon 2 claimed as epsilon 1: the tester must see it.
     let m = airlock_privacy::Laplace::for_epsilon(2.0, 1.0).expect("mechanism");
-    let draw = |v: i64| {
-        let mut h = BTreeMap::new();
-        for _ in 0..40_000 {
-            *h.entry(m.release(v).expect("noise")).or_insert(0u64) += 1;
-        }
-        h
-    };
+    let draw = |v: i64| tester::histogram(40_000, 1, || m.release(v).expect("noise"));
     let (tested, bad) = violations(&draw(100), &draw(101), 1.0, 500);
     assert!(tested >= 2, "bins tested: {tested}");
     assert!(!bad.is_empty(), "a too-weak mechanism passed the tester");

@@ -54,6 +54,20 @@ impl Ciphertext {
         }
     }
 
+    /// The plaintext plus `m` (negative allowed), e.g. noise added under
+    /// encryption by the data's owner.
+    pub fn plus(&self, m: i64) -> Ciphertext {
+        let s = if m < 0 {
+            -Scalar::from(m.unsigned_abs())
+        } else {
+            Scalar::from(m as u64)
+        };
+        Ciphertext {
+            c1: self.c1,
+            c2: self.c2 + RISTRETTO_BASEPOINT_TABLE * &s,
+        }
+    }
+
     /// Encoding.
     pub fn encode(&self) -> [u8; CIPHERTEXT_LEN] {
         let mut out = [0u8; CIPHERTEXT_LEN];
@@ -125,22 +139,6 @@ impl PublicKey {
             c1: c.c1 + RISTRETTO_BASEPOINT_TABLE * s.scalar(),
             c2: c.c2 + &self.table * s.scalar(),
         })
-    }
-}
-
-impl Ciphertext {
-    /// The plaintext plus `m` (negative allowed), e.g. noise added under
-    /// encryption by the data's owner.
-    pub fn plus(&self, m: i64) -> Ciphertext {
-        let s = if m < 0 {
-            -Scalar::from(m.unsigned_abs())
-        } else {
-            Scalar::from(m as u64)
-        };
-        Ciphertext {
-            c1: self.c1,
-            c2: self.c2 + RISTRETTO_BASEPOINT_TABLE * &s,
-        }
     }
 }
 

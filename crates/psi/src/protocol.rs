@@ -96,6 +96,12 @@ fn proof_context(session: &SessionId, role: u8, step: u8, item: u32) -> Vec<u8> 
     c
 }
 
+/// What the responder's partial decryption of value `value` of released
+/// group `group` is bound to (step 4).
+fn partial_context(session: &SessionId, group: usize, value: usize) -> Vec<u8> {
+    proof_context(session, 1, 4, (group * MAX_VALUES + value) as u32)
+}
+
 /// Reads the other node's key share and checks its proof of knowledge.
 fn read_share(
     r: &mut Reader<'_>,
@@ -403,7 +409,7 @@ impl Asker {
                 let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
                 let d = group::decode(r.take(POINT_LEN)?)?;
                 let proof = r.take(PROOF_LEN)?;
-                let context = proof_context(&self.session, 1, 4, (group * MAX_VALUES + v) as u32);
+                let context = partial_context(&self.session, group, v);
                 elgamal::verify_partial(&theirs, &c, &d, proof, &context)?;
                 sums.push(elgamal::dlog_signed(
                     &self.share.complete(&c, &d),
@@ -689,8 +695,7 @@ impl Responder {
                 // Re-randomised: a sum of no items is not the identity,
                 // and the asker's own re-randomisations do not add up to it.
                 let c = self.joint.rerandomize(&sum.plus(*noise))?;
-                let context =
-                    proof_context(&self.session, 1, 4, (*g as usize * MAX_VALUES + v) as u32);
+                let context = partial_context(&self.session, *g as usize, v);
                 let (d, proof) = self.share.partial(&c, &context)?;
                 w.bytes(&c.encode());
                 w.bytes(&group::encode(&d));

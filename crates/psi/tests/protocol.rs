@@ -338,6 +338,13 @@ fn a_key_share_without_its_proof_is_refused() {
     let mut rogue1 = m1.clone();
     rogue1[29..61].copy_from_slice(&airlock_psi::group::encode(&y));
     assert_eq!(Responder::respond(&rogue1, &mine, 1, 2).err(), refused);
+    // A proof whose response is not a canonical scalar.
+    let mut noncanonical = m2.clone();
+    noncanonical[29 + 64..29 + 96].fill(0xff);
+    assert_eq!(
+        asker.reblind(&noncanonical).err(),
+        Some(PsiError::Malformed("a proof holds a non-canonical scalar"))
+    );
     assert!(asker.reblind(&m2).is_ok(), "the honest message still works");
 }
 
