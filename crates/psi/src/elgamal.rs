@@ -68,6 +68,16 @@ impl Ciphertext {
         }
     }
 
+    /// The plaintext times a scalar (for a zero test, `r·(C - t)`: the
+    /// decryption is the identity exactly when the plaintext of `C` is `t`,
+    /// and a uniformly random point otherwise).
+    pub fn scale(&self, s: &Scalar) -> Ciphertext {
+        Ciphertext {
+            c1: self.c1 * s,
+            c2: self.c2 * s,
+        }
+    }
+
     /// Encoding.
     pub fn encode(&self) -> [u8; CIPHERTEXT_LEN] {
         let mut out = [0u8; CIPHERTEXT_LEN];
@@ -226,6 +236,17 @@ impl KeyShare {
         Ok((d, out))
     }
 
+    /// A ciphertext under the other node's share alone, moved under the
+    /// joint key: `(c1, c2 + x·c1)`. The plaintext and the randomness stay
+    /// as they were, so whoever made `c` would still recognise it: the
+    /// caller re-randomises before it lets the ciphertext go.
+    pub fn lift(&self, c: &Ciphertext) -> Ciphertext {
+        Ciphertext {
+            c1: c.c1,
+            c2: c.c2 + c.c1 * self.secret.scalar(),
+        }
+    }
+
     /// `m·G` of `c`, from the other node's checked partial decryption and
     /// this share's.
     pub fn complete(&self, c: &Ciphertext, theirs: &RistrettoPoint) -> RistrettoPoint {
@@ -267,6 +288,90 @@ pub fn verify_partial(
     let a1 = RISTRETTO_BASEPOINT_TABLE * &s - point * ch;
     let a2 = c.c1 * s - d * ch;
     if challenge(DLEQ, context, &[point, &c.c1, d, &a1, &a2]) == ch {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
+/// Encoded length of a proof that a decryption is not the identity: the
+/// point `C` and three scalars.
+pub const NONZERO_LEN: usize = 128;
+
+const NONZERO: &[u8] = b"AIRLOCK-PSI-V3 not zero";
+
+impl KeyShare {
+    /// A proof that the plaintext point `M = c2 - d - x·c1` of `c` is not
+    /// the identity, where `d` is the other node's (checked) partial
+    /// decryption and `x` this share's secret, revealing nothing else
+    /// about `M`: `None` if it is the identity.
+    ///
+    /// The prover picks a fresh `s` and sends `C = -s·M` with a proof of
+    /// knowledge of `(a, b) = (s·x, -s)` such that `C = a·c1 + b·W` (with
+    /// `W = c2 - d`) and `O = a·G + b·X`. The second relation forces
+    /// `a = -b·x`, so `C = b·(W - x·c1) = b·M`, and `C` is not the identity
+    /// only if `M` is not (the verifier checks `C`); `C` is a uniformly
+    /// random multiple of `M`, which tells nothing of `M` (Camenisch and
+    /// Shoup's proof of inequality of discrete logarithms). Unlike a
+    /// partial decryption of `c`, it lets the other node, which made `c`
+    /// as `r·(count - t)`, learn nothing of `count`.
+    pub fn prove_nonzero(
+        &self,
+        c: &Ciphertext,
+        theirs: &RistrettoPoint,
+        context: &[u8],
+    ) -> Result<Option<[u8; NONZERO_LEN]>, PsiError> {
+        let w = c.c2 - theirs;
+        let m = w - c.c1 * self.secret.scalar();
+        if m == RistrettoPoint::identity() {
+            return Ok(None);
+        }
+        let s = Secret::fresh()?;
+        let a = s.scalar() * self.secret.scalar();
+        let b = -s.scalar();
+        let big_c = m * b;
+        let (ka, kb) = (Secret::fresh()?, Secret::fresh()?);
+        let t1 = c.c1 * ka.scalar() + w * kb.scalar();
+        let t2 = RISTRETTO_BASEPOINT_TABLE * ka.scalar() + self.point * kb.scalar();
+        let e = challenge(
+            NONZERO,
+            context,
+            &[&self.point, &c.c1, &w, &big_c, &t1, &t2],
+        );
+        let ua = ka.scalar() + e * a;
+        let ub = kb.scalar() + e * b;
+        let mut out = [0u8; NONZERO_LEN];
+        out[..32].copy_from_slice(&group::encode(&big_c));
+        out[32..64].copy_from_slice(e.as_bytes());
+        out[64..96].copy_from_slice(ua.as_bytes());
+        out[96..].copy_from_slice(ub.as_bytes());
+        Ok(Some(out))
+    }
+}
+
+/// Checks the other node's proof ([`KeyShare::prove_nonzero`]) that the
+/// plaintext of `c` is not zero, where `d` is this node's own partial
+/// decryption of `c` and `point` the other node's share.
+pub fn verify_nonzero(
+    point: &RistrettoPoint,
+    c: &Ciphertext,
+    d: &RistrettoPoint,
+    proof: &[u8],
+    context: &[u8],
+) -> Result<(), PsiError> {
+    let bad = PsiError::Malformed("a proof that a zero test failed does not verify");
+    if proof.len() != NONZERO_LEN {
+        return Err(bad);
+    }
+    // `decode` refuses the identity: a `C` of the identity proves nothing.
+    let big_c = group::decode(&proof[..32])?;
+    let e = scalar(&proof[32..64])?;
+    let ua = scalar(&proof[64..96])?;
+    let ub = scalar(&proof[96..])?;
+    let w = c.c2 - d;
+    let t1 = c.c1 * ua + w * ub - big_c * e;
+    let t2 = RISTRETTO_BASEPOINT_TABLE * &ua + point * ub;
+    if challenge(NONZERO, context, &[point, &c.c1, &w, &big_c, &t1, &t2]) == e {
         Ok(())
     } else {
         Err(bad)

@@ -19,6 +19,7 @@ pub mod elgamal;
 pub mod floor;
 pub mod group;
 pub mod protocol;
+pub mod responder_groups;
 
 use thiserror::Error;
 

@@ -86,7 +86,7 @@ pub struct Noised {
 
 /// What a proof is bound to: the protocol, the session, the prover's
 /// role (0 asker, 1 responder), the step and the item it is about.
-fn proof_context(session: &SessionId, role: u8, step: u8, item: u32) -> Vec<u8> {
+pub(crate) fn proof_context(session: &SessionId, role: u8, step: u8, item: u32) -> Vec<u8> {
     let mut c = Vec::with_capacity(MAGIC.len() + 16 + 6);
     c.extend_from_slice(MAGIC);
     c.extend_from_slice(session);
@@ -103,7 +103,7 @@ fn partial_context(session: &SessionId, group: usize, value: usize) -> Vec<u8> {
 }
 
 /// Reads the other node's key share and checks its proof of knowledge.
-fn read_share(
+pub(crate) fn read_share(
     r: &mut Reader<'_>,
     session: &SessionId,
     role: u8,
@@ -118,7 +118,7 @@ fn read_share(
     Ok(point)
 }
 
-fn write_share(
+pub(crate) fn write_share(
     w: &mut Writer,
     share: &KeyShare,
     session: &SessionId,
@@ -142,40 +142,40 @@ pub struct GroupResult {
     pub sums: Vec<u64>,
 }
 
-fn rng() -> rand::rngs::StdRng {
+pub(crate) fn rng() -> rand::rngs::StdRng {
     rand::rngs::StdRng::from_entropy()
 }
 
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn new(kind: u8, session: &SessionId) -> Self {
+    pub(crate) fn new(kind: u8, session: &SessionId) -> Self {
         let mut v = Vec::new();
         v.extend_from_slice(MAGIC);
         v.push(kind);
         v.extend_from_slice(session);
         Writer(v)
     }
-    fn u8(&mut self, x: u8) {
+    pub(crate) fn u8(&mut self, x: u8) {
         self.0.push(x);
     }
-    fn u32(&mut self, x: usize) {
+    pub(crate) fn u32(&mut self, x: usize) {
         self.0.extend_from_slice(&(x as u32).to_le_bytes());
     }
-    fn u64(&mut self, x: u64) {
+    pub(crate) fn u64(&mut self, x: u64) {
         self.0.extend_from_slice(&x.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
 }
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     b: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn open(
+    pub(crate) fn open(
         bytes: &'a [u8],
         kind: u8,
         session: Option<&SessionId>,
@@ -196,7 +196,7 @@ impl<'a> Reader<'a> {
         }
         Ok((Reader { b: &bytes[head..] }, s))
     }
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PsiError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], PsiError> {
         if self.b.len() < n {
             return Err(PsiError::Malformed("the message is truncated"));
         }
@@ -204,21 +204,21 @@ impl<'a> Reader<'a> {
         self.b = t;
         Ok(h)
     }
-    fn u8(&mut self) -> Result<u8, PsiError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, PsiError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<usize, PsiError> {
+    pub(crate) fn u32(&mut self) -> Result<usize, PsiError> {
         let mut a = [0u8; 4];
         a.copy_from_slice(self.take(4)?);
         Ok(u32::from_le_bytes(a) as usize)
     }
-    fn u64(&mut self) -> Result<u64, PsiError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, PsiError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
     /// A count of items of `size` bytes, checked against what is left.
-    fn count(&mut self, size: usize) -> Result<usize, PsiError> {
+    pub(crate) fn count(&mut self, size: usize) -> Result<usize, PsiError> {
         let n = self.u32()?;
         if n > MAX_ITEMS || n.saturating_mul(size) > self.b.len() {
             return Err(PsiError::Malformed(
@@ -227,7 +227,7 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
-    fn end(&self) -> Result<(), PsiError> {
+    pub(crate) fn end(&self) -> Result<(), PsiError> {
         if self.b.is_empty() {
             Ok(())
         } else {
@@ -236,18 +236,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiError> {
+pub(crate) fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiError> {
     bytes.par_chunks(POINT_LEN).map(group::decode).collect()
 }
 
 /// Most encrypted values per person.
 pub const MAX_VALUES: usize = 2;
 
-fn item_size(values: usize) -> usize {
+pub(crate) fn item_size(values: usize) -> usize {
     POINT_LEN + values * CIPHERTEXT_LEN
 }
 
-fn values_flag(r: &mut Reader<'_>) -> Result<usize, PsiError> {
+pub(crate) fn values_flag(r: &mut Reader<'_>) -> Result<usize, PsiError> {
     let v = r.u8()? as usize;
     if v > MAX_VALUES {
         return Err(PsiError::Malformed("bad count of encrypted values"));
