@@ -39,22 +39,22 @@ pub const DP_EXTRA: (&str, &str) = (
 /// the two nodes: (member who asks, title, SQL).
 pub const CRYPTO_ANALYSES: &[(&str, &str, &str)] = &[
     (
-        "publisher",
-        "Audience overlap by segment",
-        "SELECT a.segment, COUNT(DISTINCT a.email) AS people\n\
+        "advertiser",
+        "Customers in the publisher's audience, by the publisher's segment",
+        "SELECT a.segment, COUNT(DISTINCT p.email) AS customers\n\
          FROM audience a JOIN purchases p ON a.email = p.email\n\
          GROUP BY a.segment",
     ),
     (
-        "publisher",
-        "Buyers and revenue by segment",
+        "advertiser",
+        "Buyers and revenue by the publisher's segment",
         "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue_cents\n\
          FROM audience a JOIN purchases p ON a.email = p.email\n\
          GROUP BY a.segment",
     ),
     (
         "advertiser",
-        "Customers in the publisher's audience, by category",
+        "Customers in the publisher's audience, by the advertiser's category",
         "SELECT p.category, COUNT(DISTINCT p.email) AS in_audience\n\
          FROM purchases p JOIN audience a ON p.email = a.email\n\
          GROUP BY p.category",
@@ -188,7 +188,7 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         );
     } else if opts.crypto {
         println!(
-            "2. Collaboration {} in crypto mode: no executor; the two nodes compute overlaps and sums\n   by private set intersection (ristretto255 blinding, exponential ElGamal), k = 50 applied by the responder",
+            "2. Collaboration {} in crypto mode: no executor; the two nodes compute overlaps and sums\n   by private set intersection (ristretto255 blinding, exponential ElGamal under a key split between the two nodes), k = 50",
             config.display()
         );
     } else {

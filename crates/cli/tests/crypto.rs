@@ -31,7 +31,27 @@ const SHAPES: &[(&str, &str)] = &[
     ("publisher", "SELECT a.age_band, a.region, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.age_band, a.region"),
     ("publisher", "SELECT COUNT(DISTINCT a.email) AS overlap FROM audience a JOIN purchases p ON a.email = p.email"),
     ("advertiser", "SELECT p.category, COUNT(DISTINCT p.email) AS in_audience FROM purchases p JOIN audience a ON p.email = a.email GROUP BY p.category"),
+    // By the responder's (the publisher's) groups, asked by the advertiser.
+    ("advertiser", "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment"),
+    ("advertiser", "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue_cents FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = 'north' AND p.category <> 'home' GROUP BY a.segment"),
+    ("advertiser", "SELECT a.age_band, AVG(p.amount_cents) AS avg_order, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE p.category IN ('home', 'apparel') GROUP BY a.age_band"),
+    ("advertiser", "SELECT a.age_band, a.region, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.age_band, a.region"),
+    ("advertiser", "SELECT SUM(p.amount_cents) AS revenue, COUNT(DISTINCT p.email) AS buyers FROM purchases p JOIN audience a ON p.email = a.email"),
 ];
+
+/// One step on a node, as the hub relays it: the message it answers.
+async fn psi_step(
+    node: &airlock_node::Node,
+    req: airlock_policy::PsiRequest,
+) -> Result<String, airlock_node::NodeError> {
+    let json = serde_json::to_vec(&req).expect("json");
+    let bytes = node.psi(&json).await?;
+    Ok(
+        serde_json::from_slice::<airlock_policy::PsiResponse>(&bytes)
+            .expect("response")
+            .message,
+    )
+}
 
 fn b64_messages(tap: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     tap.iter()
@@ -124,8 +144,8 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let (_tmp, _plain, crypto) = setup(5_000);
     let psi = Cluster::open(&crypto, None).await.expect("open");
     for (member, sql, why) in [
-        ("advertiser", "SELECT p.category, SUM(p.amount_cents) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY p.category", "SUM is not COUNT(DISTINCT identity) or a SUM or AVG of the other member's measure"),
-        ("advertiser", "SELECT a.segment, COUNT(DISTINCT p.email) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY a.segment", "dimension column of the asking member's table"),
+        ("advertiser", "SELECT p.category, SUM(p.amount_cents) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY p.category", "SUM is not COUNT(DISTINCT identity) or a SUM or AVG of a measure of the table not grouped by"),
+        ("advertiser", "SELECT a.segment, p.category, COUNT(DISTINCT p.email) FROM purchases p JOIN audience a ON p.email = a.email GROUP BY a.segment, p.category", "dimension columns of one member's table"),
         ("publisher", "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment ORDER BY n DESC", "ORDER BY is not supported"),
         ("publisher", "SELECT a.segment, COUNT(*) FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment", "COUNT is not"),
         ("advertiser", "SELECT category, COUNT(DISTINCT email) FROM purchases GROUP BY category", "exactly two tables"),
@@ -160,6 +180,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             table: "purchases".into(),
             filter: None,
         },
+        groups_of: CryptoRole::Asker,
         group_columns: vec!["segment".into()],
         measure: Some("amount_cents".into()),
         outputs: vec![("s".into(), CryptoOutput::Sum)],
@@ -304,6 +325,163 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         }
         other => panic!("{:?}", other.map(|_| ())),
     }
+    // By the responder's groups: the responder's node checks the groups
+    // (dimensions of its own table only), and each node runs each of its
+    // steps once, in order, whatever the hub relays.
+    let by_publisher = airlock_policy::CryptoFragment {
+        querier: "advertiser".into(),
+        role: CryptoRole::Asker,
+        asker: CryptoSide {
+            member: "advertiser".into(),
+            table: "purchases".into(),
+            filter: None,
+        },
+        responder: CryptoSide {
+            member: "publisher".into(),
+            table: "audience".into(),
+            filter: None,
+        },
+        groups_of: CryptoRole::Responder,
+        group_columns: vec!["segment".into()],
+        measure: Some("amount_cents".into()),
+        outputs: vec![
+            ("segment".into(), CryptoOutput::Group(0)),
+            ("n".into(), CryptoOutput::Count),
+            ("s".into(), CryptoOutput::Sum),
+        ],
+        ..base.clone()
+    };
+    let mut by_email = by_publisher.clone();
+    by_email.role = CryptoRole::Responder;
+    by_email.group_columns = vec!["email".into()];
+    match psi_step(
+        &publisher,
+        airlock_policy::PsiRequest::Respond {
+            fragment: by_email,
+            message: String::new(),
+        },
+    )
+    .await
+    {
+        Err(airlock_node::NodeError::Refused(r)) => {
+            assert!(
+                r.reason.contains("only dimensions may be grouped by"),
+                "{r}"
+            )
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let session = "ffeeddccbbaa99887766554433221100".to_string();
+    let step_err = |r: Result<String, airlock_node::NodeError>, want: &str| match r {
+        Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains(want), "{want}: {m}"),
+        other => panic!("{want}: {:?}", other.map(|_| ())),
+    };
+    let m1 = psi_step(
+        &advertiser,
+        airlock_policy::PsiRequest::Start {
+            session: session.clone(),
+            fragment: by_publisher.clone(),
+        },
+    )
+    .await
+    .expect("step 1");
+    let mut theirs = by_publisher.clone();
+    theirs.role = CryptoRole::Responder;
+    let m2 = psi_step(
+        &publisher,
+        airlock_policy::PsiRequest::Respond {
+            fragment: theirs,
+            message: m1,
+        },
+    )
+    .await
+    .expect("step 2");
+    let m3 = psi_step(
+        &advertiser,
+        airlock_policy::PsiRequest::Reblind {
+            session: session.clone(),
+            message: m2.clone(),
+        },
+    )
+    .await
+    .expect("step 3");
+    let m4 = psi_step(
+        &publisher,
+        airlock_policy::PsiRequest::Finish {
+            session: session.clone(),
+            message: m3,
+        },
+    )
+    .await
+    .expect("step 4");
+    // The zero tests relayed as the asker's proofs, or as the release.
+    step_err(
+        psi_step(
+            &publisher,
+            airlock_policy::PsiRequest::Release {
+                session: session.clone(),
+                message: m4.clone(),
+            },
+        )
+        .await,
+        "message 5 of this crypto-mode query is not authenticated",
+    );
+    step_err(
+        psi_step(
+            &advertiser,
+            airlock_policy::PsiRequest::Result {
+                session: session.clone(),
+                message: m4.clone(),
+            },
+        )
+        .await,
+        "message 6 of this crypto-mode query is not authenticated",
+    );
+    // A refused step ends the session on that node (its state is taken).
+    step_err(
+        psi_step(
+            &advertiser,
+            airlock_policy::PsiRequest::Check {
+                session: session.clone(),
+                message: m4,
+            },
+        )
+        .await,
+        "no such crypto-mode session",
+    );
+    // Step 3 again on a fresh session: refused by the protocol's state.
+    let again = "0123456789abcdef0123456789abcdef".to_string();
+    let m1 = psi_step(
+        &advertiser,
+        airlock_policy::PsiRequest::Start {
+            session: again.clone(),
+            fragment: by_publisher.clone(),
+        },
+    )
+    .await
+    .expect("step 1");
+    let mut theirs = by_publisher.clone();
+    theirs.role = CryptoRole::Responder;
+    let m2 = psi_step(
+        &publisher,
+        airlock_policy::PsiRequest::Respond {
+            fragment: theirs,
+            message: m1,
+        },
+    )
+    .await
+    .expect("step 2");
+    let reblind = airlock_policy::PsiRequest::Reblind {
+        session: again.clone(),
+        message: m2,
+    };
+    psi_step(&advertiser, reblind.clone())
+        .await
+        .expect("step 3");
+    step_err(
+        psi_step(&advertiser, reblind).await,
+        "step out of order, or run twice",
+    );
     // Crypto mode is configured for a pair, with aggregates only.
     let three = text.replacen(
         "[[datasets]]",

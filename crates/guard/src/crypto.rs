@@ -17,32 +17,69 @@ use crate::{internal, split, GuardError, QueryKind};
 
 /// What a crypto-mode query costs under differential privacy: epsilon as
 /// the rules say; delta when its groups are chosen by partition selection
-/// (the responder cannot see group names, so grouped queries always are).
-pub(crate) fn cost(
+/// (by the asker's groups the responder cannot see group names, so grouped
+/// queries always are), and always by the responder's groups (the dummies
+/// that hide the overlap's size are (epsilon, delta)-DP). Hub and nodes
+/// call this one function.
+pub fn cost(
     collab: &airlock_policy::Collaboration,
     f: &CryptoFragment,
-) -> Result<Option<DpCost>, GuardError> {
+) -> Result<Option<DpCost>, Refusal> {
     let Some(dp) = airlock_policy::StrictestDp::of(collab, &[&f.asker.table, &f.responder.table])?
     else {
         return Ok(None);
     };
-    if !f.group_columns.is_empty() && dp.delta <= 0.0 {
-        return Err(GuardError::Refused(Refusal::new(
+    let by_responder = f.groups_of == CryptoRole::Responder;
+    let needs_delta = by_responder || !f.group_columns.is_empty();
+    if needs_delta && dp.delta <= 0.0 {
+        return Err(Refusal::new(
             Control::DifferentialPrivacy,
-            "in crypto mode the responder cannot see group names, so released groups are chosen by partition selection: the rules need a delta above 0",
-        )));
+            if by_responder {
+                "in crypto mode by the responder's groups, dummies hide the overlap's size with (epsilon, delta)-DP: the rules need a delta above 0"
+            } else {
+                "in crypto mode the responder cannot see group names, so released groups are chosen by partition selection: the rules need a delta above 0"
+            },
+        ));
+    }
+    if by_responder {
+        public_groups(collab, f)?;
     }
     Ok(Some(DpCost {
         epsilon: dp.epsilon,
-        delta: if f.group_columns.is_empty() {
-            0.0
-        } else {
-            dp.delta
-        },
+        delta: if needs_delta { dp.delta } else { 0.0 },
     }))
 }
 
-const SHAPES: &str = "crypto mode supports only the overlap count (COUNT(DISTINCT identity) over an equality join on the identity), the same grouped by dimensions of the asking member's own table, and SUM or AVG of the other member's measure over the overlap, grouped the same way";
+/// By the responder's groups under differential privacy, every group is
+/// released (none is chosen by its count): the group columns need public
+/// keys in the responder's table's rule, and these are the groups, one
+/// list per column. `None` without differential privacy. Hub and nodes
+/// call this one function.
+pub fn public_groups(
+    collab: &airlock_policy::Collaboration,
+    f: &CryptoFragment,
+) -> Result<Option<Vec<Vec<String>>>, Refusal> {
+    let table = &f.grouped_side().table;
+    let Some(rule) = collab.table(table).and_then(|t| t.dp()) else {
+        return Ok(None);
+    };
+    f.group_columns
+        .iter()
+        .map(|g| {
+            rule.public_keys.get(g).cloned().ok_or_else(|| {
+                Refusal::new(
+                    Control::DifferentialPrivacy,
+                    "under differential privacy, crypto mode by the responder's groups releases every group: the group column needs public keys in the rule",
+                )
+                .table(table, None)
+                .column(g)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+const SHAPES: &str = "crypto mode supports only the overlap count (COUNT(DISTINCT identity) over an equality join on the identity), the same grouped by dimensions of one member's table, and SUM or AVG of a measure of the other member's table over the overlap, grouped the same way";
 
 fn refuse(why: &str) -> GuardError {
     GuardError::Refused(Refusal::new(
@@ -94,25 +131,37 @@ pub(crate) fn shape(
             shape.above.join(", ")
         )));
     }
+    // All groups on one side: the asker's (the counts protocol, summing
+    // the responder's measure) or the responder's (the protocol by the
+    // responder's groups, summing the asker's measure). Ungrouped, the
+    // measure's side decides.
+    let mut group_scan = None;
     let mut group_columns = Vec::new();
     for g in &shape.groups {
         match g {
-            Some((scan, column)) if *scan == asker => group_columns.push(column.clone()),
-            _ => return Err(refuse(
-                "it groups by something other than a dimension column of the asking member's table",
-            )),
+            Some((scan, column)) if group_scan.is_none_or(|s| s == *scan) => {
+                group_scan = Some(*scan);
+                group_columns.push(column.clone());
+            }
+            _ => {
+                return Err(refuse(
+                    "it groups by something other than dimension columns of one member's table",
+                ))
+            }
         }
     }
-    let mut measure: Option<String> = None;
+    let mut measure: Option<(usize, String)> = None;
     let mut aggs = Vec::new();
     for (name, distinct, arg) in &shape.aggregates {
         let out = match (name.as_str(), distinct, arg) {
             ("count", true, Some((_, _, true))) => CryptoOutput::Count,
-            ("sum" | "avg", false, Some((scan, column, false))) if *scan == responder => {
-                if measure.as_ref().is_some_and(|m| m != column) {
+            ("sum" | "avg", false, Some((scan, column, false)))
+                if group_scan.is_none_or(|g| g != *scan) =>
+            {
+                if measure.as_ref().is_some_and(|m| m != &(*scan, column.clone())) {
                     return Err(refuse("it sums or averages more than one measure"));
                 }
-                measure = Some(column.clone());
+                measure = Some((*scan, column.clone()));
                 if name == "sum" {
                     CryptoOutput::Sum
                 } else {
@@ -121,13 +170,20 @@ pub(crate) fn shape(
             }
             _ => {
                 return Err(refuse(&format!(
-                "{} is not COUNT(DISTINCT identity) or a SUM or AVG of the other member's measure",
+                "{} is not COUNT(DISTINCT identity) or a SUM or AVG of a measure of the table not grouped by",
                 name.to_uppercase()
             )))
             }
         };
         aggs.push(out);
     }
+    let groups_of = match (group_scan, &measure) {
+        (Some(s), _) if s == asker => CryptoRole::Asker,
+        (Some(_), _) => CryptoRole::Responder,
+        (None, Some((s, _))) if *s == asker => CryptoRole::Responder,
+        (None, _) => CryptoRole::Asker,
+    };
+    let measure = measure.map(|(_, m)| m);
     let n_groups = shape.groups.len();
     let mut outputs = Vec::new();
     for (name, idx) in &shape.outputs {
@@ -185,6 +241,7 @@ pub(crate) fn shape(
         role: CryptoRole::Asker,
         asker: side(asker)?,
         responder: side(responder)?,
+        groups_of,
         group_columns,
         measure,
         outputs,

@@ -45,6 +45,7 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
 
 pub use check::{Checked, QueryKind, ScanRef};
+pub use crypto::{cost as crypto_cost, public_groups as crypto_public_groups};
 pub use functions::SCALAR_FUNCTIONS;
 pub use limits::Limits;
 pub use upper::Upper;
@@ -427,7 +428,7 @@ impl Guard {
             run.as_ref(),
             purpose.as_deref(),
         )?;
-        let cost = crypto::cost(&self.collab, &fragment)?;
+        let cost = crypto::cost(&self.collab, &fragment).map_err(GuardError::Refused)?;
         Ok((fragment, cost))
     }
 

@@ -235,6 +235,10 @@ impl Hub {
             })?;
             Ok::<String, HubError>(r.message)
         };
+        // By the responder's groups without differential privacy, k is
+        // applied by zero tests: two more steps (each node refuses a step
+        // its own state does not expect, whatever the hub says).
+        let zero_tests = fragment.groups_of == CryptoRole::Responder && cost.is_none();
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
         let m1 = step(
@@ -261,14 +265,32 @@ impl Hub {
             },
         )
         .await?;
-        let m4 = step(
-            responder,
+        let mut m4 = step(
+            responder.clone(),
             PsiRequest::Finish {
                 session: session.clone(),
                 message: m3,
             },
         )
         .await?;
+        if zero_tests {
+            let m5 = step(
+                asker.clone(),
+                PsiRequest::Check {
+                    session: session.clone(),
+                    message: m4,
+                },
+            )
+            .await?;
+            m4 = step(
+                responder,
+                PsiRequest::Release {
+                    session: session.clone(),
+                    message: m5,
+                },
+            )
+            .await?;
+        }
         let result = step(
             asker,
             PsiRequest::Result {

@@ -19,6 +19,7 @@ use airlock_policy::{
     Ability, AggFunction, AnalysisRule, ColumnRole, Control, CryptoFragment, CryptoOutput,
     CryptoRole, Mode, Predicate, PsiRequest, PsiResponse, Refusal,
 };
+use airlock_psi::responder_groups::{self, Padding};
 use airlock_psi::{Asker, Responder, Suite};
 use base64::Engine as _;
 use curve25519_dalek::ristretto::RistrettoPoint;
@@ -61,6 +62,24 @@ enum State {
         /// The digest of the fragment this node checked.
         digest: [u8; 32],
     },
+    /// The asker by the responder's groups (its steps are checked in
+    /// order, each once, by the protocol's own state).
+    GroupedAsker {
+        asker: Box<responder_groups::Asker>,
+        fragment: Box<CryptoFragment>,
+        k: u64,
+    },
+    /// The responder by its own groups.
+    GroupedResponder {
+        responder: Box<responder_groups::Responder>,
+        dp: Option<Box<CryptoDp>>,
+        digest: [u8; 32],
+        /// The label of each group, one array per group column.
+        labels: Vec<ArrayRef>,
+        /// How many groups (the real ones).
+        groups: usize,
+        k: u64,
+    },
 }
 
 /// Differential privacy of a crypto-mode query, from the node's own copy
@@ -79,8 +98,23 @@ struct CryptoDp {
     /// Released groups need a noisy count of at least this (grouped
     /// queries); `None`: the one group is always released.
     threshold: Option<i64>,
+    /// By the responder's groups: the mechanism of the dummies (the
+    /// overlap's size, the responder's and the asker's counts), with its
+    /// share of epsilon and a quarter of delta.
+    dummies: Option<(airlock_privacy::Laplace, f64)>,
     /// What the query costs (as the hub debited it).
     cost: airlock_guard::dp::DpCost,
+}
+
+/// Which groups a grouped side forms.
+enum Groups {
+    /// The groups its rows fall in, in order of first appearance; a column
+    /// with `Some` keys keeps only rows whose key is listed.
+    Seen(Vec<Option<HashSet<String>>>),
+    /// Exactly every combination of each column's keys, in order, whether
+    /// anyone is in it or not (released groups that do not depend on the
+    /// data).
+    All(Vec<Vec<String>>),
 }
 
 /// The node's crypto-mode sessions and its hash cache.
@@ -195,6 +229,61 @@ fn values_needed(f: &CryptoFragment) -> usize {
     }
 }
 
+/// The responder's last message by its own groups: the protocol's
+/// message, then the labels of the released groups (Arrow IPC: the group
+/// index, then one column per group column), under the same tag.
+fn with_labels(m6: Vec<u8>, labels: &[ArrayRef], groups: &[u32]) -> Result<Vec<u8>, NodeError> {
+    let idx = UInt32Array::from(groups.to_vec());
+    let mut fields = vec![Field::new("group", DataType::UInt32, false)];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(idx.clone())];
+    for (i, l) in labels.iter().enumerate() {
+        let a = take(l, &idx, None).map_err(|_| NodeError::Execution)?;
+        fields.push(Field::new(format!("l{i}"), a.data_type().clone(), true));
+        columns.push(a);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
+    let ipc = airlock_guard::wire::encode_batches(&schema, &[batch])
+        .map_err(|_| NodeError::Local("could not encode the labels".into()))?;
+    let mut out = Vec::with_capacity(4 + m6.len() + ipc.len());
+    out.extend_from_slice(&(m6.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m6);
+    out.extend_from_slice(&ipc);
+    Ok(out)
+}
+
+/// The protocol's message and the labels (group indices, and one array per
+/// of the `columns` group columns) of [`with_labels`].
+#[allow(clippy::type_complexity)]
+fn without_labels(
+    bytes: &[u8],
+    columns: usize,
+) -> Result<(&[u8], (Vec<u32>, Vec<ArrayRef>)), NodeError> {
+    let bad = || NodeError::BadFragment("the responder's release is malformed".into());
+    let len = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(bad)?;
+    let m6 = bytes.get(4..4 + len).ok_or_else(bad)?;
+    let (schema, partitions) =
+        airlock_guard::wire::decode_partitions(bytes[4 + len..].to_vec()).map_err(|_| bad())?;
+    if schema.fields().len() != columns + 1 || schema.field(0).data_type() != &DataType::UInt32 {
+        return Err(bad());
+    }
+    let batches: Vec<RecordBatch> = partitions.into_iter().flatten().collect();
+    let whole = datafusion::arrow::compute::concat_batches(&schema, &batches).map_err(|_| bad())?;
+    let groups = whole
+        .column(0)
+        .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+    if groups.null_count() > 0 {
+        return Err(bad());
+    }
+    Ok((
+        m6,
+        (groups.values().to_vec(), whole.columns()[1..].to_vec()),
+    ))
+}
+
 fn psi_error(e: airlock_psi::PsiError) -> NodeError {
     NodeError::BadFragment(e.to_string())
 }
@@ -226,7 +315,7 @@ impl Node {
             Some(m) => {
                 let rule = self
                     .collab
-                    .table(&f.responder.table)
+                    .table(&f.measure_side().table)
                     .and_then(|t| t.dp())
                     .ok_or(NodeError::Execution)?;
                 match rule.bounds.get(m) {
@@ -237,15 +326,24 @@ impl Node {
                                 Control::DifferentialPrivacy,
                                 "under differential privacy a summed measure needs non-negative clamping bounds in the rule",
                             )
-                            .table(&f.responder.table, None)
+                            .table(&f.measure_side().table, None)
                             .column(m),
                         ))
                     }
                 }
             }
         };
-        // Epsilon split evenly over the noisy values of each group.
-        let n = 1 + usize::from(bounds.is_some()) + usize::from(bounds.is_some() && avg);
+        // Epsilon split evenly over the noisy values of each group and, by
+        // the responder's groups, three more for the dummies: one person
+        // moves the observed overlap (matched and unmatched dummies of S,
+        // one each) and the asker's count (its own dummies); the dummies
+        // of L hide the responder's count, which a person of the overlap
+        // leaves as the matched dummies make it look.
+        let by_responder = f.groups_of == CryptoRole::Responder;
+        let n = 1
+            + usize::from(bounds.is_some())
+            + usize::from(bounds.is_some() && avg)
+            + if by_responder { 3 } else { 0 };
         let each = epsilon / n as f64;
         let (g, m) = (max_groups as f64, max_rows as f64);
         let noise = |sensitivity: f64| {
@@ -262,7 +360,12 @@ impl Node {
         } else {
             None
         };
-        let threshold = if f.group_columns.is_empty() {
+        let dummies = if by_responder {
+            Some((noise(1.0)?, delta / 4.0))
+        } else {
+            None
+        };
+        let threshold = if f.group_columns.is_empty() || by_responder {
             None
         } else {
             if delta <= 0.0 {
@@ -275,11 +378,9 @@ impl Node {
             let t = 1.0 + (count.scale() * (g / delta).ln()).ceil();
             Some((t.max(self.crypto_k(f) as f64)).min(i64::MAX as f64) as i64)
         };
-        let cost = airlock_guard::dp::DpCost {
-            epsilon,
-            delta: if threshold.is_some() { delta } else { 0.0 },
-        };
+        let cost = airlock_guard::crypto_cost(&self.collab, f)?.ok_or(NodeError::Execution)?;
         Ok(Some(CryptoDp {
+            dummies,
             cost,
             max_rows: usize::try_from(max_rows).unwrap_or(usize::MAX),
             max_groups: max_groups as usize,
@@ -379,19 +480,21 @@ impl Node {
                 ));
             }
         }
-        match role {
-            CryptoRole::Asker => {
+        // The node whose table is grouped by checks the groups; the other
+        // checks the measure.
+        match role == f.groups_of {
+            true => {
                 for g in &f.group_columns {
                     if !dimension(g) {
                         return Err(refuse(
                             Some(&mine.table),
                             Some(g),
-                            "only the asker's dimensions may be grouped by",
+                            "only dimensions may be grouped by",
                         ));
                     }
                 }
             }
-            CryptoRole::Responder => {
+            false => {
                 if let Some(m) = &f.measure {
                     let Some(ColumnRole::Measure(fs)) = table.role(m) else {
                         return Err(refuse(
@@ -574,111 +677,214 @@ impl Node {
     }
 
     /// Runs one step of a crypto-mode query (JSON [`PsiRequest`] in, JSON
-    /// [`PsiResponse`] out): the node's whole crypto-mode interface.
+    /// [`PsiResponse`] out): the node's whole crypto-mode interface. Each
+    /// step runs once, in order: the session's state is taken out, and put
+    /// back only if a step follows.
     pub async fn psi(&self, request: &[u8]) -> Result<Vec<u8>, NodeError> {
         let req: PsiRequest = serde_json::from_slice(request)
             .map_err(|e| NodeError::BadFragment(format!("not a crypto-mode step: {e}")))?;
         let key = self.psi_mac_key()?;
         use CryptoRole::{Asker as A, Responder as R};
+        let wrong = |what: &str| {
+            NodeError::BadFragment(format!(
+                "this node is not the {what} of that session, or that step has run"
+            ))
+        };
         let out = match req {
             PsiRequest::Start { session, fragment } => {
                 let digest = fragment_digest(&fragment)?;
-                sealed(
-                    &key,
-                    A,
-                    1,
-                    &digest,
-                    self.psi_start(&session, fragment).await?,
-                )
+                let m1 = match fragment.groups_of {
+                    A => self.psi_start(&session, fragment).await?,
+                    R => self.psi_start_grouped(&session, fragment).await?,
+                };
+                sealed(&key, A, 1, &digest, m1)
             }
             PsiRequest::Respond { fragment, message } => {
                 // The node's own rules first: a refusal names the rule.
                 self.verify_crypto(&fragment, CryptoRole::Responder)?;
                 let digest = fragment_digest(&fragment)?;
                 let m1 = opened(&key, A, 1, &digest, &message)?;
-                sealed(
-                    &key,
-                    R,
-                    2,
-                    &digest,
-                    self.psi_respond(fragment, &m1, digest).await?,
-                )
+                let m2 = match fragment.groups_of {
+                    A => self.psi_respond(fragment, &m1, digest).await?,
+                    R => self.psi_respond_grouped(fragment, &m1, digest).await?,
+                };
+                sealed(&key, R, 2, &digest, m2)
             }
-            PsiRequest::Reblind { session, message } => {
-                let State::Asker {
+            PsiRequest::Reblind { session, message } => match self.take(&session)? {
+                State::Asker {
                     mut asker,
                     fragment,
                     labels,
                     k,
                     reblinded: false,
-                } = self.take(&session)?
-                else {
-                    return Err(NodeError::BadFragment(
-                        "this node is not the asker of that session, or that step has run".into(),
-                    ));
-                };
-                let digest = fragment_digest(&fragment)?;
-                let m2 = opened(&key, R, 2, &digest, &message)?;
-                let (m3, _) = asker.reblind(&m2).map_err(psi_error)?;
-                let m3 = sealed(&key, A, 3, &digest, m3);
-                self.store(
-                    session_id(&session)?,
-                    State::Asker {
-                        asker,
-                        fragment,
-                        labels,
-                        k,
-                        reblinded: true,
-                    },
-                )?;
-                m3
-            }
-            PsiRequest::Finish { session, message } => {
-                let State::Responder {
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m2 = opened(&key, R, 2, &digest, &message)?;
+                    let (m3, _) = asker.reblind(&m2).map_err(psi_error)?;
+                    let m3 = sealed(&key, A, 3, &digest, m3);
+                    self.store(
+                        session_id(&session)?,
+                        State::Asker {
+                            asker,
+                            fragment,
+                            labels,
+                            k,
+                            reblinded: true,
+                        },
+                    )?;
+                    m3
+                }
+                State::GroupedAsker {
+                    mut asker,
+                    fragment,
+                    k,
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m2 = opened(&key, R, 2, &digest, &message)?;
+                    let (m3, _, _) = asker.match_items(&m2).map_err(psi_error)?;
+                    self.store(
+                        session_id(&session)?,
+                        State::GroupedAsker { asker, fragment, k },
+                    )?;
+                    sealed(&key, A, 3, &digest, m3)
+                }
+                _ => return Err(wrong("asker")),
+            },
+            PsiRequest::Finish { session, message } => match self.take(&session)? {
+                State::Responder {
                     responder,
                     dp,
                     digest,
+                } => {
+                    let m3 = opened(&key, A, 3, &digest, &message)?;
+                    let m4 = match dp {
+                        None => responder.finish(&m3).map_err(psi_error)?.0,
+                        Some(dp) => {
+                            let release = |_: u32, count: u64| dp.release(count);
+                            let policy = airlock_psi::Release {
+                                max_groups_per_person: Some(dp.max_groups),
+                                release: &release,
+                            };
+                            responder
+                                .finish_with(&m3, Some(&policy))
+                                .map_err(psi_error)?
+                                .0
+                        }
+                    };
+                    sealed(&key, R, 4, &digest, m4)
+                }
+                State::GroupedResponder {
+                    mut responder,
+                    dp,
+                    digest,
+                    labels,
+                    groups,
+                    k,
+                } => {
+                    let m3 = opened(&key, A, 3, &digest, &message)?;
+                    responder.tally(&m3).map_err(psi_error)?;
+                    match dp {
+                        // Under differential privacy every (public) group
+                        // is released with noise: no zero tests.
+                        Some(dp) => {
+                            let noise = |_: u32| dp.noise_all();
+                            let m6 = responder.release_all(&noise).map_err(psi_error)?;
+                            let all: Vec<u32> = (0..groups as u32).collect();
+                            sealed(&key, R, 6, &digest, with_labels(m6, &labels, &all)?)
+                        }
+                        None => {
+                            let m4 = responder.zero_tests(k).map_err(psi_error)?;
+                            self.store(
+                                session_id(&session)?,
+                                State::GroupedResponder {
+                                    responder,
+                                    dp: None,
+                                    digest,
+                                    labels,
+                                    groups,
+                                    k,
+                                },
+                            )?;
+                            sealed(&key, R, 4, &digest, m4)
+                        }
+                    }
+                }
+                _ => return Err(wrong("responder")),
+            },
+            PsiRequest::Check { session, message } => {
+                let State::GroupedAsker {
+                    mut asker,
+                    fragment,
+                    k,
                 } = self.take(&session)?
                 else {
-                    return Err(NodeError::BadFragment(
-                        "this node is not the responder of that session".into(),
-                    ));
+                    return Err(wrong("asker"));
                 };
-                let m3 = opened(&key, A, 3, &digest, &message)?;
-                let m4 = match dp {
-                    None => responder.finish(&m3).map_err(psi_error)?.0,
-                    Some(dp) => {
-                        let release = |_: u32, count: u64| dp.release(count);
-                        let policy = airlock_psi::Release {
-                            max_groups_per_person: Some(dp.max_groups),
-                            release: &release,
-                        };
-                        responder
-                            .finish_with(&m3, Some(&policy))
-                            .map_err(psi_error)?
-                            .0
-                    }
-                };
-                sealed(&key, R, 4, &digest, m4)
+                let digest = fragment_digest(&fragment)?;
+                let m4 = opened(&key, R, 4, &digest, &message)?;
+                let m5 = asker.passes(&m4, k).map_err(psi_error)?;
+                self.store(
+                    session_id(&session)?,
+                    State::GroupedAsker { asker, fragment, k },
+                )?;
+                sealed(&key, A, 5, &digest, m5)
             }
-            PsiRequest::Result { session, message } => {
-                let State::Asker {
+            PsiRequest::Release { session, message } => {
+                let State::GroupedResponder {
+                    mut responder,
+                    digest,
+                    labels,
+                    ..
+                } = self.take(&session)?
+                else {
+                    return Err(wrong("responder"));
+                };
+                let m5 = opened(&key, A, 5, &digest, &message)?;
+                let (m6, passed) = responder.release_passing(&m5).map_err(psi_error)?;
+                sealed(&key, R, 6, &digest, with_labels(m6, &labels, &passed)?)
+            }
+            PsiRequest::Result { session, message } => match self.take(&session)? {
+                State::Asker {
                     asker,
                     fragment,
                     labels,
                     k,
                     reblinded: true,
-                } = self.take(&session)?
-                else {
-                    return Err(NodeError::BadFragment(
-                        "this node is not the asker of that session, or that step has not run"
-                            .into(),
-                    ));
-                };
-                let m4 = opened(&key, R, 4, &fragment_digest(&fragment)?, &message)?;
-                let groups = asker.finish(&m4).map_err(psi_error)?;
-                self.psi_result(&fragment, &labels, k, &groups)?
-            }
+                } => {
+                    let m4 = opened(&key, R, 4, &fragment_digest(&fragment)?, &message)?;
+                    let groups = asker.finish(&m4).map_err(psi_error)?;
+                    self.psi_result(&fragment, &labels, k, &groups)?
+                }
+                State::GroupedAsker {
+                    mut asker,
+                    fragment,
+                    k,
+                } => {
+                    let m6 = opened(&key, R, 6, &fragment_digest(&fragment)?, &message)?;
+                    let (m6, labels) = without_labels(&m6, fragment.group_columns.len())?;
+                    let groups = asker.finish(m6).map_err(psi_error)?;
+                    // Each released group by its row in the labels sent.
+                    let rows: HashMap<u32, u32> = labels
+                        .0
+                        .iter()
+                        .enumerate()
+                        .map(|(row, g)| (*g, row as u32))
+                        .collect();
+                    let groups = groups
+                        .into_iter()
+                        .map(|mut g| {
+                            g.group = *rows.get(&g.group).ok_or_else(|| {
+                                NodeError::BadFragment(
+                                    "the responder released a group without its labels".into(),
+                                )
+                            })?;
+                            Ok(g)
+                        })
+                        .collect::<Result<Vec<_>, NodeError>>()?;
+                    self.psi_result(&fragment, &labels.1, k, &groups)?
+                }
+                _ => return Err(wrong("asker")),
+            },
         };
         serde_json::to_vec(&PsiResponse {
             message: B64.encode(out),
@@ -703,18 +909,82 @@ impl Node {
                 .collect(),
             _ => vec![None; f.group_columns.len()],
         };
+        let (labels, members) = self.group_rows(&f, &f.asker, Groups::Seen(public)).await?;
+        let points: Vec<Vec<RistrettoPoint>> = members
+            .iter()
+            .map(|m| {
+                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
+                self.hash_ids(&ids)
+            })
+            .collect::<Result<_, _>>()?;
+        let (asker, m1, _) = Asker::start(id, &points, values_needed(&f)).map_err(psi_error)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::Asker {
+                asker: Box::new(asker),
+                fragment: Box::new(f),
+                labels,
+                k,
+                reblinded: false,
+            },
+        )?;
+        Ok(m1)
+    }
+
+    /// The people of `side` (this node's table) per group of the query's
+    /// group columns: each group's distinct people and, per group column,
+    /// each group's label.
+    async fn group_rows(
+        &self,
+        f: &CryptoFragment,
+        side: &airlock_policy::CryptoSide,
+        groups: Groups,
+    ) -> Result<(Vec<ArrayRef>, Vec<HashSet<String>>), NodeError> {
+        let table = self.collab.table(&side.table).ok_or(NodeError::Execution)?;
         let mut columns: Vec<_> = f.group_columns.iter().map(|g| col(g.as_str())).collect();
         columns.push(col(table.identity.as_str()));
         let batches = self
-            .crypto_rows(&f, &f.asker.table, &f.asker.filter, columns, false)
+            .crypto_rows(f, &side.table, &side.filter, columns, false)
             .await?;
-        // Group the asker's people: distinct people per group, groups in
-        // order of first appearance; keep one row per group for its labels.
+        // Distinct people per group: groups in order of first appearance
+        // (one row kept per group for its labels), or exactly the listed
+        // ones, whether anyone is in them or not.
         let n = f.group_columns.len();
         let opts = FormatOptions::default();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut members: Vec<HashSet<String>> = Vec::new();
         let mut firsts: Vec<(usize, u32)> = Vec::new();
+        let (public, all) = match groups {
+            Groups::Seen(public) => (public, None),
+            Groups::All(lists) => {
+                let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+                for l in &lists {
+                    if combos.len().saturating_mul(l.len()) > airlock_psi::protocol::MAX_GROUPS {
+                        return Err(refuse(
+                            Some(&side.table),
+                            None,
+                            "the public keys of the group columns make more groups than a query may have",
+                        ));
+                    }
+                    combos = combos
+                        .iter()
+                        .flat_map(|c| {
+                            l.iter().map(move |k| {
+                                let mut c = c.clone();
+                                c.push(k.clone());
+                                c
+                            })
+                        })
+                        .collect();
+                }
+                for (g, c) in combos.iter().enumerate() {
+                    index.insert(c.join("\u{1f}"), g);
+                }
+                members = vec![HashSet::new(); combos.len()];
+                (vec![None; n], Some(combos))
+            }
+        };
         for (b_i, b) in batches.iter().enumerate() {
             let fmts = b.columns()[..n]
                 .iter()
@@ -743,15 +1013,39 @@ impl Node {
                     continue;
                 }
                 let key = key.join("\u{1f}");
-                let g = *index.entry(key).or_insert_with(|| {
-                    members.push(HashSet::new());
-                    firsts.push((b_i, row as u32));
-                    members.len() - 1
-                });
+                let g = match (&all, index.get(&key)) {
+                    (_, Some(g)) => *g,
+                    (Some(_), None) => continue, // not a public key: never leaves
+                    (None, None) => {
+                        members.push(HashSet::new());
+                        firsts.push((b_i, row as u32));
+                        index.insert(key, members.len() - 1);
+                        members.len() - 1
+                    }
+                };
                 members[g].insert(ids.value(row).to_string());
             }
         }
         let mut labels = Vec::with_capacity(n);
+        if let Some(combos) = all {
+            let schema = self.schemas.get(&side.table).ok_or(NodeError::Execution)?;
+            for (c, name) in f.group_columns.iter().enumerate() {
+                let keys = datafusion::arrow::array::StringArray::from(
+                    combos.iter().map(|k| k[c].as_str()).collect::<Vec<_>>(),
+                );
+                let field = schema
+                    .field_with_name(name)
+                    .map_err(|_| NodeError::Execution)?;
+                labels.push(cast(&keys, field.data_type()).map_err(|_| {
+                    refuse(
+                        Some(&side.table),
+                        Some(name),
+                        "a public key is not a value of the column's type",
+                    )
+                })?);
+            }
+            return Ok((labels, members));
+        }
         for c in 0..n {
             let parts: Vec<ArrayRef> = batches.iter().map(|b| b.column(c).clone()).collect();
             let all = if parts.is_empty() {
@@ -778,26 +1072,153 @@ impl Node {
             );
             labels.push(take(&all, &idx, None).map_err(|_| NodeError::Execution)?);
         }
-        let points: Vec<Vec<RistrettoPoint>> = members
-            .iter()
-            .map(|m| {
-                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
-                self.hash_ids(&ids)
-            })
-            .collect::<Result<_, _>>()?;
-        let (asker, m1, _) = Asker::start(id, &points, values_needed(&f)).map_err(psi_error)?;
+        Ok((labels, members))
+    }
+
+    /// The dummies' mechanism: under differential privacy the query's
+    /// (its share of epsilon, a quarter of delta); without, a discrete
+    /// Laplace of scale k (one query's counts are uncertain by about k;
+    /// repeated queries average it away, which only differential privacy
+    /// bounds) and delta 1e-9.
+    fn dummy_noise(
+        &self,
+        f: &CryptoFragment,
+        dp: Option<&CryptoDp>,
+    ) -> Result<(airlock_privacy::Laplace, f64), NodeError> {
+        match dp.and_then(|d| d.dummies.clone()) {
+            Some(d) => Ok(d),
+            None => Ok((
+                airlock_privacy::Laplace::for_epsilon(1.0, self.crypto_k(f) as f64)
+                    .map_err(|e| NodeError::Local(e.to_string()))?,
+                1e-9,
+            )),
+        }
+    }
+
+    /// By the responder's groups, the asker's step 1: its people with the
+    /// values of its own measure, hashed, blinded and encrypted, with
+    /// dummies.
+    async fn psi_start_grouped(
+        &self,
+        session: &str,
+        f: CryptoFragment,
+    ) -> Result<Vec<u8>, NodeError> {
+        self.verify_crypto(&f, CryptoRole::Asker)?;
+        let id = session_id(session)?;
+        let dp = self.crypto_dp(&f)?;
+        let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let people: Vec<(RistrettoPoint, Vec<u64>)> =
+            self.hash_ids(&refs)?.into_iter().zip(nums).collect();
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let dummies = noise
+            .0
+            .dummies(noise.1)
+            .map_err(|e| NodeError::Local(e.to_string()))?;
+        let (asker, m1, _) =
+            responder_groups::Asker::start(id, &people, values_needed(&f), dummies)
+                .map_err(psi_error)?;
         let k = self.crypto_k(&f);
         self.store(
             id,
-            State::Asker {
+            State::GroupedAsker {
                 asker: Box::new(asker),
                 fragment: Box::new(f),
-                labels,
                 k,
-                reblinded: false,
             },
         )?;
         Ok(m1)
+    }
+
+    /// By its own groups, the responder's step 2: its people per group
+    /// (under differential privacy exactly the public groups, each person in
+    /// at most the rule's number of them), hashed and blinded, with dummies.
+    async fn psi_respond_grouped(
+        &self,
+        mut f: CryptoFragment,
+        m1: &[u8],
+        digest: [u8; 32],
+    ) -> Result<Vec<u8>, NodeError> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        // Checked by the caller, before the message's tag.
+        f.role = CryptoRole::Responder;
+        let dp = self.crypto_dp(&f)?;
+        let groups = match (&dp, airlock_guard::crypto_public_groups(&self.collab, &f)?) {
+            (Some(_), Some(lists)) => Groups::All(lists),
+            (Some(_), None) => {
+                return Err(NodeError::Refused(
+                    Refusal::new(
+                        Control::DifferentialPrivacy,
+                        "under differential privacy, crypto mode by the responder's groups releases every group: the responder's table needs a rule with public keys",
+                    )
+                    .table(&f.responder.table, None),
+                ))
+            }
+            (None, _) => Groups::Seen(vec![None; f.group_columns.len()]),
+        };
+        let (labels, members) = self.group_rows(&f, &f.responder, groups).await?;
+        let mut of: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (g, m) in members.iter().enumerate() {
+            for id in m {
+                of.entry(id.as_str()).or_default().push(g as u32);
+            }
+        }
+        if let Some(dp) = &dp {
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            for gs in of.values_mut() {
+                if gs.len() > dp.max_groups {
+                    gs.shuffle(&mut rng);
+                    gs.truncate(dp.max_groups);
+                }
+            }
+        }
+        let ids: Vec<&str> = of.keys().copied().collect();
+        let people: Vec<(RistrettoPoint, Vec<u32>)> = self
+            .hash_ids(&ids)?
+            .into_iter()
+            .zip(ids.iter().map(|i| of[i].clone()))
+            .collect();
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let draw = || {
+            noise
+                .0
+                .dummies(noise.1)
+                .map_err(|e| NodeError::Local(e.to_string()))
+        };
+        let padding = Padding {
+            matched: draw()?,
+            unmatched_mine: draw()?,
+            unmatched_theirs: draw()?,
+            // Under differential privacy the groups are public.
+            groups: if dp.is_some() { 0 } else { draw()? },
+        };
+        let (responder, m2, _) = responder_groups::Responder::respond(
+            m1,
+            &people,
+            members.len(),
+            values_needed(&f),
+            padding,
+        )
+        .map_err(psi_error)?;
+        let session = m1
+            .get(13..29)
+            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(session);
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::GroupedResponder {
+                responder: Box::new(responder),
+                dp: dp.map(Box::new),
+                digest,
+                labels,
+                groups: members.len(),
+                k,
+            },
+        )?;
+        Ok(m2)
     }
 
     async fn psi_respond(
@@ -810,29 +1231,7 @@ impl Node {
         f.role = CryptoRole::Responder;
         let values = values_needed(&f);
         let dp = self.crypto_dp(&f)?;
-        let mut aggs = Vec::new();
-        if let Some(m) = &f.measure {
-            let field = self
-                .schemas
-                .get(&f.responder.table)
-                .and_then(|s| s.field_with_name(m).ok().cloned())
-                .ok_or(NodeError::Execution)?;
-            if !field.data_type().is_integer() {
-                return Err(refuse(
-                    Some(&f.responder.table),
-                    Some(m),
-                    "crypto mode sums integer measures only (e.g. cents)",
-                ));
-            }
-            aggs.push(sum(col(m.as_str())).alias("s"));
-            aggs.push(count(lit(1)).alias("n"));
-        } else {
-            aggs.push(count(lit(1)).alias("n"));
-        }
-        let (ids, nums) = match &dp {
-            Some(dp) => self.bounded_people(&f, dp, values).await?,
-            None => self.summed_people(&f, aggs, values).await?,
-        };
+        let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
         let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
         let points = self.hash_ids(&id_refs)?;
         let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
@@ -854,6 +1253,39 @@ impl Node {
         Ok(m2)
     }
 
+    /// The people of the measure's side (this node's) with the values the
+    /// query needs: exact per-person sums, or under differential privacy
+    /// bounded ones.
+    async fn people_with_values(
+        &self,
+        f: &CryptoFragment,
+        dp: Option<&CryptoDp>,
+    ) -> Result<(Vec<String>, Vec<Vec<u64>>), NodeError> {
+        let values = values_needed(f);
+        let table = &f.measure_side().table;
+        let mut aggs = Vec::new();
+        if let Some(m) = &f.measure {
+            let field = self
+                .schemas
+                .get(table)
+                .and_then(|s| s.field_with_name(m).ok().cloned())
+                .ok_or(NodeError::Execution)?;
+            if !field.data_type().is_integer() {
+                return Err(refuse(
+                    Some(table),
+                    Some(m),
+                    "crypto mode sums integer measures only (e.g. cents)",
+                ));
+            }
+            aggs.push(sum(col(m.as_str())).alias("s"));
+        }
+        aggs.push(count(lit(1)).alias("n"));
+        match dp {
+            Some(dp) => self.bounded_people(f, dp, values).await,
+            None => self.summed_people(f, aggs, values).await,
+        }
+    }
+
     /// Each person's exact sum and row count (no differential privacy).
     async fn summed_people(
         &self,
@@ -862,7 +1294,13 @@ impl Node {
         values: usize,
     ) -> Result<(Vec<String>, Vec<Vec<u64>>), NodeError> {
         let batches = self
-            .crypto_rows(f, &f.responder.table, &f.responder.filter, aggs, true)
+            .crypto_rows(
+                f,
+                &f.measure_side().table,
+                &f.measure_side().filter,
+                aggs,
+                true,
+            )
             .await?;
         let mut ids: Vec<String> = Vec::new();
         let mut nums: Vec<Vec<u64>> = Vec::new();
@@ -885,7 +1323,7 @@ impl Node {
                     let total = if s.is_null(row) { 0 } else { s.value(row) };
                     let total = u64::try_from(total).map_err(|_| {
                         refuse(
-                            Some(&f.responder.table),
+                            Some(&f.measure_side().table),
                             f.measure.as_deref(),
                             "crypto mode sums non-negative measures; a person's total is negative",
                         )
@@ -914,14 +1352,20 @@ impl Node {
         use rand::SeedableRng;
         let table = self
             .collab
-            .table(&f.responder.table)
+            .table(&f.measure_side().table)
             .ok_or(NodeError::Execution)?;
         let mut columns = vec![col(table.identity.as_str())];
         if let Some(m) = &f.measure {
             columns.push(cast_expr(col(m.as_str())));
         }
         let batches = self
-            .crypto_rows(f, &f.responder.table, &f.responder.filter, columns, false)
+            .crypto_rows(
+                f,
+                &f.measure_side().table,
+                &f.measure_side().filter,
+                columns,
+                false,
+            )
             .await?;
         let mut people: HashMap<String, Vec<i64>> = HashMap::new();
         for b in &batches {
@@ -1092,6 +1536,18 @@ impl Node {
 }
 
 impl CryptoDp {
+    /// By the responder's groups, the noise of one released group: its
+    /// count's, then one per value the query needs (the measure's sum, and
+    /// for an average the row count), all added under encryption.
+    fn noise_all(&self) -> Result<Vec<i64>, airlock_psi::PsiError> {
+        let noise = |e: airlock_privacy::PrivacyError| airlock_psi::PsiError::Noise(e.to_string());
+        std::iter::once(&self.count)
+            .chain(self.sum.iter())
+            .chain(self.rows.iter())
+            .map(|m| m.release(0).map_err(noise))
+            .collect()
+    }
+
     /// What is released of one group, from its exact overlap count: a
     /// noisy count (`i64` bits) if it passes the threshold, and the noise
     /// the responder adds to each sum under encryption (the responder never

@@ -101,6 +101,23 @@ pub enum PsiRequest {
         /// The asker's second message (base64).
         message: String,
     },
+    /// Asker, by the responder's groups without differential privacy:
+    /// the zero tests of each group, answered with proofs for those that
+    /// pass k.
+    Check {
+        /// Session id.
+        session: String,
+        /// The responder's zero tests (base64).
+        message: String,
+    },
+    /// Responder, by its own groups without differential privacy: the
+    /// asker's proofs, answered with the release of the groups that pass.
+    Release {
+        /// Session id.
+        session: String,
+        /// The asker's proofs (base64).
+        message: String,
+    },
     /// Asker: the released groups become the result.
     Result {
         /// Session id.
@@ -134,9 +151,14 @@ pub struct CryptoFragment {
     pub asker: CryptoSide,
     /// The responder's table: its people and per-person sums.
     pub responder: CryptoSide,
-    /// The asker's dimension columns grouped by.
+    /// Whose dimensions are grouped by: the asker's (the counts protocol,
+    /// the measure is the responder's) or the responder's (the protocol by
+    /// the responder's groups, the measure is the asker's).
+    #[serde(default, skip_serializing_if = "CryptoRole::is_asker")]
+    pub groups_of: CryptoRole,
+    /// The dimension columns grouped by, of the `groups_of` side's table.
     pub group_columns: Vec<String>,
-    /// The responder's measure summed or averaged, if any.
+    /// The measure summed or averaged, if any, of the other side's table.
     pub measure: Option<String>,
     /// Output columns in order: names and what each is.
     pub outputs: Vec<(String, CryptoOutput)>,
@@ -149,13 +171,39 @@ pub struct CryptoFragment {
 }
 
 /// A node's role in a crypto-mode query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CryptoRole {
     /// The member who asked: learns only the released aggregates.
+    #[default]
     Asker,
     /// The other member: computes, applies k, releases.
     Responder,
+}
+
+impl CryptoRole {
+    /// Whether this is the asker.
+    pub fn is_asker(&self) -> bool {
+        *self == CryptoRole::Asker
+    }
+}
+
+impl CryptoFragment {
+    /// The side whose table is grouped by.
+    pub fn grouped_side(&self) -> &CryptoSide {
+        match self.groups_of {
+            CryptoRole::Asker => &self.asker,
+            CryptoRole::Responder => &self.responder,
+        }
+    }
+
+    /// The side whose measure is summed (the other one).
+    pub fn measure_side(&self) -> &CryptoSide {
+        match self.groups_of {
+            CryptoRole::Asker => &self.responder,
+            CryptoRole::Responder => &self.asker,
+        }
+    }
 }
 
 /// One side of a crypto-mode query.
@@ -178,9 +226,9 @@ pub enum CryptoOutput {
     Group(usize),
     /// People in the overlap (`COUNT(DISTINCT identity)`).
     Count,
-    /// `SUM` of the responder's measure over the overlap.
+    /// `SUM` of the measure over the overlap.
     Sum,
-    /// `AVG` of the responder's measure over the overlap's rows.
+    /// `AVG` of the measure over the overlap's rows.
     Avg,
 }
 

@@ -72,6 +72,33 @@ impl Laplace {
         Ok(saturate(IBig::from(value) + noise))
     }
 
+    /// A number of dummies to add to a count that can only grow (dummy
+    /// items the other side cannot tell from real ones), for a count of
+    /// L1 sensitivity as this mechanism was made for: `shift + noise`
+    /// clamped to `[0, 2·shift]`, with `shift = ceil(s·ln(1/delta))`.
+    ///
+    /// Reasoning: the observed `n + D` is `n + shift` plus discrete Laplace
+    /// noise (epsilon-DP) except where the clamp binds; the clamp at 0 binds
+    /// with probability `P(noise <= -shift) = q^shift / (1 + q) <= e^(-shift/s)
+    /// <= delta` (with `q = e^(-1/s)`), and the one at `2·shift` as often,
+    /// so the count is (epsilon, delta)-DP. The clamp is what keeps the
+    /// number of dummies non-negative and bounded (memory and time).
+    pub fn dummies(&self, delta: f64) -> Result<u64, PrivacyError> {
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(PrivacyError::BadParameter(
+                "delta for dummies must be in (0, 1)".into(),
+            ));
+        }
+        let shift = (self.scale_f64 * (1.0 / delta).ln()).ceil();
+        if !shift.is_finite() || shift > (1u64 << 40) as f64 {
+            return Err(PrivacyError::BadParameter(
+                "too many dummies for this scale and delta".into(),
+            ));
+        }
+        let shift = shift as i64;
+        Ok(self.release(shift)?.clamp(0, 2 * shift) as u64)
+    }
+
     /// The half-width `t` of the central 95% interval: `P(|noise| <= t) >= 0.95`.
     /// For the discrete Laplace with `q = exp(-1/s)`,
     /// `P(|X| > t) = 2 q^(t+1) / (1 + q)`.
@@ -197,6 +224,35 @@ mod tests {
                 "scale {scale}: {t}"
             );
         }
+    }
+
+    /// Dummies added to a count: the observed count on neighbouring data
+    /// (one more) stays within e^epsilon in every bin with enough mass; the
+    /// dummies are never negative nor past twice the shift; and the tester
+    /// catches dummies made for a third of the sensitivity.
+    #[test]
+    fn dummies_keep_neighbouring_counts_within_e_to_the_epsilon() {
+        let n = 40_000;
+        let delta: f64 = 1e-6;
+        let m = Laplace::for_epsilon(1.0, 3.0).expect("mechanism");
+        let shift = (m.scale() * (1.0 / delta).ln()).ceil() as i64;
+        let seen = |m: &Laplace, c: i64| {
+            tester::histogram(n, 1, || {
+                let d = m.dummies(delta).expect("dummies") as i64;
+                assert!((0..=2 * shift).contains(&d), "dummies {d} out of range");
+                c + d
+            })
+        };
+        let (tested, bad) = tester::violations(&seen(&m, 10), &seen(&m, 13), 1.0, 500);
+        assert!(tested >= 3, "{tested} bins tested");
+        assert!(bad.is_empty(), "bins beyond e^epsilon: {bad:?}");
+        let weak = Laplace::for_epsilon(1.0, 1.0).expect("mechanism");
+        let (_, bad) = tester::violations(&seen(&weak, 10), &seen(&weak, 13), 1.0, 500);
+        assert!(
+            !bad.is_empty(),
+            "the tester passed dummies made for a third"
+        );
+        assert!(m.dummies(0.0).is_err() && m.dummies(1.0).is_err());
     }
 
     #[test]
