@@ -608,3 +608,64 @@ async fn under_differential_privacy_crypto_mode_adds_noise_and_spends_the_budget
         ),
     }
 }
+
+/// By the publisher's segments under differential privacy, asked by the
+/// advertiser: every public segment is released (none chosen by its
+/// count), counts and sums noisy within their scales, with the cost and
+/// the noise in the result's metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_the_publishers_segments_under_dp_every_public_segment_is_released_noisy() {
+    let (_tmp, plain, _crypto) = setup(60_000);
+    let dir = plain.parent().expect("dir").to_path_buf();
+    let dp = data::collaboration_toml_dp().replacen(
+        "purposes = [\"measurement\"]",
+        "purposes = [\"measurement\"]\nmode = \"crypto\"",
+        1,
+    );
+    let file = dir.join("crypto-dp.toml");
+    std::fs::write(&file, dp).expect("write");
+    let exact = Cluster::open(&plain, None).await.expect("executor mode");
+    let psi = Cluster::open(&file, None)
+        .await
+        .expect("crypto mode with DP");
+    let sql = "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment";
+    let parse = |batches: &[datafusion::arrow::record_batch::RecordBatch]| {
+        rows(batches)
+            .into_iter()
+            .map(|r| {
+                let parts: Vec<&str> = r.split(" | ").collect();
+                let n = |i: usize| parts[i].parse::<i64>().expect("int");
+                (parts[0].to_string(), (n(1), n(2)))
+            })
+            .collect::<std::collections::BTreeMap<String, (i64, i64)>>()
+    };
+    // Executor mode's exact values (DP also keeps at most 3 rows per
+    // person and clamps them, which moves a sum by far less than the
+    // margin below).
+    let want = parse(&exact.query("advertiser", sql).await.expect("exact").batches);
+    let got = psi.query("advertiser", sql).await.expect("noisy");
+    let footer = airlock_cli::output::noise_footer(&got).expect("noise metadata");
+    assert!(footer.contains("cost: epsilon 1"), "{footer}");
+    let got = parse(&got.batches);
+    let segments: Vec<&str> = data::SEGMENTS.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        got.keys().map(String::as_str).collect::<Vec<_>>(),
+        {
+            let mut s = segments.clone();
+            s.sort();
+            s
+        },
+        "every public segment is released"
+    );
+    // Epsilon 1 over the count, the sum and three shares of dummies: 0.2
+    // each; the count's sensitivity is 3 groups (scale 15), the sum's
+    // 3 x 3 x 30000 (scale 1.35e6). 20 scales either way.
+    let mut differs = 0;
+    for (segment, (n, s)) in &got {
+        let (en, es) = want.get(segment).copied().unwrap_or((0, 0));
+        assert!((n - en).abs() <= 300, "{segment}: count {n} vs {en}");
+        assert!((s - es).abs() <= 27_000_000, "{segment}: sum {s} vs {es}");
+        differs += usize::from(*n != en);
+    }
+    assert!(differs > 0, "noise was added");
+}

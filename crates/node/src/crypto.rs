@@ -1595,6 +1595,7 @@ mod tests {
             sum: Some(noise(made_for)),
             rows: None,
             threshold: None,
+            dummies: None,
             cost: airlock_guard::dp::DpCost {
                 epsilon: 2.0,
                 delta: 0.0,
