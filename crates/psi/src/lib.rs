@@ -5,10 +5,13 @@
 //! fresh per-query scalars) and exponential ElGamal under a 2-of-2 key for
 //! the responder's sums (each node's share with a Schnorr proof of
 //! knowledge, partial decryptions with Chaum-Pedersen proofs), so that the
-//! asker learns only the released per-group aggregates and the responder
-//! learns only the asker's group sizes and the per-group overlap counts;
-//! no node ever opens a per-person value, and only released sums are
-//! opened, by the asker. Semi-honest security, with the known breaks
+//! asker learns only the released per-group aggregates. Two protocols:
+//! by the asker's groups ([`protocol`]: the responder also learns the
+//! asker's group sizes and the per-group overlap counts) and by the
+//! responder's groups ([`responder_groups`]: the asker matches without
+//! seeing a group, the responder sums per group under encryption, k by
+//! zero tests, sizes padded with dummies). No node ever opens a
+//! per-person value, and only released values are opened, by the asker. Semi-honest security, with the known breaks
 //! listed in `docs/crypto-mode.md`; see there for the protocol, the checks
 //! of each message and its leakage.
 //!
