@@ -232,10 +232,16 @@ fn values_needed(f: &CryptoFragment) -> usize {
 /// The responder's last message by its own groups: the protocol's
 /// message, then the labels of the released groups (Arrow IPC: the group
 /// index, then one column per group column), under the same tag.
-fn with_labels(m6: Vec<u8>, labels: &[ArrayRef], groups: &[u32]) -> Result<Vec<u8>, NodeError> {
-    let idx = UInt32Array::from(groups.to_vec());
+/// `groups` are (index in the protocol's messages, index of `labels`).
+fn with_labels(
+    m6: Vec<u8>,
+    labels: &[ArrayRef],
+    groups: &[(u32, u32)],
+) -> Result<Vec<u8>, NodeError> {
+    let idx = UInt32Array::from(groups.iter().map(|(_, o)| *o).collect::<Vec<_>>());
+    let wire = UInt32Array::from(groups.iter().map(|(w, _)| *w).collect::<Vec<_>>());
     let mut fields = vec![Field::new("group", DataType::UInt32, false)];
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(idx.clone())];
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(wire)];
     for (i, l) in labels.iter().enumerate() {
         let a = take(l, &idx, None).map_err(|_| NodeError::Execution)?;
         fields.push(Field::new(format!("l{i}"), a.data_type().clone(), true));
@@ -788,8 +794,8 @@ impl Node {
                         // is released with noise: no zero tests.
                         Some(dp) => {
                             let noise = |_: u32| dp.noise_all();
-                            let m6 = responder.release_all(&noise).map_err(psi_error)?;
-                            let all: Vec<u32> = (0..groups as u32).collect();
+                            let (m6, all) = responder.release_all(&noise).map_err(psi_error)?;
+                            debug_assert_eq!(all.len(), groups);
                             sealed(&key, R, 6, &digest, with_labels(m6, &labels, &all)?)
                         }
                         None => {
@@ -1116,7 +1122,7 @@ impl Node {
             .dummies(noise.1)
             .map_err(|e| NodeError::Local(e.to_string()))?;
         let (asker, m1, _) =
-            responder_groups::Asker::start(id, &people, values_needed(&f), dummies)
+            responder_groups::Asker::start(id, &people, values_needed(&f), dummies, dp.is_none())
                 .map_err(psi_error)?;
         let k = self.crypto_k(&f);
         self.store(

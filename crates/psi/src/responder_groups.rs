@@ -66,7 +66,9 @@ use crate::protocol::{
 use crate::{GroupResult, PsiError};
 
 /// Most zero tests one message may carry (groups times k).
-pub const MAX_ZERO_TESTS: usize = 4_000_000;
+pub const MAX_ZERO_TESTS: usize = 1_000_000;
+/// Most empty groups the responder may add (its callers draw about 14).
+pub const MAX_EMPTY_GROUPS: usize = 1_000;
 
 /// Message kinds of this protocol (the counts protocol uses 1 to 4).
 const M1: u8 = 11;
@@ -132,6 +134,9 @@ pub struct Asker {
     /// The groups whose zero tests all failed to be zero, once message 4
     /// is read (the only groups message 6 may release).
     passing: Option<HashSet<u32>>,
+    /// Whether k is applied by zero tests (no differential privacy): then
+    /// a release that skips them is refused.
+    zero_tests: bool,
     /// Each step once, in order.
     step: u8,
 }
@@ -142,12 +147,14 @@ impl Asker {
     /// count) under this node's fresh key share alone, adds `dummies`
     /// random items (hiding its count from the responder), and shuffles.
     /// Also sends `α·G`, with which the responder makes its matching
-    /// dummies.
+    /// dummies. With `zero_tests` (no differential privacy), only groups
+    /// that passed the zero tests of step 5 may be released.
     pub fn start(
         session: SessionId,
         people: &[(RistrettoPoint, Vec<u64>)],
         values: usize,
         dummies: u64,
+        zero_tests: bool,
     ) -> Result<(Asker, Vec<u8>, StepStats), PsiError> {
         let total = (people.len() as u64).saturating_add(dummies);
         if values > MAX_VALUES
@@ -205,6 +212,7 @@ impl Asker {
                 theirs: None,
                 positions: 0,
                 passing: None,
+                zero_tests,
                 step: 1,
             },
             w.0,
@@ -257,14 +265,21 @@ impl Asker {
         let l_bytes = r.take(l * POINT_LEN)?;
         r.end()?;
         let t = Instant::now();
-        let s: Vec<([u8; 32], &[u8])> = s_bytes
+        // Every point and ciphertext is checked before any matching: an
+        // invalid one that only a match would reach would tell the
+        // responder, by the asker's error, that it matched.
+        let s: Vec<([u8; 32], Vec<Ciphertext>)> = s_bytes
             .par_chunks(size)
             .map(|item| -> Result<_, PsiError> {
                 let p = group::decode(&item[..POINT_LEN])?;
-                Ok((group::encode(&p), &item[POINT_LEN..]))
+                let cs = item[POINT_LEN..]
+                    .chunks(CIPHERTEXT_LEN)
+                    .map(Ciphertext::decode)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((group::encode(&p), cs))
             })
             .collect::<Result<_, _>>()?;
-        let index: HashMap<[u8; 32], &[u8]> = s.into_iter().collect();
+        let index: HashMap<[u8; 32], Vec<Ciphertext>> = s.into_iter().collect();
         if index.len() != n {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
         }
@@ -287,9 +302,8 @@ impl Asker {
                 match index.get(p) {
                     Some(cs) => {
                         out.extend_from_slice(&pk.encrypt(1)?.encode());
-                        for c in cs.chunks(CIPHERTEXT_LEN) {
-                            let c = Ciphertext::decode(c)?;
-                            out.extend_from_slice(&pk.rerandomize(&c)?.encode());
+                        for c in cs {
+                            out.extend_from_slice(&pk.rerandomize(c)?.encode());
                         }
                         Ok((true, out))
                     }
@@ -338,7 +352,11 @@ impl Asker {
                 "message 4 tests another k than this node's rules say",
             ));
         }
-        if groups > MAX_GROUPS * 2 || groups.saturating_mul(tests) > MAX_ZERO_TESTS {
+        // Every real group holds an item of L, and the empty ones are few.
+        if groups > MAX_GROUPS * 2
+            || groups > self.positions.saturating_add(MAX_EMPTY_GROUPS)
+            || groups.saturating_mul(tests) > MAX_ZERO_TESTS
+        {
             return Err(PsiError::Malformed("more zero tests than a query may have"));
         }
         let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
@@ -392,8 +410,8 @@ impl Asker {
     /// a value beyond [`elgamal::MAX_PLAINTEXT`] either way drops its group.
     /// Values are `i64` bits (noisy ones may be negative).
     pub fn finish(&mut self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
-        match self.step {
-            3 | 5 => self.step = 6,
+        match (self.step, self.zero_tests) {
+            (5, true) | (3, false) => self.step = 6,
             _ => return Err(PsiError::Malformed("a step out of order, or run twice")),
         }
         let theirs = self
@@ -456,12 +474,16 @@ pub struct Responder {
     asker_share: RistrettoPoint,
     joint: PublicKey,
     values: usize,
-    /// The groups of each item of L, in L's order (none for dummies).
+    /// The groups of each item of L, in L's order (none for dummies), by
+    /// their index in the messages.
     tags: Vec<Vec<u32>>,
-    /// Groups, the dummy groups last.
+    /// Groups, real and empty.
     groups: usize,
-    /// The real groups (the first `real` of `groups`).
-    real: usize,
+    /// For each group's index in the messages, the caller's index of the
+    /// group, or `None` for an empty one: a secret random order, so the
+    /// indices the asker sees tell nothing of the order of the groups in
+    /// the responder's rows, nor which are empty.
+    original: Vec<Option<u32>>,
     /// Per group, the count's and each value's sum under the joint key,
     /// once message 3 is read.
     sums: Vec<Vec<Ciphertext>>,
@@ -486,7 +508,8 @@ impl Responder {
     ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
         let real = groups;
         let groups = groups.saturating_add(padding.groups as usize);
-        if groups > MAX_GROUPS * 2
+        if padding.groups as usize > MAX_EMPTY_GROUPS
+            || groups > MAX_GROUPS * 2
             || real > MAX_GROUPS
             || people
                 .iter()
@@ -542,9 +565,22 @@ impl Responder {
                 Ok(out)
             })
             .collect::<Result<_, _>>()?;
+        let mut order: Vec<u32> = (0..groups as u32).collect();
+        order.shuffle(&mut rng());
+        // order[caller's index] = index in the messages (the empty groups
+        // are the caller's indices from `real` on).
+        let mut original = vec![None; groups];
+        for (g, wire) in order.iter().enumerate() {
+            if g < real {
+                original[*wire as usize] = Some(g as u32);
+            }
+        }
         let mut l: Vec<([u8; 32], Vec<u32>)> = people
             .par_iter()
-            .map(|(p, g)| (group::encode(&(p * beta.scalar())), g.clone()))
+            .map(|(p, g)| {
+                let wire = g.iter().map(|g| order[*g as usize]).collect();
+                (group::encode(&(p * beta.scalar())), wire)
+            })
             .collect();
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
@@ -595,7 +631,7 @@ impl Responder {
                 values,
                 tags: l.into_iter().map(|(_, g)| g).collect(),
                 groups,
-                real,
+                original,
                 sums: Vec::new(),
                 tests: Vec::new(),
                 step: 2,
@@ -715,8 +751,10 @@ impl Responder {
     /// of each group it names is not zero (so its count is at least k), and
     /// releases those groups: count and sums under the joint key, with
     /// this node's partial decryption and proof. Returns the message and
-    /// the released groups (what this node learns: which groups passed).
-    pub fn release_passing(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<u32>), PsiError> {
+    /// the released groups (what this node learns: which groups passed),
+    /// each as (index in the messages, caller's index).
+    #[allow(clippy::type_complexity)]
+    pub fn release_passing(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
         self.next(4, 6)?;
         let (mut r, _) = Reader::open(msg, M5, Some(&self.session))?;
         let n = r.u32()?;
@@ -739,42 +777,54 @@ impl Responder {
             passed.push(g);
         }
         r.end()?;
-        // A dummy group has nobody: no honest proof can pass it.
-        if passed.iter().any(|g| *g >= self.real) {
-            return Err(PsiError::Malformed(
-                "a group with nobody passed its zero tests",
-            ));
-        }
-        let released: Vec<(u32, Vec<i64>)> = passed
+        // An empty group has nobody: no honest proof can pass it.
+        let pairs = passed
             .iter()
-            .map(|g| (*g as u32, vec![0; 1 + self.values]))
+            .map(|g| {
+                self.original[*g]
+                    .map(|o| (*g as u32, o))
+                    .ok_or(PsiError::Malformed(
+                        "a group with nobody passed its zero tests",
+                    ))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let released: Vec<(u32, Vec<i64>)> = pairs
+            .iter()
+            .map(|(g, _)| (*g, vec![0; 1 + self.values]))
             .collect();
-        let m6 = self.release(&released)?;
-        Ok((m6, released.into_iter().map(|(g, _)| g).collect()))
+        Ok((self.release(&released)?, pairs))
     }
 
     /// Step 6 under differential privacy, right after step 3: every real
     /// group is released, its count and each sum with the noise `noise(g)`
     /// gives (one for the count, then one per value) added under
-    /// encryption: the asker only ever opens noisy values.
+    /// encryption: the asker only ever opens noisy values. Returns the
+    /// message and the groups as (index in the messages, caller's index).
     #[allow(clippy::type_complexity)]
     pub fn release_all(
         &mut self,
         noise: &(dyn Fn(u32) -> Result<Vec<i64>, PsiError> + Sync),
-    ) -> Result<Vec<u8>, PsiError> {
+    ) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
         self.next(3, 6)?;
-        let released: Vec<(u32, Vec<i64>)> = (0..self.real as u32)
-            .map(|g| {
-                let n = noise(g)?;
+        let pairs: Vec<(u32, u32)> = self
+            .original
+            .iter()
+            .enumerate()
+            .filter_map(|(g, o)| o.map(|o| (g as u32, o)))
+            .collect();
+        let released: Vec<(u32, Vec<i64>)> = pairs
+            .iter()
+            .map(|(g, o)| {
+                let n = noise(*o)?;
                 if n.len() != 1 + self.values {
                     return Err(PsiError::Noise(
                         "the release policy gave noise for other values".into(),
                     ));
                 }
-                Ok((g, n))
+                Ok((*g, n))
             })
             .collect::<Result<_, _>>()?;
-        self.release(&released)
+        Ok((self.release(&released)?, pairs))
     }
 
     fn release(&self, groups: &[(u32, Vec<i64>)]) -> Result<Vec<u8>, PsiError> {

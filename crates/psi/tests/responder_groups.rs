@@ -109,10 +109,11 @@ fn up_to_tally(
     d: &Data,
     dummies: u64,
     padding: Padding,
+    zero_tests: bool,
 ) -> (Asker, Responder, Vec<Vec<u8>>, usize) {
     let (a, r) = hashed(d);
     let (mut asker, m1, _) =
-        Asker::start(new_session().expect("session"), &a, 1, dummies).expect("step 1");
+        Asker::start(new_session().expect("session"), &a, 1, dummies, zero_tests).expect("step 1");
     let (mut responder, m2, _) = Responder::respond(&m1, &r, d.groups, 1, padding).expect("step 2");
     let (m3, matched, _) = asker.match_items(&m2).expect("step 3");
     responder.tally(&m3).expect("tally");
@@ -120,11 +121,21 @@ fn up_to_tally(
 }
 
 fn run(d: &Data, k: u64, dummies: u64, padding: Padding) -> (Vec<GroupResult>, usize, Vec<u32>) {
-    let (mut asker, mut responder, _, matched) = up_to_tally(d, dummies, padding);
+    let (mut asker, mut responder, _, matched) = up_to_tally(d, dummies, padding, true);
     let m4 = responder.zero_tests(k).expect("step 4");
     let m5 = asker.passes(&m4, k).expect("step 5");
     let (m6, passed) = responder.release_passing(&m5).expect("step 6");
-    (asker.finish(&m6).expect("results"), matched, passed)
+    let original: HashMap<u32, u32> = passed.iter().copied().collect();
+    let got = asker
+        .finish(&m6)
+        .expect("results")
+        .into_iter()
+        .map(|mut g| {
+            g.group = original[&g.group];
+            g
+        })
+        .collect();
+    (got, matched, passed.into_iter().map(|(_, o)| o).collect())
 }
 
 /// Generated data (groups, people in several groups or none, values from
@@ -165,10 +176,21 @@ fn releases_exactly_what_the_oracle_says_on_generated_data() {
 #[test]
 fn release_all_opens_the_noisy_values_exactly() {
     let d = data(7);
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 5, Padding::default());
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 5, Padding::default(), false);
     let noise = |g: u32| Ok(vec![-(g as i64) * 7 - 3, 1_000 * g as i64 - 50_000]);
-    let m6 = responder.release_all(&noise).expect("release");
-    let got = sorted(asker.finish(&m6).expect("results"));
+    let (m6, pairs) = responder.release_all(&noise).expect("release");
+    let original: HashMap<u32, u32> = pairs.iter().copied().collect();
+    let got = sorted(
+        asker
+            .finish(&m6)
+            .expect("results")
+            .into_iter()
+            .map(|mut g| {
+                g.group = original[&g.group];
+                g
+            })
+            .collect(),
+    );
     assert_eq!(got.len(), d.groups);
     let exact = oracle(&d, 0);
     for g in &got {
@@ -188,8 +210,8 @@ fn release_all_opens_the_noisy_values_exactly() {
 fn no_message_holds_a_hash_and_sessions_share_nothing() {
     let d = data(3);
     let (a, _) = hashed(&d);
-    let (_, _, t1, _) = up_to_tally(&d, 3, Padding::default());
-    let (_, _, t2, _) = up_to_tally(&d, 3, Padding::default());
+    let (_, _, t1, _) = up_to_tally(&d, 3, Padding::default(), true);
+    let (_, _, t2, _) = up_to_tally(&d, 3, Padding::default(), true);
     let hashes: Vec<[u8; 32]> = a.iter().map(|(p, _)| p.compress().to_bytes()).collect();
     let chunks = |t: &[Vec<u8>]| -> HashSet<Vec<u8>> {
         t.iter()
@@ -222,7 +244,7 @@ fn an_asker_cannot_pass_a_group_below_k() {
         groups: 2,
     };
     let k = 10;
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default());
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
     let m5 = asker.passes(&m4, k).expect("step 5");
     // m5: header 29, u32 count, then (u32 group, k proofs) per group.
@@ -231,9 +253,10 @@ fn an_asker_cannot_pass_a_group_below_k() {
         u32::from_le_bytes(m5[head..head + 4].try_into().expect("4")),
         1
     );
-    // Replay group 0's proofs as group 1's.
+    // Replay the passing group's proofs as the other group's.
+    let passing = u32::from_le_bytes(m5[head + 4..head + 8].try_into().expect("4"));
     let mut forged = m5.clone();
-    forged[head + 4..head + 8].copy_from_slice(&1u32.to_le_bytes());
+    forged[head + 4..head + 8].copy_from_slice(&(1 - passing).to_le_bytes());
     assert!(matches!(
         responder.release_passing(&forged),
         Err(PsiError::Malformed(_))
@@ -241,14 +264,15 @@ fn an_asker_cannot_pass_a_group_below_k() {
     // The state moved on: even the honest message is refused now.
     assert!(responder.release_passing(&m5).is_err());
     // A fresh session: claiming both groups with group 0's proofs twice.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default());
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
     let m5 = asker.passes(&m4, k).expect("step 5");
+    let passing = u32::from_le_bytes(m5[head + 4..head + 8].try_into().expect("4"));
     let mut both = m5[..head].to_vec();
     both.extend_from_slice(&2u32.to_le_bytes());
     both.extend_from_slice(&m5[head + 4..]);
     let mut second = m5[head + 4..].to_vec();
-    second[..4].copy_from_slice(&1u32.to_le_bytes());
+    second[..4].copy_from_slice(&(1 - passing).to_le_bytes());
     both.extend_from_slice(&second);
     assert!(responder.release_passing(&both).is_err());
 }
@@ -267,26 +291,36 @@ fn an_asker_refuses_what_a_modified_responder_sends() {
     };
     let k = 10;
     // Releasing everything after the zero tests: group 1 did not pass.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default());
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
-    let _ = asker.passes(&m4, k).expect("step 5");
-    // A release of group 1 (checked before anything else of the message).
+    let m5 = asker.passes(&m4, k).expect("step 5");
+    let passing = u32::from_le_bytes(m5[33..37].try_into().expect("4"));
+    // A release of the group that failed (checked before anything else of
+    // the message).
     let mut cheat = m4[..29].to_vec();
     cheat[12] = 16;
     cheat.extend_from_slice(&1u32.to_le_bytes());
-    cheat.extend_from_slice(&1u32.to_le_bytes());
+    cheat.extend_from_slice(&(1 - passing).to_le_bytes());
     cheat.extend_from_slice(&[1u8; 1 + 2 * (64 + 32 + 64)]);
     assert!(matches!(
         asker.finish(&cheat),
         Err(PsiError::Malformed(m)) if m.contains("did not pass")
     ));
+    // A release right after step 3, skipping the zero tests (as under DP):
+    // refused by an asker whose rules have no DP.
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
+    let (m6, _) = responder.release_all(&|_| Ok(vec![0, 0])).expect("release");
+    assert!(matches!(
+        asker.finish(&m6),
+        Err(PsiError::Malformed(m)) if m.contains("out of order")
+    ));
     // Zero tests for a smaller k than the asker's rules.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default());
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(3).expect("step 4");
     assert!(matches!(asker.passes(&m4, k), Err(PsiError::Malformed(_))));
     // Message 2 dropping one of the asker's items.
     let (a, r) = hashed(&d);
-    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0).expect("1");
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
     let head = 12 + 1 + 16 + 32 + 64 + 32 + 1;
     let item = 32 + 64;
     let mut short = m1[..head].to_vec();
@@ -306,12 +340,12 @@ fn a_responder_refuses_what_a_modified_asker_sends() {
     let d = data(1);
     let (mut a, r) = hashed(&d);
     a.push(a[0].clone());
-    let (_, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0).expect("1");
+    let (_, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
     assert!(Responder::respond(&m1, &r, d.groups, 1, Padding::default()).is_err());
     let (a, _) = hashed(&d);
-    let (_, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0).expect("1");
+    let (_, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
     assert!(Responder::respond(&m1, &r, d.groups, 0, Padding::default()).is_err());
-    let (mut asker, mut responder, t, _) = up_to_tally(&d, 0, Padding::default());
+    let (mut asker, mut responder, t, _) = up_to_tally(&d, 0, Padding::default(), true);
     assert!(responder.tally(&t[2]).is_err(), "tally twice");
     assert!(asker.match_items(&t[1]).is_err(), "step 3 twice");
 }
