@@ -236,6 +236,26 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Items of `size` bytes (a point, then ciphertexts), every point and
+/// ciphertext checked, each point in its canonical encoding.
+#[allow(clippy::type_complexity)]
+pub(crate) fn decode_items(
+    bytes: &[u8],
+    size: usize,
+) -> Result<Vec<([u8; 32], Vec<Ciphertext>)>, PsiError> {
+    bytes
+        .par_chunks(size)
+        .map(|item| -> Result<_, PsiError> {
+            let p = group::decode(&item[..POINT_LEN])?;
+            let cs = item[POINT_LEN..]
+                .chunks(CIPHERTEXT_LEN)
+                .map(Ciphertext::decode)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((group::encode(&p), cs))
+        })
+        .collect()
+}
+
 pub(crate) fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiError> {
     bytes.par_chunks(POINT_LEN).map(group::decode).collect()
 }
@@ -582,17 +602,7 @@ impl Responder {
         r.end()?;
         let t = Instant::now();
         // Decode (and check) every point and ciphertext first.
-        let theirs: Vec<([u8; 32], Vec<Ciphertext>)> = body
-            .par_chunks(size)
-            .map(|item| -> Result<_, PsiError> {
-                let p = group::decode(&item[..POINT_LEN])?;
-                let cs = item[POINT_LEN..]
-                    .chunks(CIPHERTEXT_LEN)
-                    .map(Ciphertext::decode)
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((group::encode(&p), cs))
-            })
-            .collect::<Result<_, _>>()?;
+        let theirs = decode_items(body, size)?;
         let decode_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mine: Vec<Vec<[u8; 32]>> = self

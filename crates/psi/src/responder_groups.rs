@@ -60,8 +60,8 @@ use crate::elgamal::{
 };
 use crate::group::{self, Secret, POINT_LEN};
 use crate::protocol::{
-    item_size, proof_context, read_share, rng, values_flag, write_share, Reader, SessionId,
-    StepStats, Writer, MAX_GROUPS, MAX_ITEMS, MAX_VALUES,
+    decode_items, item_size, proof_context, read_share, rng, values_flag, write_share, Reader,
+    SessionId, StepStats, Writer, MAX_GROUPS, MAX_ITEMS, MAX_VALUES,
 };
 use crate::{GroupResult, PsiError};
 
@@ -268,17 +268,7 @@ impl Asker {
         // Every point and ciphertext is checked before any matching: an
         // invalid one that only a match would reach would tell the
         // responder, by the asker's error, that it matched.
-        let s: Vec<([u8; 32], Vec<Ciphertext>)> = s_bytes
-            .par_chunks(size)
-            .map(|item| -> Result<_, PsiError> {
-                let p = group::decode(&item[..POINT_LEN])?;
-                let cs = item[POINT_LEN..]
-                    .chunks(CIPHERTEXT_LEN)
-                    .map(Ciphertext::decode)
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((group::encode(&p), cs))
-            })
-            .collect::<Result<_, _>>()?;
+        let s = decode_items(s_bytes, size)?;
         let index: HashMap<[u8; 32], Vec<Ciphertext>> = s.into_iter().collect();
         if index.len() != n {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
