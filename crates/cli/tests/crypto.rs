@@ -56,6 +56,36 @@ async fn psi_step(
     )
 }
 
+/// Steps 1 (the asker's node) and 2 (the responder's) of a session of
+/// `fragment` (the asker's): message 2.
+async fn up_to_step_2(
+    asker: &airlock_node::Node,
+    responder: &airlock_node::Node,
+    session: &str,
+    fragment: &airlock_policy::CryptoFragment,
+) -> String {
+    let m1 = psi_step(
+        asker,
+        airlock_policy::PsiRequest::Start {
+            session: session.to_string(),
+            fragment: fragment.clone(),
+        },
+    )
+    .await
+    .expect("step 1");
+    let mut theirs = fragment.clone();
+    theirs.role = CryptoRole::Responder;
+    psi_step(
+        responder,
+        airlock_policy::PsiRequest::Respond {
+            fragment: theirs,
+            message: m1,
+        },
+    )
+    .await
+    .expect("step 2")
+}
+
 fn b64_messages(tap: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     tap.iter()
         .filter_map(|(m, bytes)| {
@@ -395,26 +425,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains(want), "{want}: {m}"),
         other => panic!("{want}: {:?}", other.map(|_| ())),
     };
-    let m1 = psi_step(
-        &advertiser,
-        airlock_policy::PsiRequest::Start {
-            session: session.clone(),
-            fragment: by_publisher.clone(),
-        },
-    )
-    .await
-    .expect("step 1");
-    let mut theirs = by_publisher.clone();
-    theirs.role = CryptoRole::Responder;
-    let m2 = psi_step(
-        &publisher,
-        airlock_policy::PsiRequest::Respond {
-            fragment: theirs,
-            message: m1,
-        },
-    )
-    .await
-    .expect("step 2");
+    let m2 = up_to_step_2(&advertiser, &publisher, &session, &by_publisher).await;
     let m3 = psi_step(
         &advertiser,
         airlock_policy::PsiRequest::Reblind {
@@ -470,26 +481,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     );
     // Step 3 again on a fresh session: refused by the protocol's state.
     let again = "0123456789abcdef0123456789abcdef".to_string();
-    let m1 = psi_step(
-        &advertiser,
-        airlock_policy::PsiRequest::Start {
-            session: again.clone(),
-            fragment: by_publisher.clone(),
-        },
-    )
-    .await
-    .expect("step 1");
-    let mut theirs = by_publisher.clone();
-    theirs.role = CryptoRole::Responder;
-    let m2 = psi_step(
-        &publisher,
-        airlock_policy::PsiRequest::Respond {
-            fragment: theirs,
-            message: m1,
-        },
-    )
-    .await
-    .expect("step 2");
+    let m2 = up_to_step_2(&advertiser, &publisher, &again, &by_publisher).await;
     let reblind = airlock_policy::PsiRequest::Reblind {
         session: again.clone(),
         message: m2,

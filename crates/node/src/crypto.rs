@@ -290,6 +290,15 @@ fn without_labels(
     ))
 }
 
+/// The session id in the header of the asker's first message (after the
+/// protocol's magic and the message kind).
+fn session_of(m1: &[u8]) -> Result<[u8; 16], NodeError> {
+    let start = airlock_psi::protocol::MAGIC.len() + 1;
+    m1.get(start..start + 16)
+        .and_then(|s| <[u8; 16]>::try_from(s).ok())
+        .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))
+}
+
 fn psi_error(e: airlock_psi::PsiError) -> NodeError {
     NodeError::BadFragment(e.to_string())
 }
@@ -1214,11 +1223,7 @@ impl Node {
             padding,
         )
         .map_err(psi_error)?;
-        let session = m1
-            .get(13..29)
-            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(session);
+        let id = session_of(m1)?;
         let k = self.crypto_k(&f);
         self.store(
             id,
@@ -1250,11 +1255,7 @@ impl Node {
         let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
         let k = self.crypto_k(&f);
         let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;
-        let session = m1
-            .get(13..29)
-            .ok_or_else(|| NodeError::BadFragment("a crypto-mode message is truncated".into()))?;
-        let mut id = [0u8; 16];
-        id.copy_from_slice(session);
+        let id = session_of(m1)?;
         self.store(
             id,
             State::Responder {
@@ -1553,12 +1554,11 @@ impl CryptoDp {
     /// count's, then one per value the query needs (the measure's sum, and
     /// for an average the row count), all added under encryption.
     fn noise_all(&self) -> Result<Vec<i64>, airlock_psi::PsiError> {
-        let noise = |e: airlock_privacy::PrivacyError| airlock_psi::PsiError::Noise(e.to_string());
-        std::iter::once(&self.count)
-            .chain(self.sum.iter())
-            .chain(self.rows.iter())
-            .map(|m| m.release(0).map_err(noise))
-            .collect()
+        let count = self
+            .count
+            .release(0)
+            .map_err(|e| airlock_psi::PsiError::Noise(e.to_string()))?;
+        Ok(std::iter::once(count).chain(self.value_noise()?).collect())
     }
 
     /// What is released of one group, from its exact overlap count: a
@@ -1576,16 +1576,23 @@ impl CryptoDp {
         if self.threshold.is_some_and(|t| count < t) {
             return Ok(None);
         }
-        let noise = self
-            .sum
-            .iter()
-            .chain(self.rows.iter())
-            .map(|m| m.release(0).map_err(noise))
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(airlock_psi::Noised {
             count: count as u64,
-            noise,
+            noise: self.value_noise()?,
         }))
+    }
+
+    /// The noise added under encryption to each value the query needs (the
+    /// measure's sum, and for an average the row count).
+    fn value_noise(&self) -> Result<Vec<i64>, airlock_psi::PsiError> {
+        self.sum
+            .iter()
+            .chain(self.rows.iter())
+            .map(|m| {
+                m.release(0)
+                    .map_err(|e| airlock_psi::PsiError::Noise(e.to_string()))
+            })
+            .collect()
     }
 }
 

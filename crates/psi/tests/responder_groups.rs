@@ -231,18 +231,28 @@ fn no_message_holds_a_hash_and_sessions_share_nothing() {
     assert_eq!(shared, 0, "two sessions share points");
 }
 
-/// A modified asker that claims a group below k passed (with proofs made
-/// for another group, or replayed from a passing group) is refused.
-#[test]
-fn an_asker_cannot_pass_a_group_below_k() {
-    // Group 0 has everyone, group 1 only a few.
-    let d = Data {
+/// 60 people on both sides; group 0 has everyone, group 1 only three.
+fn one_small_group() -> Data {
+    Data {
         asker: (0..60).map(|i| (format!("p{i}@x"), i)).collect(),
         responder: (0..60)
             .map(|i| (format!("p{i}@x"), if i < 3 { vec![0, 1] } else { vec![0] }))
             .collect(),
         groups: 2,
-    };
+    }
+}
+
+/// The index of the first group message 5 says passed (after the 29-byte
+/// header and the count).
+fn first_passing(m5: &[u8]) -> u32 {
+    u32::from_le_bytes(m5[33..37].try_into().expect("4"))
+}
+
+/// A modified asker that claims a group below k passed (with proofs made
+/// for another group, or replayed from a passing group) is refused.
+#[test]
+fn an_asker_cannot_pass_a_group_below_k() {
+    let d = one_small_group();
     let k = 10;
     let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
@@ -254,7 +264,7 @@ fn an_asker_cannot_pass_a_group_below_k() {
         1
     );
     // Replay the passing group's proofs as the other group's.
-    let passing = u32::from_le_bytes(m5[head + 4..head + 8].try_into().expect("4"));
+    let passing = first_passing(&m5);
     let mut forged = m5.clone();
     forged[head + 4..head + 8].copy_from_slice(&(1 - passing).to_le_bytes());
     assert!(matches!(
@@ -267,7 +277,7 @@ fn an_asker_cannot_pass_a_group_below_k() {
     let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
     let m5 = asker.passes(&m4, k).expect("step 5");
-    let passing = u32::from_le_bytes(m5[head + 4..head + 8].try_into().expect("4"));
+    let passing = first_passing(&m5);
     let mut both = m5[..head].to_vec();
     both.extend_from_slice(&2u32.to_le_bytes());
     both.extend_from_slice(&m5[head + 4..]);
@@ -282,19 +292,13 @@ fn an_asker_cannot_pass_a_group_below_k() {
 /// items than the asker sent, is refused by the asker.
 #[test]
 fn an_asker_refuses_what_a_modified_responder_sends() {
-    let d = Data {
-        asker: (0..60).map(|i| (format!("p{i}@x"), i)).collect(),
-        responder: (0..60)
-            .map(|i| (format!("p{i}@x"), if i < 3 { vec![0, 1] } else { vec![0] }))
-            .collect(),
-        groups: 2,
-    };
+    let d = one_small_group();
     let k = 10;
     // Releasing everything after the zero tests: group 1 did not pass.
     let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
     let m4 = responder.zero_tests(k).expect("step 4");
     let m5 = asker.passes(&m4, k).expect("step 5");
-    let passing = u32::from_le_bytes(m5[33..37].try_into().expect("4"));
+    let passing = first_passing(&m5);
     // A release of the group that failed (checked before anything else of
     // the message).
     let mut cheat = m4[..29].to_vec();
