@@ -112,6 +112,7 @@ pub struct KeyShare {
 /// A public key with its precomputed multiplication table.
 pub struct PublicKey {
     point: RistrettoPoint,
+    encoded: [u8; 32],
     table: RistrettoBasepointTable,
 }
 
@@ -120,6 +121,7 @@ impl PublicKey {
     pub fn from_point(point: RistrettoPoint) -> Self {
         PublicKey {
             table: RistrettoBasepointTable::create(&point),
+            encoded: group::encode(&point),
             point,
         }
     }
@@ -159,14 +161,22 @@ pub const PROOF_LEN: usize = 64;
 /// A Fiat-Shamir challenge: SHA-512 of a domain tag, the caller's context
 /// (protocol, session, role) and the points, reduced to a scalar.
 fn challenge(tag: &[u8], context: &[u8], points: &[&RistrettoPoint]) -> Scalar {
+    let encoded: Vec<[u8; 32]> = points.iter().map(|p| group::encode(p)).collect();
+    let parts: Vec<&[u8]> = encoded.iter().map(|e| &e[..]).collect();
+    challenge_of_bytes(tag, context, &parts)
+}
+
+/// [`challenge`] of points already encoded (the bytes sent): the same
+/// hash, without encoding them again.
+fn challenge_of_bytes(tag: &[u8], context: &[u8], parts: &[&[u8]]) -> Scalar {
     use sha2::{Digest, Sha512};
     let mut h = Sha512::new();
     h.update((tag.len() as u32).to_le_bytes());
     h.update(tag);
     h.update((context.len() as u32).to_le_bytes());
     h.update(context);
-    for p in points {
-        h.update(group::encode(p));
+    for p in parts {
+        h.update(p);
     }
     let mut wide = [0u8; 64];
     wide.copy_from_slice(&h.finalize());
@@ -378,6 +388,155 @@ pub fn verify_nonzero(
     }
 }
 
+/// Encoded length of a proof that a ciphertext holds 0 or 1
+/// ([`PublicKey::encrypt_bit`]): four commitment points and three scalars.
+pub const BIT_PROOF_LEN: usize = 224;
+
+const BIT: &[u8] = b"AIRLOCK-PSI-V3 zero or one";
+
+/// `1/2` in the scalar field: a point computed at half its scalar and then
+/// doubled and encoded in a batch costs a sixth of encoding it alone.
+fn half() -> Scalar {
+    Scalar::from(2u8).invert()
+}
+
+impl PublicKey {
+    /// `Enc(b)` of a bit, encoded, with a proof that it encrypts 0 or 1
+    /// and nothing else, bound to `context` (session, step and item), that
+    /// tells nothing of which (Cramer, Damgård and Schoenmakers' OR of two
+    /// Chaum-Pedersen proofs).
+    ///
+    /// The statement for `j` in {0, 1} is that `(c1, c2 - j·G)` is an
+    /// encryption of zero, `log_G c1 = log_X (c2 - j·G)`. For `j = b` the
+    /// prover commits `(w·G, w·X)` for a fresh `w`; for the other `j` it
+    /// simulates: it draws `e_j` and `u` and sets the commitments to
+    /// `(u·G, u·X + e_j·(j - b)·G)`, which is `z_j·G - e_j·c1` and
+    /// `z_j·X - e_j·(c2 - j·G)` for `z_j = u + e_j·r`. With the challenge
+    /// `e` of all of it, `e_b = e - e_j` and `z_b = w + e_b·r`. The
+    /// verifier checks `e_0 + e_1 = e` and both pairs of equations; a
+    /// prover that knows neither opening cannot answer both challenges
+    /// (special soundness), and both branches are distributed alike
+    /// (honest-verifier zero knowledge), so the proof tells nothing of `b`.
+    /// Every step is constant time in `b`: each multiplication is by a
+    /// fixed-base table, and the branches are placed by conditional
+    /// selection.
+    pub fn encrypt_bit(
+        &self,
+        bit: bool,
+        context: &[u8],
+    ) -> Result<([u8; CIPHERTEXT_LEN], [u8; BIT_PROOF_LEN]), PsiError> {
+        use subtle::{Choice, ConditionallySelectable};
+        let g = RISTRETTO_BASEPOINT_TABLE;
+        let b = Choice::from(bit as u8);
+        let h = half();
+        let (r, w, u, e_sim) = (
+            Secret::fresh()?,
+            Secret::fresh()?,
+            Secret::fresh()?,
+            Secret::fresh()?,
+        );
+        let (r, w, u, e_sim) = (r.scalar(), w.scalar(), u.scalar(), e_sim.scalar());
+        // `j - b` for the simulated `j`: +1 when b = 0, -1 when b = 1.
+        let sign = Scalar::conditional_select(&Scalar::ONE, &-Scalar::ONE, b);
+        let half_g = g * &h;
+        let bit_half = RistrettoPoint::conditional_select(&RistrettoPoint::identity(), &half_g, b);
+        let real = (g * &(w * h), &self.table * &(w * h));
+        let sim = (
+            g * &(u * h),
+            &self.table * &(u * h) + g * &(e_sim * sign * h),
+        );
+        // The branch of `b` is the real one.
+        let a0 = RistrettoPoint::conditional_select(&real.0, &sim.0, b);
+        let b0 = RistrettoPoint::conditional_select(&real.1, &sim.1, b);
+        let a1 = RistrettoPoint::conditional_select(&sim.0, &real.0, b);
+        let b1 = RistrettoPoint::conditional_select(&sim.1, &real.1, b);
+        let encoded = RistrettoPoint::double_and_compress_batch(&[
+            g * &(r * h),
+            &self.table * &(r * h) + bit_half,
+            a0,
+            b0,
+            a1,
+            b1,
+        ]);
+        let mut ct = [0u8; CIPHERTEXT_LEN];
+        ct[..32].copy_from_slice(encoded[0].as_bytes());
+        ct[32..].copy_from_slice(encoded[1].as_bytes());
+        let mut proof = [0u8; BIT_PROOF_LEN];
+        for (i, e) in encoded[2..].iter().enumerate() {
+            proof[i * 32..(i + 1) * 32].copy_from_slice(e.as_bytes());
+        }
+        let e = challenge_of_bytes(BIT, context, &[&self.encoded, &ct, &proof[..128]]);
+        let e_real = e - e_sim;
+        let z_real = w + e_real * r;
+        let z_sim = u + e_sim * r;
+        let e0 = Scalar::conditional_select(&e_real, e_sim, b);
+        let z0 = Scalar::conditional_select(&z_real, &z_sim, b);
+        let z1 = Scalar::conditional_select(&z_sim, &z_real, b);
+        proof[128..160].copy_from_slice(e0.as_bytes());
+        proof[160..192].copy_from_slice(z0.as_bytes());
+        proof[192..].copy_from_slice(z1.as_bytes());
+        Ok((ct, proof))
+    }
+
+    /// Checks a batch of proofs of [`Self::encrypt_bit`] under this key:
+    /// each item is its context, its ciphertext as sent, the ciphertext
+    /// decoded, and its proof. All of them are checked at once, as one
+    /// multi-scalar multiplication that is the identity when every proof
+    /// holds: each equation is weighted by a fresh random 128-bit scalar,
+    /// so a batch with a false proof passes with probability 2^-128.
+    pub fn verify_bits(
+        &self,
+        items: &[(Vec<u8>, &[u8], Ciphertext, &[u8])],
+    ) -> Result<(), PsiError> {
+        use curve25519_dalek::traits::VartimeMultiscalarMul;
+        use rand::Rng;
+        let bad = PsiError::Malformed("a proof that a count is 0 or 1 does not verify");
+        let mut rng = crate::protocol::rng();
+        let mut scalars = Vec::with_capacity(6 * items.len() + 2);
+        let mut points = Vec::with_capacity(6 * items.len() + 2);
+        let (mut on_g, mut on_x) = (Scalar::ZERO, Scalar::ZERO);
+        for (context, ct, c, proof) in items {
+            if proof.len() != BIT_PROOF_LEN || ct.len() != CIPHERTEXT_LEN {
+                return Err(bad);
+            }
+            let a0 = group::decode(&proof[..32])?;
+            let b0 = group::decode(&proof[32..64])?;
+            let a1 = group::decode(&proof[64..96])?;
+            let b1 = group::decode(&proof[96..128])?;
+            let e0 = scalar(&proof[128..160])?;
+            let z0 = scalar(&proof[160..192])?;
+            let z1 = scalar(&proof[192..])?;
+            let e = challenge_of_bytes(BIT, context, &[&self.encoded, ct, &proof[..128]]);
+            let e1 = e - e0;
+            let [p0, p1, s0, s1]: [Scalar; 4] =
+                std::array::from_fn(|_| Scalar::from(rng.gen::<u128>()));
+            // p_j·(z_j·G - A_j - e_j·c1) + s_j·(z_j·X - B_j - e_j·(c2 - j·G)) = 0
+            on_g += p0 * z0 + p1 * z1 + s1 * e1;
+            on_x += s0 * z0 + s1 * z1;
+            scalars.extend([
+                -p0,
+                -p1,
+                -s0,
+                -s1,
+                -(p0 * e0 + p1 * e1),
+                -(s0 * e0 + s1 * e1),
+            ]);
+            points.extend([a0, a1, b0, b1, c.c1, c.c2]);
+        }
+        scalars.extend([on_g, on_x]);
+        points.extend([
+            curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT,
+            self.point,
+        ]);
+        if RistrettoPoint::vartime_multiscalar_mul(&scalars, &points) == RistrettoPoint::identity()
+        {
+            Ok(())
+        } else {
+            Err(bad)
+        }
+    }
+}
+
 /// The first 8 bytes of an encoding, the baby-step table's key (a hit is
 /// confirmed by one multiplication, so a shared prefix cannot give a wrong
 /// answer).
@@ -521,5 +680,75 @@ mod tests {
         assert_eq!(giant_steps(1 << 23), 33);
         assert_eq!(giant_steps(u64::MAX), MAX_PLAINTEXT / BABY + 1);
         assert!(Ciphertext::decode(&[0u8; 64]).is_err(), "identity points");
+    }
+
+    /// Proofs that a count is 0 or 1: honest ones verify in a batch and
+    /// open to their bit; every way to make another plaintext pass (shift
+    /// or scale the ciphertext, re-randomise it, move its proof to another
+    /// item or key, flip any byte of the item) is refused, also when the
+    /// bad item is one of many.
+    #[test]
+    fn a_count_proved_zero_or_one_is_zero_or_one() {
+        let (a, b) = (KeyShare::fresh().expect("a"), KeyShare::fresh().expect("b"));
+        let key = a.joint(b.point());
+        let ctx = |i: usize| format!("item {i}").into_bytes();
+        let made: Vec<([u8; CIPHERTEXT_LEN], [u8; BIT_PROOF_LEN])> = (0..40)
+            .map(|i| key.encrypt_bit(i % 3 == 0, &ctx(i)).expect("bit"))
+            .collect();
+        let claims =
+            |made: &[([u8; CIPHERTEXT_LEN], [u8; BIT_PROOF_LEN])]| -> Result<(), PsiError> {
+                let decoded: Vec<Ciphertext> = made
+                    .iter()
+                    .map(|(c, _)| Ciphertext::decode(c))
+                    .collect::<Result<_, _>>()?;
+                let items: Vec<(Vec<u8>, &[u8], Ciphertext, &[u8])> = made
+                    .iter()
+                    .zip(&decoded)
+                    .enumerate()
+                    .map(|(i, ((c, p), d))| (ctx(i), &c[..], *d, &p[..]))
+                    .collect();
+                key.verify_bits(&items)
+            };
+        claims(&made).expect("honest proofs");
+        for (i, (c, _)) in made.iter().enumerate() {
+            let c = Ciphertext::decode(c).expect("decode");
+            assert_eq!(open(&a, &b, &c, 4), Some((i % 3 == 0) as i64));
+        }
+        // Another plaintext with the proof of 0 or 1.
+        let with = |i: usize, f: &dyn Fn(&Ciphertext) -> Ciphertext| {
+            let mut m = made.clone();
+            m[i].0 = f(&Ciphertext::decode(&m[i].0).expect("decode")).encode();
+            m
+        };
+        for i in [0, 1, 39] {
+            assert!(claims(&with(i, &|c| c.plus(1))).is_err(), "shifted up");
+            assert!(claims(&with(i, &|c| c.plus(-1))).is_err(), "shifted down");
+            assert!(
+                claims(&with(i, &|c| c.scale(&Scalar::from(10u8)))).is_err(),
+                "scaled"
+            );
+            assert!(
+                claims(&with(i, &|c| key.rerandomize(c).expect("rerand"))).is_err(),
+                "re-randomised"
+            );
+        }
+        // A proof moved to another item, or made under another key.
+        let mut swapped = made.clone();
+        swapped.swap(3, 4);
+        assert!(claims(&swapped).is_err(), "moved");
+        let other = KeyShare::fresh().expect("c").joint(b.point());
+        let mut foreign = made.clone();
+        foreign[5] = other.encrypt_bit(true, &ctx(5)).expect("bit");
+        assert!(claims(&foreign).is_err(), "another key");
+        // Every byte of an item flipped.
+        for byte in 0..CIPHERTEXT_LEN + BIT_PROOF_LEN {
+            let mut m = made.clone();
+            if byte < CIPHERTEXT_LEN {
+                m[7].0[byte] ^= 1 << (byte % 8);
+            } else {
+                m[7].1[byte - CIPHERTEXT_LEN] ^= 1 << (byte % 8);
+            }
+            assert!(claims(&m).is_err(), "byte {byte}");
+        }
     }
 }

@@ -16,7 +16,9 @@
 //!                                               L: shuffled β·H(b), with the D
 //!                                               dummies' r·G and E extra
 //!  3. per item of L, in L's order:
-//!     Enc_X(matched), Enc_X(v or 0)   ───────▶  sums per group under X
+//!     Enc_X(matched) with a proof it
+//!     is 0 or 1, Enc_X(v or 0)        ───────▶  checks the proofs, sums
+//!                                               per group under X
 //!                                  ◀───────  4. (no DP) per group, k zero
 //!                                               tests r_t·(count - t), with
 //!                                               x_R·c1 and a DLEQ proof
@@ -56,7 +58,7 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::elgamal::{
-    self, Ciphertext, KeyShare, PublicKey, CIPHERTEXT_LEN, NONZERO_LEN, PROOF_LEN,
+    self, Ciphertext, KeyShare, PublicKey, BIT_PROOF_LEN, CIPHERTEXT_LEN, NONZERO_LEN, PROOF_LEN,
 };
 use crate::group::{self, Secret, POINT_LEN};
 use crate::protocol::{
@@ -77,6 +79,12 @@ const M3: u8 = 13;
 const M4: u8 = 14;
 const M5: u8 = 15;
 const M6: u8 = 16;
+
+/// Bytes of an item of message 3 before its values: the count's
+/// ciphertext and its proof that it is 0 or 1.
+const M3_ITEM: usize = CIPHERTEXT_LEN + BIT_PROOF_LEN;
+/// Items of message 3 whose proofs are checked in one batch.
+const BIT_BATCH: usize = 1024;
 
 /// How many dummies the responder adds to message 2 (drawn by the caller
 /// from its noise: see the module's header for what each hides).
@@ -240,6 +248,8 @@ impl Asker {
     /// `Enc(1)` and the matched item's values re-randomised, or `Enc(0)`
     /// and encryptions of zero: all fresh under the joint key, so the
     /// responder, which knows each item's group, cannot tell which matched.
+    /// Each count carries a proof that it is 0 or 1
+    /// ([`PublicKey::encrypt_bit`]), which tells nothing of which.
     /// Returns the message and how many items matched (the overlap plus the
     /// responder's matching dummies: what this node learns).
     pub fn match_items(&mut self, msg: &[u8]) -> Result<(Vec<u8>, usize, StepStats), PsiError> {
@@ -285,25 +295,33 @@ impl Asker {
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let values = self.values;
+        let session = self.session;
+        // Each count comes with a proof that it is 0 or 1: without it, an
+        // asker could weight the item of a person it targets (with `Enc(k)`
+        // or powers of two) and read that person's groups off the released
+        // counts, or defeat the count's sensitivity under DP.
         let out: Vec<(bool, Vec<u8>)> = l_points
             .par_iter()
-            .map(|p| -> Result<(bool, Vec<u8>), PsiError> {
-                let mut out = Vec::with_capacity((1 + values) * CIPHERTEXT_LEN);
-                match index.get(p) {
+            .enumerate()
+            .map(|(i, p)| -> Result<(bool, Vec<u8>), PsiError> {
+                let mut out = Vec::with_capacity(M3_ITEM + values * CIPHERTEXT_LEN);
+                let found = index.get(p);
+                let (ct, proof) = pk.encrypt_bit(found.is_some(), &context(&session, 0, M3, i)?)?;
+                out.extend_from_slice(&ct);
+                out.extend_from_slice(&proof);
+                match found {
                     Some(cs) => {
-                        out.extend_from_slice(&pk.encrypt(1)?.encode());
                         for c in cs {
                             out.extend_from_slice(&pk.rerandomize(c)?.encode());
                         }
-                        Ok((true, out))
                     }
                     None => {
-                        for _ in 0..=values {
+                        for _ in 0..values {
                             out.extend_from_slice(&pk.encrypt(0)?.encode());
                         }
-                        Ok((false, out))
                     }
                 }
+                Ok((found.is_some(), out))
             })
             .collect::<Result<_, _>>()?;
         let matched = out.iter().filter(|(m, _)| *m).count();
@@ -644,7 +662,11 @@ impl Responder {
         Ok(())
     }
 
-    /// Step 3's message: exactly one entry per item of L; sums, under the
+    /// Step 3's message: exactly one entry per item of L, each count with
+    /// a proof that it is 0 or 1 (checked in batches before anything is
+    /// summed: an asker cannot weight one person's item to read its groups
+    /// off the counts, nor exceed a count's sensitivity of one per person
+    /// and group under DP); sums, under the
     /// joint key, the count and each value per group (this node cannot
     /// open one: it holds half the key). A group's sum is re-randomised,
     /// so the asker cannot recognise its own ciphertexts in it.
@@ -656,7 +678,7 @@ impl Responder {
                 "message 3 carries other values than the query needs",
             ));
         }
-        let size = (1 + self.values) * CIPHERTEXT_LEN;
+        let size = M3_ITEM + self.values * CIPHERTEXT_LEN;
         let n = r.count(size)?;
         if n != self.tags.len() {
             return Err(PsiError::Malformed(
@@ -666,10 +688,34 @@ impl Responder {
         let body = r.take(n * size)?;
         r.end()?;
         let t = Instant::now();
+        let session = self.session;
+        let joint = &self.joint;
+        // Each chunk's counts are checked to be 0 or 1 in one batch.
         let items: Vec<Vec<Ciphertext>> = body
-            .par_chunks(size)
-            .map(|i| i.chunks(CIPHERTEXT_LEN).map(Ciphertext::decode).collect())
-            .collect::<Result<_, _>>()?;
+            .par_chunks(size * BIT_BATCH)
+            .enumerate()
+            .map(|(chunk, bytes)| -> Result<Vec<Vec<Ciphertext>>, PsiError> {
+                let mut claims = Vec::with_capacity(BIT_BATCH);
+                let mut cts = Vec::with_capacity(BIT_BATCH);
+                for (j, item) in bytes.chunks(size).enumerate() {
+                    let count = &item[..CIPHERTEXT_LEN];
+                    let proof = &item[CIPHERTEXT_LEN..M3_ITEM];
+                    let c = Ciphertext::decode(count)?;
+                    let ctx = context(&session, 0, M3, chunk * BIT_BATCH + j)?;
+                    claims.push((ctx, count, c, proof));
+                    let mut cs = vec![c];
+                    for v in item[M3_ITEM..].chunks(CIPHERTEXT_LEN) {
+                        cs.push(Ciphertext::decode(v)?);
+                    }
+                    cts.push(cs);
+                }
+                joint.verify_bits(&claims)?;
+                Ok(cts)
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         let mut sums = vec![vec![Ciphertext::zero(); 1 + self.values]; self.groups];
         for (tags, cs) in self.tags.iter().zip(&items) {
             for g in tags {

@@ -353,3 +353,90 @@ fn a_responder_refuses_what_a_modified_asker_sends() {
     assert!(responder.tally(&t[2]).is_err(), "tally twice");
     assert!(asker.match_items(&t[1]).is_err(), "step 3 twice");
 }
+
+/// A modified asker that makes an item of message 3 count other than 0 or
+/// 1 (to weight a person it targets and read the person's groups off the
+/// released counts, or to defeat the count's sensitivity under DP) is
+/// refused by the responder before it sums anything: weighted with `k` or
+/// a power of two, negated, scaled, doubled, re-used at another position,
+/// or with any byte of its count or proof changed, at generated items.
+#[test]
+fn a_responder_refuses_a_count_that_is_not_zero_or_one() {
+    use airlock_psi::elgamal::{Ciphertext, BIT_PROOF_LEN, CIPHERTEXT_LEN};
+    use curve25519_dalek::scalar::Scalar;
+    let d = one_small_group();
+    let (a, r) = hashed(&d);
+    let honest = || {
+        let (mut asker, m1, _) =
+            Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
+        let (responder, m2, _) =
+            Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
+        let (m3, _, _) = asker.match_items(&m2).expect("3");
+        (responder, m3)
+    };
+    // m3: header 29, u8 values, u32 items, then per item the count, its
+    // proof and one value.
+    let head = 29 + 1 + 4;
+    let item = CIPHERTEXT_LEN + BIT_PROOF_LEN + CIPHERTEXT_LEN;
+    let at = move |i: usize| head + i * item;
+    type Forge = Box<dyn Fn(&mut Vec<u8>)>;
+    let count = move |f: fn(&Ciphertext) -> Ciphertext, i: usize| -> Forge {
+        Box::new(move |m: &mut Vec<u8>| {
+            let c = Ciphertext::decode(&m[at(i)..at(i) + CIPHERTEXT_LEN]).expect("ct");
+            m[at(i)..at(i) + CIPHERTEXT_LEN].copy_from_slice(&f(&c).encode());
+        })
+    };
+    let items = d.responder.len();
+    let mut gen = rand::rngs::StdRng::seed_from_u64(12);
+    let mut tries: Vec<(String, bool, Forge)> = Vec::new();
+    for _ in 0..6 {
+        let i = gen.gen_range(0..items);
+        tries.push((format!("k at {i}"), true, count(|c| c.plus(9), i)));
+        tries.push((format!("2^20 at {i}"), true, count(|c| c.plus(1 << 20), i)));
+        tries.push((format!("minus one at {i}"), true, count(|c| c.plus(-1), i)));
+        tries.push((
+            format!("negated at {i}"),
+            true,
+            count(|c| c.scale(&-Scalar::ONE), i),
+        ));
+        tries.push((
+            format!("scaled at {i}"),
+            true,
+            count(|c| c.scale(&Scalar::from(7u8)), i),
+        ));
+        tries.push((format!("doubled at {i}"), true, count(|c| c.add(c), i)));
+        let j = (i + 1 + gen.gen_range(0..items - 1)) % items;
+        tries.push((
+            format!("item {j}'s count and proof at {i}"),
+            true,
+            Box::new(move |m: &mut Vec<u8>| {
+                let from = m[at(j)..at(j) + CIPHERTEXT_LEN + BIT_PROOF_LEN].to_vec();
+                m[at(i)..at(i) + from.len()].copy_from_slice(&from);
+            }),
+        ));
+        let byte = gen.gen_range(0..CIPHERTEXT_LEN + BIT_PROOF_LEN);
+        let bit = gen.gen_range(0..8);
+        // A changed byte may also make a point or scalar invalid.
+        tries.push((
+            format!("byte {byte} of {i}"),
+            false,
+            Box::new(move |m: &mut Vec<u8>| m[at(i) + byte] ^= 1 << bit),
+        ));
+    }
+    for (what, proof_fails, forge) in &tries {
+        let (mut responder, mut m3) = honest();
+        forge(&mut m3);
+        match responder.tally(&m3) {
+            Err(PsiError::Malformed(m)) => {
+                assert!(
+                    !proof_fails || m.contains("0 or 1"),
+                    "{what}: refused for {m}"
+                )
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // The same sessions, unmodified, pass.
+    let (mut responder, m3) = honest();
+    responder.tally(&m3).expect("honest message 3");
+}
