@@ -394,6 +394,19 @@ pub const BIT_PROOF_LEN: usize = 224;
 
 const BIT: &[u8] = b"AIRLOCK-PSI-V3 zero or one";
 
+/// One count of a message and its proof that it is 0 or 1, to check
+/// with [`PublicKey::verify_bits`].
+pub struct BitClaim<'a> {
+    /// What the proof is bound to (session, step, item).
+    pub context: Vec<u8>,
+    /// The ciphertext as sent.
+    pub sent: &'a [u8],
+    /// The ciphertext decoded.
+    pub ciphertext: Ciphertext,
+    /// The proof as sent.
+    pub proof: &'a [u8],
+}
+
 /// `1/2` in the scalar field: a point computed at half its scalar and then
 /// doubled and encoded in a batch costs a sixth of encoding it alone.
 fn half() -> Scalar {
@@ -484,10 +497,7 @@ impl PublicKey {
     /// multi-scalar multiplication that is the identity when every proof
     /// holds: each equation is weighted by a fresh random 128-bit scalar,
     /// so a batch with a false proof passes with probability 2^-128.
-    pub fn verify_bits(
-        &self,
-        items: &[(Vec<u8>, &[u8], Ciphertext, &[u8])],
-    ) -> Result<(), PsiError> {
+    pub fn verify_bits(&self, items: &[BitClaim<'_>]) -> Result<(), PsiError> {
         use curve25519_dalek::traits::VartimeMultiscalarMul;
         use rand::Rng;
         let bad = PsiError::Malformed("a proof that a count is 0 or 1 does not verify");
@@ -495,7 +505,13 @@ impl PublicKey {
         let mut scalars = Vec::with_capacity(6 * items.len() + 2);
         let mut points = Vec::with_capacity(6 * items.len() + 2);
         let (mut on_g, mut on_x) = (Scalar::ZERO, Scalar::ZERO);
-        for (context, ct, c, proof) in items {
+        for BitClaim {
+            context,
+            sent: ct,
+            ciphertext: c,
+            proof,
+        } in items
+        {
             if proof.len() != BIT_PROOF_LEN || ct.len() != CIPHERTEXT_LEN {
                 return Err(bad);
             }
@@ -701,11 +717,16 @@ mod tests {
                     .iter()
                     .map(|(c, _)| Ciphertext::decode(c))
                     .collect::<Result<_, _>>()?;
-                let items: Vec<(Vec<u8>, &[u8], Ciphertext, &[u8])> = made
+                let items: Vec<BitClaim<'_>> = made
                     .iter()
                     .zip(&decoded)
                     .enumerate()
-                    .map(|(i, ((c, p), d))| (ctx(i), &c[..], *d, &p[..]))
+                    .map(|(i, ((c, p), d))| BitClaim {
+                        context: ctx(i),
+                        sent: &c[..],
+                        ciphertext: *d,
+                        proof: &p[..],
+                    })
                     .collect();
                 key.verify_bits(&items)
             };

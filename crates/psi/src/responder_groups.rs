@@ -58,7 +58,8 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use crate::elgamal::{
-    self, Ciphertext, KeyShare, PublicKey, BIT_PROOF_LEN, CIPHERTEXT_LEN, NONZERO_LEN, PROOF_LEN,
+    self, BitClaim, Ciphertext, KeyShare, PublicKey, BIT_PROOF_LEN, CIPHERTEXT_LEN, NONZERO_LEN,
+    PROOF_LEN,
 };
 use crate::group::{self, Secret, POINT_LEN};
 use crate::protocol::{
@@ -702,7 +703,12 @@ impl Responder {
                     let proof = &item[CIPHERTEXT_LEN..M3_ITEM];
                     let c = Ciphertext::decode(count)?;
                     let ctx = context(&session, 0, M3, chunk * BIT_BATCH + j)?;
-                    claims.push((ctx, count, c, proof));
+                    claims.push(BitClaim {
+                        context: ctx,
+                        sent: count,
+                        ciphertext: c,
+                        proof,
+                    });
                     let mut cs = vec![c];
                     for v in item[M3_ITEM..].chunks(CIPHERTEXT_LEN) {
                         cs.push(Ciphertext::decode(v)?);
