@@ -2,8 +2,10 @@
 //! talking only through fragments (JSON) and Arrow IPC bytes.
 
 use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use airlock_guard::wire::Partitions;
 use airlock_hub::{Hub, HubError, NoLedger, NodeClient, NodeFailure, Released};
@@ -33,6 +35,9 @@ pub type Tap = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 pub struct LocalNodes {
     nodes: HashMap<String, Node>,
     tap: Option<Tap>,
+    /// When standard error is a terminal: when the current crypto-mode
+    /// query started, for its progress line.
+    steps: Option<Mutex<Option<Instant>>>,
 }
 
 impl NodeClient for LocalNodes {
@@ -91,6 +96,25 @@ impl NodeClient for LocalNodes {
                 Err(e) => Err(NodeFailure::Failed(e.to_string())),
             }
         })
+    }
+
+    /// On a terminal, one line on standard error that each step replaces,
+    /// with the time since the query's first step; cleared at its end.
+    fn crypto_step(&self, step: Option<&airlock_hub::CryptoStep>) {
+        let Some(Ok(mut started)) = self.steps.as_ref().map(|s| s.lock()) else {
+            return;
+        };
+        match step {
+            Some(s) => {
+                let t = started.get_or_insert_with(Instant::now).elapsed();
+                eprint!("\r      {:<68} {:>6.1} s", s.to_string(), t.as_secs_f64());
+            }
+            None => {
+                *started = None;
+                eprint!("\r{:<84}\r", "");
+            }
+        }
+        let _ = std::io::stderr().flush();
     }
 }
 
@@ -155,7 +179,11 @@ impl Cluster {
         let hub = Hub::new(collab, &schemas)?;
         Ok(Cluster {
             hub,
-            nodes: LocalNodes { nodes, tap },
+            nodes: LocalNodes {
+                nodes,
+                tap,
+                steps: std::io::stderr().is_terminal().then(|| Mutex::new(None)),
+            },
             ledger,
         })
     }

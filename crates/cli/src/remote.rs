@@ -56,11 +56,15 @@ pub async fn query_spec(
     let mut shown = false;
     let q = client
         .wait(q, |q| {
-            if let Some(p) = q.progress {
-                eprint!(
-                    "\r  {}: fragments {}/{} done   ",
-                    q.state, p.fragments_done, p.fragments_total
-                );
+            if let Some(p) = &q.progress {
+                match &p.step {
+                    // Padded: steps differ in length.
+                    Some(step) => eprint!("\r  {}: {step:<64}", q.state),
+                    None => eprint!(
+                        "\r  {}: fragments {}/{} done   ",
+                        q.state, p.fragments_done, p.fragments_total
+                    ),
+                }
                 let _ = std::io::stderr().flush();
                 shown = true;
             }

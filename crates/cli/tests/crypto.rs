@@ -680,3 +680,87 @@ async fn by_the_publishers_segments_under_dp_every_public_segment_is_released_no
     }
     assert!(differs > 0, "noise was added");
 }
+
+/// Records the progress a crypto-mode query reports, relaying to the
+/// in-process nodes.
+struct Steps<'a> {
+    nodes: &'a airlock_cli::cluster::LocalNodes,
+    seen: Mutex<Vec<Option<airlock_hub::CryptoStep>>>,
+}
+
+impl airlock_hub::NodeClient for Steps<'_> {
+    fn execute<'a>(
+        &'a self,
+        member: &'a str,
+        fragment_json: &'a [u8],
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<
+            (
+                datafusion::arrow::datatypes::SchemaRef,
+                airlock_guard::wire::Partitions,
+            ),
+            airlock_hub::NodeFailure,
+        >,
+    > {
+        self.nodes.execute(member, fragment_json)
+    }
+    fn psi<'a>(
+        &'a self,
+        member: &'a str,
+        request_json: &'a [u8],
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, airlock_hub::NodeFailure>> {
+        self.nodes.psi(member, request_json)
+    }
+    fn crypto_step(&self, step: Option<&airlock_hub::CryptoStep>) {
+        self.seen.lock().expect("steps").push(step.cloned());
+    }
+}
+
+/// Progress of a crypto-mode query, in process as through the hub: every
+/// step is announced before it runs, numbered of a total known from the
+/// start, naming the node that runs it, and the end is announced; the
+/// sequence is the same on other data (nothing in it depends on data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_names_each_step_and_is_the_same_on_other_data() {
+    let queries = [
+        (SHAPES[0], 5, "publisher"),
+        (BY_PUBLISHER[0], 7, "advertiser"),
+    ];
+    let mut runs = Vec::new();
+    for n in [3_000, 7_000] {
+        let (_tmp, _plain, crypto) = setup(n);
+        let psi = Cluster::open(&crypto, None).await.expect("open");
+        let mut per_query = Vec::new();
+        for ((member, sql), total, asker) in queries {
+            let steps = Steps {
+                nodes: &psi.nodes,
+                seen: Mutex::new(Vec::new()),
+            };
+            psi.hub
+                .query_spec(
+                    member,
+                    &airlock_policy::QuerySpec::sql(sql),
+                    &steps,
+                    &airlock_hub::NoLedger,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let seen = steps.seen.into_inner().expect("steps");
+            assert_eq!(seen.len(), total + 1, "{sql}: {seen:?}");
+            assert_eq!(seen.last(), Some(&None), "the end is announced");
+            for (i, s) in seen[..total].iter().enumerate() {
+                let s = s.as_ref().expect("a step");
+                assert_eq!((s.index, s.total), (i + 1, total));
+                // The asker runs the odd steps, the responder the even.
+                assert_eq!(s.member == asker, i % 2 == 0, "{s}");
+                assert!(s
+                    .to_string()
+                    .starts_with(&format!("step {}/{total}: ", i + 1)));
+            }
+            per_query.push(seen);
+        }
+        runs.push(per_query);
+    }
+    assert_eq!(runs[0], runs[1], "the steps do not depend on the data");
+}

@@ -56,6 +56,45 @@ pub trait NodeClient: Send + Sync {
         member: &'a str,
         request_json: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>>;
+
+    /// Progress of a crypto-mode query: the step the hub relays next, or
+    /// `None` once the query has ended (released, refused or failed).
+    fn crypto_step(&self, _step: Option<&CryptoStep>) {}
+}
+
+/// One step of a crypto-mode query, as the hub reports it for progress:
+/// its place, the node that runs it and what that node does. Nothing in it
+/// depends on either member's data: the steps are fixed by the query's
+/// shape (whose groups) and rules (differential privacy or k).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CryptoStep {
+    /// 1-based.
+    pub index: usize,
+    /// Steps of this query.
+    pub total: usize,
+    /// The member whose node runs the step.
+    pub member: String,
+    /// What the node does.
+    pub what: &'static str,
+}
+
+impl fmt::Display for CryptoStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "step {}/{}: {}'s node {}",
+            self.index, self.total, self.member, self.what
+        )
+    }
+}
+
+/// Tells the node client that a crypto-mode query ended, however it ends.
+struct StepsEnd<'a>(&'a dyn NodeClient);
+
+impl Drop for StepsEnd<'_> {
+    fn drop(&mut self) {
+        self.0.crypto_step(None);
+    }
 }
 
 /// Where a query's privacy cost is debited before it runs: durably, and
@@ -219,7 +258,31 @@ impl Hub {
         let session = hex::encode(session);
         let asker = fragment.asker.member.clone();
         let responder = fragment.responder.member.clone();
-        let step = |who: String, req: PsiRequest| async move {
+        // By the responder's groups without differential privacy, k is
+        // applied by zero tests: two more steps (each node refuses a step
+        // its own state does not expect, whatever the hub says).
+        let zero_tests = fragment.groups_of == CryptoRole::Responder && cost.is_none();
+        let total = if zero_tests { 7 } else { 5 };
+        let _end = StepsEnd(nodes);
+        let step = |index: usize, who: String, req: PsiRequest| async move {
+            let what = match &req {
+                PsiRequest::Start { .. } => "reads its people and blinds them",
+                PsiRequest::Respond { .. } => "reads its people, blinds both lists",
+                PsiRequest::Reblind { .. } => "matches the two lists",
+                PsiRequest::Finish { .. } if zero_tests => {
+                    "sums by group under encryption and tests k"
+                }
+                PsiRequest::Finish { .. } => "sums by group under encryption",
+                PsiRequest::Check { .. } => "proves which groups reach k",
+                PsiRequest::Release { .. } => "releases the groups that reach k",
+                PsiRequest::Result { .. } => "decrypts the released groups",
+            };
+            nodes.crypto_step(Some(&CryptoStep {
+                index,
+                total,
+                member: who.clone(),
+                what,
+            }));
             let json = serde_json::to_vec(&req).map_err(|e| HubError::Failed(e.to_string()))?;
             let answer = nodes.psi(&who, &json).await.map_err(|f| match f {
                 NodeFailure::Refused(refusal) => HubError::Refused {
@@ -235,13 +298,10 @@ impl Hub {
             })?;
             Ok::<String, HubError>(r.message)
         };
-        // By the responder's groups without differential privacy, k is
-        // applied by zero tests: two more steps (each node refuses a step
-        // its own state does not expect, whatever the hub says).
-        let zero_tests = fragment.groups_of == CryptoRole::Responder && cost.is_none();
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
         let m1 = step(
+            1,
             asker.clone(),
             PsiRequest::Start {
                 session: session.clone(),
@@ -250,6 +310,7 @@ impl Hub {
         )
         .await?;
         let m2 = step(
+            2,
             responder.clone(),
             PsiRequest::Respond {
                 fragment: theirs,
@@ -258,6 +319,7 @@ impl Hub {
         )
         .await?;
         let m3 = step(
+            3,
             asker.clone(),
             PsiRequest::Reblind {
                 session: session.clone(),
@@ -266,6 +328,7 @@ impl Hub {
         )
         .await?;
         let mut m4 = step(
+            4,
             responder.clone(),
             PsiRequest::Finish {
                 session: session.clone(),
@@ -275,6 +338,7 @@ impl Hub {
         .await?;
         if zero_tests {
             let m5 = step(
+                5,
                 asker.clone(),
                 PsiRequest::Check {
                     session: session.clone(),
@@ -283,6 +347,7 @@ impl Hub {
             )
             .await?;
             m4 = step(
+                6,
                 responder,
                 PsiRequest::Release {
                     session: session.clone(),
@@ -292,6 +357,7 @@ impl Hub {
             .await?;
         }
         let result = step(
+            total,
             asker,
             PsiRequest::Result {
                 session,

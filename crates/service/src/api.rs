@@ -168,13 +168,17 @@ pub struct ApprovalView {
 }
 
 /// Progress of a running query.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ProgressView {
     /// Fragments sent to nodes.
     pub fragments_total: u64,
     /// Fragments whose results arrived. (No count of rows: it would
     /// depend on the other members' data.)
     pub fragments_done: u64,
+    /// A crypto-mode query's current step, e.g. `step 3/7: advertiser's
+    /// node matches the two lists` (fixed by the query's shape and rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// A query's state.

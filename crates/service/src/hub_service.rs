@@ -696,6 +696,7 @@ impl HubState {
                 v.progress = Some(ProgressView {
                     fragments_total: p.fragments_total.load(Ordering::Relaxed),
                     fragments_done: p.fragments_done.load(Ordering::Relaxed),
+                    step: p.step.lock().ok().and_then(|s| s.clone()),
                 });
             }
         }

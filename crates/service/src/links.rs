@@ -40,6 +40,9 @@ pub struct Progress {
     pub fragments_total: AtomicU64,
     /// Fragments whose results have fully arrived.
     pub fragments_done: AtomicU64,
+    /// A crypto-mode query's current step (fixed by the query's shape and
+    /// rules, never by data: see [`airlock_hub::CryptoStep`]).
+    pub step: Mutex<Option<String>>,
     // No count of rows: how many rows a member's node sends depends on that
     // member's data, and the querier can read progress (ATTACKS 29).
 }
@@ -279,5 +282,11 @@ impl NodeClient for QueryLinks {
             self.progress.fragments_done.fetch_add(1, Ordering::Relaxed);
             serde_json::to_vec(&answer).map_err(|e| NodeFailure::Failed(e.to_string()))
         })
+    }
+
+    fn crypto_step(&self, step: Option<&airlock_hub::CryptoStep>) {
+        if let Ok(mut s) = self.progress.step.lock() {
+            *s = step.map(|s| s.to_string());
+        }
     }
 }
