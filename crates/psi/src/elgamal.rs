@@ -143,6 +143,26 @@ impl PublicKey {
         })
     }
 
+    /// `Enc(m)`, encoded: as [`Self::encrypt`], with both points computed
+    /// at half their value and doubled and encoded in one batch (about a
+    /// third of the time of encoding each alone).
+    pub fn encrypt_encoded(&self, m: u64) -> Result<[u8; CIPHERTEXT_LEN], PsiError> {
+        if m > MAX_PLAINTEXT {
+            return Err(PsiError::Bound);
+        }
+        let h = half();
+        let r = Secret::fresh()?;
+        let rh = r.scalar() * h;
+        let e = RistrettoPoint::double_and_compress_batch(&[
+            RISTRETTO_BASEPOINT_TABLE * &rh,
+            RISTRETTO_BASEPOINT_TABLE * &(Scalar::from(m) * h) + &self.table * &rh,
+        ]);
+        let mut out = [0u8; CIPHERTEXT_LEN];
+        out[..32].copy_from_slice(e[0].as_bytes());
+        out[32..].copy_from_slice(e[1].as_bytes());
+        Ok(out)
+    }
+
     /// The same plaintext under fresh randomness: the holder of the key can
     /// no longer tell which ciphertext it came from.
     pub fn rerandomize(&self, c: &Ciphertext) -> Result<Ciphertext, PsiError> {
@@ -693,6 +713,11 @@ mod tests {
         let back = Ciphertext::decode(&sum.encode()).expect("decode");
         assert_eq!(back, sum);
         assert!(key.encrypt(MAX_PLAINTEXT + 1).is_err());
+        assert!(key.encrypt_encoded(MAX_PLAINTEXT + 1).is_err());
+        for v in values {
+            let c = Ciphertext::decode(&key.encrypt_encoded(v).expect("enc")).expect("decode");
+            assert_eq!(open(&a, &b, &c, bound), Some(v as i64), "encoded {v}");
+        }
         assert_eq!(giant_steps(1 << 23), 33);
         assert_eq!(giant_steps(u64::MAX), MAX_PLAINTEXT / BABY + 1);
         assert!(Ciphertext::decode(&[0u8; 64]).is_err(), "identity points");

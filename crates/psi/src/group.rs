@@ -151,6 +151,39 @@ pub fn encode(p: &RistrettoPoint) -> [u8; POINT_LEN] {
     p.compress().to_bytes()
 }
 
+/// Points encoded together in one batch by [`multiply_all`].
+const ENCODE_BATCH: usize = 256;
+
+/// `s·P` for every point `P` of `points`, encoded, in parallel. Each point
+/// is multiplied by `s/2` and the products are doubled and encoded in
+/// batches (the Ristretto encoding of one point needs an inverse square
+/// root; that of doubles can be batched), which on this machine costs
+/// about 0.5 µs a point against 3.5 µs one by one: a tenth of a blinding.
+pub fn multiply_all(points: &[RistrettoPoint], s: &Secret) -> Vec<[u8; POINT_LEN]> {
+    use rayon::prelude::*;
+    let half = Secret(s.0 * Scalar::from(2u8).invert());
+    points
+        .par_chunks(ENCODE_BATCH)
+        .flat_map_iter(|chunk| {
+            let halves: Vec<RistrettoPoint> = chunk.iter().map(|p| p * half.scalar()).collect();
+            RistrettoPoint::double_and_compress_batch(&halves)
+                .into_iter()
+                .map(|c| c.to_bytes())
+        })
+        .collect()
+}
+
+/// [`multiply_all`] of points received from the other side, each decoded
+/// and checked as [`decode`] does.
+pub fn decode_multiply_all(bytes: &[u8], s: &Secret) -> Result<Vec<[u8; POINT_LEN]>, PsiError> {
+    use rayon::prelude::*;
+    let points: Vec<RistrettoPoint> = bytes
+        .par_chunks(POINT_LEN)
+        .map(decode)
+        .collect::<Result<_, _>>()?;
+    Ok(multiply_all(&points, s))
+}
+
 /// Decodes a point received from the other side: a non-canonical or
 /// invalid encoding, or the identity, is an error.
 pub fn decode(bytes: &[u8]) -> Result<RistrettoPoint, PsiError> {
@@ -205,5 +238,24 @@ mod tests {
         assert!(decode(&[1u8; 31]).is_err(), "short");
         let p = Suite::new("c", [1; 32]).hash(b"x");
         assert_eq!(decode(&encode(&p)).expect("valid"), p);
+        // Batched multiplication encodes exactly what one by one does.
+        let secret = Secret::fresh().expect("secret");
+        let points: Vec<RistrettoPoint> = (0..600u32)
+            .map(|i| Suite::new("t", [1; 32]).hash(&i.to_le_bytes()))
+            .collect();
+        let one_by_one: Vec<[u8; POINT_LEN]> = points
+            .iter()
+            .map(|q| encode(&(q * secret.scalar())))
+            .collect();
+        assert_eq!(multiply_all(&points, &secret), one_by_one);
+        let bytes: Vec<u8> = points.iter().flat_map(encode).collect();
+        assert_eq!(
+            decode_multiply_all(&bytes, &secret).expect("decode"),
+            one_by_one
+        );
+        assert!(
+            decode_multiply_all(&[0u8; 32], &secret).is_err(),
+            "identity"
+        );
     }
 }

@@ -311,10 +311,7 @@ impl Asker {
         write_share(&mut w, &share, &session, 0, 1)?;
         w.u32(points.len());
         for g in points {
-            let mut blinded: Vec<[u8; 32]> = g
-                .par_iter()
-                .map(|p| group::encode(&(p * secret.scalar())))
-                .collect();
+            let mut blinded = group::multiply_all(g, &secret);
             blinded.shuffle(&mut rng());
             w.u32(blinded.len());
             for b in &blinded {
@@ -359,11 +356,15 @@ impl Asker {
         let body = r.take(n * size)?;
         r.end()?;
         let t = Instant::now();
-        let mut items: Vec<Vec<u8>> = body
+        let points: Vec<RistrettoPoint> = body
             .par_chunks(size)
-            .map(|item| -> Result<Vec<u8>, PsiError> {
-                let p = group::decode(&item[..POINT_LEN])?;
-                let mut out = group::encode(&(p * self.secret.scalar())).to_vec();
+            .map(|item| group::decode(&item[..POINT_LEN]))
+            .collect::<Result<_, _>>()?;
+        let mut items: Vec<Vec<u8>> = group::multiply_all(&points, &self.secret)
+            .into_par_iter()
+            .zip(body.par_chunks(size))
+            .map(|(b, item)| -> Result<Vec<u8>, PsiError> {
+                let mut out = b.to_vec();
                 for c in item[POINT_LEN..].chunks(CIPHERTEXT_LEN) {
                     let c = Ciphertext::decode(c)?;
                     out.extend_from_slice(&pk.rerandomize(&c)?.encode());
@@ -511,10 +512,8 @@ impl Responder {
         let share = KeyShare::fresh()?;
         let joint = share.joint(&asker_share);
         let t = Instant::now();
-        let blinded: Vec<[u8; 32]> = people
-            .par_iter()
-            .map(|(p, _)| group::encode(&(p * secret.scalar())))
-            .collect();
+        let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
+        let blinded = group::multiply_all(&points, &secret);
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut items: Vec<Vec<u8>> = blinded
@@ -523,7 +522,7 @@ impl Responder {
             .map(|(b, (_, nums))| -> Result<Vec<u8>, PsiError> {
                 let mut out = b.to_vec();
                 for v in nums {
-                    out.extend_from_slice(&joint.encrypt(*v)?.encode());
+                    out.extend_from_slice(&joint.encrypt_encoded(*v)?);
                 }
                 Ok(out)
             })
@@ -608,11 +607,7 @@ impl Responder {
         let mine: Vec<Vec<[u8; 32]>> = self
             .asker_groups
             .iter()
-            .map(|g| {
-                g.par_iter()
-                    .map(|p| group::encode(&(p * self.secret.scalar())))
-                    .collect()
-            })
+            .map(|g| group::multiply_all(g, &self.secret))
             .collect();
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();

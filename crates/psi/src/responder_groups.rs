@@ -178,12 +178,14 @@ impl Asker {
         let share = KeyShare::fresh()?;
         let mine = PublicKey::from_point(*share.point());
         let t = Instant::now();
-        let mut items: Vec<Vec<u8>> = people
-            .par_iter()
-            .map(|(p, nums)| -> Result<Vec<u8>, PsiError> {
-                let mut out = group::encode(&(p * secret.scalar())).to_vec();
+        let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
+        let mut items: Vec<Vec<u8>> = group::multiply_all(&points, &secret)
+            .into_par_iter()
+            .zip(people.par_iter())
+            .map(|(b, (_, nums))| -> Result<Vec<u8>, PsiError> {
+                let mut out = b.to_vec();
                 for v in nums {
-                    out.extend_from_slice(&mine.encrypt(*v)?.encode());
+                    out.extend_from_slice(&mine.encrypt_encoded(*v)?);
                 }
                 Ok(out)
             })
@@ -191,7 +193,7 @@ impl Asker {
         for _ in 0..dummies {
             let mut out = group::encode(&random_point()?).to_vec();
             for _ in 0..values {
-                out.extend_from_slice(&mine.encrypt(0)?.encode());
+                out.extend_from_slice(&mine.encrypt_encoded(0)?);
             }
             items.push(out);
         }
@@ -284,12 +286,7 @@ impl Asker {
         if index.len() != n {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
         }
-        let l_points: Vec<[u8; 32]> = l_bytes
-            .par_chunks(POINT_LEN)
-            .map(|b| -> Result<_, PsiError> {
-                Ok(group::encode(&(group::decode(b)? * self.secret.scalar())))
-            })
-            .collect::<Result<_, _>>()?;
+        let l_points = group::decode_multiply_all(l_bytes, &self.secret)?;
         if l_points.iter().collect::<HashSet<_>>().len() != l {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
         }
@@ -318,7 +315,7 @@ impl Asker {
                     }
                     None => {
                         for _ in 0..values {
-                            out.extend_from_slice(&pk.encrypt(0)?.encode());
+                            out.extend_from_slice(&pk.encrypt_encoded(0)?);
                         }
                     }
                 }
@@ -562,11 +559,15 @@ impl Responder {
         let joint = share.joint(&asker_share);
         let beta = Secret::fresh()?;
         let t = Instant::now();
-        let mut s: Vec<Vec<u8>> = body
+        let points: Vec<RistrettoPoint> = body
             .par_chunks(size)
-            .map(|item| -> Result<Vec<u8>, PsiError> {
-                let p = group::decode(&item[..POINT_LEN])?;
-                let mut out = group::encode(&(p * beta.scalar())).to_vec();
+            .map(|item| group::decode(&item[..POINT_LEN]))
+            .collect::<Result<_, _>>()?;
+        let mut s: Vec<Vec<u8>> = group::multiply_all(&points, &beta)
+            .into_par_iter()
+            .zip(body.par_chunks(size))
+            .map(|(b, item)| -> Result<Vec<u8>, PsiError> {
+                let mut out = b.to_vec();
                 for c in item[POINT_LEN..].chunks(CIPHERTEXT_LEN) {
                     let c = share.lift(&Ciphertext::decode(c)?);
                     out.extend_from_slice(&joint.rerandomize(&c)?.encode());
@@ -584,18 +585,20 @@ impl Responder {
                 original[*wire as usize] = Some(g as u32);
             }
         }
-        let mut l: Vec<([u8; 32], Vec<u32>)> = people
-            .par_iter()
-            .map(|(p, g)| {
+        let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
+        let mut l: Vec<([u8; 32], Vec<u32>)> = group::multiply_all(&points, &beta)
+            .into_par_iter()
+            .zip(people.par_iter())
+            .map(|(b, (_, g))| {
                 let wire = g.iter().map(|g| order[*g as usize]).collect();
-                (group::encode(&(p * beta.scalar())), wire)
+                (b, wire)
             })
             .collect();
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let zeros = |out: &mut Vec<u8>| -> Result<(), PsiError> {
             for _ in 0..values {
-                out.extend_from_slice(&joint.encrypt(0)?.encode());
+                out.extend_from_slice(&joint.encrypt_encoded(0)?);
             }
             Ok(())
         };
