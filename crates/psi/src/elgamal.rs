@@ -144,8 +144,8 @@ impl PublicKey {
     }
 
     /// `Enc(m)`, encoded: as [`Self::encrypt`], with both points computed
-    /// at half their value and doubled and encoded in one batch (about a
-    /// third of the time of encoding each alone).
+    /// at half their value and doubled and encoded in one batch (see
+    /// [`half`]).
     pub fn encrypt_encoded(&self, m: u64) -> Result<[u8; CIPHERTEXT_LEN], PsiError> {
         if m > MAX_PLAINTEXT {
             return Err(PsiError::Bound);
@@ -427,8 +427,10 @@ pub struct BitClaim<'a> {
     pub proof: &'a [u8],
 }
 
-/// `1/2` in the scalar field: a point computed at half its scalar and then
-/// doubled and encoded in a batch costs a sixth of encoding it alone.
+/// `1/2` in the scalar field: points computed at half their scalar can be
+/// doubled and encoded in a batch, for less than encoding each alone
+/// (about 0.5 µs a point in large batches, 1.8 µs in batches of six and
+/// 2.7 µs in pairs, against 3.5 µs alone on this machine).
 fn half() -> Scalar {
     Scalar::from(2u8).invert()
 }

@@ -307,17 +307,13 @@ impl Asker {
                 let (ct, proof) = pk.encrypt_bit(found.is_some(), &context(&session, 0, M3, i)?)?;
                 out.extend_from_slice(&ct);
                 out.extend_from_slice(&proof);
-                match found {
-                    Some(cs) => {
-                        for c in cs {
-                            out.extend_from_slice(&pk.rerandomize(c)?.encode());
-                        }
-                    }
-                    None => {
-                        for _ in 0..values {
-                            out.extend_from_slice(&pk.encrypt_encoded(0)?);
-                        }
-                    }
+                // The same work whether it matched or not (the responder
+                // sees how long this step takes): a re-randomisation of the
+                // matched values, or of the identity, which is a fresh
+                // encryption of zero.
+                for v in 0..values {
+                    let c = found.map_or_else(Ciphertext::zero, |cs| cs[v]);
+                    out.extend_from_slice(&pk.rerandomize(&c)?.encode());
                 }
                 Ok((found.is_some(), out))
             })

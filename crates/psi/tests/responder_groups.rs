@@ -440,3 +440,54 @@ fn a_responder_refuses_a_count_that_is_not_zero_or_one() {
     let (mut responder, m3) = honest();
     responder.tally(&m3).expect("honest message 3");
 }
+
+/// The proofs of message 3 are checked in batches of 1,024: a forgery in
+/// a later batch, in the last (partial) one, or proofs swapped across a
+/// batch boundary, are refused as in the first.
+#[test]
+fn a_forged_count_is_refused_in_every_batch() {
+    use airlock_psi::elgamal::{Ciphertext, BIT_PROOF_LEN, CIPHERTEXT_LEN};
+    let d = Data {
+        asker: (0..900).map(|i| (format!("p{i}@x"), i)).collect(),
+        responder: (0..2_600)
+            .map(|i| (format!("p{}@x", i * 3), vec![(i % 2) as u32]))
+            .collect(),
+        groups: 2,
+    };
+    let (a, r) = hashed(&d);
+    let honest = || {
+        let (mut asker, m1, _) =
+            Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
+        let (responder, m2, _) =
+            Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
+        let (m3, _, _) = asker.match_items(&m2).expect("3");
+        (responder, m3)
+    };
+    let head = 29 + 1 + 4;
+    let item = CIPHERTEXT_LEN + BIT_PROOF_LEN + CIPHERTEXT_LEN;
+    let at = move |i: usize| head + i * item;
+    let last = d.responder.len() - 1;
+    let refused = |what: &str, forge: &dyn Fn(&mut Vec<u8>)| {
+        let (mut responder, mut m3) = honest();
+        forge(&mut m3);
+        match responder.tally(&m3) {
+            Err(PsiError::Malformed(m)) => assert!(m.contains("0 or 1"), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    };
+    for i in [1_024 + 7, 2_047, 2_048, last] {
+        refused(&format!("weighted at {i}"), &|m| {
+            let c = Ciphertext::decode(&m[at(i)..at(i) + CIPHERTEXT_LEN]).expect("ct");
+            m[at(i)..at(i) + CIPHERTEXT_LEN].copy_from_slice(&c.plus(5).encode());
+        });
+    }
+    refused("swapped across batches", &|m| {
+        let n = CIPHERTEXT_LEN + BIT_PROOF_LEN;
+        let x = m[at(1_023)..at(1_023) + n].to_vec();
+        let y = m[at(1_024)..at(1_024) + n].to_vec();
+        m[at(1_023)..at(1_023) + n].copy_from_slice(&y);
+        m[at(1_024)..at(1_024) + n].copy_from_slice(&x);
+    });
+    let (mut responder, m3) = honest();
+    responder.tally(&m3).expect("honest message 3");
+}
