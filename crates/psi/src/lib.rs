@@ -9,9 +9,11 @@
 //! by the asker's groups ([`protocol`]: the responder also learns the
 //! asker's group sizes and the per-group overlap counts) and by the
 //! responder's groups ([`responder_groups`]: the asker matches without
-//! seeing a group, the responder sums per group under encryption, k by
-//! zero tests, sizes padded with dummies). No node ever opens a
-//! per-person value, and only released values are opened, by the asker. Semi-honest security, with the known breaks
+//! seeing a group and proves each of its per-item counts 0 or 1 (an OR of
+//! two Chaum-Pedersen proofs, checked in batches), the responder sums per
+//! group under encryption, k by zero tests, sizes padded with dummies). No
+//! node ever opens a per-person value, and only released values are
+//! opened, by the asker. Semi-honest security, with the known breaks
 //! listed in `docs/crypto-mode.md`; see there for the protocol, the checks
 //! of each message and its leakage.
 //!
