@@ -15,12 +15,13 @@ use crate::check::{Checked, TableInfo};
 use crate::dp::DpCost;
 use crate::{internal, split, GuardError, QueryKind};
 
-/// What a crypto-mode query costs under differential privacy: epsilon as
-/// the rules say; delta when its groups are chosen by partition selection
-/// (by the asker's groups the responder cannot see group names, so grouped
-/// queries always are), and always by the responder's groups (the dummies
-/// that hide the overlap's size are (epsilon, delta)-DP). Hub and nodes
-/// call this one function.
+/// What a crypto-mode query costs under differential privacy: epsilon and
+/// delta as the rules say. Delta always: dummies hide the sizes of the
+/// protocol's messages (by the asker's groups the number of the
+/// responder's people; by the responder's groups also the overlap's size
+/// and the asker's count) with (epsilon, delta)-DP, and by the asker's
+/// groups a grouped query's groups are chosen by partition selection (the
+/// responder cannot see group names). Hub and nodes call this one function.
 pub fn cost(
     collab: &airlock_policy::Collaboration,
     f: &CryptoFragment,
@@ -30,14 +31,13 @@ pub fn cost(
         return Ok(None);
     };
     let by_responder = f.groups_of == CryptoRole::Responder;
-    let needs_delta = by_responder || !f.group_columns.is_empty();
-    if needs_delta && dp.delta <= 0.0 {
+    if dp.delta <= 0.0 {
         return Err(Refusal::new(
             Control::DifferentialPrivacy,
-            if by_responder {
-                "in crypto mode by the responder's groups, dummies hide the overlap's size with (epsilon, delta)-DP: the rules need a delta above 0"
+            if by_responder || f.group_columns.is_empty() {
+                "in crypto mode, dummies hide the sizes of the protocol's messages with (epsilon, delta)-DP: the rules need a delta above 0"
             } else {
-                "in crypto mode the responder cannot see group names, so released groups are chosen by partition selection: the rules need a delta above 0"
+                "in crypto mode, dummies hide the sizes of the protocol's messages with (epsilon, delta)-DP and, since the responder cannot see group names, released groups are chosen by partition selection: the rules need a delta above 0"
             },
         ));
     }
@@ -46,7 +46,7 @@ pub fn cost(
     }
     Ok(Some(DpCost {
         epsilon: dp.epsilon,
-        delta: if needs_delta { dp.delta } else { 0.0 },
+        delta: dp.delta,
     }))
 }
 

@@ -98,9 +98,10 @@ struct CryptoDp {
     /// Released groups need a noisy count of at least this (grouped
     /// queries); `None`: the one group is always released.
     threshold: Option<i64>,
-    /// By the responder's groups: the mechanism of the dummies (the
-    /// overlap's size, the responder's and the asker's counts), with its
-    /// share of epsilon and a quarter of delta.
+    /// The mechanism of the dummies, with its share of epsilon and a
+    /// quarter of delta: by the responder's groups they hide the overlap's
+    /// size and the responder's and the asker's counts, by the asker's
+    /// groups the responder's count (message 2's length).
     dummies: Option<(airlock_privacy::Laplace, f64)>,
     /// What the query costs (as the hub debited it).
     cost: airlock_guard::dp::DpCost,
@@ -322,6 +323,8 @@ impl Node {
         else {
             return Ok(None);
         };
+        // First: it refuses rules this query cannot run under (a delta of 0).
+        let cost = airlock_guard::crypto_cost(&self.collab, f)?.ok_or(NodeError::Execution)?;
         let (epsilon, delta) = (strictest.epsilon, strictest.delta);
         let (max_rows, max_groups) = (strictest.max_rows, strictest.max_groups);
         let avg = f.outputs.iter().any(|(_, o)| *o == CryptoOutput::Avg);
@@ -348,17 +351,19 @@ impl Node {
                 }
             }
         };
-        // Epsilon split evenly over the noisy values of each group and, by
-        // the responder's groups, three more for the dummies: one person
+        // Epsilon split evenly over the noisy values of each group and the
+        // dummies: by the responder's groups three more, since one person
         // moves the observed overlap (matched and unmatched dummies of S,
         // one each) and the asker's count (its own dummies); the dummies
         // of L hide the responder's count, which a person of the overlap
-        // leaves as the matched dummies make it look.
+        // leaves as the matched dummies make it look. By the asker's
+        // groups one more: the dummies of message 2, which hide the
+        // responder's count (each of its people is one item).
         let by_responder = f.groups_of == CryptoRole::Responder;
         let n = 1
             + usize::from(bounds.is_some())
             + usize::from(bounds.is_some() && avg)
-            + if by_responder { 3 } else { 0 };
+            + if by_responder { 3 } else { 1 };
         let each = epsilon / n as f64;
         let (g, m) = (max_groups as f64, max_rows as f64);
         let noise = |sensitivity: f64| {
@@ -375,25 +380,19 @@ impl Node {
         } else {
             None
         };
-        let dummies = if by_responder {
-            Some((noise(1.0)?, delta / 4.0))
-        } else {
-            None
-        };
+        // By the responder's groups, three draws of a quarter of delta
+        // each; by the asker's groups, one of a quarter, and partition
+        // selection takes the rest (three quarters).
+        let dummies = Some((noise(1.0)?, delta / 4.0));
+        let selection_delta = delta * 0.75;
         let threshold = if f.group_columns.is_empty() || by_responder {
             None
         } else {
-            if delta <= 0.0 {
-                return Err(NodeError::Refused(Refusal::new(
-                    Control::DifferentialPrivacy,
-                    "grouped crypto-mode queries choose groups by partition selection: the rules need a delta above 0",
-                )));
-            }
-            // As in executor mode: t = 1 + ceil(b ln(g / delta)), at least k.
-            let t = 1.0 + (count.scale() * (g / delta).ln()).ceil();
+            // As in executor mode: t = 1 + ceil(b ln(g / delta)), at least k,
+            // with its share of delta.
+            let t = 1.0 + (count.scale() * (g / selection_delta).ln()).ceil();
             Some((t.max(self.crypto_k(f) as f64)).min(i64::MAX as f64) as i64)
         };
-        let cost = airlock_guard::crypto_cost(&self.collab, f)?.ok_or(NodeError::Execution)?;
         Ok(Some(CryptoDp {
             dummies,
             cost,
@@ -1254,7 +1253,16 @@ impl Node {
         let points = self.hash_ids(&id_refs)?;
         let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
         let k = self.crypto_k(&f);
-        let (responder, m2, _) = Responder::respond(m1, &people, values, k).map_err(psi_error)?;
+        // Dummies hide the exact number of this node's people after the
+        // asker's filter (the length of message 2), as by the responder's
+        // groups.
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let dummies = noise
+            .0
+            .dummies(noise.1)
+            .map_err(|e| NodeError::Local(e.to_string()))?;
+        let (responder, m2, _) =
+            Responder::respond_padded(m1, &people, values, k, dummies).map_err(psi_error)?;
         let id = session_of(m1)?;
         self.store(
             id,

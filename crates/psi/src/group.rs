@@ -151,6 +151,12 @@ pub fn encode(p: &RistrettoPoint) -> [u8; POINT_LEN] {
     p.compress().to_bytes()
 }
 
+/// A uniformly random point (a dummy item: no one's identifier hashes to
+/// it but with negligible probability).
+pub(crate) fn random_point() -> Result<RistrettoPoint, PsiError> {
+    Ok(curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE * Secret::fresh()?.scalar())
+}
+
 /// Points encoded together in one batch by [`multiply_all`].
 const ENCODE_BATCH: usize = 256;
 

@@ -479,6 +479,24 @@ impl Responder {
         values: usize,
         min_count: u64,
     ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
+        Self::respond_padded(msg, people, values, min_count, 0)
+    }
+
+    /// [`Self::respond`] with `dummies` more items in message 2 (random
+    /// points with encryptions of zero, shuffled in), so that its length
+    /// tells the asker the number of this node's people only up to the
+    /// dummies' noise: they match nothing, so nothing else changes. The
+    /// caller draws `dummies` (a shifted, truncated discrete Laplace).
+    pub fn respond_padded(
+        msg: &[u8],
+        people: &[(RistrettoPoint, Vec<u64>)],
+        values: usize,
+        min_count: u64,
+        dummies: u64,
+    ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
+        if people.len() as u64 + dummies > MAX_ITEMS as u64 {
+            return Err(PsiError::Malformed("more items than a query may send"));
+        }
         if values > MAX_VALUES || people.iter().any(|(_, v)| v.len() != values) {
             return Err(PsiError::Malformed(
                 "every person needs the same number of values",
@@ -527,6 +545,13 @@ impl Responder {
                 Ok(out)
             })
             .collect::<Result<_, _>>()?;
+        for _ in 0..dummies {
+            let mut out = group::encode(&group::random_point()?).to_vec();
+            for _ in 0..values {
+                out.extend_from_slice(&joint.encrypt_encoded(0)?);
+            }
+            items.push(out);
+        }
         let crypto_s = t.elapsed().as_secs_f64();
         items.shuffle(&mut rng());
         let mut w = Writer::new(2, &session);

@@ -113,10 +113,6 @@ impl Padding {
 }
 
 /// A uniformly random point (its discrete log known to nobody after this).
-fn random_point() -> Result<RistrettoPoint, PsiError> {
-    Ok(RISTRETTO_BASEPOINT_TABLE * Secret::fresh()?.scalar())
-}
-
 fn random_scalar() -> Result<Scalar, PsiError> {
     Ok(*Secret::fresh()?.scalar())
 }
@@ -191,7 +187,7 @@ impl Asker {
             })
             .collect::<Result<_, _>>()?;
         for _ in 0..dummies {
-            let mut out = group::encode(&random_point()?).to_vec();
+            let mut out = group::encode(&group::random_point()?).to_vec();
             for _ in 0..values {
                 out.extend_from_slice(&mine.encrypt_encoded(0)?);
             }
@@ -607,12 +603,12 @@ impl Responder {
             l.push((group::encode(&(RISTRETTO_BASEPOINT_TABLE * &r)), Vec::new()));
         }
         for _ in 0..padding.unmatched_theirs {
-            let mut item = group::encode(&random_point()?).to_vec();
+            let mut item = group::encode(&group::random_point()?).to_vec();
             zeros(&mut item)?;
             s.push(item);
         }
         for _ in 0..padding.unmatched_mine {
-            l.push((group::encode(&random_point()?), Vec::new()));
+            l.push((group::encode(&group::random_point()?), Vec::new()));
         }
         let mut rng = rng();
         s.shuffle(&mut rng);

@@ -78,6 +78,32 @@ fn run(suite: &Suite, groups: &[Vec<String>], people: &[(String, u64)], k: u64) 
     }
 }
 
+/// Message 2 padded with dummies: the same results as the oracle, and
+/// its length is the responder's people plus the dummies (all the asker
+/// learns of the responder's count); a padded message 3 must still answer
+/// every item, dummies included.
+#[test]
+fn dummies_in_message_2_change_its_length_and_nothing_else() {
+    let suite = Suite::new("demo", [0x42; 32]);
+    let (groups, people) = data();
+    let (points, mine) = hashed(&suite, &groups, &people);
+    for dummies in [0u64, 1, 37, 500] {
+        let (mut asker, m1, _) =
+            Asker::start(new_session().expect("session"), &points, 1).expect("step 1");
+        let (responder, m2, _) =
+            Responder::respond_padded(&m1, &mine, 1, 50, dummies).expect("step 2");
+        // Header 29, share and proof 96, values flag 1, then the count.
+        let n = u32::from_le_bytes(m2[126..130].try_into().expect("4")) as u64;
+        assert_eq!(n, people.len() as u64 + dummies);
+        let (m3, _) = asker.reblind(&m2).expect("step 3");
+        let (m4, _, _) = responder.finish(&m3).expect("step 4");
+        assert_eq!(
+            asker.finish(&m4).expect("results"),
+            oracle(&groups, &people, 50)
+        );
+    }
+}
+
 /// Where message 1's first point starts: header (12 magic, 1 kind, 16
 /// session), key share and proof (96), group count and the first size.
 const FIRST_POINT: usize = 29 + 96 + 4 + 4;
