@@ -131,21 +131,9 @@ impl PublicKey {
         &self.point
     }
 
-    /// `Enc(m)` with fresh randomness.
-    pub fn encrypt(&self, m: u64) -> Result<Ciphertext, PsiError> {
-        if m > MAX_PLAINTEXT {
-            return Err(PsiError::Bound);
-        }
-        let r = Secret::fresh()?;
-        Ok(Ciphertext {
-            c1: RISTRETTO_BASEPOINT_TABLE * r.scalar(),
-            c2: RISTRETTO_BASEPOINT_TABLE * &Scalar::from(m) + &self.table * r.scalar(),
-        })
-    }
-
-    /// `Enc(m)`, encoded: as [`Self::encrypt`], with both points computed
-    /// at half their value and doubled and encoded in one batch (see
-    /// [`half`]).
+    /// `Enc(m) = (r·G, m·G + r·X)` with fresh `r`, encoded: both points are
+    /// computed at half their value and doubled and encoded in one batch
+    /// (see [`half`]).
     pub fn encrypt_encoded(&self, m: u64) -> Result<[u8; CIPHERTEXT_LEN], PsiError> {
         if m > MAX_PLAINTEXT {
             return Err(PsiError::Bound);
@@ -686,7 +674,7 @@ mod tests {
         let bound = 1 << 22;
         let mut sum = Ciphertext::zero();
         for v in values {
-            let c = key.encrypt(v).expect("enc");
+            let c = Ciphertext::decode(&key.encrypt_encoded(v).expect("enc")).expect("decode");
             assert_eq!(open(&a, &b, &c, bound), Some(v as i64));
             let r = key.rerandomize(&c).expect("rerand");
             assert_ne!(r, c, "re-randomised");
@@ -702,7 +690,8 @@ mod tests {
         // Noise under encryption, negative results, bounds.
         assert_eq!(open(&a, &b, &sum.plus(-total - 7), bound), Some(-7));
         assert_eq!(open(&a, &b, &sum.plus(5), bound), Some(total + 5));
-        let big = key.encrypt(5_000_000).expect("enc");
+        let big =
+            Ciphertext::decode(&key.encrypt_encoded(5_000_000).expect("enc")).expect("decode");
         assert_eq!(open(&a, &b, &big, 4_999_999), None);
         assert_eq!(open(&a, &b, &big, 5_000_000), Some(5_000_000));
         // A partial decryption made with another secret, or for another
@@ -714,12 +703,7 @@ mod tests {
         assert!(verify_partial(a.point(), &sum, &d, &proof, b"ctx2").is_err());
         let back = Ciphertext::decode(&sum.encode()).expect("decode");
         assert_eq!(back, sum);
-        assert!(key.encrypt(MAX_PLAINTEXT + 1).is_err());
         assert!(key.encrypt_encoded(MAX_PLAINTEXT + 1).is_err());
-        for v in values {
-            let c = Ciphertext::decode(&key.encrypt_encoded(v).expect("enc")).expect("decode");
-            assert_eq!(open(&a, &b, &c, bound), Some(v as i64), "encoded {v}");
-        }
         assert_eq!(giant_steps(1 << 23), 33);
         assert_eq!(giant_steps(u64::MAX), MAX_PLAINTEXT / BABY + 1);
         assert!(Ciphertext::decode(&[0u8; 64]).is_err(), "identity points");

@@ -263,6 +263,26 @@ pub(crate) fn decode_points(bytes: &[u8]) -> Result<Vec<RistrettoPoint>, PsiErro
 /// Most encrypted values per person.
 pub const MAX_VALUES: usize = 2;
 
+/// Appends `values` fresh encryptions of zero under `key` to `out`.
+pub(crate) fn push_zeros(
+    out: &mut Vec<u8>,
+    key: &PublicKey,
+    values: usize,
+) -> Result<(), PsiError> {
+    for _ in 0..values {
+        out.extend_from_slice(&key.encrypt_encoded(0)?);
+    }
+    Ok(())
+}
+
+/// A dummy item: a random point (no one's identifier hashes to it) with
+/// `values` encryptions of zero under `key`.
+pub(crate) fn dummy_item(key: &PublicKey, values: usize) -> Result<Vec<u8>, PsiError> {
+    let mut out = group::encode(&group::random_point()?).to_vec();
+    push_zeros(&mut out, key, values)?;
+    Ok(out)
+}
+
 pub(crate) fn item_size(values: usize) -> usize {
     POINT_LEN + values * CIPHERTEXT_LEN
 }
@@ -546,11 +566,7 @@ impl Responder {
             })
             .collect::<Result<_, _>>()?;
         for _ in 0..dummies {
-            let mut out = group::encode(&group::random_point()?).to_vec();
-            for _ in 0..values {
-                out.extend_from_slice(&joint.encrypt_encoded(0)?);
-            }
-            items.push(out);
+            items.push(dummy_item(&joint, values)?);
         }
         let crypto_s = t.elapsed().as_secs_f64();
         items.shuffle(&mut rng());

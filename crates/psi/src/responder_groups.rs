@@ -63,8 +63,8 @@ use crate::elgamal::{
 };
 use crate::group::{self, Secret, POINT_LEN};
 use crate::protocol::{
-    decode_items, item_size, proof_context, read_share, rng, values_flag, write_share, Reader,
-    SessionId, StepStats, Writer, MAX_GROUPS, MAX_ITEMS, MAX_VALUES,
+    decode_items, dummy_item, item_size, proof_context, push_zeros, read_share, rng, values_flag,
+    write_share, Reader, SessionId, StepStats, Writer, MAX_GROUPS, MAX_ITEMS, MAX_VALUES,
 };
 use crate::{GroupResult, PsiError};
 
@@ -187,11 +187,7 @@ impl Asker {
             })
             .collect::<Result<_, _>>()?;
         for _ in 0..dummies {
-            let mut out = group::encode(&group::random_point()?).to_vec();
-            for _ in 0..values {
-                out.extend_from_slice(&mine.encrypt_encoded(0)?);
-            }
-            items.push(out);
+            items.push(dummy_item(&mine, values)?);
         }
         items.shuffle(&mut rng());
         let mut w = Writer::new(M1, &session);
@@ -588,24 +584,16 @@ impl Responder {
             .collect();
         let blind_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let zeros = |out: &mut Vec<u8>| -> Result<(), PsiError> {
-            for _ in 0..values {
-                out.extend_from_slice(&joint.encrypt_encoded(0)?);
-            }
-            Ok(())
-        };
         for _ in 0..padding.matched {
             // `(r·G, r·αG)`: the asker's `α·(r·G)` finds `r·αG` in S.
             let r = random_scalar()?;
             let mut item = group::encode(&(alpha_g * r)).to_vec();
-            zeros(&mut item)?;
+            push_zeros(&mut item, &joint, values)?;
             s.push(item);
             l.push((group::encode(&(RISTRETTO_BASEPOINT_TABLE * &r)), Vec::new()));
         }
         for _ in 0..padding.unmatched_theirs {
-            let mut item = group::encode(&group::random_point()?).to_vec();
-            zeros(&mut item)?;
-            s.push(item);
+            s.push(dummy_item(&joint, values)?);
         }
         for _ in 0..padding.unmatched_mine {
             l.push((group::encode(&group::random_point()?), Vec::new()));

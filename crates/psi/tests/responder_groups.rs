@@ -354,6 +354,24 @@ fn a_responder_refuses_what_a_modified_asker_sends() {
     assert!(asker.match_items(&t[1]).is_err(), "step 3 twice");
 }
 
+/// Steps 1 to 3 of a fresh session on `d`: the responder before its tally
+/// and message 3.
+fn up_to_step_3(d: &Data) -> (Responder, Vec<u8>) {
+    let (a, r) = hashed(d);
+    let (mut asker, m1, _) = Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
+    let (responder, m2, _) =
+        Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
+    let (m3, _, _) = asker.match_items(&m2).expect("3");
+    (responder, m3)
+}
+
+/// Where item `i` of message 3 starts (header 29, u8 values, u32 items,
+/// then per item the count, its proof and one value).
+fn m3_item(i: usize) -> usize {
+    use airlock_psi::elgamal::{BIT_PROOF_LEN, CIPHERTEXT_LEN};
+    29 + 1 + 4 + i * (CIPHERTEXT_LEN + BIT_PROOF_LEN + CIPHERTEXT_LEN)
+}
+
 /// A modified asker that makes an item of message 3 count other than 0 or
 /// 1 (to weight a person it targets and read the person's groups off the
 /// released counts, or to defeat the count's sensitivity under DP) is
@@ -365,20 +383,8 @@ fn a_responder_refuses_a_count_that_is_not_zero_or_one() {
     use airlock_psi::elgamal::{Ciphertext, BIT_PROOF_LEN, CIPHERTEXT_LEN};
     use curve25519_dalek::scalar::Scalar;
     let d = one_small_group();
-    let (a, r) = hashed(&d);
-    let honest = || {
-        let (mut asker, m1, _) =
-            Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
-        let (responder, m2, _) =
-            Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
-        let (m3, _, _) = asker.match_items(&m2).expect("3");
-        (responder, m3)
-    };
-    // m3: header 29, u8 values, u32 items, then per item the count, its
-    // proof and one value.
-    let head = 29 + 1 + 4;
-    let item = CIPHERTEXT_LEN + BIT_PROOF_LEN + CIPHERTEXT_LEN;
-    let at = move |i: usize| head + i * item;
+    let honest = || up_to_step_3(&d);
+    let at = m3_item;
     type Forge = Box<dyn Fn(&mut Vec<u8>)>;
     let count = move |f: fn(&Ciphertext) -> Ciphertext, i: usize| -> Forge {
         Box::new(move |m: &mut Vec<u8>| {
@@ -454,18 +460,8 @@ fn a_forged_count_is_refused_in_every_batch() {
             .collect(),
         groups: 2,
     };
-    let (a, r) = hashed(&d);
-    let honest = || {
-        let (mut asker, m1, _) =
-            Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
-        let (responder, m2, _) =
-            Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
-        let (m3, _, _) = asker.match_items(&m2).expect("3");
-        (responder, m3)
-    };
-    let head = 29 + 1 + 4;
-    let item = CIPHERTEXT_LEN + BIT_PROOF_LEN + CIPHERTEXT_LEN;
-    let at = move |i: usize| head + i * item;
+    let honest = || up_to_step_3(&d);
+    let at = m3_item;
     let last = d.responder.len() - 1;
     let refused = |what: &str, forge: &dyn Fn(&mut Vec<u8>)| {
         let (mut responder, mut m3) = honest();
