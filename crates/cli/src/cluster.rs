@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use airlock_guard::wire::Partitions;
 use airlock_hub::{Hub, HubError, NoLedger, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Ability, Collaboration, QuerySpec, Template};
+use airlock_protocol::wire::Partitions;
 use airlock_service::ledger::{open_embedded, StoreLedger};
 use airlock_store::Store;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -61,7 +61,7 @@ impl NodeClient for LocalNodes {
                     }
                     // The in-process boundary is still bytes: decode what
                     // the node encoded, as a remote hub would.
-                    airlock_guard::wire::decode_partitions(bytes).map_err(|_| {
+                    airlock_protocol::wire::decode_partitions(bytes).map_err(|_| {
                         NodeFailure::Failed(format!(
                             "the node of '{member}' sent an unreadable result"
                         ))

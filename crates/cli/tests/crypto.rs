@@ -11,7 +11,8 @@ use common::{demo_emails, find_emails, rows};
 
 use airlock_cli::cluster::{CliError, Cluster};
 use airlock_cli::data;
-use airlock_policy::{Collaboration, Control, CryptoOutput, CryptoRole, CryptoSide};
+use airlock_policy::{Collaboration, Control};
+use airlock_protocol::{CryptoOutput, CryptoRole, CryptoSide};
 use base64::Engine as _;
 
 fn setup(rows: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -45,12 +46,12 @@ const BY_PUBLISHER: &[(&str, &str)] = &[
 /// One step on a node, as the hub relays it: the message it answers.
 async fn psi_step(
     node: &airlock_node::Node,
-    req: airlock_policy::PsiRequest,
+    req: airlock_protocol::PsiRequest,
 ) -> Result<String, airlock_node::NodeError> {
     let json = serde_json::to_vec(&req).expect("json");
     let bytes = node.psi(&json).await?;
     Ok(
-        serde_json::from_slice::<airlock_policy::PsiResponse>(&bytes)
+        serde_json::from_slice::<airlock_protocol::PsiResponse>(&bytes)
             .expect("response")
             .message,
     )
@@ -62,11 +63,11 @@ async fn up_to_step_2(
     asker: &airlock_node::Node,
     responder: &airlock_node::Node,
     session: &str,
-    fragment: &airlock_policy::CryptoFragment,
+    fragment: &airlock_protocol::CryptoFragment,
 ) -> String {
     let m1 = psi_step(
         asker,
-        airlock_policy::PsiRequest::Start {
+        airlock_protocol::PsiRequest::Start {
             session: session.to_string(),
             fragment: fragment.clone(),
         },
@@ -77,7 +78,7 @@ async fn up_to_step_2(
     theirs.role = CryptoRole::Responder;
     psi_step(
         responder,
-        airlock_policy::PsiRequest::Respond {
+        airlock_protocol::PsiRequest::Respond {
             fragment: theirs,
             message: m1,
         },
@@ -215,7 +216,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let advertiser = airlock_node::Node::open(&collab, dir, "advertiser")
         .await
         .expect("node");
-    let base = airlock_policy::CryptoFragment {
+    let base = airlock_protocol::CryptoFragment {
         collaboration: "demo".into(),
         querier: "publisher".into(),
         role: CryptoRole::Responder,
@@ -236,8 +237,8 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         template: None,
         purpose: None,
     };
-    let respond = |f: airlock_policy::CryptoFragment| {
-        serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
+    let respond = |f: airlock_protocol::CryptoFragment| {
+        serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
             fragment: f,
             message: base64::engine::general_purpose::STANDARD
                 .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
@@ -281,13 +282,13 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     }
     // No executor fragment at all in crypto mode: a hub that asks a node
     // for a scan (its rows, pseudonymised) is refused by the node.
-    let scan = airlock_policy::Fragment::Scan(airlock_policy::ScanFragment {
+    let scan = airlock_protocol::Fragment::Scan(airlock_protocol::ScanFragment {
         collaboration: "demo".into(),
         querier: "publisher".into(),
         table: "purchases".into(),
-        columns: vec![airlock_policy::FragmentColumn {
+        columns: vec![airlock_protocol::FragmentColumn {
             name: "category".into(),
-            treatment: airlock_policy::Treatment::Raw,
+            treatment: airlock_protocol::Treatment::Raw,
         }],
         filter: None,
         template: None,
@@ -310,13 +311,13 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     asking.measure = None;
     asking.outputs = vec![("n".into(), CryptoOutput::Count)];
     let session = "00112233445566778899aabbccddeeff";
-    let start = serde_json::to_vec(&airlock_policy::PsiRequest::Start {
+    let start = serde_json::to_vec(&airlock_protocol::PsiRequest::Start {
         session: session.into(),
         fragment: asking.clone(),
     })
     .expect("json");
     let answer = |bytes: Vec<u8>| -> String {
-        serde_json::from_slice::<airlock_policy::PsiResponse>(&bytes)
+        serde_json::from_slice::<airlock_protocol::PsiResponse>(&bytes)
             .expect("response")
             .message
     };
@@ -336,7 +337,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     ] {
         let r = advertiser
             .psi(
-                &serde_json::to_vec(&airlock_policy::PsiRequest::Respond { fragment, message })
+                &serde_json::to_vec(&airlock_protocol::PsiRequest::Respond { fragment, message })
                     .expect("json"),
             )
             .await;
@@ -353,7 +354,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let m2 = answer(
         advertiser
             .psi(
-                &serde_json::to_vec(&airlock_policy::PsiRequest::Respond {
+                &serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
                     fragment: responding,
                     message: m1,
                 })
@@ -362,7 +363,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             .await
             .expect("step 2"),
     );
-    let reblind = serde_json::to_vec(&airlock_policy::PsiRequest::Reblind {
+    let reblind = serde_json::to_vec(&airlock_protocol::PsiRequest::Reblind {
         session: session.into(),
         message: m2,
     })
@@ -377,7 +378,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     // By the responder's groups: the responder's node checks the groups
     // (dimensions of its own table only), and each node runs each of its
     // steps once, in order, whatever the hub relays.
-    let by_publisher = airlock_policy::CryptoFragment {
+    let by_publisher = airlock_protocol::CryptoFragment {
         querier: "advertiser".into(),
         role: CryptoRole::Asker,
         asker: CryptoSide {
@@ -405,7 +406,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     by_email.group_columns = vec!["email".into()];
     match psi_step(
         &publisher,
-        airlock_policy::PsiRequest::Respond {
+        airlock_protocol::PsiRequest::Respond {
             fragment: by_email,
             message: String::new(),
         },
@@ -428,7 +429,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let m2 = up_to_step_2(&advertiser, &publisher, &session, &by_publisher).await;
     let m3 = psi_step(
         &advertiser,
-        airlock_policy::PsiRequest::Reblind {
+        airlock_protocol::PsiRequest::Reblind {
             session: session.clone(),
             message: m2.clone(),
         },
@@ -437,7 +438,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     .expect("step 3");
     let m4 = psi_step(
         &publisher,
-        airlock_policy::PsiRequest::Finish {
+        airlock_protocol::PsiRequest::Finish {
             session: session.clone(),
             message: m3,
         },
@@ -448,7 +449,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     step_err(
         psi_step(
             &publisher,
-            airlock_policy::PsiRequest::Release {
+            airlock_protocol::PsiRequest::Release {
                 session: session.clone(),
                 message: m4.clone(),
             },
@@ -459,7 +460,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     step_err(
         psi_step(
             &advertiser,
-            airlock_policy::PsiRequest::Result {
+            airlock_protocol::PsiRequest::Result {
                 session: session.clone(),
                 message: m4.clone(),
             },
@@ -471,7 +472,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     step_err(
         psi_step(
             &advertiser,
-            airlock_policy::PsiRequest::Check {
+            airlock_protocol::PsiRequest::Check {
                 session: session.clone(),
                 message: m4,
             },
@@ -482,7 +483,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     // Step 3 again on a fresh session: refused by the protocol's state.
     let again = "0123456789abcdef0123456789abcdef".to_string();
     let m2 = up_to_step_2(&advertiser, &publisher, &again, &by_publisher).await;
-    let reblind = airlock_policy::PsiRequest::Reblind {
+    let reblind = airlock_protocol::PsiRequest::Reblind {
         session: again.clone(),
         message: m2,
     };
@@ -698,7 +699,7 @@ impl airlock_hub::NodeClient for Steps<'_> {
         Result<
             (
                 datafusion::arrow::datatypes::SchemaRef,
-                airlock_guard::wire::Partitions,
+                airlock_protocol::wire::Partitions,
             ),
             airlock_hub::NodeFailure,
         >,

@@ -14,9 +14,9 @@ use common::{find_emails, plain_ctx, rows};
 use airlock_cli::cluster::{exit_code, CliError, Cluster, Tap};
 use airlock_cli::{data, demo};
 use airlock_node::{Node, NodeError};
-use airlock_policy::{
-    CmpOp, Collaboration, Control, Fragment, FragmentColumn, Literal, Predicate, ScanFragment,
-    Treatment,
+use airlock_policy::{Collaboration, Control};
+use airlock_protocol::{
+    CmpOp, Fragment, FragmentColumn, Literal, Predicate, ScanFragment, Treatment,
 };
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
@@ -270,7 +270,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
     assert!(emails.len() > 30_000);
     // The scanner finds emails when they are there.
     let raw = batches[0].clone();
-    let bytes = airlock_guard::wire::encode_batches(&raw.schema(), &[raw]).expect("encode");
+    let bytes = airlock_protocol::wire::encode_batches(&raw.schema(), &[raw]).expect("encode");
     assert!(
         !find_emails(&bytes, &emails).is_empty(),
         "scanner cannot see raw emails"

@@ -13,7 +13,8 @@ use common::{plain_ctx, rows};
 use airlock_cli::cluster::{CliError, Cluster};
 use airlock_cli::{data, templates};
 use airlock_node::{Node, NodeError};
-use airlock_policy::{Collaboration, Control, Fragment, Literal, QuerySpec, TemplateRun};
+use airlock_policy::{Collaboration, Control, QuerySpec};
+use airlock_protocol::{Fragment, Literal, TemplateRun};
 
 const BUYERS: &str = r#"
 [[templates]]
@@ -330,13 +331,13 @@ async fn the_node_enforces_its_own_approval_and_custom_rule() {
         ]),
     };
     let scan = |template: Option<TemplateRun>| {
-        Fragment::Scan(airlock_policy::ScanFragment {
+        Fragment::Scan(airlock_protocol::ScanFragment {
             collaboration: "demo".into(),
             querier: "advertiser".into(),
             table: "audience".into(),
-            columns: vec![airlock_policy::FragmentColumn {
+            columns: vec![airlock_protocol::FragmentColumn {
                 name: "email".into(),
-                treatment: airlock_policy::Treatment::Pseudonym {
+                treatment: airlock_protocol::Treatment::Pseudonym {
                     contract: "email".into(),
                 },
             }],
@@ -424,4 +425,118 @@ async fn a_list_output_names_its_purpose_and_consent_is_checked_for_it() {
     assert_eq!(measurement.len(), count("audience").await);
     assert_eq!(activation.len(), count("audience_all").await);
     assert!(activation.len() > measurement.len());
+}
+
+/// What the guard or a node decided about a template run.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    Admitted,
+    Refused(Control),
+    Bad,
+}
+
+/// The hub's guard and the publisher's node decide every template run
+/// alike: generated over the analysts a template names, the querier, the
+/// run's hash, its values, the purpose it gives and the owners' approvals.
+/// Both call `Collaboration::admit_run` and `check_purpose`; a second copy
+/// of either on one side would make a case here disagree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_and_the_node_decide_every_template_run_alike() {
+    let (_tmp, dir) = setup(2_000);
+    let base = std::fs::read_to_string(file(&dir)).expect("read")
+        + "\n[[members]]\nname = \"agency\"\nabilities = [\"query\"]\n";
+    let mut cases = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for analysts in ["", "analysts = [\"advertiser\"]\n"] {
+        for publisher_approves in [true, false] {
+            let text = base.replacen(
+                "name = \"buyers_by_segment\"\npurpose = \"measurement\"\n",
+                &format!("name = \"buyers_by_segment\"\npurpose = \"measurement\"\n{analysts}"),
+                1,
+            );
+            std::fs::write(file(&dir), text).expect("write");
+            let mut approvers = vec!["advertiser"];
+            if publisher_approves {
+                approvers.push("publisher");
+            }
+            for m in approvers {
+                templates::set_approval_in_file(&file(&dir), m, "buyers_by_segment", true)
+                    .await
+                    .expect("approve");
+            }
+            let text = std::fs::read_to_string(file(&dir)).expect("read");
+            let collab = Collaboration::from_toml(&text, "c.toml").expect("valid");
+            let publisher = Node::open(&collab, &dir, "publisher").await.expect("node");
+            let advertiser = Node::open(&collab, &dir, "advertiser").await.expect("node");
+            let mut schemas = publisher.table_schemas().clone();
+            schemas.extend(advertiser.table_schemas().clone());
+            let guard = airlock_guard::Guard::new(&collab, &schemas).expect("guard");
+            let t = collab.template("buyers_by_segment").expect("template");
+            for querier in ["advertiser", "agency"] {
+                for hash in [t.hash(), "0".repeat(64)] {
+                    for region in ["north", "atlantis"] {
+                        for purpose in [None, Some("measurement"), Some("activation"), Some("x")] {
+                            let run = TemplateRun {
+                                name: t.name.clone(),
+                                hash: hash.clone(),
+                                params: BTreeMap::from([
+                                    ("region".to_string(), Literal::Str(region.into())),
+                                    ("since".to_string(), Literal::Date(19_723)),
+                                ]),
+                            };
+                            let hub = match guard
+                                .check_run(&t.sql, Some(&run), purpose, querier, true)
+                                .await
+                            {
+                                Ok(_) => Decision::Admitted,
+                                Err(airlock_guard::GuardError::Refused(r)) => {
+                                    Decision::Refused(r.control)
+                                }
+                                Err(airlock_guard::GuardError::BadInput(_)) => Decision::Bad,
+                                Err(e) => panic!("the guard failed: {e}"),
+                            };
+                            let fragment = Fragment::Scan(airlock_protocol::ScanFragment {
+                                collaboration: "demo".into(),
+                                querier: querier.into(),
+                                table: "audience".into(),
+                                columns: vec![airlock_protocol::FragmentColumn {
+                                    name: "email".into(),
+                                    treatment: airlock_protocol::Treatment::Pseudonym {
+                                        contract: "email".into(),
+                                    },
+                                }],
+                                filter: None,
+                                template: Some(run),
+                                purpose: purpose.map(str::to_string),
+                            });
+                            let node = match publisher.run(&fragment).await {
+                                Ok(_) => Decision::Admitted,
+                                Err(NodeError::Refused(r)) => Decision::Refused(r.control),
+                                Err(NodeError::BadFragment(_)) => Decision::Bad,
+                                Err(e) => panic!("the node failed: {e}"),
+                            };
+                            let case = format!(
+                                "analysts {analysts:?}, publisher approves {publisher_approves}, \
+                                 querier {querier}, hash {}, region {region}, purpose {purpose:?}",
+                                &hash[..8]
+                            );
+                            assert_eq!(hub, node, "{case}");
+                            seen.insert(format!("{hub:?}"));
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 2 * 2 * 2 * 2 * 2 * 4);
+    // Every way a run can end was reached.
+    let want = [
+        "Admitted",
+        "Bad",
+        "Refused(CustomRule)",
+        "Refused(Purpose)",
+        "Refused(TemplateApproval)",
+    ];
+    assert_eq!(seen, want.iter().map(|s| s.to_string()).collect(), "{seen:?}");
 }

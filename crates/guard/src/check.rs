@@ -458,13 +458,11 @@ impl Checker<'_> {
                 "a query must read at least one configured table",
             ));
         }
-        let mut k = 0;
         for (i, s) in self.scans.iter().enumerate() {
             let info = &self.tables[&s.table];
             match &info.table.rule {
                 rule @ (airlock_policy::AnalysisRule::Aggregation { .. }
                 | airlock_policy::AnalysisRule::Custom { .. }) => {
-                    k = k.max(info.table.min_distinct_identities().unwrap_or(2));
                     if rule.join_required() && !self.joined_with_other_owner(i) {
                         return Err(Refusal::new(
                             Control::JoinRequired,
@@ -482,6 +480,8 @@ impl Checker<'_> {
                 }
             }
         }
+        let k =
+            airlock_policy::strictest_k(self.scans.iter().map(|s| &self.tables[&s.table].table));
         self.dp = self.dp_shape(agg, &input, schema)?;
         shape.joins = self.joins.clone();
         self.shape = Some(shape);
@@ -497,37 +497,18 @@ impl Checker<'_> {
         input: &[Class],
         schema: &DFSchema,
     ) -> R<Option<DpShape>> {
-        let rules: Vec<Option<&airlock_policy::DpRule>> = self
-            .scans
-            .iter()
-            .map(|s| self.tables[&s.table].table.dp())
-            .collect();
-        if rules.iter().all(Option::is_none) {
+        let Some(strictest) = airlock_policy::StrictestDp::over(
+            self.scans.iter().map(|s| &self.tables[&s.table].table),
+        )?
+        else {
             return Ok(None);
-        }
-        if let Some(i) = rules.iter().position(Option::is_none) {
-            return Err(Refusal::new(
-                Control::DifferentialPrivacy,
-                "this table has no differential privacy rule but is read together with tables that do; every table of a DP query needs one",
-            )
-            .table(&self.scans[i].table, Some(self.info(i).table.rule.kind())));
-        }
-        let rules: Vec<&airlock_policy::DpRule> = rules.into_iter().flatten().collect();
-        let fold = |f: &dyn Fn(&airlock_policy::DpRule) -> f64| {
-            rules.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min)
         };
-        let epsilon = fold(&|r| r.query_epsilon());
-        let delta = fold(&|r| r.delta);
-        let max_rows = rules
-            .iter()
-            .map(|r| r.max_rows_per_identity)
-            .min()
-            .unwrap_or(1);
-        let max_groups = rules
-            .iter()
-            .map(|r| r.max_groups_per_identity)
-            .min()
-            .unwrap_or(1);
+        let airlock_policy::StrictestDp {
+            epsilon,
+            delta,
+            max_rows,
+            max_groups,
+        } = strictest;
         let mut aggs = Vec::new();
         for a in &agg.aggr_expr {
             let inner = match a {

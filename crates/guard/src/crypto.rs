@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
-use airlock_policy::{
-    Control, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Refusal, TemplateRun,
-};
+use airlock_policy::{Control, Refusal};
+use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, TemplateRun};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 

@@ -274,13 +274,8 @@ pub(crate) fn rewrite(
             Selection::Public(combos)
         }
         (None, Some(slot)) => {
-            // A person in at most g groups, noise scale b on each count of
-            // people: a group made by one person appears with probability
-            // at most P(1 + X >= t) <= q^(t-1) with q = exp(-1/b), so
-            // t = 1 + ceil(b ln(g / delta)) bounds the g groups' chance by delta.
-            let b = slots[slot].mechanism.scale();
-            let t = 1.0 + (b * (g / shape.delta).ln()).ceil();
-            let threshold = (t.max(k as f64)).min(i64::MAX as f64) as i64;
+            // A person in at most g groups: see `Laplace::partition_threshold`.
+            let threshold = slots[slot].mechanism.partition_threshold(g, shape.delta, k);
             Selection::Threshold { slot, threshold }
         }
         (None, None) => Selection::Public(vec![Vec::new()]),

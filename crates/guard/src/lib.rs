@@ -25,15 +25,13 @@ mod split;
 mod templates;
 mod total;
 mod upper;
-pub mod wire;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use airlock_policy::{
-    Collaboration, Control, Fragment, QuerySpec, Refusal, ScanFragment, Template, TemplateRun,
-};
+use airlock_policy::{Collaboration, Control, QuerySpec, Refusal, Template};
+use airlock_protocol::{Fragment, ScanFragment, TemplateRun};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::execution::context::SQLOptions;
@@ -170,7 +168,7 @@ pub struct QueryPlan {
     pub dp: Option<dp::DpRelease>,
     /// In crypto mode: the asker's fragment; the nodes compute the result
     /// between them and `fragments` and `executor` are not used.
-    pub crypto: Option<airlock_policy::CryptoFragment>,
+    pub crypto: Option<airlock_protocol::CryptoFragment>,
 }
 
 impl fmt::Display for QueryPlan {
@@ -268,8 +266,8 @@ fn write_scan(f: &mut fmt::Formatter<'_>, s: &ScanFragment) -> fmt::Result {
         .columns
         .iter()
         .map(|c| match &c.treatment {
-            airlock_policy::Treatment::Raw => format!("{} (raw)", c.name),
-            airlock_policy::Treatment::Pseudonym { contract } => {
+            airlock_protocol::Treatment::Raw => format!("{} (raw)", c.name),
+            airlock_protocol::Treatment::Pseudonym { contract } => {
                 format!("{} (pseudonym, contract '{contract}')", c.name)
             }
         })
@@ -371,10 +369,10 @@ impl Guard {
         querier: &str,
         approvals: bool,
     ) -> Result<CheckedQuery, GuardError> {
-        templates::check_purpose(&self.collab, purpose)?;
+        self.collab.check_purpose(purpose)?;
         let template = match run {
             Some(r) => {
-                let t = templates::template_of(&self.collab, r, querier)?;
+                let t = templates::template_of(&self.collab, r, querier, purpose)?;
                 if t.sql != sql {
                     return Err(GuardError::BadInput(
                         "the SQL of a template run is not the template's text".into(),
@@ -407,12 +405,17 @@ impl Guard {
         &self,
         spec: &QuerySpec,
         querier: &str,
-    ) -> Result<(airlock_policy::CryptoFragment, Option<dp::DpCost>), GuardError> {
+    ) -> Result<(airlock_protocol::CryptoFragment, Option<dp::DpCost>), GuardError> {
         let (sql, run, purpose) = templates::resolve(&self.collab, spec)?;
         self.check_run(&sql, run.as_ref(), purpose.as_deref(), querier, true)
             .await?;
         let template = match &run {
-            Some(r) => Some(templates::template_of(&self.collab, r, querier)?),
+            Some(r) => Some(templates::template_of(
+                &self.collab,
+                r,
+                querier,
+                purpose.as_deref(),
+            )?),
             None => None,
         };
         let plan = self.plan_sql(&sql).await?;

@@ -12,24 +12,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use airlock_policy::{
-    CmpOp, ColumnRole, FragmentColumn, Literal, Predicate, ScanFragment, Treatment,
-};
+use airlock_policy::ColumnRole;
+use airlock_protocol::{FragmentColumn, Predicate, ScanFragment, Treatment};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::Result;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction};
-use datafusion::logical_expr::{
-    BinaryExpr, Expr, Filter, LogicalPlan, Operator, TableScan, TableScanBuilder,
-};
+use datafusion::logical_expr::{Filter, LogicalPlan, TableScan, TableScanBuilder};
 use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::Optimizer;
 
 use crate::check::TableInfo;
-use crate::wire::wire_field;
+use airlock_protocol::wire::wire_field;
 
 /// One scan after the split.
 #[derive(Debug, Clone)]
@@ -85,7 +82,7 @@ pub(crate) fn split(
             let mut residual = Vec::new();
             if let Some(f) = filter {
                 for c in split_conjunction(&f.predicate) {
-                    match to_predicate(c) {
+                    match airlock_protocol::expr::to_predicate(c) {
                         Some(p) => predicates.push(p),
                         None => residual.push(c.clone()),
                     }
@@ -166,116 +163,4 @@ pub(crate) fn split(
         .transform_up(|node| node.recompute_schema().map(Transformed::yes))?
         .data;
     Ok((splits, executor))
-}
-
-fn literal(v: &ScalarValue) -> Option<Literal> {
-    if v.is_null() {
-        return Some(Literal::Null);
-    }
-    Some(match v {
-        ScalarValue::Boolean(Some(b)) => Literal::Bool(*b),
-        ScalarValue::Utf8(Some(s))
-        | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => Literal::Str(s.clone()),
-        ScalarValue::Int8(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::Int16(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::Int32(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::Int64(Some(i)) => Literal::Int(*i),
-        ScalarValue::UInt8(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::UInt16(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::UInt32(Some(i)) => Literal::Int((*i).into()),
-        ScalarValue::Float32(Some(f)) => Literal::Float((*f).into()),
-        ScalarValue::Float64(Some(f)) => Literal::Float(*f),
-        ScalarValue::Date32(Some(d)) => Literal::Date(*d),
-        _ => return None,
-    })
-}
-
-fn column_name(e: &Expr) -> Option<String> {
-    match e {
-        Expr::Column(c) => Some(c.name.clone()),
-        _ => None,
-    }
-}
-
-fn cmp(op: Operator) -> Option<(CmpOp, CmpOp)> {
-    // (op, op with sides swapped)
-    Some(match op {
-        Operator::Eq => (CmpOp::Eq, CmpOp::Eq),
-        Operator::NotEq => (CmpOp::NotEq, CmpOp::NotEq),
-        Operator::Lt => (CmpOp::Lt, CmpOp::Gt),
-        Operator::LtEq => (CmpOp::LtEq, CmpOp::GtEq),
-        Operator::Gt => (CmpOp::Gt, CmpOp::Lt),
-        Operator::GtEq => (CmpOp::GtEq, CmpOp::LtEq),
-        _ => return None,
-    })
-}
-
-/// Converts a filter expression to the declarative predicate a node runs, if
-/// it has that form.
-pub(crate) fn to_predicate(e: &Expr) -> Option<Predicate> {
-    match e {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => Some(Predicate::And(vec![
-                to_predicate(left)?,
-                to_predicate(right)?,
-            ])),
-            Operator::Or => Some(Predicate::Or(vec![
-                to_predicate(left)?,
-                to_predicate(right)?,
-            ])),
-            _ => {
-                let (op, swapped) = cmp(*op)?;
-                match (left.as_ref(), right.as_ref()) {
-                    (Expr::Column(c), Expr::Literal(v, _)) => Some(Predicate::Compare {
-                        column: c.name.clone(),
-                        op,
-                        value: literal(v)?,
-                    }),
-                    (Expr::Literal(v, _), Expr::Column(c)) => Some(Predicate::Compare {
-                        column: c.name.clone(),
-                        op: swapped,
-                        value: literal(v)?,
-                    }),
-                    _ => None,
-                }
-            }
-        },
-        Expr::Not(inner) => Some(Predicate::Not(Box::new(to_predicate(inner)?))),
-        Expr::IsNull(inner) => Some(Predicate::IsNull {
-            column: column_name(inner)?,
-            negated: false,
-        }),
-        Expr::IsNotNull(inner) => Some(Predicate::IsNull {
-            column: column_name(inner)?,
-            negated: true,
-        }),
-        Expr::InList(l) => Some(Predicate::InList {
-            column: column_name(&l.expr)?,
-            values: l
-                .list
-                .iter()
-                .map(|v| match v {
-                    Expr::Literal(s, _) => literal(s),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?,
-            negated: l.negated,
-        }),
-        Expr::Like(l) if l.escape_char.is_none() => match l.pattern.as_ref() {
-            Expr::Literal(ScalarValue::Utf8(Some(p)) | ScalarValue::Utf8View(Some(p)), _) => {
-                Some(Predicate::Like {
-                    column: column_name(&l.expr)?,
-                    pattern: p.clone(),
-                    negated: l.negated,
-                    case_insensitive: l.case_insensitive,
-                })
-            }
-            _ => None,
-        },
-        Expr::Column(c) => Some(Predicate::IsTrue {
-            column: c.name.clone(),
-        }),
-        _ => None,
-    }
 }

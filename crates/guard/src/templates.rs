@@ -9,9 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use airlock_policy::{
-    Ability, Collaboration, Control, Literal, QuerySpec, Refusal, Template, TemplateRun,
-};
+use airlock_policy::{Ability, Collaboration, Control, QuerySpec, Refusal, RunRefusal, Template};
+use airlock_protocol::TemplateRun;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan};
@@ -46,81 +45,27 @@ pub(crate) fn resolve(collab: &Collaboration, spec: &QuerySpec) -> Result<Resolv
             let run = t
                 .bind(&spec.params)
                 .map_err(|p| GuardError::BadInput(p.join("; ")))?;
-            if spec.purpose.as_ref().is_some_and(|p| *p != t.purpose) {
-                return Err(Refusal::new(
-                    Control::Purpose,
-                    format!(
-                        "template '{}' serves the purpose '{}' and no other",
-                        t.name, t.purpose
-                    ),
-                )
-                .into());
-            }
-            Ok((t.sql.clone(), Some(run), Some(t.purpose.clone())))
+            // A purpose given must be the template's: `admit_run` checks.
+            let purpose = spec.purpose.clone().unwrap_or_else(|| t.purpose.clone());
+            Ok((t.sql.clone(), Some(run), Some(purpose)))
         }
     }
 }
 
-pub(crate) fn check_purpose(collab: &Collaboration, purpose: Option<&str>) -> Result<(), Refusal> {
-    match purpose {
-        Some(p) if !collab.config.collaboration.purposes.iter().any(|d| d == p) => {
-            Err(Refusal::new(
-                Control::Purpose,
-                format!(
-                    "'{}' is not one of the collaboration's purposes",
-                    p.chars().take(64).collect::<String>()
-                ),
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The template a run is of, checked: same hash, admitted values, and a
-/// querier the template lets run it.
+/// The template a run is of, admitted for `querier` (one home:
+/// [`Collaboration::admit_run`]; the node adds its member's approval).
 pub(crate) fn template_of<'c>(
     collab: &'c Collaboration,
     run: &TemplateRun,
     querier: &str,
+    purpose: Option<&str>,
 ) -> Result<&'c Template, GuardError> {
-    let Some(t) = collab
-        .config
-        .templates
-        .iter()
-        .find(|t| t.hash() == run.hash)
-    else {
-        return Err(Refusal::new(
-            Control::TemplateApproval,
-            format!(
-                "no template of this collaboration has the hash of the run of '{}'",
-                run.name.chars().take(64).collect::<String>()
-            ),
-        )
-        .into());
-    };
-    t.admits(run).map_err(GuardError::BadInput)?;
-    if !t.analysts.is_empty() && !t.analysts.iter().any(|a| a == querier) {
-        return Err(Refusal::new(
-            Control::CustomRule,
-            format!(
-                "template '{}' may be run only by the analysts it names",
-                t.name
-            ),
-        )
-        .into());
-    }
-    Ok(t)
-}
-
-fn scalar(v: &Literal) -> ScalarValue {
-    match v {
-        Literal::Null => ScalarValue::Null,
-        Literal::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Literal::Int(i) => ScalarValue::Int64(Some(*i)),
-        Literal::Float(f) => ScalarValue::Float64(Some(*f)),
-        Literal::Str(s) => ScalarValue::Utf8(Some(s.clone())),
-        Literal::Date(d) => ScalarValue::Date32(Some(*d)),
-    }
+    collab
+        .admit_run(run, querier, purpose, None)
+        .map_err(|e| match e {
+            RunRefusal::Refused(r) => GuardError::Refused(r),
+            RunRefusal::BadValues(why) => GuardError::BadInput(why),
+        })
 }
 
 /// Substitutes a run's values for the template's placeholders. Ad hoc SQL
@@ -161,7 +106,7 @@ pub(crate) fn bind(
     let values: HashMap<String, ScalarValue> = run
         .params
         .iter()
-        .map(|(k, v)| (k.clone(), scalar(v)))
+        .map(|(k, v)| (k.clone(), airlock_protocol::expr::scalar(v)))
         .collect();
     plan.with_param_values(ParamValues::from(values))
         .map_err(|e| GuardError::BadInput(e.strip_backtrace()))

@@ -14,7 +14,7 @@ use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-use airlock_guard::wire::Partitions;
+use airlock_protocol::wire::Partitions;
 
 use crate::{HubError, Released};
 

@@ -18,12 +18,10 @@ use std::collections::HashMap;
 use std::fmt;
 
 use airlock_guard::dp::DpCost;
-use airlock_guard::wire::Partitions;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
-use airlock_policy::{
-    Ability, Collaboration, Control, CryptoRole, Mode, PsiRequest, PsiResponse, QuerySpec, Refusal,
-    Template,
-};
+use airlock_policy::{Ability, Collaboration, Control, Mode, QuerySpec, Refusal, Template};
+use airlock_protocol::wire::Partitions;
+use airlock_protocol::{CryptoRole, PsiRequest, PsiResponse};
 use base64::Engine as _;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -48,8 +46,8 @@ pub trait NodeClient: Send + Sync {
         fragment_json: &'a [u8],
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>>;
 
-    /// Relays one crypto-mode step (a JSON [`airlock_policy::PsiRequest`])
-    /// to `member`'s node; returns its JSON [`airlock_policy::PsiResponse`].
+    /// Relays one crypto-mode step (a JSON [`airlock_protocol::PsiRequest`])
+    /// to `member`'s node; returns its JSON [`airlock_protocol::PsiResponse`].
     /// The hub sees only blinded points and ciphertexts.
     fn psi<'a>(
         &'a self,
@@ -368,7 +366,7 @@ impl Hub {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(result.as_bytes())
             .map_err(|_| HubError::Failed("the asker's node sent a malformed result".into()))?;
-        let (schema, partitions) = airlock_guard::wire::decode_partitions(bytes)
+        let (schema, partitions) = airlock_protocol::wire::decode_partitions(bytes)
             .map_err(|_| HubError::Failed("the asker's node sent an unreadable result".into()))?;
         Ok(Released {
             schema,

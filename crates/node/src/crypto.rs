@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_crypto::{PsiMacKey, PSI_TAG_LEN};
-use airlock_policy::{
-    Ability, AggFunction, AnalysisRule, ColumnRole, Control, CryptoFragment, CryptoOutput,
-    CryptoRole, Mode, Predicate, PsiRequest, PsiResponse, Refusal,
+use airlock_policy::{Ability, AggFunction, AnalysisRule, ColumnRole, Control, Mode, Refusal};
+use airlock_protocol::{
+    CryptoFragment, CryptoOutput, CryptoRole, Predicate, PsiRequest, PsiResponse,
 };
 use airlock_psi::responder_groups::{self, Padding};
 use airlock_psi::{Asker, Responder, Suite};
@@ -250,7 +250,7 @@ fn with_labels(
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
-    let ipc = airlock_guard::wire::encode_batches(&schema, &[batch])
+    let ipc = airlock_protocol::wire::encode_batches(&schema, &[batch])
         .map_err(|_| NodeError::Local("could not encode the labels".into()))?;
     let mut out = Vec::with_capacity(4 + m6.len() + ipc.len());
     out.extend_from_slice(&(m6.len() as u32).to_le_bytes());
@@ -273,7 +273,7 @@ fn without_labels(
         .ok_or_else(bad)?;
     let m6 = bytes.get(4..4 + len).ok_or_else(bad)?;
     let (schema, partitions) =
-        airlock_guard::wire::decode_partitions(bytes[4 + len..].to_vec()).map_err(|_| bad())?;
+        airlock_protocol::wire::decode_partitions(bytes[4 + len..].to_vec()).map_err(|_| bad())?;
     if schema.fields().len() != columns + 1 || schema.field(0).data_type() != &DataType::UInt32 {
         return Err(bad());
     }
@@ -307,12 +307,11 @@ fn psi_error(e: airlock_psi::PsiError) -> NodeError {
 impl Node {
     /// The strictest k of the two tables, from this node's own policy.
     fn crypto_k(&self, f: &CryptoFragment) -> u64 {
-        [&f.asker.table, &f.responder.table]
-            .iter()
-            .filter_map(|t| self.collab.table(t))
-            .filter_map(|t| t.min_distinct_identities())
-            .max()
-            .unwrap_or(2)
+        airlock_policy::strictest_k(
+            [&f.asker.table, &f.responder.table]
+                .iter()
+                .filter_map(|t| self.collab.table(t)),
+        )
     }
 
     /// The query's differential privacy, if both tables have a DP rule in
@@ -388,10 +387,8 @@ impl Node {
         let threshold = if f.group_columns.is_empty() || by_responder {
             None
         } else {
-            // As in executor mode: t = 1 + ceil(b ln(g / delta)), at least k,
-            // with its share of delta.
-            let t = 1.0 + (count.scale() * (g / selection_delta).ln()).ceil();
-            Some((t.max(self.crypto_k(f) as f64)).min(i64::MAX as f64) as i64)
+            // As in executor mode, with its share of delta.
+            Some(count.partition_threshold(g, selection_delta, self.crypto_k(f)))
         };
         Ok(Some(CryptoDp {
             dummies,
@@ -461,29 +458,17 @@ impl Node {
             .admits(&f.querier, f.template.is_some())
             .map_err(|why| refuse(Some(&mine.table), None, why))?;
         if let Some(run) = &f.template {
-            let known = c.config.templates.iter().find(|t| t.hash() == run.hash);
-            let approved = known.is_some() && c.approves(&self.member, &run.hash);
-            if !approved {
-                return Err(NodeError::Refused(
-                    Refusal::new(
-                        Control::TemplateApproval,
-                        "this node's member has not approved the template at this hash",
-                    )
-                    .table(&mine.table, Some(table.rule.kind())),
-                ));
-            }
-            if let Some(t) = known {
-                t.admits(run).map_err(NodeError::BadFragment)?;
-            }
+            crate::verify::admit_run(
+                c,
+                &self.member,
+                run,
+                &f.querier,
+                f.purpose.as_deref(),
+                &mine.table,
+            )?;
         }
-        if let Some(p) = &f.purpose {
-            if !c.config.collaboration.purposes.iter().any(|d| d == p) {
-                return Err(NodeError::Refused(Refusal::new(
-                    Control::Purpose,
-                    "the query names a purpose the collaboration does not declare",
-                )));
-            }
-        }
+        c.check_purpose(f.purpose.as_deref())
+            .map_err(NodeError::Refused)?;
         let dimension = |col: &str| matches!(table.role(col), Some(ColumnRole::Dimension));
         for col in mine.filter.iter().flat_map(Predicate::columns) {
             if !dimension(col) {
@@ -566,7 +551,7 @@ impl Node {
             .map_err(|_| NodeError::Execution)?;
         if let Some(p) = filter {
             df = df
-                .filter(crate::predicate_to_expr(p))
+                .filter(airlock_protocol::expr::predicate_to_expr(p))
                 .map_err(|_| NodeError::Execution)?;
         }
         let identity = &self
@@ -952,7 +937,7 @@ impl Node {
     async fn group_rows(
         &self,
         f: &CryptoFragment,
-        side: &airlock_policy::CryptoSide,
+        side: &airlock_protocol::CryptoSide,
         groups: Groups,
     ) -> Result<(Vec<ArrayRef>, Vec<HashSet<String>>), NodeError> {
         let table = self.collab.table(&side.table).ok_or(NodeError::Execution)?;
@@ -1552,7 +1537,7 @@ impl Node {
         let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
         let batch =
             RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
-        airlock_guard::wire::encode_batches(&schema, &[batch])
+        airlock_protocol::wire::encode_batches(&schema, &[batch])
             .map_err(|_| NodeError::Local("could not encode the result".into()))
     }
 }

@@ -25,11 +25,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_crypto::{CollaborationSecret, PseudonymKey, TOKEN_LEN};
-use airlock_guard::wire::{wire_field, Partitions};
 use airlock_guard::{Guard, GuardError};
-use airlock_policy::{
-    Collaboration, ConfigErrors, Control, Fragment, Refusal, ScanFragment, Treatment,
-};
+use airlock_policy::{Collaboration, ConfigErrors, Control, Refusal};
+use airlock_protocol::wire::{wire_field, Partitions};
+use airlock_protocol::{Fragment, ScanFragment, Treatment};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -42,7 +41,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
 
-pub use sources::predicate_to_expr;
+use airlock_protocol::expr::predicate_to_expr;
 
 /// Errors of a node. Those sent back across the boundary carry no data values.
 #[derive(Debug, Error)]
@@ -215,7 +214,7 @@ impl Node {
         let fragment: Fragment = serde_json::from_slice(fragment_json)
             .map_err(|e| NodeError::BadFragment(format!("not a fragment: {e}")))?;
         let (schema, partitions) = self.run(&fragment).await?;
-        airlock_guard::wire::encode_partitions(&schema, &partitions)
+        airlock_protocol::wire::encode_partitions(&schema, &partitions)
             .map_err(|_| NodeError::Local("could not encode the result".into()))
     }
 
@@ -302,7 +301,7 @@ impl Node {
         &self,
         querier: &str,
         sql: &str,
-        template: Option<&airlock_policy::TemplateRun>,
+        template: Option<&airlock_protocol::TemplateRun>,
         purpose: Option<&str>,
     ) -> Result<(SchemaRef, Partitions), NodeError> {
         let checked = self

@@ -6,18 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use airlock_policy::{
-    CmpOp, Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Literal, Normalize,
-    Predicate,
+    Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Normalize,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
-use datafusion::common::{Column, ScalarValue};
+use datafusion::common::Column;
 use datafusion::datasource::file_format::options::ReadOptions;
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::logical_expr::expr::Like;
-use datafusion::logical_expr::utils::{conjunction, disjunction};
 use datafusion::logical_expr::JoinType;
-use datafusion::logical_expr::{binary_expr, cast, lit, Expr, Operator};
+use datafusion::logical_expr::{cast, Expr};
 use datafusion::prelude::{
     CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
 };
@@ -310,7 +307,7 @@ fn consent_filter(
         if let Some(col) = &source.column {
             match provider.schema().field_with_name(col) {
                 Ok(f) if f.data_type() == &DataType::Boolean => {
-                    df = df.filter(column(col).is_true()).map_err(local)?;
+                    df = df.filter(Expr::Column(Column::new_unqualified(col)).is_true()).map_err(local)?;
                 }
                 _ => problems.push(about(
                     "dataset",
@@ -454,70 +451,6 @@ fn e164_udf() -> datafusion::logical_expr::ScalarUDF {
 
 const OPTOUT: &str = "__airlock_optout";
 const CONSENT_ID: &str = "__airlock_consent_id";
-
-fn literal(v: &Literal) -> Expr {
-    match v {
-        Literal::Null => lit(ScalarValue::Null),
-        Literal::Bool(b) => lit(*b),
-        Literal::Int(i) => lit(*i),
-        Literal::Float(f) => lit(*f),
-        Literal::Str(s) => lit(s.clone()),
-        Literal::Date(d) => lit(ScalarValue::Date32(Some(*d))),
-    }
-}
-
-fn column(name: &str) -> Expr {
-    Expr::Column(Column::new_unqualified(name))
-}
-
-/// The DataFusion expression of a fragment predicate.
-pub fn predicate_to_expr(p: &Predicate) -> Expr {
-    match p {
-        Predicate::And(ps) => conjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(true)),
-        Predicate::Or(ps) => disjunction(ps.iter().map(predicate_to_expr)).unwrap_or(lit(false)),
-        Predicate::Not(p) => Expr::Not(Box::new(predicate_to_expr(p))),
-        Predicate::Compare {
-            column: c,
-            op,
-            value,
-        } => {
-            let op = match op {
-                CmpOp::Eq => Operator::Eq,
-                CmpOp::NotEq => Operator::NotEq,
-                CmpOp::Lt => Operator::Lt,
-                CmpOp::LtEq => Operator::LtEq,
-                CmpOp::Gt => Operator::Gt,
-                CmpOp::GtEq => Operator::GtEq,
-            };
-            binary_expr(column(c), op, literal(value))
-        }
-        Predicate::InList {
-            column: c,
-            values,
-            negated,
-        } => column(c).in_list(values.iter().map(literal).collect(), *negated),
-        Predicate::IsNull { column: c, negated } => {
-            if *negated {
-                column(c).is_not_null()
-            } else {
-                column(c).is_null()
-            }
-        }
-        Predicate::Like {
-            column: c,
-            pattern,
-            negated,
-            case_insensitive,
-        } => Expr::Like(Like::new(
-            *negated,
-            Box::new(column(c)),
-            Box::new(lit(pattern.clone())),
-            None,
-            *case_insensitive,
-        )),
-        Predicate::IsTrue { column: c } => column(c).is_true(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,9 @@
 //! such fragment at all in a crypto-mode collaboration.
 
 use airlock_policy::{
-    Ability, AnalysisRule, Collaboration, ColumnRole, Control, Fragment, Mode, Refusal,
-    ScanFragment, Treatment,
+    Ability, AnalysisRule, Collaboration, ColumnRole, Control, Mode, Refusal, RunRefusal,
 };
+use airlock_protocol::{Fragment, ScanFragment, TemplateRun, Treatment};
 
 use crate::NodeError;
 
@@ -26,6 +26,27 @@ fn refuse(
         r = r.column(c);
     }
     NodeError::Refused(r)
+}
+
+/// A template run admitted by this node's own policy for `querier` (one
+/// home: [`Collaboration::admit_run`], with this node's member's approval),
+/// refusals naming `table`.
+pub(crate) fn admit_run(
+    collab: &Collaboration,
+    member: &str,
+    run: &TemplateRun,
+    querier: &str,
+    purpose: Option<&str>,
+    table: &str,
+) -> Result<(), NodeError> {
+    match collab.admit_run(run, querier, purpose, Some(member)) {
+        Ok(_) => Ok(()),
+        Err(RunRefusal::Refused(r)) => {
+            let rule = collab.table(table).map(|t| t.rule.kind());
+            Err(NodeError::Refused(r.table(table, rule)))
+        }
+        Err(RunRefusal::BadValues(why)) => Err(NodeError::BadFragment(why)),
+    }
 }
 
 /// Checks that hold for every fragment.
@@ -66,14 +87,9 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
             "the querier is not a member with the 'query' ability",
         )));
     }
-    if let Some(p) = f.purpose() {
-        if !collab.config.collaboration.purposes.iter().any(|d| d == p) {
-            return Err(NodeError::Refused(Refusal::new(
-                Control::Purpose,
-                "the fragment names a purpose the collaboration does not declare",
-            )));
-        }
-    }
+    collab
+        .check_purpose(f.purpose())
+        .map_err(NodeError::Refused)?;
     // This member's own rule and its own approvals, from its own copy of
     // the policy: whatever the hub says.
     let Some(table) = collab.table(f.table()) else {
@@ -83,39 +99,7 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
         return Err(refuse(Control::CustomRule, collab, f.table(), None, why));
     }
     if let Some(run) = f.template() {
-        let known = collab
-            .config
-            .templates
-            .iter()
-            .find(|t| t.hash() == run.hash);
-        let Some(t) = known else {
-            return Err(refuse(
-                Control::TemplateApproval,
-                collab,
-                f.table(),
-                None,
-                "no template in this node's policy has the run's hash",
-            ));
-        };
-        if !collab.approves(member, &run.hash) {
-            return Err(refuse(
-                Control::TemplateApproval,
-                collab,
-                f.table(),
-                None,
-                "this node's member has not approved the template at this hash",
-            ));
-        }
-        if !t.analysts.is_empty() && !t.analysts.iter().any(|a| a == querier) {
-            return Err(refuse(
-                Control::CustomRule,
-                collab,
-                f.table(),
-                None,
-                "the template may be run only by the analysts it names",
-            ));
-        }
-        t.admits(run).map_err(NodeError::BadFragment)?;
+        admit_run(collab, member, run, querier, f.purpose(), f.table())?;
     }
     Ok(())
 }

@@ -80,24 +80,45 @@ pub struct StrictestDp {
 
 impl StrictestDp {
     /// Over the rules of `tables` in `collab`: `None` if none of them has a
-    /// DP rule; a refusal if only some do.
+    /// DP rule; a refusal if only some do, or if one is not configured.
     pub fn of(
         collab: &crate::Collaboration,
         tables: &[&str],
     ) -> Result<Option<StrictestDp>, crate::Refusal> {
-        let rules: Vec<Option<&DpRule>> = tables
+        let tables = tables
             .iter()
-            .map(|t| collab.table(t).and_then(|t| t.dp()))
-            .collect();
+            .map(|t| {
+                collab.table(t).ok_or_else(|| {
+                    crate::Refusal::new(
+                        crate::Control::UnsupportedPlan,
+                        "the query reads a table the collaboration does not configure",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::over(tables)
+    }
+
+    /// Over the rules of `tables`: `None` if none of them has a DP rule; a
+    /// refusal naming the first without one if only some do. Every value
+    /// is the strictest of the rules': the smallest epsilon, delta and
+    /// contribution bounds.
+    pub fn over<'a>(
+        tables: impl IntoIterator<Item = &'a crate::ConfiguredTable>,
+    ) -> Result<Option<StrictestDp>, crate::Refusal> {
+        let tables: Vec<&crate::ConfiguredTable> = tables.into_iter().collect();
+        let rules: Vec<Option<&DpRule>> = tables.iter().map(|t| t.dp()).collect();
         if rules.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let Some(rules) = rules.into_iter().collect::<Option<Vec<&DpRule>>>() else {
+        if let Some(i) = rules.iter().position(Option::is_none) {
             return Err(crate::Refusal::new(
                 crate::Control::DifferentialPrivacy,
-                "every table of a DP query needs a differential privacy rule",
-            ));
-        };
+                "this table has no differential privacy rule but is read together with tables that do; every table of a DP query needs one",
+            )
+            .table(&tables[i].alias, Some(tables[i].rule.kind())));
+        }
+        let rules: Vec<&DpRule> = rules.into_iter().flatten().collect();
         let min =
             |f: &dyn Fn(&DpRule) -> f64| rules.iter().map(|r| f(r)).fold(f64::INFINITY, f64::min);
         Ok(Some(StrictestDp {

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::fragment::Literal;
+use airlock_protocol::{Literal, TemplateRun};
 
 /// Largest template text accepted, in bytes.
 pub const MAX_TEMPLATE_SQL: usize = 64 * 1024;
@@ -100,19 +100,6 @@ pub struct Template {
     /// Parameters by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, ParamSpec>,
-}
-
-/// A run of an approved template: what a fragment carries so each node can
-/// check the approval and re-plan the template itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateRun {
-    /// Template name.
-    pub name: String,
-    /// Its content hash (64 hex characters).
-    pub hash: String,
-    /// Bound parameter values, every declared parameter present.
-    pub params: BTreeMap<String, Literal>,
 }
 
 /// What an analyst asks for: ad hoc SQL, or a run of a template by name

@@ -99,6 +99,23 @@ impl Laplace {
         Ok(self.release(shift)?.clamp(0, 2 * shift) as u64)
     }
 
+    /// The partition-selection threshold of a count of people noised by
+    /// this mechanism, when each person is in at most `max_groups` groups
+    /// and the groups are not public: a group is released only if its
+    /// noisy count of people reaches it.
+    ///
+    /// A group made by one person appears with probability at most
+    /// `P(1 + X >= t) <= q^(t-1)` with `q = exp(-1/b)` for the discrete
+    /// Laplace of scale `b`, so `t = 1 + ceil(b ln(g / delta))` bounds the
+    /// chance that any of that person's `g` groups appears by `delta`. The
+    /// threshold is never below `k`, the rule's minimum of people per row.
+    /// Executor mode and crypto mode both call this, so the two cannot
+    /// release under different thresholds.
+    pub fn partition_threshold(&self, max_groups: f64, delta: f64, k: u64) -> i64 {
+        let t = 1.0 + (self.scale_f64 * (max_groups / delta).ln()).ceil();
+        (t.max(k as f64)).min(i64::MAX as f64) as i64
+    }
+
     /// The half-width `t` of the central 95% interval: `P(|noise| <= t) >= 0.95`.
     /// For the discrete Laplace with `q = exp(-1/s)`,
     /// `P(|X| > t) = 2 q^(t+1) / (1 + q)`.

@@ -447,7 +447,7 @@ impl HubClient {
             .bytes()
             .await
             .map_err(|e| ServiceError::Io(e.to_string()))?;
-        let (schema, parts) = airlock_guard::wire::decode_partitions(bytes.to_vec())
+        let (schema, parts) = airlock_protocol::wire::decode_partitions(bytes.to_vec())
             .map_err(|e| ServiceError::Io(format!("unreadable result: {e}")))?;
         Ok((schema, parts.into_iter().flatten().collect()))
     }

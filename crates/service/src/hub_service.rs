@@ -436,7 +436,7 @@ impl HubState {
                         let schema = B64
                             .decode(b64.as_bytes())
                             .ok()
-                            .and_then(|b| airlock_guard::wire::decode_partitions(b).ok())
+                            .and_then(|b| airlock_protocol::wire::decode_partitions(b).ok())
                             .map(|(s, _)| s);
                         match schema {
                             Some(s) => {
@@ -737,7 +737,7 @@ impl HubState {
             match ran {
                 Ok(released) => {
                     let bytes =
-                        airlock_guard::wire::encode_batches(&released.schema, &released.batches)
+                        airlock_protocol::wire::encode_batches(&released.schema, &released.batches)
                             .map_err(|e| format!("cannot encode the result: {e}"))?;
                     let _ = self
                         .store

@@ -9,8 +9,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use airlock_guard::wire::Partitions;
 use airlock_hub::{NodeClient, NodeFailure};
+use airlock_protocol::wire::Partitions;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -267,7 +267,7 @@ impl NodeClient for QueryLinks {
             self.progress
                 .fragments_total
                 .fetch_add(1, Ordering::Relaxed);
-            let answer: airlock_policy::PsiResponse = self
+            let answer: airlock_protocol::PsiResponse = self
                 .links
                 .action(
                     member,

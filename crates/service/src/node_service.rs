@@ -246,7 +246,7 @@ impl NodeService {
     fn installed(&self, id: &str, held: &Held) -> Result<proto::Installed, Status> {
         let mut schemas = BTreeMap::new();
         for (table, schema) in held.node.table_schemas() {
-            let bytes = airlock_guard::wire::encode_batches(schema, &[])
+            let bytes = airlock_protocol::wire::encode_batches(schema, &[])
                 .map_err(|e| Status::internal(e.to_string()))?;
             schemas.insert(table.clone(), B64.encode(bytes));
         }
@@ -465,7 +465,7 @@ impl NodeService {
             .decode(req.result.as_bytes())
             .map_err(|_| Status::invalid_argument("the result is not base64"))?;
         let result_sha256 = sha256_hex(&bytes);
-        let (schema, parts) = airlock_guard::wire::decode_partitions(bytes)
+        let (schema, parts) = airlock_protocol::wire::decode_partitions(bytes)
             .map_err(|_| Status::invalid_argument("the result is not Arrow IPC"))?;
         let batches: Vec<_> = parts.into_iter().flatten().collect();
         crate::delivery::write(

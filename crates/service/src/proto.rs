@@ -13,7 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use airlock_policy::{Fragment, Refusal};
+use airlock_policy::Refusal;
+use airlock_protocol::Fragment;
 use serde::{Deserialize, Serialize};
 
 /// Prefix of a status message that carries a typed refusal.
@@ -44,7 +45,7 @@ pub struct Psi {
     /// The policy version the query was planned under.
     pub policy_version: i64,
     /// The step.
-    pub request: airlock_policy::PsiRequest,
+    pub request: airlock_protocol::PsiRequest,
 }
 
 /// A released result for the node's member, to write to a destination.

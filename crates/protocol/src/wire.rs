@@ -8,7 +8,7 @@
 //! pure (no IO), so it lives here where both the node and the hub can use it
 //! without linking each other.
 
-use airlock_policy::Treatment;
+use crate::fragment::Treatment;
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, Field, SchemaRef};
 use datafusion::arrow::error::ArrowError;

@@ -4,9 +4,9 @@
 //! the hub and a node. It is small and declarative so the node can verify it
 //! against its own rules without trusting whoever sent it.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
-use crate::template::TemplateRun;
+use serde::{Deserialize, Serialize};
 
 /// What a node is asked to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -387,6 +387,19 @@ impl Predicate {
             | Predicate::IsTrue { column } => out.push(column),
         }
     }
+}
+
+/// A run of an approved template: what a fragment carries so each node can
+/// check the approval and re-plan the template itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateRun {
+    /// Template name.
+    pub name: String,
+    /// Its content hash (64 hex characters).
+    pub hash: String,
+    /// Bound parameter values, every declared parameter present.
+    pub params: BTreeMap<String, Literal>,
 }
 
 #[cfg(test)]
