@@ -50,7 +50,7 @@ fn numeric(t: &DataType) -> bool {
 pub fn noise_footer(r: &Released) -> Option<String> {
     let meta = r.schema.metadata();
     let notes: Vec<serde_json::Value> =
-        serde_json::from_str(meta.get(airlock_guard::dp::NOISE_METADATA)?).ok()?;
+        serde_json::from_str(meta.get(airlock_protocol::metadata::NOISE)?).ok()?;
     let mut out = String::from("differential privacy: noisy values, 95% of noise within");
     for n in &notes {
         let column = n["column"].as_str().unwrap_or("?");
@@ -72,7 +72,7 @@ pub fn noise_footer(r: &Released) -> Option<String> {
         }
     }
     if let Some(cost) = meta
-        .get("airlock.dp_cost")
+        .get(airlock_protocol::metadata::DP_COST)
         .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
     {
         out.push_str(&format!(

@@ -67,7 +67,7 @@ async fn three_analyses_spend_the_budget_and_the_fourth_is_refused() {
         released
             .schema
             .metadata()
-            .get(airlock_guard::dp::NOISE_METADATA)
+            .get(airlock_protocol::metadata::NOISE)
             .expect("noise described"),
     )
     .expect("json");

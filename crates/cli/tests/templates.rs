@@ -538,5 +538,9 @@ async fn the_hub_and_the_node_decide_every_template_run_alike() {
         "Refused(Purpose)",
         "Refused(TemplateApproval)",
     ];
-    assert_eq!(seen, want.iter().map(|s| s.to_string()).collect(), "{seen:?}");
+    assert_eq!(
+        seen,
+        want.iter().map(|s| s.to_string()).collect(),
+        "{seen:?}"
+    );
 }

@@ -604,7 +604,7 @@ impl Checker<'_> {
         // column (a household, say), one person's row can link to many
         // people's rows of the other table, and no per-identity bound holds
         // for the joined rows: refused (ATTACKS: DP joins off the identity).
-        let mut roots = crate::rewrite::identity_groups(self.scans.len(), &self.identity_joins);
+        let mut roots = identity_groups(self.scans.len(), &self.identity_joins);
         roots.sort_unstable();
         roots.dedup();
         if roots.len() > 1 {
@@ -626,7 +626,7 @@ impl Checker<'_> {
     /// Whether `scan` is inner-joined, directly or through other scans
     /// (`a1 JOIN a2 JOIN p`), with a scan of another member's table.
     fn joined_with_other_owner(&self, scan: usize) -> bool {
-        let component = crate::rewrite::identity_groups(self.scans.len(), &self.joins);
+        let component = identity_groups(self.scans.len(), &self.joins);
         (0..self.scans.len()).any(|other| {
             component[other] == component[scan] && self.scans[other].owner != self.scans[scan].owner
         })
@@ -1310,4 +1310,22 @@ fn check_released_expr(e: &Expr) -> R<()> {
         Some(r) => Err(r),
         None => Ok(()),
     }
+}
+
+/// For each scan, the representative of its identity group: scans joined
+/// on their identity columns count the same people (union-find).
+pub(crate) fn identity_groups(scans: usize, joins: &[(usize, usize)]) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..scans).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    for &(a, b) in joins {
+        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
+        parent[ra] = rb;
+    }
+    (0..scans).map(|i| root(&mut parent, i)).collect()
 }

@@ -48,13 +48,12 @@ use datafusion::logical_expr::{
 };
 use serde::Serialize;
 
+use crate::check::identity_groups;
 use crate::check::{Checked, DpAgg, DpShape, TableInfo};
-use crate::rewrite::{carry_identity, identity_groups, HIDDEN_ID};
+use crate::rewrite::{carry_identity, HIDDEN_ID};
 use crate::upper::Upper;
 use crate::GuardError;
 
-/// The schema metadata key under which a released result describes its noise.
-pub const NOISE_METADATA: &str = "airlock.noise";
 /// The largest number of public key combinations one query may release.
 const MAX_PUBLIC_ROWS: usize = 100_000;
 
@@ -667,8 +666,8 @@ async fn run_upper(
     let notes = serde_json::to_string(&dp.notes()).map_err(internal)?;
     let cost = serde_json::to_string(&dp.cost).map_err(internal)?;
     let mut metadata = schema.metadata().clone();
-    metadata.insert(NOISE_METADATA.to_string(), notes);
-    metadata.insert("airlock.dp_cost".to_string(), cost);
+    metadata.insert(airlock_protocol::metadata::NOISE.to_string(), notes);
+    metadata.insert(airlock_protocol::metadata::DP_COST.to_string(), cost);
     let schema: SchemaRef = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
     let batches = batches
         .into_iter()

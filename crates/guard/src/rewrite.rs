@@ -26,7 +26,7 @@ use datafusion::functions_aggregate::expr_fn::count_distinct;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{lit, Aggregate, Expr, Filter, LogicalPlan, Projection};
 
-use crate::check::{Checked, TableInfo};
+use crate::check::{identity_groups, Checked, TableInfo};
 use crate::upper::Upper;
 
 pub(crate) const HIDDEN_ID: &str = "__airlock_id_";
@@ -159,24 +159,6 @@ pub(crate) fn widen_sums(plan: LogicalPlan) -> Result<LogicalPlan> {
         .data
         .transform_up(|n| n.recompute_schema().map(Transformed::yes))
         .map(|t| t.data)
-}
-
-/// For each scan, the representative of its identity group: scans joined
-/// on their identity columns count the same people (union-find).
-pub(crate) fn identity_groups(scans: usize, joins: &[(usize, usize)]) -> Vec<usize> {
-    let mut parent: Vec<usize> = (0..scans).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    for &(a, b) in joins {
-        let (ra, rb) = (root(&mut parent, a), root(&mut parent, b));
-        parent[ra] = rb;
-    }
-    (0..scans).map(|i| root(&mut parent, i)).collect()
 }
 
 /// Rebuilds the row part of a plan so each scan's identity reaches the top

@@ -245,7 +245,9 @@ async fn public_keys_are_all_released_and_rare_keys_never() {
     let exact = lower(&q.plan, data).await;
     let release = q.dp.expect("dp");
     let (schema, batches) = dp::release(&release, exact).await.expect("released");
-    assert!(schema.metadata().contains_key(dp::NOISE_METADATA));
+    assert!(schema
+        .metadata()
+        .contains_key(airlock_protocol::metadata::NOISE));
     let segs: Vec<String> = batches
         .iter()
         .flat_map(|b| {

@@ -1526,11 +1526,11 @@ impl Node {
             }
             let json = |e: serde_json::Error| NodeError::Local(e.to_string());
             metadata.insert(
-                airlock_guard::dp::NOISE_METADATA.to_string(),
+                airlock_protocol::metadata::NOISE.to_string(),
                 serde_json::to_string(&notes).map_err(json)?,
             );
             metadata.insert(
-                "airlock.dp_cost".to_string(),
+                airlock_protocol::metadata::DP_COST.to_string(),
                 serde_json::to_string(&dp.cost).map_err(json)?,
             );
         }

@@ -116,3 +116,178 @@ impl Collaboration {
         Ok(t)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use airlock_protocol::Literal;
+
+    use super::*;
+
+    const TEXT: &str = r#"
+[collaboration]
+name = "demo"
+secret_file = "collaboration.key"
+purposes = ["measurement", "activation"]
+
+[[members]]
+name = "publisher"
+abilities = ["provide"]
+
+[[members]]
+name = "advertiser"
+abilities = ["query", "provide"]
+
+[[members]]
+name = "agency"
+abilities = ["query"]
+
+[[datasets]]
+name = "a"
+owner = "publisher"
+path = "a.parquet"
+format = "parquet"
+
+[[datasets]]
+name = "p"
+owner = "advertiser"
+path = "p.parquet"
+format = "parquet"
+
+[[tables]]
+alias = "audience"
+dataset = "a"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "aggregation", min_distinct_identities = 50 }
+
+[[tables]]
+alias = "purchases"
+dataset = "p"
+identity = "email"
+join = ["email"]
+dimensions = ["category"]
+rule = { type = "aggregation", min_distinct_identities = 10 }
+
+[[tables]]
+alias = "audience_list"
+dataset = "a"
+identity = "email"
+join = ["email"]
+dimensions = ["segment"]
+rule = { type = "list", list_columns = ["segment"] }
+
+[[templates]]
+name = "by_segment"
+purpose = "measurement"
+analysts = ["advertiser"]
+sql = "SELECT a.segment, COUNT(DISTINCT a.email) FROM audience a WHERE a.segment = $segment GROUP BY a.segment"
+[templates.params.segment]
+type = "string"
+allowed = ["sports", "news"]
+"#;
+
+    fn collab() -> Collaboration {
+        Collaboration::from_toml(TEXT, "c.toml").expect("valid")
+    }
+
+    #[test]
+    fn k_is_the_largest_minimum_of_the_tables_read() {
+        let c = collab();
+        let t = |names: &[&str]| strictest_k(names.iter().map(|n| c.table(n).expect("configured")));
+        assert_eq!(t(&["audience", "purchases"]), 50);
+        assert_eq!(t(&["purchases"]), 10);
+        assert_eq!(t(&["audience_list"]), DEFAULT_MIN_DISTINCT);
+        assert_eq!(t(&[]), DEFAULT_MIN_DISTINCT);
+    }
+
+    #[test]
+    fn only_declared_purposes_pass() {
+        let c = collab();
+        assert!(c.check_purpose(None).is_ok());
+        assert!(c.check_purpose(Some("activation")).is_ok());
+        let r = c.check_purpose(Some("resale")).expect_err("undeclared");
+        assert_eq!(r.control, Control::Purpose);
+    }
+
+    #[test]
+    fn a_run_is_admitted_only_when_every_check_passes_and_in_order() {
+        let mut c = collab();
+        let t = c.template("by_segment").expect("template").clone();
+        let run = |hash: &str, segment: &str| TemplateRun {
+            name: "by_segment".into(),
+            hash: hash.into(),
+            params: BTreeMap::from([("segment".into(), Literal::Str(segment.into()))]),
+        };
+        let good = run(&t.hash(), "sports");
+        let outcome = |c: &Collaboration, r: &TemplateRun, q: &str, p: Option<&str>, a| match c
+            .admit_run(r, q, p, a)
+        {
+            Ok(_) => "admitted".to_string(),
+            Err(RunRefusal::Refused(r)) => format!("{:?}", r.control),
+            Err(RunRefusal::BadValues(_)) => "bad".to_string(),
+        };
+        let m = Some("measurement");
+        assert_eq!(outcome(&c, &good, "advertiser", m, None), "admitted");
+        assert_eq!(outcome(&c, &good, "advertiser", None, None), "admitted");
+        // The member's approval is checked when asked for, and last.
+        assert_eq!(
+            outcome(&c, &good, "advertiser", m, Some("publisher")),
+            "TemplateApproval"
+        );
+        assert_eq!(
+            outcome(
+                &c,
+                &run(&t.hash(), "politics"),
+                "advertiser",
+                m,
+                Some("publisher")
+            ),
+            "bad"
+        );
+        c.config
+            .approvals
+            .insert("publisher".into(), vec![t.hash()]);
+        assert_eq!(
+            outcome(&c, &good, "advertiser", m, Some("publisher")),
+            "admitted"
+        );
+        // Hash, then analysts, then purpose, then values.
+        let wrong = run(&"0".repeat(64), "politics");
+        assert_eq!(
+            outcome(&c, &wrong, "agency", Some("activation"), None),
+            "TemplateApproval"
+        );
+        let bad = run(&t.hash(), "politics");
+        assert_eq!(
+            outcome(&c, &bad, "agency", Some("activation"), None),
+            "CustomRule"
+        );
+        assert_eq!(
+            outcome(&c, &bad, "advertiser", Some("activation"), None),
+            "Purpose"
+        );
+        assert_eq!(outcome(&c, &bad, "advertiser", m, None), "bad");
+    }
+
+    #[test]
+    fn the_strictest_dp_names_the_table_without_a_rule() {
+        let text = TEXT.replacen(
+            "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
+            "rule = { type = \"aggregation\", min_distinct_identities = 50, differential_privacy = { epsilon = 1.0 } }",
+            1,
+        )
+        .replacen("[[members]]", "[privacy]\nepsilon = 3.0\n\n[[members]]", 1);
+        let c = Collaboration::from_toml(&text, "c.toml").expect("valid");
+        let r = crate::StrictestDp::of(&c, &["audience", "purchases"]).expect_err("mixed");
+        assert_eq!(r.control, Control::DifferentialPrivacy);
+        assert_eq!(r.table.as_deref(), Some("purchases"));
+        let one = crate::StrictestDp::of(&c, &["audience"])
+            .expect("one rule")
+            .expect("dp");
+        assert_eq!(one.epsilon, 1.0);
+        assert_eq!(crate::StrictestDp::of(&c, &["purchases"]), Ok(None));
+    }
+}

@@ -21,6 +21,17 @@ pub mod expr;
 #[cfg(feature = "datafusion")]
 pub mod wire;
 
+/// Schema metadata keys of a released result: what noise was added (a JSON
+/// list of notes, one per noised column) and what the release cost (JSON
+/// epsilon and delta). Set by the guard's DP release and by a crypto-mode
+/// node, read by the CLI and the services.
+pub mod metadata {
+    /// The noise notes of a differentially private result.
+    pub const NOISE: &str = "airlock.noise";
+    /// The (epsilon, delta) a differentially private result cost.
+    pub const DP_COST: &str = "airlock.dp_cost";
+}
+
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
     Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,

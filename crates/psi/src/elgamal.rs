@@ -511,7 +511,7 @@ impl PublicKey {
         use curve25519_dalek::traits::VartimeMultiscalarMul;
         use rand::Rng;
         let bad = PsiError::Malformed("a proof that a count is 0 or 1 does not verify");
-        let mut rng = crate::protocol::rng();
+        let mut rng = crate::group::rng();
         let mut scalars = Vec::with_capacity(6 * items.len() + 2);
         let mut points = Vec::with_capacity(6 * items.len() + 2);
         let (mut on_g, mut on_x) = (Scalar::ZERO, Scalar::ZERO);

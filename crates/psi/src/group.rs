@@ -204,6 +204,13 @@ pub fn decode(bytes: &[u8]) -> Result<RistrettoPoint, PsiError> {
     Ok(p)
 }
 
+/// A CSPRNG (ChaCha12 seeded from the operating system) for the shuffles
+/// and the weights of batched proof checks.
+pub(crate) fn rng() -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    rand::rngs::StdRng::from_entropy()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,11 +26,10 @@ use std::time::Instant;
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rayon::prelude::*;
 
 use crate::elgamal::{self, Ciphertext, KeyShare, PublicKey, CIPHERTEXT_LEN, PROOF_LEN};
-use crate::group::{self, Secret, POINT_LEN};
+use crate::group::{self, rng, Secret, POINT_LEN};
 use crate::PsiError;
 
 /// The first bytes of every message (the protocol and its version).
@@ -140,10 +139,6 @@ pub struct GroupResult {
     /// Sums over the overlap of each of the responder's per-person values
     /// (e.g. a measure's sum and the person's row count), in order.
     pub sums: Vec<u64>,
-}
-
-pub(crate) fn rng() -> rand::rngs::StdRng {
-    rand::rngs::StdRng::from_entropy()
 }
 
 pub(crate) struct Writer(pub(crate) Vec<u8>);

@@ -61,9 +61,9 @@ use crate::elgamal::{
     self, BitClaim, Ciphertext, KeyShare, PublicKey, BIT_PROOF_LEN, CIPHERTEXT_LEN, NONZERO_LEN,
     PROOF_LEN,
 };
-use crate::group::{self, Secret, POINT_LEN};
+use crate::group::{self, rng, Secret, POINT_LEN};
 use crate::protocol::{
-    decode_items, dummy_item, item_size, proof_context, push_zeros, read_share, rng, values_flag,
+    decode_items, dummy_item, item_size, proof_context, push_zeros, read_share, values_flag,
     write_share, Reader, SessionId, StepStats, Writer, MAX_GROUPS, MAX_ITEMS, MAX_VALUES,
 };
 use crate::{GroupResult, PsiError};
