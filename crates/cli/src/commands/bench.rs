@@ -1,0 +1,30 @@
+//! `airlock` bench commands.
+
+use airlock_cli::bench::{self, BenchOptions};
+use std::path::PathBuf;
+
+use super::common::*;
+
+pub(crate) async fn psi(asker: PathBuf, responder: PathBuf, sums: bool) -> Out {
+    let plain = |e| (e, false);
+    let out = airlock_cli::psibench::run(&asker, &responder, sums).map_err(plain)?;
+    println!("{out}");
+    Ok(())
+}
+
+pub(crate) async fn run_bench(dir: PathBuf, rows: usize, runs: usize, distributed: bool) -> Out {
+    let plain = |e| (e, false);
+    let bin = if distributed {
+        Some(this_binary().map_err(plain)?)
+    } else {
+        None
+    };
+    bench::run(&BenchOptions {
+        dir,
+        rows,
+        runs: runs.max(1),
+        distributed: bin,
+    })
+    .await
+    .map_err(plain)
+}
