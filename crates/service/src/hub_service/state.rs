@@ -18,7 +18,6 @@ use crate::links::{NodeLinks, Progress};
 use crate::proto;
 use crate::ServiceError;
 
-
 /// A collaboration ready to run queries at one policy version.
 pub(super) struct Engine {
     pub(super) version: i64,

@@ -1,0 +1,348 @@
+//! The protocol steps of each role, in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use airlock_policy::{Control, Refusal};
+use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole};
+use airlock_psi::responder_groups::{self, Padding};
+use airlock_psi::{Asker, Responder};
+use curve25519_dalek::ristretto::RistrettoPoint;
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::rows::*;
+use super::session::*;
+use crate::{Node, NodeError};
+
+impl Node {
+    pub(super) async fn psi_start(
+        &self,
+        session: &str,
+        f: CryptoFragment,
+    ) -> Result<Vec<u8>, NodeError> {
+        self.verify_crypto(&f, CryptoRole::Asker)?;
+        let id = session_id(session)?;
+        let table = self
+            .collab
+            .table(&f.asker.table)
+            .ok_or(NodeError::Execution)?;
+        // Under differential privacy, a group column with public keys in
+        // this table's rule releases those keys only: others never leave.
+        let public: Vec<Option<HashSet<String>>> = match (self.crypto_dp(&f)?, table.dp()) {
+            (Some(_), Some(rule)) => f
+                .group_columns
+                .iter()
+                .map(|g| rule.public_keys.get(g).map(|l| l.iter().cloned().collect()))
+                .collect(),
+            _ => vec![None; f.group_columns.len()],
+        };
+        let (labels, members) = self.group_rows(&f, &f.asker, Groups::Seen(public)).await?;
+        let points: Vec<Vec<RistrettoPoint>> = members
+            .iter()
+            .map(|m| {
+                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
+                self.hash_ids(&ids)
+            })
+            .collect::<Result<_, _>>()?;
+        let (asker, m1, _) = Asker::start(id, &points, values_needed(&f)).map_err(psi_error)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::Asker {
+                asker: Box::new(asker),
+                fragment: Box::new(f),
+                labels,
+                k,
+                reblinded: false,
+            },
+        )?;
+        Ok(m1)
+    }
+
+    /// By the responder's groups, the asker's step 1: its people with the
+    /// values of its own measure, hashed, blinded and encrypted, with
+    /// dummies.
+    pub(super) async fn psi_start_grouped(
+        &self,
+        session: &str,
+        f: CryptoFragment,
+    ) -> Result<Vec<u8>, NodeError> {
+        self.verify_crypto(&f, CryptoRole::Asker)?;
+        let id = session_id(session)?;
+        let dp = self.crypto_dp(&f)?;
+        let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let people: Vec<(RistrettoPoint, Vec<u64>)> =
+            self.hash_ids(&refs)?.into_iter().zip(nums).collect();
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let dummies = noise
+            .0
+            .dummies(noise.1)
+            .map_err(|e| NodeError::Local(e.to_string()))?;
+        let (asker, m1, _) =
+            responder_groups::Asker::start(id, &people, values_needed(&f), dummies, dp.is_none())
+                .map_err(psi_error)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::GroupedAsker {
+                asker: Box::new(asker),
+                fragment: Box::new(f),
+                k,
+            },
+        )?;
+        Ok(m1)
+    }
+
+    /// By its own groups, the responder's step 2: its people per group
+    /// (under differential privacy exactly the public groups, each person in
+    /// at most the rule's number of them), hashed and blinded, with dummies.
+    pub(super) async fn psi_respond_grouped(
+        &self,
+        mut f: CryptoFragment,
+        m1: &[u8],
+        digest: [u8; 32],
+    ) -> Result<Vec<u8>, NodeError> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        // Checked by the caller, before the message's tag.
+        f.role = CryptoRole::Responder;
+        let dp = self.crypto_dp(&f)?;
+        let groups = match (&dp, airlock_guard::crypto_public_groups(&self.collab, &f)?) {
+            (Some(_), Some(lists)) => Groups::All(lists),
+            (Some(_), None) => {
+                return Err(NodeError::Refused(
+                    Refusal::new(
+                        Control::DifferentialPrivacy,
+                        "under differential privacy, crypto mode by the responder's groups releases every group: the responder's table needs a rule with public keys",
+                    )
+                    .table(&f.responder.table, None),
+                ))
+            }
+            (None, _) => Groups::Seen(vec![None; f.group_columns.len()]),
+        };
+        let (labels, members) = self.group_rows(&f, &f.responder, groups).await?;
+        let mut of: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (g, m) in members.iter().enumerate() {
+            for id in m {
+                of.entry(id.as_str()).or_default().push(g as u32);
+            }
+        }
+        if let Some(dp) = &dp {
+            let mut rng = rand::rngs::StdRng::from_entropy();
+            for gs in of.values_mut() {
+                if gs.len() > dp.max_groups {
+                    gs.shuffle(&mut rng);
+                    gs.truncate(dp.max_groups);
+                }
+            }
+        }
+        let ids: Vec<&str> = of.keys().copied().collect();
+        let people: Vec<(RistrettoPoint, Vec<u32>)> = self
+            .hash_ids(&ids)?
+            .into_iter()
+            .zip(ids.iter().map(|i| of[i].clone()))
+            .collect();
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let draw = || {
+            noise
+                .0
+                .dummies(noise.1)
+                .map_err(|e| NodeError::Local(e.to_string()))
+        };
+        let padding = Padding {
+            matched: draw()?,
+            unmatched_mine: draw()?,
+            unmatched_theirs: draw()?,
+            // Under differential privacy the groups are public. Without,
+            // empty groups hide their exact number (scale 1, about 14 on
+            // average: each costs k zero tests and their proofs).
+            groups: match dp {
+                Some(_) => 0,
+                None => airlock_privacy::Laplace::for_epsilon(1.0, 1.0)
+                    .and_then(|m| m.dummies(1e-6))
+                    .map_err(|e| NodeError::Local(e.to_string()))?,
+            },
+        };
+        let (responder, m2, _) = responder_groups::Responder::respond(
+            m1,
+            &people,
+            members.len(),
+            values_needed(&f),
+            padding,
+        )
+        .map_err(psi_error)?;
+        let id = session_of(m1)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::GroupedResponder {
+                responder: Box::new(responder),
+                dp: dp.map(Box::new),
+                digest,
+                labels,
+                groups: members.len(),
+                k,
+            },
+        )?;
+        Ok(m2)
+    }
+
+    pub(super) async fn psi_respond(
+        &self,
+        mut f: CryptoFragment,
+        m1: &[u8],
+        digest: [u8; 32],
+    ) -> Result<Vec<u8>, NodeError> {
+        // Checked by the caller, before the message's tag.
+        f.role = CryptoRole::Responder;
+        let values = values_needed(&f);
+        let dp = self.crypto_dp(&f)?;
+        let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let points = self.hash_ids(&id_refs)?;
+        let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
+        let k = self.crypto_k(&f);
+        // Dummies hide the exact number of this node's people after the
+        // asker's filter (the length of message 2), as by the responder's
+        // groups.
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let dummies = noise
+            .0
+            .dummies(noise.1)
+            .map_err(|e| NodeError::Local(e.to_string()))?;
+        let (responder, m2, _) =
+            Responder::respond_padded(m1, &people, values, k, dummies).map_err(psi_error)?;
+        let id = session_of(m1)?;
+        self.store(
+            id,
+            State::Responder {
+                responder: Box::new(responder),
+                dp: dp.map(Box::new),
+                digest,
+            },
+        )?;
+        Ok(m2)
+    }
+
+    pub(super) fn psi_result(
+        &self,
+        f: &CryptoFragment,
+        labels: &[ArrayRef],
+        k: u64,
+        groups: &[airlock_psi::GroupResult],
+    ) -> Result<Vec<u8>, NodeError> {
+        // Under differential privacy the values are noisy (`i64` bits) and
+        // the responder chose the groups by partition selection; otherwise
+        // the asker's node applies its own k too.
+        let dp = self.crypto_dp(f)?;
+        let released: Vec<&airlock_psi::GroupResult> = groups
+            .iter()
+            .filter(|g| dp.is_some() || g.count >= k)
+            .collect();
+        // Noisy values travel as i64 bits; exact ones are small enough
+        // that the same reading holds.
+        let bounds = dp.as_ref().and_then(|d| d.bounds);
+        let idx = UInt32Array::from(released.iter().map(|g| g.group).collect::<Vec<_>>());
+        let mut fields = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for (name, o) in &f.outputs {
+            let (field, array): (Field, ArrayRef) = match o {
+                CryptoOutput::Group(i) => {
+                    let l = labels.get(*i).ok_or(NodeError::Execution)?;
+                    let a = take(l, &idx, None).map_err(|_| NodeError::Execution)?;
+                    (Field::new(name, a.data_type().clone(), true), a)
+                }
+                CryptoOutput::Count => (
+                    Field::new(name, DataType::Int64, false),
+                    Arc::new(Int64Array::from(
+                        released.iter().map(|g| g.count as i64).collect::<Vec<_>>(),
+                    )),
+                ),
+                CryptoOutput::Sum => (
+                    Field::new(name, DataType::Int64, true),
+                    Arc::new(Int64Array::from(
+                        released
+                            .iter()
+                            .map(|g| g.sums.first().map(|s| *s as i64))
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+                CryptoOutput::Avg => (
+                    Field::new(name, DataType::Float64, true),
+                    Arc::new(Float64Array::from(
+                        released
+                            .iter()
+                            .map(|g| match g.sums.as_slice() {
+                                [s, n] if (*n as i64) > 0 => {
+                                    let avg = (*s as i64) as f64 / (*n as i64) as f64;
+                                    // A noisy sum over a noisy count, clamped.
+                                    Some(match bounds {
+                                        Some((lo, hi)) => avg.clamp(lo as f64, hi as f64),
+                                        None => avg,
+                                    })
+                                }
+                                _ => None,
+                            })
+                            .collect::<Vec<_>>(),
+                    )),
+                ),
+            };
+            fields.push(field);
+            columns.push(array);
+        }
+        // Under differential privacy the result says how noisy each
+        // column is and what it cost, as executor-mode releases do.
+        let mut metadata = HashMap::new();
+        if let Some(dp) = &dp {
+            let note = |column: &str,
+                        mechanism: &str,
+                        m: &airlock_privacy::Laplace,
+                        also: Option<&airlock_privacy::Laplace>| {
+                airlock_guard::dp::NoiseNote {
+                    column: column.to_string(),
+                    mechanism: mechanism.to_string(),
+                    scale: m.scale(),
+                    interval95: std::iter::once(m.interval95())
+                        .chain(also.map(airlock_privacy::Laplace::interval95))
+                        .collect(),
+                }
+            };
+            let mut notes = Vec::new();
+            for (name, o) in &f.outputs {
+                match (o, &dp.sum, &dp.rows) {
+                    (CryptoOutput::Count, _, _) => {
+                        notes.push(note(name, "discrete Laplace", &dp.count, None))
+                    }
+                    (CryptoOutput::Sum, Some(s), _) => {
+                        notes.push(note(name, "discrete Laplace", s, None))
+                    }
+                    (CryptoOutput::Avg, Some(s), Some(r)) => notes.push(note(
+                        name,
+                        "noisy sum / noisy count (discrete Laplace on each)",
+                        s,
+                        Some(r),
+                    )),
+                    _ => {}
+                }
+            }
+            let json = |e: serde_json::Error| NodeError::Local(e.to_string());
+            metadata.insert(
+                airlock_protocol::metadata::NOISE.to_string(),
+                serde_json::to_string(&notes).map_err(json)?,
+            );
+            metadata.insert(
+                airlock_protocol::metadata::DP_COST.to_string(),
+                serde_json::to_string(&dp.cost).map_err(json)?,
+            );
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+        let batch =
+            RecordBatch::try_new(schema.clone(), columns).map_err(|_| NodeError::Execution)?;
+        airlock_protocol::wire::encode_batches(&schema, &[batch])
+            .map_err(|_| NodeError::Local("could not encode the result".into()))
+    }
+}
