@@ -765,3 +765,155 @@ async fn progress_names_each_step_and_is_the_same_on_other_data() {
     }
     assert_eq!(runs[0], runs[1], "the steps do not depend on the data");
 }
+
+/// A crypto-mode node admits a template run by the same rules as the hub
+/// (`Collaboration::admit_run`): the run's hash, the analysts the template
+/// names, its purpose, its values, and this node's own approval, whatever
+/// the hub says. Before one home, a crypto-mode node skipped the analysts
+/// and the purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crypto_node_admits_a_template_run_as_the_hub_does() {
+    let (_tmp, _plain, crypto) = setup(2_000);
+    let template = |analyst: &str| {
+        format!(
+            r#"
+[[templates]]
+name = "overlap_by_segment"
+purpose = "measurement"
+analysts = ["{analyst}"]
+sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
+[templates.params.region]
+type = "string"
+allowed = ["north", "south"]
+"#
+        )
+    };
+    // Two purposes, so a run can name a declared one that is not the
+    // template's.
+    let base = std::fs::read_to_string(&crypto).expect("read").replacen(
+        "purposes = [\"measurement\"]",
+        "purposes = [\"measurement\", \"activation\"]",
+        1,
+    );
+    assert!(base.contains("\"activation\"]"));
+    // The querier (the asker) is the publisher: one template names it, the
+    // other names only the advertiser. Each is approved by the advertiser,
+    // whose node answers.
+    let policy = |analyst: &str, approve: bool| {
+        let text = base.clone() + &template(analyst);
+        let hash = Collaboration::from_toml(&text, "c")
+            .expect("valid")
+            .template("overlap_by_segment")
+            .expect("template")
+            .hash();
+        let text = if approve {
+            text + &format!("\n[approvals]\nadvertiser = [\"{hash}\"]\n")
+        } else {
+            text
+        };
+        (text, hash)
+    };
+    let (unapproved, hash) = policy("publisher", false);
+    let (approved, _) = policy("publisher", true);
+    let (other, other_hash) = policy("advertiser", true);
+    let dir = crypto.parent().expect("dir");
+    let fragment =
+        |hash: &str, region: &str, purpose: Option<&str>| airlock_protocol::CryptoFragment {
+            collaboration: "demo".into(),
+            querier: "publisher".into(),
+            role: CryptoRole::Responder,
+            asker: CryptoSide {
+                member: "publisher".into(),
+                table: "audience".into(),
+                filter: None,
+            },
+            responder: CryptoSide {
+                member: "advertiser".into(),
+                table: "purchases".into(),
+                filter: None,
+            },
+            groups_of: CryptoRole::Asker,
+            group_columns: vec!["segment".into()],
+            measure: None,
+            outputs: vec![("n".into(), CryptoOutput::Count)],
+            template: Some(airlock_protocol::TemplateRun {
+                name: "overlap_by_segment".into(),
+                hash: hash.to_string(),
+                params: std::collections::BTreeMap::from([(
+                    "region".to_string(),
+                    airlock_protocol::Literal::Str(region.into()),
+                )]),
+            }),
+            purpose: purpose.map(str::to_string),
+        };
+    let respond = |f: airlock_protocol::CryptoFragment| {
+        serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
+            fragment: f,
+            message: base64::engine::general_purpose::STANDARD
+                .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
+        })
+        .expect("json")
+    };
+    /// Policy text, run hash, region, purpose, the refusal expected.
+    type Case<'a> = (
+        &'a String,
+        &'a String,
+        &'a str,
+        Option<&'a str>,
+        Option<Control>,
+    );
+    let cases: [Case; 6] = [
+        (
+            &unapproved,
+            &hash,
+            "north",
+            None,
+            Some(Control::TemplateApproval),
+        ),
+        (
+            &approved,
+            &other_hash,
+            "north",
+            None,
+            Some(Control::TemplateApproval),
+        ),
+        (
+            &other,
+            &other_hash,
+            "north",
+            None,
+            Some(Control::CustomRule),
+        ),
+        (
+            &approved,
+            &hash,
+            "north",
+            Some("activation"),
+            Some(Control::Purpose),
+        ),
+        (&approved, &hash, "atlantis", None, None),
+        // Admitted: the next check is the message's authentication.
+        (&approved, &hash, "north", Some("measurement"), None),
+    ];
+    for (text, hash, region, purpose, want) in cases {
+        let collab = Collaboration::from_toml(text, "c").expect("valid");
+        let node = airlock_node::Node::open(&collab, dir, "advertiser")
+            .await
+            .expect("node");
+        let got = node.psi(&respond(fragment(hash, region, purpose))).await;
+        let case = format!("{} {region} {purpose:?}", &hash[..8]);
+        match (got, want) {
+            (Err(airlock_node::NodeError::Refused(r)), Some(c)) => {
+                assert_eq!(r.control, c, "{case}: {r}");
+                assert_eq!(r.table.as_deref(), Some("purchases"), "{case}: {r}");
+            }
+            (Err(airlock_node::NodeError::BadFragment(m)), None) if region == "atlantis" => {
+                assert!(m.contains("parameter 'region'"), "{case}: {m}")
+            }
+            (Err(airlock_node::NodeError::BadFragment(m)), None) => {
+                assert!(m.contains("not authenticated"), "{case}: {m}")
+            }
+            (other, _) => panic!("{case}: {:?}", other.map(|_| ())),
+        }
+    }
+}
