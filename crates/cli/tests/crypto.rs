@@ -43,6 +43,42 @@ const BY_PUBLISHER: &[(&str, &str)] = &[
     ("advertiser", "SELECT SUM(p.amount_cents) AS revenue, COUNT(DISTINCT p.email) AS buyers FROM purchases p JOIN audience a ON p.email = a.email"),
 ];
 
+/// The responder's fragment of the publisher asking the sum of the
+/// advertiser's amounts by its own segment, as the hub would send it.
+fn publisher_asks_by_segment() -> airlock_protocol::CryptoFragment {
+    airlock_protocol::CryptoFragment {
+        collaboration: "demo".into(),
+        querier: "publisher".into(),
+        role: CryptoRole::Responder,
+        asker: CryptoSide {
+            member: "publisher".into(),
+            table: "audience".into(),
+            filter: None,
+        },
+        responder: CryptoSide {
+            member: "advertiser".into(),
+            table: "purchases".into(),
+            filter: None,
+        },
+        groups_of: CryptoRole::Asker,
+        group_columns: vec!["segment".into()],
+        measure: Some("amount_cents".into()),
+        outputs: vec![("s".into(), CryptoOutput::Sum)],
+        template: None,
+        purpose: None,
+    }
+}
+
+/// A request to respond to `f` with a message no member's node made.
+fn respond_request(f: airlock_protocol::CryptoFragment) -> Vec<u8> {
+    serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
+        fragment: f,
+        message: base64::engine::general_purpose::STANDARD
+            .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
+    })
+    .expect("json")
+}
+
 /// One step on a node, as the hub relays it: the message it answers.
 async fn psi_step(
     node: &airlock_node::Node,
@@ -216,35 +252,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     let advertiser = airlock_node::Node::open(&collab, dir, "advertiser")
         .await
         .expect("node");
-    let base = airlock_protocol::CryptoFragment {
-        collaboration: "demo".into(),
-        querier: "publisher".into(),
-        role: CryptoRole::Responder,
-        asker: CryptoSide {
-            member: "publisher".into(),
-            table: "audience".into(),
-            filter: None,
-        },
-        responder: CryptoSide {
-            member: "advertiser".into(),
-            table: "purchases".into(),
-            filter: None,
-        },
-        groups_of: CryptoRole::Asker,
-        group_columns: vec!["segment".into()],
-        measure: Some("amount_cents".into()),
-        outputs: vec![("s".into(), CryptoOutput::Sum)],
-        template: None,
-        purpose: None,
-    };
-    let respond = |f: airlock_protocol::CryptoFragment| {
-        serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
-            fragment: f,
-            message: base64::engine::general_purpose::STANDARD
-                .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
-        })
-        .expect("json")
-    };
+    let base = publisher_asks_by_segment();
     let mut category = base.clone();
     category.measure = Some("category".into());
     let mut not_a_member = base.clone();
@@ -265,7 +273,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
             "the rule does not allow this aggregate on the measure",
         ),
     ] {
-        match advertiser.psi(&respond(f)).await {
+        match advertiser.psi(&respond_request(f)).await {
             Err(airlock_node::NodeError::Refused(r)) => {
                 assert!(r.reason.contains(want), "{want}: {r}")
             }
@@ -274,7 +282,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     }
     // A well-formed fragment with a message no member's node made (the
     // hub's own) is a clear error.
-    match advertiser.psi(&respond(base.clone())).await {
+    match advertiser.psi(&respond_request(base.clone())).await {
         Err(airlock_node::NodeError::BadFragment(m)) => {
             assert!(m.contains("not authenticated"), "{m}")
         }
@@ -817,42 +825,20 @@ allowed = ["north", "south"]
     let (approved, _) = policy("publisher", true);
     let (other, other_hash) = policy("advertiser", true);
     let dir = crypto.parent().expect("dir");
-    let fragment =
-        |hash: &str, region: &str, purpose: Option<&str>| airlock_protocol::CryptoFragment {
-            collaboration: "demo".into(),
-            querier: "publisher".into(),
-            role: CryptoRole::Responder,
-            asker: CryptoSide {
-                member: "publisher".into(),
-                table: "audience".into(),
-                filter: None,
-            },
-            responder: CryptoSide {
-                member: "advertiser".into(),
-                table: "purchases".into(),
-                filter: None,
-            },
-            groups_of: CryptoRole::Asker,
-            group_columns: vec!["segment".into()],
-            measure: None,
-            outputs: vec![("n".into(), CryptoOutput::Count)],
-            template: Some(airlock_protocol::TemplateRun {
-                name: "overlap_by_segment".into(),
-                hash: hash.to_string(),
-                params: std::collections::BTreeMap::from([(
-                    "region".to_string(),
-                    airlock_protocol::Literal::Str(region.into()),
-                )]),
-            }),
-            purpose: purpose.map(str::to_string),
-        };
-    let respond = |f: airlock_protocol::CryptoFragment| {
-        serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
-            fragment: f,
-            message: base64::engine::general_purpose::STANDARD
-                .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
-        })
-        .expect("json")
+    let fragment = |hash: &str, region: &str, purpose: Option<&str>| {
+        let mut f = publisher_asks_by_segment();
+        f.measure = None;
+        f.outputs = vec![("n".into(), CryptoOutput::Count)];
+        f.template = Some(airlock_protocol::TemplateRun {
+            name: "overlap_by_segment".into(),
+            hash: hash.to_string(),
+            params: std::collections::BTreeMap::from([(
+                "region".to_string(),
+                airlock_protocol::Literal::Str(region.into()),
+            )]),
+        });
+        f.purpose = purpose.map(str::to_string);
+        f
     };
     /// Policy text, run hash, region, purpose, the refusal expected.
     type Case<'a> = (
@@ -900,7 +886,9 @@ allowed = ["north", "south"]
         let node = airlock_node::Node::open(&collab, dir, "advertiser")
             .await
             .expect("node");
-        let got = node.psi(&respond(fragment(hash, region, purpose))).await;
+        let got = node
+            .psi(&respond_request(fragment(hash, region, purpose)))
+            .await;
         let case = format!("{} {region} {purpose:?}", &hash[..8]);
         match (got, want) {
             (Err(airlock_node::NodeError::Refused(r)), Some(c)) => {

@@ -318,6 +318,11 @@ impl Checker<'_> {
         &self.tables[&self.scans[scan].table]
     }
 
+    /// The configured table of each scan, in order.
+    fn scanned_tables(&self) -> impl Iterator<Item = &ConfiguredTable> + '_ {
+        (0..self.scans.len()).map(|i| &self.info(i).table)
+    }
+
     fn refuse_at(&self, control: Control, scan: usize, column: &str, reason: &str) -> Refusal {
         let info = self.info(scan);
         Refusal::new(control, reason)
@@ -480,8 +485,7 @@ impl Checker<'_> {
                 }
             }
         }
-        let k =
-            airlock_policy::strictest_k(self.scans.iter().map(|s| &self.tables[&s.table].table));
+        let k = airlock_policy::strictest_k(self.scanned_tables());
         self.dp = self.dp_shape(agg, &input, schema)?;
         shape.joins = self.joins.clone();
         self.shape = Some(shape);
@@ -497,10 +501,7 @@ impl Checker<'_> {
         input: &[Class],
         schema: &DFSchema,
     ) -> R<Option<DpShape>> {
-        let Some(strictest) = airlock_policy::StrictestDp::over(
-            self.scans.iter().map(|s| &self.tables[&s.table].table),
-        )?
-        else {
+        let Some(strictest) = airlock_policy::StrictestDp::over(self.scanned_tables())? else {
             return Ok(None);
         };
         let airlock_policy::StrictestDp {
