@@ -12,7 +12,8 @@
 //!   ▸ aggregate per group: exact bounded counts and sums
 //! ```
 //!
-//! Then [`release`] adds discrete Laplace noise to every value (OpenDP's
+//! Then the release (`airlock_exec::dp`, from the [`DpRelease`] made here)
+//! adds discrete Laplace noise to every value (OpenDP's
 //! exact sampler, CSPRNG bits; see `airlock-privacy`), keeps either the
 //! public keys the rules list (every one, absent ones as noisy zeros) or the
 //! groups whose noisy count of people passes a threshold made for delta
@@ -31,13 +32,9 @@ use std::sync::Arc;
 
 use airlock_policy::{Control, Refusal};
 use airlock_privacy::Laplace;
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Int64Array, StringArray, UInt32Array,
-};
-use datafusion::arrow::compute::{cast, concat_batches, take};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::array::{Array, ArrayRef, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::Column;
 use datafusion::functions::math::expr_fn::random;
@@ -74,27 +71,41 @@ struct Slot {
 
 /// How one of the aggregate's outputs is released.
 #[derive(Debug, Clone)]
-enum Output {
+pub enum Output {
     /// A noisy integer: the value of one slot, raised to `floor` (0 for
     /// counts and sums of non-negative bounds, post-processing that needs
     /// no budget).
-    Value { slot: usize, floor: i64 },
+    Value {
+        /// The slot.
+        slot: usize,
+        /// The least value released.
+        floor: i64,
+    },
     /// A noisy sum over a noisy count, clamped to the bounds.
     Avg {
+        /// The slot of the sum.
         sum: usize,
+        /// The slot of the count.
         count: usize,
+        /// The lower bound of the measure.
         lo: i64,
+        /// The upper bound of the measure.
         hi: i64,
     },
 }
 
 /// How the groups that exist are chosen.
 #[derive(Debug, Clone)]
-enum Selection {
+pub enum Selection {
     /// Every combination of the public keys, in order.
     Public(Vec<Vec<String>>),
     /// Groups whose noisy count of people (a slot) reaches `threshold`.
-    Threshold { slot: usize, threshold: i64 },
+    Threshold {
+        /// The slot of the count of people.
+        slot: usize,
+        /// The least noisy count released.
+        threshold: i64,
+    },
 }
 
 /// Everything needed to release a DP query's result from its lower plan's
@@ -498,6 +509,42 @@ pub struct NoiseNote {
 }
 
 impl DpRelease {
+    /// How many group columns the lower plan's result starts with.
+    pub fn group_count(&self) -> usize {
+        self.groups
+    }
+
+    /// How many noisy values each group has (one Int64 column each, after
+    /// the group columns).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The mechanism that releases slot `i`.
+    pub fn mechanism(&self, i: usize) -> &Laplace {
+        &self.slots[i].mechanism
+    }
+
+    /// How each of the aggregate's outputs is made from the slots.
+    pub fn outputs(&self) -> &[Output] {
+        &self.outputs
+    }
+
+    /// How the groups that exist are chosen.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    /// The lower plan's output schema (what an empty result has).
+    pub fn lower_schema(&self) -> &SchemaRef {
+        &self.lower_schema
+    }
+
+    /// The query's steps above the aggregate, over the noisy rows.
+    pub fn upper(&self) -> &Upper {
+        &self.upper
+    }
+
     /// The noise on each released aggregate.
     pub fn notes(&self) -> Vec<NoiseNote> {
         self.outputs
@@ -522,156 +569,4 @@ impl DpRelease {
             })
             .collect()
     }
-}
-
-fn column_i64(batch: &RecordBatch, i: usize) -> std::result::Result<Int64Array, GuardError> {
-    let a = cast(batch.column(i), &DataType::Int64).map_err(internal)?;
-    a.as_any()
-        .downcast_ref::<Int64Array>()
-        .cloned()
-        .ok_or_else(|| internal("a bounded aggregate is not an integer"))
-}
-
-/// Releases a DP query: noise on every value of the lower plan's result
-/// (`batches`), the groups chosen as the rules say, then the query's own
-/// steps above the aggregate. Fails (releasing nothing) if noise cannot be
-/// drawn.
-pub async fn release(
-    dp: &DpRelease,
-    batches: Vec<RecordBatch>,
-) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
-    let noisy_batch = noisy_aggregate(dp, batches)?;
-    run_upper(dp, noisy_batch).await
-}
-
-/// The noisy aggregate: the groups chosen as the rules say, each value with
-/// its noise (before the query's own steps above the aggregate).
-pub fn noisy_aggregate(
-    dp: &DpRelease,
-    batches: Vec<RecordBatch>,
-) -> std::result::Result<RecordBatch, GuardError> {
-    // No matching row is an answer like any other: public keys come out as
-    // noisy zeros, partition selection keeps no group.
-    let exact = match batches.first() {
-        Some(first) => concat_batches(&first.schema(), &batches).map_err(internal)?,
-        None => RecordBatch::new_empty(dp.lower_schema.clone()),
-    };
-    let n = exact.num_rows();
-    let values: Vec<Int64Array> = (0..dp.slots.len())
-        .map(|s| column_i64(&exact, dp.groups + s))
-        .collect::<std::result::Result<_, _>>()?;
-    let noisy = |slot: usize, row: Option<usize>| -> std::result::Result<i64, GuardError> {
-        let v = row
-            .filter(|r| values[slot].is_valid(*r))
-            .map(|r| values[slot].value(r))
-            .unwrap_or(0);
-        dp.slots[slot]
-            .mechanism
-            .release(v)
-            .map_err(|e| GuardError::Internal(e.to_string()))
-    };
-    // The noisy counts partition selection drew, per row of `exact`.
-    let mut drawn: HashMap<usize, i64> = HashMap::new();
-    // Which rows (of `exact`, or absent) are released, and their group columns.
-    let (rows, group_columns): (Vec<Option<usize>>, Vec<ArrayRef>) = match &dp.selection {
-        Selection::Public(combos) => {
-            let formats = FormatOptions::default();
-            let formatters = (0..dp.groups)
-                .map(|i| ArrayFormatter::try_new(exact.column(i).as_ref(), &formats))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(internal)?;
-            let mut index: HashMap<Vec<String>, usize> = HashMap::with_capacity(n);
-            for r in 0..n {
-                if (0..dp.groups).any(|i| exact.column(i).is_null(r)) {
-                    continue;
-                }
-                let key = formatters.iter().map(|f| f.value(r).to_string()).collect();
-                index.insert(key, r);
-            }
-            let rows = combos.iter().map(|c| index.get(c).copied()).collect();
-            let columns = (0..dp.groups)
-                .map(|i| {
-                    let strings: ArrayRef = Arc::new(StringArray::from(
-                        combos.iter().map(|c| c[i].clone()).collect::<Vec<_>>(),
-                    ));
-                    cast(&strings, dp.upper.placeholder().field(i).data_type()).map_err(internal)
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            (rows, columns)
-        }
-        Selection::Threshold { slot, threshold } => {
-            let mut kept = Vec::new();
-            for r in 0..n {
-                let v = noisy(*slot, Some(r))?;
-                if v >= *threshold {
-                    kept.push(r as u32);
-                    // Released as drawn: the same noisy count, not a second draw.
-                    drawn.insert(r, v);
-                }
-            }
-            let idx = UInt32Array::from(kept.clone());
-            let columns = (0..dp.groups)
-                .map(|i| {
-                    let taken = take(exact.column(i).as_ref(), &idx, None).map_err(internal)?;
-                    cast(&taken, dp.upper.placeholder().field(i).data_type()).map_err(internal)
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            (
-                kept.into_iter().map(|r| Some(r as usize)).collect(),
-                columns,
-            )
-        }
-    };
-    let mut columns = group_columns;
-    for (j, o) in dp.outputs.iter().enumerate() {
-        let ty = dp.upper.placeholder().field(dp.groups + j).data_type();
-        let array: ArrayRef = match o {
-            Output::Value { slot, floor } => Arc::new(Int64Array::from(
-                rows.iter()
-                    .map(|r| {
-                        let reused = match (&dp.selection, r) {
-                            (Selection::Threshold { slot: s, .. }, Some(r)) if s == slot => {
-                                drawn.get(r).copied()
-                            }
-                            _ => None,
-                        };
-                        let v = match reused {
-                            Some(v) => v,
-                            None => noisy(*slot, *r)?,
-                        };
-                        Ok(v.max(*floor))
-                    })
-                    .collect::<std::result::Result<Vec<_>, GuardError>>()?,
-            )),
-            Output::Avg { sum, count, lo, hi } => Arc::new(Float64Array::from(
-                rows.iter()
-                    .map(|r| {
-                        let s = noisy(*sum, *r)? as f64;
-                        let c = noisy(*count, *r)?.max(1) as f64;
-                        Ok((s / c).clamp(*lo as f64, *hi as f64))
-                    })
-                    .collect::<std::result::Result<Vec<_>, GuardError>>()?,
-            )),
-        };
-        columns.push(cast(&array, ty).map_err(internal)?);
-    }
-    RecordBatch::try_new(dp.upper.placeholder().clone(), columns).map_err(internal)
-}
-
-async fn run_upper(
-    dp: &DpRelease,
-    noisy_batch: RecordBatch,
-) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
-    let (schema, batches) = dp.upper.run(vec![noisy_batch]).await?;
-    let notes = serde_json::to_string(&dp.notes()).map_err(internal)?;
-    let cost = serde_json::to_string(&dp.cost).map_err(internal)?;
-    let mut metadata = schema.metadata().clone();
-    metadata.insert(airlock_protocol::metadata::NOISE.to_string(), notes);
-    metadata.insert(airlock_protocol::metadata::DP_COST.to_string(), cost);
-    let schema: SchemaRef = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
-    let batches = batches
-        .into_iter()
-        .map(|b| b.with_schema(schema.clone()).map_err(internal))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
 }

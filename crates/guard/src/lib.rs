@@ -17,9 +17,9 @@ mod check;
 mod crypto;
 pub mod dp;
 mod functions;
-#[cfg(test)]
-mod generator;
 mod limits;
+#[cfg(feature = "negative-control")]
+pub mod negative_control;
 mod rewrite;
 mod split;
 mod templates;
@@ -46,7 +46,7 @@ pub use check::{Checked, QueryKind, ScanRef};
 pub use crypto::{cost as crypto_cost, public_groups as crypto_public_groups};
 pub use functions::SCALAR_FUNCTIONS;
 pub use limits::Limits;
-pub use upper::Upper;
+pub use upper::{Upper, PLACEHOLDER};
 
 use check::TableInfo;
 
@@ -100,7 +100,7 @@ pub struct CheckedQuery {
     pub scans: Vec<ScanRef>,
     /// The plan with the threshold added (schema-only tables), up to the
     /// aggregate: the released rows; under differential privacy, the plan
-    /// of exact bounded aggregates that [`dp::release`] turns into the
+    /// of exact bounded aggregates that the release (`airlock_exec`) turns into the
     /// released result. For a list query, the whole query.
     pub plan: LogicalPlan,
     /// The query's own steps above the aggregate, run over the released
@@ -112,33 +112,6 @@ pub struct CheckedQuery {
     pub template: Option<TemplateRun>,
     /// The purpose its output serves.
     pub purpose: Option<String>,
-}
-
-impl CheckedQuery {
-    /// The released result from the lower plan's rows: under differential
-    /// privacy the noisy release, otherwise the query's own steps above the
-    /// aggregate over the rows that passed the threshold.
-    pub async fn release(
-        &self,
-        rows: Vec<datafusion::arrow::record_batch::RecordBatch>,
-        schema: SchemaRef,
-    ) -> Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>), GuardError> {
-        finish(self.dp.as_ref(), self.upper.as_ref(), rows, schema).await
-    }
-}
-
-/// What follows the lower plan: DP's release, the upper steps, or nothing.
-pub async fn finish(
-    dp: Option<&dp::DpRelease>,
-    upper: Option<&Upper>,
-    rows: Vec<datafusion::arrow::record_batch::RecordBatch>,
-    schema: SchemaRef,
-) -> Result<(SchemaRef, Vec<datafusion::arrow::record_batch::RecordBatch>), GuardError> {
-    match (dp, upper) {
-        (Some(dp), _) => dp::release(dp, rows).await,
-        (None, Some(upper)) => upper.run(rows).await,
-        (None, None) => Ok((schema, rows)),
-    }
 }
 
 /// A fragment and the member whose node runs it.

@@ -4,8 +4,9 @@
 //! the aggregate and keeps only the groups that may be released (k distinct
 //! people, or under DP the noisy groups the rules choose). The *upper*
 //! plan is the query's own HAVING, ORDER BY, LIMIT and expressions above the
-//! aggregate, reading a placeholder table; [`Upper::run`] runs it in a
-//! separate session over the released rows only.
+//! aggregate, reading a placeholder table; it runs in a
+//! separate session over the released rows only
+//! (`airlock_exec::upper`; the guard only plans).
 //!
 //! Because the two plans are optimised and run apart, no optimizer rule can
 //! merge the analyst's HAVING with the threshold filter or evaluate an
@@ -14,20 +15,15 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, Result};
-use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::datasource::provider_as_source;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScanBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
-
-use crate::GuardError;
 
 /// The name of the table the upper plan reads.
-const PLACEHOLDER: &str = "__airlock_released";
+pub const PLACEHOLDER: &str = "__airlock_released";
 
 /// The steps of a query above its aggregate, over a placeholder table of
 /// the released rows.
@@ -92,70 +88,12 @@ impl Upper {
     }
 
     /// The placeholder table's schema.
-    pub(crate) fn placeholder(&self) -> &SchemaRef {
+    pub fn placeholder(&self) -> &SchemaRef {
         &self.placeholder
     }
 
     /// The upper plan, over the schema-only placeholder table.
-    pub(crate) fn plan(&self) -> &LogicalPlan {
+    pub fn plan(&self) -> &LogicalPlan {
         &self.plan
-    }
-
-    /// Runs the upper steps over `released` (rows of the cut node's
-    /// schema, or of the placeholder's). Engine messages can quote values;
-    /// none is passed on.
-    pub async fn run(
-        &self,
-        released: Vec<RecordBatch>,
-    ) -> std::result::Result<(SchemaRef, Vec<RecordBatch>), GuardError> {
-        let internal = |what: &str| GuardError::Internal(what.to_string());
-        // The released rows may carry another representation of the same
-        // type (Utf8 for Utf8View, say): each column is cast to the type
-        // the plan was checked with.
-        let mut batches = Vec::with_capacity(released.len());
-        for b in released {
-            let columns = b
-                .columns()
-                .iter()
-                .zip(self.placeholder.fields())
-                .map(|(c, f)| cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|_| internal("the released rows do not match the query's aggregate"))?;
-            batches.push(
-                RecordBatch::try_new(self.placeholder.clone(), columns).map_err(|_| {
-                    internal("the released rows do not match the query's aggregate")
-                })?,
-            );
-        }
-        let table = MemTable::try_new(self.placeholder.clone(), vec![batches])
-            .map_err(|_| internal("the released rows do not match the query's aggregate"))?;
-        let source = provider_as_source(Arc::new(table));
-        let plan = self
-            .plan
-            .clone()
-            .transform_up(|node| match &node {
-                LogicalPlan::TableScan(s) if s.table_name.table() == PLACEHOLDER => {
-                    let scan = TableScanBuilder::new(PLACEHOLDER, source.clone())
-                        .with_projection(s.projection.clone())
-                        .build()?;
-                    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-                }
-                _ => Ok(Transformed::no(node)),
-            })
-            .map_err(|_| internal("the steps after the aggregate could not be planned"))?
-            .data;
-        let ctx =
-            SessionContext::new_with_config(SessionConfig::new().with_information_schema(false));
-        let df = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|_| internal("the steps after the aggregate could not run"))?;
-        let planned: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches: Vec<RecordBatch> = df
-            .collect()
-            .await
-            .map_err(|_| internal("the steps after the aggregate failed"))?;
-        let schema = batches.first().map(RecordBatch::schema).unwrap_or(planned);
-        Ok((schema, batches))
     }
 }

@@ -12,8 +12,6 @@
 //! DataFusion session per query that joins fragments on pseudonyms,
 //! aggregates and applies the threshold; nothing it holds outlives the query.
 
-mod executor;
-
 use std::collections::HashMap;
 use std::fmt;
 
@@ -479,17 +477,16 @@ impl Hub {
                 Ok(Released { schema, batches })
             }
             Some(template) => {
-                let released = executor::run(template, results, self.executor_memory).await?;
+                let (schema, rows) =
+                    airlock_exec::join::run(template, results, self.executor_memory)
+                        .await
+                        .map_err(|e| HubError::Failed(e.to_string()))?;
                 // The query's own steps above the aggregate (or DP's
                 // release) see only the rows that passed the threshold.
-                let (schema, batches) = airlock_guard::finish(
-                    plan.dp.as_ref(),
-                    plan.upper.as_ref(),
-                    released.batches,
-                    released.schema,
-                )
-                .await
-                .map_err(HubError::from)?;
+                let (schema, batches) =
+                    airlock_exec::finish(plan.dp.as_ref(), plan.upper.as_ref(), rows, schema)
+                        .await
+                        .map_err(|e| HubError::Failed(e.to_string()))?;
                 Ok(Released { schema, batches })
             }
         }

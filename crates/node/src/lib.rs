@@ -33,10 +33,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryBuilder};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Column;
-use datafusion::datasource::provider_as_source;
-use datafusion::logical_expr::{cast, Expr, LogicalPlan, TableScanBuilder};
+use datafusion::logical_expr::{cast, Expr};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use thiserror::Error;
@@ -313,43 +311,23 @@ impl Node {
                 GuardError::BadInput(m) => NodeError::BadFragment(m),
                 GuardError::Internal(m) => NodeError::Local(m),
             })?;
-        let plan = checked
-            .plan
-            .clone()
-            .transform_up(|node| {
-                let LogicalPlan::TableScan(scan) = &node else {
-                    return Ok(Transformed::no(node));
-                };
-                let Some(view) = self.view(purpose, scan.table_name.table()) else {
-                    return datafusion::common::plan_err!("not a table of this node");
-                };
-                let real = TableScanBuilder::new(
-                    scan.table_name.clone(),
-                    provider_as_source(view.clone()),
-                )
-                .with_projection(scan.projection.clone())
-                .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(real)))
-            })
-            .map_err(|_| NodeError::Execution)?
-            .data;
-        let df = self
-            .ctx
-            .execute_logical_plan(plan)
+        let plan = airlock_exec::bind_scans(&checked.plan, |scan| {
+            match self.view(purpose, scan.table_name.table()) {
+                Some(view) => Ok(view.clone()),
+                None => datafusion::common::plan_err!("not a table of this node"),
+            }
+        })
+        .map_err(|_| NodeError::Execution)?;
+        let (schema, batches) = airlock_exec::run(&self.ctx, plan)
             .await
             .map_err(|_| NodeError::Execution)?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|_| NodeError::Execution)?;
         // Under differential privacy the node adds the noise itself: the
         // exact bounded aggregates never leave it. Otherwise the query's own
         // steps above the aggregate run over the rows that passed k only.
-        let (schema, batches) = checked
-            .release(batches, schema)
-            .await
-            .map_err(|e| match e {
-                GuardError::Refused(r) => NodeError::Refused(r),
-                GuardError::BadInput(m) | GuardError::Internal(m) => NodeError::Local(m),
-            })?;
+        let (schema, batches) =
+            airlock_exec::finish(checked.dp.as_ref(), checked.upper.as_ref(), batches, schema)
+                .await
+                .map_err(|e| NodeError::Local(e.to_string()))?;
         Ok((schema, vec![batches]))
     }
 

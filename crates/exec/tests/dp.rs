@@ -1,4 +1,4 @@
-//! Differential privacy through the guard: refusals of what DP cannot
+//! Differential privacy through the guard and its release: refusals of what DP cannot
 //! serve, and a falsification test in the style of Google's stochastic
 //! tester (neighbouring datasets, output histograms compared against
 //! e^epsilon), with a negative control that proves the tester can fail.
@@ -6,15 +6,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use airlock_guard::{dp, Guard, GuardError};
+use airlock_exec::dp;
+use airlock_guard::{Guard, GuardError};
 use airlock_policy::{Collaboration, Control};
 use airlock_privacy::tester::{self, violations};
 use datafusion::arrow::array::{Array, AsArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::datasource::{provider_as_source, MemTable};
-use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 
 const COLLAB: &str = r#"
@@ -85,33 +86,18 @@ fn rows(people: usize, extra: bool) -> RecordBatch {
 
 /// Runs the lower plan of a DP query on `data` (as the node would).
 async fn lower(plan: &LogicalPlan, data: RecordBatch) -> Vec<RecordBatch> {
-    let table = Arc::new(MemTable::try_new(schema(), vec![vec![data]]).expect("table"));
-    let plan = plan
-        .clone()
-        .transform_up(|node| match &node {
-            LogicalPlan::TableScan(s) => {
-                let scan =
-                    TableScanBuilder::new(s.table_name.clone(), provider_as_source(table.clone()))
-                        .with_projection(s.projection.clone())
-                        .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(Transformed::no(node)),
-        })
-        .expect("plan")
-        .data;
-    SessionContext::new()
-        .execute_logical_plan(plan)
+    let table: Arc<dyn TableProvider> =
+        Arc::new(MemTable::try_new(schema(), vec![vec![data]]).expect("table"));
+    let plan = airlock_exec::bind_scans(plan, |_| Ok(table.clone())).expect("plan");
+    airlock_exec::run(&SessionContext::new(), plan)
         .await
         .expect("lower plan")
-        .collect()
-        .await
-        .expect("rows")
+        .1
 }
 
 /// Histograms of the value of column `col` in group "a" over `n` releases.
 fn histogram(
-    release: &dp::DpRelease,
+    release: &airlock_guard::dp::DpRelease,
     exact: &[RecordBatch],
     col: usize,
     n: usize,

@@ -7,10 +7,11 @@
 //! (default 10,000; the documented long run is 100,000, with
 //! `cargo nextest run --profile long`), and
 //! `AIRLOCK_TOTALITY_SEED` the seed. The negative control turns one
-//! totality rule off (test builds only) and shows the harness then finds a
-//! failing accepted query.
+//! totality rule off (the guard's `negative-control` feature, enabled only
+//! as this crate's dev-dependency) and shows the harness then finds a
+//! failing accepted query. It lives here, not in the guard, because it runs
+//! what the guard accepted: the guard only plans.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,18 +21,11 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::datasource::{provider_as_source, MemTable};
-use datafusion::logical_expr::{LogicalPlan, TableScanBuilder};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
-use crate::{Guard, GuardError};
-
-thread_local! {
-    /// Test builds only: the name of a function whose totality rule is
-    /// skipped (the negative control).
-    pub(crate) static SKIP_RULE: Cell<Option<&'static str>> = const { Cell::new(None) };
-}
+use airlock_guard::{negative_control, CheckedQuery, Guard, GuardError};
 
 const COLLAB: &str = r#"
 [collaboration]
@@ -757,50 +751,35 @@ fn query(r: &mut Rng) -> String {
 /// Runs a checked query's plans (lower, then the steps above the
 /// aggregate) over real tables; returns the released rows.
 async fn execute(
-    q: &crate::CheckedQuery,
+    q: &CheckedQuery,
     a: &RecordBatch,
     p: &RecordBatch,
 ) -> Result<Vec<RecordBatch>, String> {
-    let ta =
+    let ta: Arc<dyn TableProvider> =
         Arc::new(MemTable::try_new(a.schema(), vec![vec![a.clone()]]).map_err(|e| e.to_string())?);
-    let tp =
+    let tp: Arc<dyn TableProvider> =
         Arc::new(MemTable::try_new(p.schema(), vec![vec![p.clone()]]).map_err(|e| e.to_string())?);
-    let plan = q
-        .plan
-        .clone()
-        .transform_up(|node| match &node {
-            LogicalPlan::TableScan(s) => {
-                let t = if s.table_name.table() == "a" {
-                    ta.clone()
-                } else {
-                    tp.clone()
-                };
-                let scan = TableScanBuilder::new(s.table_name.clone(), provider_as_source(t))
-                    .with_projection(s.projection.clone())
-                    .build()?;
-                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
-            }
-            _ => Ok(Transformed::no(node)),
+    let plan = airlock_exec::bind_scans(&q.plan, |s| {
+        Ok(if s.table_name.table() == "a" {
+            ta.clone()
+        } else {
+            tp.clone()
         })
-        .map_err(|e| e.to_string())?
-        .data;
-    let df = SessionContext::new()
-        .execute_logical_plan(plan)
+    })
+    .map_err(|e| e.to_string())?;
+    let (schema, batches) = airlock_exec::run(&SessionContext::new(), plan)
         .await
-        .map_err(|e| format!("plan: {}", e.strip_backtrace()))?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| format!("run: {}", e.strip_backtrace()))?;
-    let (_, out) = q
-        .release(batches, schema)
+        .map_err(|e| match e {
+            airlock_exec::RunFailure::Plan(e) => format!("plan: {}", e.strip_backtrace()),
+            airlock_exec::RunFailure::Run(e) => format!("run: {}", e.strip_backtrace()),
+        })?;
+    let (_, out) = airlock_exec::finish(q.dp.as_ref(), q.upper.as_ref(), batches, schema)
         .await
         .map_err(|e| format!("release: {e}"))?;
     Ok(out)
 }
 
-async fn run(q: &crate::CheckedQuery, a: &RecordBatch, p: &RecordBatch) -> Result<(), String> {
+async fn run(q: &CheckedQuery, a: &RecordBatch, p: &RecordBatch) -> Result<(), String> {
     execute(q, a, p).await.map(|_| ())
 }
 
@@ -897,9 +876,9 @@ async fn the_generator_finds_a_non_total_function() {
     // With substr's rule off (as before this check existed), the harness
     // must find an accepted query that fails: substr with a negative
     // length inside a CASE.
-    SKIP_RULE.with(|s| s.set(Some("substr")));
+    negative_control::skip_rule(Some("substr"));
     let out = generate(seed_from_env(), 5_000, true).await;
-    SKIP_RULE.with(|s| s.set(None));
+    negative_control::skip_rule(None);
     assert!(
         !out.failures.is_empty(),
         "no failure found in {} accepted queries with substr's rule off",
