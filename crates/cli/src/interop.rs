@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use airlock_policy::aws::{self, Converted, TableSpec};
+use airlock_interop::aws::{self, Converted, TableSpec};
 use airlock_policy::AggFunction;
 use serde::Serialize;
 

@@ -16,7 +16,6 @@
 //! everything here can be tested alone and fast.
 
 pub mod admission;
-pub mod aws;
 pub mod config;
 pub mod dp;
 pub mod refusal;
@@ -30,7 +29,7 @@ pub use config::{
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection, StrictestDp};
 pub use refusal::{Control, Refusal};
-pub use template::{ParamSpec, ParamType, QuerySpec, Template};
+pub use template::{ParamSpec, ParamType, QuerySpec, Template, Written};
 
 /// Prefix reserved for columns Airlock adds to a plan; user SQL may not use it.
 pub const RESERVED_PREFIX: &str = "__airlock";

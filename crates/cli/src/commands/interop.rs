@@ -29,7 +29,7 @@ pub(crate) fn interop_aws(command: AwsCommand) -> Result<(), CliError> {
                     .ok_or_else(|| CliError::BadInput("--account must be ID=MEMBER".into()))?;
                 map.insert(id.trim().to_string(), member.trim().to_string());
             }
-            let spec = airlock_policy::aws::TableSpec {
+            let spec = airlock_interop::aws::TableSpec {
                 alias,
                 dataset,
                 identity,

@@ -48,6 +48,13 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::physical_expr::create_physical_expr;
 
+mod casts;
+mod functions;
+
+use casts::*;
+pub(crate) use casts::{cast_is_total, try_cast_is_total};
+use functions::*;
+
 type R<T> = Result<T, Refusal>;
 
 /// The most copies of its input text one expression may make (`concat`
@@ -231,89 +238,6 @@ fn wraps(e: &Expr) -> bool {
         Some(got) => exact != Some(got),
         None => false,
     }
-}
-
-/// The range of values of an integer type.
-fn type_range(t: &DataType) -> Option<(i128, i128)> {
-    Some(match t {
-        DataType::Int8 => (i8::MIN.into(), i8::MAX.into()),
-        DataType::Int16 => (i16::MIN.into(), i16::MAX.into()),
-        DataType::Int32 => (i32::MIN.into(), i32::MAX.into()),
-        DataType::Int64 => (i64::MIN.into(), i64::MAX.into()),
-        DataType::UInt8 => (0, u8::MAX.into()),
-        DataType::UInt16 => (0, u16::MAX.into()),
-        DataType::UInt32 => (0, u32::MAX.into()),
-        DataType::UInt64 => (0, u64::MAX.into()),
-        _ => return None,
-    })
-}
-
-fn is_float(t: &DataType) -> bool {
-    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
-}
-
-fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-}
-
-/// Decimal digits an integer type needs.
-fn digits(t: &DataType) -> Option<u8> {
-    Some(match t {
-        DataType::Int8 | DataType::UInt8 => 3,
-        DataType::Int16 | DataType::UInt16 => 5,
-        DataType::Int32 | DataType::UInt32 => 10,
-        DataType::Int64 => 19,
-        DataType::UInt64 => 20,
-        _ => return None,
-    })
-}
-
-/// Whether a cast from `from` to `to` succeeds on every value (the casts
-/// that only widen, or that print a value as text).
-pub(crate) fn cast_is_total(from: &DataType, to: &DataType) -> bool {
-    use DataType::*;
-    if from == to || matches!(from, Null) {
-        return true;
-    }
-    if is_string(to) {
-        // Text of a number, a boolean or text. Dates and timestamps are
-        // left out: a date beyond chrono's years has no text.
-        return is_string(from)
-            || is_float(from)
-            || type_range(from).is_some()
-            || matches!(from, Boolean | Decimal128(..) | Decimal256(..));
-    }
-    if let (Some((flo, fhi)), Some((tlo, thi))) = (type_range(from), type_range(to)) {
-        return tlo <= flo && fhi <= thi;
-    }
-    if is_float(to) {
-        return type_range(from).is_some() || matches!((from, to), (Float16 | Float32, Float64));
-    }
-    match (from, to) {
-        (_, Decimal128(p, s)) | (_, Decimal256(p, s)) if *s >= 0 => match (digits(from), from) {
-            (Some(d), _) => i16::from(d) <= i16::from(*p) - i16::from(*s),
-            (None, Decimal128(fp, fs)) => {
-                *fs >= 0
-                    && fs <= s
-                    && i16::from(*fp) - i16::from(*fs) <= i16::from(*p) - i16::from(*s)
-            }
-            _ => false,
-        },
-        (Date32, Date64) => true,
-        _ => false,
-    }
-}
-
-/// Whether `TRY_CAST` from `from` to `to` returns a value or NULL for
-/// every input: the total casts, and parsing or narrowing numbers and text
-/// (a value that does not convert becomes NULL).
-pub(crate) fn try_cast_is_total(from: &DataType, to: &DataType) -> bool {
-    let numeric = |t: &DataType| {
-        is_float(t) || type_range(t).is_some() || matches!(t, DataType::Decimal128(..))
-    };
-    cast_is_total(from, to)
-        || ((is_string(from) || numeric(from)) && (numeric(to) || matches!(to, DataType::Boolean)))
-        || (is_string(from) && matches!(to, DataType::Date32))
 }
 
 struct Checker<'a> {
@@ -694,177 +618,7 @@ impl Checker<'_> {
             other => Err(oracle(format!("the operator '{other}' is not allowed"))),
         }
     }
-
-    fn function(&self, e: &Expr, name: &str, args: &[Expr]) -> R<()> {
-        #[cfg(feature = "negative-control")]
-        if crate::negative_control::skipped(name) {
-            return Ok(());
-        }
-        let position = |i: usize, min: i128| -> R<()> {
-            let Some(a) = args.get(i) else { return Ok(()) };
-            match self.constant_int(a) {
-                Some(None) => Ok(()),
-                Some(Some(v)) if (min..=MAX_POSITION).contains(&v) => Ok(()),
-                _ => Err(oracle(format!(
-                    "argument {} of {name} must be a constant between {min} and {MAX_POSITION}",
-                    i + 1
-                ))),
-            }
-        };
-        match name {
-            "lower" | "upper" | "trim" | "btrim" | "ltrim" | "rtrim" | "initcap" | "length"
-            | "char_length" | "character_length" | "octet_length" | "concat" | "concat_ws"
-            | "coalesce" | "nullif" | "starts_with" | "ends_with" | "strpos" | "greatest"
-            | "least" => Ok(()),
-            "substr" | "substring" => {
-                position(1, -MAX_POSITION)?;
-                position(2, 0)
-            }
-            "left" | "right" => position(1, -MAX_POSITION),
-            "replace" => {
-                let (Some(Some(Some(from))), Some(Some(to))) = (
-                    args.get(1).map(|a| self.constant_string(a)),
-                    args.get(2).map(|a| self.constant_string(a)),
-                ) else {
-                    return Err(oracle(
-                        "replace needs constant texts to find and to put in their place",
-                    ));
-                };
-                let to = to.unwrap_or_default();
-                if from.is_empty() || to.len() > from.len() {
-                    return Err(oracle(
-                        "replace may not make a text longer (the text put in place of another must be no longer than it, and not replace the empty text)",
-                    ));
-                }
-                Ok(())
-            }
-            "abs" => {
-                let ty = self.ty(e)?;
-                if type_range(&ty).is_some() {
-                    self.fits(e, &ty, "abs")
-                } else if is_float(&ty) {
-                    Ok(())
-                } else {
-                    Err(oracle(format!(
-                        "abs of {ty} values is not allowed; cast to DOUBLE"
-                    )))
-                }
-            }
-            "round" | "floor" | "ceil" => {
-                let ty = self.ty(args.first().ok_or_else(|| oracle("missing argument"))?)?;
-                if !is_float(&ty) {
-                    return Err(oracle(format!(
-                        "{name} of {ty} values is not allowed; cast to DOUBLE"
-                    )));
-                }
-                position(1, -MAX_POSITION)
-            }
-            "date_trunc" | "date_part" => {
-                let unit = args.first().and_then(|a| self.constant_string(a));
-                let known = match (name, &unit) {
-                    ("date_trunc", Some(Some(u))) => {
-                        DATE_TRUNC_UNITS.contains(&u.to_ascii_lowercase().as_str())
-                    }
-                    ("date_part", Some(Some(u))) => {
-                        DATE_PART_UNITS.contains(&u.to_ascii_lowercase().as_str())
-                    }
-                    _ => false,
-                };
-                if !known {
-                    return Err(oracle(format!(
-                        "the unit of {name} must be a constant, one of the units it knows"
-                    )));
-                }
-                let arg = args.get(1).ok_or_else(|| oracle("missing argument"))?;
-                let ty = self.ty(arg)?;
-                // date_part of a date beyond chrono's years is NULL: fine
-                // where the value may be NULL anyway, a failure where the
-                // plan says it cannot be.
-                // (`make_total` holds its DATE argument to chrono's range.)
-                let nullable = arg.nullable(self.schema).unwrap_or(false);
-                if matches!(ty, DataType::Date32) && name == "date_part" && !nullable {
-                    Err(oracle(
-                        "date_part of a DATE that cannot be NULL can fail on one value",
-                    ))
-                } else if matches!(ty, DataType::Date32) && name == "date_part" {
-                    Ok(())
-                } else {
-                    Err(oracle(format!(
-                        "{name} of {ty} values can fail on one value; date_part is allowed on DATE values (date_trunc converts to a timestamp, which overflows)"
-                    )))
-                }
-            }
-            other => Err(oracle(format!(
-                "function {other} has no rule showing it never fails"
-            ))),
-        }
-    }
 }
-
-/// Units `date_trunc` accepts.
-const DATE_TRUNC_UNITS: &[&str] = &[
-    "microsecond",
-    "millisecond",
-    "second",
-    "minute",
-    "hour",
-    "day",
-    "week",
-    "month",
-    "quarter",
-    "year",
-];
-/// Units `date_part` accepts.
-const DATE_PART_UNITS: &[&str] = &[
-    "year", "quarter", "month", "week", "day", "dow", "doy", "hour", "minute", "second",
-];
-
-/// The longest LIKE pattern: the engine compiles a pattern to a regular
-/// expression, which fails beyond its size limit (10 MiB compiled; about
-/// 11,000 `_` with ILIKE), and only on a row that reaches it.
-const MAX_LIKE_PATTERN: usize = 1_000;
-
-fn like_pattern(pattern: Option<Option<String>>) -> R<()> {
-    match pattern {
-        Some(Some(p)) if p.chars().count() > MAX_LIKE_PATTERN => Err(oracle(format!(
-            "a LIKE pattern may have at most {MAX_LIKE_PATTERN} characters"
-        ))),
-        Some(_) => Ok(()),
-        None => Err(oracle("a LIKE pattern must be a constant text")),
-    }
-}
-
-fn interval(op: Operator, (a, b): (i128, i128), (c, d): (i128, i128)) -> Option<(i128, i128)> {
-    match op {
-        Operator::Plus => Some((a.checked_add(c)?, b.checked_add(d)?)),
-        Operator::Minus => Some((a.checked_sub(d)?, b.checked_sub(c)?)),
-        Operator::Multiply => {
-            let p = [
-                a.checked_mul(c)?,
-                a.checked_mul(d)?,
-                b.checked_mul(c)?,
-                b.checked_mul(d)?,
-            ];
-            Some((*p.iter().min()?, *p.iter().max()?))
-        }
-        _ => None,
-    }
-}
-
-fn regex_compiles(pattern: &str, case_insensitive: bool) -> bool {
-    // DataFusion compiles the pattern with the regex crate's defaults;
-    // compiling it here with the same crate decides whether it would fail.
-    let flagged = if case_insensitive {
-        format!("(?i){pattern}")
-    } else {
-        pattern.to_string()
-    };
-    regex::Regex::new(pattern).is_ok() && regex::Regex::new(&flagged).is_ok()
-}
-
-/// The days (since 1970-01-01) of the dates `date_part` can read: about
-/// 197,000 years either way, inside chrono's range.
-const DATE_PART_DAYS: (i32, i32) = (-72_000_000, 72_000_000);
 
 /// Rewrites the functions that have a total variant into it, keeping every
 /// output name: `date_part(unit, d)` of a DATE reads

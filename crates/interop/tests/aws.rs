@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use airlock_policy::aws::{self, TableSpec};
+use airlock_interop::aws::{self, TableSpec};
 use airlock_policy::{AnalysisRule, Collaboration, ConfiguredTable};
 
 fn doc(name: &str) -> String {
