@@ -11,6 +11,7 @@ use airlock_hub::{Hub, HubError, NoLedger, NodeClient, NodeFailure, Released};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Ability, Collaboration, QuerySpec, Template};
 use airlock_protocol::wire::Partitions;
+use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
 use airlock_service::ledger::{open_embedded, StoreLedger};
 use airlock_store::Store;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -44,23 +45,25 @@ impl NodeClient for LocalNodes {
     fn execute<'a>(
         &'a self,
         member: &'a str,
-        fragment_json: &'a [u8],
+        fragment: &'a Fragment,
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
         Box::pin(async move {
+            // The in-process boundary is still bytes, as a remote hub's is:
+            // the node decodes the fragment and encodes its rows.
+            let fragment_json = serde_json::to_vec(fragment)
+                .map_err(|e| NodeFailure::Failed(format!("cannot encode a fragment: {e}")))?;
             let Some(node) = self.nodes.get(member) else {
                 return Err(NodeFailure::Failed(format!(
                     "no node for member '{member}'"
                 )));
             };
-            match node.execute(fragment_json).await {
+            match node.execute(&fragment_json).await {
                 Ok(bytes) => {
                     if let Some(tap) = &self.tap {
                         if let Ok(mut t) = tap.lock() {
                             t.push((member.to_string(), bytes.clone()));
                         }
                     }
-                    // The in-process boundary is still bytes: decode what
-                    // the node encoded, as a remote hub would.
                     airlock_protocol::wire::decode_partitions(bytes).map_err(|_| {
                         NodeFailure::Failed(format!(
                             "the node of '{member}' sent an unreadable result"
@@ -75,22 +78,28 @@ impl NodeClient for LocalNodes {
     fn psi<'a>(
         &'a self,
         member: &'a str,
-        request_json: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+        request: &'a PsiRequest,
+    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>> {
         Box::pin(async move {
+            let request_json = serde_json::to_vec(request)
+                .map_err(|e| NodeFailure::Failed(format!("cannot encode a step: {e}")))?;
             let Some(node) = self.nodes.get(member) else {
                 return Err(NodeFailure::Failed(format!(
                     "no node for member '{member}'"
                 )));
             };
-            match node.psi(request_json).await {
+            match node.psi(&request_json).await {
                 Ok(bytes) => {
                     if let Some(tap) = &self.tap {
                         if let Ok(mut t) = tap.lock() {
                             t.push((member.to_string(), bytes.clone()));
                         }
                     }
-                    Ok(bytes)
+                    serde_json::from_slice(&bytes).map_err(|_| {
+                        NodeFailure::Failed(format!(
+                            "the node of '{member}' sent a malformed answer"
+                        ))
+                    })
                 }
                 Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
                 Err(e) => Err(NodeFailure::Failed(e.to_string())),

@@ -701,7 +701,7 @@ impl airlock_hub::NodeClient for Steps<'_> {
     fn execute<'a>(
         &'a self,
         member: &'a str,
-        fragment_json: &'a [u8],
+        fragment: &'a airlock_protocol::Fragment,
     ) -> futures::future::BoxFuture<
         'a,
         Result<
@@ -712,14 +712,17 @@ impl airlock_hub::NodeClient for Steps<'_> {
             airlock_hub::NodeFailure,
         >,
     > {
-        self.nodes.execute(member, fragment_json)
+        self.nodes.execute(member, fragment)
     }
     fn psi<'a>(
         &'a self,
         member: &'a str,
-        request_json: &'a [u8],
-    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, airlock_hub::NodeFailure>> {
-        self.nodes.psi(member, request_json)
+        request: &'a airlock_protocol::PsiRequest,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<airlock_protocol::PsiResponse, airlock_hub::NodeFailure>,
+    > {
+        self.nodes.psi(member, request)
     }
     fn crypto_step(&self, step: Option<&airlock_hub::CryptoStep>) {
         self.seen.lock().expect("steps").push(step.cloned());

@@ -19,7 +19,7 @@ use airlock_guard::dp::DpCost;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
 use airlock_policy::{Ability, Collaboration, Control, Mode, QuerySpec, Refusal, Template};
 use airlock_protocol::wire::Partitions;
-use airlock_protocol::{CryptoRole, PsiRequest, PsiResponse};
+use airlock_protocol::{CryptoFragment, CryptoRole, Fragment, PsiRequest, PsiResponse};
 use base64::Engine as _;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -36,22 +36,22 @@ pub enum NodeFailure {
 
 /// How the hub reaches members' nodes.
 pub trait NodeClient: Send + Sync {
-    /// Sends a fragment (JSON) to `member`'s node; returns the rows it
-    /// streamed back, decoded from Arrow IPC, by partition.
+    /// Sends a fragment to `member`'s node; returns the rows it streamed
+    /// back, by partition. How it travels (a Flight ticket, an in-process
+    /// call) is the client's business: the hub deals in typed values.
     fn execute<'a>(
         &'a self,
         member: &'a str,
-        fragment_json: &'a [u8],
+        fragment: &'a Fragment,
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>>;
 
-    /// Relays one crypto-mode step (a JSON [`airlock_protocol::PsiRequest`])
-    /// to `member`'s node; returns its JSON [`airlock_protocol::PsiResponse`].
+    /// Relays one crypto-mode step to `member`'s node; returns its answer.
     /// The hub sees only blinded points and ciphertexts.
     fn psi<'a>(
         &'a self,
         member: &'a str,
-        request_json: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>>;
+        request: &'a PsiRequest,
+    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>>;
 
     /// Progress of a crypto-mode query: the step the hub relays next, or
     /// `None` once the query has ended (released, refused or failed).
@@ -184,6 +184,43 @@ impl Released {
     }
 }
 
+/// A query the hub checked and planned, ready to run once
+/// ([`Hub::prepare`], then [`Hub::run`]).
+#[derive(Debug)]
+pub struct Prepared {
+    member: String,
+    how: How,
+}
+
+#[derive(Debug)]
+enum How {
+    /// Fragments to the nodes, then the executor (or one node's analysis).
+    Federated {
+        checked: Box<CheckedQuery>,
+        plan: Box<QueryPlan>,
+    },
+    /// Crypto mode: the steps between the two nodes.
+    Crypto {
+        fragment: Box<CryptoFragment>,
+        cost: Option<DpCost>,
+    },
+}
+
+impl Prepared {
+    /// The member who asked.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// What the query costs under differential privacy, if anything.
+    pub fn cost(&self) -> Option<DpCost> {
+        match &self.how {
+            How::Federated { checked, .. } => checked.dp.as_ref().map(|d| d.cost),
+            How::Crypto { cost, .. } => *cost,
+        }
+    }
+}
+
 /// The hub of one collaboration.
 #[derive(Debug)]
 pub struct Hub {
@@ -237,12 +274,11 @@ impl Hub {
     async fn crypto_query(
         &self,
         member: &str,
-        spec: &QuerySpec,
+        fragment: CryptoFragment,
+        cost: Option<DpCost>,
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
-        self.require_query(member)?;
-        let (fragment, cost) = self.guard.check_crypto(spec, member).await?;
         // Under differential privacy the cost is debited before any node
         // reads a row.
         if let Some(cost) = cost {
@@ -279,8 +315,7 @@ impl Hub {
                 member: who.clone(),
                 what,
             }));
-            let json = serde_json::to_vec(&req).map_err(|e| HubError::Failed(e.to_string()))?;
-            let answer = nodes.psi(&who, &json).await.map_err(|f| match f {
+            let answer = nodes.psi(&who, &req).await.map_err(|f| match f {
                 NodeFailure::Refused(refusal) => HubError::Refused {
                     refusal,
                     node: Some(who.clone()),
@@ -289,10 +324,7 @@ impl Hub {
                     HubError::Failed(format!("the node of '{who}' failed: {m}"))
                 }
             })?;
-            let r: PsiResponse = serde_json::from_slice(&answer).map_err(|_| {
-                HubError::Failed(format!("the node of '{who}' sent a malformed answer"))
-            })?;
-            Ok::<String, HubError>(r.message)
+            Ok::<String, HubError>(answer.message)
         };
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
@@ -425,21 +457,33 @@ impl Hub {
         Ok((checked, plan))
     }
 
-    /// Checks, plans and runs a query for `member`; returns the released
-    /// rows. A query under differential privacy is debited from `ledger`
-    /// before any fragment is sent.
-    pub async fn query(
-        &self,
-        member: &str,
-        sql: &str,
-        nodes: &dyn NodeClient,
-        ledger: &dyn Ledger,
-    ) -> Result<Released, HubError> {
-        self.query_spec(member, &QuerySpec::sql(sql), nodes, ledger)
-            .await
+    /// Checks what `member` asks for once and plans it: the query as it
+    /// will run. A refusal here costs nothing and reaches no node.
+    pub async fn prepare(&self, member: &str, spec: &QuerySpec) -> Result<Prepared, HubError> {
+        self.require_query(member)?;
+        let how = if self.collab.config.collaboration.mode == Mode::Crypto {
+            let (fragment, cost) = self.guard.check_crypto(spec, member).await?;
+            How::Crypto {
+                fragment: Box::new(fragment),
+                cost,
+            }
+        } else {
+            let checked = self.guard.check_spec(spec, member).await?;
+            let plan = self.guard.split(&checked)?;
+            How::Federated {
+                checked: Box::new(checked),
+                plan: Box::new(plan),
+            }
+        };
+        Ok(Prepared {
+            member: member.to_string(),
+            how,
+        })
     }
 
-    /// Like [`Hub::query`], for SQL or a template run.
+    /// Checks, plans and runs what `member` asks for (SQL or a template
+    /// run); returns the released rows. A query under differential
+    /// privacy is debited from `ledger` before any fragment is sent.
     pub async fn query_spec(
         &self,
         member: &str,
@@ -447,25 +491,44 @@ impl Hub {
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
-        if self.collab.config.collaboration.mode == Mode::Crypto {
-            return self.crypto_query(member, spec, nodes, ledger).await;
-        }
-        let (checked, plan) = self.check_spec(member, spec).await?;
+        let prepared = self.prepare(member, spec).await?;
+        self.run(prepared, nodes, ledger).await
+    }
+
+    /// Runs a prepared query: debits its cost under differential privacy,
+    /// then sends its fragments (or relays the crypto-mode steps) and
+    /// releases the result. Nothing is checked a second time here.
+    pub async fn run(
+        &self,
+        prepared: Prepared,
+        nodes: &dyn NodeClient,
+        ledger: &dyn Ledger,
+    ) -> Result<Released, HubError> {
+        let member = prepared.member.as_str();
+        let (checked, plan) = match prepared.how {
+            How::Crypto { fragment, cost } => {
+                return self
+                    .crypto_query(member, *fragment, cost, nodes, ledger)
+                    .await
+            }
+            How::Federated { checked, plan } => (checked, plan),
+        };
         if let Some(dp) = &checked.dp {
             ledger.debit(member, dp.cost).await?;
         }
         let calls = plan.fragments.iter().map(|pf| async move {
-            let json = serde_json::to_vec(&pf.fragment)
-                .map_err(|e| HubError::Failed(format!("cannot encode a fragment: {e}")))?;
-            nodes.execute(&pf.member, &json).await.map_err(|f| match f {
-                NodeFailure::Refused(refusal) => HubError::Refused {
-                    refusal,
-                    node: Some(pf.member.clone()),
-                },
-                NodeFailure::Failed(m) => {
-                    HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
-                }
-            })
+            nodes
+                .execute(&pf.member, &pf.fragment)
+                .await
+                .map_err(|f| match f {
+                    NodeFailure::Refused(refusal) => HubError::Refused {
+                        refusal,
+                        node: Some(pf.member.clone()),
+                    },
+                    NodeFailure::Failed(m) => {
+                        HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
+                    }
+                })
         });
         let mut results = try_join_all(calls).await?;
         match &plan.executor {

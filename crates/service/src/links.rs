@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use airlock_hub::{NodeClient, NodeFailure};
 use airlock_protocol::wire::Partitions;
+use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -190,14 +191,12 @@ impl QueryLinks {
     async fn fetch(
         &self,
         member: &str,
-        fragment_json: &[u8],
+        fragment: &Fragment,
     ) -> Result<(SchemaRef, Partitions), NodeFailure> {
-        let fragment = serde_json::from_slice(fragment_json)
-            .map_err(|e| NodeFailure::Failed(format!("bad fragment: {e}")))?;
         let ticket = serde_json::to_vec(&proto::Ticket {
             collaboration: self.collaboration.clone(),
             policy_version: self.version,
-            fragment,
+            fragment: fragment.clone(),
         })
         .map_err(|e| NodeFailure::Failed(e.to_string()))?;
         tap_write(&self.links.tap, "ticket to", member, &ticket);
@@ -251,23 +250,21 @@ impl NodeClient for QueryLinks {
     fn execute<'a>(
         &'a self,
         member: &'a str,
-        fragment_json: &'a [u8],
+        fragment: &'a Fragment,
     ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
-        Box::pin(self.fetch(member, fragment_json))
+        Box::pin(self.fetch(member, fragment))
     }
 
     fn psi<'a>(
         &'a self,
         member: &'a str,
-        request_json: &'a [u8],
-    ) -> BoxFuture<'a, Result<Vec<u8>, NodeFailure>> {
+        request: &'a PsiRequest,
+    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>> {
         Box::pin(async move {
-            let request = serde_json::from_slice(request_json)
-                .map_err(|e| NodeFailure::Failed(format!("bad crypto-mode step: {e}")))?;
             self.progress
                 .fragments_total
                 .fetch_add(1, Ordering::Relaxed);
-            let answer: airlock_protocol::PsiResponse = self
+            let answer: PsiResponse = self
                 .links
                 .action(
                     member,
@@ -275,12 +272,12 @@ impl NodeClient for QueryLinks {
                     &proto::Psi {
                         collaboration: self.collaboration.clone(),
                         policy_version: self.version,
-                        request,
+                        request: request.clone(),
                     },
                 )
                 .await?;
             self.progress.fragments_done.fetch_add(1, Ordering::Relaxed);
-            serde_json::to_vec(&answer).map_err(|e| NodeFailure::Failed(e.to_string()))
+            Ok(answer)
         })
     }
 

@@ -143,7 +143,8 @@ impl HubState {
     pub(super) async fn run(
         self: Arc<Self>,
         q: QueryRecord,
-        spec: api::QueryRequest,
+        prepared: airlock_hub::Prepared,
+        deliver: Option<String>,
         engine: Arc<Engine>,
         _place: Active,
     ) {
@@ -163,7 +164,7 @@ impl HubState {
             let secs = self.limits.query_timeout_secs;
             let ran = tokio::time::timeout(
                 std::time::Duration::from_secs(secs),
-                engine.hub.query_spec(&q.member, &spec, &links, &ledger),
+                engine.hub.run(prepared, &links, &ledger),
             )
             .await
             .unwrap_or_else(|_| {
@@ -189,7 +190,7 @@ impl HubState {
                         )
                         .await;
                     let rows = released.num_rows() as i64;
-                    let delivered = match &spec.deliver {
+                    let delivered = match &deliver {
                         Some(dest) => self.deliver(&q, &engine.id, dest, &bytes, rows).await,
                         None => false,
                     };
@@ -289,26 +290,37 @@ pub(super) async fn submit_query(
             return Ok((StatusCode::ACCEPTED, Json(s.view(&q))));
         }
     };
-    let q = match engine.hub.check_spec(&m, &body).await {
-        Ok(_) => s.store.transition(&q.id, QueryState::Checked, None).await?,
+    // Checked once: the prepared query is what runs.
+    let (q, prepared) = match engine.hub.prepare(&m, &body).await {
+        Ok(prepared) => (
+            s.store.transition(&q.id, QueryState::Checked, None).await?,
+            Some(prepared),
+        ),
         Err(HubError::Refused { refusal, node }) => {
             let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
-            s.store
+            let q = s
+                .store
                 .transition(&q.id, QueryState::Refused, Some(&detail))
-                .await?
+                .await?;
+            (q, None)
         }
         Err(e) => {
             let detail = match e {
                 HubError::BadInput(m) => format!("bad input: {m}"),
                 other => other.to_string(),
             };
-            s.store
+            let q = s
+                .store
                 .transition(&q.id, QueryState::Failed, Some(&detail))
-                .await?
+                .await?;
+            (q, None)
         }
     };
-    if q.state == QueryState::Checked {
-        tokio::spawn(s.clone().run(q.clone(), body, engine, place));
+    if let Some(prepared) = prepared {
+        tokio::spawn(
+            s.clone()
+                .run(q.clone(), prepared, body.deliver.clone(), engine, place),
+        );
     }
     Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
 }
