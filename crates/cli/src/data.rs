@@ -229,58 +229,18 @@ pub fn write_demo_data(dir: &Path, rows: usize) -> std::io::Result<Written> {
     })
 }
 
-/// The demo collaboration file (k = 50 on both tables).
+/// The demo collaboration file (k = 50 on both tables), as
+/// `examples/demo/collaboration.toml` holds it: the one copy the demo and
+/// the guard's own tests share.
+pub const DEMO_COLLABORATION: &str = include_str!("../../../examples/demo/collaboration.toml");
+
+/// The demo collaboration file; `join_required` sets the audience's rule.
 pub fn collaboration_toml(join_required: bool) -> String {
-    format!(
-        r#"# Airlock demo collaboration: a publisher's audience and an advertiser's purchases.
-# Both datasets are read in place from this directory; nothing is copied.
-# Reference: docs/config.md
-
-[collaboration]
-name = "demo"
-secret_file = "collaboration.key"   # read only by the members' nodes
-purposes = ["measurement"]
-
-[[members]]
-name = "publisher"
-abilities = ["provide"]
-
-[[members]]
-name = "advertiser"
-abilities = ["query", "receive", "provide"]
-
-[[datasets]]
-name = "publisher_audience"
-owner = "publisher"
-path = "audience.parquet"
-format = "parquet"
-# People with consent = false never count, in any analysis (applied by the publisher's node).
-consent = {{ measurement = {{ column = "consent" }} }}
-
-[[datasets]]
-name = "advertiser_purchases"
-owner = "advertiser"
-path = "purchases.parquet"
-format = "parquet"
-
-[[tables]]
-alias = "audience"
-dataset = "publisher_audience"
-identity = "email"
-join = ["email"]
-dimensions = ["segment", "region", "age_band", "consent"]
-rule = {{ type = "aggregation", min_distinct_identities = 50, join_required = {join_required} }}
-
-[[tables]]
-alias = "purchases"
-dataset = "advertiser_purchases"
-identity = "email"
-join = ["email"]
-dimensions = ["category", "day"]
-measures = {{ amount_cents = ["sum", "avg", "count"], order_id = ["count", "count_distinct"] }}
-rule = {{ type = "aggregation", min_distinct_identities = 50 }}
-"#
-    )
+    if join_required {
+        DEMO_COLLABORATION.to_string()
+    } else {
+        DEMO_COLLABORATION.replacen("join_required = true", "join_required = false", 1)
+    }
 }
 
 /// The demo collaboration under differential privacy: the same tables,

@@ -192,7 +192,8 @@ async fn refusal_golden_file() {
     let cluster = Cluster::open(&dir.join("collaboration.toml"), None)
         .await
         .expect("open");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/refusals.slt");
+    // The guard's golden file, run again here through real nodes.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard/tests/refusals.slt");
     let text = std::fs::read_to_string(&path).expect("golden file");
     let cases = parse_golden(&text);
     assert!(

@@ -23,7 +23,7 @@ fn airlock(args: &[&str]) -> (i32, String, String) {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../policy/tests/aws/{name}"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../interop/tests/aws/{name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
