@@ -17,7 +17,7 @@
 //! leaves. Errors that leave the node carry no data values.
 
 pub mod crypto;
-mod sources;
+pub mod sources;
 mod verify;
 
 use std::collections::HashMap;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use airlock_store::Store;
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 use crate::config::HubConfig;
@@ -29,6 +29,9 @@ use collabs::*;
 use queries::*;
 use state::*;
 pub use state::{ApiError, HubState};
+
+/// The one route served without a token.
+const OPENAPI: &str = "/openapi.json";
 
 /// Authenticates every `/v1` request before anything else (bodies
 /// included) is looked at.
@@ -42,46 +45,65 @@ async fn authenticate(
     Ok(next.run(req).await)
 }
 
-/// The REST router over `state`.
+/// The handler of a route of [`crate::api::ROUTES`], by method and path.
+/// The router is built by walking `ROUTES`, the same table the OpenAPI
+/// document is built from: a route is served only if it is documented, and
+/// a test checks every documented route has its handler here.
+fn handler(method: &str, path: &str) -> Option<MethodRouter<Shared>> {
+    use axum::routing::{delete, post, put};
+    Some(match (method, path) {
+        ("get", "/v1/whoami") => get(whoami),
+        ("get", "/v1/collaborations") => get(list_collabs),
+        ("post", "/v1/collaborations") => post(create_collab),
+        ("get", "/v1/approvals") => get(list_approvals),
+        ("get", "/v1/collaborations/{name}/approval") => get(show_approval),
+        ("post", "/v1/collaborations/{name}/approval") => post(decide_approval),
+        ("get", "/v1/collaborations/{name}") => get(show_collab),
+        ("put", "/v1/collaborations/{name}") => put(apply_collab),
+        ("post", "/v1/collaborations/{name}/check") => post(check_query),
+        ("get", "/v1/collaborations/{name}/queries") => get(list_queries),
+        ("post", "/v1/collaborations/{name}/queries") => post(submit_query),
+        ("get", "/v1/collaborations/{name}/audit") => get(get_audit),
+        ("get", "/v1/collaborations/{name}/budget") => get(get_budget),
+        ("get", "/v1/collaborations/{name}/templates") => get(list_templates),
+        ("get", "/v1/collaborations/{name}/export") => get(export_metadata),
+        ("post", "/v1/collaborations/{name}/templates/{template}/approval") => {
+            post(approve_template)
+        }
+        ("delete", "/v1/collaborations/{name}/templates/{template}/approval") => {
+            delete(revoke_template)
+        }
+        ("post", "/v1/datasets/update") => post(update_dataset),
+        ("get", "/v1/queries/{id}") => get(get_query),
+        ("get", "/v1/queries/{id}/result") => get(get_result),
+        _ => return None,
+    })
+}
+
+/// The REST router over `state`, built from [`crate::api::ROUTES`].
 pub fn router(state: Shared) -> Router {
-    let v1 = Router::new()
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/collaborations", get(list_collabs).post(create_collab))
-        .route("/v1/approvals", get(list_approvals))
-        .route(
-            "/v1/collaborations/{name}/approval",
-            get(show_approval).post(decide_approval),
-        )
-        .route(
-            "/v1/collaborations/{name}",
-            get(show_collab).put(apply_collab),
-        )
-        .route(
-            "/v1/collaborations/{name}/check",
-            axum::routing::post(check_query),
-        )
-        .route(
-            "/v1/collaborations/{name}/queries",
-            get(list_queries).post(submit_query),
-        )
-        .route("/v1/collaborations/{name}/audit", get(get_audit))
-        .route("/v1/collaborations/{name}/budget", get(get_budget))
-        .route("/v1/collaborations/{name}/templates", get(list_templates))
-        .route("/v1/collaborations/{name}/export", get(export_metadata))
-        .route(
-            "/v1/collaborations/{name}/templates/{template}/approval",
-            axum::routing::post(approve_template).delete(revoke_template),
-        )
-        .route("/v1/datasets/update", axum::routing::post(update_dataset))
-        .route("/v1/queries/{id}", get(get_query))
-        .route("/v1/queries/{id}/result", get(get_result))
+    let mut by_path: Vec<(&str, MethodRouter<Shared>)> = Vec::new();
+    for (method, path, _) in crate::api::ROUTES {
+        if *path == OPENAPI {
+            continue;
+        }
+        let h = handler(method, path)
+            .unwrap_or_else(|| panic!("the documented route {method} {path} has no handler"));
+        match by_path.iter_mut().find(|(p, _)| p == path) {
+            Some((_, r)) => *r = std::mem::take(r).merge(h),
+            None => by_path.push((path, h)),
+        }
+    }
+    let v1 = by_path
+        .into_iter()
+        .fold(Router::new(), |r, (path, h)| r.route(path, h))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
         ));
     let max_body = state.limits.max_request_bytes;
     Router::new()
-        .route("/openapi.json", get(openapi))
+        .route(OPENAPI, get(openapi))
         .merge(v1)
         .fallback(|| async { not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -141,4 +163,20 @@ pub async fn serve(
         .serve(router(state).into_make_service())
         .await
         .map_err(|e| ServiceError::Io(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handler;
+
+    #[test]
+    fn every_documented_route_has_its_handler() {
+        for (method, path, _) in crate::api::ROUTES {
+            if *path != super::OPENAPI {
+                assert!(handler(method, path).is_some(), "{method} {path}");
+            }
+        }
+        // And an undocumented one has none (it cannot be served).
+        assert!(handler("get", "/v1/secret").is_none());
+    }
 }

@@ -1,23 +1,31 @@
 //! Data sources: a member's datasets registered in place, and the views
 //! that expose only the configured columns of each configured table.
+//!
+//! A dataset is read through a [`Source`]: something that opens it as a
+//! DataFusion table read in place, with projection and filter pushdown
+//! where the kind supports it. [`FileSource`] (local Parquet, CSV and JSON
+//! files, globs and directories, confined to the node's data directory) is
+//! the one kind today; object storage, Delta Lake and PostgreSQL go behind
+//! the same trait. Above the sources this module is kind-blind: the views
+//! (configured columns, normalisation, consent and opt-out) are built the
+//! same way over whatever a source opened.
+
+mod file;
+
+pub use file::FileSource;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use airlock_policy::{
-    Collaboration, ColumnRole, ConfigError, ConfigErrors, DatasetFormat, Normalize,
-};
+use airlock_policy::{Collaboration, ColumnRole, ConfigError, ConfigErrors, Dataset, Normalize};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Column;
-use datafusion::datasource::file_format::options::ReadOptions;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::logical_expr::JoinType;
 use datafusion::logical_expr::{cast, Expr};
-use datafusion::prelude::{
-    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
-};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::future::BoxFuture;
 
 use crate::NodeError;
 
@@ -26,6 +34,22 @@ use crate::NodeError;
 pub(crate) type Views = HashMap<(Option<String>, String), Arc<dyn TableProvider>>;
 
 type Registered = (Views, HashMap<String, SchemaRef>);
+
+/// Where one dataset's rows live, and how to read them in place.
+pub trait Source: Send + Sync {
+    /// Opens the dataset as a table read in place. A refusal says why in
+    /// words that carry no data value and nothing of the owner's storage
+    /// beyond what its own configuration names.
+    fn open<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, String>>;
+}
+
+/// The source of a dataset as its owner configured it.
+pub fn source_of(ds: &Dataset, config_dir: &Path, root: Option<&Path>) -> Box<dyn Source> {
+    Box::new(FileSource::new(config_dir, root, &ds.path, ds.format))
+}
 
 fn problem(file: &str, table: &str, column: Option<&str>, message: String) -> ConfigError {
     about("table", file, table, column, message)
@@ -47,74 +71,6 @@ fn about(
     }
 }
 
-/// Files visited at most when checking one dataset's confinement.
-const MAX_CONFINEMENT_ENTRIES: usize = 1_000_000;
-
-/// Refuses a dataset whose files are not all inside `dir` once every
-/// symbolic link is followed: the path itself, and for a directory or a
-/// glob every entry below the directory it names (or the glob's fixed
-/// prefix). `root` is `dir` canonicalized.
-fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
-    let outside = || {
-        "the dataset's path leads outside the directory datasets are read from (after following links)"
-            .to_string()
-    };
-    let root =
-        root.ok_or_else(|| "the directory datasets are read from does not exist".to_string())?;
-    let lexical = Path::new(path);
-    if lexical.is_absolute()
-        || lexical
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-    {
-        return Err(outside());
-    }
-    // The fixed part of a glob: the components before the first with a
-    // glob character.
-    let fixed: std::path::PathBuf = lexical
-        .components()
-        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-        .collect();
-    let start = dir.join(&fixed);
-    let real = start.canonicalize().map_err(|_| {
-        if fixed.as_os_str().is_empty() {
-            outside()
-        } else {
-            "dataset file not found".to_string()
-        }
-    })?;
-    if !real.starts_with(root) {
-        return Err(outside());
-    }
-    let mut stack = vec![real];
-    let mut seen = 0usize;
-    while let Some(p) = stack.pop() {
-        if !p.is_dir() {
-            continue;
-        }
-        let entries =
-            std::fs::read_dir(&p).map_err(|_| "cannot list the dataset's directory".to_string())?;
-        for e in entries.flatten() {
-            seen += 1;
-            if seen > MAX_CONFINEMENT_ENTRIES {
-                return Err(format!(
-                    "the dataset's directory has more than {MAX_CONFINEMENT_ENTRIES} entries"
-                ));
-            }
-            let target = e.path().canonicalize().map_err(|_| outside())?;
-            if !target.starts_with(root) {
-                return Err(outside());
-            }
-            // Only real directories are descended (a link to a directory
-            // inside the root is listed where it really is).
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(target);
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Registers `member`'s datasets (read in place) and one view per configured
 /// table, and checks every configured column against the data's schema.
 pub(crate) async fn register(
@@ -128,76 +84,12 @@ pub(crate) async fn register(
     let mut datasets: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     let root = config_dir.canonicalize().ok();
     for ds in collab.config.datasets.iter().filter(|d| d.owner == member) {
-        let path = config_dir.join(&ds.path);
-        let path_text = path.to_string_lossy().to_string();
-        let is_glob = ds.path.contains(['*', '?', '[']);
-        if !is_glob && !path.exists() {
-            problems.push(about(
-                "dataset",
-                file,
-                &ds.name,
-                None,
-                format!("dataset file not found: {path_text}"),
-            ));
-            continue;
-        }
-        if let Err(why) = confined(root.as_deref(), config_dir, &ds.path) {
-            problems.push(about("dataset", file, &ds.name, None, why));
-            continue;
-        }
-        let url = match ListingTableUrl::parse(&path_text) {
-            Ok(u) => u,
-            Err(e) => {
-                problems.push(about(
-                    "dataset",
-                    file,
-                    &ds.name,
-                    None,
-                    format!("bad dataset path: {e}"),
-                ));
-                continue;
+        let source = source_of(ds, config_dir, root.as_deref());
+        match source.open(ctx).await {
+            Ok(table) => {
+                datasets.insert(ds.name.clone(), table);
             }
-        };
-        // The same listing options as `SessionContext::register_parquet` and
-        // friends, so scans get the session's format options.
-        let config = ctx.copied_config();
-        let table_options = ctx.copied_table_options();
-        let options = match ds.format {
-            DatasetFormat::Parquet => {
-                ParquetReadOptions::default().to_listing_options(&config, table_options)
-            }
-            DatasetFormat::Csv => CsvReadOptions::new()
-                .has_header(true)
-                .to_listing_options(&config, table_options),
-            DatasetFormat::Json => {
-                JsonReadOptions::default().to_listing_options(&config, table_options)
-            }
-        };
-        let state = ctx.state();
-        let schema = match options.infer_schema(&state, &url).await {
-            Ok(s) => s,
-            Err(e) => {
-                problems.push(about(
-                    "dataset",
-                    file,
-                    &ds.name,
-                    None,
-                    format!(
-                        "cannot read the dataset's schema at {path_text}: {}",
-                        e.strip_backtrace()
-                    ),
-                ));
-                continue;
-            }
-        };
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(schema);
-        match ListingTable::try_new(config) {
-            Ok(t) => {
-                datasets.insert(ds.name.clone(), Arc::new(t));
-            }
-            Err(e) => problems.push(about("dataset", file, &ds.name, None, e.strip_backtrace())),
+            Err(why) => problems.push(about("dataset", file, &ds.name, None, why)),
         }
     }
     let mut views = HashMap::new();

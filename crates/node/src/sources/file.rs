@@ -1,0 +1,156 @@
+//! Local files: Parquet, CSV (with a header) or JSON lines, one file, a
+//! directory or a glob, read in place from the node's data directory and
+//! refused if any of them leads outside it once links are followed.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use airlock_policy::DatasetFormat;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::options::ReadOptions;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use futures::future::BoxFuture;
+
+use super::Source;
+
+/// A dataset of local files under the node's data directory.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    /// The directory datasets are read from.
+    dir: PathBuf,
+    /// `dir` canonicalized (`None` if it does not exist).
+    root: Option<PathBuf>,
+    /// The configured path, relative to `dir` (a file, directory or glob).
+    path: String,
+    format: DatasetFormat,
+}
+
+impl FileSource {
+    /// The files at `path` (relative to `dir`, whose canonical form is
+    /// `root`) in `format`.
+    pub fn new(dir: &Path, root: Option<&Path>, path: &str, format: DatasetFormat) -> Self {
+        FileSource {
+            dir: dir.to_path_buf(),
+            root: root.map(Path::to_path_buf),
+            path: path.to_string(),
+            format,
+        }
+    }
+
+    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, String> {
+        let path = self.dir.join(&self.path);
+        let path_text = path.to_string_lossy().to_string();
+        let is_glob = self.path.contains(['*', '?', '[']);
+        if !is_glob && !path.exists() {
+            return Err(format!("dataset file not found: {path_text}"));
+        }
+        confined(self.root.as_deref(), &self.dir, &self.path)?;
+        let url =
+            ListingTableUrl::parse(&path_text).map_err(|e| format!("bad dataset path: {e}"))?;
+        // The same listing options as `SessionContext::register_parquet` and
+        // friends, so scans get the session's format options.
+        let config = ctx.copied_config();
+        let table_options = ctx.copied_table_options();
+        let options = match self.format {
+            DatasetFormat::Parquet => {
+                ParquetReadOptions::default().to_listing_options(&config, table_options)
+            }
+            DatasetFormat::Csv => CsvReadOptions::new()
+                .has_header(true)
+                .to_listing_options(&config, table_options),
+            DatasetFormat::Json => {
+                JsonReadOptions::default().to_listing_options(&config, table_options)
+            }
+        };
+        let state = ctx.state();
+        let schema = options.infer_schema(&state, &url).await.map_err(|e| {
+            format!(
+                "cannot read the dataset's schema at {path_text}: {}",
+                e.strip_backtrace()
+            )
+        })?;
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(schema);
+        let table = ListingTable::try_new(config).map_err(|e| e.strip_backtrace())?;
+        Ok(Arc::new(table))
+    }
+}
+
+impl Source for FileSource {
+    fn open<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, String>> {
+        Box::pin(self.listing(ctx))
+    }
+}
+
+/// Files visited at most when checking one dataset's confinement.
+const MAX_CONFINEMENT_ENTRIES: usize = 1_000_000;
+
+/// Refuses a dataset whose files are not all inside `dir` once every
+/// symbolic link is followed: the path itself, and for a directory or a
+/// glob every entry below the directory it names (or the glob's fixed
+/// prefix). `root` is `dir` canonicalized.
+fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
+    let outside = || {
+        "the dataset's path leads outside the directory datasets are read from (after following links)"
+            .to_string()
+    };
+    let root =
+        root.ok_or_else(|| "the directory datasets are read from does not exist".to_string())?;
+    let lexical = Path::new(path);
+    if lexical.is_absolute()
+        || lexical
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(outside());
+    }
+    // The fixed part of a glob: the components before the first with a
+    // glob character.
+    let fixed: std::path::PathBuf = lexical
+        .components()
+        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+        .collect();
+    let start = dir.join(&fixed);
+    let real = start.canonicalize().map_err(|_| {
+        if fixed.as_os_str().is_empty() {
+            outside()
+        } else {
+            "dataset file not found".to_string()
+        }
+    })?;
+    if !real.starts_with(root) {
+        return Err(outside());
+    }
+    let mut stack = vec![real];
+    let mut seen = 0usize;
+    while let Some(p) = stack.pop() {
+        if !p.is_dir() {
+            continue;
+        }
+        let entries =
+            std::fs::read_dir(&p).map_err(|_| "cannot list the dataset's directory".to_string())?;
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_CONFINEMENT_ENTRIES {
+                return Err(format!(
+                    "the dataset's directory has more than {MAX_CONFINEMENT_ENTRIES} entries"
+                ));
+            }
+            let target = e.path().canonicalize().map_err(|_| outside())?;
+            if !target.starts_with(root) {
+                return Err(outside());
+            }
+            // Only real directories are descended (a link to a directory
+            // inside the root is listed where it really is).
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(target);
+            }
+        }
+    }
+    Ok(())
+}
