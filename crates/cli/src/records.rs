@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use airlock_policy::{Ability, Collaboration, ColumnRole};
+use airlock_protocol::AuditKind;
 use airlock_store::{verify_chain, AuditEntry};
 use serde_json::{json, Value};
 
@@ -78,7 +79,16 @@ pub fn build(
     // Approvals and revocations of templates in the period.
     let approvals: Vec<Value> = audit
         .iter()
-        .filter(|e| e.kind.starts_with("template.") && (from_ms..to_ms).contains(&e.at_ms))
+        .filter(|e| {
+            matches!(
+                AuditKind::parse(&e.kind),
+                Some(
+                    AuditKind::TemplateApproved
+                        | AuditKind::TemplateRevoked
+                        | AuditKind::TemplateApprovalRefused
+                )
+            ) && (from_ms..to_ms).contains(&e.at_ms)
+        })
         .map(|e| {
             let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
             json!({
@@ -98,8 +108,9 @@ pub fn build(
         let Some(id) = payload["query"].as_str() else {
             continue;
         };
-        match e.kind.as_str() {
-            "query.submitted" if (from_ms..to_ms).contains(&e.at_ms) => {
+        let kind = AuditKind::parse(&e.kind);
+        match kind {
+            Some(AuditKind::QuerySubmitted) if (from_ms..to_ms).contains(&e.at_ms) => {
                 index.insert(id.to_string(), analyses.len());
                 analyses.push(json!({
                     "query": id,
@@ -112,16 +123,18 @@ pub fn build(
             kind => {
                 if let Some(&i) = index.get(id) {
                     let outcome = match kind {
-                        "query.released" => Some("released"),
-                        "query.refused" => Some("refused"),
-                        "query.failed" => Some("failed"),
-                        "result.deleted" => Some("released; result deleted after retention"),
+                        Some(AuditKind::QueryReleased) => Some("released"),
+                        Some(AuditKind::QueryRefused) => Some("refused"),
+                        Some(AuditKind::QueryFailed) => Some("failed"),
+                        Some(AuditKind::ResultDeleted) => {
+                            Some("released; result deleted after retention")
+                        }
                         _ => None,
                     };
                     if let Some(o) = outcome {
                         analyses[i]["outcome"] = json!(o);
                     }
-                    if kind == "result.delivered" {
+                    if kind == Some(AuditKind::ResultDelivered) {
                         analyses[i]["delivered_to"] = json!(e.actor);
                     }
                 }

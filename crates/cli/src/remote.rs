@@ -4,35 +4,39 @@
 use std::io::Write;
 
 use airlock_hub::Released;
-use airlock_service::api::QueryView;
+use airlock_policy::Control;
+use airlock_service::api::{ErrorCode, FailureKind, QueryState, QueryView};
 use airlock_service::client::HubClient;
 use airlock_service::ServiceError;
 
 use crate::cluster::CliError;
 
-/// Maps a client error onto the CLI's error kinds.
+fn refused(control: Control, message: String) -> CliError {
+    CliError::Refused {
+        refusal: airlock_policy::Refusal::new(control, message),
+        node: None,
+    }
+}
+
+/// Maps a client error onto the CLI's error kinds, by the error body's
+/// code (a 403 is an ability or a budget, and says which).
 pub fn cli_error(e: ServiceError) -> CliError {
     match e {
         ServiceError::Api {
             status,
             code,
             message,
-        } => match (status, code.as_str()) {
-            (400, _) | (404, _) | (401, _) => CliError::BadInput(message),
-            (422, "approval_refused") => CliError::Refused {
-                refusal: airlock_policy::Refusal::new(
-                    airlock_policy::Control::TemplateApproval,
-                    message,
-                ),
-                node: None,
-            },
-            // A signature that does not verify is the caller's bad
-            // input (a wrong key or text), not a rule's refusal.
-            (403, "bad_approval") => CliError::BadInput(message),
-            (403, _) => CliError::Refused {
-                refusal: airlock_policy::Refusal::new(airlock_policy::Control::Ability, message),
-                node: None,
-            },
+        } => match code {
+            ErrorCode::BadInput | ErrorCode::NotFound | ErrorCode::Unauthorized => {
+                CliError::BadInput(message)
+            }
+            // A signature that does not verify is the caller's bad input
+            // (a wrong key or text), not a rule's refusal.
+            ErrorCode::BadApproval => CliError::BadInput(message),
+            ErrorCode::ApprovalRefused => refused(Control::TemplateApproval, message),
+            ErrorCode::Forbidden => refused(Control::Ability, message),
+            ErrorCode::Budget => refused(Control::PrivacyBudget, message),
+            _ if status == 400 => CliError::BadInput(message),
             _ => CliError::Failed(message),
         },
         ServiceError::Config(m) => CliError::BadInput(m),
@@ -86,9 +90,11 @@ pub async fn deliver(
 ) -> Result<String, CliError> {
     let q = client.submit_spec(collab, spec).await.map_err(cli_error)?;
     let q = client.wait(q, |_| {}).await.map_err(cli_error)?;
-    match (q.state.as_str(), &q.delivery) {
-        ("released", Some(d)) => Ok(format!("released {} rows; {d}", q.rows.unwrap_or(0))),
-        ("released", None) => Err(CliError::Failed(format!(
+    match (q.state, &q.delivery) {
+        (QueryState::Released, Some(d)) => {
+            Ok(format!("released {} rows; {d}", q.rows.unwrap_or(0)))
+        }
+        (QueryState::Released, None) => Err(CliError::Failed(format!(
             "released, but the delivery failed (see the audit chain); fetch query {} instead",
             q.id
         ))),
@@ -98,12 +104,12 @@ pub async fn deliver(
 
 /// Turns a finished query into a released result or an error.
 pub async fn finish(client: &HubClient, q: QueryView) -> Result<Released, CliError> {
-    match q.state.as_str() {
-        "released" => {
+    match q.state {
+        QueryState::Released => {
             let (schema, batches) = client.result(&q.id).await.map_err(cli_error)?;
             Ok(Released { schema, batches })
         }
-        "refused" => match q.refusal {
+        QueryState::Refused => match q.refusal {
             Some(refusal) => Err(CliError::Refused {
                 refusal,
                 node: q.refused_by_node,
@@ -112,10 +118,9 @@ pub async fn finish(client: &HubClient, q: QueryView) -> Result<Released, CliErr
         },
         _ => {
             let msg = q.error.unwrap_or_else(|| "the query failed".into());
-            if let Some(m) = msg.strip_prefix("bad input: ") {
-                Err(CliError::BadInput(m.to_string()))
-            } else {
-                Err(CliError::Failed(msg))
+            match q.error_kind {
+                Some(FailureKind::BadInput) => Err(CliError::BadInput(msg)),
+                _ => Err(CliError::Failed(msg)),
             }
         }
     }

@@ -15,6 +15,7 @@ use airlock_crypto::pki::Ca;
 use airlock_crypto::{CollaborationSecret, PseudonymKey};
 use airlock_policy::Control;
 use airlock_protocol::{Fragment, FragmentColumn, ScanFragment, Treatment};
+use airlock_service::api::QueryState;
 use airlock_service::client::{HubClient, Method};
 use airlock_service::links::node_server_name;
 use airlock_service::proto;
@@ -372,10 +373,10 @@ async fn authentication_matrix() {
         .await
         .expect("submit");
     let solo_q = publisher.wait(solo_q, |_| {}).await.expect("wait");
-    assert_eq!(solo_q.state, "released");
+    assert_eq!(solo_q.state, QueryState::Released);
     let demo_q = advertiser.submit("demo", OVERLAP).await.expect("submit");
     let demo_q = advertiser.wait(demo_q, |_| {}).await.expect("wait");
-    assert_eq!(demo_q.state, "released");
+    assert_eq!(demo_q.state, QueryState::Released);
 
     // Tokens: missing, garbage, expired, revoked → 401 on every route.
     let store = airlock_store::Store::open(&format!(
@@ -630,7 +631,7 @@ async fn killing_the_hub_mid_query_never_releases_twice() {
         "ends failed or released, not {}",
         after.state
     );
-    if after.state == "failed" {
+    if after.state == QueryState::Failed {
         assert!(after
             .error
             .as_deref()
@@ -645,7 +646,7 @@ async fn killing_the_hub_mid_query_never_releases_twice() {
         .await
         .expect("submit");
     let again = client.wait(again, |_| {}).await.expect("wait");
-    assert_eq!(again.state, "released");
+    assert_eq!(again.state, QueryState::Released);
 
     let text = client.audit("demo").await.expect("audit");
     let entries = airlock_store::parse_jsonl(&text).expect("jsonl");
@@ -823,7 +824,7 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     );
     let q = advertiser.submit("broken", OVERLAP).await.expect("submit");
     let q = advertiser.wait(q, |_| {}).await.expect("wait");
-    assert_eq!(q.state, "failed");
+    assert_eq!(q.state, QueryState::Failed);
     let mut before = BTreeMap::new();
     for n in &names {
         let r = remote::query(&advertiser, n, OVERLAP).await.expect(n);
@@ -1941,7 +1942,7 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     );
     let q = advertiser.submit("steal", cells).await.expect("submit");
     let q = advertiser.wait(q, |_| {}).await.expect("wait");
-    assert_eq!(q.state, "failed", "{q:?}");
+    assert_eq!(q.state, QueryState::Failed, "{q:?}");
     assert!(
         q.error
             .as_deref()
@@ -2505,7 +2506,7 @@ async fn hostile_requests_end_no_process_and_every_limit_refuses_by_name() {
     let advertiser = running.client("advertiser").expect("client");
     let q = advertiser.submit("demo", OVERLAP).await.expect("submit");
     let q = advertiser.wait(q, |_| {}).await.expect("wait");
-    assert_eq!(q.state, "failed");
+    assert_eq!(q.state, QueryState::Failed);
     assert!(
         q.error
             .as_deref()

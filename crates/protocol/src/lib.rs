@@ -14,6 +14,7 @@
 //!
 //! No IO: encoding is pure, so the crate is tested alone.
 
+pub mod audit;
 pub mod fragment;
 
 #[cfg(feature = "datafusion")]
@@ -32,6 +33,7 @@ pub mod metadata {
     pub const DP_COST: &str = "airlock.dp_cost";
 }
 
+pub use audit::AuditKind;
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
     Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,

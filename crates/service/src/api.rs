@@ -2,6 +2,7 @@
 //! and the CLI's client), and its OpenAPI document.
 
 use airlock_policy::Refusal;
+pub use airlock_store::QueryState;
 use serde::{Deserialize, Serialize};
 
 /// Body of `POST /v1/collaborations` and `PUT /v1/collaborations/{name}`.
@@ -190,10 +191,14 @@ pub struct QueryView {
     pub collaboration: String,
     /// Who submitted it.
     pub member: String,
-    /// `submitted`, `checked`, `running`, `released`, `refused` or `failed`.
-    pub state: String,
+    /// Where it is in its lifecycle (`submitted`, `checked`, `running`,
+    /// `released`, `refused` or `failed` on the wire).
+    pub state: QueryState,
     /// Why it failed.
     pub error: Option<String>,
+    /// What kind of failure: the caller's input, or anything else.
+    #[serde(default)]
+    pub error_kind: Option<FailureKind>,
     /// Why it was refused.
     pub refusal: Option<Refusal>,
     /// The node that refused it, if a node did.
@@ -205,6 +210,41 @@ pub struct QueryView {
     /// Where a released result was delivered (the hub then keeps no copy).
     #[serde(default)]
     pub delivery: Option<String>,
+}
+
+/// Why a query failed, as a kind the client acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The request was malformed (SQL syntax, an unknown table).
+    BadInput,
+    /// Anything else.
+    Failed,
+}
+
+/// A failed query's detail as the hub stores it: the kind and the message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailureDetail {
+    /// The kind.
+    pub kind: FailureKind,
+    /// The message (never a data value).
+    pub message: String,
+}
+
+impl FailureDetail {
+    /// The stored detail of a failed query: this structure as JSON, or
+    /// plain text from before it existed (a failure of kind `failed`).
+    pub fn parse(detail: &str) -> FailureDetail {
+        serde_json::from_str(detail).unwrap_or_else(|_| FailureDetail {
+            kind: FailureKind::Failed,
+            message: detail.to_string(),
+        })
+    }
+
+    /// As stored.
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| self.message.clone())
+    }
 }
 
 /// Answer of `.../check`.
@@ -241,12 +281,71 @@ pub struct DatasetUpdated {
     pub sync_errors: Vec<String>,
 }
 
+/// The machine-readable kind of an error body (`snake_case` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No valid bearer token (401).
+    Unauthorized,
+    /// No such object, or not visible to the caller (404).
+    NotFound,
+    /// The caller lacks the ability, or may not make this change (403).
+    Forbidden,
+    /// The privacy budget does not cover the query (403).
+    Budget,
+    /// An approval's signature does not verify (403): the caller's input.
+    BadApproval,
+    /// Static verification refused a template's approval (422).
+    ApprovalRefused,
+    /// The query was refused by a rule (422, `check`).
+    Refused,
+    /// Malformed body, invalid file (400).
+    BadInput,
+    /// The object changed meanwhile (409).
+    Conflict,
+    /// The collaboration or its nodes are not ready (503).
+    NotReady,
+    /// The result was delivered, so the hub has no copy (410).
+    Delivered,
+    /// The result is gone: its retention ran out (410).
+    Expired,
+    /// A limit of the hub (413, 429).
+    Limit,
+    /// Anything else (500).
+    Failed,
+    /// A code this client does not know (a newer hub).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Budget => "budget",
+            ErrorCode::BadApproval => "bad_approval",
+            ErrorCode::ApprovalRefused => "approval_refused",
+            ErrorCode::Refused => "refused",
+            ErrorCode::BadInput => "bad_input",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Delivered => "delivered",
+            ErrorCode::Expired => "expired",
+            ErrorCode::Limit => "limit",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Unknown => "unknown",
+        }
+    }
+}
+
 /// Every error body.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// Machine-readable kind: `unauthorized`, `not_found`, `forbidden`,
-    /// `bad_input`, `conflict`, `not_ready`, `failed`.
-    pub code: String,
+    /// Machine-readable kind.
+    pub code: ErrorCode,
     /// Human-readable message (never a data value).
     pub error: String,
 }

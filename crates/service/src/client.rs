@@ -190,7 +190,7 @@ impl HubClient {
         let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
             Ok(b) => (b.code, b.error),
             Err(_) => (
-                "failed".to_string(),
+                crate::api::ErrorCode::Failed,
                 format!(
                     "the hub answered {status}: {}",
                     text.chars().take(500).collect::<String>()
@@ -424,7 +424,12 @@ impl HubClient {
         // Short queries end within milliseconds: poll fast first, then back
         // off to ten times a second.
         let mut pause = Duration::from_millis(2);
-        while matches!(q.state.as_str(), "submitted" | "checked" | "running") {
+        while matches!(
+            q.state,
+            crate::api::QueryState::Submitted
+                | crate::api::QueryState::Checked
+                | crate::api::QueryState::Running
+        ) {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
             q = self.query(&q.id).await?;

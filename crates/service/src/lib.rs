@@ -46,7 +46,7 @@ pub enum ServiceError {
         /// HTTP status.
         status: u16,
         /// The error body's code.
-        code: String,
+        code: crate::api::ErrorCode,
         /// The error body's message.
         message: String,
     },

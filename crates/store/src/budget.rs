@@ -4,6 +4,7 @@
 //! of 1e-9 (nano-epsilon), delta in units of 1e-18 (atto-delta). Values
 //! given as `f64` are rounded to the nearest unit.
 
+use airlock_protocol::AuditKind;
 use serde_json::json;
 use sqlx::AnyConnection;
 
@@ -322,7 +323,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 collab,
-                "budget.set",
+                AuditKind::BudgetSet.as_str(),
                 by,
                 &json!({
                     "analyst": analyst,
@@ -399,7 +400,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 collab,
-                "budget.debited",
+                AuditKind::BudgetDebited.as_str(),
                 analyst,
                 &json!({
                     "query": query_id,

@@ -1,5 +1,6 @@
 //! Collaborations and their versions.
 
+use airlock_protocol::AuditKind;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
@@ -72,7 +73,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 name,
-                "collaboration.created",
+                AuditKind::CollaborationCreated.as_str(),
                 by_member,
                 &serde_json::json!({"id": collab_id, "version": 1, "sha256": sha256}),
             )
@@ -124,7 +125,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 name,
-                "collaboration.applied",
+                AuditKind::CollaborationApplied.as_str(),
                 by_member,
                 &serde_json::json!({"version": version, "sha256": sha256}),
             )
@@ -227,12 +228,12 @@ impl Store {
             .ctx("store an approval")?;
             let (kind, payload) = if a.approved {
                 (
-                    "collaboration.approved",
+                    AuditKind::CollaborationApproved.as_str(),
                     serde_json::json!({"version": a.version, "sha256": a.sha256}),
                 )
             } else {
                 (
-                    "collaboration.refused",
+                    AuditKind::CollaborationRefused.as_str(),
                     serde_json::json!({"version": a.version, "sha256": a.sha256, "reason": a.reason}),
                 )
             };

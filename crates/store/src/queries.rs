@@ -1,5 +1,6 @@
 //! Queries: submission, lifecycle, results.
 
+use airlock_protocol::AuditKind;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use sqlx::Row;
@@ -140,7 +141,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 collab,
-                "query.submitted",
+                AuditKind::QuerySubmitted.as_str(),
                 member,
                 &serde_json::json!({"query": id, "state": "submitted", "sql": sql}),
             )
@@ -185,7 +186,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 &q.collab,
-                &format!("query.{to}"),
+                query_kind(to).as_str(),
                 &q.member,
                 &serde_json::json!({"query": q.id, "state": to.as_str(), "detail": detail}),
             )
@@ -223,7 +224,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 &q.collab,
-                "query.released",
+                AuditKind::QueryReleased.as_str(),
                 &q.member,
                 &serde_json::json!({
                     "query": q.id,
@@ -271,7 +272,7 @@ impl Store {
             append_audit_in(
                 &mut tx,
                 &q.collab,
-                "query.released",
+                AuditKind::QueryReleased.as_str(),
                 &q.member,
                 &serde_json::json!({
                     "query": q.id,
@@ -282,7 +283,14 @@ impl Store {
                 }),
             )
             .await?;
-            append_audit_in(&mut tx, &q.collab, "result.delivered", &q.member, payload).await?;
+            append_audit_in(
+                &mut tx,
+                &q.collab,
+                AuditKind::ResultDelivered.as_str(),
+                &q.member,
+                payload,
+            )
+            .await?;
             q
         })
     }
@@ -363,7 +371,7 @@ impl Store {
                 append_audit_in(
                     &mut tx,
                     collab,
-                    "result.deleted",
+                    AuditKind::ResultDeleted.as_str(),
                     "hub",
                     &serde_json::json!({
                         "query": id,
@@ -403,5 +411,17 @@ impl Store {
             }
         }
         Ok(failed)
+    }
+}
+
+/// The audit kind of a query's move to `state`.
+fn query_kind(state: QueryState) -> AuditKind {
+    match state {
+        QueryState::Submitted => AuditKind::QuerySubmitted,
+        QueryState::Checked => AuditKind::QueryChecked,
+        QueryState::Running => AuditKind::QueryRunning,
+        QueryState::Released => AuditKind::QueryReleased,
+        QueryState::Refused => AuditKind::QueryRefused,
+        QueryState::Failed => AuditKind::QueryFailed,
     }
 }

@@ -1,6 +1,7 @@
 //! Collaborations, their approvals, templates, exported metadata and
 //! dataset updates over REST.
 
+use airlock_protocol::AuditKind;
 use std::collections::BTreeSet;
 
 use airlock_policy::{Ability, Collaboration};
@@ -13,7 +14,7 @@ use axum::Extension;
 use axum::Json;
 use sha2::Digest as _;
 
-use crate::api::{self};
+use crate::api::{self, ErrorCode};
 
 use super::state::*;
 use super::sync::*;
@@ -122,7 +123,7 @@ pub(super) async fn create_collab(
         if other.id == collab.id() {
             return Err(ApiError(
                 StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 format!("a collaboration with id '{}' exists", collab.id()),
             ));
         }
@@ -271,7 +272,7 @@ pub(super) async fn decide_approval(
     if body.sha256 != rec.sha256 {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            "conflict",
+            ErrorCode::Conflict,
             format!(
                 "the current version of '{name}' is {} with SHA-256 {}: review it before deciding",
                 rec.version, rec.sha256
@@ -321,7 +322,7 @@ pub(super) async fn export_metadata(
     let engine = s
         .engine(&name)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
     let mut members = Vec::new();
     for member in &collab.config.members {
         let node = if s.links.members().any(|n| *n == member.name)
@@ -407,7 +408,7 @@ pub(super) async fn export_metadata(
     s.store
         .append_audit(
             &name,
-            "metadata.exported",
+            AuditKind::MetadataExported.as_str(),
             &m,
             serde_json::json!({"version": rec.version, "sha256": rec.sha256}),
         )
@@ -469,7 +470,7 @@ pub(super) async fn set_approval(
         let engine = s
             .engine(&name)
             .await
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
         match engine.hub.verify_template(&t).await {
             Ok(n) => checks = n,
             Err(reasons) => {
@@ -477,7 +478,7 @@ pub(super) async fn set_approval(
                     .store
                     .append_audit(
                         &name,
-                        "template.approval_refused",
+                        AuditKind::TemplateApprovalRefused.as_str(),
                         &m,
                         serde_json::json!({"template": t.name, "hash": hash, "reasons": reasons}),
                     )
@@ -485,7 +486,7 @@ pub(super) async fn set_approval(
                 return Ok((
                     StatusCode::UNPROCESSABLE_ENTITY,
                     Json(serde_json::json!({
-                        "code": "approval_refused",
+                        "code": ErrorCode::ApprovalRefused,
                         "error": format!(
                             "template '{}' could break a rule for some allowed parameter values; approval refused:\n  {}",
                             t.name,
@@ -513,9 +514,9 @@ pub(super) async fn set_approval(
         .append_audit(
             &name,
             if approve {
-                "template.approved"
+                AuditKind::TemplateApproved.as_str()
             } else {
-                "template.revoked"
+                AuditKind::TemplateRevoked.as_str()
             },
             &m,
             serde_json::json!({"template": t.name, "hash": hash, "version": rec.version, "checks": checks}),

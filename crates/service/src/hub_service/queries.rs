@@ -1,6 +1,7 @@
 //! The query lifecycle over REST: check, submit, run (fan-out, release or
 //! delivery), progress, results and the audit chain.
 
+use airlock_protocol::AuditKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,7 +18,16 @@ use axum::Json;
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use crate::api::{self, ProgressView, QueryView};
+use crate::api::{self, ErrorCode, FailureDetail, FailureKind, ProgressView, QueryView};
+
+/// A failed query's stored detail.
+fn failure(kind: FailureKind, message: impl Into<String>) -> String {
+    FailureDetail {
+        kind,
+        message: message.into(),
+    }
+    .to_text()
+}
 use crate::links::Progress;
 use crate::proto;
 
@@ -88,7 +98,7 @@ impl HubState {
                     .store
                     .append_audit(
                         &q.collab,
-                        "result.delivery_failed",
+                        AuditKind::ResultDeliveryFailed.as_str(),
                         "hub",
                         serde_json::json!({"query": q.id, "destination": dest, "error": e}),
                     )
@@ -103,8 +113,9 @@ impl HubState {
             id: q.id.clone(),
             collaboration: q.collab.clone(),
             member: q.member.clone(),
-            state: q.state.as_str().to_string(),
+            state: q.state,
             error: None,
+            error_kind: None,
             refusal: None,
             refused_by_node: None,
             rows: q.rows,
@@ -125,7 +136,11 @@ impl HubState {
                     v.refused_by_node = d["node"].as_str().map(str::to_string);
                 }
             }
-            QueryState::Failed => v.error = q.detail.clone(),
+            QueryState::Failed => {
+                let d = FailureDetail::parse(q.detail.as_deref().unwrap_or_default());
+                v.error = Some(d.message);
+                v.error_kind = Some(d.kind);
+            }
             _ => {}
         }
         if let Ok(p) = self.progress.lock() {
@@ -181,7 +196,7 @@ impl HubState {
                         .store
                         .append_audit(
                             &q.collab,
-                            "fragments.ran",
+                            AuditKind::FragmentsRan.as_str(),
                             "hub",
                             serde_json::json!({
                                 "query": q.id,
@@ -217,7 +232,11 @@ impl HubState {
         if let Err(m) = outcome {
             let _ = self
                 .store
-                .transition(&q.id, QueryState::Failed, Some(&m))
+                .transition(
+                    &q.id,
+                    QueryState::Failed,
+                    Some(&failure(FailureKind::Failed, m)),
+                )
                 .await;
             // A node may have restarted or lost its state: push the
             // collaboration to its nodes again before the next query.
@@ -241,7 +260,7 @@ pub(super) async fn check_query(
     let engine = s
         .engine(&name)
         .await
-        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
     match engine.hub.check_spec(&m, &body).await {
         Ok((_, plan)) => Ok(Json(api::CheckView {
             plan: plan.to_string(),
@@ -249,7 +268,7 @@ pub(super) async fn check_query(
         .into_response()),
         Err(HubError::Refused { refusal, node }) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({"code": "refused", "error": refusal.to_string(), "refusal": refusal, "node": node})),
+            Json(serde_json::json!({"code": ErrorCode::Refused, "error": refusal.to_string(), "refusal": refusal, "node": node})),
         )
             .into_response()),
         Err(HubError::BadInput(e)) => Err(bad_input(e)),
@@ -284,7 +303,10 @@ pub(super) async fn submit_query(
                 .transition(
                     &q.id,
                     QueryState::Failed,
-                    Some(&format!("the collaboration is not ready: {e}")),
+                    Some(&failure(
+                        FailureKind::Failed,
+                        format!("the collaboration is not ready: {e}"),
+                    )),
                 )
                 .await?;
             return Ok((StatusCode::ACCEPTED, Json(s.view(&q))));
@@ -306,8 +328,8 @@ pub(super) async fn submit_query(
         }
         Err(e) => {
             let detail = match e {
-                HubError::BadInput(m) => format!("bad input: {m}"),
-                other => other.to_string(),
+                HubError::BadInput(m) => failure(FailureKind::BadInput, m),
+                other => failure(FailureKind::Failed, other.to_string()),
             };
             let q = s
                 .store
@@ -391,7 +413,7 @@ pub(super) async fn get_result(
     if q.detail.as_deref() == Some(airlock_store::RESULT_DELETED) {
         return Err(ApiError(
             StatusCode::GONE,
-            "expired",
+            ErrorCode::Expired,
             airlock_store::RESULT_DELETED.to_string(),
         ));
     }
@@ -400,12 +422,16 @@ pub(super) async fn get_result(
         .as_deref()
         .filter(|d| d.starts_with("delivered to"))
     {
-        return Err(ApiError(StatusCode::GONE, "delivered", d.to_string()));
+        return Err(ApiError(
+            StatusCode::GONE,
+            ErrorCode::Delivered,
+            d.to_string(),
+        ));
     }
     if q.state != QueryState::Released {
         return Err(ApiError(
             StatusCode::CONFLICT,
-            "not_ready",
+            ErrorCode::NotReady,
             format!("the query is {}, not released", q.state.as_str()),
         ));
     }
@@ -418,7 +444,7 @@ pub(super) async fn get_result(
         .store
         .append_audit(
             &q.collab,
-            "result.delivered",
+            AuditKind::ResultDelivered.as_str(),
             &m,
             serde_json::json!({
                 "query": id,

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::api::{self, ErrorBody};
+use crate::api::{self, ErrorBody, ErrorCode};
 use crate::config::HubConfig;
 use crate::links::{NodeLinks, Progress};
 use crate::proto;
@@ -63,7 +63,7 @@ impl Drop for Active {
 #[derive(Debug)]
 pub struct ApiError(
     pub(super) StatusCode,
-    pub(super) &'static str,
+    pub(super) ErrorCode,
     pub(super) String,
 );
 
@@ -72,7 +72,7 @@ impl IntoResponse for ApiError {
         (
             self.0,
             Json(ErrorBody {
-                code: self.1.to_string(),
+                code: self.1,
                 error: self.2,
             }),
         )
@@ -83,7 +83,7 @@ impl IntoResponse for ApiError {
 pub(super) fn unauthorized() -> ApiError {
     ApiError(
         StatusCode::UNAUTHORIZED,
-        "unauthorized",
+        ErrorCode::Unauthorized,
         "a valid bearer token is required".into(),
     )
 }
@@ -91,31 +91,35 @@ pub(super) fn unauthorized() -> ApiError {
 pub(super) fn not_found(what: &str) -> ApiError {
     ApiError(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no such {what}"),
     )
 }
 
 pub(super) fn bad_input(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "bad_input", m.into())
+    ApiError(StatusCode::BAD_REQUEST, ErrorCode::BadInput, m.into())
 }
 
 pub(super) fn forbidden(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::FORBIDDEN, "forbidden", m.into())
+    ApiError(StatusCode::FORBIDDEN, ErrorCode::Forbidden, m.into())
 }
 
 pub(super) fn failed(m: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "failed", m.into())
+    ApiError(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Failed,
+        m.into(),
+    )
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => not_found("object"),
-            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, ErrorCode::Conflict, m),
             StoreError::BadInput(m) => bad_input(m),
             e @ StoreError::Overspend { .. } => {
-                ApiError(StatusCode::FORBIDDEN, "budget", e.to_string())
+                ApiError(StatusCode::FORBIDDEN, ErrorCode::Budget, e.to_string())
             }
             other => failed(format!("store: {other}")),
         }
@@ -209,7 +213,7 @@ pub(super) fn rejected(e: JsonRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "limit",
+            ErrorCode::Limit,
             "the request body is larger than the hub's limit (max_request_bytes)".into(),
         )
     } else {
@@ -263,7 +267,7 @@ impl HubState {
         if *n >= max {
             return Err(ApiError(
                 StatusCode::TOO_MANY_REQUESTS,
-                "limit",
+                ErrorCode::Limit,
                 format!(
                     "'{member}' has {max} queries running, the limit (max_concurrent_queries_per_member); wait for one to end"
                 ),
@@ -342,7 +346,7 @@ impl HubState {
             .map_err(|e| {
                 ApiError(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not_ready",
+                    ErrorCode::NotReady,
                     format!("the node of '{member}': {}", failure_text(&e)),
                 )
             })
@@ -397,7 +401,7 @@ impl HubState {
         } else {
             Err(ApiError(
                 StatusCode::FORBIDDEN,
-                "bad_approval",
+                ErrorCode::BadApproval,
                 format!(
                     "the approval is not a signature of version {version} of '{}' by the member key of '{member}' that its node holds, replacing {}",
                     collab.name(),

@@ -1,6 +1,7 @@
 //! Policy sync: building a collaboration's engine at its current version
 //! from every node's view, and relaying the collaboration secret.
 
+use airlock_protocol::AuditKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -169,7 +170,7 @@ impl HubState {
                 .store
                 .append_audit(
                     &rec.name,
-                    "policy.sync_failed",
+                    AuditKind::PolicySyncFailed.as_str(),
                     "hub",
                     serde_json::json!({
                         "version": rec.version,
@@ -183,7 +184,7 @@ impl HubState {
             .store
             .append_audit(
                 &rec.name,
-                "policy.synced",
+                AuditKind::PolicySynced.as_str(),
                 "hub",
                 serde_json::json!({"version": rec.version, "nodes": providers}),
             )
@@ -272,7 +273,7 @@ impl HubState {
             .store
             .append_audit(
                 name,
-                "secret.distributed",
+                AuditKind::SecretDistributed.as_str(),
                 "hub",
                 serde_json::json!({"generated_by": generator, "sealed_to": sealed.sealed.keys().collect::<Vec<_>>()}),
             )
