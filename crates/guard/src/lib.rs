@@ -472,19 +472,20 @@ impl Guard {
             }
         }
         let state = self.ctx.state();
-        let plan = state.statement_to_plan(statement).await.map_err(|e| {
-            let message = e.strip_backtrace().to_string();
-            // A function the engine does not know is as refused as one it
-            // knows but the allowlist does not name.
-            if message.contains("Invalid function") {
-                GuardError::Refused(Refusal::new(
-                    Control::UnknownFunction,
-                    "a function in the query is not on the allowlist",
-                ))
-            } else {
-                GuardError::BadInput(message)
-            }
-        })?;
+        // A function the engine does not know is as refused as one it knows
+        // but the allowlist does not name: found by name before planning,
+        // not by reading the planner's error text.
+        if calls_unknown_function(&statement, &state) {
+            return Err(Refusal::new(
+                Control::UnknownFunction,
+                "a function in the query is not on the allowlist",
+            )
+            .into());
+        }
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| GuardError::BadInput(e.strip_backtrace().to_string()))?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -616,6 +617,37 @@ impl Guard {
 }
 
 /// Only plain queries pass; every other statement is refused by name.
+/// Whether the query calls a function by a name the session registers as
+/// no scalar, aggregate or window function.
+fn calls_unknown_function(
+    statement: &DFStatement,
+    state: &datafusion::execution::SessionState,
+) -> bool {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr as SqlExpr, ObjectNamePart};
+    let DFStatement::Statement(s) = statement else {
+        return false;
+    };
+    let known = |name: &str| {
+        state.scalar_functions().contains_key(name)
+            || state.aggregate_functions().contains_key(name)
+            || state.window_functions().contains_key(name)
+    };
+    let found = visit_expressions(s.as_ref(), |e| {
+        if let SqlExpr::Function(f) = e {
+            let name = match f.name.0.last() {
+                Some(ObjectNamePart::Identifier(i)) if i.quote_style.is_some() => i.value.clone(),
+                Some(ObjectNamePart::Identifier(i)) => i.value.to_lowercase(),
+                _ => return std::ops::ControlFlow::Break(()),
+            };
+            if f.name.0.len() != 1 || !known(&name) {
+                return std::ops::ControlFlow::Break(());
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    found.is_break()
+}
+
 fn check_statement(statement: &DFStatement, sql: &str) -> Result<(), GuardError> {
     let keyword = || {
         sql.split_whitespace()

@@ -544,18 +544,39 @@ pub(super) fn patch_dataset(
     member: &str,
     u: &api::DatasetUpdate,
 ) -> Result<Option<String>, String> {
-    let mut doc: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    use toml_edit::{DocumentMut, Item, Value};
+    // Edited in place, as template approvals are: comments, order and
+    // layout of the owner's file survive the change.
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| e.to_string())?;
+    let str_of = |t: &dyn toml_edit::TableLike, key: &str| {
+        t.get(key).and_then(Item::as_str).map(str::to_string)
+    };
     let mut names = Vec::new();
-    if let Some(toml::Value::Array(datasets)) = doc.get_mut("datasets") {
-        for d in datasets.iter_mut().filter_map(toml::Value::as_table_mut) {
-            let owned = d.get("owner").and_then(toml::Value::as_str) == Some(member);
-            let same = d.get("path").and_then(toml::Value::as_str) == Some(u.path.as_str());
-            if owned && same {
-                if let Some(name) = d.get("name").and_then(toml::Value::as_str) {
-                    names.push(name.to_string());
-                }
-                if let Some(p) = &u.new_path {
-                    d.insert("path".into(), toml::Value::String(p.clone()));
+    if let Some(datasets) = doc
+        .get_mut("datasets")
+        .and_then(Item::as_array_of_tables_mut)
+    {
+        for d in datasets.iter_mut() {
+            let owned = str_of(d, "owner").as_deref() == Some(member);
+            let same = str_of(d, "path").as_deref() == Some(u.path.as_str());
+            if !(owned && same) {
+                continue;
+            }
+            if let Some(name) = str_of(d, "name") {
+                names.push(name);
+            }
+            if let Some(p) = &u.new_path {
+                match d.get_mut("path").and_then(Item::as_value_mut) {
+                    Some(v) => {
+                        let decor = v.decor().clone();
+                        *v = Value::from(p.as_str());
+                        *v.decor_mut() = decor;
+                    }
+                    None => {
+                        d.insert("path", toml_edit::value(p.as_str()));
+                    }
                 }
             }
         }
@@ -565,24 +586,21 @@ pub(super) fn patch_dataset(
     }
     if let Some(k) = u.min_distinct_identities {
         let k = i64::try_from(k).map_err(|_| "min_distinct_identities is too large".to_string())?;
-        if let Some(toml::Value::Array(tables)) = doc.get_mut("tables") {
-            for t in tables.iter_mut().filter_map(toml::Value::as_table_mut) {
-                let uses = t
-                    .get("dataset")
-                    .and_then(toml::Value::as_str)
-                    .is_some_and(|d| names.iter().any(|n| n == d));
+        if let Some(tables) = doc.get_mut("tables").and_then(Item::as_array_of_tables_mut) {
+            for t in tables.iter_mut() {
+                let uses = str_of(t, "dataset").is_some_and(|d| names.contains(&d));
                 if !uses {
                     continue;
                 }
-                if let Some(rule) = t.get_mut("rule").and_then(toml::Value::as_table_mut) {
-                    if rule.get("type").and_then(toml::Value::as_str) == Some("aggregation") {
-                        rule.insert("min_distinct_identities".into(), toml::Value::Integer(k));
+                if let Some(rule) = t.get_mut("rule").and_then(Item::as_table_like_mut) {
+                    if str_of(rule, "type").as_deref() == Some("aggregation") {
+                        rule.insert("min_distinct_identities", toml_edit::value(k));
                     }
                 }
             }
         }
     }
-    toml::to_string(&doc).map(Some).map_err(|e| e.to_string())
+    Ok(Some(doc.to_string()))
 }
 
 pub(super) async fn update_dataset(
@@ -644,4 +662,66 @@ pub(super) async fn update_dataset(
         });
     }
     Ok(Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patch_dataset;
+    use crate::api::DatasetUpdate;
+
+    const FILE: &str = r#"# the owner's own notes
+[[datasets]]
+name = "crm"
+owner = "publisher"
+path = "crm.csv"   # moved in May
+format = "csv"
+
+[[datasets]]
+name = "shop"
+owner = "advertiser"
+path = "crm.csv"
+format = "csv"
+
+[[tables]]
+alias = "crm"
+dataset = "crm"
+rule = { type = "aggregation", min_distinct_identities = 50 }
+
+[[tables]]
+alias = "shop"
+dataset = "shop"
+rule = { type = "aggregation", min_distinct_identities = 50 }
+"#;
+
+    #[test]
+    fn a_dataset_update_edits_the_owners_entries_in_place() {
+        let u = DatasetUpdate {
+            path: "crm.csv".into(),
+            new_path: Some("crm-2.csv".into()),
+            min_distinct_identities: Some(80),
+        };
+        let out = patch_dataset(FILE, "publisher", &u)
+            .expect("patched")
+            .expect("uses it");
+        // Comments and layout survive; only the owner's dataset moves, and
+        // only the tables over it get the new k.
+        assert!(out.starts_with("# the owner's own notes\n"), "{out}");
+        assert!(
+            out.contains("path = \"crm-2.csv\"   # moved in May"),
+            "{out}"
+        );
+        assert_eq!(out.matches("path = \"crm.csv\"").count(), 1, "{out}");
+        assert_eq!(
+            out.matches("min_distinct_identities = 80").count(),
+            1,
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("min_distinct_identities = 50").count(),
+            1,
+            "{out}"
+        );
+        // A member that owns nothing there changes nothing.
+        assert!(patch_dataset(FILE, "nobody", &u).expect("ok").is_none());
+    }
 }
