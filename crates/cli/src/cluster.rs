@@ -157,7 +157,7 @@ impl Cluster {
         } else {
             dir
         };
-        let ledger = match &collab.config.privacy {
+        let ledger = match &collab.config().privacy {
             None => None,
             Some(_) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -172,7 +172,7 @@ impl Cluster {
         };
         let mut nodes = HashMap::new();
         let mut schemas = HashMap::new();
-        for m in &collab.config.members {
+        for m in &collab.config().members {
             if !m.abilities.contains(&Ability::Provide) {
                 continue;
             }
@@ -264,7 +264,7 @@ impl Cluster {
     pub fn default_querier(&self) -> Option<String> {
         self.hub
             .collaboration()
-            .config
+            .config()
             .members
             .iter()
             .find(|m| m.abilities.contains(&Ability::Query))

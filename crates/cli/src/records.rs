@@ -19,7 +19,7 @@ pub fn build(
     to_ms: i64,
 ) -> Result<Value, String> {
     verify_chain(audit).map_err(|e| format!("the audit chain does not verify: {e}"))?;
-    let c = &collab.config;
+    let c = &collab.config();
     let members: Vec<Value> = c
         .members
         .iter()

@@ -45,7 +45,7 @@ pub fn describe(views: &[airlock_service::api::TemplateView]) -> String {
 /// The templates of a collaboration file.
 pub fn views(collab: &Collaboration) -> Vec<airlock_service::api::TemplateView> {
     collab
-        .config
+        .config()
         .templates
         .iter()
         .map(|t| airlock_service::api::TemplateView::new(collab, t))

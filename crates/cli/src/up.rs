@@ -220,7 +220,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             ca: ca_path.clone(),
             collaboration: collab.name().to_string(),
             analyst: collab
-                .config
+                .config()
                 .members
                 .iter()
                 .find(|m| m.abilities.contains(&Ability::Query))
@@ -317,7 +317,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
         .await
         .map_err(|e| fail("hub database")(e.to_string()))?;
     let week = airlock_store::now_ms() + 7 * 24 * 3600 * 1000;
-    for m in &collab.config.members {
+    for m in &collab.config().members {
         let t = store
             .create_token(&m.name, Some(week))
             .await

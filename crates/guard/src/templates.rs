@@ -196,7 +196,7 @@ pub(crate) fn check_list_purpose(
     checked: &CheckedQuery,
     purpose: Option<&str>,
 ) -> Result<(), Refusal> {
-    let purposes = &collab.config.collaboration.purposes;
+    let purposes = &collab.config().collaboration.purposes;
     if checked.kind == QueryKind::List && purpose.is_none() && !purposes.is_empty() {
         return Err(Refusal::new(
             Control::Purpose,
@@ -216,14 +216,14 @@ pub(crate) async fn verify(guard: &Guard, t: &Template) -> Result<usize, Vec<Str
     let collab = &guard.collab;
     let mut problems: Vec<String> = Vec::new();
     let declared: BTreeSet<&str> = collab
-        .config
+        .config()
         .collaboration
         .purposes
         .iter()
         .map(String::as_str)
         .collect();
     let analysts: BTreeSet<&str> = collab
-        .config
+        .config()
         .members
         .iter()
         .filter(|m| m.abilities.contains(&Ability::Query))

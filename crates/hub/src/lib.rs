@@ -446,7 +446,7 @@ impl Hub {
         spec: &QuerySpec,
     ) -> Result<(CheckedQuery, QueryPlan), HubError> {
         self.require_query(member)?;
-        let crypto = if self.collab.config.collaboration.mode == Mode::Crypto {
+        let crypto = if self.collab.config().collaboration.mode == Mode::Crypto {
             Some(self.guard.check_crypto(spec, member).await?.0)
         } else {
             None
@@ -461,7 +461,7 @@ impl Hub {
     /// will run. A refusal here costs nothing and reaches no node.
     pub async fn prepare(&self, member: &str, spec: &QuerySpec) -> Result<Prepared, HubError> {
         self.require_query(member)?;
-        let how = if self.collab.config.collaboration.mode == Mode::Crypto {
+        let how = if self.collab.config().collaboration.mode == Mode::Crypto {
             let (fragment, cost) = self.guard.check_crypto(spec, member).await?;
             How::Crypto {
                 fragment: Box::new(fragment),

@@ -309,7 +309,7 @@ async fn a_node_enforces_its_own_rules_when_the_hub_was_told_less() {
     // publisher's own node holds rules without it. The node refuses to
     // ship the column, and the refusal names the node.
     let hub = collab(3, false);
-    let mut node = hub.config.clone();
+    let mut node = hub.config().clone();
     node.tables[0].dimensions.clear();
     let node = Collaboration::validate(node, "node.toml").expect("node's rules");
     let s = setup(hub, node).await;

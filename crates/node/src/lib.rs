@@ -123,7 +123,7 @@ impl Node {
         config_dir: &Path,
         member: &str,
     ) -> Result<Node, NodeError> {
-        let secret_path = config_dir.join(&collab.config.collaboration.secret_file);
+        let secret_path = config_dir.join(&collab.config().collaboration.secret_file);
         let text = std::fs::read_to_string(&secret_path).map_err(|e| {
             NodeError::Local(format!(
                 "cannot read the collaboration secret {}: {e}",
@@ -289,7 +289,7 @@ impl Node {
 
     /// The view of a configured table for a query's purpose.
     fn view(&self, purpose: Option<&str>, alias: &str) -> Option<&Arc<dyn TableProvider>> {
-        let purposes = &self.collab.config.collaboration.purposes;
+        let purposes = &self.collab.config().collaboration.purposes;
         // With one declared purpose, its view is the all-purposes view.
         let key = purpose.filter(|_| purposes.len() > 1).map(str::to_string);
         self.views.get(&(key, alias.to_string()))

@@ -59,7 +59,7 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
     // In crypto mode no executor is trusted: this node's rows leave it
     // only through its side of the private set intersection, whatever the
     // hub asks (a scan or analysis fragment would hand them to the hub).
-    if collab.config.collaboration.mode == Mode::Crypto {
+    if collab.config().collaboration.mode == Mode::Crypto {
         return Err(refuse(
             Control::CryptoMode,
             collab,

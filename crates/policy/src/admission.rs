@@ -48,7 +48,7 @@ impl Collaboration {
     /// A purpose, if given, must be one the collaboration declares.
     pub fn check_purpose(&self, purpose: Option<&str>) -> Result<(), Refusal> {
         match purpose {
-            Some(p) if !self.config.collaboration.purposes.iter().any(|d| d == p) => {
+            Some(p) if !self.config().collaboration.purposes.iter().any(|d| d == p) => {
                 Err(Refusal::new(
                     Control::Purpose,
                     format!(
@@ -77,7 +77,12 @@ impl Collaboration {
         approver: Option<&str>,
     ) -> Result<&Template, RunRefusal> {
         let refused = |control, why: String| RunRefusal::Refused(Refusal::new(control, why));
-        let Some(t) = self.config.templates.iter().find(|t| t.hash() == run.hash) else {
+        let Some(t) = self
+            .config()
+            .templates
+            .iter()
+            .find(|t| t.hash() == run.hash)
+        else {
             return Err(refused(
                 Control::TemplateApproval,
                 format!(
@@ -247,9 +252,10 @@ allowed = ["sports", "news"]
             ),
             "bad"
         );
-        c.config
-            .approvals
-            .insert("publisher".into(), vec![t.hash()]);
+        // A validated collaboration is not edited: a new one is validated.
+        let mut config = c.config().clone();
+        config.approvals.insert("publisher".into(), vec![t.hash()]);
+        c = Collaboration::validate(config, c.file()).expect("still valid");
         assert_eq!(
             outcome(&c, &good, "advertiser", m, Some("publisher")),
             "admitted"

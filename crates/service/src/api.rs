@@ -139,7 +139,7 @@ impl TemplateView {
             analysts: t.analysts.clone(),
             params: serde_json::to_value(&t.params).unwrap_or_default(),
             approved_by: collab
-                .config
+                .config()
                 .members
                 .iter()
                 .filter(|m| collab.approves(&m.name, &hash))

@@ -75,7 +75,7 @@ pub async fn sync_budgets(
     collab: &Collaboration,
     by: &str,
 ) -> Result<(), StoreError> {
-    let Some(p) = &collab.config.privacy else {
+    let Some(p) = &collab.config().privacy else {
         return Ok(());
     };
     let refresh_period_ms = p.refresh_period_ms();

@@ -580,7 +580,12 @@ impl NodeService {
 
 /// Dataset paths of this member must stay inside its data directory.
 fn check_paths(collab: &Collaboration, member: &str) -> Result<(), Status> {
-    for d in collab.config.datasets.iter().filter(|d| d.owner == member) {
+    for d in collab
+        .config()
+        .datasets
+        .iter()
+        .filter(|d| d.owner == member)
+    {
         let p = Path::new(&d.path);
         let escapes = p.is_absolute()
             || p.components().any(|c| {

@@ -190,7 +190,7 @@ fn node_name(plan: &LogicalPlan) -> String {
 
 pub(crate) fn build_tables(collab: &Collaboration) -> HashMap<String, TableInfo> {
     collab
-        .config
+        .config()
         .tables
         .iter()
         .filter_map(|t| {

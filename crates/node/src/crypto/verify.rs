@@ -23,7 +23,7 @@ impl Node {
         role: CryptoRole,
     ) -> Result<(), NodeError> {
         let c = &self.collab;
-        if c.config.collaboration.mode != Mode::Crypto {
+        if c.config().collaboration.mode != Mode::Crypto {
             return Err(refuse(
                 None,
                 None,

@@ -79,11 +79,16 @@ pub(crate) async fn register(
     config_dir: &Path,
     member: &str,
 ) -> Result<Registered, NodeError> {
-    let file = collab.file.as_str();
+    let file = collab.file();
     let mut problems = Vec::new();
     let mut datasets: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
     let root = config_dir.canonicalize().ok();
-    for ds in collab.config.datasets.iter().filter(|d| d.owner == member) {
+    for ds in collab
+        .config()
+        .datasets
+        .iter()
+        .filter(|d| d.owner == member)
+    {
         let source = source_of(ds, config_dir, root.as_deref());
         match source.open(ctx).await {
             Ok(table) => {
@@ -144,7 +149,7 @@ pub(crate) async fn register(
                 }),
             }
         }
-        let all = &collab.config.collaboration.purposes;
+        let all = &collab.config().collaboration.purposes;
         let consented = consent_filter(ctx, collab, t, provider, &datasets, all, &mut problems)?;
         if problems.is_empty() {
             let df = consented
@@ -187,7 +192,7 @@ fn consent_filter(
     problems: &mut Vec<ConfigError>,
 ) -> Result<DataFrame, NodeError> {
     let local = |e: datafusion::error::DataFusionError| NodeError::Local(e.strip_backtrace());
-    let file = collab.file.as_str();
+    let file = collab.file();
     let mut df = ctx.read_table(provider.clone()).map_err(local)?;
     let Some(ds) = collab.dataset(&t.dataset) else {
         return Ok(df);

@@ -594,10 +594,11 @@ impl std::error::Error for ConfigErrors {}
 /// A validated collaboration.
 #[derive(Debug, Clone)]
 pub struct Collaboration {
-    /// The validated configuration.
-    pub config: CollaborationConfig,
+    /// The validated configuration (read through [`Collaboration::config`]:
+    /// a validated collaboration cannot be changed into an invalid one).
+    config: CollaborationConfig,
     /// The file it came from (for messages).
-    pub file: String,
+    file: String,
 }
 
 impl Collaboration {
@@ -614,6 +615,17 @@ impl Collaboration {
         })?;
         Self::validate(config, file)
     }
+    /// The validated configuration. To change it, edit a copy and
+    /// validate that again ([`Collaboration::validate`]).
+    pub fn config(&self) -> &CollaborationConfig {
+        &self.config
+    }
+
+    /// The file it came from (for messages).
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// Collaboration name.
     pub fn name(&self) -> &str {
         &self.config.collaboration.name

@@ -324,7 +324,7 @@ pub(super) async fn export_metadata(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
     let mut members = Vec::new();
-    for member in &collab.config.members {
+    for member in &collab.config().members {
         let node = if s.links.members().any(|n| *n == member.name)
             && collab.has_ability(&member.name, Ability::Provide)
         {
@@ -350,7 +350,7 @@ pub(super) async fn export_metadata(
         });
     }
     let tables = collab
-        .config
+        .config()
         .tables
         .iter()
         .map(|t| TableMeta {
@@ -372,7 +372,7 @@ pub(super) async fn export_metadata(
         })
         .collect();
     let templates = collab
-        .config
+        .config()
         .templates
         .iter()
         .map(|t| {
@@ -424,7 +424,7 @@ pub(super) async fn list_templates(
     let (_, collab) = s.visible(&m, &name).await?;
     Ok(Json(
         collab
-            .config
+            .config()
             .templates
             .iter()
             .map(|t| api::TemplateView::new(&collab, t))
@@ -625,7 +625,7 @@ pub(super) async fn update_dataset(
         if c.member(&m).is_none() {
             continue;
         }
-        for d in &c.config.datasets {
+        for d in &c.config().datasets {
             if d.owner != m && d.path == u.path {
                 others.insert(d.owner.clone());
             }

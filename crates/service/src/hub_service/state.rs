@@ -428,7 +428,7 @@ pub(super) fn collab_view(
         version: rec.version,
         sha256: rec.sha256.clone(),
         members: collab
-            .config
+            .config()
             .members
             .iter()
             .map(|m| {
@@ -441,7 +441,7 @@ pub(super) fn collab_view(
             })
             .collect(),
         tables: collab
-            .config
+            .config()
             .tables
             .iter()
             .map(|t| {
@@ -493,6 +493,6 @@ pub(super) async fn expire(
     store: &Store,
     collab: &Collaboration,
 ) -> Result<Vec<String>, StoreError> {
-    let cutoff = airlock_store::now_ms() - collab.config.collaboration.retention_ms();
+    let cutoff = airlock_store::now_ms() - collab.config().collaboration.retention_ms();
     store.expire_results(collab.name(), cutoff).await
 }
