@@ -73,8 +73,9 @@ fn publisher_asks_by_segment() -> airlock_protocol::CryptoFragment {
 fn respond_request(f: airlock_protocol::CryptoFragment) -> Vec<u8> {
     serde_json::to_vec(&airlock_protocol::PsiRequest::Respond {
         fragment: f,
-        message: base64::engine::general_purpose::STANDARD
-            .encode([airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat()),
+        message: airlock_protocol::Message(
+            [airlock_psi::protocol::MAGIC.as_slice(), &[0u8; 64]].concat(),
+        ),
     })
     .expect("json")
 }
@@ -83,7 +84,7 @@ fn respond_request(f: airlock_protocol::CryptoFragment) -> Vec<u8> {
 async fn psi_step(
     node: &airlock_node::Node,
     req: airlock_protocol::PsiRequest,
-) -> Result<String, airlock_node::NodeError> {
+) -> Result<airlock_protocol::Message, airlock_node::NodeError> {
     let json = serde_json::to_vec(&req).expect("json");
     let bytes = node.psi(&json).await?;
     Ok(
@@ -100,7 +101,7 @@ async fn up_to_step_2(
     responder: &airlock_node::Node,
     session: &str,
     fragment: &airlock_protocol::CryptoFragment,
-) -> String {
+) -> airlock_protocol::Message {
     let m1 = psi_step(
         asker,
         airlock_protocol::PsiRequest::Start {
@@ -324,7 +325,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         fragment: asking.clone(),
     })
     .expect("json");
-    let answer = |bytes: Vec<u8>| -> String {
+    let answer = |bytes: Vec<u8>| -> airlock_protocol::Message {
         serde_json::from_slice::<airlock_protocol::PsiResponse>(&bytes)
             .expect("response")
             .message
@@ -334,13 +335,12 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     responding.role = CryptoRole::Responder;
     // The hub alters a message, or relays it for another query (another
     // fragment): the other node refuses it as not authenticated.
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut altered = b64.decode(&m1).expect("base64");
+    let mut altered = m1.0.clone();
     altered[40] ^= 1;
     let mut other_query = responding.clone();
     other_query.group_columns = vec!["region".into()];
     for (fragment, message) in [
-        (responding.clone(), b64.encode(&altered)),
+        (responding.clone(), airlock_protocol::Message(altered)),
         (other_query, m1.clone()),
     ] {
         let r = advertiser
@@ -416,7 +416,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         &publisher,
         airlock_protocol::PsiRequest::Respond {
             fragment: by_email,
-            message: String::new(),
+            message: airlock_protocol::Message::default(),
         },
     )
     .await
@@ -430,10 +430,13 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         other => panic!("{:?}", other.map(|_| ())),
     }
     let session = "ffeeddccbbaa99887766554433221100".to_string();
-    let step_err = |r: Result<String, airlock_node::NodeError>, want: &str| match r {
-        Err(airlock_node::NodeError::BadFragment(m)) => assert!(m.contains(want), "{want}: {m}"),
-        other => panic!("{want}: {:?}", other.map(|_| ())),
-    };
+    let step_err =
+        |r: Result<airlock_protocol::Message, airlock_node::NodeError>, want: &str| match r {
+            Err(airlock_node::NodeError::BadFragment(m)) => {
+                assert!(m.contains(want), "{want}: {m}")
+            }
+            other => panic!("{want}: {:?}", other.map(|_| ())),
+        };
     let m2 = up_to_step_2(&advertiser, &publisher, &session, &by_publisher).await;
     let m3 = psi_step(
         &advertiser,

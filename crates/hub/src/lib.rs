@@ -19,8 +19,7 @@ use airlock_guard::dp::DpCost;
 use airlock_guard::{CheckedQuery, Guard, GuardError, QueryPlan};
 use airlock_policy::{Ability, Collaboration, Control, Mode, QuerySpec, Refusal, Template};
 use airlock_protocol::wire::Partitions;
-use airlock_protocol::{CryptoFragment, CryptoRole, Fragment, PsiRequest, PsiResponse};
-use base64::Engine as _;
+use airlock_protocol::{CryptoFragment, CryptoRole, Fragment, Message, PsiRequest, PsiResponse};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::future::{try_join_all, BoxFuture};
@@ -324,7 +323,7 @@ impl Hub {
                     HubError::Failed(format!("the node of '{who}' failed: {m}"))
                 }
             })?;
-            Ok::<String, HubError>(answer.message)
+            Ok::<Message, HubError>(answer.message)
         };
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
@@ -393,10 +392,7 @@ impl Hub {
             },
         )
         .await?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(result.as_bytes())
-            .map_err(|_| HubError::Failed("the asker's node sent a malformed result".into()))?;
-        let (schema, partitions) = airlock_protocol::wire::decode_partitions(bytes)
+        let (schema, partitions) = airlock_protocol::wire::decode_partitions(result.0)
             .map_err(|_| HubError::Failed("the asker's node sent an unreadable result".into()))?;
         Ok(Released {
             schema,

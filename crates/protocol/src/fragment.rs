@@ -84,22 +84,22 @@ pub enum PsiRequest {
     Respond {
         /// The query's shape (role `responder`).
         fragment: CryptoFragment,
-        /// The asker's message (base64).
-        message: String,
+        /// The asker's message.
+        message: Message,
     },
     /// Asker, step 3.
     Reblind {
         /// Session id.
         session: String,
-        /// The responder's message (base64).
-        message: String,
+        /// The responder's message.
+        message: Message,
     },
     /// Responder, step 4.
     Finish {
         /// Session id.
         session: String,
-        /// The asker's second message (base64).
-        message: String,
+        /// The asker's second message.
+        message: Message,
     },
     /// Asker, by the responder's groups without differential privacy:
     /// the zero tests of each group, answered with proofs for those that
@@ -107,33 +107,63 @@ pub enum PsiRequest {
     Check {
         /// Session id.
         session: String,
-        /// The responder's zero tests (base64).
-        message: String,
+        /// The responder's zero tests.
+        message: Message,
     },
     /// Responder, by its own groups without differential privacy: the
     /// asker's proofs, answered with the release of the groups that pass.
     Release {
         /// Session id.
         session: String,
-        /// The asker's proofs (base64).
-        message: String,
+        /// The asker's proofs.
+        message: Message,
     },
     /// Asker: the released groups become the result.
     Result {
         /// Session id.
         session: String,
-        /// The responder's release (base64).
-        message: String,
+        /// The responder's release.
+        message: Message,
     },
 }
 
 /// A step's answer: the next message, or (after `result`) the released
-/// rows as Arrow IPC; base64.
+/// rows as Arrow IPC.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PsiResponse {
-    /// Base64 bytes.
-    pub message: String,
+    /// The bytes.
+    pub message: Message,
+}
+
+/// The opaque bytes of one crypto-mode message (blinded points,
+/// ciphertexts, tags; the hub relays them without reading them). Typed
+/// here, base64 in JSON on the wire: no hop encodes or decodes by hand.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Message(pub Vec<u8>);
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Message({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Message {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine as _;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use base64::Engine as _;
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map(Message)
+            .map_err(|_| serde::de::Error::custom("a crypto-mode message is not base64"))
+    }
 }
 
 /// What a node's side of a crypto-mode query is: the query's shape as

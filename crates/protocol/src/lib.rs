@@ -36,5 +36,5 @@ pub mod metadata {
 pub use audit::AuditKind;
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
-    Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,
+    Message, Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,
 };

@@ -3,9 +3,8 @@
 //! fragment's digest and the step.
 
 use airlock_crypto::{PsiMacKey, PSI_TAG_LEN};
-use airlock_protocol::{CryptoFragment, CryptoRole};
+use airlock_protocol::{CryptoFragment, CryptoRole, Message};
 
-use super::session::*;
 use crate::{Node, NodeError};
 
 /// A protocol message and its tag, as the hub relays it.
@@ -29,9 +28,9 @@ pub(super) fn opened(
     from: CryptoRole,
     step: u8,
     digest: &[u8; 32],
-    message: &str,
+    message: &Message,
 ) -> Result<Vec<u8>, NodeError> {
-    let mut bytes = decode(message)?;
+    let mut bytes = message.0.clone();
     if bytes.len() < PSI_TAG_LEN {
         return Err(NodeError::BadFragment(
             "a crypto-mode message carries no tag".into(),

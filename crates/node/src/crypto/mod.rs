@@ -19,8 +19,7 @@ mod verify;
 
 use std::collections::HashMap;
 
-use airlock_protocol::{CryptoRole, PsiRequest, PsiResponse};
-use base64::Engine as _;
+use airlock_protocol::{CryptoRole, Message, PsiRequest, PsiResponse};
 
 use crate::{Node, NodeError};
 use auth::*;
@@ -240,7 +239,7 @@ impl Node {
             },
         };
         serde_json::to_vec(&PsiResponse {
-            message: B64.encode(out),
+            message: Message(out),
         })
         .map_err(|e| NodeError::Local(e.to_string()))
     }

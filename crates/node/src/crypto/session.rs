@@ -9,13 +9,10 @@ use airlock_policy::{Control, Refusal};
 use airlock_protocol::CryptoFragment;
 use airlock_psi::responder_groups::{self};
 use airlock_psi::{Asker, Responder};
-use base64::Engine as _;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::ArrayRef;
 
 use crate::{Node, NodeError};
-
-pub(super) const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// Sessions older than this are dropped.
 pub(super) const SESSION_TTL: Duration = Duration::from_secs(600);
@@ -116,11 +113,6 @@ pub(super) fn session_id(hex: &str) -> Result<[u8; 16], NodeError> {
             "a session id is 32 hex characters".into(),
         )),
     }
-}
-
-pub(super) fn decode(message: &str) -> Result<Vec<u8>, NodeError> {
-    B64.decode(message.as_bytes())
-        .map_err(|_| NodeError::BadFragment("a crypto-mode message is not base64".into()))
 }
 
 /// The session id in the header of the asker's first message (after the
