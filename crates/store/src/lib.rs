@@ -106,7 +106,9 @@ pub use audit::{
 };
 pub use budget::{Budget, Cost, Remaining};
 pub use error::StoreError;
-pub use model::{ApprovalRecord, Backend, CollabRecord, IssuedToken, QueryRecord, QueryState};
+pub use model::{
+    ApprovalRecord, Backend, CollabRecord, IssuedToken, QueryRecord, QueryState, ResultPlace,
+};
 pub use queries::{INTERRUPTED, RESULT_DELETED};
 
 use error::{SqlContext, TxError};

@@ -199,6 +199,18 @@ impl FromStr for QueryState {
     }
 }
 
+/// Where a released query's result is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultPlace<'a> {
+    /// Stored by the hub, to be fetched by members with `receive`.
+    Stored,
+    /// Deleted at the end of the collaboration's retention period.
+    Deleted,
+    /// Delivered to a destination of the querier's node (the hub keeps no
+    /// copy); the text says where.
+    Delivered(&'a str),
+}
+
 /// A query and where it is in its life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryRecord {
@@ -221,4 +233,18 @@ pub struct QueryRecord {
     pub created_at_ms: i64,
     /// When its state last changed, unix milliseconds.
     pub updated_at_ms: i64,
+}
+
+impl QueryRecord {
+    /// Where the result of a released query is (`None` unless released),
+    /// read as the store writes it: `release` leaves no detail,
+    /// `release_delivered` says where the result went, and the retention
+    /// sweep marks [`crate::RESULT_DELETED`].
+    pub fn result_place(&self) -> Option<ResultPlace<'_>> {
+        (self.state == QueryState::Released).then(|| match self.detail.as_deref() {
+            None => ResultPlace::Stored,
+            Some(d) if d == crate::RESULT_DELETED => ResultPlace::Deleted,
+            Some(d) => ResultPlace::Delivered(d),
+        })
+    }
 }

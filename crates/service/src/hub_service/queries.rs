@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use airlock_hub::HubError;
 use airlock_policy::{Ability, Collaboration};
-use airlock_store::{QueryRecord, QueryState};
+use airlock_store::{QueryRecord, QueryState, ResultPlace};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path as UrlPath, State};
@@ -120,10 +120,10 @@ impl HubState {
             refused_by_node: None,
             rows: q.rows,
             progress: None,
-            delivery: q
-                .detail
-                .clone()
-                .filter(|d| q.state == QueryState::Released && d.starts_with("delivered to")),
+            delivery: match q.result_place() {
+                Some(ResultPlace::Delivered(d)) => Some(d.to_string()),
+                _ => None,
+            },
         };
         match q.state {
             QueryState::Refused => {
@@ -410,23 +410,22 @@ pub(super) async fn get_result(
     // A result past its retention period is deleted now rather than served.
     expire(&s.store, &collab).await?;
     let q = s.store.query(&id).await?.unwrap_or(q);
-    if q.detail.as_deref() == Some(airlock_store::RESULT_DELETED) {
-        return Err(ApiError(
-            StatusCode::GONE,
-            ErrorCode::Expired,
-            airlock_store::RESULT_DELETED.to_string(),
-        ));
-    }
-    if let Some(d) = q
-        .detail
-        .as_deref()
-        .filter(|d| d.starts_with("delivered to"))
-    {
-        return Err(ApiError(
-            StatusCode::GONE,
-            ErrorCode::Delivered,
-            d.to_string(),
-        ));
+    match q.result_place() {
+        Some(ResultPlace::Deleted) => {
+            return Err(ApiError(
+                StatusCode::GONE,
+                ErrorCode::Expired,
+                airlock_store::RESULT_DELETED.to_string(),
+            ))
+        }
+        Some(ResultPlace::Delivered(d)) => {
+            return Err(ApiError(
+                StatusCode::GONE,
+                ErrorCode::Delivered,
+                d.to_string(),
+            ))
+        }
+        Some(ResultPlace::Stored) | None => {}
     }
     if q.state != QueryState::Released {
         return Err(ApiError(
