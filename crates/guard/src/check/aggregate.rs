@@ -525,52 +525,39 @@ pub(super) fn distinct_identity_count(
 
 /// Checks an expression over released aggregates (above the aggregate).
 pub(super) fn check_released_expr(e: &Expr) -> R<()> {
-    let mut refusal = None;
-    e.apply(|x| {
-        let found = match x {
-            Expr::ScalarFunction(f) if !scalar_allowed(f.func.name()) => Some(Refusal::new(
-                Control::UnknownFunction,
-                format!("function {} is not on the allowlist", f.func.name()),
-            )),
-            Expr::Column(_)
-            | Expr::Literal(..)
-            | Expr::Alias(_)
-            | Expr::BinaryExpr(_)
-            | Expr::Not(_)
-            | Expr::IsNull(_)
-            | Expr::IsNotNull(_)
-            | Expr::IsTrue(_)
-            | Expr::IsFalse(_)
-            | Expr::IsUnknown(_)
-            | Expr::IsNotTrue(_)
-            | Expr::IsNotFalse(_)
-            | Expr::IsNotUnknown(_)
-            | Expr::Negative(_)
-            | Expr::Between(_)
-            | Expr::Case(_)
-            | Expr::InList(_)
-            | Expr::Like(_)
-            | Expr::Cast(_)
-            | Expr::TryCast(_)
-            | Expr::ScalarFunction(_) => None,
-            Expr::AggregateFunction(_) => Some(Refusal::new(
-                Control::NestedAggregation,
-                "aggregates are allowed only in the aggregate step",
-            )),
-            other => Some(Refusal::new(
-                Control::UnsupportedPlan,
-                format!("expression {} is not allowed", other.variant_name()),
-            )),
-        };
-        if found.is_some() {
-            refusal = found;
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
+    first_refusal(e, |x| match x {
+        Expr::ScalarFunction(f) if !scalar_allowed(f.func.name()) => Some(Refusal::new(
+            Control::UnknownFunction,
+            format!("function {} is not on the allowlist", f.func.name()),
+        )),
+        Expr::Column(_)
+        | Expr::Literal(..)
+        | Expr::Alias(_)
+        | Expr::BinaryExpr(_)
+        | Expr::Not(_)
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsNotUnknown(_)
+        | Expr::Negative(_)
+        | Expr::Between(_)
+        | Expr::Case(_)
+        | Expr::InList(_)
+        | Expr::Like(_)
+        | Expr::Cast(_)
+        | Expr::TryCast(_)
+        | Expr::ScalarFunction(_) => None,
+        Expr::AggregateFunction(_) => Some(Refusal::new(
+            Control::NestedAggregation,
+            "aggregates are allowed only in the aggregate step",
+        )),
+        other => Some(Refusal::new(
+            Control::UnsupportedPlan,
+            format!("expression {} is not allowed", other.variant_name()),
+        )),
     })
-    .map_err(internal)?;
-    match refusal {
-        Some(r) => Err(r),
-        None => Ok(()),
-    }
 }

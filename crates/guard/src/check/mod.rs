@@ -179,6 +179,22 @@ fn internal(what: impl std::fmt::Display) -> Refusal {
     )
 }
 
+/// Walks `e` top-down and returns the first refusal `find` reports for it
+/// or one of its children (the shape of every expression allowlist here).
+fn first_refusal(e: &Expr, mut find: impl FnMut(&Expr) -> Option<Refusal>) -> R<()> {
+    let mut refusal = None;
+    e.apply(|x| {
+        refusal = find(x);
+        Ok(if refusal.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })
+    .map_err(internal)?;
+    refusal.map_or(Ok(()), Err)
+}
+
 fn node_name(plan: &LogicalPlan) -> String {
     let display = plan.display().to_string();
     display
@@ -276,8 +292,7 @@ fn global_checks(plan: &LogicalPlan) -> R<()> {
             return Ok(TreeNodeRecursion::Stop);
         }
         node.apply_expressions(|e| {
-            e.apply(|x| {
-                let found = match x {
+            let found = first_refusal(e, |x| match x {
                     Expr::Alias(a) if a.name.starts_with(RESERVED_PREFIX) => Some(Refusal::new(
                         Control::ReservedName,
                         "names starting with __airlock are reserved",
@@ -299,13 +314,14 @@ fn global_checks(plan: &LogicalPlan) -> R<()> {
                         "placeholders and session variables are not allowed",
                     )),
                     _ => None,
-                };
-                if found.is_some() {
-                    refusal = found;
-                    return Ok(TreeNodeRecursion::Stop);
+            });
+            match found {
+                Ok(()) => Ok(TreeNodeRecursion::Continue),
+                Err(r) => {
+                    refusal = Some(r);
+                    Ok(TreeNodeRecursion::Stop)
                 }
-                Ok(TreeNodeRecursion::Continue)
-            })
+            }
         })
     })
     .map_err(internal)?;

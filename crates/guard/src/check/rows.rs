@@ -234,9 +234,8 @@ impl Checker<'_> {
         usage: Use,
     ) -> R<Vec<(usize, String)>> {
         let mut sources = Vec::new();
-        let mut refusal = None;
-        e.apply(|x| {
-            let found: Option<Refusal> = match x {
+        first_refusal(e, |x| {
+            match x {
                 Expr::Column(c) => match schema.index_of_column(c) {
                     Err(err) => Some(internal(err)),
                     Ok(idx) => match &input[idx] {
@@ -332,18 +331,9 @@ impl Checker<'_> {
                     Control::UnsupportedPlan,
                     format!("expression {} is not allowed", other.variant_name()),
                 )),
-            };
-            if found.is_some() {
-                refusal = found;
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-        .map_err(internal)?;
-        match refusal {
-            Some(r) => Err(r),
-            None => Ok(sources),
         }
+        })?;
+        Ok(sources)
     }
 }
 
