@@ -21,17 +21,19 @@
 //! ORDER BY, LIMIT and projections, which are post-processing) over the
 //! noisy values.
 //!
-//! Sensitivities, with `m` rows and `g` groups per person: a count `m`, a
-//! count of distinct people `g`, a sum `m * max(|low|, |high|)` (L1, over all
-//! groups at once). The query's epsilon is split evenly over the noisy
-//! values (an average is two: a sum and a count; partition selection one
-//! more unless the query releases the count of people it uses).
+//! Sensitivities, with `m` rows and `g` groups per person
+//! (`airlock_privacy::Contribution::per_person`, where the reasoning is): a
+//! count `m`, a count of distinct people `g`, a sum `m * max(|low|, |high|)`
+//! (L1, over all groups at once). The query's epsilon is split evenly over
+//! the noisy values (`airlock_privacy::even_share`; an average is two: a
+//! sum and a count; partition selection one more unless the query releases
+//! the count of people it uses).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use airlock_policy::{Control, Refusal};
-use airlock_privacy::Laplace;
+use airlock_privacy::{even_share, Contribution, Laplace};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -173,9 +175,8 @@ pub(crate) fn rewrite(
     roots.sort_unstable();
     roots.dedup();
 
-    // ---- slots and their sensitivities
-    let m = shape.max_rows as f64;
-    let g = shape.max_groups as f64;
+    // ---- slots and their sensitivities (`airlock_privacy::contribution`)
+    let person = Contribution::per_person(shape.max_rows, shape.max_groups);
     let mut sensitivities: Vec<f64> = Vec::new();
     let mut outputs = Vec::new();
     // (slot, how the lower plan computes it)
@@ -193,29 +194,27 @@ pub(crate) fn rewrite(
     for (j, a) in shape.aggs.iter().enumerate() {
         outputs.push(match a {
             DpAgg::Count { .. } => Output::Value {
-                slot: new_slot(Lower::RowSum(j), m, &mut lower_slots),
+                slot: new_slot(Lower::RowSum(j), person.rows(), &mut lower_slots),
                 floor: 0,
             },
             DpAgg::Distinct { scan } => Output::Value {
-                slot: new_slot(Lower::Distinct(group_of[*scan]), g, &mut lower_slots),
+                slot: new_slot(
+                    Lower::Distinct(group_of[*scan]),
+                    person.people(),
+                    &mut lower_slots,
+                ),
                 floor: 0,
             },
-            DpAgg::Sum { lo, hi, .. } => {
-                let b = lo.unsigned_abs().max(hi.unsigned_abs()).max(1) as f64;
-                Output::Value {
-                    slot: new_slot(Lower::RowSum(j), m * b, &mut lower_slots),
-                    floor: if *lo >= 0 { 0 } else { i64::MIN },
-                }
-            }
-            DpAgg::Avg { lo, hi, .. } => {
-                let b = lo.unsigned_abs().max(hi.unsigned_abs()).max(1) as f64;
-                Output::Avg {
-                    sum: new_slot(Lower::RowSum(j), m * b, &mut lower_slots),
-                    count: new_slot(Lower::NotNull(j), m, &mut lower_slots),
-                    lo: *lo,
-                    hi: *hi,
-                }
-            }
+            DpAgg::Sum { lo, hi, .. } => Output::Value {
+                slot: new_slot(Lower::RowSum(j), person.sum(*lo, *hi), &mut lower_slots),
+                floor: if *lo >= 0 { 0 } else { i64::MIN },
+            },
+            DpAgg::Avg { lo, hi, .. } => Output::Avg {
+                sum: new_slot(Lower::RowSum(j), person.sum(*lo, *hi), &mut lower_slots),
+                count: new_slot(Lower::NotNull(j), person.rows(), &mut lower_slots),
+                lo: *lo,
+                hi: *hi,
+            },
         });
     }
     let selection_slot = match (&shape.public_keys, n_groups) {
@@ -227,11 +226,12 @@ pub(crate) fn rewrite(
                 .position(|l| matches!(l, Lower::Distinct(r) if *r == root));
             Some(match reuse {
                 Some(s) => s,
-                None => new_slot(Lower::Distinct(root), g, &mut lower_slots),
+                None => new_slot(Lower::Distinct(root), person.people(), &mut lower_slots),
             })
         }
     };
-    let epsilon_each = shape.epsilon / sensitivities.len() as f64;
+    let epsilon_each = even_share(shape.epsilon, sensitivities.len())
+        .map_err(|e| dp_refusal(format!("the DP parameters are unusable: {e}")))?;
     let slots = sensitivities
         .iter()
         .map(|s| {
@@ -285,7 +285,10 @@ pub(crate) fn rewrite(
         }
         (None, Some(slot)) => {
             // A person in at most g groups: see `Laplace::partition_threshold`.
-            let threshold = slots[slot].mechanism.partition_threshold(g, shape.delta, k);
+            let threshold =
+                slots[slot]
+                    .mechanism
+                    .partition_threshold(person.people(), shape.delta, k);
             Selection::Threshold { slot, threshold }
         }
         (None, None) => Selection::Public(vec![Vec::new()]),

@@ -17,6 +17,14 @@
 //! |---|---|---|
 //! | discrete Laplace | `s = Δ₁ / ε` | ε-DP for L1 sensitivity Δ₁ |
 //! | discrete Gaussian | `σ` given | ρ-zCDP with `ρ = Δ₂² / (2σ²)` |
+//!
+//! The sensitivities `Δ₁` of what Airlock releases and the split of a
+//! query's epsilon over its draws are in [`contribution`], so executor mode
+//! and crypto mode reason from one place.
+
+pub mod contribution;
+
+pub use contribution::{even_share, Contribution};
 
 use dashu::integer::IBig;
 use dashu::rational::RBig;

@@ -58,19 +58,22 @@ impl Node {
             + usize::from(bounds.is_some())
             + usize::from(bounds.is_some() && avg)
             + if by_responder { 3 } else { 1 };
-        let each = epsilon / n as f64;
-        let (g, m) = (max_groups as f64, max_rows as f64);
+        let each =
+            airlock_privacy::even_share(epsilon, n).map_err(|e| NodeError::Local(e.to_string()))?;
+        // Each side bounds its own rows in each group
+        // (`airlock_privacy::contribution` has the reasoning).
+        let person = airlock_privacy::Contribution::per_group(max_rows, max_groups);
         let noise = |sensitivity: f64| {
             airlock_privacy::Laplace::for_epsilon(each, sensitivity)
                 .map_err(|e| NodeError::Local(e.to_string()))
         };
-        let count = noise(g)?;
+        let count = noise(person.people())?;
         let sum = match bounds {
-            Some((_, hi)) => Some(noise(g * m * (hi.max(1)) as f64)?),
+            Some((lo, hi)) => Some(noise(person.sum(lo, hi))?),
             None => None,
         };
         let rows = if bounds.is_some() && avg {
-            Some(noise(g * m)?)
+            Some(noise(person.rows())?)
         } else {
             None
         };
@@ -83,7 +86,7 @@ impl Node {
             None
         } else {
             // As in executor mode, with its share of delta.
-            Some(count.partition_threshold(g, selection_delta, self.crypto_k(f)))
+            Some(count.partition_threshold(person.people(), selection_delta, self.crypto_k(f)))
         };
         Ok(Some(CryptoDp {
             dummies,
