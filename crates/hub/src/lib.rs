@@ -8,9 +8,26 @@
 //! ```
 //!
 //! Nodes are reached through [`NodeClient`]: in one process a direct call,
-//! later Arrow Flight over mutual TLS. The executor is an ephemeral
-//! DataFusion session per query that joins fragments on pseudonyms,
-//! aggregates and applies the threshold; nothing it holds outlives the query.
+//! through `airlock up` Arrow Flight over mutual TLS. The executor is an
+//! ephemeral DataFusion session per query that joins fragments on
+//! pseudonyms, aggregates and applies the threshold; nothing it holds
+//! outlives the query.
+//!
+//! Around the query's route, the rest of the control plane, each behind
+//! ports so it is tested without sockets or a database:
+//! - [`sync`]: a collaboration's approved version installed on every node
+//!   ([`NodeAdmin`]) and the collaboration secret relayed sealed, building
+//!   the [`Hub`] ([`Hub::sync`]);
+//! - [`lifecycle`]: a prepared query marked running, run under a time
+//!   limit, stored or delivered, or recorded as refused or failed
+//!   ([`Hub::settle`], over [`QueryStore`] and [`Deliverer`]);
+//! - both append to the audit chain through [`AuditLog`].
+
+pub mod lifecycle;
+pub mod sync;
+
+pub use lifecycle::{Deliverer, Progress, QueryRef, QueryStore, Run, Settled};
+pub use sync::{AuditLog, NodeAdmin, SyncError, Version};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +48,15 @@ pub enum NodeFailure {
     Refused(Refusal),
     /// Anything else, in words with no data values.
     Failed(String),
+}
+
+impl fmt::Display for NodeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeFailure::Refused(r) => write!(f, "{r}"),
+            NodeFailure::Failed(m) => write!(f, "{m}"),
+        }
+    }
 }
 
 /// How the hub reaches members' nodes.

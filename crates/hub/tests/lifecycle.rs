@@ -1,102 +1,28 @@
 //! The hub's control plane alone, without sockets: real in-process nodes
 //! behind a `NodeClient` double that records what reaches them, and a
 //! ledger double that records (or refuses) debits. Each query is checked
-//! once ([`Hub::prepare`]), then run ([`Hub::run`]).
+//! once ([`Hub::prepare`]), then run ([`Hub::run`]); a whole lifecycle
+//! ([`Hub::settle`]) records its states through a store double.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use airlock_guard::dp::DpCost;
-use airlock_hub::{Hub, HubError, Ledger, NodeClient, NodeFailure};
+use airlock_hub::{
+    AuditLog, Deliverer, Hub, HubError, Ledger, NodeClient, NodeFailure, Progress, QueryRef,
+    QueryStore, Run, Settled,
+};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Collaboration, Control, QuerySpec, Refusal};
 use airlock_protocol::wire::Partitions;
-use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
+use airlock_protocol::{AuditKind, Delivered, Fragment, PsiRequest, PsiResponse};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use futures::future::BoxFuture;
 
-const COLLAB: &str = r#"
-[collaboration]
-name = "hubtest"
-secret_file = "k"
+mod common;
 
-[privacy]
-epsilon = 10.0
-
-[[members]]
-name = "publisher"
-abilities = ["provide"]
-
-[[members]]
-name = "advertiser"
-abilities = ["query", "receive", "provide"]
-
-[[datasets]]
-name = "crm"
-owner = "publisher"
-path = "crm.csv"
-format = "csv"
-
-[[datasets]]
-name = "shop"
-owner = "advertiser"
-path = "shop.csv"
-format = "csv"
-
-[[tables]]
-alias = "crm"
-dataset = "crm"
-identity = "email"
-join = ["email"]
-dimensions = ["segment"]
-rule = { type = "aggregation", min_distinct_identities = CRM_K }
-
-[[tables]]
-alias = "orders"
-dataset = "shop"
-identity = "email"
-join = ["email"]
-dimensions = ["category"]
-measures = { amount = ["sum", "count"] }
-rule = { type = "aggregation", min_distinct_identities = 3 ORDERS_DP }
-"#;
-
-const BY_CATEGORY: &str = "SELECT o.category, COUNT(DISTINCT o.email) AS n \
-     FROM crm c JOIN orders o ON c.email = o.email GROUP BY o.category";
-
-/// Category `trio` has three people in both tables, `pair` two, `solo` one.
-fn write_data(dir: &Path) {
-    let mut crm = String::from("email,segment\n");
-    let mut shop = String::from("email,category,amount\n");
-    for (who, category) in [
-        ("t1", "trio"),
-        ("t2", "trio"),
-        ("t3", "trio"),
-        ("p1", "pair"),
-        ("p2", "pair"),
-        ("s1", "solo"),
-    ] {
-        crm.push_str(&format!("{who}@example.com,sports\n"));
-        shop.push_str(&format!("{who}@example.com,{category},10\n"));
-    }
-    std::fs::write(dir.join("crm.csv"), crm).expect("crm");
-    std::fs::write(dir.join("shop.csv"), shop).expect("shop");
-    std::fs::write(dir.join("k"), "ab".repeat(32)).expect("secret");
-}
-
-fn collab(crm_k: u64, orders_dp: bool) -> Collaboration {
-    let dp = if orders_dp {
-        ", differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, bounds = { amount = [0, 100] }, public_keys = { category = [\"trio\", \"pair\", \"solo\"] } }"
-    } else {
-        ""
-    };
-    let text = COLLAB
-        .replace("CRM_K", &crm_k.to_string())
-        .replace(" ORDERS_DP", dp);
-    Collaboration::from_toml(&text, "hubtest.toml").expect("collaboration")
-}
+use common::{collab, write_data, BY_CATEGORY};
 
 /// The members' nodes, reached by direct calls through the same bytes a
 /// remote link carries; every call is recorded.
@@ -104,6 +30,8 @@ struct Nodes {
     nodes: HashMap<String, Node>,
     log: Arc<Mutex<Vec<String>>>,
     broken: Option<&'static str>,
+    /// A node that never answers.
+    silent: Option<&'static str>,
 }
 
 impl NodeClient for Nodes {
@@ -119,6 +47,9 @@ impl NodeClient for Nodes {
                 .push(format!("execute {member}"));
             if self.broken == Some(member) {
                 return Err(NodeFailure::Failed("its disk is unreadable".into()));
+            }
+            if self.silent == Some(member) {
+                std::future::pending::<()>().await;
             }
             let node = self.nodes.get(member).expect("a node per provider");
             let json = serde_json::to_vec(fragment).expect("encode");
@@ -199,8 +130,24 @@ async fn setup(hub_collab: Collaboration, node_collab: Collaboration) -> Setup {
             nodes,
             log: log.clone(),
             broken: None,
+            silent: None,
         },
         log,
+    }
+}
+
+impl Setup {
+    /// The advertiser's `sql`, prepared and run in one step; `refuse_debit`
+    /// makes the ledger refuse the debit.
+    async fn ask(&self, sql: &str, refuse_debit: bool) -> Result<airlock_hub::Released, HubError> {
+        self.hub
+            .query_spec(
+                "advertiser",
+                &QuerySpec::sql(sql),
+                &self.nodes,
+                &ledger(self, refuse_debit),
+            )
+            .await
     }
 }
 
@@ -269,16 +216,7 @@ async fn a_refused_query_reaches_no_node_and_debits_nothing() {
         "SELECT email FROM orders",
         "SELECT c.segment, COUNT(*) FROM crm c GROUP BY c.segment HAVING COUNT(*) > 0 AND c.email = 'x'",
     ] {
-        match s
-            .hub
-            .query_spec(
-                "advertiser",
-                &QuerySpec::sql(sql),
-                &s.nodes,
-                &ledger(&s, false),
-            )
-            .await
-        {
+        match s.ask(sql, false).await {
             Err(HubError::Refused { node: None, .. }) | Err(HubError::BadInput(_)) => {}
             other => panic!("{sql}: {other:?}"),
         }
@@ -315,16 +253,7 @@ async fn a_node_enforces_its_own_rules_when_the_hub_was_told_less() {
     let s = setup(hub, node).await;
     let sql = "SELECT c.segment, COUNT(DISTINCT o.email) AS n \
                FROM crm c JOIN orders o ON c.email = o.email GROUP BY c.segment";
-    match s
-        .hub
-        .query_spec(
-            "advertiser",
-            &QuerySpec::sql(sql),
-            &s.nodes,
-            &ledger(&s, false),
-        )
-        .await
-    {
+    match s.ask(sql, false).await {
         Err(HubError::Refused {
             node: Some(node), ..
         }) => assert_eq!(node, "publisher"),
@@ -336,16 +265,7 @@ async fn a_node_enforces_its_own_rules_when_the_hub_was_told_less() {
 async fn a_failed_node_is_named_and_nothing_is_released() {
     let mut s = setup(collab(3, false), collab(3, false)).await;
     s.nodes.broken = Some("publisher");
-    match s
-        .hub
-        .query_spec(
-            "advertiser",
-            &QuerySpec::sql(BY_CATEGORY),
-            &s.nodes,
-            &ledger(&s, false),
-        )
-        .await
-    {
+    match s.ask(BY_CATEGORY, false).await {
         Err(HubError::Failed(m)) => assert!(m.contains("the node of 'publisher' failed"), "{m}"),
         other => panic!("{other:?}"),
     }
@@ -371,20 +291,249 @@ async fn under_dp_the_debit_comes_before_any_fragment_and_a_refused_debit_sends_
     assert_eq!(logged(&s), vec!["debit advertiser 1", "execute advertiser"]);
 
     let s = setup(collab(3, true), collab(3, true)).await;
-    match s
-        .hub
-        .query_spec(
-            "advertiser",
-            &QuerySpec::sql(sql),
-            &s.nodes,
-            &ledger(&s, true),
-        )
-        .await
-    {
+    match s.ask(sql, true).await {
         Err(HubError::Refused { refusal, .. }) => {
             assert_eq!(refusal.control, Control::PrivacyBudget)
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(logged(&s), vec!["debit advertiser 1"]);
+}
+
+/// A store that records each write of the lifecycle in the shared log.
+struct Records {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Records {
+    fn push(&self, line: String) -> BoxFuture<'_, Result<(), String>> {
+        self.log.lock().expect("log").push(line);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl AuditLog for Records {
+    fn audit<'a>(
+        &'a self,
+        collab: &'a str,
+        kind: AuditKind,
+        payload: serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.push(format!("audit {collab} {} {payload}", kind.as_str()))
+    }
+}
+
+impl QueryStore for Records {
+    fn running<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.push(format!("running {query}"))
+    }
+    fn release<'a>(
+        &'a self,
+        query: &'a str,
+        result: &'a [u8],
+        rows: i64,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        assert!(!result.is_empty());
+        self.push(format!("stored {query} {rows} rows"))
+    }
+    fn release_delivered<'a>(
+        &'a self,
+        query: &'a str,
+        rows: i64,
+        _result_sha256: &'a str,
+        detail: &'a str,
+        payload: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        assert_eq!(payload["query"], query);
+        self.push(format!("delivered {query} {rows} rows: {detail}"))
+    }
+    fn refused<'a>(
+        &'a self,
+        query: &'a str,
+        refusal: &'a Refusal,
+        node: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        self.push(format!(
+            "refused {query} by {node:?}: {:?}",
+            refusal.control
+        ))
+    }
+    fn failed<'a>(&'a self, query: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), String>> {
+        self.push(format!("failed {query}: {message}"))
+    }
+}
+
+/// The querier's node as a delivery destination; `faithful` false makes
+/// it report other bytes than it was sent.
+struct Courier {
+    faithful: bool,
+}
+
+impl Deliverer for Courier {
+    fn deliver<'a>(
+        &'a self,
+        member: &'a str,
+        _collab_id: &'a str,
+        _query: &'a str,
+        destination: &'a str,
+        result: &'a [u8],
+    ) -> BoxFuture<'a, Result<Delivered, String>> {
+        use sha2::Digest as _;
+        assert_eq!(member, "advertiser");
+        let sha = if self.faithful {
+            hex::encode(sha2::Sha256::digest(result))
+        } else {
+            "00".repeat(32)
+        };
+        Box::pin(async move {
+            Ok(Delivered {
+                destination: destination.to_string(),
+                kind: "parquet".into(),
+                location: "out/q1.parquet".into(),
+                rows: 2,
+                result_sha256: sha,
+                file_sha256: None,
+            })
+        })
+    }
+}
+
+impl Setup {
+    /// Prepares the advertiser's `sql` and settles it with `deliver`.
+    async fn settle(
+        &self,
+        sql: &str,
+        deliver: Option<&Courier>,
+        timeout: std::time::Duration,
+    ) -> Settled {
+        let prepared = self
+            .hub
+            .prepare("advertiser", &QuerySpec::sql(sql))
+            .await
+            .expect("accepted");
+        let q = QueryRef {
+            id: "q1",
+            collab: "hubtest",
+            collab_id: "c1",
+            member: "advertiser",
+        };
+        let progress = Progress::default();
+        let run = Run {
+            nodes: &self.nodes,
+            ledger: &ledger(self, false),
+            store: &Records {
+                log: self.log.clone(),
+            },
+            deliver: deliver.map(|c| ("out", c as &dyn Deliverer)),
+            progress: &progress,
+            timeout,
+        };
+        self.hub.settle(q, prepared, run).await
+    }
+}
+
+const LONG: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The log without the node calls (their order is concurrent).
+fn writes(s: &Setup) -> Vec<String> {
+    logged(s)
+        .into_iter()
+        .filter(|l| !l.starts_with("execute "))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_settled_query_is_running_then_audited_then_stored_and_never_counts_rows_of_a_fragment() {
+    let s = setup(collab(3, false), collab(3, false)).await;
+    assert_eq!(s.settle(BY_CATEGORY, None, LONG).await, Settled::Stored);
+    let log = logged(&s);
+    assert_eq!(log[0], "running q1");
+    assert_eq!(
+        writes(&s),
+        vec![
+            "running q1".to_string(),
+            r#"audit hubtest fragments.ran {"query":"q1","fragments":0}"#.to_string(),
+            // Only `trio` reaches k = 3.
+            "stored q1 1 rows".to_string(),
+        ]
+    );
+    assert_eq!(log.len(), 5, "{log:?}");
+}
+
+#[tokio::test]
+async fn a_delivered_result_is_not_stored_and_a_mismatched_delivery_is_audited_and_stored() {
+    let s = setup(collab(3, false), collab(3, false)).await;
+    let faithful = Courier { faithful: true };
+    assert_eq!(
+        s.settle(BY_CATEGORY, Some(&faithful), LONG).await,
+        Settled::Delivered
+    );
+    let w = writes(&s);
+    assert_eq!(
+        w.last().map(String::as_str),
+        Some("delivered q1 1 rows: delivered to the node of 'advertiser' (parquet destination 'out'); the hub keeps no copy")
+    );
+    assert!(!w.iter().any(|l| l.starts_with("stored")), "{w:?}");
+
+    let s = setup(collab(3, false), collab(3, false)).await;
+    let lying = Courier { faithful: false };
+    assert_eq!(
+        s.settle(BY_CATEGORY, Some(&lying), LONG).await,
+        Settled::Stored
+    );
+    let w = writes(&s);
+    assert_eq!(
+        w[w.len() - 2..],
+        [
+            format!(
+                "audit hubtest {} {}",
+                AuditKind::ResultDeliveryFailed.as_str(),
+                r#"{"query":"q1","destination":"out","error":"the node received other bytes than were sent"}"#
+            ),
+            "stored q1 1 rows".to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refusing_node_a_failing_node_and_a_silent_node_each_settle_once() {
+    let hub = collab(3, false);
+    let mut node = hub.config().clone();
+    node.tables[0].dimensions.clear();
+    let node = Collaboration::validate(node, "node.toml").expect("node's rules");
+    let s = setup(hub, node).await;
+    let sql = "SELECT c.segment, COUNT(DISTINCT o.email) AS n \
+               FROM crm c JOIN orders o ON c.email = o.email GROUP BY c.segment";
+    assert_eq!(s.settle(sql, None, LONG).await, Settled::Refused);
+    assert_eq!(
+        writes(&s),
+        vec![
+            "running q1".to_string(),
+            "refused q1 by Some(\"publisher\"): FragmentNotPermitted".to_string()
+        ]
+    );
+
+    let mut s = setup(collab(3, false), collab(3, false)).await;
+    s.nodes.broken = Some("publisher");
+    assert_eq!(s.settle(BY_CATEGORY, None, LONG).await, Settled::Failed);
+    let w = writes(&s);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[1].starts_with("failed q1: ") && w[1].contains("the node of 'publisher' failed"),
+        "{w:?}"
+    );
+
+    let mut s = setup(collab(3, false), collab(3, false)).await;
+    s.nodes.silent = Some("publisher");
+    let short = std::time::Duration::from_secs(1);
+    assert_eq!(s.settle(BY_CATEGORY, None, short).await, Settled::Failed);
+    let w = writes(&s);
+    assert_eq!(
+        w,
+        vec![
+            "running q1".to_string(),
+            "failed q1: the query ran longer than 1 s (query_timeout_secs of the hub) and was stopped"
+                .to_string()
+        ]
+    );
 }

@@ -136,9 +136,10 @@ pub struct PsiResponse {
     pub message: Message,
 }
 
-/// The opaque bytes of one crypto-mode message (blinded points,
-/// ciphertexts, tags; the hub relays them without reading them). Typed
-/// here, base64 in JSON on the wire: no hop encodes or decodes by hand.
+/// Opaque bytes that cross a hop: one crypto-mode message (blinded points,
+/// ciphertexts, tags; the hub relays them without reading them), a sealed
+/// secret, a schema frame. Typed here, base64 in JSON on the wire: no hop
+/// encodes or decodes by hand.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Message(pub Vec<u8>);
 
@@ -162,7 +163,11 @@ impl<'de> Deserialize<'de> for Message {
         base64::engine::general_purpose::STANDARD
             .decode(text.as_bytes())
             .map(Message)
-            .map_err(|_| serde::de::Error::custom("a crypto-mode message is not base64"))
+            .map_err(|_| {
+                serde::de::Error::custom(
+                    "bytes (a crypto-mode message, a sealed secret, a schema) are not base64",
+                )
+            })
     }
 }
 

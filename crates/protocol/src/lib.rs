@@ -3,7 +3,9 @@
 //! What the hub sends a member's node and what comes back, as typed values
 //! both sides link without linking each other: the [`Fragment`] (a scan, a
 //! crypto-mode step), its [`Predicate`]s and [`Literal`]s, the
-//! [`TemplateRun`] a fragment carries, and, with the `datafusion` feature,
+//! [`TemplateRun`] a fragment carries, what a node reports of a delivered
+//! result ([`Delivered`]), what the hub asks a node when it installs a
+//! version and relays the secret ([`admin`]), the kinds of audit entries ([`AuditKind`]), and, with the `datafusion` feature,
 //! the one conversion of literals and predicates to and from DataFusion
 //! expressions ([`expr`]) and the Arrow IPC framing of results ([`wire`]).
 //!
@@ -14,7 +16,9 @@
 //!
 //! No IO: encoding is pure, so the crate is tested alone.
 
+pub mod admin;
 pub mod audit;
+pub mod delivery;
 pub mod fragment;
 
 #[cfg(feature = "datafusion")]
@@ -34,6 +38,7 @@ pub mod metadata {
 }
 
 pub use audit::AuditKind;
+pub use delivery::Delivered;
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
     Message, Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,

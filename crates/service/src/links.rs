@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use airlock_hub::{NodeClient, NodeFailure};
@@ -34,19 +34,8 @@ pub fn node_server_name(member: &str) -> String {
     format!("{member}.node.airlock")
 }
 
-/// Progress of one query, shared with the REST API.
-#[derive(Debug, Default)]
-pub struct Progress {
-    /// Fragments sent.
-    pub fragments_total: AtomicU64,
-    /// Fragments whose results have fully arrived.
-    pub fragments_done: AtomicU64,
-    /// A crypto-mode query's current step (fixed by the query's shape and
-    /// rules, never by data: see [`airlock_hub::CryptoStep`]).
-    pub step: Mutex<Option<String>>,
-    // No count of rows: how many rows a member's node sends depends on that
-    // member's data, and the querier can read progress (ATTACKS 29).
-}
+/// Progress of one query, shared with the REST API (the hub's type).
+pub use airlock_hub::Progress;
 
 /// A copy of every byte exchanged with nodes (for tests and debugging).
 pub type Tap = Arc<Mutex<std::fs::File>>;

@@ -22,7 +22,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use base64::Engine as _;
 use futures::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -31,8 +30,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::{read, NodeConfig};
 use crate::proto::{self, action};
 use crate::ServiceError;
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 struct Held {
     version: i64,
@@ -248,7 +245,7 @@ impl NodeService {
         for (table, schema) in held.node.table_schemas() {
             let bytes = airlock_protocol::wire::encode_batches(schema, &[])
                 .map_err(|e| Status::internal(e.to_string()))?;
-            schemas.insert(table.clone(), B64.encode(bytes));
+            schemas.insert(table.clone(), airlock_protocol::Message(bytes));
         }
         Ok(proto::Installed {
             id: id.to_string(),
@@ -435,7 +432,7 @@ impl NodeService {
                 secret.to_hex().as_bytes(),
             )
             .map_err(|e| Status::internal(e.to_string()))?;
-            sealed.insert(r.member.clone(), B64.encode(blob));
+            sealed.insert(r.member.clone(), airlock_protocol::Message(blob));
         }
         Ok(proto::SealedSecrets { sealed })
     }
@@ -461,9 +458,7 @@ impl NodeService {
                     req.destination.chars().take(64).collect::<String>()
                 ))
             })?;
-        let bytes = B64
-            .decode(req.result.as_bytes())
-            .map_err(|_| Status::invalid_argument("the result is not base64"))?;
+        let bytes = req.result.0;
         let result_sha256 = sha256_hex(&bytes);
         let (schema, parts) = airlock_protocol::wire::decode_partitions(bytes)
             .map_err(|_| Status::invalid_argument("the result is not Arrow IPC"))?;
@@ -485,13 +480,11 @@ impl NodeService {
         let held = self
             .held(&req.collaboration)
             .ok_or_else(|| Status::not_found("no such collaboration on this node"))?;
-        let blob = B64
-            .decode(req.sealed.as_bytes())
-            .map_err(|_| Status::invalid_argument("sealed secret is not base64"))?;
+        let blob = &req.sealed.0;
         let (sender, plain) = sealing::open_from(
             &self.inner.keys,
             &proto::seal_context(&req.collaboration, &self.inner.cfg.member),
-            &blob,
+            blob,
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Only a pinned peer's node may hand this node a secret: a relaying

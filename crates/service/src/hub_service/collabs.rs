@@ -103,7 +103,7 @@ pub(super) async fn show_collab(
         .lock()
         .map(|e| e.get(&name).cloned().unwrap_or_default())
         .unwrap_or_default();
-    let errs = visible_errors(&errs, &m);
+    let errs = airlock_hub::SyncError::visible(&errs, &m);
     Ok(Json(s.collab_view(&rec, &collab, errs).await?))
 }
 

@@ -8,6 +8,7 @@
 //! with the `receive` ability.
 
 mod collabs;
+mod ports;
 mod queries;
 mod state;
 mod sync;

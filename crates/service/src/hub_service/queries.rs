@@ -15,99 +15,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
-use base64::Engine as _;
 use sha2::Digest as _;
 
 use crate::api::{self, ErrorCode, FailureDetail, FailureKind, ProgressView, QueryView};
 
-/// A failed query's stored detail.
-fn failure(kind: FailureKind, message: impl Into<String>) -> String {
-    FailureDetail {
-        kind,
-        message: message.into(),
-    }
-    .to_text()
-}
 use crate::links::Progress;
-use crate::proto;
 
+use super::ports::{failure, StorePort};
 use super::state::*;
 
 impl HubState {
-    /// Sends a result to the querier's node, which writes it to its
-    /// destination `dest`. On success the query becomes released with no
-    /// copy kept by the hub, and the delivery is audited with the content
-    /// hashes, in one transaction; returns true. On failure the failure is
-    /// audited and the caller releases the result as usual (fetchable).
-    pub(super) async fn deliver(
-        &self,
-        q: &QueryRecord,
-        collab_id: &str,
-        dest: &str,
-        bytes: &[u8],
-        rows: i64,
-    ) -> bool {
-        let sha = hex::encode(sha2::Sha256::digest(bytes));
-        let req = proto::Deliver {
-            collaboration: collab_id.to_string(),
-            query: q.id.clone(),
-            destination: dest.to_string(),
-            result: base64::engine::general_purpose::STANDARD.encode(bytes),
-        };
-        let outcome: Result<proto::Delivered, String> = self
-            .links
-            .action(&q.member, proto::action::DELIVER, &req)
-            .await
-            .map_err(|e| failure_text(&e));
-        let outcome = outcome.and_then(|d| {
-            if d.result_sha256 == sha {
-                Ok(d)
-            } else {
-                Err("the node received other bytes than were sent".to_string())
-            }
-        });
-        match outcome {
-            Ok(d) => {
-                let detail = format!(
-                    "delivered to the node of '{}' ({} destination '{}'); the hub keeps no copy",
-                    q.member, d.kind, d.destination
-                );
-                let payload = serde_json::json!({
-                    "query": q.id,
-                    "destination": d.destination,
-                    "kind": d.kind,
-                    "location": d.location,
-                    "rows": d.rows,
-                    "result_sha256": d.result_sha256,
-                    "file_sha256": d.file_sha256,
-                });
-                match self
-                    .store
-                    .release_delivered(&q.id, rows, &sha, &detail, &payload)
-                    .await
-                {
-                    Ok(_) => true,
-                    Err(e) => {
-                        eprintln!("hub: recording the delivery of {}: {e}", q.id);
-                        false
-                    }
-                }
-            }
-            Err(e) => {
-                let _ = self
-                    .store
-                    .append_audit(
-                        &q.collab,
-                        AuditKind::ResultDeliveryFailed.as_str(),
-                        "hub",
-                        serde_json::json!({"query": q.id, "destination": dest, "error": e}),
-                    )
-                    .await;
-                false
-            }
-        }
-    }
-
     pub(super) fn view(&self, q: &QueryRecord) -> QueryView {
         let mut v = QueryView {
             id: q.id.clone(),
@@ -155,6 +72,9 @@ impl HubState {
         v
     }
 
+    /// Runs a submitted query through the hub's lifecycle
+    /// ([`airlock_hub::Hub::settle`]) on the store and the nodes' links,
+    /// with progress the querier can read.
     pub(super) async fn run(
         self: Arc<Self>,
         q: QueryRecord,
@@ -167,77 +87,27 @@ impl HubState {
         if let Ok(mut p) = self.progress.lock() {
             p.insert(q.id.clone(), progress.clone());
         }
-        let outcome = async {
-            self.store
-                .transition(&q.id, QueryState::Running, None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let links = self
-                .links
-                .for_query(&engine.id, engine.version, progress.clone());
-            let ledger = crate::ledger::StoreLedger::new(self.store.clone(), &q.collab, &q.id);
-            let secs = self.limits.query_timeout_secs;
-            let ran = tokio::time::timeout(
-                std::time::Duration::from_secs(secs),
-                engine.hub.run(prepared, &links, &ledger),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(HubError::Failed(format!(
-                    "the query ran longer than {secs} s (query_timeout_secs of the hub) and was stopped"
-                )))
-            });
-            match ran {
-                Ok(released) => {
-                    let bytes =
-                        airlock_protocol::wire::encode_batches(&released.schema, &released.batches)
-                            .map_err(|e| format!("cannot encode the result: {e}"))?;
-                    let _ = self
-                        .store
-                        .append_audit(
-                            &q.collab,
-                            AuditKind::FragmentsRan.as_str(),
-                            "hub",
-                            serde_json::json!({
-                                "query": q.id,
-                                "fragments": progress.fragments_done.load(Ordering::Relaxed),
-                            }),
-                        )
-                        .await;
-                    let rows = released.num_rows() as i64;
-                    let delivered = match &deliver {
-                        Some(dest) => self.deliver(&q, &engine.id, dest, &bytes, rows).await,
-                        None => false,
-                    };
-                    if !delivered {
-                        self.store
-                            .release(&q.id, &bytes, rows)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    }
-                    Ok(())
-                }
-                Err(HubError::Refused { refusal, node }) => {
-                    let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
-                    self.store
-                        .transition(&q.id, QueryState::Refused, Some(&detail))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        .await;
-        if let Err(m) = outcome {
-            let _ = self
-                .store
-                .transition(
-                    &q.id,
-                    QueryState::Failed,
-                    Some(&failure(FailureKind::Failed, m)),
-                )
-                .await;
+        let links = self
+            .links
+            .for_query(&engine.id, engine.version, progress.clone());
+        let ledger = crate::ledger::StoreLedger::new(self.store.clone(), &q.collab, &q.id);
+        let query = airlock_hub::QueryRef {
+            id: &q.id,
+            collab: &q.collab,
+            collab_id: &engine.id,
+            member: &q.member,
+        };
+        let run = airlock_hub::Run {
+            nodes: &links,
+            ledger: &ledger,
+            store: &StorePort(&self.store),
+            deliver: deliver
+                .as_deref()
+                .map(|d| (d, &self.links as &dyn airlock_hub::Deliverer)),
+            progress: &progress,
+            timeout: std::time::Duration::from_secs(self.limits.query_timeout_secs),
+        };
+        if engine.hub.settle(query, prepared, run).await == airlock_hub::Settled::Failed {
             // A node may have restarted or lost its state: push the
             // collaboration to its nodes again before the next query.
             self.forget(&q.collab).await;

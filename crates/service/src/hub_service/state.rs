@@ -34,7 +34,7 @@ pub struct HubState {
     /// One slot per collaboration, locked while it syncs, so a slow or
     /// dead node delays only the collaborations that use it.
     pub(super) engines: Mutex<HashMap<String, EngineSlot>>,
-    pub(super) sync_errors: Mutex<HashMap<String, Vec<SyncError>>>,
+    pub(super) sync_errors: Mutex<HashMap<String, Vec<airlock_hub::SyncError>>>,
     pub(super) progress: Mutex<HashMap<String, Arc<Progress>>>,
     /// The hub's certificate and key (PEM): they sign exported metadata.
     pub(super) signing: (String, String),
@@ -128,48 +128,8 @@ impl From<StoreError> for ApiError {
 
 pub(super) type Shared = Arc<HubState>;
 
-pub(super) fn failure_text(f: &airlock_hub::NodeFailure) -> String {
-    match f {
-        airlock_hub::NodeFailure::Refused(r) => r.to_string(),
-        airlock_hub::NodeFailure::Failed(m) => m.clone(),
-    }
-}
-
 pub(super) fn parse_collab(text: &str) -> Result<Collaboration, ApiError> {
     Collaboration::from_toml(text, "collaboration file").map_err(|e| bad_input(e.to_string()))
-}
-
-/// One problem of installing a version on the nodes.
-#[derive(Debug, Clone)]
-pub(super) struct SyncError {
-    /// The member whose node it concerns, who alone sees `detail`.
-    pub(super) member: Option<String>,
-    /// What every member may read (no path, no fact about files).
-    pub(super) shared: String,
-    /// The node's own reason, for its member.
-    pub(super) detail: String,
-}
-
-impl SyncError {
-    /// A problem every member may read.
-    pub(super) fn shared(text: String) -> Self {
-        SyncError {
-            member: None,
-            shared: text,
-            detail: String::new(),
-        }
-    }
-}
-
-/// The sync errors as `member` may read them.
-pub(super) fn visible_errors(errors: &[SyncError], member: &str) -> Vec<String> {
-    errors
-        .iter()
-        .map(|e| match &e.member {
-            Some(m) if m == member => e.detail.clone(),
-            _ => e.shared.clone(),
-        })
-        .collect()
 }
 
 /// Refuses (400) a decision by a member whose approval is not asked.
@@ -339,15 +299,14 @@ impl HubState {
         if !self.links.members().any(|n| n == member) {
             return Ok(None);
         }
-        self.links
-            .action(member, proto::action::HELLO, &serde_json::json!({}))
+        airlock_hub::NodeAdmin::hello(&self.links, member)
             .await
             .map(Some)
             .map_err(|e| {
                 ApiError(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::NotReady,
-                    format!("the node of '{member}': {}", failure_text(&e)),
+                    format!("the node of '{member}': {e}"),
                 )
             })
     }

@@ -1,19 +1,16 @@
-//! Policy sync: building a collaboration's engine at its current version
-//! from every node's view, and relaying the collaboration secret.
+//! Policy sync over REST: a collaboration's engine at its current version,
+//! once every member it involves approved that version; the install on the
+//! nodes and the secret relay are the hub's ([`Hub::sync`]).
 
-use airlock_protocol::AuditKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use airlock_hub::Hub;
+use airlock_hub::{Hub, SyncError, Version};
 use airlock_policy::Collaboration;
-use base64::Engine as _;
-use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::api::{self};
-use crate::proto;
+use crate::api;
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+use super::ports::StorePort;
 use super::state::*;
 
 impl HubState {
@@ -101,184 +98,26 @@ impl HubState {
         if !waiting.is_empty() {
             return Err(waiting);
         }
-        let providers: Vec<String> = collab.providers();
-        let install = proto::Install {
-            version: rec.version,
-            toml: rec.toml.clone(),
-            applied_by: rec.created_by.clone(),
-            approvals: signatures,
-        };
-        let mut errors = Vec::new();
-        let mut schemas: HashMap<String, SchemaRef> = HashMap::new();
-        let mut with_secret = Vec::new();
-        let mut without_secret = Vec::new();
-        let pushes = providers.iter().map(|m| {
-            let install = &install;
-            async move {
-                (
-                    m.clone(),
-                    self.links
-                        .action::<_, proto::Installed>(m, proto::action::INSTALL, install)
-                        .await,
-                )
-            }
-        });
-        for (m, r) in futures::future::join_all(pushes).await {
-            match r {
-                Ok(inst) => {
-                    for (table, b64) in inst.schemas {
-                        let schema = B64
-                            .decode(b64.as_bytes())
-                            .ok()
-                            .and_then(|b| airlock_protocol::wire::decode_partitions(b).ok())
-                            .map(|(s, _)| s);
-                        match schema {
-                            Some(s) => {
-                                schemas.insert(table, s);
-                            }
-                            None => errors.push(SyncError {
-                                member: None,
-                                shared: format!("the node of '{m}' sent an unreadable schema"),
-                                detail: String::new(),
-                            }),
-                        }
-                    }
-                    if inst.has_secret {
-                        with_secret.push(m);
-                    } else {
-                        without_secret.push(m);
-                    }
-                }
-                // Why a node refused can name its files and whether they
-                // exist: that goes to its own member only (ATTACKS 29, 33).
-                Err(e) => errors.push(SyncError {
-                    shared: format!(
-                        "the node of '{m}' did not take version {} (its member is shown why)",
-                        rec.version
-                    ),
-                    detail: format!(
-                        "the node of '{m}' did not take version {}: {}",
-                        rec.version,
-                        failure_text(&e)
-                    ),
-                    member: Some(m.clone()),
-                }),
-            }
-        }
-        if !errors.is_empty() {
-            let _ = self
-                .store
-                .append_audit(
-                    &rec.name,
-                    AuditKind::PolicySyncFailed.as_str(),
-                    "hub",
-                    serde_json::json!({
-                        "version": rec.version,
-                        "errors": errors.iter().map(|e| e.shared.as_str()).collect::<Vec<_>>(),
-                    }),
-                )
-                .await;
-            return Err(errors);
-        }
-        let _ = self
-            .store
-            .append_audit(
-                &rec.name,
-                AuditKind::PolicySynced.as_str(),
-                "hub",
-                serde_json::json!({"version": rec.version, "nodes": providers}),
-            )
-            .await;
-        if !without_secret.is_empty() {
-            self.distribute_secret(&rec.name, collab.id(), &with_secret, &without_secret)
-                .await
-                .map_err(|e| vec![SyncError::shared(e)])?;
-        }
-        let hub = Hub::new(collab.clone(), &schemas)
-            .map_err(|e| vec![SyncError::shared(e.to_string())])?
-            .with_limits(self.limits.query.guard(), self.limits.executor_memory_bytes);
+        let hub = Hub::sync(
+            collab.clone(),
+            Version {
+                name: &rec.name,
+                version: rec.version,
+                toml: &rec.toml,
+                applied_by: &rec.created_by,
+                approvals: signatures,
+            },
+            &self.links,
+            &StorePort(&self.store),
+            self.limits.query.guard(),
+            self.limits.executor_memory_bytes,
+        )
+        .await?;
         Ok(Engine {
             version: rec.version,
             id: collab.id().to_string(),
             hub,
         })
-    }
-
-    /// One contributing node makes (or already has) the secret and seals it
-    /// to the X25519 key of each node that lacks it; the hub only relays.
-    pub(super) async fn distribute_secret(
-        &self,
-        name: &str,
-        id: &str,
-        with: &[String],
-        without: &[String],
-    ) -> Result<(), String> {
-        let (generator, recipients): (&String, Vec<&String>) = match with.first() {
-            Some(g) => (g, without.iter().collect()),
-            None => {
-                let (g, rest) = without.split_first().ok_or("no contributing node")?;
-                (g, rest.iter().collect())
-            }
-        };
-        let mut list = Vec::new();
-        for r in &recipients {
-            let hello: proto::Hello = self
-                .links
-                .action(r, proto::action::HELLO, &serde_json::json!({}))
-                .await
-                .map_err(|e| format!("the node of '{r}': {}", failure_text(&e)))?;
-            list.push(proto::Recipient {
-                member: (*r).clone(),
-                x25519: hello.x25519,
-            });
-        }
-        let sealed: proto::SealedSecrets = self
-            .links
-            .action(
-                generator,
-                proto::action::SECRET_GENERATE,
-                &proto::SecretGenerate {
-                    collaboration: id.to_string(),
-                    recipients: list,
-                },
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "the node of '{generator}' did not seal the secret: {}",
-                    failure_text(&e)
-                )
-            })?;
-        for (member, blob) in &sealed.sealed {
-            let _: serde_json::Value = self
-                .links
-                .action(
-                    member,
-                    proto::action::SECRET_INSTALL,
-                    &proto::SecretInstall {
-                        collaboration: id.to_string(),
-                        from: generator.clone(),
-                        sealed: blob.clone(),
-                    },
-                )
-                .await
-                .map_err(|e| {
-                    format!(
-                        "the node of '{member}' did not open the secret: {}",
-                        failure_text(&e)
-                    )
-                })?;
-        }
-        let _ = self
-            .store
-            .append_audit(
-                name,
-                AuditKind::SecretDistributed.as_str(),
-                "hub",
-                serde_json::json!({"generated_by": generator, "sealed_to": sealed.sealed.keys().collect::<Vec<_>>()}),
-            )
-            .await;
-        Ok(())
     }
 }
 
@@ -294,7 +133,7 @@ pub(super) async fn after_change(s: &Shared, name: &str, member: &str) -> Vec<St
             if errs.is_empty() {
                 vec![e]
             } else {
-                visible_errors(&errs, member)
+                SyncError::visible(&errs, member)
             }
         }
     }
