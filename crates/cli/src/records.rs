@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use airlock_policy::{Ability, Collaboration, ColumnRole};
-use airlock_protocol::AuditKind;
+use airlock_protocol::AuditEvent;
 use airlock_store::{verify_chain, AuditEntry};
 use serde_json::{json, Value};
 
@@ -76,69 +76,71 @@ pub fn build(
             })
         })
         .collect();
-    // Approvals and revocations of templates in the period.
-    let approvals: Vec<Value> = audit
+    // Each entry as its typed event (an entry of a kind this build does not
+    // know, or written with other fields, is left out of the record).
+    let events: Vec<(&AuditEntry, AuditEvent)> = audit
         .iter()
-        .filter(|e| {
-            matches!(
-                AuditKind::parse(&e.kind),
-                Some(
-                    AuditKind::TemplateApproved
-                        | AuditKind::TemplateRevoked
-                        | AuditKind::TemplateApprovalRefused
-                )
-            ) && (from_ms..to_ms).contains(&e.at_ms)
+        .filter_map(|e| {
+            let payload: Value = serde_json::from_str(&e.payload).ok()?;
+            Some((e, AuditEvent::parse(&e.kind, &payload)?))
         })
-        .map(|e| {
-            let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
-            json!({
+        .collect();
+    // Approvals and revocations of templates in the period.
+    let approvals: Vec<Value> = events
+        .iter()
+        .filter(|(e, _)| (from_ms..to_ms).contains(&e.at_ms))
+        .filter_map(|(e, event)| {
+            let (template, hash) = match event {
+                AuditEvent::TemplateApproved(d) | AuditEvent::TemplateRevoked(d) => {
+                    (&d.template, &d.hash)
+                }
+                AuditEvent::TemplateApprovalRefused { template, hash, .. } => (template, hash),
+                _ => return None,
+            };
+            Some(json!({
                 "event": e.kind,
                 "member": e.actor,
                 "at_ms": e.at_ms,
-                "template": payload["template"],
-                "hash": payload["hash"],
-            })
+                "template": template,
+                "hash": hash,
+            }))
         })
         .collect();
     // Analyses: each submitted query in the period, with how it ended.
     let mut analyses: Vec<Value> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
-    for e in audit {
-        let payload: Value = serde_json::from_str(&e.payload).unwrap_or(Value::Null);
-        let Some(id) = payload["query"].as_str() else {
+    for (e, event) in &events {
+        let Some(id) = event.query() else {
             continue;
         };
-        let kind = AuditKind::parse(&e.kind);
-        match kind {
-            Some(AuditKind::QuerySubmitted) if (from_ms..to_ms).contains(&e.at_ms) => {
+        if let AuditEvent::QuerySubmitted { sql, .. } = event {
+            if (from_ms..to_ms).contains(&e.at_ms) {
                 index.insert(id.to_string(), analyses.len());
                 analyses.push(json!({
                     "query": id,
                     "analyst": e.actor,
                     "submitted_at_ms": e.at_ms,
-                    "sql": payload["sql"],
+                    "sql": sql,
                     "outcome": "submitted",
                 }));
             }
-            kind => {
-                if let Some(&i) = index.get(id) {
-                    let outcome = match kind {
-                        Some(AuditKind::QueryReleased) => Some("released"),
-                        Some(AuditKind::QueryRefused) => Some("refused"),
-                        Some(AuditKind::QueryFailed) => Some("failed"),
-                        Some(AuditKind::ResultDeleted) => {
-                            Some("released; result deleted after retention")
-                        }
-                        _ => None,
-                    };
-                    if let Some(o) = outcome {
-                        analyses[i]["outcome"] = json!(o);
-                    }
-                    if kind == Some(AuditKind::ResultDelivered) {
-                        analyses[i]["delivered_to"] = json!(e.actor);
-                    }
-                }
-            }
+            continue;
+        }
+        let Some(&i) = index.get(id) else {
+            continue;
+        };
+        let outcome = match event {
+            AuditEvent::QueryReleased { .. } => Some("released"),
+            AuditEvent::QueryRefused(_) => Some("refused"),
+            AuditEvent::QueryFailed(_) => Some("failed"),
+            AuditEvent::ResultDeleted { .. } => Some("released; result deleted after retention"),
+            _ => None,
+        };
+        if let Some(o) = outcome {
+            analyses[i]["outcome"] = json!(o);
+        }
+        if let AuditEvent::ResultDelivered { .. } = event {
+            analyses[i]["delivered_to"] = json!(e.actor);
         }
     }
     Ok(json!({

@@ -23,7 +23,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use airlock_policy::Refusal;
-use airlock_protocol::{AuditKind, Delivered};
+use airlock_protocol::audit::DeliveredBy;
+use airlock_protocol::{AuditEvent, Delivered};
 use futures::future::BoxFuture;
 use sha2::Digest as _;
 
@@ -69,14 +70,14 @@ pub trait QueryStore: AuditLog {
         rows: i64,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// Releases a result the querier's node wrote, with no copy kept, and
-    /// audits the delivery (`payload`) in the same write.
+    /// audits the delivery (`written`) in the same write.
     fn release_delivered<'a>(
         &'a self,
         query: &'a str,
         rows: i64,
         result_sha256: &'a str,
         detail: &'a str,
-        payload: &'a serde_json::Value,
+        written: &'a DeliveredBy,
     ) -> BoxFuture<'a, Result<(), String>>;
     /// The query was refused (by `node`'s own rules, or by the ledger).
     fn refused<'a>(
@@ -182,11 +183,10 @@ impl Hub {
             .store
             .audit(
                 q.collab,
-                AuditKind::FragmentsRan,
-                serde_json::json!({
-                    "query": q.id,
-                    "fragments": run.progress.fragments_done.load(Ordering::Relaxed),
-                }),
+                AuditEvent::FragmentsRan {
+                    query: q.id.to_string(),
+                    fragments: run.progress.fragments_done.load(Ordering::Relaxed),
+                },
             )
             .await;
         let rows = released.num_rows() as i64;
@@ -229,17 +229,15 @@ async fn deliver(
                 "delivered to the node of '{}' ({} destination '{}'); the hub keeps no copy",
                 q.member, d.kind, d.destination
             );
-            let payload = serde_json::json!({
-                "query": q.id,
-                "destination": d.destination,
-                "kind": d.kind,
-                "location": d.location,
-                "rows": d.rows,
-                "result_sha256": d.result_sha256,
-                "file_sha256": d.file_sha256,
-            });
+            let written = DeliveredBy::Written {
+                destination: d.destination,
+                kind: d.kind,
+                location: d.location,
+                rows: d.rows,
+                file_sha256: d.file_sha256,
+            };
             match store
-                .release_delivered(q.id, rows, &sha, &detail, &payload)
+                .release_delivered(q.id, rows, &sha, &detail, &written)
                 .await
             {
                 Ok(()) => true,
@@ -253,8 +251,11 @@ async fn deliver(
             let _ = store
                 .audit(
                     q.collab,
-                    AuditKind::ResultDeliveryFailed,
-                    serde_json::json!({"query": q.id, "destination": dest, "error": e}),
+                    AuditEvent::ResultDeliveryFailed {
+                        query: q.id.to_string(),
+                        destination: dest.to_string(),
+                        error: e,
+                    },
                 )
                 .await;
             false

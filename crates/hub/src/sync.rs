@@ -22,7 +22,7 @@ use airlock_policy::Collaboration;
 use airlock_protocol::admin::{
     Hello, Install, Installed, Recipient, SealedSecrets, SecretGenerate, SecretInstall,
 };
-use airlock_protocol::AuditKind;
+use airlock_protocol::AuditEvent;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
 
@@ -32,12 +32,8 @@ use crate::{Hub, NodeFailure};
 /// written does not stop the step it records.
 pub trait AuditLog: Send + Sync {
     /// Appends an entry by the hub to `collab`'s chain.
-    fn audit<'a>(
-        &'a self,
-        collab: &'a str,
-        kind: AuditKind,
-        payload: serde_json::Value,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    fn audit<'a>(&'a self, collab: &'a str, event: AuditEvent)
+        -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// How the hub administers members' nodes.
@@ -179,11 +175,10 @@ impl Hub {
             let _ = audit
                 .audit(
                     version.name,
-                    AuditKind::PolicySyncFailed,
-                    serde_json::json!({
-                        "version": version.version,
-                        "errors": errors.iter().map(|e| e.shared.as_str()).collect::<Vec<_>>(),
-                    }),
+                    AuditEvent::PolicySyncFailed {
+                        version: version.version,
+                        errors: errors.iter().map(|e| e.shared.clone()).collect(),
+                    },
                 )
                 .await;
             return Err(errors);
@@ -191,8 +186,10 @@ impl Hub {
         let _ = audit
             .audit(
                 version.name,
-                AuditKind::PolicySynced,
-                serde_json::json!({"version": version.version, "nodes": providers}),
+                AuditEvent::PolicySynced {
+                    version: version.version,
+                    nodes: providers.clone(),
+                },
             )
             .await;
         if !without_secret.is_empty() {
@@ -267,8 +264,10 @@ async fn relay_secret(
     let _ = audit
         .audit(
             name,
-            AuditKind::SecretDistributed,
-            serde_json::json!({"generated_by": generator, "sealed_to": sealed.sealed.keys().collect::<Vec<_>>()}),
+            AuditEvent::SecretDistributed {
+                generated_by: generator.clone(),
+                sealed_to: sealed.sealed.keys().cloned().collect(),
+            },
         )
         .await;
     Ok(())

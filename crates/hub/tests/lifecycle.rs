@@ -14,8 +14,9 @@ use airlock_hub::{
 };
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Collaboration, Control, QuerySpec, Refusal};
+use airlock_protocol::audit::DeliveredBy;
 use airlock_protocol::wire::Partitions;
-use airlock_protocol::{AuditKind, Delivered, Fragment, PsiRequest, PsiResponse};
+use airlock_protocol::{AuditEvent, AuditKind, Delivered, Fragment, PsiRequest, PsiResponse};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use futures::future::BoxFuture;
@@ -316,9 +317,9 @@ impl AuditLog for Records {
     fn audit<'a>(
         &'a self,
         collab: &'a str,
-        kind: AuditKind,
-        payload: serde_json::Value,
+        event: AuditEvent,
     ) -> BoxFuture<'a, Result<(), String>> {
+        let (kind, payload) = (event.kind(), event.payload());
         self.push(format!("audit {collab} {} {payload}", kind.as_str()))
     }
 }
@@ -342,9 +343,9 @@ impl QueryStore for Records {
         rows: i64,
         _result_sha256: &'a str,
         detail: &'a str,
-        payload: &'a serde_json::Value,
+        written: &'a DeliveredBy,
     ) -> BoxFuture<'a, Result<(), String>> {
-        assert_eq!(payload["query"], query);
+        assert!(matches!(written, DeliveredBy::Written { rows: 2, .. }));
         self.push(format!("delivered {query} {rows} rows: {detail}"))
     }
     fn refused<'a>(

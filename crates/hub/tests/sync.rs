@@ -12,7 +12,7 @@ use airlock_policy::QuerySpec;
 use airlock_protocol::admin::{
     Hello, Install, Installed, SealedSecrets, SecretGenerate, SecretInstall,
 };
-use airlock_protocol::{AuditKind, Message};
+use airlock_protocol::{AuditEvent, Message};
 use futures::future::BoxFuture;
 
 mod common;
@@ -117,9 +117,9 @@ impl AuditLog for Chain {
     fn audit<'a>(
         &'a self,
         collab: &'a str,
-        kind: AuditKind,
-        payload: serde_json::Value,
+        event: AuditEvent,
     ) -> BoxFuture<'a, Result<(), String>> {
+        let (kind, payload) = (event.kind(), event.payload());
         self.log
             .lock()
             .expect("log")

@@ -2,7 +2,8 @@
 //!
 //! Pure types and checks, no IO: the collaboration configuration (members,
 //! abilities, datasets, configured tables, column roles, analysis rules), the
-//! typed [`Refusal`] every guard and node returns, templates, and the
+//! typed [`Refusal`] every guard and node returns (defined in
+//! `airlock-protocol`, which every boundary links), templates, and the
 //! differential privacy rules. What crosses the boundary between the hub and
 //! a member's node (the fragment) is `airlock-protocol`'s.
 //!
@@ -18,17 +19,16 @@
 pub mod admission;
 pub mod config;
 pub mod dp;
-pub mod refusal;
 pub mod template;
 
 pub use admission::{strictest_k, RunRefusal, DEFAULT_MIN_DISTINCT};
+pub use airlock_protocol::refusal::{Control, Refusal};
 pub use config::{
     Ability, AggFunction, AnalysisRule, CanonicalColumn, CanonicalType, Collaboration,
     CollaborationConfig, ColumnRole, ConfigError, ConfigErrors, ConfiguredTable, ConsentSource,
     Dataset, DatasetFormat, Member, Mode, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection, StrictestDp};
-pub use refusal::{Control, Refusal};
 pub use template::{ParamSpec, ParamType, QuerySpec, Template, Written};
 
 /// Prefix reserved for columns Airlock adds to a plan; user SQL may not use it.

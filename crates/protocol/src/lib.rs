@@ -4,7 +4,7 @@
 //! both sides link without linking each other: the [`Fragment`] (a scan, a
 //! crypto-mode step), its [`Predicate`]s and [`Literal`]s, the
 //! [`TemplateRun`] a fragment carries, what a node reports of a delivered
-//! result ([`Delivered`]), what the hub asks a node when it installs a
+//! result ([`Delivered`]), the typed [`Refusal`] and its status-message codec, what the hub asks a node when it installs a
 //! version and relays the secret ([`admin`]), the kinds of audit entries ([`AuditKind`]), and, with the `datafusion` feature,
 //! the one conversion of literals and predicates to and from DataFusion
 //! expressions ([`expr`]) and the Arrow IPC framing of results ([`wire`]).
@@ -20,6 +20,7 @@ pub mod admin;
 pub mod audit;
 pub mod delivery;
 pub mod fragment;
+pub mod refusal;
 
 #[cfg(feature = "datafusion")]
 pub mod expr;
@@ -37,9 +38,10 @@ pub mod metadata {
     pub const DP_COST: &str = "airlock.dp_cost";
 }
 
-pub use audit::AuditKind;
+pub use audit::{AuditEvent, AuditKind};
 pub use delivery::Delivered;
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
     Message, Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,
 };
+pub use refusal::{Control, Refusal, RuleKind};

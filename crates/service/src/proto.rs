@@ -9,14 +9,12 @@
 //! | `DoAction secret.install` | [`SecretInstall`] | `{}` |
 //!
 //! A refusal travels as gRPC status `PERMISSION_DENIED` whose message is
-//! [`REFUSAL_PREFIX`] followed by the [`Refusal`] as JSON.
+//! [`REFUSAL_PREFIX`] followed by the [`airlock_protocol::Refusal`] as JSON.
 
-use airlock_policy::Refusal;
 use airlock_protocol::Fragment;
 use serde::{Deserialize, Serialize};
 
-/// Prefix of a status message that carries a typed refusal.
-pub const REFUSAL_PREFIX: &str = "airlock-refusal:";
+pub use airlock_protocol::refusal::REFUSAL_PREFIX;
 
 /// Action names.
 pub mod action {
@@ -82,15 +80,7 @@ pub use airlock_protocol::admin::{
     SecretGenerate, SecretInstall,
 };
 
-/// Encodes a refusal as a status message.
-pub fn refusal_message(r: &Refusal) -> String {
-    format!(
-        "{REFUSAL_PREFIX}{}",
-        serde_json::to_string(r).unwrap_or_default()
-    )
-}
-
-/// Decodes a refusal from a status message.
-pub fn parse_refusal(message: &str) -> Option<Refusal> {
-    serde_json::from_str(message.strip_prefix(REFUSAL_PREFIX)?).ok()
-}
+/// The refusal codec of a status message (one home, `airlock_protocol::refusal`).
+pub use airlock_protocol::refusal::{
+    from_status_message as parse_refusal, status_message as refusal_message,
+};

@@ -4,12 +4,11 @@
 //! of 1e-9 (nano-epsilon), delta in units of 1e-18 (atto-delta). Values
 //! given as `f64` are rounded to the nearest unit.
 
-use airlock_protocol::AuditKind;
-use serde_json::json;
+use airlock_protocol::AuditEvent;
 use sqlx::AnyConnection;
 
 use crate::error::{SqlContext, TxError};
-use crate::{append_audit_in, check_text, in_tx, now_ms, random_hex, Backend, Store, StoreError};
+use crate::{append_event_in, check_text, in_tx, now_ms, random_hex, Backend, Store, StoreError};
 
 /// Units of epsilon per 1.0 (amounts are stored in nano-epsilon).
 const EPSILON_UNITS: f64 = 1e9;
@@ -320,18 +319,17 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("store a privacy budget")?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 collab,
-                AuditKind::BudgetSet.as_str(),
                 by,
-                &json!({
-                    "analyst": analyst,
-                    "nano_epsilon": nano_epsilon,
-                    "atto_delta": atto_delta,
-                    "refresh_period_ms": budget.refresh_period_ms,
-                    "set_at_ms": at,
-                }),
+                &AuditEvent::BudgetSet {
+                    analyst: analyst.map(str::to_string),
+                    nano_epsilon,
+                    atto_delta,
+                    refresh_period_ms: budget.refresh_period_ms,
+                    set_at_ms: at,
+                },
             )
             .await?;
         })
@@ -397,17 +395,16 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("record a privacy debit")?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 collab,
-                AuditKind::BudgetDebited.as_str(),
                 analyst,
-                &json!({
-                    "query": query_id,
-                    "nano_epsilon": nano_epsilon,
-                    "atto_delta": atto_delta,
-                    "at_ms": at,
-                }),
+                &AuditEvent::BudgetDebited {
+                    query: query_id.to_string(),
+                    nano_epsilon,
+                    atto_delta,
+                    at_ms: at,
+                },
             )
             .await?;
             after.remaining()

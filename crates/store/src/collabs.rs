@@ -1,12 +1,12 @@
 //! Collaborations and their versions.
 
-use airlock_protocol::AuditKind;
+use airlock_protocol::AuditEvent;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::error::{SqlContext, TxError};
 use crate::{
-    append_audit_in, check_nul, check_text, in_tx, now_ms, sha256_hex, ApprovalRecord,
+    append_event_in, check_nul, check_text, in_tx, now_ms, sha256_hex, ApprovalRecord,
     CollabRecord, Store, StoreError,
 };
 
@@ -70,12 +70,15 @@ impl Store {
             .await
             .ctx("store a collaboration")?;
             insert_version(&mut tx, name, 1, toml, &sha256, by_member, at).await?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 name,
-                AuditKind::CollaborationCreated.as_str(),
                 by_member,
-                &serde_json::json!({"id": collab_id, "version": 1, "sha256": sha256}),
+                &AuditEvent::CollaborationCreated {
+                    id: collab_id.to_string(),
+                    version: 1,
+                    sha256: sha256.clone(),
+                },
             )
             .await?;
             CollabRecord {
@@ -122,12 +125,14 @@ impl Store {
                     .ctx("read a collaboration")?;
             let at = now_ms();
             insert_version(&mut tx, name, version, toml, &sha256, by_member, at).await?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 name,
-                AuditKind::CollaborationApplied.as_str(),
                 by_member,
-                &serde_json::json!({"version": version, "sha256": sha256}),
+                &AuditEvent::CollaborationApplied {
+                    version,
+                    sha256: sha256.clone(),
+                },
             )
             .await?;
             CollabRecord {
@@ -226,18 +231,19 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("store an approval")?;
-            let (kind, payload) = if a.approved {
-                (
-                    AuditKind::CollaborationApproved.as_str(),
-                    serde_json::json!({"version": a.version, "sha256": a.sha256}),
-                )
+            let event = if a.approved {
+                AuditEvent::CollaborationApproved {
+                    version: a.version,
+                    sha256: a.sha256.clone(),
+                }
             } else {
-                (
-                    AuditKind::CollaborationRefused.as_str(),
-                    serde_json::json!({"version": a.version, "sha256": a.sha256, "reason": a.reason}),
-                )
+                AuditEvent::CollaborationRefused {
+                    version: a.version,
+                    sha256: a.sha256.clone(),
+                    reason: a.reason.clone(),
+                }
             };
-            append_audit_in(&mut tx, &a.collab, kind, &a.member, &payload).await?;
+            append_event_in(&mut tx, &a.collab, &a.member, &event).await?;
         })
     }
 

@@ -96,6 +96,7 @@ mod tokens;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use airlock_protocol::AuditEvent;
 use serde_json::Value;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
@@ -243,6 +244,19 @@ impl Store {
         })
     }
 
+    /// Appends `event` by `actor` to `collab`'s audit chain: its kind's
+    /// text and its payload ([`AuditEvent`]: every writer of a known kind
+    /// goes through here or [`append_event_in`]).
+    pub async fn record(
+        &self,
+        collab: &str,
+        actor: &str,
+        event: &AuditEvent,
+    ) -> Result<AuditEntry, StoreError> {
+        self.append_audit(collab, event.kind().as_str(), actor, event.payload())
+            .await
+    }
+
     /// `collab`'s audit chain, in seq order (empty if it has none).
     pub async fn audit(&self, collab: &str) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
@@ -336,6 +350,16 @@ pub(crate) fn check_nul(what: &str, value: &str) -> Result<(), StoreError> {
 }
 
 /// Appends to `collab`'s chain inside the caller's transaction.
+/// Appends `event` inside a transaction (see [`Store::record`]).
+pub(crate) async fn append_event_in(
+    conn: &mut AnyConnection,
+    collab: &str,
+    actor: &str,
+    event: &AuditEvent,
+) -> Result<AuditEntry, TxError> {
+    append_audit_in(conn, collab, event.kind().as_str(), actor, &event.payload()).await
+}
+
 pub(crate) async fn append_audit_in(
     conn: &mut AnyConnection,
     collab: &str,

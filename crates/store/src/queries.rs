@@ -1,13 +1,14 @@
 //! Queries: submission, lifecycle, results.
 
-use airlock_protocol::AuditKind;
+use airlock_protocol::audit::{DeliveredBy, Transition};
+use airlock_protocol::AuditEvent;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 use sqlx::Row;
 
 use crate::error::{SqlContext, TxError};
 use crate::{
-    append_audit_in, check_nul, check_text, in_tx, now_ms, random_hex, sha256_hex, QueryRecord,
+    append_event_in, check_nul, check_text, in_tx, now_ms, random_hex, sha256_hex, QueryRecord,
     QueryState, Store, StoreError,
 };
 
@@ -138,12 +139,15 @@ impl Store {
             .execute(&mut *tx)
             .await
             .ctx("store a query")?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 collab,
-                AuditKind::QuerySubmitted.as_str(),
                 member,
-                &serde_json::json!({"query": id, "state": "submitted", "sql": sql}),
+                &AuditEvent::QuerySubmitted {
+                    query: id.clone(),
+                    state: QueryState::Submitted.as_str().to_string(),
+                    sql: sql.to_string(),
+                },
             )
             .await?;
             QueryRecord {
@@ -183,12 +187,18 @@ impl Store {
         in_tx!(self, |tx| {
             let mut q = load(&mut tx, id).await?;
             guarded_move(&mut tx, &mut q, to, detail, None).await?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 &q.collab,
-                query_kind(to).as_str(),
                 &q.member,
-                &serde_json::json!({"query": q.id, "state": to.as_str(), "detail": detail}),
+                &transition_event(
+                    to,
+                    Transition {
+                        query: q.id.clone(),
+                        state: to.as_str().to_string(),
+                        detail: detail.map(str::to_string),
+                    },
+                )?,
             )
             .await?;
             q
@@ -221,18 +231,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .ctx("store a query result")?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 &q.collab,
-                AuditKind::QueryReleased.as_str(),
                 &q.member,
-                &serde_json::json!({
-                    "query": q.id,
-                    "state": "released",
-                    "detail": null,
-                    "rows": rows,
-                    "result_sha256": result_sha256,
-                }),
+                &AuditEvent::QueryReleased {
+                    query: q.id.clone(),
+                    state: QueryState::Released.as_str().to_string(),
+                    detail: None,
+                    rows,
+                    result_sha256: result_sha256.clone(),
+                },
             )
             .await?;
             q
@@ -242,8 +251,8 @@ impl Store {
     /// Moves query `id` from `Running` to `Released` for a result the
     /// receiving member's node has already written to its destination: the
     /// hub stores no copy. Audited as `query.released` (with the result's
-    /// SHA-256) and `result.delivered` (`payload`: destination, location,
-    /// content hashes), with `detail` saying where it went, all in one
+    /// SHA-256) and `result.delivered` (`written`: destination, location,
+    /// rows, the file's hash), with `detail` saying where it went, all in one
     /// transaction, so the query is never seen released but undelivered.
     pub async fn release_delivered(
         &self,
@@ -251,7 +260,7 @@ impl Store {
         rows: i64,
         result_sha256: &str,
         detail: &str,
-        payload: &serde_json::Value,
+        written: &DeliveredBy,
     ) -> Result<QueryRecord, StoreError> {
         check_text("delivery detail", detail)?;
         if rows < 0 {
@@ -269,26 +278,28 @@ impl Store {
                 Some(rows),
             )
             .await?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 &q.collab,
-                AuditKind::QueryReleased.as_str(),
                 &q.member,
-                &serde_json::json!({
-                    "query": q.id,
-                    "state": "released",
-                    "detail": detail,
-                    "rows": rows,
-                    "result_sha256": result_sha256,
-                }),
+                &AuditEvent::QueryReleased {
+                    query: q.id.clone(),
+                    state: QueryState::Released.as_str().to_string(),
+                    detail: Some(detail.to_string()),
+                    rows,
+                    result_sha256: result_sha256.to_string(),
+                },
             )
             .await?;
-            append_audit_in(
+            append_event_in(
                 &mut tx,
                 &q.collab,
-                AuditKind::ResultDelivered.as_str(),
                 &q.member,
-                payload,
+                &AuditEvent::ResultDelivered {
+                    query: q.id.clone(),
+                    result_sha256: result_sha256.to_string(),
+                    by: written.clone(),
+                },
             )
             .await?;
             q
@@ -368,17 +379,16 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .ctx("mark a deleted result")?;
-                append_audit_in(
+                append_event_in(
                     &mut tx,
                     collab,
-                    AuditKind::ResultDeleted.as_str(),
                     "hub",
-                    &serde_json::json!({
-                        "query": id,
-                        "released_at_ms": released_at_ms,
-                        "cutoff_ms": cutoff_ms,
-                        "result_sha256": sha256_hex(&data),
-                    }),
+                    &AuditEvent::ResultDeleted {
+                        query: id.clone(),
+                        released_at_ms,
+                        cutoff_ms,
+                        result_sha256: sha256_hex(&data),
+                    },
                 )
                 .await?;
                 ids.push(id);
@@ -414,14 +424,20 @@ impl Store {
     }
 }
 
-/// The audit kind of a query's move to `state`.
-fn query_kind(state: QueryState) -> AuditKind {
-    match state {
-        QueryState::Submitted => AuditKind::QuerySubmitted,
-        QueryState::Checked => AuditKind::QueryChecked,
-        QueryState::Running => AuditKind::QueryRunning,
-        QueryState::Released => AuditKind::QueryReleased,
-        QueryState::Refused => AuditKind::QueryRefused,
-        QueryState::Failed => AuditKind::QueryFailed,
-    }
+/// The audit event of a query's move to `state` with no result
+/// (submitting and releasing have their own, with more fields).
+fn transition_event(state: QueryState, t: Transition) -> Result<AuditEvent, TxError> {
+    Ok(match state {
+        QueryState::Checked => AuditEvent::QueryChecked(t),
+        QueryState::Running => AuditEvent::QueryRunning(t),
+        QueryState::Refused => AuditEvent::QueryRefused(t),
+        QueryState::Failed => AuditEvent::QueryFailed(t),
+        QueryState::Submitted | QueryState::Released => {
+            return Err(StoreError::BadInput(format!(
+                "a query does not move to {} by a transition",
+                state.as_str()
+            ))
+            .into())
+        }
+    })
 }

@@ -100,29 +100,7 @@ impl AggFunction {
     }
 }
 
-/// Which analysis rule a configured table carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuleKind {
-    /// Aggregates only, with a minimum of distinct identities per output row.
-    Aggregation,
-    /// Row-level overlap lists of permitted columns.
-    List,
-    /// The aggregation rule's limits, and only approved templates and/or
-    /// only named analysts.
-    Custom,
-}
-
-impl RuleKind {
-    /// Lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RuleKind::Aggregation => "aggregation",
-            RuleKind::List => "list",
-            RuleKind::Custom => "custom",
-        }
-    }
-}
+pub use airlock_protocol::refusal::RuleKind;
 
 /// The analysis rule of one configured table, as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

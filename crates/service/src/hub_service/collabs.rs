@@ -1,7 +1,8 @@
 //! Collaborations, their approvals, templates, exported metadata and
 //! dataset updates over REST.
 
-use airlock_protocol::AuditKind;
+use airlock_protocol::audit::TemplateDecision;
+use airlock_protocol::AuditEvent;
 use std::collections::BTreeSet;
 
 use airlock_policy::{Ability, Collaboration};
@@ -406,11 +407,13 @@ pub(super) async fn export_metadata(
     };
     let doc = crate::metadata::sign(&meta, &s.signing.0, &s.signing.1).map_err(failed)?;
     s.store
-        .append_audit(
+        .record(
             &name,
-            AuditKind::MetadataExported.as_str(),
             &m,
-            serde_json::json!({"version": rec.version, "sha256": rec.sha256}),
+            &AuditEvent::MetadataExported {
+                version: rec.version,
+                sha256: rec.sha256.clone(),
+            },
         )
         .await?;
     Ok(Json(doc))
@@ -476,11 +479,14 @@ pub(super) async fn set_approval(
             Err(reasons) => {
                 let _ = s
                     .store
-                    .append_audit(
+                    .record(
                         &name,
-                        AuditKind::TemplateApprovalRefused.as_str(),
                         &m,
-                        serde_json::json!({"template": t.name, "hash": hash, "reasons": reasons}),
+                        &AuditEvent::TemplateApprovalRefused {
+                            template: t.name.clone(),
+                            hash: hash.clone(),
+                            reasons: reasons.clone(),
+                        },
                     )
                     .await;
                 return Ok((
@@ -511,16 +517,19 @@ pub(super) async fn set_approval(
     }
     let rec = s.store.apply_collaboration(&name, &text, &m).await?;
     s.store
-        .append_audit(
-            &name,
+        .record(&name, &m, &{
+            let decision = TemplateDecision {
+                template: t.name.clone(),
+                hash: hash.clone(),
+                version: rec.version,
+                checks: checks as u64,
+            };
             if approve {
-                AuditKind::TemplateApproved.as_str()
+                AuditEvent::TemplateApproved(decision)
             } else {
-                AuditKind::TemplateRevoked.as_str()
-            },
-            &m,
-            serde_json::json!({"template": t.name, "hash": hash, "version": rec.version, "checks": checks}),
-        )
+                AuditEvent::TemplateRevoked(decision)
+            }
+        })
         .await?;
     let errs = after_change(&s, &name, &m).await;
     if !errs.is_empty() {

@@ -10,7 +10,8 @@ use airlock_policy::Refusal;
 use airlock_protocol::admin::{
     Hello, Install, Installed, SealedSecrets, SecretGenerate, SecretInstall,
 };
-use airlock_protocol::{AuditKind, Delivered};
+use airlock_protocol::audit::DeliveredBy;
+use airlock_protocol::{AuditEvent, Delivered};
 use airlock_store::{QueryState, Store};
 use futures::future::BoxFuture;
 
@@ -27,6 +28,11 @@ pub(super) fn failure(kind: FailureKind, message: impl Into<String>) -> String {
     .to_text()
 }
 
+/// A store write as the ports report it: done, or why not in words.
+fn done<T>(r: Result<T, airlock_store::StoreError>) -> Result<(), String> {
+    r.map(drop).map_err(|e| e.to_string())
+}
+
 /// The store, as the hub's lifecycle writes to it.
 pub(super) struct StorePort<'a>(pub(super) &'a Store);
 
@@ -34,28 +40,15 @@ impl AuditLog for StorePort<'_> {
     fn audit<'a>(
         &'a self,
         collab: &'a str,
-        kind: AuditKind,
-        payload: serde_json::Value,
+        event: AuditEvent,
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .append_audit(collab, kind.as_str(), "hub", payload)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { done(self.0.record(collab, "hub", &event).await) })
     }
 }
 
 impl QueryStore for StorePort<'_> {
     fn running<'a>(&'a self, query: &'a str) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .transition(query, QueryState::Running, None)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { done(self.0.transition(query, QueryState::Running, None).await) })
     }
 
     fn release<'a>(
@@ -64,13 +57,7 @@ impl QueryStore for StorePort<'_> {
         result: &'a [u8],
         rows: i64,
     ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.0
-                .release(query, result, rows)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(async move { done(self.0.release(query, result, rows).await) })
     }
 
     fn release_delivered<'a>(
@@ -79,14 +66,14 @@ impl QueryStore for StorePort<'_> {
         rows: i64,
         result_sha256: &'a str,
         detail: &'a str,
-        payload: &'a serde_json::Value,
+        written: &'a DeliveredBy,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.0
-                .release_delivered(query, rows, result_sha256, detail, payload)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            done(
+                self.0
+                    .release_delivered(query, rows, result_sha256, detail, written)
+                    .await,
+            )
         })
     }
 
@@ -98,25 +85,25 @@ impl QueryStore for StorePort<'_> {
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
-            self.0
-                .transition(query, QueryState::Refused, Some(&detail))
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            done(
+                self.0
+                    .transition(query, QueryState::Refused, Some(&detail))
+                    .await,
+            )
         })
     }
 
     fn failed<'a>(&'a self, query: &'a str, message: &'a str) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.0
-                .transition(
-                    query,
-                    QueryState::Failed,
-                    Some(&failure(FailureKind::Failed, message)),
-                )
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
+            done(
+                self.0
+                    .transition(
+                        query,
+                        QueryState::Failed,
+                        Some(&failure(FailureKind::Failed, message)),
+                    )
+                    .await,
+            )
         })
     }
 }

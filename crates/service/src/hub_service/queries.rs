@@ -1,7 +1,8 @@
 //! The query lifecycle over REST: check, submit, run (fan-out, release or
 //! delivery), progress, results and the audit chain.
 
-use airlock_protocol::AuditKind;
+use airlock_protocol::audit::DeliveredBy;
+use airlock_protocol::AuditEvent;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -311,15 +312,16 @@ pub(super) async fn get_result(
         .ok_or_else(|| not_found("result"))?;
     let _ = s
         .store
-        .append_audit(
+        .record(
             &q.collab,
-            AuditKind::ResultDelivered.as_str(),
             &m,
-            serde_json::json!({
-                "query": id,
-                "bytes": bytes.len(),
-                "result_sha256": hex::encode(sha2::Sha256::digest(&bytes)),
-            }),
+            &AuditEvent::ResultDelivered {
+                query: id.clone(),
+                result_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                by: DeliveredBy::Fetched {
+                    bytes: bytes.len() as u64,
+                },
+            },
         )
         .await;
     Ok((

@@ -2,12 +2,37 @@
 //!
 //! A refusal names the control that was broken, the analysis rule, the table and
 //! the column. Its reason is written by Airlock from names only: it never holds a
-//! value read from data, so it may cross any member boundary.
+//! value read from data, so it may cross any member boundary. It lives here,
+//! with its one codec for a transport's status message ([`status_message`],
+//! [`from_status_message`]), because it crosses every boundary: the guard
+//! and the node make it, the hub relays it, clients read it.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::config::RuleKind;
+/// Which analysis rule a configured table carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Aggregates only, with a minimum of distinct identities per output row.
+    Aggregation,
+    /// Row-level overlap lists of permitted columns.
+    List,
+    /// The aggregation rule's limits, and only approved templates and/or
+    /// only named analysts.
+    Custom,
+}
+
+impl RuleKind {
+    /// Lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Aggregation => "aggregation",
+            RuleKind::List => "list",
+            RuleKind::Custom => "custom",
+        }
+    }
+}
 
 /// The control a refused query or fragment broke. One per class of attack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,3 +204,36 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+/// Prefix of a transport status message that carries a typed refusal.
+pub const REFUSAL_PREFIX: &str = "airlock-refusal:";
+
+/// Encodes a refusal as a status message (the prefix, then its JSON).
+pub fn status_message(r: &Refusal) -> String {
+    format!(
+        "{REFUSAL_PREFIX}{}",
+        serde_json::to_string(r).unwrap_or_default()
+    )
+}
+
+/// Decodes a refusal from a status message; `None` if it carries none.
+pub fn from_status_message(message: &str) -> Option<Refusal> {
+    serde_json::from_str(message.strip_prefix(REFUSAL_PREFIX)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_survives_its_status_message_and_other_messages_carry_none() {
+        let r = Refusal::new(Control::RestrictedFilter, "a filter on a measure")
+            .table("purchases", Some(RuleKind::Aggregation))
+            .column("amount");
+        let m = status_message(&r);
+        assert!(m.starts_with(REFUSAL_PREFIX));
+        assert_eq!(from_status_message(&m), Some(r));
+        assert_eq!(from_status_message("the node is down"), None);
+        assert_eq!(from_status_message("airlock-refusal:{not json"), None);
+    }
+}
