@@ -15,8 +15,8 @@
 //!
 //! Around the query's route, the rest of the control plane, each behind
 //! ports so it is tested without sockets or a database:
-//! - [`sync`]: a collaboration's approved version installed on every node
-//!   ([`NodeAdmin`]) and the collaboration secret relayed sealed, building
+//! - [`sync`]: a collaboration's approved version installed on every
+//!   provider's node ([`NodeAdmin`]) and the collaboration secret relayed sealed, building
 //!   the [`Hub`] ([`Hub::sync`]);
 //! - [`lifecycle`]: a prepared query marked running, run under a time
 //!   limit, stored or delivered, or recorded as refused or failed

@@ -9,7 +9,7 @@
 //! ```text
 //!  running ─▶ Hub::run ─▶ released ─▶ audit fragments.ran ─▶ deliver? ─▶ release_delivered
 //!                │                                            └ no / failed ─▶ release (stored)
-//!                ├─▶ refused (by the guard's ledger or a node) ─▶ refused
+//!                ├─▶ refused (by the ledger or a node) ─▶ refused
 //!                └─▶ failed, timed out ─▶ failed
 //! ```
 //!

@@ -7,6 +7,11 @@
 //! | `DoAction install` | [`Install`] | [`Installed`] |
 //! | `DoAction secret.generate` | [`SecretGenerate`] | [`SealedSecrets`] |
 //! | `DoAction secret.install` | [`SecretInstall`] | `{}` |
+//! | `DoAction deliver` | [`Deliver`] | [`Delivered`] |
+//! | `DoAction psi` | [`Psi`] | `airlock_protocol::PsiResponse` |
+//!
+//! The envelopes (`Ticket`, `Psi`, `Deliver`) are this transport's; the
+//! values in them are `airlock_protocol`'s.
 //!
 //! A refusal travels as gRPC status `PERMISSION_DENIED` whose message is
 //! [`REFUSAL_PREFIX`] followed by the [`airlock_protocol::Refusal`] as JSON.

@@ -2,8 +2,9 @@
 //! ([`airlock_hub::QueryStore`], [`airlock_hub::Deliverer`]), sync's
 //! ([`airlock_hub::NodeAdmin`]) and the audit chain
 //! ([`airlock_hub::AuditLog`]);
-//! the stored forms of refusals and failures are written here, next to
-//! [`HubState::view`](super::state::HubState) that reads them back.
+//! the stored forms of refusals and failures are made here
+//! ([`refusal_detail`], [`failure`]), for the run and for the submit
+//! alike, and read back by `HubState::view` (`queries.rs`).
 
 use airlock_hub::{AuditLog, Deliverer, NodeAdmin, NodeFailure, QueryStore};
 use airlock_policy::Refusal;
@@ -18,6 +19,11 @@ use futures::future::BoxFuture;
 use crate::api::{FailureDetail, FailureKind};
 use crate::links::NodeLinks;
 use crate::proto;
+
+/// A refused query's stored detail: the refusal and the refusing node.
+pub(super) fn refusal_detail(refusal: &Refusal, node: Option<&str>) -> String {
+    serde_json::json!({"refusal": refusal, "node": node}).to_string()
+}
 
 /// A failed query's stored detail.
 pub(super) fn failure(kind: FailureKind, message: impl Into<String>) -> String {
@@ -84,7 +90,7 @@ impl QueryStore for StorePort<'_> {
         node: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
+            let detail = refusal_detail(refusal, node);
             done(
                 self.0
                     .transition(query, QueryState::Refused, Some(&detail))

@@ -22,7 +22,7 @@ use crate::api::{self, ErrorCode, FailureDetail, FailureKind, ProgressView, Quer
 
 use crate::links::Progress;
 
-use super::ports::{failure, StorePort};
+use super::ports::{failure, refusal_detail, StorePort};
 use super::state::*;
 
 impl HubState {
@@ -190,7 +190,7 @@ pub(super) async fn submit_query(
             Some(prepared),
         ),
         Err(HubError::Refused { refusal, node }) => {
-            let detail = serde_json::json!({"refusal": refusal, "node": node}).to_string();
+            let detail = refusal_detail(&refusal, node.as_deref());
             let q = s
                 .store
                 .transition(&q.id, QueryState::Refused, Some(&detail))

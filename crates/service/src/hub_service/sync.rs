@@ -14,8 +14,7 @@ use super::ports::StorePort;
 use super::state::*;
 
 impl HubState {
-    /// Brings every node of a collaboration to its current policy version
-    /// (install, then the sealed secret exchange) and builds its engine.
+    /// The slot holding a collaboration's engine (made empty if new).
     pub(super) fn slot(&self, name: &str) -> EngineSlot {
         match self.engines.lock() {
             Ok(mut m) => m.entry(name.to_string()).or_default().clone(),
@@ -59,6 +58,9 @@ impl HubState {
         Ok(engine)
     }
 
+    /// Brings every provider's node of a collaboration to the version of
+    /// `rec`, once every member it involves approved it ([`Hub::sync`]:
+    /// install, then the sealed secret relay), and builds its engine.
     pub(super) async fn sync(
         &self,
         rec: &airlock_store::CollabRecord,
