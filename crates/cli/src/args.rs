@@ -382,12 +382,9 @@ pub(crate) enum CollabCommand {
     /// Change one of your datasets in every collaboration that uses it
     /// (each gets a new policy version, pushed to its nodes).
     UpdateDataset {
-        /// The dataset's path as the collaboration files name it.
+        /// The dataset's name, as the collaboration files name it.
         #[arg(long)]
-        path: String,
-        /// Its new path.
-        #[arg(long)]
-        new_path: Option<String>,
+        dataset: String,
         /// New minimum of distinct people per output row of its aggregation rules.
         #[arg(long)]
         min_distinct_identities: Option<u64>,

@@ -234,6 +234,9 @@ pub fn write_demo_data(dir: &Path, rows: usize) -> std::io::Result<Written> {
 /// the guard's own tests share.
 pub const DEMO_COLLABORATION: &str = include_str!("../../../examples/demo/collaboration.toml");
 
+/// The demo's catalog (both members' datasets, as local Parquet files).
+pub const DEMO_CATALOG: &str = include_str!("../../../examples/demo/catalog.toml");
+
 /// The demo collaboration file; `join_required` sets the audience's rule.
 pub fn collaboration_toml(join_required: bool) -> String {
     if join_required {
@@ -296,7 +299,8 @@ pub fn collaboration_toml_crypto() -> String {
         )
 }
 
-/// Writes the demo data, the collaboration file and a fresh collaboration secret.
+/// Writes the demo data, the collaboration file, its catalog and a fresh
+/// collaboration secret.
 pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Written, String> {
     let written = write_demo_data(dir, rows).map_err(|e| format!("writing sample data: {e}"))?;
     std::fs::write(
@@ -304,6 +308,8 @@ pub fn write_demo(dir: &Path, rows: usize, join_required: bool) -> Result<Writte
         collaboration_toml(join_required),
     )
     .map_err(|e| format!("writing collaboration.toml: {e}"))?;
+    std::fs::write(dir.join(airlock_node::catalog::CATALOG_FILE), DEMO_CATALOG)
+        .map_err(|e| format!("writing catalog.toml: {e}"))?;
     let secret = airlock_crypto::CollaborationSecret::generate().map_err(|e| e.to_string())?;
     std::fs::write(dir.join("collaboration.key"), secret.to_hex() + "\n")
         .map_err(|e| format!("writing collaboration.key: {e}"))?;

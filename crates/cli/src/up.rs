@@ -191,6 +191,22 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     let hub_fp = issue("hub", &["localhost", "127.0.0.1", "hub.airlock"], &hub_dir)?;
 
     let providers: Vec<String> = collab.providers();
+    // Each node's catalog holds its own member's datasets only, from the
+    // directory's catalog file (one process's catalog, split by owner).
+    let catalog_file = dir.join(airlock_node::catalog::CATALOG_FILE);
+    let catalog: airlock_node::catalog::CatalogFile = toml::from_str(
+        &std::fs::read_to_string(&catalog_file).map_err(io("reading catalog.toml"))?,
+    )
+    .map_err(|e| fail("catalog.toml")(e.to_string()))?;
+    let own = |m: &str| -> BTreeMap<String, airlock_node::catalog::Location> {
+        collab
+            .config()
+            .datasets
+            .iter()
+            .filter(|d| d.owner == m)
+            .filter_map(|d| Some((d.name.clone(), catalog.datasets.get(&d.name)?.clone())))
+            .collect()
+    };
     // Each contributing member's approval key: the member's own, kept with
     // its CLI (here beside its token), never in a node's directory.
     let mut member_keys = BTreeMap::new();
@@ -247,6 +263,8 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             member: m.clone(),
             listen: "127.0.0.1:0".into(),
             data_dir: dir.clone(),
+            datasets: own(m),
+            catalog: None,
             state_dir: nd.join("state"),
             tls: tls(&nd),
             x25519_key: nd.join("x25519.key"),

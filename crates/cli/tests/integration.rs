@@ -13,6 +13,7 @@ use common::{find_emails, plain_ctx, rows};
 
 use airlock_cli::cluster::{exit_code, CliError, Cluster, Tap};
 use airlock_cli::{data, demo};
+use airlock_node::catalog::{CatalogFile, DatasetFormat::Csv};
 use airlock_node::{Node, NodeError};
 use airlock_policy::{Collaboration, Control};
 use airlock_protocol::{
@@ -495,10 +496,6 @@ async fn configuration_errors_name_file_table_and_column() {
             "table 'audience', column 'regoin': is not a column of dataset 'publisher_audience'",
         ),
         (
-            good.replace("path = \"purchases.parquet\"", "path = \"missing.parquet\""),
-            "dataset 'advertiser_purchases': dataset file not found",
-        ),
-        (
             good.replace(
                 "min_distinct_identities = 50, join_required",
                 "min_distinct_identities = 1, join_required",
@@ -563,6 +560,65 @@ async fn configuration_errors_name_file_table_and_column() {
             .contains("column 'category': a measure must be numeric"),
         "{e}"
     );
+    std::fs::write(&path, &good).expect("write");
+    catalog_errors_name_the_dataset_never_its_location(&dir, &path).await;
+}
+
+/// Bad catalog entries: each refusal names the dataset and the kind of
+/// problem, exits 2, and carries no path (the location is the owner's).
+async fn catalog_errors_name_the_dataset_never_its_location(dir: &Path, path: &Path) {
+    let catalog = dir.join("catalog.toml");
+    let good = std::fs::read_to_string(&catalog).expect("catalog");
+    let cases = [
+        (
+            good.replace("\"purchases.parquet\"", "\"missing-place.parquet\""),
+            "dataset 'advertiser_purchases': (files source): nothing found at its location",
+        ),
+        (
+            good.replace("\"purchases.parquet\"", "\"missing-place/*.parquet\""),
+            "dataset 'advertiser_purchases': (files source): nothing found at its location",
+        ),
+        (
+            good.replace(
+                "[datasets.advertiser_purchases]",
+                "[datasets.advertiser_orders]",
+            ),
+            "dataset 'advertiser_purchases': is not in the catalog of 'advertiser's node",
+        ),
+        (
+            good.replace("\"purchases.parquet\"", "\"../missing-place.parquet\""),
+            "dataset 'advertiser_purchases': (files source): nothing found at its location",
+        ),
+        (
+            good.replacen(
+                "path = \"purchases.parquet\"\nformat = \"parquet\"",
+                "path = \"purchases.parquet\"\nformat = \"json\"",
+                1,
+            ),
+            "dataset 'advertiser_purchases': (files source): its data cannot be read as JSON lines",
+        ),
+    ];
+    for (text, want) in cases {
+        assert_ne!(text, good, "{want}");
+        std::fs::write(&catalog, &text).expect("write");
+        let e = Cluster::open(path, None).await.err().expect("refused");
+        let msg = e.to_string();
+        assert!(msg.contains(want), "want {want:?} in {msg:?}");
+        assert!(
+            !msg.contains("missing-place") && !msg.contains(".parquet"),
+            "{msg}"
+        );
+        assert_eq!(exit_code(&e), 2, "{msg}");
+    }
+    // A catalog that is not valid names its own file.
+    std::fs::write(&catalog, good.replace("kind = \"files\"", "kind = \"ftp\"")).expect("write");
+    let msg = Cluster::open(path, None)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("catalog") && msg.contains("ftp"), "{msg}");
+    std::fs::write(&catalog, &good).expect("write");
 }
 
 const SMALL: &str = r#"
@@ -581,14 +637,10 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "crm"
 owner = "publisher"
-path = "crm.csv"
-format = "csv"
 
 [[datasets]]
 name = "shop"
 owner = "advertiser"
-path = "shop/*.csv"
-format = "csv"
 
 [[tables]]
 alias = "crm"
@@ -635,6 +687,9 @@ fn small_collab(crm_rule: &str, orders_rule: &str) -> (tempfile::TempDir, PathBu
         .replace("type = \"RULE_CRM\"", crm_rule)
         .replace("type = \"RULE_ORDERS\"", orders_rule);
     std::fs::write(dir.join("small.toml"), toml).expect("write");
+    CatalogFile::files(&[("crm", "crm.csv", Csv), ("shop", "shop/*.csv", Csv)])
+        .write_to(dir)
+        .expect("catalog");
     let path = dir.join("small.toml");
     (tmp, path)
 }
@@ -991,6 +1046,13 @@ async fn consent_withdrawn_at_the_source_holds_in_the_next_query() {
     std::fs::write(dir.join("k"), "11".repeat(32) + "\n").expect("secret");
     people(&[]);
     optouts(&["nobody@example.com"]);
+    CatalogFile::files(&[
+        ("pub_people", "people.csv", Csv),
+        ("adv_orders", "orders.csv", Csv),
+        ("adv_optouts", "optouts.csv", Csv),
+    ])
+    .write_to(dir)
+    .expect("catalog");
     let config = r#"
 [collaboration]
 name = "consent"
@@ -1008,22 +1070,16 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "pub_people"
 owner = "pub"
-path = "people.csv"
-format = "csv"
 consent = { measurement = { column = "consent" } }
 
 [[datasets]]
 name = "adv_orders"
 owner = "adv"
-path = "orders.csv"
-format = "csv"
 consent = { measurement = { suppression_dataset = "adv_optouts" } }
 
 [[datasets]]
 name = "adv_optouts"
 owner = "adv"
-path = "optouts.csv"
-format = "csv"
 
 [[tables]]
 alias = "people"

@@ -193,6 +193,13 @@ async fn a_schema_contract_matches_members_with_different_schemas_and_formatting
     }
     std::fs::write(dir.join("pub.csv"), pubs).expect("write");
     std::fs::write(dir.join("adv.csv"), advs).expect("write");
+    use airlock_node::catalog::{CatalogFile, DatasetFormat::Csv};
+    CatalogFile::files(&[
+        ("pub_people", "pub.csv", Csv),
+        ("adv_orders", "adv.csv", Csv),
+    ])
+    .write_to(&dir)
+    .expect("catalog");
     std::fs::write(dir.join("k"), "22".repeat(32) + "\n").expect("secret");
     let schema = r#"
 [schema.keys.email]
@@ -225,14 +232,10 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "pub_people"
 owner = "pub"
-path = "pub.csv"
-format = "csv"
 
 [[datasets]]
 name = "adv_orders"
 owner = "adv"
-path = "adv.csv"
-format = "csv"
 
 [[tables]]
 alias = "people"

@@ -335,8 +335,6 @@ abilities = ["provide", "query", "receive"]
 [[datasets]]
 name = "publisher_audience"
 owner = "publisher"
-path = "audience.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "audience"
@@ -851,8 +849,7 @@ async fn twenty_collaborations_over_one_dataset_with_policy_sync() {
     // waits for the advertiser, whose approval brings it to both nodes.
     let updated = publisher
         .update_dataset(&airlock_service::api::DatasetUpdate {
-            path: "audience.parquet".into(),
-            new_path: None,
+            dataset: "publisher_audience".into(),
             min_distinct_identities: Some(120),
         })
         .await
@@ -1009,74 +1006,64 @@ async fn hub_side_and_node_side_policy_and_secret_attacks_are_refused() {
         pushed.message()
     );
 
-    // Dataset paths stay inside the node's data directory.
-    for (name, path) in [("up", "../outside.parquet"), ("abs", "/etc/passwd")] {
+    // A collaboration file cannot say where a dataset is: a path (inside
+    // the data directory or not) is refused by the hub before anything is
+    // stored, and the refusal does not echo it.
+    for (name, path) in [
+        ("up", "../outside.parquet"),
+        ("abs", "/etc/passwd"),
+        ("inside", "audience.parquet"),
+    ] {
         let escape = base
             .replace("name = \"demo\"", &format!("name = \"{name}\""))
-            .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
-        let v = publisher.create(&escape).await.expect("stored");
-        advertiser
-            .approve(name, Some(&v.sha256))
-            .await
-            .expect("approve");
-        let v: airlock_service::api::CollaborationView = publisher
-            .call(
-                Method::GET,
-                &format!("/v1/collaborations/{name}"),
-                None::<&()>,
+            .replace(
+                "owner = \"publisher\"\n",
+                &format!("owner = \"publisher\"\npath = \"{path}\"\nformat = \"parquet\"\n"),
+            );
+        assert_ne!(escape, base);
+        let (code, text) = publisher
+            .raw(
+                Method::POST,
+                "/v1/collaborations",
+                Some(serde_json::json!({ "toml": escape })),
             )
             .await
-            .expect("show");
+            .expect("call");
+        assert_eq!(code.as_u16(), 400, "{text}");
         assert!(
-            v.sync_errors
-                .iter()
-                .any(|e| e.contains("relative to the node's data directory")),
-            "{path}: {:?}",
-            v.sync_errors
+            text.contains("stays on its owner's node") && !text.contains(path),
+            "{path}: {text}"
         );
     }
     // A link inside the data directory to a file outside it is not
-    // followed: the node refuses the dataset (and in process the same).
+    // followed: a catalog entry through it is refused (here in process;
+    // the node reads the same catalog code at its start).
     let outside = tmp.path().join("outside.csv");
     std::fs::write(&outside, "email,segment\na@x,s\n").expect("write");
     std::os::unix::fs::symlink(&outside, dir.join("link.parquet")).expect("link");
     std::fs::create_dir_all(dir.join("linked")).expect("dir");
     std::os::unix::fs::symlink(&outside, dir.join("linked/part.parquet")).expect("link");
-    for (name, path) in [
-        ("sym", "link.parquet"),
-        ("symdir", "linked"),
-        ("symglob", "linked/*.parquet"),
-    ] {
-        let escape = base
-            .replace("name = \"demo\"", &format!("name = \"{name}\""))
-            .replace("path = \"audience.parquet\"", &format!("path = \"{path}\""));
-        let v = publisher.create(&escape).await.expect("stored");
-        advertiser
-            .approve(name, Some(&v.sha256))
-            .await
-            .expect("approve");
-        let v: airlock_service::api::CollaborationView = publisher
-            .call(
-                Method::GET,
-                &format!("/v1/collaborations/{name}"),
-                None::<&()>,
-            )
-            .await
-            .expect("show");
-        assert!(
-            v.sync_errors
-                .iter()
-                .any(|e| e.contains("leads outside the directory datasets are read from")),
-            "{path}: {:?}",
-            v.sync_errors
-        );
-        let file = dir.join(format!("{name}.toml"));
-        std::fs::write(&file, &escape).expect("write");
-        match Cluster::open(&file, None).await {
-            Err(e) => assert!(e.to_string().contains("leads outside"), "{e}"),
+    let catalog = dir.join("catalog.toml");
+    let good_catalog = read(&catalog);
+    for path in ["link.parquet", "linked", "linked/*.parquet"] {
+        std::fs::write(
+            &catalog,
+            good_catalog.replace("\"audience.parquet\"", &format!("\"{path}\"")),
+        )
+        .expect("write");
+        match Cluster::open(&dir.join("collaboration.toml"), None).await {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("dataset 'publisher_audience'") && e.contains("leads outside"),
+                    "{e}"
+                );
+                assert!(!e.contains("link.parquet") && !e.contains("linked"), "{e}");
+            }
             Ok(_) => panic!("{path}: opened in process"),
         }
     }
+    std::fs::write(&catalog, &good_catalog).expect("write");
     // Ids are unique: a new collaboration cannot take over another's id.
     let hijack = base.replace("name = \"demo\"", "name = \"evil\"\nid = \"demo\"");
     let (code, text) = advertiser
@@ -2225,7 +2212,9 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
         .raw(
             Method::POST,
             "/v1/datasets/update",
-            Some(serde_json::json!({"path": "audience.parquet", "min_distinct_identities": 2})),
+            Some(
+                serde_json::json!({"dataset": "publisher_audience", "min_distinct_identities": 2}),
+            ),
         )
         .await
         .expect("call");

@@ -33,8 +33,6 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "ds"
 owner = "owner"
-path = "t.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "t"
@@ -337,14 +335,10 @@ abilities = ["provide"]
 [[datasets]]
 name = "d1"
 owner = "one"
-path = "a.parquet"
-format = "parquet"
 
 [[datasets]]
 name = "d2"
 owner = "two"
-path = "b.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "a"
@@ -419,14 +413,10 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "d1"
 owner = "owner"
-path = "a.parquet"
-format = "parquet"
 
 [[datasets]]
 name = "d2"
 owner = "querier"
-path = "b.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "a"

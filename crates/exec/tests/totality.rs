@@ -43,14 +43,10 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "pa"
 owner = "pub"
-path = "a.parquet"
-format = "parquet"
 
 [[datasets]]
 name = "pp"
 owner = "adv"
-path = "p.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "a"

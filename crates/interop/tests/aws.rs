@@ -33,7 +33,7 @@ fn validates(t: &ConfiguredTable) {
     }
     let block = toml::to_string(&Tables { tables: vec![t] }).expect("toml");
     let text = format!(
-        "[collaboration]\nname = \"c\"\nsecret_file = \"k\"\n\n[[members]]\nname = \"m\"\nabilities = [\"query\", \"provide\"]\n\n[[datasets]]\nname = \"{}\"\nowner = \"m\"\npath = \"x.parquet\"\nformat = \"parquet\"\n\n{block}",
+        "[collaboration]\nname = \"c\"\nsecret_file = \"k\"\n\n[[members]]\nname = \"m\"\nabilities = [\"query\", \"provide\"]\n\n[[datasets]]\nname = \"{}\"\nowner = \"m\"\n\n{block}",
         t.dataset
     );
     Collaboration::from_toml(&text, "c.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));

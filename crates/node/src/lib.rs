@@ -16,6 +16,7 @@
 //! with its own guard, applies its own threshold, and only the aggregate
 //! leaves. Errors that leave the node carry no data values.
 
+pub mod catalog;
 pub mod crypto;
 pub mod sources;
 mod verify;
@@ -24,6 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::catalog::Catalog;
 use airlock_crypto::{CollaborationSecret, PseudonymKey, TOKEN_LEN};
 use airlock_guard::{Guard, GuardError};
 use airlock_policy::{Collaboration, ConfigErrors, Control, Refusal};
@@ -115,14 +117,18 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
-    /// Opens the node of `member`: registers its datasets in place, checks
-    /// each configured column against the data, and reads the collaboration
-    /// secret. `config_dir` is the directory paths are relative to.
+    /// Opens the node of `member` in one process with the collaboration
+    /// file: registers its datasets in place, as the catalog file
+    /// `catalog.toml` in `config_dir` locates them, checks each configured
+    /// column against the data, and reads the collaboration secret (its
+    /// `secret_file`, relative to `config_dir`).
     pub async fn open(
         collab: &Collaboration,
         config_dir: &Path,
         member: &str,
     ) -> Result<Node, NodeError> {
+        let catalog = Catalog::from_file(&config_dir.join(catalog::CATALOG_FILE))
+            .map_err(NodeError::Local)?;
         let secret_path = config_dir.join(&collab.config().collaboration.secret_file);
         let text = std::fs::read_to_string(&secret_path).map_err(|e| {
             NodeError::Local(format!(
@@ -132,7 +138,7 @@ impl Node {
         })?;
         let secret = CollaborationSecret::from_hex(&text)
             .map_err(|e| NodeError::Local(format!("{}: {e}", secret_path.display())))?;
-        Self::open_with_secret(collab, config_dir, member, Some(secret)).await
+        Self::open_with_secret(collab, &catalog, member, Some(secret)).await
     }
 
     /// Opens the node of `member` with the collaboration secret given
@@ -140,17 +146,17 @@ impl Node {
     /// then, fragments that need pseudonyms fail closed).
     pub async fn open_with_secret(
         collab: &Collaboration,
-        data_dir: &Path,
+        catalog: &Catalog,
         member: &str,
         secret: Option<CollaborationSecret>,
     ) -> Result<Node, NodeError> {
-        Self::open_with_limits(collab, data_dir, member, secret, NodeLimits::default()).await
+        Self::open_with_limits(collab, catalog, member, secret, NodeLimits::default()).await
     }
 
     /// [`Node::open_with_secret`] with the node's limits.
     pub async fn open_with_limits(
         collab: &Collaboration,
-        data_dir: &Path,
+        catalog: &Catalog,
         member: &str,
         secret: Option<CollaborationSecret>,
         limits: NodeLimits,
@@ -161,7 +167,7 @@ impl Node {
             .build_arc()
             .map_err(|e| NodeError::Local(format!("the node's memory pool: {e}")))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let (views, schemas) = sources::register(&ctx, collab, data_dir, member).await?;
+        let (views, schemas) = sources::register(&ctx, collab, catalog, member).await?;
         let guard = Guard::new(collab, &schemas)
             .map_err(|e| NodeError::Local(e.to_string()))?
             .with_limits(limits.query);

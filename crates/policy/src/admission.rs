@@ -151,14 +151,10 @@ abilities = ["query"]
 [[datasets]]
 name = "a"
 owner = "publisher"
-path = "a.parquet"
-format = "parquet"
 
 [[datasets]]
 name = "p"
 owner = "advertiser"
-path = "p.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "audience"

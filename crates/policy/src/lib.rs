@@ -26,7 +26,7 @@ pub use airlock_protocol::refusal::{Control, Refusal};
 pub use config::{
     Ability, AggFunction, AnalysisRule, CanonicalColumn, CanonicalType, Collaboration,
     CollaborationConfig, ColumnRole, ConfigError, ConfigErrors, ConfiguredTable, ConsentSource,
-    Dataset, DatasetFormat, Member, Mode, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
+    Dataset, Member, Mode, Normalize, RuleKind, SchemaSection, SCALAR_FUNCTIONS,
 };
 pub use dp::{users_noise_to_epsilon, AnalystBudget, DpRule, PrivacySection, StrictestDp};
 pub use template::{ParamSpec, ParamType, QuerySpec, Template, Written};

@@ -255,15 +255,15 @@ pub struct CheckView {
 }
 
 /// Body of `POST /v1/datasets/update`: one change to a dataset the caller
-/// owns, applied to every collaboration that uses it.
+/// owns, applied to every collaboration that uses it. (Its location is not
+/// here: it is in the owner's node catalog, and a change there reaches
+/// every collaboration with no new version.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetUpdate {
-    /// The dataset's path as collaboration files name it.
-    pub path: String,
-    /// Move the dataset: the new path.
-    #[serde(default)]
-    pub new_path: Option<String>,
+    /// The dataset's name, as collaboration files and the owner's catalog
+    /// name it.
+    pub dataset: String,
     /// New minimum of distinct people per output row of every aggregation
     /// rule on a table over this dataset.
     #[serde(default)]
@@ -487,7 +487,7 @@ pub fn openapi() -> serde_json::Value {
                 "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
                 "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}, "approval": {"type": "string", "description": "the caller's Ed25519 signature (hex) of its approval of exactly this text"}}, "additionalProperties": false},
                 "ApprovalDecision": {"type": "object", "required": ["sha256"], "description": "Either signature (approve) or refuse (a reason).", "properties": {"sha256": {"type": "string"}, "signature": {"type": "string"}, "refuse": {"type": "string"}}, "additionalProperties": false},
-                "DatasetUpdate": {"type": "object", "required": ["path"], "properties": {"path": {"type": "string"}, "new_path": {"type": "string"}, "min_distinct_identities": {"type": "integer", "minimum": 2}}, "additionalProperties": false},
+                "DatasetUpdate": {"type": "object", "required": ["dataset"], "properties": {"dataset": {"type": "string"}, "min_distinct_identities": {"type": "integer", "minimum": 2}}, "additionalProperties": false},
                 "QueryRequest": {"type": "object", "description": "Either sql, or template (a name or hash) with params.", "properties": {"sql": {"type": "string"}, "template": {"type": "string"}, "params": {"type": "object", "additionalProperties": {"type": "string"}}, "purpose": {"type": "string"}}, "additionalProperties": false}
             }
         }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use airlock_node::catalog::{Catalog, CatalogFile, Location, S3Credentials};
+
 use crate::ServiceError;
 
 /// The TLS material of a process: its certificate and key, and the CA its
@@ -29,8 +31,17 @@ pub struct NodeConfig {
     pub member: String,
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     pub listen: String,
-    /// Directory the datasets' paths in collaboration files are relative to.
+    /// Directory the catalog's local files are read from (and confined to).
     pub data_dir: PathBuf,
+    /// The node's catalog: where each dataset of its member lives, by the
+    /// name collaborations use (`[datasets.NAME]`, docs/sources.md). Never
+    /// sent anywhere.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, Location>,
+    /// A catalog file with more `[datasets.NAME]` entries, relative to
+    /// `node.toml` (its credential files are relative to itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
     /// Where the node keeps the collaborations installed on it and their
     /// secrets.
     pub state_dir: PathBuf,
@@ -237,7 +248,26 @@ impl TlsFiles {
     }
 }
 
+/// Credential files of S3 entries, made absolute against `base`.
+fn resolve_credentials(base: &Path, datasets: &mut BTreeMap<String, Location>) {
+    for location in datasets.values_mut() {
+        if let Location::S3 {
+            credentials: S3Credentials::File { path, .. },
+            ..
+        } = location
+        {
+            resolve(base, path);
+        }
+    }
+}
+
 impl NodeConfig {
+    /// The node's catalog (`datasets`, with the catalog file's merged in by
+    /// [`NodeConfig::load`]), local files under `data_dir`.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.datasets.clone(), &self.data_dir, &self.data_dir)
+    }
+
     /// Reads and validates a `node.toml`; relative paths become absolute.
     pub fn load(path: &Path) -> Result<NodeConfig, ServiceError> {
         let mut c: NodeConfig = toml::from_str(&read(path)?)
@@ -263,6 +293,23 @@ impl NodeConfig {
             }
         }
         let b = base(path);
+        resolve_credentials(&b, &mut c.datasets);
+        if let Some(file) = &mut c.catalog {
+            resolve(&b, file);
+            let text = read(file)?;
+            let mut more: CatalogFile = toml::from_str(&text)
+                .map_err(|e| ServiceError::Config(format!("{}: {e}", file.display())))?;
+            resolve_credentials(&base(file), &mut more.datasets);
+            for (name, location) in more.datasets {
+                if c.datasets.contains_key(&name) {
+                    return Err(ServiceError::Config(format!(
+                        "{}: dataset '{name}' is registered in node.toml too",
+                        file.display()
+                    )));
+                }
+                c.datasets.insert(name, location);
+            }
+        }
         resolve(&b, &mut c.data_dir);
         resolve(&b, &mut c.state_dir);
         resolve(&b, &mut c.x25519_key);

@@ -39,6 +39,8 @@ struct Held {
 
 struct Inner {
     cfg: NodeConfig,
+    /// Where the member's datasets are (read at start).
+    catalog: airlock_node::catalog::Catalog,
     keys: NodeKeys,
     collabs: RwLock<HashMap<String, Arc<Held>>>,
 }
@@ -99,6 +101,7 @@ impl NodeService {
         })?;
         let svc = NodeService {
             inner: Arc::new(Inner {
+                catalog: cfg.catalog(),
                 cfg,
                 keys,
                 collabs: RwLock::new(HashMap::new()),
@@ -147,7 +150,7 @@ impl NodeService {
         let secret = read_secret(dir)?;
         let node = Node::open_with_limits(
             &collab,
-            &self.inner.cfg.data_dir,
+            &self.inner.catalog,
             &self.inner.cfg.member,
             secret,
             self.limits(),
@@ -266,7 +269,6 @@ impl NodeService {
                 collab.name()
             )));
         }
-        check_paths(&collab, member)?;
         let id = collab.id().to_string();
         let sha = sha256_hex(req.toml.as_bytes());
         let signature = req.approvals.get(member).map(String::as_str);
@@ -305,18 +307,13 @@ impl NodeService {
         }
         let dir = collab_dir(&self.inner.cfg.state_dir, &id);
         let secret = read_secret(&dir).map_err(|e| Status::failed_precondition(e.to_string()))?;
-        let node = Node::open_with_limits(
-            &collab,
-            &self.inner.cfg.data_dir,
-            member,
-            secret,
-            self.limits(),
-        )
-        .await
-        .map_err(|e| match e {
-            NodeError::Config(c) => Status::invalid_argument(c.to_string()),
-            other => Status::failed_precondition(other.to_string()),
-        })?;
+        let node =
+            Node::open_with_limits(&collab, &self.inner.catalog, member, secret, self.limits())
+                .await
+                .map_err(|e| match e {
+                    NodeError::Config(c) => Status::invalid_argument(c.to_string()),
+                    other => Status::failed_precondition(other.to_string()),
+                })?;
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
         write_atomic(&dir.join("policy.toml"), req.toml.as_bytes())?;
         write_atomic(&dir.join("version"), req.version.to_string().as_bytes())?;
@@ -569,32 +566,6 @@ impl NodeService {
             });
         Ok(encoded.boxed())
     }
-}
-
-/// Dataset paths of this member must stay inside its data directory.
-fn check_paths(collab: &Collaboration, member: &str) -> Result<(), Status> {
-    for d in collab
-        .config()
-        .datasets
-        .iter()
-        .filter(|d| d.owner == member)
-    {
-        let p = Path::new(&d.path);
-        let escapes = p.is_absolute()
-            || p.components().any(|c| {
-                matches!(
-                    c,
-                    std::path::Component::ParentDir | std::path::Component::RootDir
-                )
-            });
-        if escapes {
-            return Err(Status::invalid_argument(format!(
-                "dataset '{}': path must be relative to the node's data directory, without '..'",
-                d.name
-            )));
-        }
-    }
-    Ok(())
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Status> {

@@ -115,14 +115,12 @@ pub(crate) async fn run(hub: HubArgs, command: CollabCommand) -> Out {
             Ok(())
         }
         CollabCommand::UpdateDataset {
-            path,
-            new_path,
+            dataset,
             min_distinct_identities,
         } => {
             let done = client
                 .update_dataset(&api::DatasetUpdate {
-                    path,
-                    new_path,
+                    dataset,
                     min_distinct_identities,
                 })
                 .await

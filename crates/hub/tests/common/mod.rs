@@ -26,14 +26,10 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "crm"
 owner = "publisher"
-path = "crm.csv"
-format = "csv"
 
 [[datasets]]
 name = "shop"
 owner = "advertiser"
-path = "shop.csv"
-format = "csv"
 
 [[tables]]
 alias = "crm"
@@ -74,6 +70,12 @@ pub fn write_data(dir: &Path) {
     std::fs::write(dir.join("crm.csv"), crm).expect("crm");
     std::fs::write(dir.join("shop.csv"), shop).expect("shop");
     std::fs::write(dir.join("k"), "ab".repeat(32)).expect("secret");
+    std::fs::write(
+        dir.join("catalog.toml"),
+        "[datasets.crm]\nkind = \"files\"\npath = \"crm.csv\"\nformat = \"csv\"\n\n\
+         [datasets.shop]\nkind = \"files\"\npath = \"shop.csv\"\nformat = \"csv\"\n",
+    )
+    .expect("catalog");
 }
 
 pub fn collab(crm_k: u64, orders_dp: bool) -> Collaboration {

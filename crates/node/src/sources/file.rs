@@ -1,18 +1,21 @@
 //! Local files: Parquet, CSV (with a header) or JSON lines, one file, a
 //! directory or a glob, read in place from the node's data directory and
 //! refused if any of them leads outside it once links are followed.
+//!
+//! Projection and filter pushdown are DataFusion's over files: Parquet
+//! reads only the projected columns and prunes row groups and pages by the
+//! filters' statistics; CSV and JSON are read whole and filtered after.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use airlock_policy::DatasetFormat;
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::file_format::options::ReadOptions;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::prelude::SessionContext;
 use futures::future::BoxFuture;
 
-use super::Source;
+use super::{listing_table, OpenError, Source};
+use crate::catalog::DatasetFormat;
 
 /// A dataset of local files under the node's data directory.
 #[derive(Debug, Clone)]
@@ -38,43 +41,21 @@ impl FileSource {
         }
     }
 
-    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, String> {
+    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, OpenError> {
         let path = self.dir.join(&self.path);
         let path_text = path.to_string_lossy().to_string();
         let is_glob = self.path.contains(['*', '?', '[']);
         if !is_glob && !path.exists() {
-            return Err(format!("dataset file not found: {path_text}"));
+            return Err(OpenError::new(
+                "nothing found at its location",
+                format!("no file at {path_text}"),
+            ));
         }
-        confined(self.root.as_deref(), &self.dir, &self.path)?;
-        let url =
-            ListingTableUrl::parse(&path_text).map_err(|e| format!("bad dataset path: {e}"))?;
-        // The same listing options as `SessionContext::register_parquet` and
-        // friends, so scans get the session's format options.
-        let config = ctx.copied_config();
-        let table_options = ctx.copied_table_options();
-        let options = match self.format {
-            DatasetFormat::Parquet => {
-                ParquetReadOptions::default().to_listing_options(&config, table_options)
-            }
-            DatasetFormat::Csv => CsvReadOptions::new()
-                .has_header(true)
-                .to_listing_options(&config, table_options),
-            DatasetFormat::Json => {
-                JsonReadOptions::default().to_listing_options(&config, table_options)
-            }
-        };
-        let state = ctx.state();
-        let schema = options.infer_schema(&state, &url).await.map_err(|e| {
-            format!(
-                "cannot read the dataset's schema at {path_text}: {}",
-                e.strip_backtrace()
-            )
-        })?;
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(schema);
-        let table = ListingTable::try_new(config).map_err(|e| e.strip_backtrace())?;
-        Ok(Arc::new(table))
+        confined(self.root.as_deref(), &self.dir, &self.path)
+            .map_err(|why| OpenError::new(why.clone(), format!("{why}: {path_text}")))?;
+        let url = ListingTableUrl::parse(&path_text)
+            .map_err(|e| OpenError::new("its path is not a valid path", e.to_string()))?;
+        listing_table(ctx, url, self.format).await
     }
 }
 
@@ -82,7 +63,7 @@ impl Source for FileSource {
     fn open<'a>(
         &'a self,
         ctx: &'a SessionContext,
-    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, String>> {
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, OpenError>> {
         Box::pin(self.listing(ctx))
     }
 }
@@ -120,7 +101,7 @@ fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
         if fixed.as_os_str().is_empty() {
             outside()
         } else {
-            "dataset file not found".to_string()
+            "nothing found at its location".to_string()
         }
     })?;
     if !real.starts_with(root) {

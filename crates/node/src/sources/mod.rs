@@ -1,32 +1,44 @@
 //! Data sources: a member's datasets registered in place, and the views
 //! that expose only the configured columns of each configured table.
 //!
-//! A dataset is read through a [`Source`]: something that opens it as a
-//! DataFusion table read in place, with projection and filter pushdown
-//! where the kind supports it. [`FileSource`] (local Parquet, CSV and JSON
-//! files, globs and directories, confined to the node's data directory) is
-//! the one kind today; object storage, Delta Lake and PostgreSQL go behind
-//! the same trait. Above the sources this module is kind-blind: the views
-//! (configured columns, normalisation, consent and opt-out) are built the
-//! same way over whatever a source opened.
+//! A dataset is named by the collaboration and located by the node's own
+//! [`Catalog`]; it is read through a [`Source`]: something that opens it
+//! as a DataFusion table read in place, with projection and filter
+//! pushdown where the kind supports it. [`FileSource`] (local Parquet, CSV
+//! and JSON files, globs and directories, confined to the node's data
+//! directory) and [`S3Source`] (objects in S3 or an S3-compatible store)
+//! are the kinds today. Above the sources this module is kind-blind: the
+//! views (configured columns, normalisation, consent and opt-out) are built
+//! the same way over whatever a source opened.
+//!
+//! A source that cannot be opened is refused with the dataset's name and
+//! the kind of problem ([`OpenError::public`]); the detail, which may name
+//! the location, goes to the node's own log only.
 
 mod file;
+mod s3;
 
 pub use file::FileSource;
+pub use s3::{S3Settings, S3Source};
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use airlock_policy::{Collaboration, ColumnRole, ConfigError, ConfigErrors, Dataset, Normalize};
+use airlock_policy::{Collaboration, ColumnRole, ConfigError, ConfigErrors, Normalize};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::Column;
+use datafusion::datasource::file_format::options::ReadOptions;
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
 use datafusion::logical_expr::JoinType;
 use datafusion::logical_expr::{cast, Expr};
-use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::prelude::{
+    CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions, SessionContext,
+};
 use futures::future::BoxFuture;
 
+use crate::catalog::{Catalog, DatasetFormat, Location};
 use crate::NodeError;
 
 /// A configured table's view, by purpose (`None`: consented for every
@@ -35,20 +47,145 @@ pub(crate) type Views = HashMap<(Option<String>, String), Arc<dyn TableProvider>
 
 type Registered = (Views, HashMap<String, SchemaRef>);
 
+/// Why a source could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenError {
+    /// The kind of problem, in words that carry no data value and nothing
+    /// of the dataset's location or credentials: this may leave the node.
+    pub public: String,
+    /// The detail for the node's operator (may name the location; never a
+    /// credential): written to the node's log only.
+    pub detail: String,
+}
+
+impl OpenError {
+    /// A problem of kind `public` with the operator's `detail`.
+    pub fn new(public: impl Into<String>, detail: impl Into<String>) -> Self {
+        OpenError {
+            public: public.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Where one dataset's rows live, and how to read them in place.
 pub trait Source: Send + Sync {
-    /// Opens the dataset as a table read in place. A refusal says why in
-    /// words that carry no data value and nothing of the owner's storage
-    /// beyond what its own configuration names.
+    /// Opens the dataset as a table read in place.
     fn open<'a>(
         &'a self,
         ctx: &'a SessionContext,
-    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, String>>;
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, OpenError>>;
 }
 
-/// The source of a dataset as its owner configured it.
-pub fn source_of(ds: &Dataset, config_dir: &Path, root: Option<&Path>) -> Box<dyn Source> {
-    Box::new(FileSource::new(config_dir, root, &ds.path, ds.format))
+/// The source of a dataset at `location`; `index` is the dataset's place
+/// among the node's datasets (it keys the object store of a remote kind).
+pub fn source_of(location: &Location, catalog: &Catalog, index: usize) -> Box<dyn Source> {
+    match location {
+        Location::Files { path, format } => {
+            let root = catalog.data_dir().canonicalize().ok();
+            Box::new(FileSource::new(
+                catalog.data_dir(),
+                root.as_deref(),
+                path,
+                *format,
+            ))
+        }
+        Location::S3 {
+            bucket,
+            prefix,
+            format,
+            endpoint,
+            region,
+            allow_http,
+            credentials,
+        } => Box::new(S3Source::new(
+            index,
+            S3Settings {
+                bucket,
+                prefix,
+                format: *format,
+                endpoint: endpoint.as_deref(),
+                region: region.as_deref(),
+                allow_http: *allow_http,
+                credentials,
+            },
+            catalog.config_dir(),
+        )),
+    }
+}
+
+/// A listing table over the objects at `url` (a file, a directory or
+/// prefix, or a glob) in `format`, its schema read from the data. The
+/// classification of failures is the one every file-like kind shares.
+pub(crate) async fn listing_table(
+    ctx: &SessionContext,
+    url: ListingTableUrl,
+    format: DatasetFormat,
+) -> Result<Arc<dyn TableProvider>, OpenError> {
+    // The same listing options as `SessionContext::register_parquet` and
+    // friends, so scans get the session's format options.
+    let config = ctx.copied_config();
+    let table_options = ctx.copied_table_options();
+    let options = match format {
+        DatasetFormat::Parquet => {
+            ParquetReadOptions::default().to_listing_options(&config, table_options)
+        }
+        DatasetFormat::Csv => CsvReadOptions::new()
+            .has_header(true)
+            .to_listing_options(&config, table_options),
+        DatasetFormat::Json => {
+            JsonReadOptions::default().to_listing_options(&config, table_options)
+        }
+    };
+    // One object named by itself is read whatever its name ends with (a
+    // directory or prefix lists only files with the format's extension).
+    let mut options = options;
+    if !url.is_collection() {
+        options.file_extension = String::new();
+    }
+    let state = ctx.state();
+    let schema = options
+        .infer_schema(&state, &url)
+        .await
+        .map_err(|e| classify(&e, format))?;
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config)
+        .map_err(|e| OpenError::new("its table cannot be built", e.strip_backtrace()))?;
+    Ok(Arc::new(table))
+}
+
+/// The kind of a failure to read a dataset's schema.
+fn classify(e: &DataFusionError, format: DatasetFormat) -> OpenError {
+    let detail = e.to_string();
+    let mut inner: &DataFusionError = e;
+    loop {
+        inner = match inner {
+            DataFusionError::Context(_, next) => next,
+            DataFusionError::Shared(next) => next,
+            _ => break,
+        };
+    }
+    let public = match inner {
+        DataFusionError::ObjectStore(os) => match os.as_ref() {
+            object_store::Error::NotFound { .. } => "nothing found at its location",
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => {
+                "its store refused the node's credentials"
+            }
+            _ => "the node cannot reach its location",
+        },
+        _ if detail.contains("No files found") || detail.contains("no files") => {
+            "nothing found at its location"
+        }
+        _ => match format {
+            DatasetFormat::Parquet => "its data cannot be read as Parquet",
+            DatasetFormat::Csv => "its data cannot be read as CSV with a header",
+            DatasetFormat::Json => "its data cannot be read as JSON lines",
+        },
+    };
+    OpenError::new(public, detail)
 }
 
 fn problem(file: &str, table: &str, column: Option<&str>, message: String) -> ConfigError {
@@ -76,25 +213,52 @@ fn about(
 pub(crate) async fn register(
     ctx: &SessionContext,
     collab: &Collaboration,
-    config_dir: &Path,
+    catalog: &Catalog,
     member: &str,
 ) -> Result<Registered, NodeError> {
     let file = collab.file();
     let mut problems = Vec::new();
     let mut datasets: HashMap<String, Arc<dyn TableProvider>> = HashMap::new();
-    let root = config_dir.canonicalize().ok();
-    for ds in collab
+    for (index, ds) in collab
         .config()
         .datasets
         .iter()
         .filter(|d| d.owner == member)
+        .enumerate()
     {
-        let source = source_of(ds, config_dir, root.as_deref());
-        match source.open(ctx).await {
+        let Some(location) = catalog.get(&ds.name) else {
+            problems.push(about(
+                "dataset",
+                file,
+                &ds.name,
+                None,
+                format!(
+                    "is not in the catalog of '{member}'s node (register it there as [datasets.{}])",
+                    ds.name
+                ),
+            ));
+            continue;
+        };
+        match source_of(location, catalog, index).open(ctx).await {
             Ok(table) => {
                 datasets.insert(ds.name.clone(), table);
             }
-            Err(why) => problems.push(about("dataset", file, &ds.name, None, why)),
+            Err(why) => {
+                // The operator's detail stays on this node.
+                eprintln!(
+                    "node of '{member}': dataset '{}' ({}): {}",
+                    ds.name,
+                    location.kind(),
+                    why.detail
+                );
+                problems.push(about(
+                    "dataset",
+                    file,
+                    &ds.name,
+                    None,
+                    format!("({} source): {}", location.kind(), why.public),
+                ))
+            }
         }
     }
     let mut views = HashMap::new();

@@ -26,18 +26,6 @@ pub enum Ability {
     Provide,
 }
 
-/// File format of a dataset read in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DatasetFormat {
-    /// Apache Parquet.
-    Parquet,
-    /// Comma-separated values with a header row.
-    Csv,
-    /// Newline-delimited JSON.
-    Json,
-}
-
 /// Scalar functions Airlock allows anywhere a dimension expression is (the
 /// guard's allowlist); a rule's `scalar_functions` may narrow it.
 pub const SCALAR_FUNCTIONS: &[&str] = &[
@@ -283,18 +271,24 @@ pub struct Member {
     pub abilities: Vec<Ability>,
 }
 
-/// A dataset as written: a table a member registers on its node, read in place.
+/// A dataset as written: a name the owner registered in its own node's
+/// catalog (where the data is, and its credentials, stay there), read in
+/// place by that node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
-    /// Dataset name.
+    /// Dataset name, as registered in the owner's node catalog.
     pub name: String,
     /// Owning member.
     pub owner: String,
-    /// File, directory or glob, relative to the configuration file.
-    pub path: String,
-    /// File format.
-    pub format: DatasetFormat,
+    /// Refused if present: a location in the shared file would disclose the
+    /// owner's storage to every member and the hub (it goes in the owner's
+    /// catalog). Read only to say so.
+    #[serde(default, skip_serializing)]
+    pub path: Option<toml::Value>,
+    /// Refused if present, as `path` is.
+    #[serde(default, skip_serializing)]
+    pub format: Option<toml::Value>,
     /// Consent source per purpose, applied by the owner's node before
     /// anything leaves it. A purpose with no source is consented by the
     /// owner for all its rows.

@@ -18,8 +18,6 @@ abilities = ["query", "receive", "provide"]
 [[datasets]]
 name = "audience_ds"
 owner = "publisher"
-path = "audience.parquet"
-format = "parquet"
 
 [[tables]]
 alias = "audience"
@@ -143,8 +141,8 @@ fn bad_consent_sources_are_named() {
                 &format!("secret_file = \"collaboration.key\"\npurposes = {purposes}"),
             )
             .replace(
-                "format = \"parquet\"",
-                &format!("format = \"parquet\"\nconsent = {consent}"),
+                "name = \"audience_ds\"\nowner = \"publisher\"",
+                &format!("name = \"audience_ds\"\nowner = \"publisher\"\nconsent = {consent}"),
             );
         errors(&text)
     };
@@ -294,10 +292,36 @@ fn syntax_and_unknown_fields_are_errors() {
         got[0].starts_with("c.toml: not a valid collaboration file"),
         "{got:?}"
     );
-    let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"parquet\"\ncolour = 1"));
+    let ds = "name = \"audience_ds\"\nowner = \"publisher\"";
+    let got = errors(&GOOD.replace(ds, &format!("{ds}\ncolour = 1")));
     assert!(got[0].contains("unknown field `colour`"), "{got:?}");
-    let got = errors(&GOOD.replace("format = \"parquet\"", "format = \"xlsx\""));
-    assert!(got[0].contains("unknown variant `xlsx`"), "{got:?}");
+}
+
+#[test]
+fn a_location_in_the_shared_file_is_refused_and_points_to_the_catalog() {
+    // A path or format in the collaboration file would show the owner's
+    // storage to every member and the hub: it belongs in the catalog.
+    let ds = "name = \"audience_ds\"\nowner = \"publisher\"";
+    for extra in [
+        "path = \"audience.parquet\"",
+        "format = \"parquet\"",
+        "path = \"s3://bucket/audience/\"\nformat = \"parquet\"",
+    ] {
+        let got = errors(&GOOD.replace(ds, &format!("{ds}\n{extra}")));
+        assert!(!got.is_empty(), "{extra}");
+        for e in &got {
+            assert!(
+                e.contains("dataset 'audience_ds'")
+                    && e.contains("stays on its owner's node")
+                    && e.contains("[datasets.audience_ds]"),
+                "{e}"
+            );
+            assert!(
+                !e.contains("bucket") && !e.contains("audience.parquet"),
+                "{e}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -152,8 +152,18 @@ fn datasets<'c>(
             ),
             Some(_) => {}
         }
-        if d.path.trim().is_empty() {
-            p.add_about("dataset", Some(&d.name), None, "dataset path is empty");
+        for (field, present) in [("path", d.path.is_some()), ("format", d.format.is_some())] {
+            if present {
+                p.add_about(
+                    "dataset",
+                    Some(&d.name),
+                    None,
+                    format!(
+                        "'{field}' does not belong in the shared collaboration file: a dataset's location stays on its owner's node (register it in the owner's catalog as [datasets.{}], see docs/sources.md)",
+                        d.name
+                    ),
+                );
+            }
         }
     }
     datasets

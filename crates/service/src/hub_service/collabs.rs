@@ -546,14 +546,14 @@ pub(super) async fn set_approval(
     .into_response())
 }
 
-/// Applies `u` to one collaboration file if `member` owns a dataset at
-/// `u.path` in it; returns the new text, or `None` if it does not use it.
+/// Applies `u` to one collaboration file if `member` owns the dataset
+/// `u.dataset` in it; returns the new text, or `None` if it does not use it.
 pub(super) fn patch_dataset(
     text: &str,
     member: &str,
     u: &api::DatasetUpdate,
 ) -> Result<Option<String>, String> {
-    use toml_edit::{DocumentMut, Item, Value};
+    use toml_edit::{DocumentMut, Item};
     // Edited in place, as template approvals are: comments, order and
     // layout of the owner's file survive the change.
     let mut doc: DocumentMut = text
@@ -563,30 +563,12 @@ pub(super) fn patch_dataset(
         t.get(key).and_then(Item::as_str).map(str::to_string)
     };
     let mut names = Vec::new();
-    if let Some(datasets) = doc
-        .get_mut("datasets")
-        .and_then(Item::as_array_of_tables_mut)
-    {
-        for d in datasets.iter_mut() {
+    if let Some(datasets) = doc.get("datasets").and_then(Item::as_array_of_tables) {
+        for d in datasets.iter() {
             let owned = str_of(d, "owner").as_deref() == Some(member);
-            let same = str_of(d, "path").as_deref() == Some(u.path.as_str());
-            if !(owned && same) {
-                continue;
-            }
-            if let Some(name) = str_of(d, "name") {
-                names.push(name);
-            }
-            if let Some(p) = &u.new_path {
-                match d.get_mut("path").and_then(Item::as_value_mut) {
-                    Some(v) => {
-                        let decor = v.decor().clone();
-                        *v = Value::from(p.as_str());
-                        *v.decor_mut() = decor;
-                    }
-                    None => {
-                        d.insert("path", toml_edit::value(p.as_str()));
-                    }
-                }
+            let name = str_of(d, "name");
+            if owned && name.as_deref() == Some(u.dataset.as_str()) {
+                names.extend(name);
             }
         }
     }
@@ -618,9 +600,9 @@ pub(super) async fn update_dataset(
     u: Result<Json<api::DatasetUpdate>, JsonRejection>,
 ) -> Result<Json<Vec<api::DatasetUpdated>>, ApiError> {
     let Json(u) = u.map_err(rejected)?;
-    if u.new_path.is_none() && u.min_distinct_identities.is_none() {
+    if u.min_distinct_identities.is_none() {
         return Err(bad_input(
-            "nothing to change: give new_path or min_distinct_identities",
+            "nothing to change: give min_distinct_identities (a dataset's location is changed in its owner's node catalog)",
         ));
     }
     // Validate every new version before storing any, so a bad update
@@ -635,7 +617,7 @@ pub(super) async fn update_dataset(
             continue;
         }
         for d in &c.config().datasets {
-            if d.owner != m && d.path == u.path {
+            if d.owner != m && d.name == u.dataset {
                 others.insert(d.owner.clone());
             }
         }
@@ -654,11 +636,12 @@ pub(super) async fn update_dataset(
         if !others.is_empty() {
             let owners: Vec<String> = others.iter().map(|o| format!("'{o}'")).collect();
             return Err(forbidden(format!(
-                "the dataset at this path belongs to {}: only its owner may change it",
+                "dataset '{}' belongs to {}: only its owner may change it",
+                u.dataset,
                 owners.join(", ")
             )));
         }
-        return Err(not_found("dataset of yours at this path"));
+        return Err(not_found("dataset of yours by this name"));
     }
     let mut out = Vec::new();
     for (name, text) in planned {
@@ -682,14 +665,11 @@ mod tests {
 [[datasets]]
 name = "crm"
 owner = "publisher"
-path = "crm.csv"   # moved in May
-format = "csv"
+# renamed in May
 
 [[datasets]]
 name = "shop"
 owner = "advertiser"
-path = "crm.csv"
-format = "csv"
 
 [[tables]]
 alias = "crm"
@@ -705,21 +685,16 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     #[test]
     fn a_dataset_update_edits_the_owners_entries_in_place() {
         let u = DatasetUpdate {
-            path: "crm.csv".into(),
-            new_path: Some("crm-2.csv".into()),
+            dataset: "crm".into(),
             min_distinct_identities: Some(80),
         };
         let out = patch_dataset(FILE, "publisher", &u)
             .expect("patched")
             .expect("uses it");
-        // Comments and layout survive; only the owner's dataset moves, and
-        // only the tables over it get the new k.
+        // Comments and layout survive; only the tables over the owner's
+        // dataset get the new k.
         assert!(out.starts_with("# the owner's own notes\n"), "{out}");
-        assert!(
-            out.contains("path = \"crm-2.csv\"   # moved in May"),
-            "{out}"
-        );
-        assert_eq!(out.matches("path = \"crm.csv\"").count(), 1, "{out}");
+        assert!(out.contains("# renamed in May"), "{out}");
         assert_eq!(
             out.matches("min_distinct_identities = 80").count(),
             1,
@@ -730,7 +705,9 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             1,
             "{out}"
         );
-        // A member that owns nothing there changes nothing.
+        // A member that owns nothing there changes nothing, nor does the
+        // owner of another dataset.
         assert!(patch_dataset(FILE, "nobody", &u).expect("ok").is_none());
+        assert!(patch_dataset(FILE, "advertiser", &u).expect("ok").is_none());
     }
 }

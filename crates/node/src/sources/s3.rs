@@ -1,0 +1,226 @@
+//! Objects in S3 or an S3-compatible store (`object_store`'s S3 client,
+//! the version DataFusion uses): one object or every object under a prefix,
+//! read in place in Parquet, CSV or JSON, with the same pushdown as local
+//! files (Parquet fetches only the byte ranges of the projected columns and
+//! of the row groups the filters keep).
+//!
+//! Each dataset gets a store of its own, registered under a URL that names
+//! the dataset's place in the catalog, not its bucket, so two datasets in
+//! buckets of the same name at two endpoints (or with two accounts) do not
+//! share a client, and no engine message carries the bucket.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::prelude::SessionContext;
+use futures::future::BoxFuture;
+use object_store::aws::AmazonS3Builder;
+
+use super::{listing_table, OpenError, Source};
+use crate::catalog::{DatasetFormat, S3Credentials};
+
+/// A dataset of objects in an S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct S3Source {
+    /// The store's registration key (`s3://airlock-N`): unique per dataset
+    /// within one node's session.
+    key: String,
+    bucket: String,
+    prefix: String,
+    format: DatasetFormat,
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: bool,
+    credentials: S3Credentials,
+    /// Credential files are read against this directory.
+    config_dir: std::path::PathBuf,
+}
+
+/// The fields of an `s3` catalog entry.
+#[derive(Debug, Clone)]
+pub struct S3Settings<'a> {
+    /// The bucket.
+    pub bucket: &'a str,
+    /// Object key or prefix.
+    pub prefix: &'a str,
+    /// The objects' format.
+    pub format: DatasetFormat,
+    /// Service URL.
+    pub endpoint: Option<&'a str>,
+    /// Region.
+    pub region: Option<&'a str>,
+    /// Whether `http://` may be used.
+    pub allow_http: bool,
+    /// Where the credentials come from.
+    pub credentials: &'a S3Credentials,
+}
+
+impl S3Source {
+    /// The source of one catalog entry; `index` makes its store's key
+    /// unique in the node's session.
+    pub fn new(index: usize, s: S3Settings<'_>, config_dir: &std::path::Path) -> Self {
+        S3Source {
+            key: format!("s3://airlock-dataset-{index}"),
+            bucket: s.bucket.to_string(),
+            prefix: s.prefix.trim_start_matches('/').to_string(),
+            format: s.format,
+            endpoint: s.endpoint.map(str::to_string),
+            region: s.region.map(str::to_string),
+            allow_http: s.allow_http,
+            credentials: s.credentials.clone(),
+            config_dir: config_dir.to_path_buf(),
+        }
+    }
+
+    fn builder(&self) -> Result<AmazonS3Builder, OpenError> {
+        if self.bucket.is_empty() {
+            return Err(OpenError::new("its bucket is empty", "bucket = \"\""));
+        }
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&self.bucket)
+            .with_region(self.region.as_deref().unwrap_or("us-east-1"))
+            .with_allow_http(self.allow_http);
+        if let Some(e) = &self.endpoint {
+            if e.starts_with("http://") && !self.allow_http {
+                return Err(OpenError::new(
+                    "its endpoint is http:// and allow_http is not set",
+                    "set allow_http = true to use a store without TLS",
+                ));
+            }
+            b = b.with_endpoint(e);
+        }
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |what: String| {
+            OpenError::new(
+                "its credentials are missing",
+                format!("{what} (see docs/sources.md)"),
+            )
+        };
+        let (id, secret, token) = match &self.credentials {
+            S3Credentials::Instance => return Ok(b),
+            S3Credentials::Environment => (
+                env("AWS_ACCESS_KEY_ID")
+                    .ok_or_else(|| missing("AWS_ACCESS_KEY_ID is not set".into()))?,
+                env("AWS_SECRET_ACCESS_KEY")
+                    .ok_or_else(|| missing("AWS_SECRET_ACCESS_KEY is not set".into()))?,
+                env("AWS_SESSION_TOKEN"),
+            ),
+            S3Credentials::Variables {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => (
+                env(access_key_id).ok_or_else(|| missing(format!("{access_key_id} is not set")))?,
+                env(secret_access_key)
+                    .ok_or_else(|| missing(format!("{secret_access_key} is not set")))?,
+                session_token.as_deref().and_then(env),
+            ),
+            S3Credentials::File { path, profile } => {
+                let path = self.config_dir.join(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    missing(format!(
+                        "cannot read the credentials file {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let profile = profile.as_deref().unwrap_or("default");
+                let keys = credentials_section(&text, profile);
+                let get = |k: &str| {
+                    keys.iter()
+                        .find(|(key, _)| key == k)
+                        .map(|(_, v)| v.clone())
+                };
+                (
+                    get("aws_access_key_id").ok_or_else(|| {
+                        missing(format!(
+                            "no aws_access_key_id in [{profile}] of {}",
+                            path.display()
+                        ))
+                    })?,
+                    get("aws_secret_access_key").ok_or_else(|| {
+                        missing(format!(
+                            "no aws_secret_access_key in [{profile}] of {}",
+                            path.display()
+                        ))
+                    })?,
+                    get("aws_session_token"),
+                )
+            }
+        };
+        b = b.with_access_key_id(id).with_secret_access_key(secret);
+        if let Some(t) = token {
+            b = b.with_token(t);
+        }
+        Ok(b)
+    }
+
+    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, OpenError> {
+        let store = self
+            .builder()?
+            .build()
+            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))?;
+        let key = ObjectStoreUrl::parse(&self.key)
+            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))?;
+        ctx.register_object_store(key.as_ref(), Arc::new(store));
+        let url = ListingTableUrl::parse(format!("{}/{}", self.key, self.prefix))
+            .map_err(|e| OpenError::new("its prefix is not a valid object key", e.to_string()))?;
+        listing_table(ctx, url, self.format).await
+    }
+}
+
+impl Source for S3Source {
+    fn open<'a>(
+        &'a self,
+        ctx: &'a SessionContext,
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, OpenError>> {
+        Box::pin(self.listing(ctx))
+    }
+}
+
+/// The `key = value` lines of section `[profile]` of an AWS
+/// shared-credentials file (comments and other sections skipped).
+fn credentials_section(text: &str, profile: &str) -> Vec<(String, String)> {
+    let mut inside = false;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let name = name.trim();
+            inside = name == profile || name == format!("profile {profile}");
+            continue;
+        }
+        if inside {
+            if let Some((k, v)) = line.split_once('=') {
+                out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credentials_section;
+
+    #[test]
+    fn credentials_files_are_read_by_profile() {
+        let text = "# mine\n[default]\naws_access_key_id = A\naws_secret_access_key=B\n\n[profile shop]\nAWS_ACCESS_KEY_ID = C\n; note\naws_secret_access_key = D\naws_session_token = T\n";
+        let d = credentials_section(text, "default");
+        assert_eq!(
+            d,
+            vec![
+                ("aws_access_key_id".to_string(), "A".to_string()),
+                ("aws_secret_access_key".to_string(), "B".to_string())
+            ]
+        );
+        let s = credentials_section(text, "shop");
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], ("aws_access_key_id".into(), "C".into()));
+        assert!(credentials_section(text, "nobody").is_empty());
+    }
+}
