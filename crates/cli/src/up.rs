@@ -204,7 +204,21 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
             .datasets
             .iter()
             .filter(|d| d.owner == m)
-            .filter_map(|d| Some((d.name.clone(), catalog.datasets.get(&d.name)?.clone())))
+            .filter_map(|d| {
+                let mut location = catalog.datasets.get(&d.name)?.clone();
+                // A credentials file named relative to this directory
+                // stays that file from the node's own directory.
+                if let airlock_node::catalog::Location::S3 {
+                    credentials: airlock_node::catalog::S3Credentials::File { path, .. },
+                    ..
+                } = &mut location
+                {
+                    if path.is_relative() {
+                        *path = dir.join(&*path);
+                    }
+                }
+                Some((d.name.clone(), location))
+            })
             .collect()
     };
     // Each contributing member's approval key: the member's own, kept with

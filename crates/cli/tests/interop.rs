@@ -198,7 +198,7 @@ async fn a_schema_contract_matches_members_with_different_schemas_and_formatting
         ("pub_people", "pub.csv", Csv),
         ("adv_orders", "adv.csv", Csv),
     ])
-    .write_to(&dir)
+    .write_to(dir)
     .expect("catalog");
     std::fs::write(dir.join("k"), "22".repeat(32) + "\n").expect("secret");
     let schema = r#"

@@ -78,9 +78,31 @@ impl S3Source {
         if self.bucket.is_empty() {
             return Err(OpenError::new("its bucket is empty", "bucket = \"\""));
         }
-        let mut b = AmazonS3Builder::new()
+        // The one TLS provider of the whole tree (ring), as the services
+        // install it; the S3 client's HTTP stack needs a process default.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // `instance` starts from the AWS environment (web identity and
+        // container settings), then the metadata service; the others from
+        // nothing but the catalog.
+        let base = match self.credentials {
+            S3Credentials::Instance => AmazonS3Builder::from_env(),
+            _ => AmazonS3Builder::new(),
+        };
+        let mut b = base
             .with_bucket_name(&self.bucket)
             .with_region(self.region.as_deref().unwrap_or("us-east-1"))
+            // A place the node cannot reach is reported within seconds, not
+            // after object_store's default three minutes of retries.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 2,
+                retry_timeout: std::time::Duration::from_secs(20),
+                ..Default::default()
+            })
+            // The client options first: they hold allow_http too.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(std::time::Duration::from_secs(5)),
+            )
             .with_allow_http(self.allow_http);
         if let Some(e) = &self.endpoint {
             if e.starts_with("http://") && !self.allow_http {
