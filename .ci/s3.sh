@@ -14,7 +14,13 @@ log() { echo "s3.sh: $*" >&2; }
 
 if ! python3 -c "import moto.server, boto3" 2>/dev/null; then
     log "installing moto[server] with pip"
-    python3 -m pip install -q "moto[server]" >&2
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2 && apt-get install -y -qq python3-pip >&2
+    fi
+    # Debian's own python refuses installs outside a venv (PEP 668).
+    python3 -m pip install -q "moto[server]" >&2 \
+        || python3 -m pip install -q --break-system-packages "moto[server]" >&2
 fi
 up() { python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$PORT/moto-api/', timeout=1)" 2>/dev/null; }
 if ! up; then
