@@ -443,6 +443,19 @@ pub(crate) enum Command {
         /// between the two nodes, with no executor.
         #[arg(long)]
         crypto: bool,
+        /// Where the members' data lives: files, s3, delta or postgres.
+        #[arg(long, default_value = "files")]
+        source: String,
+        /// S3-compatible endpoint (s3, and delta in a bucket); credentials
+        /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Bucket for s3 and delta (made if missing).
+        #[arg(long, default_value = "airlock-demo")]
+        bucket: String,
+        /// PostgreSQL connection string (postgres).
+        #[arg(long)]
+        url: Option<String>,
     },
     /// Start a hub and one node per member of the demo collaboration as
     /// separate processes on loopback (mutual TLS); runs until Ctrl-C.

@@ -150,6 +150,16 @@ impl Cluster {
     /// Opens the collaboration at `path`: a node for every member with the
     /// `provide` ability, and a hub with the schemas they publish.
     pub async fn open(path: &Path, tap: Option<Tap>) -> Result<Cluster, CliError> {
+        Self::open_pushdown(path, tap, true).await
+    }
+
+    /// [`Cluster::open`], with the nodes' pushdown into their sources off
+    /// when `pushdown` is false (the benchmark's baseline).
+    pub async fn open_pushdown(
+        path: &Path,
+        tap: Option<Tap>,
+        pushdown: bool,
+    ) -> Result<Cluster, CliError> {
         let collab = load_collaboration(path)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let dir = if dir.as_os_str().is_empty() {
@@ -176,7 +186,7 @@ impl Cluster {
             if !m.abilities.contains(&Ability::Provide) {
                 continue;
             }
-            let node = Node::open(&collab, dir, &m.name)
+            let node = Node::open_pushdown(&collab, dir, &m.name, pushdown)
                 .await
                 .map_err(|e| match e {
                     NodeError::Config(c) => CliError::BadInput(c.to_string()),

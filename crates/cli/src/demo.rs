@@ -92,6 +92,8 @@ pub struct DemoOptions {
     /// Run in crypto mode: overlaps and sums by private set intersection
     /// between the two nodes, no executor.
     pub crypto: bool,
+    /// Where the members' data is put and read from.
+    pub source: crate::place::DemoSource,
 }
 
 /// Where the demo's queries run.
@@ -178,6 +180,18 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         "   advertiser purchases.parquet  {:>10} rows (email, order_id, amount_cents, category, day), {} customers",
         written.purchases, written.customers
     );
+    if opts.source != crate::place::DemoSource::Files {
+        let placed = crate::place::place_demo(dir, &opts.source)
+            .await
+            .map_err(CliError::Failed)?;
+        println!(
+            "   put in place as a member would hold it ({} source), registered in each owner's catalog:",
+            opts.source.kind()
+        );
+        for (member, place) in ["publisher ", "advertiser"].iter().zip(&placed) {
+            println!("   {member} {place}");
+        }
+    }
     println!("   ({:.1}s)", t.elapsed().as_secs_f64());
     let config = dir.join("collaboration.toml");
     println!();

@@ -13,6 +13,7 @@ pub mod data;
 pub mod demo;
 pub mod interop;
 pub mod output;
+pub mod place;
 pub mod psibench;
 pub mod records;
 pub mod remote;

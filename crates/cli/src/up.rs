@@ -208,11 +208,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                 let mut location = catalog.datasets.get(&d.name)?.clone();
                 // A credentials file named relative to this directory
                 // stays that file from the node's own directory.
-                if let airlock_node::catalog::Location::S3 {
-                    credentials: airlock_node::catalog::S3Credentials::File { path, .. },
-                    ..
-                } = &mut location
-                {
+                for path in location.credential_files_mut() {
                     if path.is_relative() {
                         *path = dir.join(&*path);
                     }

@@ -249,6 +249,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
             distributed: None,
             dp: false,
             crypto: false,
+            source: airlock_cli::place::DemoSource::Files,
         },
         Some(tap.clone()),
     )

@@ -102,6 +102,55 @@ pub enum Location {
         #[serde(default)]
         credentials: S3Credentials,
     },
+    /// A Delta Lake table, its current version or the one named here: a
+    /// directory under the node's data directory (`path`), or a prefix in
+    /// S3 or an S3-compatible store (`bucket`, with the `s3` kind's fields).
+    Delta {
+        /// The table's directory, relative to the data directory.
+        #[serde(default)]
+        path: Option<String>,
+        /// The bucket, for a table in object storage.
+        #[serde(default)]
+        bucket: Option<String>,
+        /// The table's prefix in the bucket.
+        #[serde(default)]
+        prefix: String,
+        /// The service's URL (AWS's own if not given).
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// The region (`us-east-1` if not given).
+        #[serde(default)]
+        region: Option<String>,
+        /// Whether an `http://` endpoint may be used.
+        #[serde(default)]
+        allow_http: bool,
+        /// Where the store's credentials come from.
+        #[serde(default)]
+        credentials: S3Credentials,
+        /// A pinned table version (the newest if not given).
+        #[serde(default)]
+        version: Option<u64>,
+    },
+    /// A PostgreSQL table or view, read over the node's own read-only
+    /// connection with the query's filters pushed into the SQL.
+    Postgres {
+        /// The relation: `name` or `schema.name`, as PostgreSQL reads it.
+        table: String,
+        /// Where the connection string (`postgres://user:password@host/db`,
+        /// with `sslmode` and `sslrootcert` for TLS) comes from.
+        connection: PostgresUrl,
+    },
+}
+
+/// Where a PostgreSQL source's connection string comes from: it holds the
+/// password, so never the catalog itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PostgresUrl {
+    /// The node's environment variable of this name.
+    Env(String),
+    /// This file (relative to the catalog's directory), its first line.
+    File(PathBuf),
 }
 
 impl Location {
@@ -111,6 +160,28 @@ impl Location {
         match self {
             Location::Files { .. } => "files",
             Location::S3 { .. } => "s3",
+            Location::Delta { .. } => "delta",
+            Location::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// The files this entry names on the node besides its data (credential
+    /// files), for a loader to make absolute against the entry's directory.
+    pub fn credential_files_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            Location::S3 {
+                credentials: S3Credentials::File { path, .. },
+                ..
+            }
+            | Location::Delta {
+                credentials: S3Credentials::File { path, .. },
+                ..
+            } => vec![path],
+            Location::Postgres {
+                connection: PostgresUrl::File(path),
+                ..
+            } => vec![path],
+            _ => Vec::new(),
         }
     }
 }
@@ -124,6 +195,9 @@ pub struct Catalog {
     data_dir: PathBuf,
     /// Credential files are relative to this directory.
     config_dir: PathBuf,
+    /// Sources read every row and leave filters to DataFusion (the
+    /// benchmark's baseline for pushdown).
+    no_pushdown: bool,
 }
 
 /// A catalog file as written: `[datasets.NAME]` tables.
@@ -174,7 +248,21 @@ impl Catalog {
             datasets,
             data_dir: data_dir.to_path_buf(),
             config_dir: config_dir.to_path_buf(),
+            no_pushdown: false,
         }
+    }
+
+    /// The same catalog with pushdown into the sources turned off (a
+    /// benchmark's baseline; no node runs like this).
+    pub fn without_pushdown(mut self) -> Catalog {
+        self.no_pushdown = true;
+        self
+    }
+
+    /// Whether sources push projections and filters down (always, but in a
+    /// benchmark's baseline).
+    pub fn pushdown(&self) -> bool {
+        !self.no_pushdown
     }
 
     /// Reads a catalog file; relative paths in it are read against its

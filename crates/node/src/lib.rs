@@ -127,8 +127,22 @@ impl Node {
         config_dir: &Path,
         member: &str,
     ) -> Result<Node, NodeError> {
-        let catalog = Catalog::from_file(&config_dir.join(catalog::CATALOG_FILE))
+        Self::open_pushdown(collab, config_dir, member, true).await
+    }
+
+    /// [`Node::open`], with pushdown into the sources off when `pushdown`
+    /// is false (a benchmark's baseline only).
+    pub async fn open_pushdown(
+        collab: &Collaboration,
+        config_dir: &Path,
+        member: &str,
+        pushdown: bool,
+    ) -> Result<Node, NodeError> {
+        let mut catalog = Catalog::from_file(&config_dir.join(catalog::CATALOG_FILE))
             .map_err(NodeError::Local)?;
+        if !pushdown {
+            catalog = catalog.without_pushdown();
+        }
         let secret_path = config_dir.join(&collab.config().collaboration.secret_file);
         let text = std::fs::read_to_string(&secret_path).map_err(|e| {
             NodeError::Local(format!(

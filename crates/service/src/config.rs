@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use airlock_node::catalog::{Catalog, CatalogFile, Location, S3Credentials};
+use airlock_node::catalog::{Catalog, CatalogFile, Location};
 
 use crate::ServiceError;
 
@@ -251,11 +251,7 @@ impl TlsFiles {
 /// Credential files of S3 entries, made absolute against `base`.
 fn resolve_credentials(base: &Path, datasets: &mut BTreeMap<String, Location>) {
     for location in datasets.values_mut() {
-        if let Location::S3 {
-            credentials: S3Credentials::File { path, .. },
-            ..
-        } = location
-        {
+        for path in location.credential_files_mut() {
             resolve(base, path);
         }
     }

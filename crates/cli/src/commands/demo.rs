@@ -12,6 +12,7 @@ pub(crate) async fn run_demo(
     distributed: bool,
     dp: bool,
     crypto: bool,
+    source: airlock_cli::place::DemoSource,
 ) -> Out {
     let plain = |e| (e, false);
     let bin = if distributed {
@@ -26,6 +27,7 @@ pub(crate) async fn run_demo(
             distributed: bin,
             dp,
             crypto,
+            source,
         },
         None,
     )

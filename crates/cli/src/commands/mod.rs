@@ -24,7 +24,20 @@ pub(crate) async fn run(cli: Cli) -> Out {
             distributed,
             dp,
             crypto,
-        } => demo::run_demo(dir, rows, distributed, dp, crypto).await,
+            source,
+            endpoint,
+            bucket,
+            url,
+        } => {
+            let source = airlock_cli::place::DemoSource::parse(
+                &source,
+                endpoint.as_deref(),
+                &bucket,
+                url.as_deref(),
+            )
+            .map_err(|e| (bad(e), false))?;
+            demo::run_demo(dir, rows, distributed, dp, crypto, source).await
+        }
         Command::Up {
             dir,
             rows,

@@ -75,7 +75,7 @@ const MAX_CONFINEMENT_ENTRIES: usize = 1_000_000;
 /// symbolic link is followed: the path itself, and for a directory or a
 /// glob every entry below the directory it names (or the glob's fixed
 /// prefix). `root` is `dir` canonicalized.
-fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
+pub(crate) fn confined(root: Option<&Path>, dir: &Path, path: &str) -> Result<(), String> {
     let outside = || {
         "the dataset's path leads outside the directory datasets are read from (after following links)"
             .to_string()

@@ -6,8 +6,9 @@
 //! as a DataFusion table read in place, with projection and filter
 //! pushdown where the kind supports it. [`FileSource`] (local Parquet, CSV
 //! and JSON files, globs and directories, confined to the node's data
-//! directory) and [`S3Source`] (objects in S3 or an S3-compatible store)
-//! are the kinds today. Above the sources this module is kind-blind: the
+//! directory), [`S3Source`] (objects in S3 or an S3-compatible store) and
+//! [`DeltaSource`] (Delta Lake tables, local or in object storage) and
+//! [`PostgresSource`] (PostgreSQL tables and views) are the kinds today. Above the sources this module is kind-blind: the
 //! views (configured columns, normalisation, consent and opt-out) are built
 //! the same way over whatever a source opened.
 //!
@@ -15,10 +16,14 @@
 //! the kind of problem ([`OpenError::public`]); the detail, which may name
 //! the location, goes to the node's own log only.
 
+mod delta;
 mod file;
+mod postgres;
 mod s3;
 
+pub use delta::DeltaSource;
 pub use file::FileSource;
+pub use postgres::{PostgresSource, ROWS_READ as POSTGRES_ROWS_READ};
 pub use s3::{S3Settings, S3Source};
 
 use std::collections::HashMap;
@@ -111,6 +116,93 @@ pub fn source_of(location: &Location, catalog: &Catalog, index: usize) -> Box<dy
             },
             catalog.config_dir(),
         )),
+        Location::Postgres { table, connection } => Box::new(PostgresSource::new(
+            connection,
+            table,
+            catalog.config_dir(),
+            catalog.pushdown(),
+        )),
+        Location::Delta { .. } => match delta_source(location, catalog, index) {
+            Ok(d) => Box::new(d),
+            Err(e) => Box::new(Refused(e)),
+        },
+    }
+}
+
+/// The Delta source of a `delta` entry.
+fn delta_source(
+    location: &Location,
+    catalog: &Catalog,
+    index: usize,
+) -> Result<DeltaSource, OpenError> {
+    let Location::Delta {
+        path,
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        allow_http,
+        credentials,
+        version,
+    } = location
+    else {
+        return Err(OpenError::new("it is not a Delta table", location.kind()));
+    };
+    match (path, bucket) {
+        (Some(path), None) => {
+            let root = catalog.data_dir().canonicalize().ok();
+            Ok(DeltaSource::local(
+                catalog.data_dir(),
+                root.as_deref(),
+                path,
+                *version,
+            ))
+        }
+        (None, Some(bucket)) => {
+            let settings = S3Settings {
+                bucket,
+                prefix,
+                format: DatasetFormat::Parquet,
+                endpoint: endpoint.as_deref(),
+                region: region.as_deref(),
+                allow_http: *allow_http,
+                credentials,
+            };
+            let store = s3::S3Store::new(&settings, catalog.config_dir());
+            Ok(DeltaSource::s3(index, store, prefix, *version))
+        }
+        _ => Err(OpenError::new(
+            "its catalog entry names neither or both of path and bucket",
+            "a delta entry has a path (a directory under the data directory) or a bucket",
+        )),
+    }
+}
+
+/// Writes `batches` as the new version of the Delta table a `delta`
+/// catalog entry names (making the table if it has none), and returns the
+/// version: how a member puts data in place for a Delta source (the demo)
+/// and how a node delivers a result as a Delta table.
+pub async fn write_delta(
+    location: &Location,
+    catalog: &Catalog,
+    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+) -> Result<u64, OpenError> {
+    delta_source(location, catalog, usize::MAX)?
+        .write(batches)
+        .await
+}
+
+/// A catalog entry that cannot name a source: refused when opened, like
+/// any other source that cannot be read.
+struct Refused(OpenError);
+
+impl Source for Refused {
+    fn open<'a>(
+        &'a self,
+        _ctx: &'a SessionContext,
+    ) -> BoxFuture<'a, Result<Arc<dyn TableProvider>, OpenError>> {
+        let e = self.0.clone();
+        Box::pin(async move { Err(e) })
     }
 }
 

@@ -27,15 +27,9 @@ pub struct S3Source {
     /// The store's registration key (`s3://airlock-N`): unique per dataset
     /// within one node's session.
     key: String,
-    bucket: String,
     prefix: String,
     format: DatasetFormat,
-    endpoint: Option<String>,
-    region: Option<String>,
-    allow_http: bool,
-    credentials: S3Credentials,
-    /// Credential files are read against this directory.
-    config_dir: std::path::PathBuf,
+    store: S3Store,
 }
 
 /// The fields of an `s3` catalog entry.
@@ -57,21 +51,66 @@ pub struct S3Settings<'a> {
     pub credentials: &'a S3Credentials,
 }
 
+/// How to reach one bucket: the client settings an `s3` entry and a
+/// `delta` entry in object storage share.
+#[derive(Debug, Clone)]
+pub(crate) struct S3Store {
+    bucket: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    allow_http: bool,
+    credentials: S3Credentials,
+    /// Credential files are read against this directory.
+    config_dir: std::path::PathBuf,
+}
+
+/// The registration key of dataset `index`'s store: it names the
+/// dataset's place in the catalog, not its bucket.
+pub(crate) fn store_key(index: usize) -> String {
+    format!("s3://airlock-dataset-{index}")
+}
+
 impl S3Source {
     /// The source of one catalog entry; `index` makes its store's key
     /// unique in the node's session.
     pub fn new(index: usize, s: S3Settings<'_>, config_dir: &std::path::Path) -> Self {
         S3Source {
-            key: format!("s3://airlock-dataset-{index}"),
-            bucket: s.bucket.to_string(),
+            key: store_key(index),
             prefix: s.prefix.trim_start_matches('/').to_string(),
             format: s.format,
+            store: S3Store::new(&s, config_dir),
+        }
+    }
+
+    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, OpenError> {
+        let store = self.store.build()?;
+        let key = ObjectStoreUrl::parse(&self.key)
+            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))?;
+        ctx.register_object_store(key.as_ref(), Arc::new(store));
+        let url = ListingTableUrl::parse(format!("{}/{}", self.key, self.prefix))
+            .map_err(|e| OpenError::new("its prefix is not a valid object key", e.to_string()))?;
+        listing_table(ctx, url, self.format).await
+    }
+}
+
+impl S3Store {
+    /// The client settings of `s`.
+    pub(crate) fn new(s: &S3Settings<'_>, config_dir: &std::path::Path) -> Self {
+        S3Store {
+            bucket: s.bucket.to_string(),
             endpoint: s.endpoint.map(str::to_string),
             region: s.region.map(str::to_string),
             allow_http: s.allow_http,
             credentials: s.credentials.clone(),
             config_dir: config_dir.to_path_buf(),
         }
+    }
+
+    /// The client, or why it cannot be made.
+    pub(crate) fn build(&self) -> Result<object_store::aws::AmazonS3, OpenError> {
+        self.builder()?
+            .build()
+            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))
     }
 
     fn builder(&self) -> Result<AmazonS3Builder, OpenError> {
@@ -176,19 +215,6 @@ impl S3Source {
             b = b.with_token(t);
         }
         Ok(b)
-    }
-
-    async fn listing(&self, ctx: &SessionContext) -> Result<Arc<dyn TableProvider>, OpenError> {
-        let store = self
-            .builder()?
-            .build()
-            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))?;
-        let key = ObjectStoreUrl::parse(&self.key)
-            .map_err(|e| OpenError::new("its S3 settings are not valid", e.to_string()))?;
-        ctx.register_object_store(key.as_ref(), Arc::new(store));
-        let url = ListingTableUrl::parse(format!("{}/{}", self.key, self.prefix))
-            .map_err(|e| OpenError::new("its prefix is not a valid object key", e.to_string()))?;
-        listing_table(ctx, url, self.format).await
     }
 }
 
