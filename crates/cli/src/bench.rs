@@ -234,6 +234,7 @@ async fn distributed(
         wire_tap: None,
         bin: bin.to_path_buf(),
         results_postgres: None,
+        results_s3: None,
         hub_limits: Default::default(),
         node_limits: Default::default(),
     })

@@ -224,6 +224,7 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
                 wire_tap: None,
                 bin: bin.clone(),
                 results_postgres: None,
+                results_s3: None,
                 hub_limits: Default::default(),
                 node_limits: Default::default(),
             })

@@ -70,6 +70,10 @@ pub struct UpOptions {
     /// A PostgreSQL URL each node also offers as result destination
     /// `warehouse` (table `airlock_results_MEMBER`).
     pub results_postgres: Option<String>,
+    /// A bucket each node also offers as result destinations `objects`
+    /// (Parquet objects) and `lake-s3` (a Delta table), under
+    /// `PREFIX/results/MEMBER`; credentials from the nodes' `AWS_*`.
+    pub results_s3: Option<crate::place::Bucket>,
     /// `[limits]` of the hub.
     pub hub_limits: airlock_service::config::HubLimits,
     /// `[limits]` of every node.
@@ -299,6 +303,48 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
                         path: nd.join("results-csv"),
                     },
                 );
+                if cfg!(feature = "delta") {
+                    d.insert(
+                        "lake".to_string(),
+                        Destination::Delta {
+                            path: Some(nd.join("results-delta")),
+                            bucket: None,
+                            prefix: String::new(),
+                            endpoint: None,
+                            region: None,
+                            allow_http: false,
+                            credentials: Default::default(),
+                        },
+                    );
+                }
+                if let Some(b) = &opts.results_s3 {
+                    let allow_http = b.endpoint.starts_with("http://");
+                    d.insert(
+                        "objects".to_string(),
+                        Destination::S3 {
+                            bucket: b.bucket.clone(),
+                            prefix: format!("{}/results/{m}", b.prefix),
+                            format: Default::default(),
+                            endpoint: Some(b.endpoint.clone()),
+                            region: None,
+                            allow_http,
+                            credentials: Default::default(),
+                        },
+                    );
+                    #[cfg(feature = "delta")]
+                    d.insert(
+                        "lake-s3".to_string(),
+                        Destination::Delta {
+                            path: None,
+                            bucket: Some(b.bucket.clone()),
+                            prefix: format!("{}/results-delta/{m}", b.prefix),
+                            endpoint: Some(b.endpoint.clone()),
+                            region: None,
+                            allow_http,
+                            credentials: Default::default(),
+                        },
+                    );
+                }
                 if let Some(url) = &opts.results_postgres {
                     d.insert(
                         "warehouse".to_string(),

@@ -20,8 +20,12 @@ use common::rows;
 
 use airlock_cli::cluster::{exit_code, Cluster, Tap};
 use airlock_cli::data;
-use airlock_cli::place::{self, Bucket, DemoSource};
-use airlock_node::catalog::{Catalog, Location, S3Credentials};
+#[cfg(feature = "delta")]
+use airlock_cli::place::Bucket;
+use airlock_cli::place::{self, DemoSource};
+#[cfg(feature = "delta")]
+use airlock_node::catalog::S3Credentials;
+use airlock_node::catalog::{Catalog, Location};
 use airlock_node::sources::{write_delta, POSTGRES_ROWS_READ};
 use datafusion::arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -61,6 +65,7 @@ fn postgres() -> Option<String> {
     }
 }
 
+#[cfg(feature = "delta")]
 fn s3() -> Option<(String, String)> {
     match std::env::var("AIRLOCK_TEST_S3_ENDPOINT") {
         Ok(e) => Some((
@@ -98,6 +103,7 @@ fn wire_holds_none(tap: &Tap, secrets: &[&str]) {
 }
 
 /// The demo's data in `source` releases what it releases from local files.
+#[cfg(feature = "delta")]
 async fn demo_in(source: DemoSource, secrets: &[&str]) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
@@ -129,11 +135,13 @@ async fn demo_in(source: DemoSource, secrets: &[&str]) {
     wire_holds_none(&tap, &all);
 }
 
+#[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_tables_release_what_local_files_release() {
     demo_in(DemoSource::Delta(None), &["audience_delta", "_delta_log"]).await;
 }
 
+#[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_tables_in_a_bucket_release_what_local_files_release() {
     let Some((endpoint, bucket)) = s3() else {
@@ -315,6 +323,7 @@ async fn refused(collab: &Path, want: &str, secrets: &[&str]) {
     assert_eq!(exit_code(&e), 2, "{msg}");
 }
 
+#[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_consent_withdrawn_in_a_new_version_holds_from_the_next_query_and_versions_pin() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -405,6 +414,30 @@ async fn delta_consent_withdrawn_in_a_new_version_holds_from_the_next_query_and_
         let secret = outside.path().to_string_lossy().to_string();
         refused(&collab, want, &["plain", "gone", "outlink", &secret]).await;
     }
+}
+
+/// A node built without the `delta` feature refuses a Delta entry by name
+/// and says how to get it; it writes no Delta table either.
+#[cfg(not(feature = "delta"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_delta_feature_a_delta_entry_is_refused_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let entry = "kind = \"delta\"\npath = \"people\"";
+    let collab = small_dir(dir, entry);
+    refused(
+        &collab,
+        "dataset 'pub_people': (delta source): this node was built without Delta Lake support",
+        &[],
+    )
+    .await;
+    let catalog = Catalog::new(Default::default(), dir, dir);
+    let location: Location = toml::from_str(entry).expect("entry");
+    let e = write_delta(&location, &catalog, people(0))
+        .await
+        .expect_err("no Delta writer");
+    assert!(e.public.contains("without Delta Lake support"), "{e:?}");
+    assert!(!dir.join("people").exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ async fn start_with(
         wire_tap: tap,
         bin: bin(),
         results_postgres,
+        results_s3: None,
         hub_limits: Default::default(),
         node_limits: Default::default(),
     })
@@ -1703,11 +1704,13 @@ async fn released_results_are_delivered_by_the_members_own_node() {
         "{said}"
     );
     let p = delivered("parquet").await;
-    let file = PathBuf::from(p["location"].as_str().expect("location"));
-    assert!(
-        file.starts_with(up::cluster_dir(&dir).join("nodes/advertiser")),
-        "{file:?}"
-    );
+    // The audit chain names the file within the destination, not the
+    // node's directory.
+    let name = p["location"].as_str().expect("location");
+    assert!(!name.contains('/') && name.ends_with(".parquet"), "{name}");
+    let file = up::cluster_dir(&dir)
+        .join("nodes/advertiser/results")
+        .join(name);
     let bytes = std::fs::read(&file).expect("file");
     assert_eq!(
         p["file_sha256"],
@@ -1734,7 +1737,12 @@ async fn released_results_are_delivered_by_the_members_own_node() {
     // CSV.
     deliver("csv").await;
     let c = delivered("csv").await;
-    let csv = std::fs::read_to_string(c["location"].as_str().expect("location")).expect("csv");
+    let csv = std::fs::read_to_string(
+        up::cluster_dir(&dir)
+            .join("nodes/advertiser/results-csv")
+            .join(c["location"].as_str().expect("location")),
+    )
+    .expect("csv");
     assert!(csv.starts_with("segment,people\n"), "{csv}");
     assert_eq!(csv.lines().count(), want.len() + 1);
     // The member's own PostgreSQL.
@@ -1819,6 +1827,7 @@ async fn crypto_mode_runs_between_two_node_processes_with_no_executor() {
         wire_tap: Some(tap.clone()),
         bin: bin(),
         results_postgres: None,
+        results_s3: None,
         hub_limits: Default::default(),
         node_limits: Default::default(),
     })
@@ -2279,6 +2288,7 @@ async fn start_limited(
         wire_tap: None,
         bin: bin(),
         results_postgres: None,
+        results_s3: None,
         hub_limits,
         node_limits,
     })

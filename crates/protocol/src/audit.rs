@@ -89,9 +89,10 @@ pub enum DeliveredBy {
     Written {
         /// The destination's name.
         destination: String,
-        /// `parquet`, `csv` or `postgres`.
+        /// `parquet`, `csv`, `s3`, `delta` or `postgres`.
         kind: String,
-        /// The file written, or the table.
+        /// What was written, within the destination (see
+        /// [`crate::Delivered::location`]).
         location: String,
         /// Rows written (of the released result).
         rows: u64,

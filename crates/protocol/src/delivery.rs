@@ -11,14 +11,18 @@ use serde::{Deserialize, Serialize};
 pub struct Delivered {
     /// The destination.
     pub destination: String,
-    /// `parquet`, `csv` or `postgres`.
+    /// `parquet`, `csv`, `s3`, `delta` or `postgres`.
     pub kind: String,
-    /// The file written, or `table` in the member's database.
+    /// What was written, within the destination: the file's or object's
+    /// name, the Delta table's `version N`, or `table T` in the member's
+    /// database. The destination's directory, bucket, prefix and endpoint
+    /// stay on the node.
     pub location: String,
     /// Rows written.
     pub rows: u64,
     /// SHA-256 of the result bytes received.
     pub result_sha256: String,
-    /// SHA-256 of the file written (files only).
+    /// SHA-256 of the file written, or of the object as the store holds it
+    /// (files and objects only).
     pub file_sha256: Option<String>,
 }

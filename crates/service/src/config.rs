@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use airlock_node::catalog::{Catalog, CatalogFile, Location};
+use airlock_node::catalog::{Catalog, CatalogFile, Location, S3Credentials};
 
 use crate::ServiceError;
 
@@ -94,6 +94,68 @@ pub enum Destination {
         /// Table name (a lowercase SQL identifier).
         table: String,
     },
+    /// One object per result under a prefix of a bucket in S3 or an
+    /// S3-compatible store, written once and read back for its hash.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix objects are written under (empty: the bucket's top).
+        #[serde(default)]
+        prefix: String,
+        /// `parquet` (the default) or `csv`.
+        #[serde(default)]
+        format: ResultFormat,
+        /// The service's URL (AWS's own if not given).
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// The region (`us-east-1` if not given).
+        #[serde(default)]
+        region: Option<String>,
+        /// Whether an `http://` endpoint may be used (off: TLS only).
+        #[serde(default)]
+        allow_http: bool,
+        /// Where the credentials come from, as for an `s3` dataset.
+        #[serde(default)]
+        credentials: S3Credentials,
+    },
+    /// Rows appended to a Delta Lake table, one version per result, with
+    /// the query id in an `airlock_query_id` column; made on first use. In
+    /// a local directory (`path`, relative to `node.toml`) or under a
+    /// prefix of a bucket (`bucket`, with the `s3` kind's fields).
+    Delta {
+        /// The table's directory.
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// The bucket, for a table in object storage.
+        #[serde(default)]
+        bucket: Option<String>,
+        /// The table's prefix in the bucket.
+        #[serde(default)]
+        prefix: String,
+        /// The service's URL (AWS's own if not given).
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// The region (`us-east-1` if not given).
+        #[serde(default)]
+        region: Option<String>,
+        /// Whether an `http://` endpoint may be used.
+        #[serde(default)]
+        allow_http: bool,
+        /// Where the store's credentials come from.
+        #[serde(default)]
+        credentials: S3Credentials,
+    },
+}
+
+/// The file format of a result written as an object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultFormat {
+    /// Apache Parquet.
+    #[default]
+    Parquet,
+    /// CSV with a header row.
+    Csv,
 }
 
 /// One node, as the hub reaches it.
@@ -323,6 +385,41 @@ impl NodeConfig {
             }
             match d {
                 Destination::Parquet { path: p } | Destination::Csv { path: p } => resolve(&b, p),
+                Destination::S3 {
+                    bucket,
+                    credentials,
+                    ..
+                } => {
+                    if bucket.is_empty() {
+                        return Err(ServiceError::Config(format!(
+                            "{}: destination '{name}': bucket is empty",
+                            path.display()
+                        )));
+                    }
+                    if let S3Credentials::File { path: f, .. } = credentials {
+                        resolve(&b, f);
+                    }
+                }
+                Destination::Delta {
+                    path: dir,
+                    bucket,
+                    credentials,
+                    ..
+                } => {
+                    match (dir.as_mut(), bucket) {
+                        (Some(dir), None) => resolve(&b, dir),
+                        (None, Some(bucket)) if !bucket.is_empty() => {}
+                        _ => {
+                            return Err(ServiceError::Config(format!(
+                                "{}: destination '{name}': a delta destination has a path or a (non-empty) bucket, not both",
+                                path.display()
+                            )))
+                        }
+                    }
+                    if let S3Credentials::File { path: f, .. } = credentials {
+                        resolve(&b, f);
+                    }
+                }
                 Destination::Postgres { url, table } => {
                     let ident = table
                         .chars()

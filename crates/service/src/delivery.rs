@@ -1,9 +1,14 @@
 //! Writing released results where a member wants them: Parquet or CSV
-//! files under its node, or a table of its own PostgreSQL. Only the node
+//! files under its node, objects in its S3-compatible store, a Delta Lake
+//! table (local or in a bucket), or a table of its own PostgreSQL. Only the node
 //! of the receiving member writes; the hub sends the result once and
 //! deletes its own copy when the node confirms.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use airlock_node::catalog::DatasetFormat;
+use airlock_node::sources::{append_delta, DeltaPlace, S3Settings};
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -11,7 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use sha2::{Digest, Sha256};
 
-use crate::config::Destination;
+use crate::config::{Destination, ResultFormat};
 use crate::proto::Delivered;
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -27,20 +32,95 @@ pub fn is_query_id(id: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<String, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Writes `bytes` as the file `name` in `dest`'s directory `dir`, once, and
+/// returns the file's name: the directory stays on the node (what a
+/// delivery returns is recorded in the audit chain every member reads), and
+/// so does the detail of a failure.
+fn write_file(dest: &str, dir: &Path, name: &str, bytes: &[u8]) -> Result<String, String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        eprintln!(
+            "node: destination '{dest}': {what} in {}: {e}",
+            dir.display()
+        );
+        format!("destination '{dest}': {what}")
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("its directory cannot be made", &e))?;
     let path = dir.join(name);
     if path.exists() {
         return Err(format!(
-            "{} exists already; a result is delivered once",
-            path.display()
+            "destination '{dest}': {name} exists already; a result is delivered once"
         ));
     }
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path.display().to_string())
+        .map_err(|e| fail("the file cannot be written", &e))?;
+    Ok(name.to_string())
+}
+
+fn parquet_bytes(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), None)
+        .map_err(|e| format!("parquet: {e}"))?;
+    for b in batches {
+        w.write(b).map_err(|e| format!("parquet: {e}"))?;
+    }
+    w.close().map_err(|e| format!("parquet: {e}"))?;
+    Ok(buf)
+}
+
+fn csv_bytes(batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
+        for b in batches {
+            w.write(b).map_err(|e| format!("csv: {e}"))?;
+        }
+    }
+    Ok(buf)
+}
+
+/// A destination's failure as it may leave the node (it is recorded in
+/// the audit chain every member reads): the kind of problem, never the
+/// bucket, prefix, path or endpoint; the detail goes to the node's log.
+fn public(name: &str, e: airlock_node::sources::OpenError) -> String {
+    eprintln!("node: destination '{name}': {}: {}", e.public, e.detail);
+    format!("destination '{name}': {}", e.public)
+}
+
+/// The result's rows with the query's id in a first `airlock_query_id`
+/// column (at least one batch, so an empty result still commits a version).
+fn with_query_id(
+    query: &str,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<RecordBatch>, String> {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let mut fields = vec![Arc::new(Field::new(
+        "airlock_query_id",
+        DataType::Utf8,
+        false,
+    ))];
+    fields.extend(schema.fields().iter().cloned());
+    let with = Arc::new(Schema::new(fields));
+    let empty = [RecordBatch::new_empty(schema.clone())];
+    let batches = if batches.is_empty() {
+        &empty[..]
+    } else {
+        batches
+    };
+    batches
+        .iter()
+        .map(|b| {
+            let mut cols: Vec<Arc<dyn Array>> =
+                vec![Arc::new(StringArray::from(vec![query; b.num_rows()]))];
+            cols.extend(b.columns().iter().cloned());
+            RecordBatch::try_new(with.clone(), cols).map_err(|e| format!("delta: {e}"))
+        })
+        .collect()
 }
 
 /// Writes `batches` (the result of `query` in collaboration `collab`) to
@@ -58,38 +138,86 @@ pub async fn write(
     let file = format!("{collab}-{query}");
     let (kind, location, file_sha256) = match dest {
         Destination::Parquet { path } => {
-            let mut buf = Vec::new();
-            {
-                let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(
-                    &mut buf,
-                    schema.clone(),
-                    None,
-                )
-                .map_err(|e| format!("parquet: {e}"))?;
-                for b in batches {
-                    w.write(b).map_err(|e| format!("parquet: {e}"))?;
-                }
-                w.close().map_err(|e| format!("parquet: {e}"))?;
-            }
-            let at = write_file(path, &format!("{file}.parquet"), &buf)?;
+            let buf = parquet_bytes(schema, batches)?;
+            let at = write_file(name, path, &format!("{file}.parquet"), &buf)?;
             ("parquet", at, Some(sha256_hex(&buf)))
         }
         Destination::Csv { path } => {
-            let mut buf = Vec::new();
-            {
-                let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(&mut buf);
-                for b in batches {
-                    w.write(b).map_err(|e| format!("csv: {e}"))?;
-                }
-            }
-            let at = write_file(path, &format!("{file}.csv"), &buf)?;
+            let buf = csv_bytes(batches)?;
+            let at = write_file(name, path, &format!("{file}.csv"), &buf)?;
             ("csv", at, Some(sha256_hex(&buf)))
         }
         Destination::Postgres { url, table } => {
             write_postgres(url, table, query, schema, batches).await?;
             ("postgres", format!("table {table}"), None)
+        }
+        Destination::S3 {
+            bucket,
+            prefix,
+            format,
+            endpoint,
+            region,
+            allow_http,
+            credentials,
+        } => {
+            let (buf, ext) = match format {
+                ResultFormat::Parquet => (parquet_bytes(schema, batches)?, "parquet"),
+                ResultFormat::Csv => (csv_bytes(batches)?, "csv"),
+            };
+            let settings = S3Settings {
+                bucket,
+                prefix,
+                format: DatasetFormat::Parquet,
+                endpoint: endpoint.as_deref(),
+                region: region.as_deref(),
+                allow_http: *allow_http,
+                credentials,
+            };
+            let object = format!("{file}.{ext}");
+            let stored =
+                airlock_node::sources::put_once(&settings, Path::new("/"), &object, buf.clone())
+                    .await
+                    .map_err(|e| public(name, e))?;
+            if stored != sha256_hex(&buf) {
+                return Err(format!(
+                    "destination '{name}': the store holds other bytes than were written"
+                ));
+            }
+            // The object's name within the destination: the bucket, prefix
+            // and endpoint stay on the node.
+            ("s3", object, Some(stored))
+        }
+        Destination::Delta {
+            path,
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            allow_http,
+            credentials,
+        } => {
+            let place = match (path, bucket) {
+                (Some(dir), None) => DeltaPlace::Dir(dir),
+                (None, Some(bucket)) => DeltaPlace::Bucket(S3Settings {
+                    bucket,
+                    prefix,
+                    format: DatasetFormat::Parquet,
+                    endpoint: endpoint.as_deref(),
+                    region: region.as_deref(),
+                    allow_http: *allow_http,
+                    credentials,
+                }),
+                _ => {
+                    return Err(format!(
+                        "destination '{name}': it names neither or both of path and bucket"
+                    ))
+                }
+            };
+            let rows = with_query_id(query, schema, batches)?;
+            let version = append_delta(place, rows)
+                .await
+                .map_err(|e| public(name, e))?;
+            ("delta", format!("version {version}"), None)
         }
     };
     Ok(Delivered {

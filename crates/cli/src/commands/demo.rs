@@ -44,6 +44,7 @@ pub(crate) async fn up(dir: PathBuf, rows: usize, wire_tap: Option<PathBuf>) -> 
         wire_tap,
         bin,
         results_postgres: None,
+        results_s3: None,
         hub_limits: Default::default(),
         node_limits: Default::default(),
     })

@@ -128,9 +128,26 @@ impl DeltaSource {
         }
     }
 
+    /// A table under `prefix` of the bucket `s` names (a destination: the
+    /// node writes it, never a registered dataset).
+    pub fn in_bucket(s: &super::S3Settings<'_>, config_dir: &Path) -> Self {
+        DeltaSource::s3(usize::MAX, S3Store::new(s, config_dir), s.prefix, None)
+    }
+
     /// Writes `batches` as the table's new version (replacing its rows,
     /// or making the table), and returns that version.
     pub async fn write(&self, batches: Vec<RecordBatch>) -> Result<u64, OpenError> {
+        self.commit(batches, SaveMode::Overwrite).await
+    }
+
+    /// Appends `batches` to the table as a new version (making the table
+    /// if there is none), and returns that version: how a node delivers a
+    /// result as a Delta table.
+    pub async fn append(&self, batches: Vec<RecordBatch>) -> Result<u64, OpenError> {
+        self.commit(batches, SaveMode::Append).await
+    }
+
+    async fn commit(&self, batches: Vec<RecordBatch>, mode: SaveMode) -> Result<u64, OpenError> {
         let mut table = self.builder(true)?.build().map_err(|e| classify(&e))?;
         match table.load().await {
             Ok(()) | Err(DeltaTableError::NotATable(_)) => {}
@@ -138,9 +155,17 @@ impl DeltaSource {
         }
         let table = table
             .write(batches)
-            .with_save_mode(SaveMode::Overwrite)
+            .with_save_mode(mode)
             .await
-            .map_err(|e| OpenError::new("its table cannot be written", e.to_string()))?;
+            .map_err(|e| match e {
+                DeltaTableError::Arrow { .. } | DeltaTableError::SchemaMismatch { .. } => {
+                    OpenError::new(
+                        "its table has other columns than the rows written",
+                        e.to_string(),
+                    )
+                }
+                e => OpenError::new("its table cannot be written", e.to_string()),
+            })?;
         table
             .version()
             .ok_or_else(|| OpenError::new("its table cannot be written", "no version after write"))

@@ -7,8 +7,10 @@
 //! pushdown where the kind supports it. [`FileSource`] (local Parquet, CSV
 //! and JSON files, globs and directories, confined to the node's data
 //! directory), [`S3Source`] (objects in S3 or an S3-compatible store) and
-//! [`DeltaSource`] (Delta Lake tables, local or in object storage) and
-//! [`PostgresSource`] (PostgreSQL tables and views) are the kinds today. Above the sources this module is kind-blind: the
+//! `DeltaSource` (Delta Lake tables, local or in object storage; built
+//! with the `delta` feature, since delta-rs adds about ten minutes to a
+//! cold release build) and [`PostgresSource`] (PostgreSQL tables and
+//! views) are the kinds today. Above the sources this module is kind-blind: the
 //! views (configured columns, normalisation, consent and opt-out) are built
 //! the same way over whatever a source opened.
 //!
@@ -16,15 +18,17 @@
 //! the kind of problem ([`OpenError::public`]); the detail, which may name
 //! the location, goes to the node's own log only.
 
+#[cfg(feature = "delta")]
 mod delta;
 mod file;
 mod postgres;
 mod s3;
 
+#[cfg(feature = "delta")]
 pub use delta::DeltaSource;
 pub use file::FileSource;
 pub use postgres::{PostgresSource, ROWS_READ as POSTGRES_ROWS_READ};
-pub use s3::{S3Settings, S3Source};
+pub use s3::{put_once, S3Settings, S3Source};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -122,14 +126,28 @@ pub fn source_of(location: &Location, catalog: &Catalog, index: usize) -> Box<dy
             catalog.config_dir(),
             catalog.pushdown(),
         )),
+        #[cfg(feature = "delta")]
         Location::Delta { .. } => match delta_source(location, catalog, index) {
             Ok(d) => Box::new(d),
             Err(e) => Box::new(Refused(e)),
         },
+        #[cfg(not(feature = "delta"))]
+        Location::Delta { .. } => Box::new(Refused(no_delta())),
     }
 }
 
+/// Why a `delta` entry cannot be read by a node built without Delta Lake
+/// support (the `delta` feature).
+#[cfg(not(feature = "delta"))]
+fn no_delta() -> OpenError {
+    OpenError::new(
+        "this node was built without Delta Lake support",
+        "build airlock with `--features airlock-cli/delta` (see docs/sources.md)",
+    )
+}
+
 /// The Delta source of a `delta` entry.
+#[cfg(feature = "delta")]
 fn delta_source(
     location: &Location,
     catalog: &Catalog,
@@ -187,9 +205,56 @@ pub async fn write_delta(
     catalog: &Catalog,
     batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
 ) -> Result<u64, OpenError> {
-    delta_source(location, catalog, usize::MAX)?
+    #[cfg(feature = "delta")]
+    return delta_source(location, catalog, usize::MAX)?
         .write(batches)
-        .await
+        .await;
+    #[cfg(not(feature = "delta"))]
+    {
+        let _ = (location, catalog, batches);
+        Err(no_delta())
+    }
+}
+
+/// Where a node delivers results as a Delta table: a directory of its own
+/// (absolute), or a prefix in a bucket.
+#[derive(Debug, Clone)]
+pub enum DeltaPlace<'a> {
+    /// The table's directory (made if missing).
+    Dir(&'a std::path::Path),
+    /// The bucket and prefix, with the `s3` kind's client settings.
+    Bucket(S3Settings<'a>),
+}
+
+/// Appends `batches` to the Delta table at `place` as a new version
+/// (making the table on first use), and returns the version: how a node
+/// delivers a result as a Delta table.
+pub async fn append_delta(
+    place: DeltaPlace<'_>,
+    batches: Vec<datafusion::arrow::record_batch::RecordBatch>,
+) -> Result<u64, OpenError> {
+    #[cfg(feature = "delta")]
+    {
+        let table = match place {
+            DeltaPlace::Dir(dir) => {
+                let parent = dir.parent().unwrap_or(std::path::Path::new("/"));
+                let leaf = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .ok_or_else(|| {
+                        OpenError::new("its path names no directory", dir.display().to_string())
+                    })?;
+                DeltaSource::local(parent, None, &leaf, None)
+            }
+            DeltaPlace::Bucket(s) => DeltaSource::in_bucket(&s, std::path::Path::new("/")),
+        };
+        table.append(batches).await
+    }
+    #[cfg(not(feature = "delta"))]
+    {
+        let _ = (place, batches);
+        Err(no_delta())
+    }
 }
 
 /// A catalog entry that cannot name a source: refused when opened, like

@@ -218,6 +218,67 @@ impl S3Store {
     }
 }
 
+/// Writes `bytes` as the object `name` under the prefix of `s`, once (an
+/// object already there is an error, never overwritten), reads it back and
+/// returns the SHA-256 of what the store holds: how a node delivers a
+/// result to object storage.
+pub async fn put_once(
+    s: &S3Settings<'_>,
+    config_dir: &std::path::Path,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<String, OpenError> {
+    use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+    use sha2::Digest;
+    let store = S3Store::new(s, config_dir).build()?;
+    let prefix = s.prefix.trim_matches('/');
+    let key = if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    };
+    let path = object_store::path::Path::parse(&key)
+        .map_err(|e| OpenError::new("its prefix is not a valid object key", e.to_string()))?;
+    let unreachable =
+        |e: object_store::Error| OpenError::new("the store cannot be reached", e.to_string());
+    // Refused before the write where the store does not honour a
+    // conditional put; `PutMode::Create` closes the race where it does.
+    match store.head(&path).await {
+        Ok(_) => {
+            return Err(OpenError::new(
+                "an object of that name exists already; a result is delivered once",
+                key,
+            ))
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(unreachable(e)),
+    }
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    match store.put_opts(&path, bytes.into(), opts).await {
+        Ok(_) => {}
+        Err(
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+        ) => {
+            return Err(OpenError::new(
+                "an object of that name exists already; a result is delivered once",
+                key,
+            ))
+        }
+        Err(e) => return Err(unreachable(e)),
+    }
+    let stored = store
+        .get(&path)
+        .await
+        .map_err(unreachable)?
+        .bytes()
+        .await
+        .map_err(unreachable)?;
+    Ok(hex::encode(sha2::Sha256::digest(&stored)))
+}
+
 impl Source for S3Source {
     fn open<'a>(
         &'a self,
