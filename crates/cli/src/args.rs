@@ -558,8 +558,23 @@ pub(crate) enum Command {
         runs: usize,
         /// Also time the two-member overlap through `airlock up` (hub and
         /// nodes as processes) against the in-process engine.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "source")]
         distributed: bool,
+        /// Time the analyses over the data in s3, delta or postgres against
+        /// the same data as local Parquet and against plain DataFusion over
+        /// the same source (PostgreSQL: rows read with and without pushdown).
+        #[arg(long)]
+        source: Option<String>,
+        /// S3-compatible endpoint (s3, and delta in a bucket); credentials
+        /// from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+        #[arg(long, requires = "source")]
+        endpoint: Option<String>,
+        /// Bucket for s3 and delta (made if missing).
+        #[arg(long, default_value = "airlock-bench")]
+        bucket: String,
+        /// PostgreSQL connection string (postgres).
+        #[arg(long, requires = "source")]
+        url: Option<String>,
     },
     /// Time crypto mode's private set intersection on two identifier files
     /// (one per line); prints JSON. See bench/psi_vs_openmined.py.

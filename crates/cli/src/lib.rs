@@ -8,6 +8,7 @@
 //! parses arguments; everything else is here so tests can call it.
 
 pub mod bench;
+pub mod bench_source;
 pub mod cluster;
 pub mod data;
 pub mod demo;

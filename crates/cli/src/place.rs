@@ -214,7 +214,7 @@ pub async fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, String> {
 
 /// The S3 client of `b`, credentials from `AWS_ACCESS_KEY_ID` and
 /// `AWS_SECRET_ACCESS_KEY`.
-fn s3_store(b: &Bucket) -> Result<object_store::aws::AmazonS3, String> {
+pub fn s3_store(b: &Bucket) -> Result<object_store::aws::AmazonS3, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let var = |k: &str| {
         std::env::var(k).map_err(|_| format!("{k} is not set (the demo's S3 credentials)"))

@@ -176,8 +176,18 @@ impl Node {
         limits: NodeLimits,
     ) -> Result<Node, NodeError> {
         let config = SessionConfig::new().with_information_schema(false);
+        // DataFusion 55 caches a listing of each directory or prefix for
+        // ever, and footers and statistics checked only by size and
+        // modification time (a second, in S3). A node reads its sources
+        // afresh at every query instead: a new object, a rewritten file
+        // or a withdrawal holds from the next query, never a stale copy.
+        let caches = datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+            .with_list_files_cache_limit(0)
+            .with_file_statistics_cache_limit(0)
+            .with_metadata_cache_limit(0);
         let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_cache_manager(caches)
             .build_arc()
             .map_err(|e| NodeError::Local(format!("the node's memory pool: {e}")))?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);

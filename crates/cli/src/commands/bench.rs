@@ -28,3 +28,14 @@ pub(crate) async fn run_bench(dir: PathBuf, rows: usize, runs: usize, distribute
     .await
     .map_err(plain)
 }
+
+pub(crate) async fn run_bench_source(
+    dir: PathBuf,
+    rows: usize,
+    runs: usize,
+    source: airlock_cli::place::DemoSource,
+) -> Out {
+    airlock_cli::bench_source::run(&dir, rows, runs.max(1), &source)
+        .await
+        .map_err(|e| (e, false))
+}

@@ -85,7 +85,28 @@ pub(crate) async fn run(cli: Cli) -> Out {
             rows,
             runs,
             distributed,
+            source: None,
+            ..
         } => bench::run_bench(dir, rows, runs, distributed).await,
+        Command::Bench {
+            dir,
+            rows,
+            runs,
+            source: Some(source),
+            endpoint,
+            bucket,
+            url,
+            ..
+        } => {
+            let source = airlock_cli::place::DemoSource::parse(
+                &source,
+                endpoint.as_deref(),
+                &bucket,
+                url.as_deref(),
+            )
+            .map_err(|e| (bad(e), false))?;
+            bench::run_bench_source(dir, rows, runs, source).await
+        }
         Command::Records {
             hub,
             collab,
