@@ -535,6 +535,33 @@ async fn postgres_consent_withdrawn_holds_from_the_next_query_and_bad_entries_ar
         counted(6)
     );
 
+    // TLS, when the connection string asks for it (the test server has
+    // Debian's self-signed certificate): `require` encrypts and reads;
+    // `verify-full` against a CA that did not sign the server's
+    // certificate is refused before any row is read.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    std::env::set_var("AIRLOCK_TEST_TLS_URL", format!("{url}{sep}sslmode=require"));
+    write_catalog(
+        dir,
+        &format!("kind = \"postgres\"\ntable = \"{table}\"\nconnection = {{ env = \"AIRLOCK_TEST_TLS_URL\" }}"),
+    );
+    let tls = Cluster::open(&collab, None).await.expect("open over TLS");
+    assert_eq!(
+        rows(&tls.query("adv", SMALL_SQL).await.expect("q").batches),
+        counted(6)
+    );
+    let other_ca = airlock_crypto::pki::Ca::generate("not-the-servers")
+        .expect("ca")
+        .cert_pem();
+    std::fs::write(dir.join("other-ca.pem"), other_ca).expect("ca");
+    std::env::set_var(
+        "AIRLOCK_TEST_TLS_WRONG_CA_URL",
+        format!(
+            "{url}{sep}sslmode=verify-full&sslrootcert={}",
+            dir.join("other-ca.pem").display()
+        ),
+    );
+
     // A view without the segment column the collaboration uses.
     conn.execute(
         format!("CREATE VIEW public.{table}_v AS SELECT email, consent FROM public.{table}")
@@ -585,6 +612,10 @@ async fn postgres_consent_withdrawn_holds_from_the_next_query_and_bad_entries_ar
         ),
         (
             with(&table, "{ env = \"AIRLOCK_TEST_UNREACHABLE_URL\" }"),
+            "(postgres source): the node cannot reach its location",
+        ),
+        (
+            with(&table, "{ env = \"AIRLOCK_TEST_TLS_WRONG_CA_URL\" }"),
             "(postgres source): the node cannot reach its location",
         ),
         (
