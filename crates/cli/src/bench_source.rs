@@ -2,11 +2,12 @@
 //! in that source against Airlock over the same data as local Parquet, and
 //! against plain DataFusion over the same source, in the same run.
 //!
-//! - **s3**: plain DataFusion reads the same objects through the same
-//!   `object_store` client (target: Airlock over S3 at most 1.5x Airlock
-//!   over local files);
-//! - **delta**: plain DataFusion reads the Delta table's own Parquet files
-//!   directly, skipping the log (target: at most 1.1x);
+//! - **s3**: Airlock over S3 against Airlock over the same data as local
+//!   files (target: at most 1.5x), and plain DataFusion reading the same
+//!   objects through the same `object_store` client;
+//! - **delta**: Airlock over the Delta tables against Airlock over the
+//!   same Parquet files registered as plain files (target: at most 1.1x),
+//!   and plain DataFusion reading those files directly;
 //! - **postgres**: there is no plain-DataFusion reader of PostgreSQL to
 //!   compare with, so the run reports the rows PostgreSQL sent with the
 //!   consent filter and the analyses' filters pushed into its SQL, and
@@ -24,6 +25,7 @@ use crate::bench::{OVERLAP, SINGLE};
 use crate::cluster::{CliError, Cluster};
 use crate::data;
 use crate::place::{self, DemoSource};
+use airlock_node::catalog::DatasetFormat;
 
 /// The demo's analysis with filters on both sides, for pushdown.
 pub const FILTERED: &str = "SELECT a.age_band, COUNT(DISTINCT a.email) AS people \
@@ -254,7 +256,6 @@ pub async fn run(
     header(source.kind(), "files");
     let target = match source {
         DemoSource::S3(_) => Some(1.5),
-        DemoSource::Delta(_) => Some(1.1),
         _ => None,
     };
     for (label, sql) in queries {
@@ -296,6 +297,40 @@ pub async fn run(
             }
         }
         DemoSource::Delta(None) => {
+            // Airlock over the Delta tables against Airlock over the same
+            // Parquet files registered as plain files (the catalog read at
+            // open, then put back): what the Delta log and provider cost.
+            let catalog_file = there.join(airlock_node::catalog::CATALOG_FILE);
+            let delta_catalog = std::fs::read(&catalog_file).map_err(failed)?;
+            airlock_node::catalog::CatalogFile::files(&[
+                (
+                    "publisher_audience",
+                    "audience_delta/",
+                    DatasetFormat::Parquet,
+                ),
+                (
+                    "advertiser_purchases",
+                    "purchases_delta/",
+                    DatasetFormat::Parquet,
+                ),
+            ])
+            .write_to(&there)
+            .map_err(CliError::Failed)?;
+            let direct = Cluster::open(&there.join("collaboration.toml"), None).await;
+            std::fs::write(&catalog_file, delta_catalog).map_err(failed)?;
+            let direct = direct?;
+            header("delta", "its files");
+            for (label, sql) in queries {
+                let (a, b) = compare(
+                    &Side::Airlock(&remote),
+                    &Side::Airlock(&direct),
+                    sql,
+                    runs,
+                    true,
+                )
+                .await?;
+                line(&format!("{label}, airlock"), a, b, Some(1.1));
+            }
             // The Delta table's data files, as one Parquet listing each
             // (the log's own files are not Parquet until a checkpoint; the
             // tables were just written, in one version).
@@ -315,7 +350,7 @@ pub async fn run(
                     false,
                 )
                 .await?;
-                line(&format!("{label}, delta vs its parquet files"), a, b, None);
+                line(&format!("{label}, over delta vs its files"), a, b, None);
             }
         }
         DemoSource::Delta(Some(_)) => {

@@ -540,7 +540,7 @@ async fn bench_source_runs_against_each_source() {
     #[cfg(feature = "delta")]
     {
         let out = bench(&["--source", "delta"]);
-        assert!(out.contains("delta vs its parquet files"), "{out}");
+        assert!(out.contains("over delta vs its files"), "{out}");
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let refused = Command::new(bin())
