@@ -194,7 +194,7 @@ async fn refusal_golden_file() {
         .await
         .expect("open");
     // The guard's golden file, run again here through real nodes.
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard/tests/refusals.slt");
+    let path = Path::new(&manifest_dir()).join("../guard/tests/refusals.slt");
     let text = std::fs::read_to_string(&path).expect("golden file");
     let cases = parse_golden(&text);
     assert!(
@@ -1206,4 +1206,11 @@ params.category = { type = "string", allowed = ["books"] }
         ),
         "{e}"
     );
+}
+
+/// This crate's directory in the checkout being tested: cargo and nextest
+/// set it when they run the test (a build cache shared between clones
+/// holds the path of the clone that compiled it, which may be gone).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -9,8 +9,7 @@ use airlock_interop::aws::{self, TableSpec};
 use airlock_policy::{AnalysisRule, Collaboration, ConfiguredTable};
 
 fn doc(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/aws/{name}", env!("CARGO_MANIFEST_DIR")))
-        .expect("fixture")
+    std::fs::read_to_string(format!("{}/tests/aws/{name}", manifest_dir())).expect("fixture")
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -243,4 +242,11 @@ fn what_aws_cannot_express_is_refused_by_name_on_export() {
         "{:?}",
         out.notes
     );
+}
+
+/// This crate's directory in the checkout being tested: cargo and nextest
+/// set it when they run the test (a build cache shared between clones
+/// holds the path of the clone that compiled it, which may be gone).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -165,15 +165,60 @@ pub(super) fn interval(
     }
 }
 
+/// The largest compiled program a pattern may have (the regex crate's own
+/// default is 10 MiB).
+pub(super) const REGEX_SIZE_LIMIT: usize = 8 * 1024;
+
 pub(super) fn regex_compiles(pattern: &str, case_insensitive: bool) -> bool {
     // DataFusion compiles the pattern with the regex crate's defaults;
     // compiling it here with the same crate decides whether it would fail.
+    // It compiles only when a row reaches the expression, so a pattern
+    // that is slow to compile (`.{10000}`: a big program) under a CASE
+    // branch only one person takes shows that person in the query's
+    // time. Only small programs are admitted: their compile time is far
+    // below the noise of a query's.
     let flagged = if case_insensitive {
         format!("(?i){pattern}")
     } else {
         pattern.to_string()
     };
-    regex::Regex::new(pattern).is_ok() && regex::Regex::new(&flagged).is_ok()
+    let small = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .is_ok()
+    };
+    small(pattern) && small(&flagged)
+}
+
+#[cfg(test)]
+mod regex_tests {
+    use super::regex_compiles;
+
+    #[test]
+    fn only_small_patterns_that_compile_are_admitted() {
+        for ok in [
+            "^[a-z0-9.]+@example\\.com$",
+            "north|south",
+            "^a",
+            "(?x) a b",
+        ] {
+            assert!(regex_compiles(ok, false), "{ok}");
+            assert!(regex_compiles(ok, true), "{ok}");
+        }
+        // Fail to compile, or compile slowly to a big program (the timing
+        // class): every counted repetition of a wide class.
+        for bad in [
+            "(",
+            ".{10000}",
+            ".{1000}",
+            "\\w{500}",
+            "[a-z]{2000}",
+            "(a|b){3000}",
+        ] {
+            assert!(!regex_compiles(bad, false), "{bad}");
+        }
+    }
 }
 
 /// The days (since 1970-01-01) of the dates `date_part` can read: about

@@ -608,7 +608,7 @@ impl Checker<'_> {
                     }
                     Some(None) => Ok(()),
                     _ => Err(oracle(
-                        "a regular expression pattern must be a constant that compiles",
+                        "a regular expression pattern must be a constant that compiles to a small program (at most 8 KiB: a bigger one takes longer to compile exactly when a row reaches it)",
                     )),
                 }
             }
