@@ -191,6 +191,10 @@ pub(super) fn regex_compiles(pattern: &str, case_insensitive: bool) -> bool {
     small(pattern) && small(&flagged)
 }
 
+/// The days (since 1970-01-01) of the dates `date_part` can read: about
+/// 197,000 years either way, inside chrono's range.
+pub(super) const DATE_PART_DAYS: (i32, i32) = (-72_000_000, 72_000_000);
+
 #[cfg(test)]
 mod regex_tests {
     use super::regex_compiles;
@@ -220,7 +224,3 @@ mod regex_tests {
         }
     }
 }
-
-/// The days (since 1970-01-01) of the dates `date_part` can read: about
-/// 197,000 years either way, inside chrono's range.
-pub(super) const DATE_PART_DAYS: (i32, i32) = (-72_000_000, 72_000_000);
