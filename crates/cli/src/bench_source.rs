@@ -148,6 +148,25 @@ fn line(label: &str, a: Duration, b: Duration, target: Option<f64>) {
     );
 }
 
+/// One table of `a` against `b`, a line per query (its label, then
+/// `suffix`), each ratio against `target`; `same`: as for [`compare`].
+async fn table(
+    a: (&str, &Side<'_>),
+    b: (&str, &Side<'_>),
+    queries: &[(&str, &str)],
+    runs: usize,
+    same: bool,
+    suffix: &str,
+    target: Option<f64>,
+) -> Result<(), CliError> {
+    header(a.0, b.0);
+    for (label, sql) in queries {
+        let (ta, tb) = compare(a.1, b.1, sql, runs, same).await?;
+        line(&format!("{label}{suffix}"), ta, tb, target);
+    }
+    Ok(())
+}
+
 fn header(a: &str, b: &str) {
     println!();
     println!(
@@ -253,22 +272,21 @@ pub async fn run(
         ("(b) two-member overlap by segment x category", OVERLAP),
     ];
 
-    header(source.kind(), "files");
     let target = match source {
         DemoSource::S3(_) => Some(1.5),
         _ => None,
     };
-    for (label, sql) in queries {
-        let (a, b) = compare(
-            &Side::Airlock(&remote),
-            &Side::Airlock(&local),
-            sql,
-            runs,
-            true,
-        )
-        .await?;
-        line(&format!("{label}, airlock"), a, b, target);
-    }
+    let remote_side = Side::Airlock(&remote);
+    table(
+        (source.kind(), &remote_side),
+        ("files", &Side::Airlock(&local)),
+        &queries,
+        runs,
+        true,
+        ", airlock",
+        target,
+    )
+    .await?;
 
     match source {
         DemoSource::S3(b) => {
@@ -283,18 +301,16 @@ pub async fn run(
                 ["audience", "purchases"].map(|t| format!("s3://{}/{}/{t}/", b.bucket, b.prefix)),
             )
             .await?;
-            header("airlock", "datafusion");
-            for (label, sql) in queries {
-                let (a, b) = compare(
-                    &Side::Airlock(&remote),
-                    &Side::Plain(&ctx),
-                    sql,
-                    runs,
-                    false,
-                )
-                .await?;
-                line(&format!("{label}, both over s3"), a, b, None);
-            }
+            table(
+                ("airlock", &remote_side),
+                ("datafusion", &Side::Plain(&ctx)),
+                &queries,
+                runs,
+                false,
+                ", both over s3",
+                None,
+            )
+            .await?;
         }
         DemoSource::Delta(None) => {
             // Airlock over the Delta tables against Airlock over the same
@@ -319,18 +335,16 @@ pub async fn run(
             let direct = Cluster::open(&there.join("collaboration.toml"), None).await;
             std::fs::write(&catalog_file, delta_catalog).map_err(failed)?;
             let direct = direct?;
-            header("delta", "its files");
-            for (label, sql) in queries {
-                let (a, b) = compare(
-                    &Side::Airlock(&remote),
-                    &Side::Airlock(&direct),
-                    sql,
-                    runs,
-                    true,
-                )
-                .await?;
-                line(&format!("{label}, airlock"), a, b, Some(1.1));
-            }
+            table(
+                ("delta", &remote_side),
+                ("its files", &Side::Airlock(&direct)),
+                &queries,
+                runs,
+                true,
+                ", airlock",
+                Some(1.1),
+            )
+            .await?;
             // The Delta table's data files, as one Parquet listing each
             // (the log's own files are not Parquet until a checkpoint; the
             // tables were just written, in one version).
@@ -340,18 +354,16 @@ pub async fn run(
                     .map(|t| format!("{}/", there.join(format!("{t}_delta")).to_string_lossy())),
             )
             .await?;
-            header("airlock", "datafusion");
-            for (label, sql) in queries {
-                let (a, b) = compare(
-                    &Side::Airlock(&remote),
-                    &Side::Plain(&ctx),
-                    sql,
-                    runs,
-                    false,
-                )
-                .await?;
-                line(&format!("{label}, over delta vs its files"), a, b, None);
-            }
+            table(
+                ("airlock", &remote_side),
+                ("datafusion", &Side::Plain(&ctx)),
+                &queries,
+                runs,
+                false,
+                ", over delta vs its files",
+                None,
+            )
+            .await?;
         }
         DemoSource::Delta(Some(_)) => {
             println!(
@@ -366,11 +378,12 @@ pub async fn run(
                 "{:<52} {:>11} {:>11} {:>8}",
                 "query (rows PostgreSQL sent)", "pushed", "not pushed", "share"
             );
-            for (label, sql) in [
+            let with_filters = [
                 queries[0],
                 queries[1],
                 ("(e) overlap with the demo's filters", FILTERED),
-            ] {
+            ];
+            for (label, sql) in with_filters {
                 let (ra, pushed) = rows_read(&remote, sql).await?;
                 let (rb, all) = rows_read(&unpushed, sql).await?;
                 if ra != rb {
@@ -384,22 +397,16 @@ pub async fn run(
                     100.0 * pushed as f64 / all.max(1) as f64
                 );
             }
-            header("pushed", "not pushed");
-            for (label, sql) in [
-                queries[0],
-                queries[1],
-                ("(e) overlap with the demo's filters", FILTERED),
-            ] {
-                let (a, b) = compare(
-                    &Side::Airlock(&remote),
-                    &Side::Airlock(&unpushed),
-                    sql,
-                    runs,
-                    true,
-                )
-                .await?;
-                line(label, a, b, None);
-            }
+            table(
+                ("pushed", &remote_side),
+                ("not pushed", &Side::Airlock(&unpushed)),
+                &with_filters,
+                runs,
+                true,
+                "",
+                None,
+            )
+            .await?;
         }
         DemoSource::Files => {}
     }
