@@ -65,29 +65,6 @@ fn postgres() -> Option<String> {
     }
 }
 
-#[cfg(feature = "delta")]
-fn s3() -> Option<(String, String)> {
-    match std::env::var("AIRLOCK_TEST_S3_ENDPOINT") {
-        Ok(e) => Some((
-            e,
-            std::env::var("AIRLOCK_TEST_S3_BUCKET").unwrap_or_else(|_| "airlock-test".into()),
-        )),
-        Err(_) if std::env::var("AIRLOCK_REQUIRE_S3").is_ok() => {
-            panic!("AIRLOCK_REQUIRE_S3 is set but AIRLOCK_TEST_S3_ENDPOINT is not")
-        }
-        Err(_) => {
-            eprintln!("no S3-compatible server (AIRLOCK_TEST_S3_ENDPOINT): skipped");
-            None
-        }
-    }
-}
-
-fn run_id() -> String {
-    let mut b = [0u8; 6];
-    getrandom::getrandom(&mut b).expect("random");
-    hex::encode(b)
-}
-
 /// No byte stream that left a node holds any of `secrets`.
 fn wire_holds_none(tap: &Tap, secrets: &[&str]) {
     let streams = tap.lock().expect("tap").clone();
@@ -144,13 +121,13 @@ async fn delta_tables_release_what_local_files_release() {
 #[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_tables_in_a_bucket_release_what_local_files_release() {
-    let Some((endpoint, bucket)) = s3() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     // Each test runs in its own process (nextest), so these are its own.
     std::env::set_var("AWS_ACCESS_KEY_ID", "airlock");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "airlock-test-secret-value");
-    let prefix = format!("delta-{}", run_id());
+    let prefix = format!("delta-{}", common::run_id());
     let source = DemoSource::Delta(Some(Bucket {
         endpoint: endpoint.clone(),
         bucket: bucket.clone(),
@@ -448,7 +425,7 @@ async fn postgres_consent_withdrawn_holds_from_the_next_query_and_bad_entries_ar
     };
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let table = format!("people_{}", run_id());
+    let table = format!("people_{}", common::run_id());
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
     conn.execute(
         format!("CREATE TABLE public.{table} (email text NOT NULL, segment text, consent boolean, day date, seen timestamptz, amount numeric)").as_str(),

@@ -20,22 +20,6 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 const KEY_ID: &str = "airlock";
 const SECRET: &str = "airlock-test-secret-value";
 
-/// The server's URL and bucket, if the test has one.
-fn server() -> Option<(String, String)> {
-    let endpoint = std::env::var("AIRLOCK_TEST_S3_ENDPOINT").ok();
-    let bucket = std::env::var("AIRLOCK_TEST_S3_BUCKET").unwrap_or_else(|_| "airlock-test".into());
-    match endpoint {
-        Some(e) => Some((e, bucket)),
-        None if std::env::var("AIRLOCK_REQUIRE_S3").is_ok() => {
-            panic!("AIRLOCK_REQUIRE_S3 is set but AIRLOCK_TEST_S3_ENDPOINT is not (run .ci/s3.sh)")
-        }
-        None => {
-            eprintln!("no S3-compatible server (AIRLOCK_TEST_S3_ENDPOINT): skipped");
-            None
-        }
-    }
-}
-
 fn store(endpoint: &str, bucket: &str) -> impl ObjectStore {
     AmazonS3Builder::new()
         .with_endpoint(endpoint)
@@ -57,9 +41,7 @@ async fn upload(s: &impl ObjectStore, key: &str, file: &Path) {
 
 /// A run's own prefix, so runs sharing a server do not meet.
 fn run_prefix() -> String {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).expect("random");
-    format!("run-{}", hex::encode(b))
+    format!("run-{}", common::run_id())
 }
 
 fn s3_catalog(endpoint: &str, bucket: &str, prefix: &str, credentials: &str) -> String {
@@ -92,7 +74,7 @@ async fn released(cluster: &Cluster) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_sources_release_what_local_files_release_and_keep_their_location_on_the_node() {
-    let Some((endpoint, bucket)) = server() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -211,7 +193,7 @@ async fn s3_sources_release_what_local_files_release_and_keep_their_location_on_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_withdrawn_in_the_bucket_holds_from_the_next_query() {
-    let Some((endpoint, bucket)) = server() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     let tmp = tempfile::tempdir().expect("tempdir");

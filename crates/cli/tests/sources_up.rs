@@ -39,28 +39,6 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
 }
 
-fn run_id() -> String {
-    let mut b = [0u8; 6];
-    getrandom::getrandom(&mut b).expect("random");
-    hex::encode(b)
-}
-
-fn s3() -> Option<(String, String)> {
-    match std::env::var("AIRLOCK_TEST_S3_ENDPOINT") {
-        Ok(e) => Some((
-            e,
-            std::env::var("AIRLOCK_TEST_S3_BUCKET").unwrap_or_else(|_| "airlock-test".into()),
-        )),
-        Err(_) if std::env::var("AIRLOCK_REQUIRE_S3").is_ok() => {
-            panic!("AIRLOCK_REQUIRE_S3 is set but AIRLOCK_TEST_S3_ENDPOINT is not")
-        }
-        Err(_) => {
-            eprintln!("no S3-compatible server (AIRLOCK_TEST_S3_ENDPOINT): skipped");
-            None
-        }
-    }
-}
-
 /// The S3 credentials the nodes read from the environment they inherit
 /// (each test runs in its own process under nextest).
 fn s3_environment() {
@@ -81,7 +59,7 @@ async fn postgres() -> Option<String> {
             return None;
         }
     };
-    let name = format!("airlock_src_{}", run_id());
+    let name = format!("airlock_src_{}", common::run_id());
     let mut admin = sqlx::PgConnection::connect(&base).await.expect("connect");
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
@@ -302,11 +280,11 @@ async fn through_processes(source: DemoSource, secrets: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_objects_through_hub_and_node_processes() {
-    let Some((endpoint, bucket)) = s3() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     s3_environment();
-    let prefix = format!("up-{}", run_id());
+    let prefix = format!("up-{}", common::run_id());
     let source = DemoSource::S3(Bucket {
         endpoint: endpoint.clone(),
         bucket: bucket.clone(),
@@ -337,11 +315,11 @@ async fn delta_tables_through_hub_and_node_processes() {
 #[cfg(feature = "delta")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_tables_in_a_bucket_through_hub_and_node_processes() {
-    let Some((endpoint, bucket)) = s3() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     s3_environment();
-    let prefix = format!("up-delta-{}", run_id());
+    let prefix = format!("up-delta-{}", common::run_id());
     let source = DemoSource::Delta(Some(Bucket {
         endpoint: endpoint.clone(),
         bucket: bucket.clone(),
@@ -389,7 +367,7 @@ async fn the_distributed_demo_runs_on_every_source_from_the_binary() {
     let files = demo_distributed(&[]);
     let want = released_tables(&files);
     assert!(!want.is_empty(), "{files}");
-    if let Some((endpoint, bucket)) = s3() {
+    if let Some((endpoint, bucket)) = common::s3_server() {
         let out = demo_distributed(&[
             "--source",
             "s3",
@@ -506,7 +484,7 @@ async fn bench_source_runs_against_each_source() {
         );
         stdout
     };
-    if let Some((endpoint, bucket)) = s3() {
+    if let Some((endpoint, bucket)) = common::s3_server() {
         let out = bench(&[
             "--source",
             "s3",
@@ -571,7 +549,7 @@ async fn parquet_rows(ctx: &datafusion::prelude::SessionContext, url: &str) -> V
 /// engine releases, the audit entry naming the object or version only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_delivered_to_s3_and_delta_by_the_members_own_node() {
-    let Some((endpoint, bucket)) = s3() else {
+    let Some((endpoint, bucket)) = common::s3_server() else {
         return;
     };
     s3_environment();
@@ -588,7 +566,7 @@ async fn results_are_delivered_to_s3_and_delta_by_the_members_own_node() {
             .expect("q")
             .batches,
     );
-    let prefix = format!("results-{}", run_id());
+    let prefix = format!("results-{}", common::run_id());
     let running = up::start(&UpOptions {
         dir: dir.clone(),
         rows: 20_000,

@@ -101,3 +101,29 @@ pub async fn demo_emails(dir: &Path) -> HashSet<String> {
     }
     out
 }
+
+/// The S3-compatible server `.ci/s3.sh` starts, as (endpoint, bucket);
+/// `None` (with a note) without one, a failure when `AIRLOCK_REQUIRE_S3`
+/// is set.
+pub fn s3_server() -> Option<(String, String)> {
+    match std::env::var("AIRLOCK_TEST_S3_ENDPOINT") {
+        Ok(e) => Some((
+            e,
+            std::env::var("AIRLOCK_TEST_S3_BUCKET").unwrap_or_else(|_| "airlock-test".into()),
+        )),
+        Err(_) if std::env::var("AIRLOCK_REQUIRE_S3").is_ok() => {
+            panic!("AIRLOCK_REQUIRE_S3 is set but AIRLOCK_TEST_S3_ENDPOINT is not (run .ci/s3.sh)")
+        }
+        Err(_) => {
+            eprintln!("no S3-compatible server (AIRLOCK_TEST_S3_ENDPOINT): skipped");
+            None
+        }
+    }
+}
+
+/// A run's own random suffix, so runs sharing a server do not meet.
+pub fn run_id() -> String {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).expect("random");
+    hex::encode(b)
+}
