@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use airlock_policy::Collaboration;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, StringArray, StringViewArray, TimestampMicrosecondArray, UInt64Array,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
@@ -53,7 +54,7 @@ alias = "a"
 dataset = "pa"
 identity = "email"
 join = ["email"]
-dimensions = ["segment", "region", "age", "small", "score", "born", "flag"]
+dimensions = ["segment", "region", "age", "small", "score", "born", "flag", "code", "tiny", "ratio"]
 rule = { type = "aggregation", min_distinct_identities = 2 }
 
 [[tables]]
@@ -61,8 +62,8 @@ alias = "p"
 dataset = "pp"
 identity = "email"
 join = ["email"]
-dimensions = ["category", "day", "qty"]
-measures = { amount = ["sum", "avg", "count"], price = ["sum", "avg", "count"] }
+dimensions = ["category", "day", "qty", "at", "units", "rate"]
+measures = { amount = ["sum", "avg", "count"], price = ["sum", "avg", "count"], cost = ["sum", "avg", "count"] }
 rule = { type = "aggregation", min_distinct_identities = 2 }
 "#;
 
@@ -76,6 +77,11 @@ fn schema_a() -> SchemaRef {
         Field::new("score", DataType::Float64, true),
         Field::new("born", DataType::Date32, true),
         Field::new("flag", DataType::Boolean, true),
+        // The wider types sources produce: text views (Parquet), 16-bit
+        // integers and 32-bit floats.
+        Field::new("code", DataType::Utf8View, true),
+        Field::new("tiny", DataType::Int16, true),
+        Field::new("ratio", DataType::Float32, true),
     ]))
 }
 
@@ -87,6 +93,16 @@ fn schema_p() -> SchemaRef {
         Field::new("qty", DataType::Int64, true),
         Field::new("amount", DataType::Int64, true),
         Field::new("price", DataType::Float64, true),
+        // Timestamps (PostgreSQL's `timestamptz`), unsigned integers and
+        // decimals (Parquet, Delta), as dimensions and as a measure.
+        Field::new(
+            "at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("units", DataType::UInt64, true),
+        Field::new("rate", DataType::Decimal128(10, 2), true),
+        Field::new("cost", DataType::Decimal128(38, 2), true),
     ]))
 }
 
@@ -161,6 +177,47 @@ const DATES: &[Option<i32>] = &[
     Some(1),
 ];
 
+const TINIES: &[Option<i16>] = &[
+    Some(i16::MIN),
+    Some(i16::MAX),
+    Some(0),
+    Some(-1),
+    None,
+    Some(1),
+    Some(i16::MAX - 1),
+    Some(i16::MIN + 1),
+    Some(255),
+    Some(-256),
+    Some(42),
+    Some(2),
+];
+/// Decimal(10, 2) values, unscaled: the extremes of 10 digits.
+const DECIMALS_10: &[Option<i128>] = &[
+    Some(9_999_999_999),
+    Some(-9_999_999_999),
+    Some(0),
+    Some(-1),
+    None,
+    Some(1),
+    Some(100),
+    Some(-100),
+    Some(9_999_999_998),
+    Some(12_345),
+    Some(-50),
+    Some(5_000_000_000),
+];
+const MAX_38: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+/// Decimal(38, 2) values, unscaled: the extremes of 38 digits.
+const DECIMALS_38: &[Option<i128>] = &[Some(MAX_38), Some(MAX_38), Some(-MAX_38), None];
+
+fn decimal(values: Vec<Option<i128>>, precision: u8) -> ArrayRef {
+    Arc::new(
+        Decimal128Array::from(values)
+            .with_precision_and_scale(precision, 2)
+            .expect("decimal"),
+    )
+}
+
 /// Table `a` and `p` of `n` rows each, value `i` of each column shifted by
 /// `shift` so that rows mix extremes differently; every email appears in
 /// both tables (and twice in `p`), so the join reaches every value.
@@ -194,6 +251,17 @@ fn tables(n: usize, shift: usize) -> (RecordBatch, RecordBatch) {
                     .map(|i| [Some(true), Some(false), None][i % 3])
                     .collect::<Vec<_>>(),
             )),
+            Arc::new(StringViewArray::from(
+                (0..n).map(|i| STRINGS[pick(i, 11, 12)]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int16Array::from(
+                (0..n).map(|i| TINIES[pick(i, 5, 12)]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float32Array::from(
+                (0..n)
+                    .map(|i| FLOATS[pick(i, 5, 12)].map(|f| f as f32))
+                    .collect::<Vec<_>>(),
+            )),
         ],
     )
     .expect("table a");
@@ -222,6 +290,29 @@ fn tables(n: usize, shift: usize) -> (RecordBatch, RecordBatch) {
             Arc::new(Float64Array::from(
                 (0..m).map(|i| FLOATS[pick(i, 7, 12)]).collect::<Vec<_>>(),
             )),
+            Arc::new(
+                TimestampMicrosecondArray::from(
+                    (0..m).map(|i| INTS[pick(i, 11, 12)]).collect::<Vec<_>>(),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(UInt64Array::from(
+                (0..m)
+                    .map(|i| {
+                        [
+                            Some(u64::MAX),
+                            Some(0),
+                            None,
+                            Some(1),
+                            Some(u64::MAX - 1),
+                            Some(1 << 63),
+                        ][i % 6]
+                    })
+                    .collect::<Vec<_>>(),
+            )),
+            decimal((0..m).map(|i| DECIMALS_10[pick(i, 5, 12)]).collect(), 10),
+            // The widest decimal measure: sums of two overflow 128 bits.
+            decimal((0..m).map(|i| DECIMALS_38[i % 4]).collect(), 38),
         ],
     )
     .expect("table p");
@@ -630,6 +721,7 @@ fn leaf(r: &mut Rng, ty: Ty) -> String {
                 "'x'",
                 "''",
                 "a.region",
+                "a.code",
             ])
             .to_string(),
         Ty::Int => r
@@ -641,10 +733,11 @@ fn leaf(r: &mut Rng, ty: Ty) -> String {
                 "-1",
                 "9223372036854775807",
                 "0",
+                "p.units",
             ])
             .to_string(),
         Ty::Small => r
-            .pick(&["a.small", "a.small", "CAST(1 AS INT)"])
+            .pick(&["a.small", "a.small", "CAST(1 AS INT)", "a.tiny"])
             .to_string(),
         Ty::Float => r
             .pick(&[
@@ -653,10 +746,14 @@ fn leaf(r: &mut Rng, ty: Ty) -> String {
                 "0.0",
                 "1e308",
                 "CAST('NaN' AS DOUBLE)",
+                "a.ratio",
+                "p.rate",
+                "p.cost",
+                "CAST(1.5 AS DECIMAL(10, 2))",
             ])
             .to_string(),
         Ty::Date => r
-            .pick(&["a.born", "p.day", "DATE '2020-02-29'"])
+            .pick(&["a.born", "p.day", "DATE '2020-02-29'", "p.at"])
             .to_string(),
         Ty::Bool => r
             .pick(&[
@@ -680,6 +777,8 @@ fn released_expr(r: &mut Rng) -> String {
             "SUM(p.price)",
             "COUNT(p.amount)",
             "AVG(p.price)",
+            "SUM(p.cost)",
+            "AVG(p.cost)",
         ])
         .to_string()
     };
@@ -711,6 +810,7 @@ fn query(r: &mut Rng) -> String {
         "COUNT(*) AS n, SUM(p.amount) AS s",
         "SUM(p.amount) AS s, AVG(p.amount) AS m, SUM(p.price) AS f",
         "COUNT(DISTINCT a.email) AS n, AVG(p.price) AS m",
+        "SUM(p.cost) AS s, AVG(p.cost) AS m, COUNT(p.cost) AS c",
     ]);
     let join = "FROM a JOIN p ON a.email = p.email";
     match r.below(9) {
@@ -967,6 +1067,108 @@ async fn the_analysts_having_sees_only_groups_that_passed_k() {
     assert!(
         answer.iter().any(|l| l.contains("big")) && !answer.iter().any(|l| l.contains("small"))
     );
+}
+
+/// Sums and averages of the widest values a table can hold are exact
+/// (DataFusion's own `SUM` of `Int64` and of decimals wraps around, and its
+/// `AVG` of a 38-digit decimal fails), and a sum no type holds is refused.
+#[tokio::test]
+async fn sums_and_averages_of_the_widest_values_are_exact() {
+    use datafusion::arrow::array::{Array, Decimal256Array};
+    use datafusion::arrow::datatypes::i256;
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let (a, p) = tables(12, 0);
+    let q = guard
+        .check(
+            "SELECT SUM(p.cost) AS s, AVG(p.cost) AS m, SUM(p.amount) AS t FROM p",
+            "adv",
+        )
+        .await
+        .expect("accepted");
+    let out = execute(&q, &a, &p).await.expect("runs");
+    let row = &out[0];
+    // 24 rows: cost repeats (MAX, MAX, -MAX, NULL), amount (i64::MAX,
+    // i64::MIN, i64::MAX, NULL).
+    let cost = row
+        .column(0)
+        .as_any()
+        .downcast_ref::<Decimal256Array>()
+        .expect("DECIMAL(76, 2)");
+    assert_eq!(cost.value(0), i256::from_i128(MAX_38) * i256::from_i128(6));
+    let avg = row
+        .column(1)
+        .as_any()
+        .downcast_ref::<Decimal256Array>()
+        .expect("DECIMAL(76, 6)");
+    assert_eq!(
+        avg.value(0),
+        i256::from_i128(MAX_38 / 3) * i256::from_i128(10_000)
+    );
+    let amount = row
+        .column(2)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("DECIMAL(38, 0)");
+    assert_eq!(
+        amount.value(0),
+        6 * (2 * i128::from(i64::MAX) + i128::from(i64::MIN))
+    );
+
+    // An 18-digit decimal measure sums in 38 digits, exactly.
+    let mut fields = schema_p().fields().to_vec();
+    fields[9] = Arc::new(Field::new("cost", DataType::Decimal128(18, 2), true));
+    let schema18 = Arc::new(Schema::new(fields));
+    let max18 = 999_999_999_999_999_999_i128;
+    let mut columns = p.columns().to_vec();
+    columns[9] = decimal(
+        (0..24)
+            .map(|i| [Some(max18), Some(max18), None][i % 3])
+            .collect(),
+        18,
+    );
+    let p18 = RecordBatch::try_new(schema18.clone(), columns).expect("p");
+    let schemas18 = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema18)]);
+    let guard18 = Guard::new(&collab, &schemas18).expect("guard");
+    let q = guard18
+        .check("SELECT SUM(p.cost) AS s, AVG(p.cost) AS m FROM p", "adv")
+        .await
+        .expect("accepted");
+    let out = execute(&q, &a, &p18).await.expect("runs");
+    let sum = out[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("DECIMAL(38, 2)");
+    assert_eq!(
+        (sum.value(0), sum.data_type()),
+        (16 * max18, &DataType::Decimal128(38, 2))
+    );
+    let avg = out[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("DECIMAL(38, 6)");
+    assert_eq!(avg.value(0), max18 * 10_000);
+
+    // A decimal of 70 digits: no type holds every sum of such values.
+    let mut fields = schema_p().fields().to_vec();
+    fields[9] = Arc::new(Field::new("cost", DataType::Decimal256(70, 2), true));
+    let wide = HashMap::from([
+        ("a".to_string(), schema_a()),
+        ("p".to_string(), Arc::new(Schema::new(fields))),
+    ]);
+    let guard = Guard::new(&collab, &wide).expect("guard");
+    for agg in ["SUM", "AVG"] {
+        match guard
+            .check(&format!("SELECT {agg}(p.cost) AS s FROM p"), "adv")
+            .await
+        {
+            Err(GuardError::Refused(r)) => assert!(r.reason.contains("can overflow"), "{r}"),
+            other => panic!("{agg} of DECIMAL(70, 2): {:?}", other.map(|q| q.sql)),
+        }
+    }
 }
 
 #[tokio::test]

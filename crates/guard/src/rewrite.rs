@@ -20,8 +20,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, Result};
+use datafusion::common::{Column, DFSchema, Result};
 use datafusion::functions_aggregate::expr_fn::count_distinct;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{lit, Aggregate, Expr, Filter, LogicalPlan, Projection};
@@ -103,14 +104,17 @@ pub(crate) fn add_threshold(
     Ok((LogicalPlan::Projection(lower), upper))
 }
 
-/// Makes every `SUM` of an integer column exact: its argument is cast to
-/// `DECIMAL(38, 0)` first, so it accumulates in 128 bits (DataFusion's
-/// `SUM` over `Int64` wraps around silently). A table holds fewer than
-/// 2^63 rows of at most 2^63 each, so no sum reaches 10^38: the released
-/// number is exact and never fails. The output keeps its name; its type is
-/// `DECIMAL(38, 0)`.
+/// Makes every `SUM` of an integer or decimal column, and every `AVG` of
+/// a decimal column, exact and unable to overflow, by casting its argument
+/// to a type wide enough for any table ([`exact_sum_type`]): DataFusion's
+/// `SUM` over `Int64` and over decimals wraps around silently, and its `AVG`
+/// of a 38-digit decimal fails with an overflow when the sum is scaled for
+/// the division (ATTACKS 28: a failure, or a wrong figure, that one row can
+/// cause). The output keeps its name; a `SUM` of integers is released as
+/// `DECIMAL(38, 0)`, of decimals as `DECIMAL(38, s)` or `DECIMAL(76, s)`.
+/// A sum that no type holds (decimals of more than 56 digits) is left as
+/// it is and refused by the totality check, which asks the same function.
 pub(crate) fn widen_sums(plan: LogicalPlan) -> Result<LogicalPlan> {
-    use datafusion::arrow::datatypes::DataType;
     use datafusion::logical_expr::{cast, ExprSchemable};
     let widened = plan.transform_up(|node| {
         let LogicalPlan::Aggregate(agg) = &node else {
@@ -120,25 +124,23 @@ pub(crate) fn widen_sums(plan: LogicalPlan) -> Result<LogicalPlan> {
         let mut changed = false;
         let mut aggr = Vec::with_capacity(agg.aggr_expr.len());
         for (i, e) in agg.aggr_expr.iter().enumerate() {
-            let name = agg.schema.field(agg.group_expr.len() + i).name().clone();
+            let name_of_output = agg.schema.field(agg.group_expr.len() + i).name().clone();
             let inner = match e {
                 Expr::Alias(a) => a.expr.as_ref(),
                 other => other,
             };
             let widened = match inner {
-                Expr::AggregateFunction(af)
-                    if af.func.name().eq_ignore_ascii_case("sum") && af.params.args.len() == 1 =>
-                {
+                Expr::AggregateFunction(af) if af.params.args.len() == 1 => {
                     let arg = &af.params.args[0];
-                    let integer = arg
-                        .get_type(&input_schema)
-                        .map(|t| t.is_integer())
-                        .unwrap_or(false);
-                    integer.then(|| {
-                        let mut f = af.clone();
-                        f.params.args = vec![cast(arg.clone(), DataType::Decimal128(38, 0))];
-                        Expr::AggregateFunction(f).alias(name.clone())
-                    })
+                    let name = af.func.name().to_ascii_lowercase();
+                    arg.get_type(&input_schema)
+                        .ok()
+                        .and_then(|t| exact_sum_type(&name, &t))
+                        .map(|wide| {
+                            let mut f = af.clone();
+                            f.params.args = vec![cast(arg.clone(), wide)];
+                            Expr::AggregateFunction(f).alias(name_of_output.clone())
+                        })
                 }
                 _ => None,
             };
@@ -159,6 +161,53 @@ pub(crate) fn widen_sums(plan: LogicalPlan) -> Result<LogicalPlan> {
         .data
         .transform_up(|n| n.recompute_schema().map(Transformed::yes))
         .map(|t| t.data)
+}
+
+/// The type `aggregate` (`sum` or `avg`) of values of type `t` must
+/// accumulate in so that no table can make it overflow or fail, when it is
+/// not `t` itself; `None` when `t` needs no widening or none is wide
+/// enough (the totality check then refuses, through
+/// [`sum_is_exact`]). A table has fewer than 2^64 rows (20 digits): a sum
+/// of integers (at most 20 digits each) fits 38 digits, and so does one of
+/// decimals of at most 18 digits; decimals of at most 56 digits fit 76
+/// (Arrow's widest decimal). `AVG` of integers and floats accumulates in
+/// floating point, which cannot fail.
+pub(crate) fn exact_sum_type(aggregate: &str, t: &DataType) -> Option<DataType> {
+    let decimal = match t {
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => {
+            Some((*p, *s))
+        }
+        DataType::Decimal256(p, s) => Some((*p, *s)),
+        _ => None,
+    };
+    match (aggregate, decimal) {
+        ("sum", None) if t.is_integer() => Some(DataType::Decimal128(38, 0)),
+        ("sum" | "avg", Some((p, s))) if p <= 18 => Some(DataType::Decimal128(38, s)),
+        ("sum" | "avg", Some((p, s))) if p <= 56 => Some(DataType::Decimal256(76, s)),
+        _ => None,
+    }
+}
+
+/// Whether the argument of a `sum` or `avg` (as it runs, after
+/// [`widen_sums`] and type coercion) accumulates in a type no table can
+/// overflow: floating point, or the cast [`exact_sum_type`] put there.
+pub(crate) fn sum_is_exact(aggregate: &str, arg: &Expr, schema: &DFSchema) -> bool {
+    use datafusion::logical_expr::ExprSchemable;
+    let Ok(t) = arg.get_type(schema) else {
+        return false;
+    };
+    if matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64) {
+        return true;
+    }
+    match arg {
+        Expr::Cast(c) => c
+            .expr
+            .get_type(schema)
+            .ok()
+            .and_then(|from| exact_sum_type(aggregate, &from))
+            .is_some_and(|wide| &wide == c.field.data_type()),
+        _ => false,
+    }
 }
 
 /// Rebuilds the row part of a plan so each scan's identity reaches the top

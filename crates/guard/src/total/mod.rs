@@ -499,8 +499,22 @@ impl Checker<'_> {
             | Expr::IsNotUnknown(_)
             | Expr::Between(_)
             | Expr::Case(_)
-            | Expr::InList(_)
-            | Expr::AggregateFunction(_) => Ok(()),
+            | Expr::InList(_) => Ok(()),
+            Expr::AggregateFunction(f) => {
+                let name = f.func.name().to_ascii_lowercase();
+                match (name.as_str(), f.params.args.as_slice()) {
+                    ("sum" | "avg", [arg])
+                        if !crate::rewrite::sum_is_exact(&name, arg, self.schema) =>
+                    {
+                        Err(oracle(format!(
+                            "{} of {} values can overflow on one value (no type holds every sum of them)",
+                            name.to_ascii_uppercase(),
+                            self.ty(arg)?
+                        )))
+                    }
+                    _ => Ok(()),
+                }
+            }
             Expr::TryCast(c) => {
                 let from = self.ty(&c.expr)?;
                 let to = c.field.data_type();
