@@ -2561,3 +2561,84 @@ async fn hostile_requests_end_no_process_and_every_limit_refuses_by_name() {
     }
     drop(running);
 }
+
+/// Connections that never finish a TLS handshake, or hold the hub's port
+/// idle, from one address (red team: 20,000 of them made every query fail
+/// and kept members out): the node closes them after its handshake
+/// timeout and takes at most 256 handshakes at once, the hub keeps at most
+/// `max_connections_per_address` from one address; queries from elsewhere
+/// run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_lock_no_one_out() {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpSocket, TcpStream};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let hub_limits = airlock_service::config::HubLimits {
+        max_connections_per_address: 16,
+        ..Default::default()
+    };
+    let running = start_limited(&dir, hub_limits, Default::default()).await;
+    let port = |url: &str| -> u16 {
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("port")
+    };
+    let hub_port = port(&running.info.hub);
+    let node_port = port(&running.info.nodes["publisher"]);
+    // From 127.0.0.2: a different address than the members' clients.
+    async fn open(to: u16, n: usize) -> Vec<TcpStream> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let s = TcpSocket::new_v4().expect("socket");
+            s.bind(SocketAddr::from(([127, 0, 0, 2], 0))).expect("bind");
+            if let Ok(c) = s.connect(SocketAddr::from(([127, 0, 0, 1], to))).await {
+                out.push(c);
+            }
+        }
+        out
+    }
+    // Open: a read that waits; closed: end of stream or a reset.
+    async fn still_open(conns: &mut [TcpStream]) -> usize {
+        let mut n = 0;
+        for c in conns.iter_mut() {
+            let mut b = [0u8; 1];
+            if tokio::time::timeout(Duration::from_millis(50), c.read(&mut b))
+                .await
+                .is_err()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+    let mut hub_conns = open(hub_port, 100).await;
+    let mut node_conns = open(node_port, 400).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hub_open = still_open(&mut hub_conns).await;
+    assert!(
+        hub_open <= 16,
+        "{hub_open} connections from one address held open on the hub"
+    );
+    let node_open = still_open(&mut node_conns).await;
+    assert!(
+        (1..=256).contains(&node_open),
+        "{node_open} handshakes under way on the node"
+    );
+    // A member's query runs meanwhile.
+    let advertiser = running.client("advertiser").expect("client");
+    remote::query(&advertiser, "demo", OVERLAP)
+        .await
+        .expect("a query while idle connections are held");
+    // Past the handshake timeout, the node has closed every one of them.
+    tokio::time::sleep(airlock_service::tls_accept::HANDSHAKE_TIMEOUT + Duration::from_secs(2))
+        .await;
+    assert_eq!(
+        still_open(&mut node_conns).await,
+        0,
+        "handshakes never finished stay open"
+    );
+}

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 
 use airlock_protocol::wire::Partitions;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, StringArray, StringViewArray,
+};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
@@ -35,7 +38,10 @@ pub async fn run(
             .into_iter()
             .map(|p| {
                 p.into_iter()
-                    .map(|b| RecordBatch::try_new(expected.clone(), b.columns().to_vec()))
+                    .map(|b| {
+                        let columns = b.columns().iter().map(cap_text).collect();
+                        RecordBatch::try_new(expected.clone(), columns)
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -68,4 +74,84 @@ pub async fn run(
             .into(),
         )
     })
+}
+
+/// The longest text value, in bytes, the executor takes from a fragment;
+/// a longer one is cut (at a character boundary) before the query runs.
+/// The guard lets an expression copy a text at most 16 times
+/// (`concat`, `||`), and a join emits at most 8,192 rows per batch, so a
+/// text column of any batch stays below 2^31 bytes (Arrow's limit, past
+/// which `concat` fails): without the cut, a member could put one huge
+/// text in its own table and see the query fail, or slow down, exactly
+/// when that row joins a given person of another member's table (red team).
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_TEXT_BYTES {
+        return s;
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// `column` with every text value cut to [`MAX_TEXT_BYTES`] (the same
+/// column when none is longer).
+fn cap_text(column: &ArrayRef) -> ArrayRef {
+    let long = |mut values: Box<dyn Iterator<Item = Option<&str>> + '_>| {
+        values.any(|v| v.is_some_and(|s| s.len() > MAX_TEXT_BYTES))
+    };
+    match column.data_type() {
+        DataType::Utf8 => {
+            let a = column.as_string::<i32>();
+            if !long(Box::new(a.iter())) {
+                return column.clone();
+            }
+            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<StringArray>())
+        }
+        DataType::LargeUtf8 => {
+            let a = column.as_string::<i64>();
+            if !long(Box::new(a.iter())) {
+                return column.clone();
+            }
+            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<LargeStringArray>())
+        }
+        DataType::Utf8View => {
+            let a = column.as_string_view();
+            if !long(Box::new(a.iter())) {
+                return column.clone();
+            }
+            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<StringViewArray>())
+        }
+        _ => column.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_at_a_character_boundary_and_short_ones_kept() {
+        let long = "é".repeat(MAX_TEXT_BYTES); // 2 bytes each
+        let a: ArrayRef = std::sync::Arc::new(StringArray::from(vec![
+            Some(long.as_str()),
+            Some("short"),
+            None,
+        ]));
+        let cut = cap_text(&a);
+        let cut = cut.as_string::<i32>();
+        assert_eq!(cut.value(0).len(), MAX_TEXT_BYTES);
+        assert!(cut.value(0).chars().all(|c| c == 'é'));
+        assert_eq!(cut.value(1), "short");
+        assert!(cut.is_null(2));
+        let odd = format!("x{}", "é".repeat(MAX_TEXT_BYTES));
+        let v: ArrayRef = std::sync::Arc::new(StringViewArray::from(vec![odd.as_str()]));
+        let v = cap_text(&v);
+        assert_eq!(v.as_string_view().value(0).len(), MAX_TEXT_BYTES - 1);
+        let short: ArrayRef = std::sync::Arc::new(StringArray::from(vec!["a", "b"]));
+        assert!(std::sync::Arc::ptr_eq(&cap_text(&short), &short));
+    }
 }

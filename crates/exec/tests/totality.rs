@@ -376,6 +376,7 @@ const INT_LITERALS: &[&str] = &[
     "100",
     "NULL",
     "4294967296",
+    "2147483648",
 ];
 
 /// Row expressions of type `ty` over the columns of `a` and `p`.
@@ -560,7 +561,22 @@ fn row_expr(r: &mut Rng, ty: Ty, depth: usize) -> String {
             ),
             _ => leaf(r, Ty::Small),
         },
-        Ty::Float => match r.below(12) {
+        Ty::Float => match r.below(14) {
+            12 => format!(
+                "TRY_CAST({} AS {})",
+                any_expr(r, d),
+                r.pick(&[
+                    "DECIMAL(10, 2)",
+                    "DECIMAL(10, -2)",
+                    "DECIMAL(38, 38)",
+                    "DECIMAL(38, 0)"
+                ])
+            ),
+            13 => format!(
+                "CAST({} AS {})",
+                any_expr(r, d),
+                r.pick(&["DECIMAL(38, 2)", "DECIMAL(20, 0)", "DECIMAL(5, 1)"])
+            ),
             0..=1 => format!(
                 "({} {} {})",
                 row_expr(r, Ty::Float, d),
@@ -573,7 +589,8 @@ fn row_expr(r: &mut Rng, ty: Ty, depth: usize) -> String {
                 row_expr(r, Ty::Float, d)
             ),
             3 => format!(
-                "round({}, {})",
+                "{}({}, {})",
+                r.pick(&["round", "round", "ceil", "floor"]),
                 row_expr(r, Ty::Float, d),
                 r.pick(INT_LITERALS)
             ),
@@ -624,7 +641,13 @@ fn row_expr(r: &mut Rng, ty: Ty, depth: usize) -> String {
             ),
             _ => leaf(r, Ty::Date),
         },
-        Ty::Bool => match r.below(16) {
+        Ty::Bool => match r.below(18) {
+            16 => format!("TRY_CAST({} AS BOOLEAN)", any_expr(r, d)),
+            17 => format!(
+                "({} LIKE {} ESCAPE '!')",
+                row_expr(r, Ty::Text, d),
+                r.pick(TEXT_LITERALS)
+            ),
             0..=2 => format!(
                 "({} {} {})",
                 any_expr(r, d),
@@ -964,6 +987,82 @@ async fn every_accepted_query_runs_on_every_table() {
     assert_eq!(
         out.accepted, want,
         "the generator reached too few accepted queries"
+    );
+}
+
+/// Every cast and `TRY_CAST` from every column type to every target type,
+/// in a filter and as a group key: each one the guard accepts runs on
+/// every filling (the random generator reaches a given pair rarely).
+#[tokio::test]
+async fn every_accepted_cast_between_any_two_types_runs() {
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let fillings = [tables(12, 0), tables(12, 5), tables(24, 3), tables(0, 0)];
+    let columns = [
+        "a.segment",
+        "a.code",
+        "a.age",
+        "a.small",
+        "a.tiny",
+        "p.units",
+        "a.score",
+        "a.ratio",
+        "p.rate",
+        "a.born",
+        "p.at",
+        "a.flag",
+        "'x'",
+        "'-1e400'",
+    ];
+    let targets = [
+        "VARCHAR",
+        "BIGINT",
+        "INT",
+        "SMALLINT",
+        "TINYINT",
+        "INT UNSIGNED",
+        "BIGINT UNSIGNED",
+        "DOUBLE",
+        "REAL",
+        "DATE",
+        "TIMESTAMP",
+        "BOOLEAN",
+        "DECIMAL(10, 2)",
+        "DECIMAL(10, -2)",
+        "DECIMAL(38, 38)",
+        "DECIMAL(38, 0)",
+        "DECIMAL(76, 2)",
+        "DECIMAL(3, 0)",
+    ];
+    let (mut accepted, mut failures) = (0, Vec::new());
+    for c in columns {
+        for t in targets {
+            for cast in ["CAST", "TRY_CAST"] {
+                for sql in [
+                    format!("SELECT COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email WHERE {cast}({c} AS {t}) IS NULL"),
+                    format!("SELECT {cast}({c} AS {t}) AS g, COUNT(DISTINCT a.email) AS n FROM a JOIN p ON a.email = p.email GROUP BY 1"),
+                ] {
+                    let Ok(q) = guard.check(&sql, "adv").await else { continue };
+                    accepted += 1;
+                    for (a, p) in &fillings {
+                        if let Err(e) = run(&q, a, p).await {
+                            failures.push(format!("{sql}\n   -> {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "casts: {accepted} accepted of {}",
+        columns.len() * targets.len() * 4
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        accepted > 100,
+        "too few casts accepted to mean anything: {accepted}"
     );
 }
 

@@ -243,6 +243,12 @@ pub struct HubLimits {
     pub query_timeout_secs: u64,
     /// The executor's memory pool for one query, in bytes.
     pub executor_memory_bytes: usize,
+    /// Open connections from one IP address; more are closed at once (a
+    /// client holding idle connections cannot use up the hub's).
+    pub max_connections_per_address: usize,
+    /// Seconds a connection may take to send a request's headers (and,
+    /// idle, its next request's) before it is closed.
+    pub header_read_timeout_secs: u64,
     /// The query's size limits, checked by the hub's guard
     /// (`[limits.query]`).
     pub query: QueryLimits,
@@ -255,6 +261,8 @@ impl Default for HubLimits {
             max_concurrent_queries_per_member: 4,
             query_timeout_secs: 600,
             executor_memory_bytes: 2 * 1024 * 1024 * 1024,
+            max_connections_per_address: 64,
+            header_read_timeout_secs: 10,
             query: QueryLimits::default(),
         }
     }

@@ -28,6 +28,7 @@ pub mod links;
 pub mod metadata;
 pub mod node_service;
 pub mod proto;
+pub mod tls_accept;
 
 use thiserror::Error;
 

@@ -24,7 +24,7 @@ use arrow_flight::{
 };
 use futures::stream::{self, BoxStream, StreamExt};
 use sha2::{Digest, Sha256};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{read, NodeConfig};
@@ -746,8 +746,11 @@ pub async fn serve(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServiceError> {
-    let identity = Identity::from_pem(read(&cfg.tls.cert)?, read(&cfg.tls.key)?);
-    let ca = Certificate::from_pem(read(&cfg.tls.ca)?);
+    let tls = crate::tls_accept::server_config(
+        &read(&cfg.tls.cert)?,
+        &read(&cfg.tls.key)?,
+        &read(&cfg.tls.ca)?,
+    )?;
     let listen = cfg.listen.clone();
     let svc = NodeService::open(cfg).await?;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -761,19 +764,13 @@ pub async fn serve(
         svc.member(),
         svc.fingerprint()
     );
-    let tls = ServerTlsConfig::new().identity(identity).client_ca_root(ca);
     Server::builder()
-        .tls_config(tls)
-        .map_err(|e| ServiceError::Config(format!("TLS: {e}")))?
         .add_service(
             FlightServiceServer::new(svc)
                 .max_decoding_message_size(512 << 20)
                 .max_encoding_message_size(512 << 20),
         )
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(crate::tls_accept::incoming(listener, tls), shutdown)
         .await
         .map_err(|e| ServiceError::Io(e.to_string()))
 }

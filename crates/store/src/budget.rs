@@ -143,34 +143,50 @@ impl Left {
 }
 
 /// `epsilon` in nano-epsilon, if it is finite and `0 <= epsilon <= 1e9`.
-fn to_nano_epsilon(what: &str, epsilon: f64) -> Result<i64, StoreError> {
+fn to_nano_epsilon(what: &str, epsilon: f64, up: bool) -> Result<i64, StoreError> {
     if !epsilon.is_finite() || !(0.0..=MAX_EPSILON).contains(&epsilon) {
         return Err(StoreError::BadInput(format!(
             "{what} epsilon must be a finite number from 0 to 1e9"
         )));
     }
-    Ok((epsilon * EPSILON_UNITS).round() as i64)
+    Ok(units(epsilon * EPSILON_UNITS, up))
+}
+
+/// `x` stored units as a whole number: rounded up for a query's cost and
+/// down for a budget, so rounding never lets a query spend more than it is
+/// charged (a cost of 1.4e-9 was charged 1e-9, red team); a value within
+/// a millionth of a unit (what decimal fractions such as 0.3 become in binary) is
+/// that unit (relative to its size: 1e-12, far above binary rounding).
+fn units(x: f64, up: bool) -> i64 {
+    let near = x.round();
+    if (x - near).abs() <= 1e-6_f64.max(x.abs() * 1e-12) {
+        near as i64
+    } else if up {
+        x.ceil() as i64
+    } else {
+        x.floor() as i64
+    }
 }
 
 /// `delta` in atto-delta, if it is finite and `0 <= delta <= 1`.
-fn to_atto_delta(what: &str, delta: f64) -> Result<i64, StoreError> {
+fn to_atto_delta(what: &str, delta: f64, up: bool) -> Result<i64, StoreError> {
     if !delta.is_finite() || !(0.0..=1.0).contains(&delta) {
         return Err(StoreError::BadInput(format!(
             "{what} delta must be a finite number from 0 to 1"
         )));
     }
-    Ok((delta * DELTA_UNITS).round() as i64)
+    Ok(units(delta * DELTA_UNITS, up))
 }
 
 /// A cost in stored units: (nano-epsilon >= 1, atto-delta).
 fn cost_units(cost: &Cost) -> Result<(i64, i64), StoreError> {
-    let nano_epsilon = to_nano_epsilon("a query's", cost.epsilon)?;
+    let nano_epsilon = to_nano_epsilon("a query's", cost.epsilon, true)?;
     if nano_epsilon < 1 {
         return Err(StoreError::BadInput(
             "a query's epsilon must be at least 1e-9".into(),
         ));
     }
-    Ok((nano_epsilon, to_atto_delta("a query's", cost.delta)?))
+    Ok((nano_epsilon, to_atto_delta("a query's", cost.delta, true)?))
 }
 
 /// The budget of `collab` (`analyst` = [`WHOLE_COLLAB`]) or of an analyst,
@@ -281,8 +297,8 @@ impl Store {
             check_text("analyst", analyst)?;
         }
         check_text("member", by)?;
-        let nano_epsilon = to_nano_epsilon("a budget's", budget.epsilon)?;
-        let atto_delta = to_atto_delta("a budget's", budget.delta)?;
+        let nano_epsilon = to_nano_epsilon("a budget's", budget.epsilon, false)?;
+        let atto_delta = to_atto_delta("a budget's", budget.delta, false)?;
         if budget.refresh_period_ms.is_some_and(|p| p <= 0) {
             return Err(StoreError::BadInput(
                 "a budget's refresh period must be positive".into(),
@@ -480,27 +496,39 @@ mod tests {
 
     #[test]
     fn amounts_round_to_units() {
-        assert_eq!(to_nano_epsilon("x", 1.0), Ok(1_000_000_000));
-        assert_eq!(to_nano_epsilon("x", 0.1), Ok(100_000_000));
-        assert_eq!(to_nano_epsilon("x", 0.3), Ok(300_000_000));
-        assert_eq!(to_atto_delta("x", 1e-6), Ok(1_000_000_000_000));
-        assert_eq!(to_atto_delta("x", 1.0), Ok(1_000_000_000_000_000_000));
+        for up in [true, false] {
+            assert_eq!(to_nano_epsilon("x", 1.0, up), Ok(1_000_000_000));
+            assert_eq!(to_nano_epsilon("x", 0.1, up), Ok(100_000_000));
+            assert_eq!(to_nano_epsilon("x", 0.3, up), Ok(300_000_000));
+            assert_eq!(to_atto_delta("x", 1e-6, up), Ok(1_000_000_000_000));
+            assert_eq!(to_atto_delta("x", 1.1e-5, up), Ok(11_000_000_000_000));
+            assert_eq!(to_atto_delta("x", 1.0, up), Ok(1_000_000_000_000_000_000));
+            assert_eq!(to_atto_delta("x", 0.0, up), Ok(0));
+        }
+        // Costs round up, budgets down (red team: 1.4999e-9 was charged 1e-9).
+        assert_eq!(to_nano_epsilon("x", 1.4999e-9, true), Ok(2));
+        assert_eq!(to_nano_epsilon("x", 1.4999e-9, false), Ok(1));
+        assert_eq!(to_atto_delta("x", 4e-19, true), Ok(1));
+        assert_eq!(to_atto_delta("x", 4e-19, false), Ok(0));
         for bad in [f64::NAN, f64::INFINITY, -1.0, 2e9] {
-            assert!(to_nano_epsilon("x", bad).is_err(), "{bad}");
+            assert!(to_nano_epsilon("x", bad, true).is_err(), "{bad}");
         }
         for bad in [f64::NAN, f64::NEG_INFINITY, -1e-9, 1.5] {
-            assert!(to_atto_delta("x", bad).is_err(), "{bad}");
+            assert!(to_atto_delta("x", bad, true).is_err(), "{bad}");
         }
         assert!(cost_units(&Cost {
             epsilon: 0.0,
             delta: 0.0
         })
         .is_err());
-        assert!(cost_units(&Cost {
-            epsilon: 1e-12,
-            delta: 0.0
-        })
-        .is_err());
+        // A cost below one unit is charged one unit (rounded up), never 0.
+        assert_eq!(
+            cost_units(&Cost {
+                epsilon: 1e-12,
+                delta: 0.0
+            }),
+            Ok((1, 0))
+        );
         assert_eq!(
             cost_units(&Cost {
                 epsilon: 1e-9,

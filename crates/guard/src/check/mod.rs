@@ -269,8 +269,30 @@ pub(crate) fn check_plan(
 /// subqueries in expressions, reserved names.
 fn global_checks(plan: &LogicalPlan) -> R<()> {
     let mut refusal: Option<Refusal> = None;
+    let mut scanned: Vec<String> = Vec::new();
     plan.apply_with_subqueries(|node| {
         let found = match node {
+            // A table read twice (a self-join, a CTE used twice) joins each
+            // person's rows with themselves: one person with n rows makes
+            // n^2 (n^3 with three copies), so the size of the join, hence
+            // its time and whether it fits the executor's memory, would
+            // show whether that person is in another member's table
+            // (red team, ATTACKS 32).
+            LogicalPlan::TableScan(s) => {
+                let name = s.table_name.table().to_string();
+                if scanned.contains(&name) {
+                    Some(
+                        Refusal::new(
+                            Control::Join,
+                            "a table may be read once per query: a join of a table with itself multiplies each person's rows, and the size of that join would depend on who is in the other tables",
+                        )
+                        .table(name, None),
+                    )
+                } else {
+                    scanned.push(name);
+                    None
+                }
+            }
             LogicalPlan::Union(_) => Some(Refusal::new(
                 Control::SetOperation,
                 "UNION, INTERSECT and EXCEPT are not allowed: each branch would be a separate release",

@@ -78,11 +78,17 @@ pub(crate) fn cast_is_total(from: &DataType, to: &DataType) -> bool {
 /// Whether `TRY_CAST` from `from` to `to` returns a value or NULL for
 /// every input: the total casts, and parsing or narrowing numbers and text
 /// (a value that does not convert becomes NULL).
+///
+/// Decimals of a negative scale are left out as targets (parsing text into
+/// one fails even under `TRY_CAST`, red team), and so is `BOOLEAN` from a
+/// decimal (the engine has no such cast).
 pub(crate) fn try_cast_is_total(from: &DataType, to: &DataType) -> bool {
     let numeric = |t: &DataType| {
-        is_float(t) || type_range(t).is_some() || matches!(t, DataType::Decimal128(..))
+        is_float(t) || type_range(t).is_some() || matches!(t, DataType::Decimal128(_, s) if *s >= 0)
     };
+    let plain = |t: &DataType| is_float(t) || type_range(t).is_some();
     cast_is_total(from, to)
-        || ((is_string(from) || numeric(from)) && (numeric(to) || matches!(to, DataType::Boolean)))
+        || ((is_string(from) || numeric(from)) && numeric(to))
+        || ((is_string(from) || plain(from)) && matches!(to, DataType::Boolean))
         || (is_string(from) && matches!(to, DataType::Date32))
 }

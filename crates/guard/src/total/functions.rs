@@ -67,7 +67,17 @@ impl Checker<'_> {
                         "{name} of {ty} values is not allowed; cast to DOUBLE"
                     )));
                 }
-                position(1, -MAX_POSITION)
+                if name != "round" && args.len() > 1 {
+                    return Err(oracle(format!("{name} takes one argument")));
+                }
+                // The engine reads round's places as a 32-bit integer.
+                match args.get(1).map(|a| self.constant_int(a)) {
+                    None | Some(Some(None)) => Ok(()),
+                    Some(Some(Some(v))) if i32::try_from(v).is_ok() => Ok(()),
+                    _ => Err(oracle(
+                        "argument 2 of round must be a constant 32-bit integer",
+                    )),
+                }
             }
             "date_trunc" | "date_part" => {
                 let unit = args.first().and_then(|a| self.constant_string(a));

@@ -546,6 +546,9 @@ impl Checker<'_> {
                     )))
                 }
             }
+            Expr::Like(l) if l.escape_char.is_some() => {
+                Err(oracle("LIKE ... ESCAPE is not allowed"))
+            }
             Expr::Like(l) => like_pattern(self.constant_string(&l.pattern)),
             Expr::BinaryExpr(b) => self.binary(e, b),
             Expr::ScalarFunction(f) => self.function(e, f.func.name(), &f.args),

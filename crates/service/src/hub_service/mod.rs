@@ -8,6 +8,7 @@
 //! with the `receive` ability.
 
 mod collabs;
+mod connections;
 mod ports;
 mod queries;
 mod state;
@@ -158,8 +159,21 @@ pub async fn serve(
         shutdown.await;
         h2.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    axum_server::from_tcp_rustls(listener, tls)
+    let limits = state.limits;
+    let mut server = axum_server::from_tcp_rustls(listener, tls)
         .map_err(|e| ServiceError::Io(e.to_string()))?
+        .map(|tls| {
+            tls.acceptor(connections::PerAddress::new(
+                limits.max_connections_per_address,
+            ))
+        });
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(std::time::Duration::from_secs(
+            limits.header_read_timeout_secs.max(1),
+        )));
+    server
         .handle(handle)
         .serve(router(state).into_make_service())
         .await
