@@ -993,6 +993,16 @@ async fn the_binary_reports_exit_codes_and_json_refusals() {
         "SELEC nothing",
     ]);
     assert_eq!(code, Some(2), "{err}");
+    // Bad input, not a refusal or a failure: a negative LIMIT, a literal
+    // that does not cast, a type error.
+    for bad in [
+        "SELECT category, COUNT(DISTINCT email) AS n FROM purchases GROUP BY category LIMIT -1",
+        "SELECT CAST('abc' AS INT) AS x, COUNT(DISTINCT email) AS n FROM purchases",
+        "SELECT 'a' + 1 AS x, COUNT(DISTINCT email) AS n FROM purchases",
+    ] {
+        let (code, _, err) = run(&["query", "--collab", c, "--as", "advertiser", bad]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+    }
     let (code, _, err) = run(&["query", "--collab", c, "--as", "stranger", ok]);
     assert_eq!(code, Some(2), "{err}");
     let (code, _, _) = run(&["query", "--collab", c, "--as", "publisher", ok]);
