@@ -280,6 +280,20 @@ async fn approval_is_refused_with_reasons_when_a_template_could_break_a_rule() {
             "declares parameter 'region' but its SQL never uses $region",
         ),
         ("SELEC a.segment FROM audience a WHERE a.region = $region", "does not plan"),
+        // The same totality check as any query (ATTACKS 25): a branch
+        // that fails on one value, an implicit cast, a self-join.
+        (
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE CASE WHEN a.region = $region THEN substr(p.category, 1, -1) ELSE 'x' END = 'x' GROUP BY a.segment",
+            "error-oracle",
+        ),
+        (
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email WHERE (CASE WHEN a.region = $region THEN a.age_band ELSE '99' END) > 30 GROUP BY a.segment",
+            "error-oracle",
+        ),
+        (
+            "SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN purchases p ON a.email = p.email JOIN purchases q ON q.email = a.email WHERE a.region = $region GROUP BY a.segment",
+            "a table may be read once per query",
+        ),
     ] {
         let text = String::from_utf8(before.clone()).expect("utf8").replace(
             "[[templates]]\nname = \"rows_of_a_segment\"",

@@ -124,7 +124,8 @@ pub(crate) fn widen_sums(plan: LogicalPlan) -> Result<LogicalPlan> {
         let mut changed = false;
         let mut aggr = Vec::with_capacity(agg.aggr_expr.len());
         for (i, e) in agg.aggr_expr.iter().enumerate() {
-            let name_of_output = agg.schema.field(agg.group_expr.len() + i).name().clone();
+            let first_aggregate = agg.schema.fields().len() - agg.aggr_expr.len();
+            let name_of_output = agg.schema.field(first_aggregate + i).name().clone();
             let inner = match e {
                 Expr::Alias(a) => a.expr.as_ref(),
                 other => other,

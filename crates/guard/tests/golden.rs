@@ -173,3 +173,46 @@ async fn accepted_queries_split_into_the_expected_plans() {
 fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
+
+/// Two of the querier's own tables in one join multiply a person's rows by
+/// numbers it chooses (red team: a second table over the same file): one
+/// of them per query; another member's second table is no such factor.
+#[tokio::test]
+async fn a_query_reads_at_most_one_of_the_queriers_own_tables() {
+    let text = DEMO.to_string()
+        + r#"
+[[datasets]]
+name = "advertiser_copy"
+owner = "advertiser"
+
+[[tables]]
+alias = "purchases_copy"
+dataset = "advertiser_copy"
+identity = "email"
+join = ["email"]
+dimensions = ["category", "day"]
+measures = { amount_cents = ["sum", "avg", "count"], order_id = ["count"] }
+rule = { type = "aggregation", min_distinct_identities = 50 }
+"#;
+    let collab = Collaboration::from_toml(&text, "collaboration.toml").expect("valid");
+    let mut schemas = schemas();
+    schemas.insert("purchases_copy".into(), schemas["purchases"].clone());
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let sql = "SELECT a.segment, COUNT(*) AS c FROM audience a JOIN purchases p ON a.email = p.email JOIN purchases_copy q ON a.email = q.email GROUP BY a.segment";
+    match guard.check(sql, "advertiser").await {
+        Err(GuardError::Refused(r)) => {
+            assert_eq!(r.control, airlock_policy::Control::Join, "{r}");
+            assert_eq!(r.table.as_deref(), Some("purchases_copy"), "{r}");
+            assert!(
+                r.reason.contains("at most one of the querier's own tables"),
+                "{r}"
+            );
+        }
+        other => panic!("accepted: {:?}", other.map(|q| q.sql)),
+    }
+    // Each of them alone with the other member's table is fine.
+    for own in ["purchases", "purchases_copy"] {
+        let sql = format!("SELECT a.segment, COUNT(DISTINCT a.email) AS n FROM audience a JOIN {own} p ON a.email = p.email GROUP BY a.segment");
+        guard.check(&sql, "advertiser").await.expect(own);
+    }
+}

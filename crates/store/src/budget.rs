@@ -181,7 +181,8 @@ fn to_atto_delta(what: &str, delta: f64, up: bool) -> Result<i64, StoreError> {
 /// A cost in stored units: (nano-epsilon >= 1, atto-delta).
 fn cost_units(cost: &Cost) -> Result<(i64, i64), StoreError> {
     let nano_epsilon = to_nano_epsilon("a query's", cost.epsilon, true)?;
-    if nano_epsilon < 1 {
+    // Below one unit before rounding up: a rule this small is a mistake.
+    if units(cost.epsilon * EPSILON_UNITS, false) < 1 {
         return Err(StoreError::BadInput(
             "a query's epsilon must be at least 1e-9".into(),
         ));
@@ -521,13 +522,17 @@ mod tests {
             delta: 0.0
         })
         .is_err());
-        // A cost below one unit is charged one unit (rounded up), never 0.
+        assert!(cost_units(&Cost {
+            epsilon: 1e-12,
+            delta: 0.0
+        })
+        .is_err());
         assert_eq!(
             cost_units(&Cost {
-                epsilon: 1e-12,
-                delta: 0.0
+                epsilon: 1.4999e-9,
+                delta: 4e-19
             }),
-            Ok((1, 0))
+            Ok((2, 1))
         );
         assert_eq!(
             cost_units(&Cost {

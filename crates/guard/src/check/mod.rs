@@ -255,6 +255,16 @@ pub(crate) fn check_plan(
     } else {
         c.check_list(plan)?
     };
+    // The querier's own tables, two in one join, multiply each person's
+    // rows by factors it chooses, as a self-join would (red team: a second
+    // table over the same file): at most one of them per query.
+    if let Some(second) = c.scans.iter().filter(|s| s.owner == querier).nth(1) {
+        return Err(Refusal::new(
+            Control::Join,
+            "a query may read at most one of the querier's own tables: two of them joined on a person multiply that person's rows by numbers the querier chooses, and the size of that join would depend on who is in the other tables",
+        )
+        .table(second.table.clone(), None));
+    }
     Ok(Checked {
         kind,
         scans: c.scans,

@@ -57,10 +57,13 @@ use functions::*;
 
 type R<T> = Result<T, Refusal>;
 
-/// The most copies of its input text one expression may make (`concat`
-/// of the same long column many times would grow a row past what memory
-/// holds only when that row joins: an oracle by exhaustion).
-pub(crate) const MAX_TEXT_GROWTH: u64 = 16;
+/// The most copies of its input texts the computed expressions of one
+/// plan node may make together (`concat` of the same long column many
+/// times, or several group keys each copying it, would grow a row past
+/// what memory holds only when that row joins: an oracle by exhaustion).
+/// With texts from fragments cut to 4 KiB (`airlock_exec`), a row's
+/// computed text stays under 32 KiB per node.
+pub(crate) const MAX_TEXT_GROWTH: u64 = 8;
 
 /// The most a constant string position or length may be (`substr`,
 /// `left`, `right`): far beyond any string, far from overflowing.
@@ -81,6 +84,22 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
             schema: &schema,
             inputs: &inputs,
         };
+        // Copies made by this node's computed expressions, all together
+        // (a column passed on is not copied).
+        let mut copies = 0u64;
+        let _ = node.apply_expressions(|e| {
+            let plain = matches!(e.clone().unalias(), Expr::Column(_));
+            if !plain {
+                copies = copies.saturating_add(checker.measure(e).growth);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        if copies > MAX_TEXT_GROWTH {
+            refusal = Some(oracle(format!(
+                "the expressions of one step may copy their input texts at most {MAX_TEXT_GROWTH} times together (concat of long columns can exhaust memory on one row)"
+            )));
+            return Ok(TreeNodeRecursion::Stop);
+        }
         let result = node.apply_expressions(|e| match checker.check(e) {
             Ok(()) => Ok(TreeNodeRecursion::Continue),
             Err(r) => {
