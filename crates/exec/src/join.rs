@@ -100,33 +100,24 @@ fn cut(s: &str) -> &str {
 /// `column` with every text value cut to [`MAX_TEXT_BYTES`] (the same
 /// column when none is longer).
 fn cap_text(column: &ArrayRef) -> ArrayRef {
-    let long = |mut values: Box<dyn Iterator<Item = Option<&str>> + '_>| {
-        values.any(|v| v.is_some_and(|s| s.len() > MAX_TEXT_BYTES))
+    let cut_array = match column.data_type() {
+        DataType::Utf8 => cut_all::<StringArray, _>(|| column.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => cut_all::<LargeStringArray, _>(|| column.as_string::<i64>().iter()),
+        DataType::Utf8View => cut_all::<StringViewArray, _>(|| column.as_string_view().iter()),
+        _ => None,
     };
-    match column.data_type() {
-        DataType::Utf8 => {
-            let a = column.as_string::<i32>();
-            if !long(Box::new(a.iter())) {
-                return column.clone();
-            }
-            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<StringArray>())
-        }
-        DataType::LargeUtf8 => {
-            let a = column.as_string::<i64>();
-            if !long(Box::new(a.iter())) {
-                return column.clone();
-            }
-            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<LargeStringArray>())
-        }
-        DataType::Utf8View => {
-            let a = column.as_string_view();
-            if !long(Box::new(a.iter())) {
-                return column.clone();
-            }
-            std::sync::Arc::new(a.iter().map(|v| v.map(cut)).collect::<StringViewArray>())
-        }
-        _ => column.clone(),
-    }
+    cut_array.unwrap_or_else(|| column.clone())
+}
+
+/// The texts `values` yields, each cut, as an array `A`; `None` when none
+/// is longer than [`MAX_TEXT_BYTES`] (the column is kept as it is).
+fn cut_all<'a, A, I>(values: impl Fn() -> I) -> Option<ArrayRef>
+where
+    A: FromIterator<Option<&'a str>> + Array + 'static,
+    I: Iterator<Item = Option<&'a str>>,
+{
+    let long = values().any(|v| v.is_some_and(|s| s.len() > MAX_TEXT_BYTES));
+    long.then(|| std::sync::Arc::new(values().map(|v| v.map(cut)).collect::<A>()) as ArrayRef)
 }
 
 #[cfg(test)]
