@@ -19,19 +19,33 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use airlock_guard::PerPerson;
+
 use crate::{bind_scans, ExecError, RunFailure};
 
 /// Runs the executor plan over the fragment results (in scan order), in a
-/// session whose memory pool holds at most `memory_bytes`.
+/// session whose memory pool holds at most `memory_bytes` (see
+/// [`memory_limit`]). Under differential privacy (`per_person`), each
+/// fragment first keeps at most so many random rows per person.
 pub async fn run(
     template: &LogicalPlan,
     inputs: Vec<(SchemaRef, Partitions)>,
     memory_bytes: usize,
+    per_person: Option<&PerPerson>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ExecError> {
-    let mut inputs = inputs.into_iter();
+    let mut inputs = inputs.into_iter().enumerate();
     let plan = bind_scans(template, |scan| {
-        let Some((_, partitions)) = inputs.next() else {
+        let Some((n, (_, partitions))) = inputs.next() else {
             return datafusion::common::plan_err!("fewer fragment results than scans");
+        };
+        let partitions = match per_person {
+            Some(cap) => {
+                let Some(&identity) = cap.identity_columns.get(n) else {
+                    return datafusion::common::plan_err!("no identity column for a fragment");
+                };
+                keep_per_person(partitions, identity, cap.rows)?
+            }
+            None => partitions,
         };
         let expected = scan.source.schema();
         let partitions = partitions
@@ -49,8 +63,13 @@ pub async fn run(
         Ok(table)
     })
     .map_err(|_| ExecError::Mismatch("a fragment result does not match the plan".into()))?;
+    // Memory only: nothing of a query is spilled to disk (a sort or an
+    // aggregate that does not fit fails instead, by name).
+    let no_disk = datafusion::execution::disk_manager::DiskManagerBuilder::default()
+        .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled);
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
-        .with_memory_limit(memory_bytes, 1.0)
+        .with_memory_limit(memory_limit(memory_bytes), 1.0)
+        .with_disk_manager_builder(no_disk)
         .build_arc()
         .map_err(|_| ExecError::Failed("the executor's memory pool could not be made".into()))?;
     let ctx = SessionContext::new_with_config_rt(
@@ -74,6 +93,101 @@ pub async fn run(
             .into(),
         )
     })
+}
+
+/// The memory pool of one query: drawn at random (CSPRNG) between half of
+/// `memory_bytes` and all of it, so that a query sure of half the
+/// setting never fails for memory, and one near the limit fails at random
+/// rather than exactly when one more person's rows join. The executor's
+/// memory depends on what joins, which is other members' data; with a
+/// fixed limit, a member that fills it with its own rows to just below the
+/// limit learns from the query's outcome whether a few more rows joined.
+/// With the drawn limit, `d` more bytes change the chance of failure by at
+/// most `d / (memory_bytes / 2)`, and under differential privacy one
+/// person's rows are bounded before the join ([`PerPerson`]), so `d` is
+/// small (`docs/threat-model.md` has the figures and what remains).
+pub fn memory_limit(memory_bytes: usize) -> usize {
+    use rand::Rng;
+    let half = memory_bytes / 2;
+    half + rand::rngs::OsRng.gen_range(0..=memory_bytes - half)
+}
+
+/// Keeps at most `rows` rows per person (the value of column `identity`;
+/// rows without one count as one person) of a fragment, chosen at random
+/// (CSPRNG), in their order. The same partitions when no person has more.
+fn keep_per_person(
+    partitions: Partitions,
+    identity: usize,
+    rows: u64,
+) -> datafusion::common::Result<Partitions> {
+    use datafusion::arrow::array::BooleanArray;
+    let rows = usize::try_from(rows).unwrap_or(usize::MAX);
+    let Some(keep) = chosen(&partitions, identity, rows)? else {
+        return Ok(partitions);
+    };
+    partitions
+        .iter()
+        .zip(keep)
+        .map(|(batches, keep)| {
+            batches
+                .iter()
+                .zip(keep)
+                .map(|(batch, keep)| {
+                    let mask = BooleanArray::from(keep);
+                    datafusion::arrow::compute::filter_record_batch(batch, &mask)
+                        .map_err(DataFusionError::from)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Which rows [`keep_per_person`] keeps, per partition and batch; `None`
+/// when no person has more than `rows`.
+#[allow(clippy::type_complexity)]
+fn chosen(
+    partitions: &Partitions,
+    identity: usize,
+    rows: usize,
+) -> datafusion::common::Result<Option<Vec<Vec<Vec<bool>>>>> {
+    use rand::seq::index::sample;
+    use rand::SeedableRng;
+    use std::collections::HashMap;
+    // Each person's rows, as (partition, batch, row).
+    let mut people: HashMap<Option<&[u8]>, Vec<(u32, u32, u32)>> = HashMap::new();
+    for (p, batches) in partitions.iter().enumerate() {
+        for (b, batch) in batches.iter().enumerate() {
+            let Some(column) = batch.columns().get(identity) else {
+                return datafusion::common::plan_err!("a fragment lacks its identity column");
+            };
+            let Some(ids) = column.as_binary_opt::<i32>() else {
+                return datafusion::common::plan_err!("a fragment's identity is not a pseudonym");
+            };
+            for (r, id) in ids.iter().enumerate() {
+                let at = (p as u32, b as u32, r as u32);
+                people.entry(id).or_default().push(at);
+            }
+        }
+    }
+    if people.values().all(|r| r.len() <= rows) {
+        return Ok(None);
+    }
+    let mut keep: Vec<Vec<Vec<bool>>> = partitions
+        .iter()
+        .map(|bs| bs.iter().map(|b| vec![true; b.num_rows()]).collect())
+        .collect();
+    let mut rng = rand::rngs::StdRng::from_rng(rand::rngs::OsRng)
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    for at in people.values().filter(|r| r.len() > rows) {
+        for &(p, b, r) in at {
+            keep[p as usize][b as usize][r as usize] = false;
+        }
+        for i in sample(&mut rng, at.len(), rows) {
+            let (p, b, r) = at[i];
+            keep[p as usize][b as usize][r as usize] = true;
+        }
+    }
+    Ok(Some(keep))
 }
 
 /// The longest text value, in bytes, the executor takes from a fragment;

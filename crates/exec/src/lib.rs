@@ -60,7 +60,7 @@ impl fmt::Display for ExecError {
             ExecError::Mismatch(m) | ExecError::Failed(m) => write!(f, "{m}"),
             ExecError::Memory { limit } => write!(
                 f,
-                "the query needed more than the executor's memory limit of {limit} bytes (executor_memory_bytes) and was stopped"
+                "the query needed more memory than the executor gave it and was stopped (executor_memory_bytes is {limit}; a query is sure of half of it, above that the limit of each query is drawn at random)"
             ),
         }
     }

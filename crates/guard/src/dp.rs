@@ -126,6 +126,10 @@ pub struct DpRelease {
     upper: Upper,
     /// Per aggregate output: the name it has in the released result.
     names: Vec<String>,
+    /// At most this many rows per person are kept (the smallest
+    /// `max_rows_per_identity` of the tables read): after the join by the
+    /// lower plan, and before it by the executor in each fragment.
+    pub rows_per_person: u64,
 }
 
 /// The type DP sums accumulate in.
@@ -433,6 +437,7 @@ pub(crate) fn rewrite(
             lower_schema,
             upper,
             names,
+            rows_per_person: shape.max_rows,
         },
     ))
 }

@@ -142,6 +142,26 @@ pub struct QueryPlan {
     /// In crypto mode: the asker's fragment; the nodes compute the result
     /// between them and `fragments` and `executor` are not used.
     pub crypto: Option<airlock_protocol::CryptoFragment>,
+    /// Under differential privacy, what the executor keeps of each
+    /// fragment before the join (`None` otherwise).
+    pub per_person: Option<PerPerson>,
+}
+
+/// Under differential privacy, the executor keeps at most `rows` rows per
+/// person (random ones) of each fragment before it joins them. The lower
+/// plan bounds each person's rows again after the join (that bound is
+/// what the noise is made for); this one bounds how much of the
+/// executor's work and memory one person's rows can take, whatever a
+/// member put into its own table for that person: 40,000 rows for one
+/// guessed person would otherwise fill the executor's memory only when
+/// that person joins (red team).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerPerson {
+    /// Rows kept per person and fragment.
+    pub rows: u64,
+    /// Per fragment (in scan order), the position of its table's identity
+    /// column among the fragment's columns.
+    pub identity_columns: Vec<usize>,
 }
 
 impl fmt::Display for QueryPlan {
@@ -584,6 +604,7 @@ impl Guard {
                 upper: None,
                 dp: q.dp.clone(),
                 crypto: None,
+                per_person: None,
             });
         }
         let state = self.ctx.state();
@@ -595,7 +616,21 @@ impl Guard {
             &q.querier,
         )
         .map_err(internal)?;
+        let per_person = match &q.dp {
+            None => None,
+            Some(dp) => Some(PerPerson {
+                rows: dp.rows_per_person,
+                identity_columns: splits
+                    .iter()
+                    .map(|s| s.identity)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        internal("a fragment of a DP query lacks its table's identity column")
+                    })?,
+            }),
+        };
         Ok(QueryPlan {
+            per_person,
             fragments: splits
                 .into_iter()
                 .map(|s| PlannedFragment {

@@ -33,6 +33,9 @@ use airlock_protocol::wire::wire_field;
 pub(crate) struct ScanSplit {
     pub owner: String,
     pub fragment: ScanFragment,
+    /// Where the table's identity column is among the fragment's columns
+    /// (when the executor needs it).
+    pub identity: Option<usize>,
 }
 
 fn empty_scan(scan: &TableScan, schema: SchemaRef) -> Result<LogicalPlan> {
@@ -141,8 +144,10 @@ pub(crate) fn split(
                 .zip(&columns)
                 .map(|(f, c)| wire_field(f, &c.treatment))
                 .collect();
+            let identity = columns.iter().position(|c| c.name == info.table.identity);
             splits.push(ScanSplit {
                 owner: info.owner.clone(),
+                identity,
                 fragment: ScanFragment {
                     collaboration: collaboration.to_string(),
                     querier: querier.to_string(),

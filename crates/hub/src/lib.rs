@@ -562,10 +562,14 @@ impl Hub {
                 Ok(Released { schema, batches })
             }
             Some(template) => {
-                let (schema, rows) =
-                    airlock_exec::join::run(template, results, self.executor_memory)
-                        .await
-                        .map_err(|e| HubError::Failed(e.to_string()))?;
+                let (schema, rows) = airlock_exec::join::run(
+                    template,
+                    results,
+                    self.executor_memory,
+                    plan.per_person.as_ref(),
+                )
+                .await
+                .map_err(|e| HubError::Failed(e.to_string()))?;
                 // The query's own steps above the aggregate (or DP's
                 // release) see only the rows that passed the threshold.
                 let (schema, batches) =

@@ -7,95 +7,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use airlock_guard::dp::DpCost;
 use airlock_hub::{
-    AuditLog, Deliverer, Hub, HubError, Ledger, NodeClient, NodeFailure, Progress, QueryRef,
-    QueryStore, Run, Settled,
+    AuditLog, Deliverer, Hub, HubError, Progress, QueryRef, QueryStore, Run, Settled,
 };
-use airlock_node::{Node, NodeError};
+use airlock_node::Node;
 use airlock_policy::{Collaboration, Control, QuerySpec, Refusal};
 use airlock_protocol::audit::DeliveredBy;
-use airlock_protocol::wire::Partitions;
-use airlock_protocol::{AuditEvent, AuditKind, Delivered, Fragment, PsiRequest, PsiResponse};
+use airlock_protocol::{AuditEvent, AuditKind, Delivered};
 use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::Int64Type;
 use futures::future::BoxFuture;
 
 mod common;
 
-use common::{collab, write_data, BY_CATEGORY};
-
-/// The members' nodes, reached by direct calls through the same bytes a
-/// remote link carries; every call is recorded.
-struct Nodes {
-    nodes: HashMap<String, Node>,
-    log: Arc<Mutex<Vec<String>>>,
-    broken: Option<&'static str>,
-    /// A node that never answers.
-    silent: Option<&'static str>,
-}
-
-impl NodeClient for Nodes {
-    fn execute<'a>(
-        &'a self,
-        member: &'a str,
-        fragment: &'a Fragment,
-    ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
-        Box::pin(async move {
-            self.log
-                .lock()
-                .expect("log")
-                .push(format!("execute {member}"));
-            if self.broken == Some(member) {
-                return Err(NodeFailure::Failed("its disk is unreadable".into()));
-            }
-            if self.silent == Some(member) {
-                std::future::pending::<()>().await;
-            }
-            let node = self.nodes.get(member).expect("a node per provider");
-            let json = serde_json::to_vec(fragment).expect("encode");
-            match node.execute(&json).await {
-                Ok(bytes) => airlock_protocol::wire::decode_partitions(bytes)
-                    .map_err(|_| NodeFailure::Failed("unreadable".into())),
-                Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
-                Err(e) => Err(NodeFailure::Failed(e.to_string())),
-            }
-        })
-    }
-
-    fn psi<'a>(
-        &'a self,
-        _member: &'a str,
-        _request: &'a PsiRequest,
-    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>> {
-        Box::pin(async { Err(NodeFailure::Failed("not a crypto-mode test".into())) })
-    }
-}
-
-/// A ledger that records each debit in the shared log, and refuses them
-/// all when `refuse` is set.
-struct Debits {
-    log: Arc<Mutex<Vec<String>>>,
-    refuse: bool,
-}
-
-impl Ledger for Debits {
-    fn debit<'a>(&'a self, member: &'a str, cost: DpCost) -> BoxFuture<'a, Result<(), HubError>> {
-        Box::pin(async move {
-            self.log
-                .lock()
-                .expect("log")
-                .push(format!("debit {member} {}", cost.epsilon));
-            if self.refuse {
-                return Err(HubError::Refused {
-                    refusal: Refusal::new(Control::PrivacyBudget, "the budget is spent"),
-                    node: None,
-                });
-            }
-            Ok(())
-        })
-    }
-}
+use common::{collab, write_data, Debits, Nodes, BY_CATEGORY};
 
 struct Setup {
     _tmp: tempfile::TempDir,

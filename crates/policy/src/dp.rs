@@ -41,7 +41,8 @@ pub struct DpRule {
     /// selection. 0 (the default) means group keys must be public.
     #[serde(default)]
     pub delta: f64,
-    /// At most this many rows per person enter an analysis (after joins).
+    /// At most this many rows per person enter an analysis: of each table
+    /// before a join (kept by the executor), and after joins.
     #[serde(default = "one")]
     pub max_rows_per_identity: u64,
     /// A person counts in at most this many groups of one analysis.

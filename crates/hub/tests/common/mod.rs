@@ -3,9 +3,18 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use airlock_policy::Collaboration;
+use airlock_guard::dp::DpCost;
+use airlock_hub::{HubError, Ledger, NodeClient, NodeFailure};
+use airlock_node::{Node, NodeError};
+use airlock_policy::{Collaboration, Control, Refusal};
+use airlock_protocol::wire::Partitions;
+use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::future::BoxFuture;
 
 pub const COLLAB: &str = r#"
 [collaboration]
@@ -88,4 +97,76 @@ pub fn collab(crm_k: u64, orders_dp: bool) -> Collaboration {
         .replace("CRM_K", &crm_k.to_string())
         .replace(" ORDERS_DP", dp);
     Collaboration::from_toml(&text, "hubtest.toml").expect("collaboration")
+}
+
+/// The members' nodes, reached by direct calls through the same bytes a
+/// remote link carries; every call is recorded.
+pub struct Nodes {
+    pub nodes: HashMap<String, Node>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub broken: Option<&'static str>,
+    /// A node that never answers.
+    pub silent: Option<&'static str>,
+}
+
+impl NodeClient for Nodes {
+    fn execute<'a>(
+        &'a self,
+        member: &'a str,
+        fragment: &'a Fragment,
+    ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("execute {member}"));
+            if self.broken == Some(member) {
+                return Err(NodeFailure::Failed("its disk is unreadable".into()));
+            }
+            if self.silent == Some(member) {
+                std::future::pending::<()>().await;
+            }
+            let node = self.nodes.get(member).expect("a node per provider");
+            let json = serde_json::to_vec(fragment).expect("encode");
+            match node.execute(&json).await {
+                Ok(bytes) => airlock_protocol::wire::decode_partitions(bytes)
+                    .map_err(|_| NodeFailure::Failed("unreadable".into())),
+                Err(NodeError::Refused(r)) => Err(NodeFailure::Refused(r)),
+                Err(e) => Err(NodeFailure::Failed(e.to_string())),
+            }
+        })
+    }
+
+    fn psi<'a>(
+        &'a self,
+        _member: &'a str,
+        _request: &'a PsiRequest,
+    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>> {
+        Box::pin(async { Err(NodeFailure::Failed("not a crypto-mode test".into())) })
+    }
+}
+
+/// A ledger that records each debit in the shared log, and refuses them
+/// all when `refuse` is set.
+pub struct Debits {
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub refuse: bool,
+}
+
+impl Ledger for Debits {
+    fn debit<'a>(&'a self, member: &'a str, cost: DpCost) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(async move {
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("debit {member} {}", cost.epsilon));
+            if self.refuse {
+                return Err(HubError::Refused {
+                    refusal: Refusal::new(Control::PrivacyBudget, "the budget is spent"),
+                    node: None,
+                });
+            }
+            Ok(())
+        })
+    }
 }
