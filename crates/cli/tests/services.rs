@@ -2491,6 +2491,68 @@ async fn hostile_requests_end_no_process_and_every_limit_refuses_by_name() {
     assert!(text.contains("max_concurrent_queries_per_member"), "{text}");
     drop(running);
 
+    // No version beyond max_versions_per_collaboration: 409, by name, and
+    // the collaboration stays at the version it had.
+    let dir6 = tmp.path().join("demo6");
+    let running = start_limited(
+        &dir6,
+        HubLimits {
+            max_versions_per_collaboration: 2,
+            ..HubLimits::default()
+        },
+        NodeLimits::default(),
+    )
+    .await;
+    let advertiser = running.client("advertiser").expect("client");
+    let base = data::collaboration_toml(true);
+    let own = |k: u32| {
+        base.replace(
+            "measures = { amount_cents = [\"sum\", \"avg\", \"count\"], order_id = [\"count\", \"count_distinct\"] }\nrule = { type = \"aggregation\", min_distinct_identities = 50 }",
+            &format!("measures = {{ amount_cents = [\"sum\", \"avg\", \"count\"], order_id = [\"count\", \"count_distinct\"] }}\nrule = {{ type = \"aggregation\", min_distinct_identities = {k} }}"),
+        )
+    };
+    assert_ne!(own(60), base);
+    let put = |toml: String| {
+        let advertiser = &advertiser;
+        async move {
+            advertiser
+                .raw(
+                    Method::PUT,
+                    "/v1/collaborations/demo",
+                    Some(serde_json::json!({ "toml": toml })),
+                )
+                .await
+                .expect("answer")
+        }
+    };
+    let (code, text) = put(own(60)).await;
+    assert_eq!(code.as_u16(), 200, "{text}");
+    let (code, text) = put(own(70)).await;
+    assert_eq!(code.as_u16(), 409, "{text}");
+    assert!(text.contains("max_versions_per_collaboration"), "{text}");
+    let (_, text) = advertiser
+        .raw(Method::GET, "/v1/collaborations/demo", None)
+        .await
+        .expect("answer");
+    let view: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(view["version"], 2, "{text}");
+    // A hub.toml that sets a limit to 0 is refused at load, by name.
+    let cfg = std::fs::read_to_string(&running.info.hub_config).expect("hub.toml");
+    let zero = cfg.replace(
+        "max_versions_per_collaboration = 2",
+        "max_versions_per_collaboration = 0",
+    );
+    assert_ne!(zero, cfg, "{cfg}");
+    let zero_path = running.info.hub_config.with_file_name("hub-zero.toml");
+    std::fs::write(&zero_path, zero).expect("write");
+    let e = airlock_service::config::HubConfig::load(&zero_path).expect_err("a limit of 0");
+    assert!(
+        e.to_string()
+            .contains("[limits] max_versions_per_collaboration must be at least 1"),
+        "{e}"
+    );
+    drop(running);
+
     // A query running longer than query_timeout_secs is stopped, by name.
     let dir3 = tmp.path().join("demo3");
     let running = start_limited(

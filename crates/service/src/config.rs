@@ -249,6 +249,9 @@ pub struct HubLimits {
     /// Seconds a connection may take to send a request's headers (and,
     /// idle, its next request's) before it is closed.
     pub header_read_timeout_secs: u64,
+    /// Versions one collaboration may have; an apply beyond is refused
+    /// (each stored version is read back by the collaboration's views).
+    pub max_versions_per_collaboration: i64,
     /// The query's size limits, checked by the hub's guard
     /// (`[limits.query]`).
     pub query: QueryLimits,
@@ -263,6 +266,7 @@ impl Default for HubLimits {
             executor_memory_bytes: 2 * 1024 * 1024 * 1024,
             max_connections_per_address: 64,
             header_read_timeout_secs: 10,
+            max_versions_per_collaboration: 1000,
             query: QueryLimits::default(),
         }
     }
@@ -471,6 +475,30 @@ impl HubConfig {
             let p = Path::new(rest);
             if p.is_relative() {
                 c.database = format!("sqlite:{}", b.join(p).display());
+            }
+        }
+        // 0 would lock every client out, or forbid every new version;
+        // the other limits at 0 refuse what they limit, by name.
+        let at_least_one = [
+            (
+                "max_connections_per_address",
+                c.limits.max_connections_per_address as u64,
+            ),
+            (
+                "header_read_timeout_secs",
+                c.limits.header_read_timeout_secs,
+            ),
+            (
+                "max_versions_per_collaboration",
+                u64::try_from(c.limits.max_versions_per_collaboration).unwrap_or(0),
+            ),
+        ];
+        for (name, value) in at_least_one {
+            if value == 0 {
+                return Err(ServiceError::Config(format!(
+                    "{}: [limits] {name} must be at least 1",
+                    path.display()
+                )));
             }
         }
         let mut seen = std::collections::HashSet::new();

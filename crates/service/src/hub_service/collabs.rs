@@ -179,6 +179,16 @@ pub(super) async fn apply_collab(
             beyond.join(", ")
         )));
     }
+    let max = s.limits.max_versions_per_collaboration;
+    if current.version >= max {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            ErrorCode::Limit,
+            format!(
+                "collaboration '{name}' has {max} versions, the hub's limit (max_versions_per_collaboration); create a new collaboration instead"
+            ),
+        ));
+    }
     let sha = hex::encode(sha2::Sha256::digest(body.toml.as_bytes()));
     if let Some(sig) = &body.approval {
         s.check_signature(&collab, &m, &sha, current.version + 1, sig)
