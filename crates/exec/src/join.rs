@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use airlock_protocol::wire::Partitions;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, LargeStringArray, StringArray, StringViewArray,
+    Array, ArrayRef, AsArray, BinaryArray, BinaryViewArray, LargeBinaryArray, LargeStringArray,
+    StringArray, StringViewArray,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -211,32 +212,99 @@ fn cut(s: &str) -> &str {
     &s[..end]
 }
 
-/// `column` with every text value cut to [`MAX_TEXT_BYTES`] (the same
-/// column when none is longer).
+fn cut_bytes(b: &[u8]) -> &[u8] {
+    &b[..b.len().min(MAX_TEXT_BYTES)]
+}
+
+/// `column` with every text and binary value cut to [`MAX_TEXT_BYTES`]
+/// (texts at a character boundary), the values of a dictionary too (the
+/// same column when none is longer). The guard lets only such columns and
+/// fixed-width ones reach the executor (`airlock_guard::split`), so no
+/// value of a fragment is longer (red team: a binary column was not cut).
 fn cap_text(column: &ArrayRef) -> ArrayRef {
     let cut_array = match column.data_type() {
-        DataType::Utf8 => cut_all::<StringArray, _>(|| column.as_string::<i32>().iter()),
-        DataType::LargeUtf8 => cut_all::<LargeStringArray, _>(|| column.as_string::<i64>().iter()),
-        DataType::Utf8View => cut_all::<StringViewArray, _>(|| column.as_string_view().iter()),
+        DataType::Utf8 => cut_all::<StringArray, _, _>(|| column.as_string::<i32>().iter(), cut),
+        DataType::LargeUtf8 => {
+            cut_all::<LargeStringArray, _, _>(|| column.as_string::<i64>().iter(), cut)
+        }
+        DataType::Utf8View => {
+            cut_all::<StringViewArray, _, _>(|| column.as_string_view().iter(), cut)
+        }
+        DataType::Binary => {
+            cut_all::<BinaryArray, _, _>(|| column.as_binary::<i32>().iter(), cut_bytes)
+        }
+        DataType::LargeBinary => {
+            cut_all::<LargeBinaryArray, _, _>(|| column.as_binary::<i64>().iter(), cut_bytes)
+        }
+        DataType::BinaryView => {
+            cut_all::<BinaryViewArray, _, _>(|| column.as_binary_view().iter(), cut_bytes)
+        }
+        DataType::Dictionary(_, _) => column.as_any_dictionary_opt().and_then(|d| {
+            let values = cap_text(d.values());
+            (!Arc::ptr_eq(&values, d.values())).then(|| d.with_values(values))
+        }),
         _ => None,
     };
     cut_array.unwrap_or_else(|| column.clone())
 }
 
-/// The texts `values` yields, each cut, as an array `A`; `None` when none
-/// is longer than [`MAX_TEXT_BYTES`] (the column is kept as it is).
-fn cut_all<'a, A, I>(values: impl Fn() -> I) -> Option<ArrayRef>
+/// The values `values` yields, each cut by `cut`, as an array `A`; `None`
+/// when none is longer than [`MAX_TEXT_BYTES`] (the column is kept as it
+/// is).
+fn cut_all<'a, A, T, I>(values: impl Fn() -> I, cut: fn(&'a T) -> &'a T) -> Option<ArrayRef>
 where
-    A: FromIterator<Option<&'a str>> + Array + 'static,
-    I: Iterator<Item = Option<&'a str>>,
+    A: FromIterator<Option<&'a T>> + Array + 'static,
+    T: AsRef<[u8]> + ?Sized + 'a,
+    I: Iterator<Item = Option<&'a T>>,
 {
-    let long = values().any(|v| v.is_some_and(|s| s.len() > MAX_TEXT_BYTES));
-    long.then(|| std::sync::Arc::new(values().map(|v| v.map(cut)).collect::<A>()) as ArrayRef)
+    let long = values().any(|v| v.is_some_and(|s| s.as_ref().len() > MAX_TEXT_BYTES));
+    long.then(|| Arc::new(values().map(|v| v.map(cut)).collect::<A>()) as ArrayRef)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_binaries_and_dictionary_values_are_cut_too() {
+        use datafusion::arrow::array::DictionaryArray;
+        use datafusion::arrow::datatypes::Int32Type;
+        let long = vec![7u8; 3 * MAX_TEXT_BYTES];
+        let b: ArrayRef = Arc::new(BinaryArray::from(vec![
+            Some(long.as_slice()),
+            Some(b"short".as_slice()),
+            None,
+        ]));
+        let lb: ArrayRef = Arc::new(LargeBinaryArray::from(vec![Some(long.as_slice())]));
+        let bv: ArrayRef = Arc::new(BinaryViewArray::from(vec![Some(long.as_slice())]));
+        for a in [&b, &lb, &bv] {
+            let cut = cap_text(a);
+            assert_eq!(cut.data_type(), a.data_type());
+            let first = match cut.data_type() {
+                DataType::Binary => cut.as_binary::<i32>().value(0).len(),
+                DataType::LargeBinary => cut.as_binary::<i64>().value(0).len(),
+                _ => cut.as_binary_view().value(0).len(),
+            };
+            assert_eq!(first, MAX_TEXT_BYTES, "{:?}", a.data_type());
+        }
+        assert_eq!(cap_text(&b).as_binary::<i32>().value(1), b"short");
+        let text = "x".repeat(2 * MAX_TEXT_BYTES);
+        let d: DictionaryArray<Int32Type> = vec![text.as_str(), "a", text.as_str()]
+            .into_iter()
+            .collect();
+        let d: ArrayRef = Arc::new(d);
+        let cut = cap_text(&d);
+        assert_eq!(cut.data_type(), d.data_type());
+        let values = cut.as_any_dictionary().values().clone();
+        let values = values.as_string::<i32>();
+        assert!(values
+            .iter()
+            .all(|v| v.is_some_and(|v| v.len() <= MAX_TEXT_BYTES)));
+        // A short dictionary is the same array.
+        let short: DictionaryArray<Int32Type> = vec!["a", "b"].into_iter().collect();
+        let short: ArrayRef = Arc::new(short);
+        assert!(Arc::ptr_eq(&cap_text(&short), &short));
+    }
 
     #[test]
     fn long_texts_are_cut_at_a_character_boundary_and_short_ones_kept() {

@@ -616,6 +616,19 @@ impl Guard {
             &q.querier,
         )
         .map_err(internal)?;
+        if let Some((s, (column, t))) = splits
+            .iter()
+            .find_map(|s| s.unbounded.clone().map(|u| (s, u)))
+        {
+            return Err(GuardError::Refused(
+                Refusal::new(
+                    Control::Limit,
+                    format!("the executor takes only columns of flat types, and this one is {t} (the size of a nested value has no bound, so one member's value could fill the executor's memory exactly when its row joins)"),
+                )
+                .table(s.fragment.table.clone(), None)
+                .column(column),
+            ));
+        }
         let per_person = match &q.dp {
             None => None,
             Some(dp) => Some(PerPerson {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use airlock_policy::ColumnRole;
 use airlock_protocol::{FragmentColumn, Predicate, ScanFragment, Treatment};
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::Result;
@@ -36,6 +36,29 @@ pub(crate) struct ScanSplit {
     /// Where the table's identity column is among the fragment's columns
     /// (when the executor needs it).
     pub identity: Option<usize>,
+    /// A column the fragment would ship whose values have no size bound
+    /// in the executor ([`bounded_type`]), with its type.
+    pub unbounded: Option<(String, DataType)>,
+}
+
+/// Whether the executor bounds the size of each value of type `t`: fixed
+/// widths, and texts and binaries (cut to 4 KiB by `airlock_exec::join`),
+/// also as dictionary values. Nested values (lists, structs, maps) and
+/// wide fixed-size binaries are not, so no fragment ships them: a member's
+/// one huge value in its own table would otherwise fill the executor's
+/// memory exactly when its row joins.
+pub(crate) fn bounded_type(t: &DataType) -> bool {
+    match t {
+        DataType::Dictionary(_, v) => bounded_type(v),
+        DataType::FixedSizeBinary(n) => *n <= 4096,
+        DataType::Utf8
+        | DataType::LargeUtf8
+        | DataType::Utf8View
+        | DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView => true,
+        other => other.is_primitive() || matches!(other, DataType::Null | DataType::Boolean),
+    }
 }
 
 fn empty_scan(scan: &TableScan, schema: SchemaRef) -> Result<LogicalPlan> {
@@ -145,9 +168,15 @@ pub(crate) fn split(
                 .map(|(f, c)| wire_field(f, &c.treatment))
                 .collect();
             let identity = columns.iter().position(|c| c.name == info.table.identity);
+            let unbounded = schema
+                .fields()
+                .iter()
+                .find(|f| !bounded_type(f.data_type()))
+                .map(|f| (f.name().clone(), f.data_type().clone()));
             splits.push(ScanSplit {
                 owner: info.owner.clone(),
                 identity,
+                unbounded,
                 fragment: ScanFragment {
                     collaboration: collaboration.to_string(),
                     querier: querier.to_string(),
@@ -168,4 +197,40 @@ pub(crate) fn split(
         .transform_up(|node| node.recompute_schema().map(Transformed::yes))?
         .data;
     Ok((splits, executor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::Fields;
+
+    #[test]
+    fn only_flat_types_and_cut_texts_reach_the_executor() {
+        let text = Box::new(DataType::Utf8);
+        let list = DataType::List(Arc::new(Field::new("x", DataType::Utf8, true)));
+        for t in [
+            DataType::Int64,
+            DataType::Boolean,
+            DataType::Utf8,
+            DataType::LargeUtf8,
+            DataType::Utf8View,
+            DataType::Binary,
+            DataType::LargeBinary,
+            DataType::BinaryView,
+            DataType::Decimal128(38, 2),
+            DataType::Date32,
+            DataType::Dictionary(Box::new(DataType::Int32), text.clone()),
+            DataType::FixedSizeBinary(16),
+        ] {
+            assert!(bounded_type(&t), "{t}");
+        }
+        for t in [
+            list.clone(),
+            DataType::Struct(Fields::from(vec![Field::new("x", DataType::Utf8, true)])),
+            DataType::FixedSizeBinary(1 << 20),
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(list)),
+        ] {
+            assert!(!bounded_type(&t), "{t}");
+        }
+    }
 }

@@ -58,11 +58,13 @@ use functions::*;
 type R<T> = Result<T, Refusal>;
 
 /// The most copies of its input texts the computed expressions of one
-/// plan node may make together (`concat` of the same long column many
-/// times, or several group keys each copying it, would grow a row past
-/// what memory holds only when that row joins: an oracle by exhaustion).
-/// With texts from fragments cut to 4 KiB (`airlock_exec`), a row's
-/// computed text stays under 32 KiB per node.
+/// query may make together, over all its plan nodes (`concat` of the same
+/// long column many times, several group keys each copying it, or a chain
+/// of subqueries each adding one such column, would grow a row past what
+/// memory holds only when that row joins: an oracle by exhaustion; red
+/// team: 50 subqueries of 8 copies each passed a per-node bound). With
+/// texts from fragments cut to 4 KiB (`airlock_exec`), a row's computed
+/// text stays under 32 KiB.
 pub(crate) const MAX_TEXT_GROWTH: u64 = 8;
 
 /// The most a constant string position or length may be (`substr`,
@@ -77,6 +79,9 @@ fn oracle(reason: impl Into<String>) -> Refusal {
 /// total.
 pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
     let mut refusal = None;
+    // Copies made by the computed expressions of every node, all together
+    // (a column passed on is not copied).
+    let mut copies = 0u64;
     plan.apply_with_subqueries(|node| {
         let schema = input_schema(node);
         let inputs: Vec<Measure> = node.inputs().into_iter().flat_map(measures).collect();
@@ -84,9 +89,6 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
             schema: &schema,
             inputs: &inputs,
         };
-        // Copies made by this node's computed expressions, all together
-        // (a column passed on is not copied).
-        let mut copies = 0u64;
         let _ = node.apply_expressions(|e| {
             let plain = matches!(e.clone().unalias(), Expr::Column(_));
             if !plain {
@@ -96,7 +98,7 @@ pub(crate) fn check_plan(plan: &LogicalPlan) -> R<()> {
         });
         if copies > MAX_TEXT_GROWTH {
             refusal = Some(oracle(format!(
-                "the expressions of one step may copy their input texts at most {MAX_TEXT_GROWTH} times together (concat of long columns can exhaust memory on one row)"
+                "the expressions of one query may copy their input texts at most {MAX_TEXT_GROWTH} times together (concat of long columns can exhaust memory on one row)"
             )));
             return Ok(TreeNodeRecursion::Stop);
         }
