@@ -17,6 +17,11 @@ use std::sync::{Arc, Mutex};
 use airlock_hub::Hub;
 use airlock_node::Node;
 use airlock_policy::{Collaboration, QuerySpec};
+use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, LargeBinaryArray, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
 
 mod common;
 
@@ -107,11 +112,62 @@ struct World {
 }
 
 async fn world(dp: bool, target: bool, rows: usize) -> World {
+    world_of(dp, |dir| write_data(dir, target, rows)).await
+}
+
+/// The publisher's 40 people (and the target when `target`) as in
+/// [`write_data`]; the advertiser's table as Parquet, its category of
+/// type `t`, with 3 rows for the target whose categories are 30 MiB each.
+fn write_typed(dir: &std::path::Path, target: bool, t: &DataType) {
+    write_data(dir, target, 0);
+    let mut emails: Vec<String> = (0..40).map(|i| format!("p{i}@example.com")).collect();
+    let mut categories: Vec<Vec<u8>> = vec![b"common".to_vec(); 40];
+    for i in 0..3u8 {
+        emails.push("target@example.com".into());
+        categories.push(vec![b'a' + i; 30 << 20]);
+    }
+    let amounts: ArrayRef = Arc::new(Int64Array::from(vec![1i64; emails.len()]));
+    let category: ArrayRef = match t {
+        DataType::Binary => Arc::new(BinaryArray::from_iter_values(&categories)),
+        DataType::LargeBinary => Arc::new(LargeBinaryArray::from_iter_values(&categories)),
+        DataType::Utf8 | DataType::Dictionary(_, _) => {
+            let texts: Vec<String> = categories
+                .iter()
+                .map(|c| String::from_utf8(c.clone()).expect("ascii"))
+                .collect();
+            let a: ArrayRef = Arc::new(StringArray::from_iter_values(&texts));
+            cast(&a, t).expect("cast")
+        }
+        other => panic!("no probe of type {other}"),
+    };
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("email", DataType::Utf8, false),
+        Field::new("category", t.clone(), false),
+        Field::new("amount", DataType::Int64, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(StringArray::from(emails)), category, amounts],
+    )
+    .expect("batch");
+    let file = std::fs::File::create(dir.join("probe.parquet")).expect("parquet");
+    let mut w = ArrowWriter::try_new(file, schema, None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    std::fs::write(
+        dir.join("catalog.toml"),
+        "[datasets.crm]\nkind = \"files\"\npath = \"crm.csv\"\nformat = \"csv\"\n\n\
+         [datasets.probe]\nkind = \"files\"\npath = \"probe.parquet\"\nformat = \"parquet\"\n",
+    )
+    .expect("catalog");
+}
+
+async fn world_of(dp: bool, write: impl FnOnce(&std::path::Path)) -> World {
     let (crm, probe) = if dp { (DP, DP_PROBE) } else { ("", "") };
     let text = COLLAB.replace(" DP_PROBE", probe).replace(" DP", crm);
     let collab = Collaboration::from_toml(&text, "oracles.toml").expect("collaboration");
     let tmp = tempfile::tempdir().expect("tempdir");
-    write_data(tmp.path(), target, rows);
+    write(tmp.path());
     let mut nodes = HashMap::new();
     let mut schemas = HashMap::new();
     for member in ["publisher", "advertiser"] {
@@ -231,4 +287,32 @@ async fn without_dp_the_same_probe_fills_the_memory_only_when_the_target_joins()
     assert!(without.is_ok(), "{without:?}");
     let e = with.expect_err("2,500 rows of 32 KiB keys exceed 64 MiB");
     assert!(e.contains("executor_memory_bytes"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dp_one_person_s_huge_values_of_any_type_change_no_outcome() {
+    // Three rows for the target (within max_rows_per_identity), each value
+    // 30 MiB: 90 MiB of group keys against the 64 MiB setting unless the
+    // executor cuts every variable-width value (red team: a binary column
+    // was not cut, and the query failed only when the target joined).
+    let types = [
+        DataType::Utf8,
+        DataType::Binary,
+        DataType::LargeBinary,
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+    ];
+    let sqls = [
+        "SELECT o.category AS g0, COUNT(*) AS v FROM crm c JOIN probe o ON c.email = o.email GROUP BY o.category",
+        "SELECT o.category AS g0, SUM(o.amount) AS v FROM probe o JOIN crm c ON o.email = c.email GROUP BY o.category",
+    ];
+    for t in &types {
+        let with = world_of(true, |d| write_typed(d, true, t)).await;
+        let without = world_of(true, |d| write_typed(d, false, t)).await;
+        for sql in sqls {
+            let a = with.outcome(sql).await;
+            let b = without.outcome(sql).await;
+            assert_eq!(a, b, "{t}: {sql}");
+            assert!(a.is_ok(), "{t}: {sql}: {a:?}");
+        }
+    }
 }
