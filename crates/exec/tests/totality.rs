@@ -925,6 +925,7 @@ async fn generate(seed: u64, want: usize, stop_at_failure: bool) -> Outcome {
     while out.accepted < want && tried < want * 10 {
         tried += 1;
         let sql = query(&mut rng);
+        CHECKING.lock().map(|mut c| c.clone_from(&sql)).ok();
         let q = match guard.check(&sql, "adv").await {
             Ok(q) => q,
             Err(GuardError::Refused(_)) | Err(GuardError::BadInput(_)) => {
@@ -965,11 +966,39 @@ fn seed_from_env() -> u64 {
         .unwrap_or(0x005e_eda1_10c4)
 }
 
+/// The query being checked, for [`record_caught_panics`].
+static CHECKING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+/// Queries during whose check the engine panicked (the guard catches such
+/// a panic and takes the query as bad input).
+static PANICKED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Records the query being checked whenever a panic happens (then prints
+/// it as before), so a run can say which queries made the engine panic.
+fn record_caught_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let (Ok(sql), Ok(mut all)) = (CHECKING.lock(), PANICKED.lock()) {
+            all.push(sql.clone());
+        }
+        previous(info);
+    }));
+}
+
 #[tokio::test]
 async fn every_accepted_query_runs_on_every_table() {
     let want = count_from_env(10_000);
     let seed = seed_from_env();
+    record_caught_panics();
     let out = generate(seed, want, false).await;
+    if let Ok(all) = PANICKED.lock() {
+        eprintln!(
+            "{} queries made the engine panic while checked (caught: bad input)",
+            all.len()
+        );
+        for sql in all.iter().take(10) {
+            eprintln!("PANICKED: {sql}");
+        }
+    }
     eprintln!(
         "totality generator (seed {seed}): {} accepted and run, {} refused, {} failures",
         out.accepted,
