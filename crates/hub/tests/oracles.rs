@@ -14,14 +14,20 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use airlock_hub::Hub;
+use airlock_hub::{Hub, NodeClient, NodeFailure};
 use airlock_node::Node;
 use airlock_policy::{Collaboration, QuerySpec};
-use datafusion::arrow::array::{ArrayRef, BinaryArray, Int64Array, LargeBinaryArray, StringArray};
+use airlock_protocol::wire::Partitions;
+use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, DictionaryArray, Int64Array, LargeBinaryArray,
+    StringArray,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
+use futures::future::BoxFuture;
 
 mod common;
 
@@ -195,15 +201,90 @@ async fn world_of(dp: bool, write: impl FnOnce(&std::path::Path)) -> World {
 impl World {
     /// What the advertiser observes of `sql`: released, or the error text.
     async fn outcome(&self, sql: &str) -> Result<(), String> {
+        self.outcome_via(sql, &self.nodes).await
+    }
+
+    /// The outcome when the nodes are reached through `nodes`.
+    async fn outcome_via(&self, sql: &str, nodes: &impl NodeClient) -> Result<(), String> {
         let ledger = Debits {
             log: self.log.clone(),
             refuse: false,
         };
         self.hub
-            .query_spec("advertiser", &QuerySpec::sql(sql), &self.nodes, &ledger)
+            .query_spec("advertiser", &QuerySpec::sql(sql), nodes, &ledger)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The advertiser's node as a member controlling it may make it: every
+/// dictionary column it ships carries `extra` more values of 4 KiB that no
+/// row uses (its own data, as valid Arrow as any).
+struct PaddedDictionaries<'a> {
+    nodes: &'a Nodes,
+    extra: usize,
+}
+
+impl NodeClient for PaddedDictionaries<'_> {
+    fn execute<'a>(
+        &'a self,
+        member: &'a str,
+        fragment: &'a Fragment,
+    ) -> BoxFuture<'a, Result<(SchemaRef, Partitions), NodeFailure>> {
+        Box::pin(async move {
+            let (schema, partitions) = self.nodes.execute(member, fragment).await?;
+            if member != "advertiser" {
+                return Ok((schema, partitions));
+            }
+            let pad = |column: &ArrayRef| -> ArrayRef {
+                let Some(d) = column.as_any_dictionary_opt() else {
+                    return column.clone();
+                };
+                let values = cast(d.values(), &DataType::Utf8).expect("text values");
+                let mut all: Vec<String> = values
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.unwrap_or_default().to_string())
+                    .collect();
+                let filler = "u".repeat(4090);
+                all.extend((0..self.extra).map(|i| format!("{i:06}{filler}")));
+                let values: ArrayRef = Arc::new(StringArray::from(all));
+                let keys = cast(d.keys(), &DataType::Int32).expect("keys");
+                let keys = keys.as_primitive::<Int32Type>().clone();
+                Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).expect("dictionary"))
+            };
+            let partitions = partitions
+                .into_iter()
+                .map(|p| {
+                    p.into_iter()
+                        .map(|b| {
+                            let columns: Vec<ArrayRef> = b.columns().iter().map(pad).collect();
+                            let fields: Vec<Field> = b
+                                .schema()
+                                .fields()
+                                .iter()
+                                .zip(&columns)
+                                .map(|(f, c)| {
+                                    f.as_ref().clone().with_data_type(c.data_type().clone())
+                                })
+                                .collect();
+                            RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                                .expect("batch")
+                        })
+                        .collect()
+                })
+                .collect();
+            Ok((schema, partitions))
+        })
+    }
+
+    fn psi<'a>(
+        &'a self,
+        member: &'a str,
+        request: &'a PsiRequest,
+    ) -> BoxFuture<'a, Result<PsiResponse, NodeFailure>> {
+        self.nodes.psi(member, request)
     }
 }
 
@@ -315,4 +396,42 @@ async fn under_dp_one_person_s_huge_values_of_any_type_change_no_outcome() {
             assert!(a.is_ok(), "{t}: {sql}: {a:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_dp_a_dictionary_s_unused_values_change_no_outcome() {
+    // Red team: a dictionary column whose dictionary holds many values no
+    // row uses (here 20,000 of 4 KiB, 80 MiB, shipped by the advertiser's
+    // own node), copied by `nullif` into six group keys, was charged six
+    // times after the join: the query failed for memory only when the
+    // target joined. The executor rebuilds every dictionary from the
+    // values its rows use, so the unused ones cost nothing; without the
+    // rebuild this test fails (for memory, here with and without the
+    // target: these unused values are shipped with rows that join).
+    let t = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let sql = "SELECT c.segment AS g0, COUNT(*) AS v FROM crm c JOIN probe o ON c.email = o.email \
+         GROUP BY c.segment, o.category, nullif(o.category, 'z1'), nullif(o.category, 'z2'), \
+         nullif(o.category, 'z3'), nullif(o.category, 'z4'), nullif(o.category, 'z5')";
+    let with = world_of(true, |d| write_typed(d, true, &t)).await;
+    let without = world_of(true, |d| write_typed(d, false, &t)).await;
+    let a = with
+        .outcome_via(
+            sql,
+            &PaddedDictionaries {
+                nodes: &with.nodes,
+                extra: 20_000,
+            },
+        )
+        .await;
+    let b = without
+        .outcome_via(
+            sql,
+            &PaddedDictionaries {
+                nodes: &without.nodes,
+                extra: 20_000,
+            },
+        )
+        .await;
+    assert_eq!(a, b, "{sql}");
+    assert!(a.is_ok(), "{a:?}");
 }
