@@ -239,7 +239,7 @@ fn cap_text(column: &ArrayRef) -> ArrayRef {
         DataType::BinaryView => {
             cut_all::<BinaryViewArray, _, _>(|| column.as_binary_view().iter(), cut_bytes)
         }
-        DataType::Dictionary(_, value_type) => Some(compact(column, value_type)),
+        DataType::Dictionary(_, _) => Some(compact(column)),
         _ => None,
     };
     cut_array.unwrap_or_else(|| column.clone())
@@ -249,20 +249,49 @@ fn cap_text(column: &ArrayRef) -> ArrayRef {
 /// a dictionary can carry many values no row uses (red team: one row
 /// group of three rows with 100,000 values of 4 KiB, which every copy of
 /// the column after the join was charged for, failed a DP query for
-/// memory only when that person joined). When the dictionary cannot be
-/// rebuilt, its own values are cut.
-fn compact(column: &ArrayRef, value_type: &DataType) -> ArrayRef {
-    use datafusion::arrow::compute::cast;
-    let rebuilt = cast(column, value_type)
-        .map(|dense| cap_text(&dense))
-        .and_then(|dense| cast(&dense, column.data_type()));
-    match rebuilt {
-        Ok(c) => c,
-        Err(_) => match column.as_any_dictionary_opt() {
-            Some(d) => d.with_values(cap_text(d.values())),
-            None => column.clone(),
-        },
-    }
+/// memory only when that person joined). The rows keep their keys' order;
+/// no value is copied per row. When the dictionary cannot be rebuilt, its
+/// own values are cut.
+fn compact(column: &ArrayRef) -> ArrayRef {
+    let Some(d) = column.as_any_dictionary_opt() else {
+        return column.clone();
+    };
+    rebuilt(column, d).unwrap_or_else(|_| d.with_values(cap_text(d.values())))
+}
+
+fn rebuilt(
+    column: &ArrayRef,
+    d: &dyn datafusion::arrow::array::AnyDictionaryArray,
+) -> Result<ArrayRef, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{make_array, Int64Array, UInt64Array};
+    use datafusion::arrow::compute::{cast, take};
+    let keys = d.normalized_keys();
+    let valid = d.keys().logical_nulls();
+    let is_valid = |i: usize| valid.as_ref().is_none_or(|n| n.is_valid(i));
+    let mut used: Vec<usize> = (0..keys.len())
+        .filter(|&i| is_valid(i))
+        .map(|i| keys[i])
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    let indices = UInt64Array::from_iter_values(used.iter().map(|&k| k as u64));
+    let values = cap_text(&take(d.values(), &indices, None)?);
+    let new_keys: Int64Array = (0..keys.len())
+        .map(|i| {
+            is_valid(i)
+                .then(|| used.binary_search(&keys[i]).ok())
+                .flatten()
+                .map(|p| p as i64)
+        })
+        .collect();
+    let new_keys = cast(&new_keys, d.keys().data_type())?;
+    let data = new_keys
+        .to_data()
+        .into_builder()
+        .data_type(column.data_type().clone())
+        .child_data(vec![values.to_data()])
+        .build()?;
+    Ok(make_array(data))
 }
 
 /// The values `values` yields, each cut by `cut`, as an array `A`; `None`
@@ -320,7 +349,8 @@ mod tests {
         // A dictionary keeps only the values its rows use.
         let names: Vec<String> = (0..10_000).map(|i| format!("v{i}")).collect();
         let many: DictionaryArray<Int32Type> = names.iter().map(String::as_str).collect();
-        let keys = datafusion::arrow::array::Int32Array::from(vec![7, 7, 9_999]);
+        let keys =
+            datafusion::arrow::array::Int32Array::from(vec![Some(7), None, Some(7), Some(9_999)]);
         let used: ArrayRef = Arc::new(
             DictionaryArray::<Int32Type>::try_new(keys, many.values().clone()).expect("dict"),
         );
@@ -331,7 +361,7 @@ mod tests {
         let flat = flat.as_string::<i32>();
         assert_eq!(
             flat.iter().collect::<Vec<_>>(),
-            vec![Some("v7"), Some("v7"), Some("v9999")]
+            vec![Some("v7"), None, Some("v7"), Some("v9999")]
         );
     }
 
