@@ -227,8 +227,13 @@ fn cap_text(column: &ArrayRef) -> ArrayRef {
         DataType::LargeUtf8 => {
             cut_all::<LargeStringArray, _, _>(|| column.as_string::<i64>().iter(), cut)
         }
+        // A view array's buffers can hold bytes no value uses, which every
+        // filtered or taken copy shares (and is charged for): garbage
+        // collected, like a dictionary's unused values.
         DataType::Utf8View => {
-            cut_all::<StringViewArray, _, _>(|| column.as_string_view().iter(), cut)
+            let cut = cut_all::<StringViewArray, _, _>(|| column.as_string_view().iter(), cut);
+            let kept = cut.as_ref().unwrap_or(column).as_string_view().gc();
+            Some(Arc::new(kept) as ArrayRef)
         }
         DataType::Binary => {
             cut_all::<BinaryArray, _, _>(|| column.as_binary::<i32>().iter(), cut_bytes)
@@ -237,7 +242,10 @@ fn cap_text(column: &ArrayRef) -> ArrayRef {
             cut_all::<LargeBinaryArray, _, _>(|| column.as_binary::<i64>().iter(), cut_bytes)
         }
         DataType::BinaryView => {
-            cut_all::<BinaryViewArray, _, _>(|| column.as_binary_view().iter(), cut_bytes)
+            let cut =
+                cut_all::<BinaryViewArray, _, _>(|| column.as_binary_view().iter(), cut_bytes);
+            let kept = cut.as_ref().unwrap_or(column).as_binary_view().gc();
+            Some(Arc::new(kept) as ArrayRef)
         }
         DataType::Dictionary(_, _) => Some(compact(column)),
         _ => None,
@@ -363,6 +371,25 @@ mod tests {
             flat.iter().collect::<Vec<_>>(),
             vec![Some("v7"), None, Some("v7"), Some("v9999")]
         );
+    }
+
+    #[test]
+    fn view_arrays_keep_only_the_bytes_their_values_use() {
+        let long = "y".repeat(1 << 20);
+        let all = StringViewArray::from(vec![long.as_str(), "a value longer than twelve"]);
+        // The second value alone, still sharing the 1 MiB buffer.
+        let one: ArrayRef = Arc::new(all.slice(1, 1));
+        let bytes = |a: &ArrayRef| {
+            a.as_string_view()
+                .data_buffers()
+                .iter()
+                .map(|b| b.len())
+                .sum::<usize>()
+        };
+        assert!(bytes(&one) > 1 << 20);
+        let kept = cap_text(&one);
+        assert!(bytes(&kept) < 100, "{}", bytes(&kept));
+        assert_eq!(kept.as_string_view().value(0), "a value longer than twelve");
     }
 
     #[test]
