@@ -43,13 +43,21 @@ pub(crate) struct ScanSplit {
 
 /// Whether the executor bounds the size of each value of type `t`: fixed
 /// widths, and texts and binaries (cut to 4 KiB by `airlock_exec::join`),
-/// also as dictionary values. Nested values (lists, structs, maps) and
+/// also as dictionary values under keys of 32 or 64 bits. Nested values (lists, structs, maps) and
 /// wide fixed-size binaries are not, so no fragment ships them: a member's
 /// one huge value in its own table would otherwise fill the executor's
 /// memory exactly when its row joins.
 pub(crate) fn bounded_type(t: &DataType) -> bool {
     match t {
-        DataType::Dictionary(_, v) => bounded_type(v),
+        // Keys narrower than 32 bits overflow when the engine merges the
+        // dictionaries of joined batches: a query failed only when a
+        // person joined (red team, fourth pass).
+        DataType::Dictionary(k, v) => {
+            matches!(
+                k.as_ref(),
+                DataType::Int32 | DataType::Int64 | DataType::UInt32 | DataType::UInt64
+            ) && bounded_type(v)
+        }
         DataType::FixedSizeBinary(n) => *n <= 4096,
         DataType::Utf8
         | DataType::LargeUtf8
@@ -229,6 +237,9 @@ mod tests {
             DataType::Struct(Fields::from(vec![Field::new("x", DataType::Utf8, true)])),
             DataType::FixedSizeBinary(1 << 20),
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(list)),
+            DataType::Dictionary(Box::new(DataType::Int8), text.clone()),
+            DataType::Dictionary(Box::new(DataType::UInt8), text.clone()),
+            DataType::Dictionary(Box::new(DataType::Int16), text.clone()),
         ] {
             assert!(!bounded_type(&t), "{t}");
         }

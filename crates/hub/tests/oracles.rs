@@ -435,3 +435,29 @@ async fn under_dp_a_dictionary_s_unused_values_change_no_outcome() {
     assert_eq!(a, b, "{sql}");
     assert!(a.is_ok(), "{a:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dictionary_with_narrow_keys_is_refused_before_anything_runs() {
+    // Red team: Dictionary(Int8, _) keys overflowed when the engine merged
+    // the dictionaries of joined batches, failing a DP query only when the
+    // target joined. Keys below 32 bits never reach the executor: the
+    // refusal comes from the schema, the same with and without the target.
+    for key in [DataType::Int8, DataType::UInt8, DataType::Int16] {
+        let t = DataType::Dictionary(Box::new(key.clone()), Box::new(DataType::Utf8));
+        let sql = "SELECT o.category AS g0, COUNT(*) AS v FROM crm c JOIN probe o ON c.email = o.email GROUP BY o.category";
+        let a = world_of(true, |d| write_typed(d, true, &t))
+            .await
+            .outcome(sql)
+            .await;
+        let b = world_of(true, |d| write_typed(d, false, &t))
+            .await
+            .outcome(sql)
+            .await;
+        assert_eq!(a, b, "{key}");
+        let e = a.expect_err("refused");
+        assert!(
+            e.contains("[limit]") && e.contains("'probe'") && e.contains("'category'"),
+            "{e}"
+        );
+    }
+}
