@@ -1019,6 +1019,23 @@ async fn every_accepted_query_runs_on_every_table() {
     );
 }
 
+/// The query of the 100,000-query run during whose check DataFusion
+/// panicked (`in_list` evaluating a constant list over a decimal
+/// function): the guard takes it as bad input, and nothing panics out.
+#[tokio::test]
+async fn the_constant_the_engine_panicked_on_is_bad_input() {
+    let collab = Collaboration::from_toml(COLLAB, "gen.toml").expect("collaboration");
+    let schemas = HashMap::from([("a".to_string(), schema_a()), ("p".to_string(), schema_p())]);
+    let guard = Guard::new(&collab, &schemas).expect("guard");
+    let sql = "SELECT COUNT(DISTINCT a.email) AS n, AVG(p.price) AS m FROM a JOIN p ON a.email = p.email \
+         WHERE (9223372036854775807 IN (least(ceil(CAST(1.5 AS DECIMAL(10, 2))), CAST(1e308 AS INT)), 2147483648))";
+    match guard.check(sql, "adv").await {
+        Err(GuardError::BadInput(_)) | Err(GuardError::Refused(_)) => {}
+        Err(GuardError::Internal(m)) => panic!("internal: {m}"),
+        Ok(_) => panic!("accepted a constant that fails"),
+    }
+}
+
 /// Every cast and `TRY_CAST` from every column type to every target type,
 /// in a filter and as a group key: each one the guard accepts runs on
 /// every filling (the random generator reaches a given pair rarely).
