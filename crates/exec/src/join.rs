@@ -191,14 +191,15 @@ fn chosen(
     Ok(Some(keep))
 }
 
-/// The longest text value, in bytes, the executor takes from a fragment;
-/// a longer one is cut (at a character boundary) before the query runs.
-/// The guard lets the expressions of one plan step copy texts at most 8
-/// times together (`concat`, `||`, case mapping), and a join emits at most
-/// 8,192 rows per batch, so a text column of any batch stays below 2^31
-/// bytes (Arrow's limit, past which `concat` fails): without the cut, a member could put one huge
-/// text in its own table and see the query fail, or slow down, exactly
-/// when that row joins a given person of another member's table (red team).
+/// The longest text or binary value, in bytes, the executor takes from a
+/// fragment; a longer one is cut (texts at a character boundary) before
+/// the query runs. The guard lets the expressions of one query copy texts
+/// at most 8 times together (`concat`, `||`, case mapping), and a join
+/// emits at most 8,192 rows per batch, so a text column of any batch stays
+/// below 2^31 bytes (Arrow's limit, past which `concat` fails): without the
+/// cut, a member could put one huge value in its own table and see the
+/// query fail, or slow down, exactly when that row joins a given person of
+/// another member's table (red team).
 pub const MAX_TEXT_BYTES: usize = 4096;
 
 fn cut(s: &str) -> &str {

@@ -623,7 +623,7 @@ impl Guard {
             return Err(GuardError::Refused(
                 Refusal::new(
                     Control::Limit,
-                    format!("the executor takes only columns of flat types, and this one is {t} (the size of a nested value has no bound, so one member's value could fill the executor's memory exactly when its row joins)"),
+                    format!("the executor takes only columns whose values it can bound (numbers, dates, texts and binaries, dictionaries with keys of 32 or 64 bits), and this one is {t}: one member's value of it could fill the executor's memory, or fail a query, exactly when its row joins"),
                 )
                 .table(s.fragment.table.clone(), None)
                 .column(column),
