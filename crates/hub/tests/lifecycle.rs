@@ -52,12 +52,7 @@ async fn setup(hub_collab: Collaboration, node_collab: Collaboration) -> Setup {
     Setup {
         _tmp: tmp,
         hub,
-        nodes: Nodes {
-            nodes,
-            log: log.clone(),
-            broken: None,
-            silent: None,
-        },
+        nodes: Nodes::new(nodes, log.clone()),
         log,
     }
 }

@@ -188,12 +188,7 @@ async fn world_of(dp: bool, write: impl FnOnce(&std::path::Path)) -> World {
     World {
         _tmp: tmp,
         hub,
-        nodes: Nodes {
-            nodes,
-            log: log.clone(),
-            broken: None,
-            silent: None,
-        },
+        nodes: Nodes::new(nodes, log.clone()),
         log,
     }
 }

@@ -144,7 +144,7 @@ pub(super) const DATE_PART_UNITS: &[&str] = &[
 /// 11,000 `_` with ILIKE), and only on a row that reaches it.
 pub(super) const MAX_LIKE_PATTERN: usize = 1_000;
 
-pub(super) fn like_pattern(pattern: Option<Option<String>>) -> R<()> {
+pub(super) fn like_pattern(pattern: &Option<Option<String>>) -> R<()> {
     match pattern {
         Some(Some(p)) if p.chars().count() > MAX_LIKE_PATTERN => Err(oracle(format!(
             "a LIKE pattern may have at most {MAX_LIKE_PATTERN} characters"
