@@ -8,7 +8,7 @@
 //! asker learns only the released per-group aggregates. Two protocols:
 //! by the asker's groups ([`protocol`]: the responder also learns the
 //! asker's group sizes and the per-group overlap counts) and by the
-//! responder's groups ([`responder_groups`]: the asker matches without
+//! responder's groups ([`grouped`]: the asker matches without
 //! seeing a group and proves each of its per-item counts 0 or 1 (an OR of
 //! two Chaum-Pedersen proofs, checked in batches), the responder sums per
 //! group under encryption, k by zero tests, sizes padded with dummies). No
@@ -23,8 +23,8 @@
 pub mod elgamal;
 pub mod floor;
 pub mod group;
+pub mod grouped;
 pub mod protocol;
-pub mod responder_groups;
 
 use thiserror::Error;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use airlock_policy::{Control, Refusal};
 use airlock_protocol::CryptoFragment;
-use airlock_psi::responder_groups::{self};
+use airlock_psi::grouped::{self};
 use airlock_psi::{Asker, Responder};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::ArrayRef;
@@ -43,13 +43,13 @@ pub(super) enum State {
     /// The asker by the responder's groups (its steps are checked in
     /// order, each once, by the protocol's own state).
     GroupedAsker {
-        asker: Box<responder_groups::Asker>,
+        asker: Box<grouped::Matcher>,
         fragment: Box<CryptoFragment>,
         k: u64,
     },
     /// The responder by its own groups.
     GroupedResponder {
-        responder: Box<responder_groups::Responder>,
+        responder: Box<grouped::Grouper>,
         dp: Option<Box<CryptoDp>>,
         digest: [u8; 32],
         /// The label of each group, one array per group column.

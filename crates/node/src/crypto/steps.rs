@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use airlock_policy::{Control, Refusal};
 use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole};
-use airlock_psi::responder_groups::{self, Padding};
+use airlock_psi::grouped::{self, Padding};
 use airlock_psi::{Asker, Responder};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
@@ -83,7 +83,7 @@ impl Node {
             .dummies(noise.1)
             .map_err(|e| NodeError::Local(e.to_string()))?;
         let (asker, m1, _) =
-            responder_groups::Asker::start(id, &people, values_needed(&f), dummies, dp.is_none())
+            grouped::Matcher::start(id, &people, values_needed(&f), dummies, dp.is_none())
                 .map_err(psi_error)?;
         let k = self.crypto_k(&f);
         self.store(
@@ -167,14 +167,9 @@ impl Node {
                     .map_err(|e| NodeError::Local(e.to_string()))?,
             },
         };
-        let (responder, m2, _) = responder_groups::Responder::respond(
-            m1,
-            &people,
-            members.len(),
-            values_needed(&f),
-            padding,
-        )
-        .map_err(psi_error)?;
+        let (responder, m2, _) =
+            grouped::Grouper::respond(m1, &people, members.len(), values_needed(&f), padding)
+                .map_err(psi_error)?;
         let id = session_of(m1)?;
         let k = self.crypto_k(&f);
         self.store(

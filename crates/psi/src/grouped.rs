@@ -80,6 +80,11 @@ const M3: u8 = 13;
 const M4: u8 = 14;
 const M5: u8 = 15;
 const M6: u8 = 16;
+/// When the grouper receives the result (the groups are the asker's): the
+/// grouper's group sums to open (message 7), and the matcher's noisy,
+/// re-randomised copies with its partial decryptions (message 8).
+const M7: u8 = 17;
+const M8: u8 = 18;
 
 /// Bytes of an item of message 3 before its values: the count's
 /// ciphertext and its proof that it is 0 or 1.
@@ -126,7 +131,7 @@ fn context(session: &SessionId, role: u8, step: u8, item: usize) -> Result<Vec<u
 }
 
 /// The asker's side of one session.
-pub struct Asker {
+pub struct Matcher {
     session: SessionId,
     secret: Secret,
     share: KeyShare,
@@ -146,7 +151,7 @@ pub struct Asker {
     step: u8,
 }
 
-impl Asker {
+impl Matcher {
     /// Step 1: blinds each person's hashed identifier with a fresh scalar α,
     /// encrypts its `values` numbers (e.g. its sum of a measure and its row
     /// count) under this node's fresh key share alone, adds `dummies`
@@ -160,7 +165,7 @@ impl Asker {
         values: usize,
         dummies: u64,
         zero_tests: bool,
-    ) -> Result<(Asker, Vec<u8>, StepStats), PsiError> {
+    ) -> Result<(Matcher, Vec<u8>, StepStats), PsiError> {
         let total = (people.len() as u64).saturating_add(dummies);
         if values > MAX_VALUES
             || people.iter().any(|(_, v)| v.len() != values)
@@ -206,7 +211,7 @@ impl Asker {
             ..StepStats::default()
         };
         Ok((
-            Asker {
+            Matcher {
                 session,
                 secret,
                 share,
@@ -397,6 +402,72 @@ impl Asker {
         Ok(w.0)
     }
 
+    /// Step 8, when the grouper receives the result (the groups are the
+    /// asker's, and this node, the responder's, matched): for each group of
+    /// message 7 (without differential privacy only groups that passed
+    /// step 5, each once), adds `noise()` (this node's noise for the count
+    /// and each value, zeros without differential privacy) under
+    /// encryption, re-randomises (so the grouper, which holds the sums it
+    /// sent, cannot subtract the noise) and partially decrypts with a
+    /// proof. This node opens nothing.
+    pub fn open_for(
+        &mut self,
+        msg: &[u8],
+        noise: &(dyn Fn() -> Result<Vec<i64>, PsiError> + Sync),
+    ) -> Result<Vec<u8>, PsiError> {
+        match (self.step, self.zero_tests) {
+            (5, true) | (3, false) => self.step = 8,
+            _ => return Err(PsiError::Malformed("a step out of order, or run twice")),
+        }
+        let pk = self.joint()?;
+        let (mut r, _) = Reader::open(msg, M7, Some(&self.session))?;
+        let n = r.u32()?;
+        if n > MAX_GROUPS || n > self.positions.saturating_add(MAX_EMPTY_GROUPS) {
+            return Err(PsiError::Malformed(
+                "more groups to open than a query may have",
+            ));
+        }
+        let mut w = Writer::new(M8, &self.session);
+        w.u32(n);
+        let mut seen = HashSet::new();
+        for _ in 0..n {
+            let g = r.u32()?;
+            let allowed = self
+                .passing
+                .as_ref()
+                .is_none_or(|p| p.contains(&(g as u32)));
+            if !seen.insert(g) || !allowed {
+                return Err(PsiError::Malformed(
+                    "a group to open that did not pass the zero tests, or twice",
+                ));
+            }
+            if values_flag(&mut r)? != self.values {
+                return Err(PsiError::Malformed(
+                    "a group to open carries other values than the query needs",
+                ));
+            }
+            let noise = noise()?;
+            if noise.len() != 1 + self.values {
+                return Err(PsiError::Noise(
+                    "the release policy gave noise for other values".into(),
+                ));
+            }
+            w.u32(g);
+            w.u8(self.values as u8);
+            for (v, e) in noise.iter().enumerate() {
+                let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
+                let c = pk.rerandomize(&c.plus(*e))?;
+                let ctx = context(&self.session, 0, M8, g * (MAX_VALUES + 1) + v)?;
+                let (d, proof) = self.share.partial(&c, &ctx)?;
+                w.bytes(&c.encode());
+                w.bytes(&group::encode(&d));
+                w.bytes(&proof);
+            }
+        }
+        r.end()?;
+        Ok(w.0)
+    }
+
     /// Step 6: the released groups (index of the responder's group, count,
     /// sums), each checked (the responder's partial decryption must carry
     /// a valid proof) and opened with this node's share. Without
@@ -436,19 +507,14 @@ impl Asker {
                     "a released group carries other values than the query needs",
                 ));
             }
-            let mut opened = Vec::with_capacity(1 + self.values);
-            for v in 0..=self.values {
-                let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
-                let d = group::decode(r.take(POINT_LEN)?)?;
-                let proof = r.take(PROOF_LEN)?;
-                let ctx = context(&self.session, 1, M6, group * (MAX_VALUES + 1) + v)?;
-                elgamal::verify_partial(&theirs, &c, &d, proof, &ctx)?;
-                opened.push(elgamal::dlog_signed(
-                    &self.share.complete(&c, &d),
-                    elgamal::MAX_PLAINTEXT,
-                ));
-            }
-            if let Some(all) = opened.into_iter().collect::<Option<Vec<i64>>>() {
+            let opened = open_values(
+                &mut r,
+                &self.share,
+                &theirs,
+                |v| context(&self.session, 1, M6, group * (MAX_VALUES + 1) + v),
+                self.values,
+            )?;
+            if let Some(all) = opened {
                 out.push(GroupResult {
                     group: group as u32,
                     count: all[0] as u64,
@@ -461,8 +527,34 @@ impl Asker {
     }
 }
 
-/// The responder's side of one session.
-pub struct Responder {
+/// Reads the count and `values` values of one group, each a ciphertext
+/// with the other node's partial decryption and its proof (bound to
+/// `context(v)`), checks every proof, and opens each with `share`. `None`
+/// when a value is beyond [`elgamal::MAX_PLAINTEXT`] either way (the group
+/// is not released; every value is still read and checked).
+fn open_values(
+    r: &mut Reader<'_>,
+    share: &KeyShare,
+    theirs: &RistrettoPoint,
+    context: impl Fn(usize) -> Result<Vec<u8>, PsiError>,
+    values: usize,
+) -> Result<Option<Vec<i64>>, PsiError> {
+    let mut opened = Vec::with_capacity(1 + values);
+    for v in 0..=values {
+        let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
+        let d = group::decode(r.take(POINT_LEN)?)?;
+        let proof = r.take(PROOF_LEN)?;
+        elgamal::verify_partial(theirs, &c, &d, proof, &context(v)?)?;
+        opened.push(elgamal::dlog_signed(
+            &share.complete(&c, &d),
+            elgamal::MAX_PLAINTEXT,
+        ));
+    }
+    Ok(opened.into_iter().collect())
+}
+
+/// The grouper's side of one session.
+pub struct Grouper {
     session: SessionId,
     share: KeyShare,
     asker_share: RistrettoPoint,
@@ -483,10 +575,13 @@ pub struct Responder {
     sums: Vec<Vec<Ciphertext>>,
     /// The zero tests of message 4 and this node's partial decryptions.
     tests: Vec<Vec<(Ciphertext, RistrettoPoint)>>,
+    /// The groups message 7 sent to be opened for this node (indices in
+    /// the messages).
+    sealed: Vec<u32>,
     step: u8,
 }
 
-impl Responder {
+impl Grouper {
     /// Step 2: checks the asker's message (its key share's proof, distinct
     /// items, the values the query needs), blinds the asker's items again
     /// with a fresh β and moves their ciphertexts under the joint key
@@ -499,7 +594,7 @@ impl Responder {
         groups: usize,
         values: usize,
         padding: Padding,
-    ) -> Result<(Responder, Vec<u8>, StepStats), PsiError> {
+    ) -> Result<(Grouper, Vec<u8>, StepStats), PsiError> {
         let real = groups;
         let groups = groups.saturating_add(padding.groups as usize);
         if padding.groups as usize > MAX_EMPTY_GROUPS
@@ -615,7 +710,7 @@ impl Responder {
         let crypto_s = t.elapsed().as_secs_f64();
         let bytes = w.0.len();
         Ok((
-            Responder {
+            Grouper {
                 session,
                 share,
                 asker_share,
@@ -626,6 +721,7 @@ impl Responder {
                 original,
                 sums: Vec::new(),
                 tests: Vec::new(),
+                sealed: Vec::new(),
                 step: 2,
             },
             w.0,
@@ -772,15 +868,122 @@ impl Responder {
         Ok(w.0)
     }
 
-    /// Step 6 after step 5: checks the asker's proofs that every zero test
-    /// of each group it names is not zero (so its count is at least k), and
-    /// releases those groups: count and sums under the joint key, with
-    /// this node's partial decryption and proof. Returns the message and
-    /// the released groups (what this node learns: which groups passed),
-    /// each as (index in the messages, caller's index).
+    /// Step 6 after step 5: checks the matcher's proofs that every zero
+    /// test of each group it names is not zero (so its count is at least
+    /// k), and releases those groups to the matcher: count and sums under
+    /// the joint key, with this node's partial decryption and proof.
+    /// Returns the message and the released groups (what this node learns:
+    /// which groups passed), each as (index in the messages, caller's
+    /// index).
     #[allow(clippy::type_complexity)]
     pub fn release_passing(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
         self.next(4, 6)?;
+        let pairs = self.passed(msg)?;
+        let released: Vec<(u32, Vec<i64>)> = pairs
+            .iter()
+            .map(|(g, _)| (*g, vec![0; 1 + self.values]))
+            .collect();
+        Ok((self.release(&released)?, pairs))
+    }
+
+    /// Step 7 after step 5, when this node receives the result (the groups
+    /// are the asker's): checks the matcher's proofs as
+    /// [`Self::release_passing`] does and sends the passing groups' sums
+    /// (count and values under the joint key) for the matcher to add its
+    /// noise and partially decrypt (message 8, opened by [`Self::open`]).
+    #[allow(clippy::type_complexity)]
+    pub fn seal_passing(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
+        self.next(4, 7)?;
+        let pairs = self.passed(msg)?;
+        Ok((self.seal(&pairs), pairs))
+    }
+
+    /// Step 7 under differential privacy, right after step 3, when this
+    /// node receives the result: every real group's sums, for the matcher
+    /// to add its noise to and partially decrypt.
+    #[allow(clippy::type_complexity)]
+    pub fn seal_all(&mut self) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
+        self.next(3, 7)?;
+        let pairs = self.real_groups();
+        Ok((self.seal(&pairs), pairs))
+    }
+
+    fn real_groups(&self) -> Vec<(u32, u32)> {
+        self.original
+            .iter()
+            .enumerate()
+            .filter_map(|(g, o)| o.map(|o| (g as u32, o)))
+            .collect()
+    }
+
+    fn seal(&mut self, pairs: &[(u32, u32)]) -> Vec<u8> {
+        let mut w = Writer::new(M7, &self.session);
+        w.u32(pairs.len());
+        for (g, _) in pairs {
+            w.u32(*g as usize);
+            w.u8(self.values as u8);
+            for c in &self.sums[*g as usize] {
+                w.bytes(&c.encode());
+            }
+        }
+        self.sealed = pairs.iter().map(|(g, _)| *g).collect();
+        w.0
+    }
+
+    /// Step 8: the matcher's noisy, re-randomised copy of each group sent
+    /// in message 7, with its partial decryption; each proof is checked
+    /// and each value opened with this node's share. A value beyond
+    /// [`elgamal::MAX_PLAINTEXT`] either way drops its group. Returns the
+    /// groups by the caller's index, values as `i64` bits.
+    pub fn open(&mut self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
+        self.next(7, 8)?;
+        let (mut r, _) = Reader::open(msg, M8, Some(&self.session))?;
+        let n = r.u32()?;
+        if n != self.sealed.len() {
+            return Err(PsiError::Malformed(
+                "message 8 does not answer exactly the groups of message 7",
+            ));
+        }
+        let wanted: HashSet<u32> = self.sealed.iter().copied().collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let g = r.u32()?;
+            if !wanted.contains(&(g as u32)) || !seen.insert(g) {
+                return Err(PsiError::Malformed(
+                    "message 8 answers a group message 7 did not send, or twice",
+                ));
+            }
+            if values_flag(&mut r)? != self.values {
+                return Err(PsiError::Malformed(
+                    "a group of message 8 carries other values than the query needs",
+                ));
+            }
+            let opened = open_values(
+                &mut r,
+                &self.share,
+                &self.asker_share,
+                |v| context(&self.session, 0, M8, g * (MAX_VALUES + 1) + v),
+                self.values,
+            )?;
+            let original = self.original[g]
+                .ok_or(PsiError::Malformed("message 8 answers a group with nobody"))?;
+            if let Some(all) = opened {
+                out.push(GroupResult {
+                    group: original,
+                    count: all[0] as u64,
+                    sums: all[1..].iter().map(|v| *v as u64).collect(),
+                });
+            }
+        }
+        r.end()?;
+        Ok(out)
+    }
+
+    /// Checks message 5: the matcher's proofs that every zero test of
+    /// each group it names is not zero. Returns those groups as (index in
+    /// the messages, caller's index).
+    fn passed(&mut self, msg: &[u8]) -> Result<Vec<(u32, u32)>, PsiError> {
         let (mut r, _) = Reader::open(msg, M5, Some(&self.session))?;
         let n = r.u32()?;
         if n > self.groups {
@@ -813,11 +1016,7 @@ impl Responder {
                     ))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let released: Vec<(u32, Vec<i64>)> = pairs
-            .iter()
-            .map(|(g, _)| (*g, vec![0; 1 + self.values]))
-            .collect();
-        Ok((self.release(&released)?, pairs))
+        Ok(pairs)
     }
 
     /// Step 6 under differential privacy, right after step 3: every real
@@ -831,12 +1030,7 @@ impl Responder {
         noise: &(dyn Fn(u32) -> Result<Vec<i64>, PsiError> + Sync),
     ) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
         self.next(3, 6)?;
-        let pairs: Vec<(u32, u32)> = self
-            .original
-            .iter()
-            .enumerate()
-            .filter_map(|(g, o)| o.map(|o| (g as u32, o)))
-            .collect();
+        let pairs = self.real_groups();
         let released: Vec<(u32, Vec<i64>)> = pairs
             .iter()
             .map(|(g, o)| {
