@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use airlock_psi::protocol::{new_session, StepStats};
-use airlock_psi::{hash_all, Asker, Responder, Suite};
+use airlock_psi::{hash_all, Suite};
 
 use crate::cluster::CliError;
 
@@ -47,10 +47,15 @@ fn over_loopback(bytes: &[u8]) -> Result<(Vec<u8>, f64), CliError> {
     Ok((got, t.elapsed().as_secs_f64()))
 }
 
-/// Runs the protocol: the asker holds `asker` (one group), the responder
-/// `responder` (with a per-person value of 1 when `sums`). Prints one JSON
-/// object with the overlap and where the time went.
+/// Runs the protocol as the nodes run an ungrouped query between an asker
+/// holding `asker` and a responder holding `responder`, without
+/// differential privacy (k = 2, no dummies): for counts, the responder's
+/// side matches and the asker's groups (one group) and opens, eight
+/// messages; with `sums` (a per-person value of 1 on the asker's side),
+/// the asker matches with its values and the responder groups, seven.
+/// Prints one JSON object with the overlap and where the time went.
 pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Value, CliError> {
+    use airlock_psi::grouped::{Grouper, Matcher, Padding};
     let a = read_ids(asker)?;
     let r = read_ids(responder)?;
     let fail = |e: airlock_psi::PsiError| CliError::Failed(e.to_string());
@@ -70,7 +75,16 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         r.len()
     ));
     let values = usize::from(sums);
-    let people: Vec<_> = r_points.into_iter().map(|p| (p, vec![1; values])).collect();
+    // Counts: the responder matches, the asker groups. Sums (of the
+    // asker's measure): the asker matches, the responder groups.
+    let (matching, grouping) = if sums {
+        (a_points, r_points)
+    } else {
+        (r_points, a_points)
+    };
+    let (people_n, items) = (matching.len(), grouping.len());
+    let people: Vec<_> = matching.into_iter().map(|p| (p, vec![1; values])).collect();
+    let grouped: Vec<_> = grouping.into_iter().map(|p| (p, vec![0u32])).collect();
     let mut transfer_s = 0.0;
     let mut bytes = 0usize;
     let mut send = |m: Vec<u8>| -> Result<Vec<u8>, CliError> {
@@ -79,24 +93,40 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         bytes += got.len();
         Ok(got)
     };
-    let (mut asker_side, m1, s1) =
-        Asker::start(new_session().map_err(fail)?, &[a_points], values).map_err(fail)?;
+    let k = 2;
+    let (mut matcher, m1, s1) =
+        Matcher::start(new_session().map_err(fail)?, &people, values, 0, true).map_err(fail)?;
     let m1 = send(m1)?;
-    progress("1. asker blinded and sent its identifiers");
-    let (responder_side, m2, s2) = Responder::respond(&m1, &people, values, 2).map_err(fail)?;
+    progress("1. matcher blinded (and encrypted) and sent its identifiers");
+    let (mut grouper, m2, s2) =
+        Grouper::respond(&m1, &grouped, 1, values, Padding::default()).map_err(fail)?;
     let m2 = send(m2)?;
-    progress("2. responder blinded (and encrypted) and sent its own");
-    let (m3, s3) = asker_side.reblind(&m2).map_err(fail)?;
+    progress("2. grouper blinded them again and its own");
+    let (m3, _, s3) = matcher.match_items(&m2).map_err(fail)?;
     let m3 = send(m3)?;
-    progress("3. asker blinded them again and re-randomised");
-    let (m4, _, s4) = responder_side.finish(&m3).map_err(fail)?;
-    let m4 = send(m4)?;
-    progress("4. responder matched, counted and released (partially decrypted)");
-    let groups = asker_side.finish(&m4).map_err(fail)?;
+    progress("3. matcher matched and proved each count 0 or 1");
+    let s4 = grouper.tally(&m3).map_err(fail)?;
+    let m4 = send(grouper.zero_tests(k).map_err(fail)?)?;
+    progress("4. grouper checked the proofs, summed and tested k");
+    let m5 = send(matcher.passes(&m4, k).map_err(fail)?)?;
+    progress("5. matcher proved which groups reach k");
+    let groups = if sums {
+        let (m6, _) = grouper.release_passing(&m5).map_err(fail)?;
+        let m6 = send(m6)?;
+        progress("6. grouper released (partially decrypted)");
+        matcher.finish(&m6).map_err(fail)?
+    } else {
+        let (m7, _) = grouper.seal_passing(&m5).map_err(fail)?;
+        let m7 = send(m7)?;
+        progress("6. grouper sent the sums to open");
+        let m8 = send(matcher.open_for(&m7, &|| Ok(vec![0])).map_err(fail)?)?;
+        progress("7. matcher partially decrypted");
+        grouper.open(&m8).map_err(fail)?
+    };
     let total_s = total.elapsed().as_secs_f64();
     // The elliptic-curve floor, measured in the same run on one core.
     let rates = airlock_psi::floor::measure(2_000).map_err(fail)?;
-    let floor_s = airlock_psi::floor::floor_s(&rates, a.len(), r.len(), values, rayon_threads());
+    let floor_s = airlock_psi::floor::floor_s(&rates, people_n, items, values, rayon_threads());
     let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();
     Ok(serde_json::json!({
         "asker": a.len(),

@@ -16,11 +16,10 @@ use crate::{internal, split, GuardError, QueryKind};
 
 /// What a crypto-mode query costs under differential privacy: epsilon and
 /// delta as the rules say. Delta always: dummies hide the sizes of the
-/// protocol's messages (by the asker's groups the number of the
-/// responder's people; by the responder's groups also the overlap's size
-/// and the asker's count) with (epsilon, delta)-DP, and by the asker's
-/// groups a grouped query's groups are chosen by partition selection (the
-/// responder cannot see group names). Hub and nodes call this one function.
+/// protocol's messages (the overlap's size and both nodes' counts) with
+/// (epsilon, delta)-DP. Every group is released (none is chosen by its
+/// count, which neither node sees), so the group columns need public keys
+/// ([`public_groups`]). Hub and nodes call this one function.
 pub fn cost(
     collab: &airlock_policy::Collaboration,
     f: &CryptoFragment,
@@ -29,31 +28,24 @@ pub fn cost(
     else {
         return Ok(None);
     };
-    let by_responder = f.groups_of == CryptoRole::Responder;
     if dp.delta <= 0.0 {
         return Err(Refusal::new(
             Control::DifferentialPrivacy,
-            if by_responder || f.group_columns.is_empty() {
-                "in crypto mode, dummies hide the sizes of the protocol's messages with (epsilon, delta)-DP: the rules need a delta above 0"
-            } else {
-                "in crypto mode, dummies hide the sizes of the protocol's messages with (epsilon, delta)-DP and, since the responder cannot see group names, released groups are chosen by partition selection: the rules need a delta above 0"
-            },
+            "in crypto mode, dummies hide the sizes of the protocol's messages with (epsilon, delta)-DP: the rules need a delta above 0",
         ));
     }
-    if by_responder {
-        public_groups(collab, f)?;
-    }
+    public_groups(collab, f)?;
     Ok(Some(DpCost {
         epsilon: dp.epsilon,
         delta: dp.delta,
     }))
 }
 
-/// By the responder's groups under differential privacy, every group is
-/// released (none is chosen by its count): the group columns need public
-/// keys in the responder's table's rule, and these are the groups, one
-/// list per column. `None` without differential privacy. Hub and nodes
-/// call this one function.
+/// Under differential privacy every group is released (none is chosen by
+/// its count: neither node sees one): the group columns need public keys
+/// in the grouped table's rule, and these are the groups, one list per
+/// column. `None` without differential privacy. Hub and nodes call this
+/// one function.
 pub fn public_groups(
     collab: &airlock_policy::Collaboration,
     f: &CryptoFragment,
@@ -68,7 +60,7 @@ pub fn public_groups(
             rule.public_keys.get(g).cloned().ok_or_else(|| {
                 Refusal::new(
                     Control::DifferentialPrivacy,
-                    "under differential privacy, crypto mode by the responder's groups releases every group: the group column needs public keys in the rule",
+                    "under differential privacy, crypto mode releases every group: the group column needs public keys in the rule",
                 )
                 .table(table, None)
                 .column(g)
@@ -78,7 +70,23 @@ pub fn public_groups(
         .map(Some)
 }
 
-const SHAPES: &str = "crypto mode supports only the overlap count (COUNT(DISTINCT identity) over an equality join on the identity), the same grouped by dimensions of one member's table, and SUM or AVG of a measure of the other member's table over the overlap, grouped the same way";
+/// Whose measure crypto mode may sum: the matcher's (the side not grouped
+/// by), which is the asker's. The other member's values would reach the
+/// sums through the asker's node, which re-pairs each of them with a match
+/// (the grouper's message 2) and could replace them (a verifiable shuffle
+/// is not built), so by the asker's groups, or with a measure of the
+/// responder's, a query is refused. Hub and nodes call this one function.
+pub fn orientation(f: &CryptoFragment) -> Result<(), Refusal> {
+    if f.measure.is_some() && f.groups_of == CryptoRole::Asker {
+        return Err(Refusal::new(
+            Control::CryptoMode,
+            format!("{SHAPES}; a SUM or AVG must be of the asking member's measure, by the other member's dimensions or none (the other member's values would pass through the asking member's node, which could replace them)"),
+        ));
+    }
+    Ok(())
+}
+
+const SHAPES: &str = "crypto mode supports only the overlap count (COUNT(DISTINCT identity) over an equality join on the identity), the same grouped by dimensions of one member's table, and SUM or AVG of a measure of the asking member's table over the overlap, grouped by the other member's dimensions or not at all";
 
 fn refuse(why: &str) -> GuardError {
     GuardError::Refused(Refusal::new(
@@ -176,6 +184,8 @@ pub(crate) fn shape(
         };
         aggs.push(out);
     }
+    // The side not grouped by matches, the other groups; the measure
+    // must be the matcher's ([`orientation`]).
     let groups_of = match (group_scan, &measure) {
         (Some(s), _) if s == asker => CryptoRole::Asker,
         (Some(_), _) => CryptoRole::Responder,
@@ -234,7 +244,7 @@ pub(crate) fn shape(
             filter,
         })
     };
-    Ok(CryptoFragment {
+    let fragment = CryptoFragment {
         collaboration: collaboration.to_string(),
         querier: querier.to_string(),
         role: CryptoRole::Asker,
@@ -246,5 +256,7 @@ pub(crate) fn shape(
         outputs,
         template: run.cloned(),
         purpose: purpose.map(str::to_string),
-    })
+    };
+    orientation(&fragment).map_err(GuardError::Refused)?;
+    Ok(fragment)
 }

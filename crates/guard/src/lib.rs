@@ -43,7 +43,9 @@ use datafusion::sql::resolve::resolve_table_references;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement, TableFactor};
 
 pub use check::{Checked, QueryKind, ScanRef};
-pub use crypto::{cost as crypto_cost, public_groups as crypto_public_groups};
+pub use crypto::{
+    cost as crypto_cost, orientation as crypto_orientation, public_groups as crypto_public_groups,
+};
 pub use functions::SCALAR_FUNCTIONS;
 pub use limits::Limits;
 pub use upper::{Upper, PLACEHOLDER};

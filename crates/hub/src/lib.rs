@@ -313,13 +313,26 @@ impl Hub {
         getrandom::getrandom(&mut session)
             .map_err(|e| HubError::Failed(format!("no randomness: {e}")))?;
         let session = hex::encode(session);
-        let asker = fragment.asker.member.clone();
-        let responder = fragment.responder.member.clone();
-        // By the responder's groups without differential privacy, k is
-        // applied by zero tests: two more steps (each node refuses a step
-        // its own state does not expect, whatever the hub says).
-        let zero_tests = fragment.groups_of == CryptoRole::Responder && cost.is_none();
-        let total = if zero_tests { 7 } else { 5 };
+        // The node of the side not grouped by matches, the other groups
+        // (`airlock_psi::grouped`); the asker's node makes the result. When
+        // the asker groups, its node opens the sums the matcher partially
+        // decrypted (one step more). Without differential privacy, k is
+        // applied by zero tests (two more). Each node refuses a step its
+        // own state does not expect, whatever the hub says.
+        let mut theirs = fragment.clone();
+        theirs.role = CryptoRole::Responder;
+        let asker_groups = fragment.groups_of == CryptoRole::Asker;
+        let (asker, responder) = (
+            fragment.asker.member.clone(),
+            fragment.responder.member.clone(),
+        );
+        let (matcher, grouper) = if asker_groups {
+            ((responder, theirs), (asker.clone(), fragment))
+        } else {
+            ((asker.clone(), fragment), (responder, theirs))
+        };
+        let zero_tests = cost.is_none();
+        let total = 5 + 2 * usize::from(zero_tests) + usize::from(asker_groups);
         let _end = StepsEnd(nodes);
         let step = |index: usize, who: String, req: PsiRequest| async move {
             let what = match &req {
@@ -332,6 +345,7 @@ impl Hub {
                 PsiRequest::Finish { .. } => "sums by group under encryption",
                 PsiRequest::Check { .. } => "proves which groups reach k",
                 PsiRequest::Release { .. } => "releases the groups that reach k",
+                PsiRequest::Open { .. } => "adds its noise and decrypts its half",
                 PsiRequest::Result { .. } => "decrypts the released groups",
             };
             nodes.crypto_step(Some(&CryptoStep {
@@ -351,60 +365,74 @@ impl Hub {
             })?;
             Ok::<Message, HubError>(answer.message)
         };
-        let mut theirs = fragment.clone();
-        theirs.role = CryptoRole::Responder;
+        let (m_member, m_fragment) = matcher;
+        let (g_member, g_fragment) = grouper;
         let m1 = step(
             1,
-            asker.clone(),
+            m_member.clone(),
             PsiRequest::Start {
                 session: session.clone(),
-                fragment,
+                fragment: m_fragment,
             },
         )
         .await?;
         let m2 = step(
             2,
-            responder.clone(),
+            g_member.clone(),
             PsiRequest::Respond {
-                fragment: theirs,
+                fragment: g_fragment,
                 message: m1,
             },
         )
         .await?;
         let m3 = step(
             3,
-            asker.clone(),
+            m_member.clone(),
             PsiRequest::Reblind {
                 session: session.clone(),
                 message: m2,
             },
         )
         .await?;
-        let mut m4 = step(
+        let mut last = step(
             4,
-            responder.clone(),
+            g_member.clone(),
             PsiRequest::Finish {
                 session: session.clone(),
                 message: m3,
             },
         )
         .await?;
+        let mut index = 4;
         if zero_tests {
             let m5 = step(
                 5,
-                asker.clone(),
+                m_member.clone(),
                 PsiRequest::Check {
                     session: session.clone(),
-                    message: m4,
+                    message: last,
                 },
             )
             .await?;
-            m4 = step(
+            last = step(
                 6,
-                responder,
+                g_member.clone(),
                 PsiRequest::Release {
                     session: session.clone(),
                     message: m5,
+                },
+            )
+            .await?;
+            index = 6;
+        }
+        if asker_groups {
+            index += 1;
+            last = step(
+                index,
+                m_member.clone(),
+                PsiRequest::Open {
+                    session: session.clone(),
+                    message: last,
                 },
             )
             .await?;
@@ -414,7 +442,7 @@ impl Hub {
             asker,
             PsiRequest::Result {
                 session,
-                message: m4,
+                message: last,
             },
         )
         .await?;

@@ -69,60 +69,73 @@ impl Fragment {
     }
 }
 
-/// One step of a crypto-mode query, as the hub relays it.
+/// One step of a crypto-mode query, as the hub relays it. The *matcher*
+/// is the node of the side not grouped by, the *grouper* the other
+/// (`airlock_psi::grouped`); the asker's node makes the result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PsiRequest {
-    /// Asker, step 1: `session` is 32 hex characters.
+    /// Matcher, step 1: `session` is 32 hex characters.
     Start {
         /// Session (query) id.
         session: String,
-        /// The query's shape.
+        /// The query's shape (the matcher's role).
         fragment: CryptoFragment,
     },
-    /// Responder, step 2.
+    /// Grouper, step 2.
     Respond {
-        /// The query's shape (role `responder`).
+        /// The query's shape (the grouper's role).
         fragment: CryptoFragment,
-        /// The asker's message.
+        /// The matcher's message.
         message: Message,
     },
-    /// Asker, step 3.
+    /// Matcher, step 3: matches the two lists.
     Reblind {
         /// Session id.
         session: String,
-        /// The responder's message.
+        /// The grouper's message.
         message: Message,
     },
-    /// Responder, step 4.
+    /// Grouper, step 4: sums by group under encryption; answered with the
+    /// zero tests of k (no differential privacy), the release (differential
+    /// privacy, the asker matched) or the sums to open (differential
+    /// privacy, the asker grouped).
     Finish {
         /// Session id.
         session: String,
-        /// The asker's second message.
+        /// The matcher's second message.
         message: Message,
     },
-    /// Asker, by the responder's groups without differential privacy:
-    /// the zero tests of each group, answered with proofs for those that
-    /// pass k.
+    /// Matcher, without differential privacy: the zero tests of each
+    /// group, answered with proofs for those that pass k.
     Check {
         /// Session id.
         session: String,
-        /// The responder's zero tests.
+        /// The grouper's zero tests.
         message: Message,
     },
-    /// Responder, by its own groups without differential privacy: the
-    /// asker's proofs, answered with the release of the groups that pass.
+    /// Grouper, without differential privacy: the matcher's proofs,
+    /// answered with the release of the groups that pass (the asker
+    /// matched) or their sums to open (the asker grouped).
     Release {
         /// Session id.
         session: String,
-        /// The asker's proofs.
+        /// The matcher's proofs.
+        message: Message,
+    },
+    /// Matcher, when the asker grouped: the sums to open, answered with
+    /// this node's noise under encryption and partial decryptions.
+    Open {
+        /// Session id.
+        session: String,
+        /// The grouper's sums.
         message: Message,
     },
     /// Asker: the released groups become the result.
     Result {
         /// Session id.
         session: String,
-        /// The responder's release.
+        /// The other node's release.
         message: Message,
     },
 }

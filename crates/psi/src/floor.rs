@@ -54,17 +54,22 @@ pub fn measure(n: usize) -> Result<Rates, PsiError> {
     })
 }
 
-/// What a session between an asker with `a` people and a responder with
-/// `r` people, with `values` encrypted numbers per person, needs at the
+/// What a session between a matcher with `m` people (with `values`
+/// encrypted numbers each) and a grouper with `g` people needs at the
 /// least: every identifier hashed once; each party's points blinded by
-/// both (2·(a + r) variable-base multiplications); per value and person of
-/// the responder an encryption (two fixed-base multiplications and one
-/// by the small plaintext, counted as fixed-base) and a re-randomisation
-/// (two fixed-base). Returns the seconds on `cores` cores.
-pub fn floor_s(rates: &Rates, a: usize, r: usize, values: usize, cores: usize) -> f64 {
-    let (a, r, v) = (a as f64, r as f64, values as f64);
-    let work =
-        (a + r) * rates.hash_s + 2.0 * (a + r) * rates.variable_s + 5.0 * v * r * rates.fixed_s;
+/// both (2·(m + g) variable-base multiplications, the floor of any protocol
+/// of this family); per value and person of the matcher an encryption (two
+/// fixed-base multiplications and one by the small plaintext, counted as
+/// fixed-base) and a re-randomisation (two fixed-base); and per person of
+/// the grouper the matcher's count with its proof that it is 0 or 1 (seven
+/// fixed-base multiplications, [`crate::elgamal::PublicKey::encrypt_bit`]).
+/// Returns the seconds on `cores` cores.
+pub fn floor_s(rates: &Rates, m: usize, g: usize, values: usize, cores: usize) -> f64 {
+    let (m, g, v) = (m as f64, g as f64, values as f64);
+    let work = (m + g) * rates.hash_s
+        + 2.0 * (m + g) * rates.variable_s
+        + 5.0 * v * m * rates.fixed_s
+        + 7.0 * g * rates.fixed_s;
     work / cores.max(1) as f64
 }
 
@@ -79,10 +84,11 @@ mod tests {
             variable_s: 10.0,
             fixed_s: 100.0,
         };
-        // 3 + 2·3·10 = 63 for counts; + 5·1·2·100 = 1000 for one value.
-        assert_eq!(floor_s(&rates, 1, 2, 0, 1), 63.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 1), 1063.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 2), 531.5);
+        // 3 + 2·3·10 + 7·2·100 = 1463 for counts; + 5·1·100 = 500 for
+        // one value of the matcher's one person.
+        assert_eq!(floor_s(&rates, 1, 2, 0, 1), 1463.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 1), 1963.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 2), 981.5);
         let measured = measure(20).expect("rates");
         assert!(measured.hash_s > 0.0 && measured.variable_s > 0.0 && measured.fixed_s > 0.0);
     }

@@ -1,9 +1,8 @@
 //! Differential privacy of a crypto-mode query from the node's own rules:
-//! the epsilon split, the noise of each value, dummies and the partition
-//! threshold.
+//! the epsilon split, the noise of each value and the dummies.
 
 use airlock_policy::{Control, Refusal};
-use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole};
+use airlock_protocol::{CryptoFragment, CryptoOutput};
 
 use super::session::*;
 use crate::{Node, NodeError};
@@ -46,18 +45,13 @@ impl Node {
             }
         };
         // Epsilon split evenly over the noisy values of each group and the
-        // dummies: by the responder's groups three more, since one person
-        // moves the observed overlap (matched and unmatched dummies of S,
-        // one each) and the asker's count (its own dummies); the dummies
-        // of L hide the responder's count, which a person of the overlap
-        // leaves as the matched dummies make it look. By the asker's
-        // groups one more: the dummies of message 2, which hide the
-        // responder's count (each of its people is one item).
-        let by_responder = f.groups_of == CryptoRole::Responder;
-        let n = 1
-            + usize::from(bounds.is_some())
-            + usize::from(bounds.is_some() && avg)
-            + if by_responder { 3 } else { 1 };
+        // dummies, three more: one person moves the observed overlap
+        // (matched and unmatched dummies of S, one each) and the matcher's
+        // count (its own dummies); the dummies of L hide the grouper's
+        // count, which a person of the overlap leaves as the matched
+        // dummies make it look. The same whichever side groups: the
+        // protocol is the same with the roles swapped.
+        let n = 1 + usize::from(bounds.is_some()) + usize::from(bounds.is_some() && avg) + 3;
         let each =
             airlock_privacy::even_share(epsilon, n).map_err(|e| NodeError::Local(e.to_string()))?;
         // Each side bounds its own rows in each group
@@ -77,17 +71,9 @@ impl Node {
         } else {
             None
         };
-        // By the responder's groups, three draws of a quarter of delta
-        // each; by the asker's groups, one of a quarter, and partition
-        // selection takes the rest (three quarters).
+        // Four draws of a quarter of delta each (the matcher's dummies and
+        // the grouper's three kinds).
         let dummies = Some((noise(1.0)?, delta / 4.0));
-        let selection_delta = delta * 0.75;
-        let threshold = if f.group_columns.is_empty() || by_responder {
-            None
-        } else {
-            // As in executor mode, with its share of delta.
-            Some(count.partition_threshold(person.people(), selection_delta, self.crypto_k(f)))
-        };
         Ok(Some(CryptoDp {
             dummies,
             cost,
@@ -97,7 +83,6 @@ impl Node {
             count,
             sum,
             rows,
-            threshold,
         }))
     }
 
@@ -123,7 +108,7 @@ impl Node {
 }
 
 impl CryptoDp {
-    /// By the responder's groups, the noise of one released group: its
+    /// The noise of one released group: its
     /// count's, then one per value the query needs (the measure's sum, and
     /// for an average the row count), all added under encryption.
     pub(super) fn noise_all(&self) -> Result<Vec<i64>, airlock_psi::PsiError> {
@@ -132,30 +117,6 @@ impl CryptoDp {
             .release(0)
             .map_err(|e| airlock_psi::PsiError::Noise(e.to_string()))?;
         Ok(std::iter::once(count).chain(self.value_noise()?).collect())
-    }
-
-    /// What is released of one group, from its exact overlap count: a
-    /// noisy count (`i64` bits) if it passes the threshold, and the noise
-    /// the responder adds to each sum under encryption (the responder never
-    /// sees a sum; the asker opens only noisy ones). There is a mechanism
-    /// for each value the query needs (`values_needed`): the measure's sum,
-    /// and for an average the row count.
-    pub(super) fn release(
-        &self,
-        count: u64,
-    ) -> Result<Option<airlock_psi::Noised>, airlock_psi::PsiError> {
-        let noise = |e: airlock_privacy::PrivacyError| airlock_psi::PsiError::Noise(e.to_string());
-        let count = self
-            .count
-            .release(i64::try_from(count).unwrap_or(i64::MAX))
-            .map_err(noise)?;
-        if self.threshold.is_some_and(|t| count < t) {
-            return Ok(None);
-        }
-        Ok(Some(airlock_psi::Noised {
-            count: count as u64,
-            noise: self.value_noise()?,
-        }))
     }
 
     /// The noise added under encryption to each value the query needs (the
@@ -190,7 +151,6 @@ mod tests {
             count: noise(1),
             sum: Some(noise(made_for)),
             rows: None,
-            threshold: None,
             dummies: None,
             cost: airlock_guard::dp::DpCost {
                 epsilon: 2.0,
@@ -210,18 +170,12 @@ mod tests {
         let n = 40_000;
         let hi = 60;
         let dp = release_of(hi, hi);
-        let draw = |dp: &CryptoDp| dp.release(0).expect("noise").expect("released");
-        let count = |c: i64| histogram(n, 1, || c + draw(&dp).count as i64);
+        let draw = |dp: &CryptoDp| dp.noise_all().expect("noise");
+        let count = |c: i64| histogram(n, 1, || c + draw(&dp)[0]);
         let (tested, bad) = violations(&count(100), &count(101), 1.0, 500);
         assert!(tested >= 3, "count: {tested} bins tested");
         assert!(bad.is_empty(), "count: bins beyond e^epsilon: {bad:?}");
-        // The count the release reports is its own input plus noise.
-        let direct = histogram(n, 1, || {
-            dp.release(101).expect("n").expect("r").count as i64
-        });
-        let (tested, bad) = violations(&count(100), &direct, 1.0, 500);
-        assert!(tested >= 3 && bad.is_empty(), "direct count: {bad:?}");
-        let sum = |dp: &CryptoDp, s: i64| histogram(n, hi / 2, || s + draw(dp).noise[0]);
+        let sum = |dp: &CryptoDp, s: i64| histogram(n, hi / 2, || s + draw(dp)[1]);
         let (tested, bad) = violations(&sum(&dp, 5_000), &sum(&dp, 5_000 + hi), 1.0, 500);
         assert!(tested >= 3, "sum: {tested} bins tested");
         assert!(bad.is_empty(), "sum: bins beyond e^epsilon: {bad:?}");

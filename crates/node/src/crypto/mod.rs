@@ -27,16 +27,28 @@ use rows::*;
 pub use session::Sessions;
 use session::*;
 
+/// The member whose node matches (the matcher of
+/// `airlock_psi::grouped`): the side that does not group. It never sees a
+/// group; the other node (the grouper) never sees a match.
+pub(super) fn matcher_of(f: &airlock_protocol::CryptoFragment) -> CryptoRole {
+    match f.groups_of {
+        CryptoRole::Asker => CryptoRole::Responder,
+        CryptoRole::Responder => CryptoRole::Asker,
+    }
+}
+
 impl Node {
     /// Runs one step of a crypto-mode query (JSON [`PsiRequest`] in, JSON
     /// [`PsiResponse`] out): the node's whole crypto-mode interface. Each
     /// step runs once, in order: the session's state is taken out, and put
-    /// back only if a step follows.
+    /// back only if a step follows. The node that matches sends messages 1,
+    /// 3, 5 and 8, the node that groups 2, 4, 6 and 7; the asker's node
+    /// makes the result (from message 6 when it matched, from message 8
+    /// when it grouped).
     pub async fn psi(&self, request: &[u8]) -> Result<Vec<u8>, NodeError> {
         let req: PsiRequest = serde_json::from_slice(request)
             .map_err(|e| NodeError::BadFragment(format!("not a crypto-mode step: {e}")))?;
         let key = self.psi_mac_key()?;
-        use CryptoRole::{Asker as A, Responder as R};
         let wrong = |what: &str| {
             NodeError::BadFragment(format!(
                 "this node is not the {what} of that session, or that step has run"
@@ -44,177 +56,192 @@ impl Node {
         };
         let out = match req {
             PsiRequest::Start { session, fragment } => {
+                // The node's own rules first: a refusal names the rule.
+                self.verify_crypto(&fragment, matcher_of(&fragment))?;
                 let digest = fragment_digest(&fragment)?;
-                let m1 = match fragment.groups_of {
-                    A => self.psi_start(&session, fragment).await?,
-                    R => self.psi_start_grouped(&session, fragment).await?,
-                };
-                sealed(&key, A, 1, &digest, m1)
+                let from = fragment.role;
+                let m1 = self.psi_start(&session, fragment).await?;
+                sealed(&key, from, 1, &digest, m1)
             }
             PsiRequest::Respond { fragment, message } => {
-                // The node's own rules first: a refusal names the rule.
-                self.verify_crypto(&fragment, CryptoRole::Responder)?;
+                self.verify_crypto(&fragment, fragment.groups_of)?;
                 let digest = fragment_digest(&fragment)?;
-                let m1 = opened(&key, A, 1, &digest, &message)?;
-                let m2 = match fragment.groups_of {
-                    A => self.psi_respond(fragment, &m1, digest).await?,
-                    R => self.psi_respond_grouped(fragment, &m1, digest).await?,
-                };
-                sealed(&key, R, 2, &digest, m2)
+                let m1 = opened(&key, matcher_of(&fragment), 1, &digest, &message)?;
+                let from = fragment.role;
+                let m2 = self.psi_respond(fragment, &m1).await?;
+                sealed(&key, from, 2, &digest, m2)
             }
-            PsiRequest::Reblind { session, message } => match self.take(&session)? {
-                State::Asker {
-                    mut asker,
+            PsiRequest::Reblind { session, message } => {
+                let State::Matcher {
+                    mut matcher,
                     fragment,
-                    labels,
-                    k,
-                    reblinded: false,
-                } => {
-                    let digest = fragment_digest(&fragment)?;
-                    let m2 = opened(&key, R, 2, &digest, &message)?;
-                    let (m3, _) = asker.reblind(&m2).map_err(psi_error)?;
-                    let m3 = sealed(&key, A, 3, &digest, m3);
-                    self.store(
-                        session_id(&session)?,
-                        State::Asker {
-                            asker,
-                            fragment,
-                            labels,
-                            k,
-                            reblinded: true,
-                        },
-                    )?;
-                    m3
-                }
-                State::GroupedAsker {
-                    mut asker,
-                    fragment,
-                    k,
-                } => {
-                    let digest = fragment_digest(&fragment)?;
-                    let m2 = opened(&key, R, 2, &digest, &message)?;
-                    let (m3, _, _) = asker.match_items(&m2).map_err(psi_error)?;
-                    self.store(
-                        session_id(&session)?,
-                        State::GroupedAsker { asker, fragment, k },
-                    )?;
-                    sealed(&key, A, 3, &digest, m3)
-                }
-                _ => return Err(wrong("asker")),
-            },
-            PsiRequest::Finish { session, message } => match self.take(&session)? {
-                State::Responder {
-                    responder,
                     dp,
-                    digest,
-                } => {
-                    let m3 = opened(&key, A, 3, &digest, &message)?;
-                    let m4 = match dp {
-                        None => responder.finish(&m3).map_err(psi_error)?.0,
-                        Some(dp) => {
-                            let release = |_: u32, count: u64| dp.release(count);
-                            let policy = airlock_psi::Release {
-                                max_groups_per_person: Some(dp.max_groups),
-                                release: &release,
-                            };
-                            responder
-                                .finish_with(&m3, Some(&policy))
-                                .map_err(psi_error)?
-                                .0
-                        }
-                    };
-                    sealed(&key, R, 4, &digest, m4)
-                }
-                State::GroupedResponder {
-                    mut responder,
-                    dp,
-                    digest,
-                    labels,
-                    groups,
-                    k,
-                } => {
-                    let m3 = opened(&key, A, 3, &digest, &message)?;
-                    responder.tally(&m3).map_err(psi_error)?;
-                    match dp {
-                        // Under differential privacy every (public) group
-                        // is released with noise: no zero tests.
-                        Some(dp) => {
-                            let noise = |_: u32| dp.noise_all();
-                            let (m6, all) = responder.release_all(&noise).map_err(psi_error)?;
-                            debug_assert_eq!(all.len(), groups);
-                            sealed(&key, R, 6, &digest, with_labels(m6, &labels, &all)?)
-                        }
-                        None => {
-                            let m4 = responder.zero_tests(k).map_err(psi_error)?;
-                            self.store(
-                                session_id(&session)?,
-                                State::GroupedResponder {
-                                    responder,
-                                    dp: None,
-                                    digest,
-                                    labels,
-                                    groups,
-                                    k,
-                                },
-                            )?;
-                            sealed(&key, R, 4, &digest, m4)
-                        }
-                    }
-                }
-                _ => return Err(wrong("responder")),
-            },
-            PsiRequest::Check { session, message } => {
-                let State::GroupedAsker {
-                    mut asker,
-                    fragment,
                     k,
                 } = self.take(&session)?
                 else {
-                    return Err(wrong("asker"));
+                    return Err(wrong("matcher"));
                 };
                 let digest = fragment_digest(&fragment)?;
-                let m4 = opened(&key, R, 4, &digest, &message)?;
-                let m5 = asker.passes(&m4, k).map_err(psi_error)?;
+                let m2 = opened(&key, fragment.groups_of, 2, &digest, &message)?;
+                let (m3, _, _) = matcher.match_items(&m2).map_err(psi_error)?;
+                let from = fragment.role;
                 self.store(
                     session_id(&session)?,
-                    State::GroupedAsker { asker, fragment, k },
+                    State::Matcher {
+                        matcher,
+                        fragment,
+                        dp,
+                        k,
+                    },
                 )?;
-                sealed(&key, A, 5, &digest, m5)
+                sealed(&key, from, 3, &digest, m3)
+            }
+            PsiRequest::Finish { session, message } => {
+                let State::Grouper {
+                    mut grouper,
+                    fragment,
+                    dp,
+                    labels,
+                    k,
+                } = self.take(&session)?
+                else {
+                    return Err(wrong("grouper"));
+                };
+                let digest = fragment_digest(&fragment)?;
+                let from = fragment.role;
+                let m3 = opened(&key, matcher_of(&fragment), 3, &digest, &message)?;
+                grouper.tally(&m3).map_err(psi_error)?;
+                let receives = fragment.role == CryptoRole::Asker;
+                match (&dp, receives) {
+                    // Under differential privacy every (public) group is
+                    // released with noise: no zero tests. Its noise is
+                    // the node's that does not receive the result.
+                    (Some(dp), false) => {
+                        let noise = |_: u32| dp.noise_all();
+                        let (m6, all) = grouper.release_all(&noise).map_err(psi_error)?;
+                        sealed(&key, from, 6, &digest, with_labels(m6, &labels, &all)?)
+                    }
+                    (Some(_), true) => {
+                        let (m7, _) = grouper.seal_all().map_err(psi_error)?;
+                        let id = session_id(&session)?;
+                        self.store(
+                            id,
+                            State::Grouper {
+                                grouper,
+                                fragment,
+                                dp,
+                                labels,
+                                k,
+                            },
+                        )?;
+                        sealed(&key, from, 7, &digest, m7)
+                    }
+                    (None, _) => {
+                        let m4 = grouper.zero_tests(k).map_err(psi_error)?;
+                        self.store(
+                            session_id(&session)?,
+                            State::Grouper {
+                                grouper,
+                                fragment,
+                                dp,
+                                labels,
+                                k,
+                            },
+                        )?;
+                        sealed(&key, from, 4, &digest, m4)
+                    }
+                }
+            }
+            PsiRequest::Check { session, message } => {
+                let State::Matcher {
+                    mut matcher,
+                    fragment,
+                    dp,
+                    k,
+                } = self.take(&session)?
+                else {
+                    return Err(wrong("matcher"));
+                };
+                let digest = fragment_digest(&fragment)?;
+                let m4 = opened(&key, fragment.groups_of, 4, &digest, &message)?;
+                let m5 = matcher.passes(&m4, k).map_err(psi_error)?;
+                let from = fragment.role;
+                self.store(
+                    session_id(&session)?,
+                    State::Matcher {
+                        matcher,
+                        fragment,
+                        dp,
+                        k,
+                    },
+                )?;
+                sealed(&key, from, 5, &digest, m5)
             }
             PsiRequest::Release { session, message } => {
-                let State::GroupedResponder {
-                    mut responder,
-                    digest,
+                let State::Grouper {
+                    mut grouper,
+                    fragment,
+                    dp,
                     labels,
+                    k,
+                } = self.take(&session)?
+                else {
+                    return Err(wrong("grouper"));
+                };
+                let digest = fragment_digest(&fragment)?;
+                let from = fragment.role;
+                let m5 = opened(&key, matcher_of(&fragment), 5, &digest, &message)?;
+                if fragment.role == CryptoRole::Asker {
+                    let (m7, _) = grouper.seal_passing(&m5).map_err(psi_error)?;
+                    self.store(
+                        session_id(&session)?,
+                        State::Grouper {
+                            grouper,
+                            fragment,
+                            dp,
+                            labels,
+                            k,
+                        },
+                    )?;
+                    sealed(&key, from, 7, &digest, m7)
+                } else {
+                    let (m6, passed) = grouper.release_passing(&m5).map_err(psi_error)?;
+                    sealed(&key, from, 6, &digest, with_labels(m6, &labels, &passed)?)
+                }
+            }
+            PsiRequest::Open { session, message } => {
+                let State::Matcher {
+                    mut matcher,
+                    fragment,
+                    dp,
                     ..
                 } = self.take(&session)?
                 else {
-                    return Err(wrong("responder"));
+                    return Err(wrong("matcher"));
                 };
-                let m5 = opened(&key, A, 5, &digest, &message)?;
-                let (m6, passed) = responder.release_passing(&m5).map_err(psi_error)?;
-                sealed(&key, R, 6, &digest, with_labels(m6, &labels, &passed)?)
+                let digest = fragment_digest(&fragment)?;
+                let m7 = opened(&key, fragment.groups_of, 7, &digest, &message)?;
+                // This node's own noise under differential privacy (it does
+                // not receive the result); none without.
+                let values = values_needed(&fragment);
+                let noise = || match &dp {
+                    Some(dp) => dp.noise_all(),
+                    None => Ok(vec![0; 1 + values]),
+                };
+                let m8 = matcher.open_for(&m7, &noise).map_err(psi_error)?;
+                sealed(&key, fragment.role, 8, &digest, m8)
             }
             PsiRequest::Result { session, message } => match self.take(&session)? {
-                State::Asker {
-                    asker,
-                    fragment,
-                    labels,
-                    k,
-                    reblinded: true,
-                } => {
-                    let m4 = opened(&key, R, 4, &fragment_digest(&fragment)?, &message)?;
-                    let groups = asker.finish(&m4).map_err(psi_error)?;
-                    self.psi_result(&fragment, &labels, k, &groups)?
-                }
-                State::GroupedAsker {
-                    mut asker,
+                State::Matcher {
+                    mut matcher,
                     fragment,
                     k,
-                } => {
-                    let m6 = opened(&key, R, 6, &fragment_digest(&fragment)?, &message)?;
+                    ..
+                } if fragment.role == CryptoRole::Asker => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m6 = opened(&key, fragment.groups_of, 6, &digest, &message)?;
                     let (m6, labels) = without_labels(&m6, fragment.group_columns.len())?;
-                    let groups = asker.finish(m6).map_err(psi_error)?;
+                    let groups = matcher.finish(m6).map_err(psi_error)?;
                     // Each released group by its row in the labels sent.
                     let rows: HashMap<u32, u32> = labels
                         .0
@@ -234,6 +261,18 @@ impl Node {
                         })
                         .collect::<Result<Vec<_>, NodeError>>()?;
                     self.psi_result(&fragment, &labels.1, k, &groups)?
+                }
+                State::Grouper {
+                    mut grouper,
+                    fragment,
+                    labels,
+                    k,
+                    ..
+                } if fragment.role == CryptoRole::Asker => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m8 = opened(&key, matcher_of(&fragment), 8, &digest, &message)?;
+                    let groups = grouper.open(&m8).map_err(psi_error)?;
+                    self.psi_result(&fragment, &labels, k, &groups)?
                 }
                 _ => return Err(wrong("asker")),
             },

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use airlock_policy::{Control, Refusal};
 use airlock_protocol::CryptoFragment;
-use airlock_psi::grouped::{self};
-use airlock_psi::{Asker, Responder};
+use airlock_psi::grouped;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::ArrayRef;
 
@@ -24,38 +23,22 @@ pub(super) const MAX_SESSIONS: usize = 64;
 pub(super) const MAX_CACHED: usize = 4_000_000;
 
 pub(super) enum State {
-    Asker {
-        asker: Box<Asker>,
+    /// The node that matches (its steps are checked in order, each once,
+    /// by the protocol's own state).
+    Matcher {
+        matcher: Box<grouped::Matcher>,
         fragment: Box<CryptoFragment>,
-        labels: Vec<ArrayRef>,
-        k: u64,
-        /// Step 3 ran: the state now only takes step 4's message, once
-        /// (a second re-blinding would let the hub use the asker's secret
-        /// as an oracle on points of its choice).
-        reblinded: bool,
-    },
-    Responder {
-        responder: Box<Responder>,
+        /// Its noise when the grouper receives the result.
         dp: Option<Box<CryptoDp>>,
-        /// The digest of the fragment this node checked.
-        digest: [u8; 32],
-    },
-    /// The asker by the responder's groups (its steps are checked in
-    /// order, each once, by the protocol's own state).
-    GroupedAsker {
-        asker: Box<grouped::Matcher>,
-        fragment: Box<CryptoFragment>,
         k: u64,
     },
-    /// The responder by its own groups.
-    GroupedResponder {
-        responder: Box<grouped::Grouper>,
+    /// The node that groups.
+    Grouper {
+        grouper: Box<grouped::Grouper>,
+        fragment: Box<CryptoFragment>,
         dp: Option<Box<CryptoDp>>,
-        digest: [u8; 32],
         /// The label of each group, one array per group column.
         labels: Vec<ArrayRef>,
-        /// How many groups (the real ones).
-        groups: usize,
         k: u64,
     },
 }
@@ -165,8 +148,7 @@ impl Node {
 }
 
 /// Differential privacy of a crypto-mode query, from the node's own copy
-/// of the rules: contribution bounds, the noise of each released value,
-/// and the partition selection threshold.
+/// of the rules: contribution bounds and the noise of each released value.
 pub(super) struct CryptoDp {
     /// At most this many rows per person enter its sum.
     pub(super) max_rows: usize,
@@ -177,13 +159,9 @@ pub(super) struct CryptoDp {
     pub(super) count: airlock_privacy::Laplace,
     pub(super) sum: Option<airlock_privacy::Laplace>,
     pub(super) rows: Option<airlock_privacy::Laplace>,
-    /// Released groups need a noisy count of at least this (grouped
-    /// queries); `None`: the one group is always released.
-    pub(super) threshold: Option<i64>,
     /// The mechanism of the dummies, with its share of epsilon and a
-    /// quarter of delta: by the responder's groups they hide the overlap's
-    /// size and the responder's and the asker's counts, by the asker's
-    /// groups the responder's count (message 2's length).
+    /// quarter of delta: they hide the overlap's size and both nodes'
+    /// counts.
     pub(super) dummies: Option<(airlock_privacy::Laplace, f64)>,
     /// What the query costs (as the hub debited it).
     pub(super) cost: airlock_guard::dp::DpCost,

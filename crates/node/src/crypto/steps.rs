@@ -1,12 +1,11 @@
 //! The protocol steps of each role, in order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use airlock_policy::{Control, Refusal};
-use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole};
+use airlock_protocol::{CryptoFragment, CryptoOutput};
 use airlock_psi::grouped::{self, Padding};
-use airlock_psi::{Asker, Responder};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -18,59 +17,15 @@ use super::session::*;
 use crate::{Node, NodeError};
 
 impl Node {
+    /// The matcher's step 1: its people with the values of its own
+    /// measure the query needs, hashed, blinded and encrypted, with
+    /// dummies.
     pub(super) async fn psi_start(
         &self,
         session: &str,
         f: CryptoFragment,
     ) -> Result<Vec<u8>, NodeError> {
-        self.verify_crypto(&f, CryptoRole::Asker)?;
-        let id = session_id(session)?;
-        let table = self
-            .collab
-            .table(&f.asker.table)
-            .ok_or(NodeError::Execution)?;
-        // Under differential privacy, a group column with public keys in
-        // this table's rule releases those keys only: others never leave.
-        let public: Vec<Option<HashSet<String>>> = match (self.crypto_dp(&f)?, table.dp()) {
-            (Some(_), Some(rule)) => f
-                .group_columns
-                .iter()
-                .map(|g| rule.public_keys.get(g).map(|l| l.iter().cloned().collect()))
-                .collect(),
-            _ => vec![None; f.group_columns.len()],
-        };
-        let (labels, members) = self.group_rows(&f, &f.asker, Groups::Seen(public)).await?;
-        let points: Vec<Vec<RistrettoPoint>> = members
-            .iter()
-            .map(|m| {
-                let ids: Vec<&str> = m.iter().map(String::as_str).collect();
-                self.hash_ids(&ids)
-            })
-            .collect::<Result<_, _>>()?;
-        let (asker, m1, _) = Asker::start(id, &points, values_needed(&f)).map_err(psi_error)?;
-        let k = self.crypto_k(&f);
-        self.store(
-            id,
-            State::Asker {
-                asker: Box::new(asker),
-                fragment: Box::new(f),
-                labels,
-                k,
-                reblinded: false,
-            },
-        )?;
-        Ok(m1)
-    }
-
-    /// By the responder's groups, the asker's step 1: its people with the
-    /// values of its own measure, hashed, blinded and encrypted, with
-    /// dummies.
-    pub(super) async fn psi_start_grouped(
-        &self,
-        session: &str,
-        f: CryptoFragment,
-    ) -> Result<Vec<u8>, NodeError> {
-        self.verify_crypto(&f, CryptoRole::Asker)?;
+        // Checked by the caller, before anything is read.
         let id = session_id(session)?;
         let dp = self.crypto_dp(&f)?;
         let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
@@ -82,34 +37,33 @@ impl Node {
             .0
             .dummies(noise.1)
             .map_err(|e| NodeError::Local(e.to_string()))?;
-        let (asker, m1, _) =
+        let (matcher, m1, _) =
             grouped::Matcher::start(id, &people, values_needed(&f), dummies, dp.is_none())
                 .map_err(psi_error)?;
         let k = self.crypto_k(&f);
         self.store(
             id,
-            State::GroupedAsker {
-                asker: Box::new(asker),
+            State::Matcher {
+                matcher: Box::new(matcher),
                 fragment: Box::new(f),
+                dp: dp.map(Box::new),
                 k,
             },
         )?;
         Ok(m1)
     }
 
-    /// By its own groups, the responder's step 2: its people per group
-    /// (under differential privacy exactly the public groups, each person in
-    /// at most the rule's number of them), hashed and blinded, with dummies.
-    pub(super) async fn psi_respond_grouped(
+    /// The grouper's step 2: its people per group (under differential
+    /// privacy exactly the public groups, each person in at most the rule's
+    /// number of them), hashed and blinded, with dummies.
+    pub(super) async fn psi_respond(
         &self,
-        mut f: CryptoFragment,
+        f: CryptoFragment,
         m1: &[u8],
-        digest: [u8; 32],
     ) -> Result<Vec<u8>, NodeError> {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
         // Checked by the caller, before the message's tag.
-        f.role = CryptoRole::Responder;
         let dp = self.crypto_dp(&f)?;
         let groups = match (&dp, airlock_guard::crypto_public_groups(&self.collab, &f)?) {
             (Some(_), Some(lists)) => Groups::All(lists),
@@ -117,14 +71,14 @@ impl Node {
                 return Err(NodeError::Refused(
                     Refusal::new(
                         Control::DifferentialPrivacy,
-                        "under differential privacy, crypto mode by the responder's groups releases every group: the responder's table needs a rule with public keys",
+                        "under differential privacy, crypto mode releases every group: the grouped table needs a rule with public keys",
                     )
-                    .table(&f.responder.table, None),
+                    .table(&f.grouped_side().table, None),
                 ))
             }
             (None, _) => Groups::Seen(vec![None; f.group_columns.len()]),
         };
-        let (labels, members) = self.group_rows(&f, &f.responder, groups).await?;
+        let (labels, members) = self.group_rows(&f, f.grouped_side(), groups).await?;
         let mut of: HashMap<&str, Vec<u32>> = HashMap::new();
         for (g, m) in members.iter().enumerate() {
             for id in m {
@@ -167,57 +121,19 @@ impl Node {
                     .map_err(|e| NodeError::Local(e.to_string()))?,
             },
         };
-        let (responder, m2, _) =
+        let (grouper, m2, _) =
             grouped::Grouper::respond(m1, &people, members.len(), values_needed(&f), padding)
                 .map_err(psi_error)?;
         let id = session_of(m1)?;
         let k = self.crypto_k(&f);
         self.store(
             id,
-            State::GroupedResponder {
-                responder: Box::new(responder),
+            State::Grouper {
+                grouper: Box::new(grouper),
+                fragment: Box::new(f),
                 dp: dp.map(Box::new),
-                digest,
                 labels,
-                groups: members.len(),
                 k,
-            },
-        )?;
-        Ok(m2)
-    }
-
-    pub(super) async fn psi_respond(
-        &self,
-        mut f: CryptoFragment,
-        m1: &[u8],
-        digest: [u8; 32],
-    ) -> Result<Vec<u8>, NodeError> {
-        // Checked by the caller, before the message's tag.
-        f.role = CryptoRole::Responder;
-        let values = values_needed(&f);
-        let dp = self.crypto_dp(&f)?;
-        let (ids, nums) = self.people_with_values(&f, dp.as_ref()).await?;
-        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let points = self.hash_ids(&id_refs)?;
-        let people: Vec<(RistrettoPoint, Vec<u64>)> = points.into_iter().zip(nums).collect();
-        let k = self.crypto_k(&f);
-        // Dummies hide the exact number of this node's people after the
-        // asker's filter (the length of message 2), as by the responder's
-        // groups.
-        let noise = self.dummy_noise(&f, dp.as_ref())?;
-        let dummies = noise
-            .0
-            .dummies(noise.1)
-            .map_err(|e| NodeError::Local(e.to_string()))?;
-        let (responder, m2, _) =
-            Responder::respond_padded(m1, &people, values, k, dummies).map_err(psi_error)?;
-        let id = session_of(m1)?;
-        self.store(
-            id,
-            State::Responder {
-                responder: Box::new(responder),
-                dp: dp.map(Box::new),
-                digest,
             },
         )?;
         Ok(m2)

@@ -41,6 +41,8 @@ impl Node {
                 "the asker is not a member with the 'query' ability",
             )));
         }
+        // The measure is the matcher's (one home with the hub's check).
+        airlock_guard::crypto_orientation(f).map_err(NodeError::Refused)?;
         let mine = match role {
             CryptoRole::Asker => &f.asker,
             CryptoRole::Responder => &f.responder,
