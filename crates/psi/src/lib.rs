@@ -1,21 +1,22 @@
 //! # airlock-psi: overlap counts and sums between two nodes, no executor
 //!
 //! Crypto mode's private set intersection: ECDH-style double blinding on
-//! ristretto255 (identifiers hashed to the group per RFC 9380, blinded with
-//! fresh per-query scalars) and exponential ElGamal under a 2-of-2 key for
-//! the responder's sums (each node's share with a Schnorr proof of
-//! knowledge, partial decryptions with Chaum-Pedersen proofs), so that the
-//! asker learns only the released per-group aggregates. Two protocols:
-//! by the asker's groups ([`protocol`]: the responder also learns the
-//! asker's group sizes and the per-group overlap counts) and by the
-//! responder's groups ([`grouped`]: the asker matches without
-//! seeing a group and proves each of its per-item counts 0 or 1 (an OR of
-//! two Chaum-Pedersen proofs, checked in batches), the responder sums per
-//! group under encryption, k by zero tests, sizes padded with dummies). No
-//! node ever opens a per-person value, and only released values are
-//! opened, by the asker. Semi-honest security, with the known breaks
-//! listed in `docs/crypto-mode.md`; see there for the protocol, the checks
-//! of each message and its leakage.
+//! ristretto255 (identifiers hashed to the group per RFC 9380, keyed by
+//! the collaboration secret, blinded with fresh per-query scalars) and
+//! exponential ElGamal under a 2-of-2 key (each node's share with a
+//! Schnorr proof of knowledge, partial decryptions with Chaum-Pedersen
+//! proofs). One protocol, [`grouped`], for every query shape: the node of
+//! the side not grouped by (the matcher) matches without seeing a group
+//! and proves each of its per-item counts 0 or 1 (an OR of two
+//! Chaum-Pedersen proofs, checked in batches); the other node (the
+//! grouper) sums per group under encryption, k by zero tests, sizes padded
+//! with dummies. The asker's node opens the released values: from the
+//! grouper's partial decryptions when it matched, from the matcher's
+//! (noised) when it grouped. No node opens a per-person value. Semi-honest
+//! security, with what a modified node can still do listed in
+//! `docs/crypto-mode.md`; see there for the protocol, the checks of each
+//! message and its leakage. [`protocol`] holds the framing all messages
+//! share.
 //!
 //! Pure computation, no IO: the node crate feeds identifiers in and the
 //! hub (or any transport) carries the opaque messages.
@@ -29,7 +30,7 @@ pub mod protocol;
 use thiserror::Error;
 
 pub use group::Suite;
-pub use protocol::{Asker, GroupResult, Noised, Release, Responder, SessionId, StepStats};
+pub use protocol::{GroupResult, SessionId, StepStats};
 
 /// Why a step failed. Never holds a received byte.
 #[derive(Debug, Error, PartialEq, Eq)]

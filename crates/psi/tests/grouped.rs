@@ -589,3 +589,109 @@ fn the_grouper_opens_path_refuses_modified_messages() {
     let (m7, _) = responder.seal_all().expect("seal");
     assert!(asker.open_for(&m7, &|| Ok(vec![0])).is_err());
 }
+
+/// The key is 2-of-2 and neither share can be chosen against the other: a
+/// grouper that sends `Y - X_M` as its share (so that it would hold the
+/// whole joint key `Y` and open every count of message 3) cannot prove
+/// knowledge of it, nor can a share and proof of another query, or the
+/// matcher's own reflected; the matcher's share is checked likewise, and a
+/// proof with a non-canonical scalar is refused.
+#[test]
+fn a_key_share_without_its_proof_is_refused() {
+    use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
+    use curve25519_dalek::scalar::Scalar;
+    let d = data(5);
+    let (a, r) = hashed(&d);
+    let start = || Asker::start(new_session().expect("s"), &a, 1, 0, true).expect("1");
+    let y = RISTRETTO_BASEPOINT_TABLE * &Scalar::from(123_456_789u64);
+    let refused = Some(PsiError::Malformed(
+        "a key share's proof of knowledge does not verify",
+    ));
+    let (_, o1, _) = start();
+    let (_, o2, _) = Responder::respond(&o1, &r, d.groups, 1, Padding::default()).expect("2");
+    for case in ["rogue", "replayed", "reflected"] {
+        let (mut asker, m1, _) = start();
+        let (_, m2, _) = Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
+        let mut forged = m2.clone();
+        match case {
+            "rogue" => {
+                let x_m = airlock_psi::group::decode(&m1[29..61]).expect("the matcher's share");
+                forged[29..61].copy_from_slice(&airlock_psi::group::encode(&(y - x_m)));
+            }
+            // The share and proof of another query's message 2.
+            "replayed" => forged[29..29 + 96].copy_from_slice(&o2[29..29 + 96]),
+            // The matcher's own share and proof sent back as the grouper's.
+            _ => forged[29..29 + 96].copy_from_slice(&m1[29..29 + 96]),
+        }
+        assert_eq!(asker.match_items(&forged).err(), refused, "{case}");
+    }
+    let (_, m1, _) = start();
+    let mut rogue1 = m1.clone();
+    rogue1[29..61].copy_from_slice(&airlock_psi::group::encode(&y));
+    assert_eq!(
+        Responder::respond(&rogue1, &r, d.groups, 1, Padding::default()).err(),
+        refused
+    );
+    let (mut asker, m1, _) = start();
+    let (_, m2, _) = Responder::respond(&m1, &r, d.groups, 1, Padding::default()).expect("2");
+    let mut noncanonical = m2.clone();
+    noncanonical[29 + 64..29 + 96].fill(0xff);
+    assert_eq!(
+        asker.match_items(&noncanonical).err(),
+        Some(PsiError::Malformed("a proof holds a non-canonical scalar"))
+    );
+}
+
+/// The matcher's noise reaches the grouper exactly, and a value beyond
+/// what decryption looks for drops its group only (no abort, which would
+/// be one bit about the sum): for noise from a generator (zero, ±1, random
+/// of every magnitude up to 2^32 either way), every group opens to its
+/// exact count and sum plus the noise.
+#[test]
+fn noise_added_under_encryption_opens_exactly_and_out_of_range_drops_the_group() {
+    use rand::Rng;
+    let d = data(11);
+    let exact = oracle(&d, 0);
+    let mut rng = rand::thread_rng();
+    for round in 0..10 {
+        let noise: Vec<i64> = (0..2)
+            .map(|_| match round {
+                0 => 0,
+                1 => 1,
+                2 => -1,
+                _ => {
+                    let bits = rng.gen_range(0..=32);
+                    let v = rng.gen_range(0..=(1i64 << bits));
+                    if rng.gen_bool(0.5) {
+                        -v
+                    } else {
+                        v
+                    }
+                }
+            })
+            .collect();
+        let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
+        let (m7, _) = responder.seal_all().expect("seal");
+        let m8 = asker
+            .open_for(&m7, &|| Ok(noise.clone()))
+            .expect("open for");
+        let got = sorted(responder.open(&m8).expect("opened"));
+        assert_eq!(got.len(), d.groups, "noise {noise:?}");
+        for g in &got {
+            let (c, s) = exact
+                .iter()
+                .find(|e| e.group == g.group)
+                .map_or((0, 0), |e| (e.count as i64, e.sums[0] as i64));
+            assert_eq!(g.count as i64, c + noise[0], "noise {noise:?}");
+            assert_eq!(g.sums[0] as i64, s + noise[1], "noise {noise:?}");
+        }
+    }
+    // Beyond the range: every group's count is out, so none is released,
+    // and the step still completes.
+    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
+    let (m7, _) = responder.seal_all().expect("seal");
+    let m8 = asker
+        .open_for(&m7, &|| Ok(vec![1 << 41, 0]))
+        .expect("open for");
+    assert!(responder.open(&m8).expect("opened").is_empty());
+}
