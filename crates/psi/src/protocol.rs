@@ -2,7 +2,7 @@
 //! kind, session id; counted lists checked against what is left, no
 //! trailing bytes), the checked decoding of points and ciphertexts, key
 //! shares with their proofs of knowledge, and proofs' contexts. The
-//! protocol itself is [`crate::grouped`].
+//! protocol itself is in the `grouped` module.
 //!
 //! Every message carries the session id; a message of another session, an
 //! invalid or identity point, a proof that does not verify, a truncated
