@@ -401,6 +401,7 @@ pub fn verify_nonzero(
 pub const BIT_PROOF_LEN: usize = 224;
 
 const BIT: &[u8] = b"AIRLOCK-PSI-V3 zero or one";
+const SMALL: &[u8] = b"AIRLOCK-PSI-V3 small value";
 
 /// One count of a message and its proof that it is 0 or 1, to check
 /// with [`PublicKey::verify_bits`].
@@ -448,6 +449,19 @@ impl PublicKey {
         bit: bool,
         context: &[u8],
     ) -> Result<([u8; CIPHERTEXT_LEN], [u8; BIT_PROOF_LEN]), PsiError> {
+        let (ct, proof, _) = self.encrypt_bit_keeping(bit, context)?;
+        Ok((ct, proof))
+    }
+
+    /// [`Self::encrypt_bit`], also returning the encryption's randomness
+    /// `r` (for a later proof about a sum of such ciphertexts,
+    /// [`Self::prove_small`]).
+    #[allow(clippy::type_complexity)]
+    pub fn encrypt_bit_keeping(
+        &self,
+        bit: bool,
+        context: &[u8],
+    ) -> Result<([u8; CIPHERTEXT_LEN], [u8; BIT_PROOF_LEN], Scalar), PsiError> {
         use subtle::{Choice, ConditionallySelectable};
         let g = RISTRETTO_BASEPOINT_TABLE;
         let b = Choice::from(bit as u8);
@@ -498,7 +512,104 @@ impl PublicKey {
         proof[128..160].copy_from_slice(e0.as_bytes());
         proof[160..192].copy_from_slice(z0.as_bytes());
         proof[192..].copy_from_slice(z1.as_bytes());
-        Ok((ct, proof))
+        Ok((ct, proof, *r))
+    }
+
+    /// A proof that `c = (r·G, m·G + r·X)` encrypts some `j` in `0..n`
+    /// (here `m`), telling nothing of which: Cramer, Damgård and
+    /// Schoenmakers' OR of `n` Chaum-Pedersen statements "`(c1, c2 - j·G)`
+    /// encrypts zero", as [`Self::encrypt_bit`] for two. Every branch but
+    /// `m`'s is simulated (`z_j`, `e_j` drawn, commitments
+    /// `z_j·G - e_j·c1`, `z_j·X - e_j·(c2 - j·G)`); `m`'s commits
+    /// `(w·G, w·X)` and answers `e_m = e - Σ e_j`, `z_m = w + e_m·r`. The
+    /// proof is every `(e_j, z_j)`: the verifier recomputes the
+    /// commitments and checks that the challenge of all of them is
+    /// `Σ e_j`. Each branch costs the same work whichever is real.
+    pub fn prove_small(
+        &self,
+        c: &Ciphertext,
+        r: &Scalar,
+        m: usize,
+        n: usize,
+        context: &[u8],
+    ) -> Result<Vec<u8>, PsiError> {
+        if m >= n {
+            return Err(PsiError::Malformed("a value out of the range it is proved in"));
+        }
+        let g = RISTRETTO_BASEPOINT_TABLE;
+        let w = Secret::fresh()?;
+        let mut es = Vec::with_capacity(n);
+        let mut zs = Vec::with_capacity(n);
+        let mut commits = Vec::with_capacity(2 * n);
+        for j in 0..n {
+            let (e, z) = (*Secret::fresh()?.scalar(), *Secret::fresh()?.scalar());
+            let shifted = c.c2 - g * &Scalar::from(j as u64);
+            let sim = (g * &z - c.c1 * e, &self.table * &z - shifted * e);
+            let real = (g * w.scalar(), &self.table * w.scalar());
+            let (a, b) = if j == m { real } else { sim };
+            commits.push(a);
+            commits.push(b);
+            es.push(e);
+            zs.push(z);
+        }
+        let refs: Vec<&RistrettoPoint> = [&self.point, &c.c1, &c.c2]
+            .into_iter()
+            .chain(commits.iter())
+            .collect();
+        let e = challenge(SMALL, context, &refs);
+        let others: Scalar = es
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != m)
+            .map(|(_, e)| e)
+            .sum();
+        es[m] = e - others;
+        zs[m] = w.scalar() + es[m] * r;
+        let mut out = Vec::with_capacity(64 * n);
+        for (e, z) in es.iter().zip(&zs) {
+            out.extend_from_slice(e.as_bytes());
+            out.extend_from_slice(z.as_bytes());
+        }
+        Ok(out)
+    }
+
+    /// Checks a proof of [`Self::prove_small`] that `c` encrypts some value
+    /// in `0..n`.
+    pub fn verify_small(
+        &self,
+        c: &Ciphertext,
+        n: usize,
+        proof: &[u8],
+        context: &[u8],
+    ) -> Result<(), PsiError> {
+        use curve25519_dalek::traits::VartimeMultiscalarMul;
+        let bad = PsiError::Malformed("a proof that a value is in its range does not verify");
+        if proof.len() != 64 * n || n == 0 {
+            return Err(bad);
+        }
+        let mut commits = Vec::with_capacity(2 * n);
+        let mut sum = Scalar::ZERO;
+        let base = curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+        for (j, pair) in proof.chunks(64).enumerate() {
+            let e = scalar(&pair[..32])?;
+            let z = scalar(&pair[32..])?;
+            sum += e;
+            let shifted = c.c2 - base * Scalar::from(j as u64);
+            commits.push(RistrettoPoint::vartime_multiscalar_mul([z, -e], [base, c.c1]));
+            commits.push(RistrettoPoint::vartime_multiscalar_mul(
+                [z, -e],
+                [self.point, shifted],
+            ));
+        }
+        let refs: Vec<&RistrettoPoint> = [&self.point, &c.c1, &c.c2]
+            .into_iter()
+            .chain(commits.iter())
+            .collect();
+        if challenge(SMALL, context, &refs) == sum {
+            Ok(())
+        } else {
+            Err(bad)
+        }
     }
 
     /// Checks a batch of proofs of [`Self::encrypt_bit`] under this key:

@@ -118,14 +118,14 @@ impl Padding {
 }
 
 /// A uniformly random point (its discrete log known to nobody after this).
-fn random_scalar() -> Result<Scalar, PsiError> {
+pub(crate) fn random_scalar() -> Result<Scalar, PsiError> {
     Ok(*Secret::fresh()?.scalar())
 }
 
 /// What a proof of step `step` about item `item` is bound to; the steps
 /// of this protocol are its message kinds, distinct from the counts
 /// protocol's.
-fn context(session: &SessionId, role: u8, step: u8, item: usize) -> Result<Vec<u8>, PsiError> {
+pub(crate) fn context(session: &SessionId, role: u8, step: u8, item: usize) -> Result<Vec<u8>, PsiError> {
     let item = u32::try_from(item).map_err(|_| PsiError::Malformed("too many items"))?;
     Ok(proof_context(session, role, step, item))
 }
@@ -361,32 +361,14 @@ impl Matcher {
         let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
         let body = r.take(groups * tests * each)?;
         r.end()?;
-        let session = self.session;
-        let results: Vec<Option<Vec<u8>>> = body
-            .par_chunks(tests * each)
-            .enumerate()
-            .map(|(g, chunk)| -> Result<Option<Vec<u8>>, PsiError> {
-                let mut proofs = Vec::with_capacity(tests * NONZERO_LEN);
-                let mut pass = true;
-                for (t, z) in chunk.chunks(each).enumerate() {
-                    let i = g * tests + t;
-                    let c = Ciphertext::decode(&z[..CIPHERTEXT_LEN])?;
-                    let d = group::decode(&z[CIPHERTEXT_LEN..CIPHERTEXT_LEN + POINT_LEN])?;
-                    let proof = &z[CIPHERTEXT_LEN + POINT_LEN..];
-                    elgamal::verify_partial(&theirs, &c, &d, proof, &context(&session, 1, M4, i)?)?;
-                    // Every test is checked and opened (no early exit: the
-                    // time does not depend on which test is zero).
-                    match self
-                        .share
-                        .prove_nonzero(&c, &d, &context(&session, 0, M5, i)?)?
-                    {
-                        Some(p) => proofs.extend_from_slice(&p),
-                        None => pass = false,
-                    }
-                }
-                Ok(pass.then_some(proofs))
-            })
-            .collect::<Result<_, _>>()?;
+        let results = open_zero_tests(
+            body,
+            tests,
+            &self.share,
+            &theirs,
+            (&self.session, 1, M4),
+            (0, M5),
+        )?;
         let mut w = Writer::new(M5, &self.session);
         let passing: Vec<(usize, &Vec<u8>)> = results
             .iter()
@@ -525,6 +507,109 @@ impl Matcher {
         r.end()?;
         Ok(out)
     }
+}
+
+/// For each group's count ciphertext, `tests` zero tests `r_t·(count - t)`
+/// for `t` in `0..tests` with fresh `r_t`, shuffled, each with `share`'s
+/// partial decryption and its proof (bound to `session`, `role`, `step`
+/// and the test's index), written to `w` after the number of groups and
+/// of tests. The opener finds a zero among a group's tests exactly when
+/// its count is below `tests`, and nothing else (a non-zero test is a
+/// uniformly random point). Returns the tests and partial decryptions, to
+/// check the opener's proofs that they are not zero.
+#[allow(clippy::type_complexity)]
+pub(crate) fn make_zero_tests(
+    w: &mut Writer,
+    share: &KeyShare,
+    counts: &[Ciphertext],
+    tests: usize,
+    session: &SessionId,
+    role: u8,
+    step: u8,
+) -> Result<Vec<Vec<(Ciphertext, RistrettoPoint)>>, PsiError> {
+    let made: Vec<Vec<(Ciphertext, RistrettoPoint, [u8; PROOF_LEN])>> = counts
+        .par_iter()
+        .enumerate()
+        .map(|(g, count)| -> Result<_, PsiError> {
+            let mut zs: Vec<Ciphertext> = (0..tests)
+                .map(|t| Ok(count.plus(-(t as i64)).scale(&random_scalar()?)))
+                .collect::<Result<_, PsiError>>()?;
+            zs.shuffle(&mut rng());
+            zs.into_iter()
+                .enumerate()
+                .map(|(t, z)| {
+                    let (d, proof) = share.partial(&z, &context(session, role, step, g * tests + t)?)?;
+                    Ok((z, d, proof))
+                })
+                .collect()
+        })
+        .collect::<Result<_, _>>()?;
+    w.u32(counts.len());
+    w.u32(tests);
+    for g in &made {
+        for (z, d, proof) in g {
+            w.bytes(&z.encode());
+            w.bytes(&group::encode(d));
+            w.bytes(proof);
+        }
+    }
+    Ok(made
+        .into_iter()
+        .map(|g| g.into_iter().map(|(z, d, _)| (z, d)).collect())
+        .collect())
+}
+
+/// Opens the zero tests of [`make_zero_tests`] in `body` (`tests` per
+/// group), checking each partial decryption (made by `theirs` under
+/// `made_by`: session, role, step); for each group, `Some` of a proof per
+/// test that it is not zero (bound to `proved_as`: this node's role and
+/// step) when none is zero, `None` otherwise. Every test is checked and
+/// opened (no early exit: the time does not depend on which is zero).
+pub(crate) fn open_zero_tests(
+    body: &[u8],
+    tests: usize,
+    share: &KeyShare,
+    theirs: &RistrettoPoint,
+    made_by: (&SessionId, u8, u8),
+    proved_as: (u8, u8),
+) -> Result<Vec<Option<Vec<u8>>>, PsiError> {
+    let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
+    let (session, role, step) = made_by;
+    body.par_chunks(tests * each)
+        .enumerate()
+        .map(|(g, chunk)| -> Result<Option<Vec<u8>>, PsiError> {
+            let mut proofs = Vec::with_capacity(tests * NONZERO_LEN);
+            let mut pass = true;
+            for (t, z) in chunk.chunks(each).enumerate() {
+                let i = g * tests + t;
+                let c = Ciphertext::decode(&z[..CIPHERTEXT_LEN])?;
+                let d = group::decode(&z[CIPHERTEXT_LEN..CIPHERTEXT_LEN + POINT_LEN])?;
+                let proof = &z[CIPHERTEXT_LEN + POINT_LEN..];
+                elgamal::verify_partial(theirs, &c, &d, proof, &context(session, role, step, i)?)?;
+                match share.prove_nonzero(&c, &d, &context(session, proved_as.0, proved_as.1, i)?)? {
+                    Some(p) => proofs.extend_from_slice(&p),
+                    None => pass = false,
+                }
+            }
+            Ok(pass.then_some(proofs))
+        })
+        .collect()
+}
+
+/// Checks the opener's proofs (each bound to `session`, `role`, `step` and
+/// the test's index) that every one of group `g`'s zero tests is not zero.
+pub(crate) fn check_nonzero(
+    theirs: &RistrettoPoint,
+    tests: &[(Ciphertext, RistrettoPoint)],
+    proofs: &[u8],
+    g: usize,
+    (session, role, step): (&SessionId, u8, u8),
+) -> Result<(), PsiError> {
+    let n = tests.len();
+    for (t, (p, (z, d))) in proofs.chunks(NONZERO_LEN).zip(tests).enumerate() {
+        elgamal::verify_nonzero(theirs, z, d, p, &context(session, role, step, g * n + t)?)?;
+    }
+    Ok(())
 }
 
 /// Reads the count and `values` values of one group, each a ciphertext
@@ -830,41 +915,9 @@ impl Grouper {
         if tests == 0 || self.groups.saturating_mul(tests) > MAX_ZERO_TESTS {
             return Err(PsiError::Malformed("more zero tests than a query may have"));
         }
-        let session = self.session;
-        let made: Vec<Vec<(Ciphertext, RistrettoPoint, [u8; PROOF_LEN])>> = self
-            .sums
-            .par_iter()
-            .enumerate()
-            .map(|(g, cs)| -> Result<_, PsiError> {
-                let mut zs: Vec<Ciphertext> = (0..tests)
-                    .map(|t| Ok(cs[0].plus(-(t as i64)).scale(&random_scalar()?)))
-                    .collect::<Result<_, PsiError>>()?;
-                zs.shuffle(&mut rng());
-                zs.into_iter()
-                    .enumerate()
-                    .map(|(t, z)| {
-                        let (d, proof) = self
-                            .share
-                            .partial(&z, &context(&session, 1, M4, g * tests + t)?)?;
-                        Ok((z, d, proof))
-                    })
-                    .collect()
-            })
-            .collect::<Result<_, _>>()?;
+        let counts: Vec<Ciphertext> = self.sums.iter().map(|cs| cs[0]).collect();
         let mut w = Writer::new(M4, &self.session);
-        w.u32(self.groups);
-        w.u32(tests);
-        for g in &made {
-            for (z, d, proof) in g {
-                w.bytes(&z.encode());
-                w.bytes(&group::encode(d));
-                w.bytes(proof);
-            }
-        }
-        self.tests = made
-            .into_iter()
-            .map(|g| g.into_iter().map(|(z, d, _)| (z, d)).collect())
-            .collect();
+        self.tests = make_zero_tests(&mut w, &self.share, &counts, tests, &self.session, 1, M4)?;
         Ok(w.0)
     }
 
@@ -998,10 +1051,13 @@ impl Grouper {
                 return Err(PsiError::Malformed("a passing group that was not tested"));
             }
             let proofs = r.take(tests * NONZERO_LEN)?;
-            for (t, (p, (z, d))) in proofs.chunks(NONZERO_LEN).zip(&self.tests[g]).enumerate() {
-                let ctx = context(&self.session, 0, M5, g * tests + t)?;
-                elgamal::verify_nonzero(&self.asker_share, z, d, p, &ctx)?;
-            }
+            check_nonzero(
+                &self.asker_share,
+                &self.tests[g],
+                proofs,
+                g,
+                (&self.session, 0, M5),
+            )?;
             passed.push(g);
         }
         r.end()?;

@@ -25,6 +25,7 @@ pub mod elgamal;
 pub mod floor;
 pub mod group;
 pub mod grouped;
+pub mod tagged;
 pub mod protocol;
 
 use thiserror::Error;

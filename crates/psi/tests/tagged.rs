@@ -1,0 +1,216 @@
+//! The protocol by the asker's groups against a plaintext oracle, with
+//! generated data and padding, and with a modified grouper (the asker's
+//! node) that speaks its message format.
+
+use std::collections::{BTreeMap, HashSet};
+
+use airlock_psi::protocol::new_session;
+use airlock_psi::tagged::{Grouper, Matcher, Padding};
+use airlock_psi::{hash_all, GroupResult, Suite};
+use curve25519_dalek::ristretto::RistrettoPoint;
+use rand::{Rng, SeedableRng};
+
+/// The matcher's people and the grouper's people with their groups.
+struct Data {
+    matcher: Vec<String>,
+    grouper: Vec<(String, Vec<u32>)>,
+    groups: usize,
+}
+
+fn data(seed: u64, max_groups: usize) -> Data {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let groups = r.gen_range(1..6);
+    let n = r.gen_range(50..300);
+    let matcher = (0..n)
+        .filter(|_| r.gen_bool(0.7))
+        .map(|i| format!("p{i}@x"))
+        .collect();
+    let keep: Vec<bool> = (0..n).map(|_| r.gen_bool(0.7)).collect();
+    let mut grouper = Vec::new();
+    for i in (0..n).filter(|i| keep[*i]) {
+        let mut gs: Vec<u32> = (0..groups as u32).filter(|_| r.gen_bool(0.4)).collect();
+        gs.truncate(max_groups);
+        grouper.push((format!("p{i}@x"), gs));
+    }
+    Data {
+        matcher,
+        grouper,
+        groups,
+    }
+}
+
+fn oracle(d: &Data, k: u64) -> Vec<GroupResult> {
+    let theirs: HashSet<&str> = d.matcher.iter().map(String::as_str).collect();
+    let mut per: BTreeMap<u32, u64> = BTreeMap::new();
+    for (p, gs) in &d.grouper {
+        if theirs.contains(p.as_str()) {
+            for g in gs {
+                *per.entry(*g).or_default() += 1;
+            }
+        }
+    }
+    per.into_iter()
+        .filter(|(_, c)| *c >= k)
+        .map(|(g, c)| GroupResult {
+            group: g,
+            count: c,
+            sums: Vec::new(),
+        })
+        .collect()
+}
+
+#[allow(clippy::type_complexity)]
+fn hashed(d: &Data) -> (Vec<RistrettoPoint>, Vec<(RistrettoPoint, Vec<u32>)>) {
+    let s = Suite::new("collab-1", [9u8; 32]);
+    let ids: Vec<&[u8]> = d.matcher.iter().map(|p| p.as_bytes()).collect();
+    let m = hash_all(&s, &ids);
+    let ids: Vec<&[u8]> = d.grouper.iter().map(|(p, _)| p.as_bytes()).collect();
+    let g = hash_all(&s, &ids)
+        .into_iter()
+        .zip(d.grouper.iter().map(|(_, g)| g.clone()))
+        .collect();
+    (m, g)
+}
+
+fn sorted(mut v: Vec<GroupResult>) -> Vec<GroupResult> {
+    v.sort_by_key(|g| g.group);
+    v
+}
+
+/// Generated data, k and padding: the grouper opens exactly the plaintext
+/// oracle, and the matcher's count of matched items is the overlap.
+#[test]
+fn releases_exactly_what_the_oracle_says_on_generated_data() {
+    for seed in 0..10u64 {
+        let d = data(seed, 99);
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed + 50);
+        let k = r.gen_range(1..25);
+        let padding = Padding {
+            unmatched_mine: r.gen_range(0..30),
+            groups: r.gen_range(0..4),
+        };
+        let (m, g) = hashed(&d);
+        let (mut matcher, m1) =
+            Matcher::start(new_session().expect("s"), &m, r.gen_range(0..30)).expect("1");
+        let (mut grouper, m2) =
+            Grouper::respond(&m1, &g, d.groups, None, padding, true).expect("2");
+        let (m3, matched) = matcher.match_and_count(&m2, k, None, None, None).expect("3");
+        let m4 = grouper.passes(&m3, k).expect("4");
+        let (m5, passed) = matcher.release_passing(&m4).expect("5");
+        let got = sorted(grouper.finish(&m5).expect("result"));
+        let want = oracle(&d, k);
+        assert_eq!(got, want, "seed {seed}, k {k}");
+        // The matcher learns which groups passed: the released ones and
+        // no empty group.
+        assert_eq!(passed.len(), want.len(), "seed {seed}");
+        let theirs: HashSet<&str> = d.matcher.iter().map(String::as_str).collect();
+        let overlap = d.grouper.iter().filter(|(p, _)| theirs.contains(p.as_str())).count();
+        assert_eq!(matched, overlap, "seed {seed}");
+    }
+}
+
+/// Under differential privacy every group (empty ones too) is released
+/// with the matcher's noise: the grouper opens exactly count + noise; tags
+/// are proved to add up to at most c per person.
+#[test]
+fn under_dp_every_group_opens_to_its_count_plus_the_matchers_noise() {
+    let d = data(4, 2);
+    let (m, g) = hashed(&d);
+    let (mut matcher, m1) = Matcher::start(new_session().expect("s"), &m, 5).expect("1");
+    let (mut grouper, m2) =
+        Grouper::respond(&m1, &g, d.groups, Some(2), Padding::default(), false).expect("2");
+    let noise = || Ok(-41);
+    let (m5, _) = matcher
+        .match_and_count(&m2, 0, Some(2), Some(d.groups), Some(&noise))
+        .expect("3");
+    let got = sorted(grouper.finish(&m5).expect("result"));
+    assert_eq!(got.len(), d.groups);
+    let exact = oracle(&d, 0);
+    for g in &got {
+        let c = exact.iter().find(|e| e.group == g.group).map_or(0, |e| e.count as i64);
+        assert_eq!(g.count as i64, c - 41);
+    }
+}
+
+/// Item `i`'s tag for group `g` in message 2 (`groups` groups, no cap).
+fn tag_at(s_len: usize, groups: usize, i: usize, g: usize) -> usize {
+    // header 29, share 96, u32 groups, u32 |S|, S, u32 |L|, items.
+    let items = 29 + 96 + 4 + 4 + 32 * s_len + 4;
+    items + i * (32 + groups * 288) + 32 + g * 288
+}
+
+/// A modified grouper (the asker's node): a tag of 2 (its own encryption
+/// of another value, or a valid tag doubled), a tag moved to another
+/// item, a person in more groups than the rule allows, a group claimed to
+/// pass k whose test opened to zero, or a release opened twice: each is
+/// refused, before anything is summed or released.
+#[test]
+fn the_matcher_refuses_what_a_modified_grouper_sends() {
+    let d = data(9, 99);
+    let (m, g) = hashed(&d);
+    let fresh = |cap: Option<usize>| {
+        let (matcher, m1) = Matcher::start(new_session().expect("s"), &m, 0).expect("1");
+        let (grouper, m2) =
+            Grouper::respond(&m1, &g, d.groups, cap, Padding::default(), true).expect("2");
+        (matcher, grouper, m2)
+    };
+    let s_len = d.matcher.len();
+    // A tag's ciphertext replaced by the sum of two valid tags (a person
+    // counted twice in a group), or swapped with another item's.
+    let (mut matcher, _, m2) = fresh(None);
+    let a = tag_at(s_len, d.groups, 0, 0);
+    let b = tag_at(s_len, d.groups, 1, 0);
+    let mut moved = m2.clone();
+    moved[a..a + 64].copy_from_slice(&m2[b..b + 64]);
+    assert!(matcher.match_and_count(&moved, 2, None, None, None).is_err());
+    let (mut matcher, _, m2) = fresh(None);
+    let mut bit = m2.clone();
+    bit[a + 100] ^= 1;
+    assert!(matcher.match_and_count(&bit, 2, None, None, None).is_err());
+    // A grouper that tags more groups per person than the matcher's rule
+    // allows (it made its proofs without a cap, or with a larger one).
+    let (mut matcher, _, m2) = fresh(Some(99));
+    assert!(matcher
+        .match_and_count(&m2, 2, Some(1), None, None)
+        .is_err());
+    // With a cap the honest grouper refuses a person in too many groups.
+    if d.grouper.iter().any(|(_, gs)| gs.len() > 1) && d.groups > 1 {
+        let (_, m1) = Matcher::start(new_session().expect("s"), &m, 0).expect("1");
+        assert!(Grouper::respond(&m1, &g, d.groups, Some(1), Padding::default(), true).is_err());
+    }
+    // A group below k claimed to pass: its proofs cannot be made; a
+    // grouper that copies another group's proofs is refused.
+    let k = 10_000;
+    let (mut matcher, mut grouper, m2) = fresh(None);
+    let (m3, _) = matcher.match_and_count(&m2, k, None, None, None).expect("3");
+    let m4 = grouper.passes(&m3, k).expect("4");
+    assert_eq!(u32::from_le_bytes(m4[29..33].try_into().expect("n")), 0);
+    let mut forged = m4[..29].to_vec();
+    forged.extend_from_slice(&1u32.to_le_bytes());
+    forged.extend_from_slice(&0u32.to_le_bytes());
+    forged.extend(std::iter::repeat_n(7u8, 128 * k as usize));
+    assert!(matcher.release_passing(&forged).is_err());
+    // The matcher's release steps run once.
+    assert!(matcher.release_passing(&m4).is_err());
+}
+
+/// No 32-byte value of one session's messages appears in another's: the
+/// blinding scalars and key shares are fresh.
+#[test]
+fn two_sessions_share_no_value() {
+    let d = data(2, 99);
+    let (m, g) = hashed(&d);
+    let chunks = || {
+        let (_, m1) = Matcher::start(new_session().expect("s"), &m, 3).expect("1");
+        let (_, m2) =
+            Grouper::respond(&m1, &g, d.groups, None, Padding::default(), true).expect("2");
+        [m1, m2]
+            .iter()
+            .flat_map(|x| x[29..].chunks(32).map(<[u8]>::to_vec).collect::<Vec<_>>())
+            .filter(|c| c.len() == 32 && c.iter().filter(|b| **b == 0).count() < 8)
+            .collect::<HashSet<_>>()
+    };
+    let (a, b) = (chunks(), chunks());
+    assert!(a.len() > 100);
+    assert!(a.is_disjoint(&b));
+}
