@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Instant;
 
-use airlock_psi::protocol::{new_session, StepStats};
+use airlock_psi::protocol::new_session;
 use airlock_psi::{hash_all, Suite};
 
 use crate::cluster::CliError;
@@ -50,12 +50,12 @@ fn over_loopback(bytes: &[u8]) -> Result<(Vec<u8>, f64), CliError> {
 /// Runs the protocol as the nodes run an ungrouped query between an asker
 /// holding `asker` and a responder holding `responder`, without
 /// differential privacy (k = 2, no dummies): for counts, the responder's
-/// side matches and the asker's groups (one group) and opens, eight
-/// messages; with `sums` (a per-person value of 1 on the asker's side),
-/// the asker matches with its values and the responder groups, seven.
+/// side matches and counts, the asker's tags its people (one group) and
+/// opens (`airlock_psi::tagged`, five messages); with `sums` (a per-person
+/// value of 1 on the asker's side), the asker matches with its values and
+/// the responder groups (`airlock_psi::grouped`, six).
 /// Prints one JSON object with the overlap and where the time went.
 pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Value, CliError> {
-    use airlock_psi::grouped::{Grouper, Matcher, Padding};
     let a = read_ids(asker)?;
     let r = read_ids(responder)?;
     let fail = |e: airlock_psi::PsiError| CliError::Failed(e.to_string());
@@ -75,16 +75,6 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         r.len()
     ));
     let values = usize::from(sums);
-    // Counts: the responder matches, the asker groups. Sums (of the
-    // asker's measure): the asker matches, the responder groups.
-    let (matching, grouping) = if sums {
-        (a_points, r_points)
-    } else {
-        (r_points, a_points)
-    };
-    let (people_n, items) = (matching.len(), grouping.len());
-    let people: Vec<_> = matching.into_iter().map(|p| (p, vec![1; values])).collect();
-    let grouped: Vec<_> = grouping.into_iter().map(|p| (p, vec![0u32])).collect();
     let mut transfer_s = 0.0;
     let mut bytes = 0usize;
     let mut send = |m: Vec<u8>| -> Result<Vec<u8>, CliError> {
@@ -93,41 +83,96 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         bytes += got.len();
         Ok(got)
     };
+    // Seconds of work on each side (all cores), apart from the transfers.
+    let (mut matcher_s, mut grouper_s) = (0.0, 0.0);
+    let timed = |acc: &mut f64, t: Instant| *acc += t.elapsed().as_secs_f64();
     let k = 2;
-    let (mut matcher, m1, s1) =
-        Matcher::start(new_session().map_err(fail)?, &people, values, 0, true).map_err(fail)?;
-    let m1 = send(m1)?;
-    progress("1. matcher blinded (and encrypted) and sent its identifiers");
-    let (mut grouper, m2, s2) =
-        Grouper::respond(&m1, &grouped, 1, values, Padding::default()).map_err(fail)?;
-    let m2 = send(m2)?;
-    progress("2. grouper blinded them again and its own");
-    let (m3, _, s3) = matcher.match_items(&m2).map_err(fail)?;
-    let m3 = send(m3)?;
-    progress("3. matcher matched and proved each count 0 or 1");
-    let s4 = grouper.tally(&m3).map_err(fail)?;
-    let m4 = send(grouper.zero_tests(k).map_err(fail)?)?;
-    progress("4. grouper checked the proofs, summed and tested k");
-    let m5 = send(matcher.passes(&m4, k).map_err(fail)?)?;
-    progress("5. matcher proved which groups reach k");
-    let groups = if sums {
+    let session = new_session().map_err(fail)?;
+    let (groups, people_n, items) = if sums {
+        // A sum of the asker's measure: the asker matches with its values,
+        // the responder groups (one group): `airlock_psi::grouped`.
+        use airlock_psi::grouped::{Grouper, Matcher, Padding};
+        let (people_n, items) = (a_points.len(), r_points.len());
+        let people: Vec<_> = a_points.into_iter().map(|p| (p, vec![1; values])).collect();
+        let grouped: Vec<_> = r_points.into_iter().map(|p| (p, vec![0u32])).collect();
+        let t = Instant::now();
+        let (mut matcher, m1, _) =
+            Matcher::start(session, &people, values, 0, true).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m1 = send(m1)?;
+        progress("1. asker (matcher) blinded, encrypted and sent its identifiers");
+        let t = Instant::now();
+        let (mut grouper, m2, _) =
+            Grouper::respond(&m1, &grouped, 1, values, Padding::default()).map_err(fail)?;
+        timed(&mut grouper_s, t);
+        let m2 = send(m2)?;
+        progress("2. responder (grouper) blinded them again and its own");
+        let t = Instant::now();
+        let (m3, _, _) = matcher.match_items(&m2).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m3 = send(m3)?;
+        progress("3. asker matched and proved each count 0 or 1");
+        let t = Instant::now();
+        grouper.tally(&m3).map_err(fail)?;
+        let m4 = grouper.zero_tests(k).map_err(fail)?;
+        timed(&mut grouper_s, t);
+        let m4 = send(m4)?;
+        progress("4. responder checked the proofs, summed and tested k");
+        let t = Instant::now();
+        let m5 = matcher.passes(&m4, k).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m5 = send(m5)?;
+        let t = Instant::now();
         let (m6, _) = grouper.release_passing(&m5).map_err(fail)?;
+        timed(&mut grouper_s, t);
         let m6 = send(m6)?;
-        progress("6. grouper released (partially decrypted)");
-        matcher.finish(&m6).map_err(fail)?
+        progress("5-6. k proved, released (partially decrypted)");
+        let t = Instant::now();
+        let groups = matcher.finish(&m6).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        (groups, people_n, items)
     } else {
-        let (m7, _) = grouper.seal_passing(&m5).map_err(fail)?;
-        let m7 = send(m7)?;
-        progress("6. grouper sent the sums to open");
-        let m8 = send(matcher.open_for(&m7, &|| Ok(vec![0])).map_err(fail)?)?;
-        progress("7. matcher partially decrypted");
-        grouper.open(&m8).map_err(fail)?
+        // Counts: the responder matches and counts, the asker tags its
+        // people (one group): `airlock_psi::tagged`.
+        use airlock_psi::tagged::{Grouper, Matcher, Padding};
+        let (people_n, items) = (r_points.len(), a_points.len());
+        let grouped: Vec<_> = a_points.into_iter().map(|p| (p, vec![0u32])).collect();
+        let t = Instant::now();
+        let (mut matcher, m1) = Matcher::start(session, &r_points, 0).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m1 = send(m1)?;
+        progress("1. responder (matcher) blinded and sent its identifiers");
+        let t = Instant::now();
+        let (mut grouper, m2) =
+            Grouper::respond(&m1, &grouped, 1, None, Padding::default(), true).map_err(fail)?;
+        timed(&mut grouper_s, t);
+        let m2 = send(m2)?;
+        progress("2. asker (grouper) blinded them again, its own, and proved its tags");
+        let t = Instant::now();
+        let (m3, _) = matcher
+            .match_and_count(&m2, k, None, None, None)
+            .map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m3 = send(m3)?;
+        progress("3. responder checked the tags, matched, counted and tested k");
+        let t = Instant::now();
+        let m4 = grouper.passes(&m3, k).map_err(fail)?;
+        timed(&mut grouper_s, t);
+        let m4 = send(m4)?;
+        let t = Instant::now();
+        let (m5, _) = matcher.release_passing(&m4).map_err(fail)?;
+        timed(&mut matcher_s, t);
+        let m5 = send(m5)?;
+        progress("4-5. k proved, released (partially decrypted)");
+        let t = Instant::now();
+        let groups = grouper.finish(&m5).map_err(fail)?;
+        timed(&mut grouper_s, t);
+        (groups, people_n, items)
     };
     let total_s = total.elapsed().as_secs_f64();
     // The elliptic-curve floor, measured in the same run on one core.
     let rates = airlock_psi::floor::measure(2_000).map_err(fail)?;
     let floor_s = airlock_psi::floor::floor_s(&rates, people_n, items, values, rayon_threads());
-    let sum = |f: fn(&StepStats) -> f64| [s1, s2, s3, s4].iter().map(f).sum::<f64>();
     Ok(serde_json::json!({
         "asker": a.len(),
         "responder": r.len(),
@@ -135,9 +180,8 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         "sum": groups.first().and_then(|g| g.sums.first().copied()),
         "total_s": total_s,
         "hash_s": hash_s,
-        "scalar_mult_s": sum(|s| s.blind_s),
-        "encryption_s": sum(|s| s.crypto_s),
-        "matching_s": sum(|s| s.match_s),
+        "matcher_s": matcher_s,
+        "grouper_s": grouper_s,
         "transfer_s": transfer_s,
         "bytes": bytes,
         "threads": rayon_threads(),

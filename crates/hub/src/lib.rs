@@ -313,31 +313,36 @@ impl Hub {
         getrandom::getrandom(&mut session)
             .map_err(|e| HubError::Failed(format!("no randomness: {e}")))?;
         let session = hex::encode(session);
-        // The node of the side not grouped by matches, the other groups
-        // (`airlock_psi::grouped`); the asker's node makes the result. When
-        // the asker groups, its node opens the sums the matcher partially
-        // decrypted (one step more). Without differential privacy, k is
-        // applied by zero tests (two more). Each node refuses a step its
-        // own state does not expect, whatever the hub says.
+        // The node of the side not grouped by matches, the other groups;
+        // the asker's node makes the result. By the responder's groups
+        // (`airlock_psi::grouped`): start (asker), respond, reblind,
+        // finish, then without differential privacy check and release
+        // (zero tests for k), and result. By the asker's groups
+        // (`airlock_psi::tagged`, the responder's node counts): start
+        // (responder), respond, reblind, then without differential privacy
+        // check (asker) and release, and result. Each node refuses a step
+        // its own state does not expect, whatever the hub says.
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
         let asker_groups = fragment.groups_of == CryptoRole::Asker;
-        let (asker, responder) = (
-            fragment.asker.member.clone(),
-            fragment.responder.member.clone(),
-        );
-        let (matcher, grouper) = if asker_groups {
-            ((responder, theirs), (asker.clone(), fragment))
-        } else {
-            ((asker.clone(), fragment), (responder, theirs))
-        };
+        let asker = fragment.asker.member.clone();
+        let responder = fragment.responder.member.clone();
         let zero_tests = cost.is_none();
-        let total = 5 + 2 * usize::from(zero_tests) + usize::from(asker_groups);
+        let total = if asker_groups { 4 } else { 5 } + 2 * usize::from(zero_tests);
         let _end = StepsEnd(nodes);
         let step = |index: usize, who: String, req: PsiRequest| async move {
             let what = match &req {
                 PsiRequest::Start { .. } => "reads its people and blinds them",
+                PsiRequest::Respond { .. } if asker_groups => {
+                    "reads its people, blinds both lists and tags its groups"
+                }
                 PsiRequest::Respond { .. } => "reads its people, blinds both lists",
+                PsiRequest::Reblind { .. } if asker_groups && zero_tests => {
+                    "matches the two lists, counts by group under encryption and tests k"
+                }
+                PsiRequest::Reblind { .. } if asker_groups => {
+                    "matches the two lists and counts by group under encryption"
+                }
                 PsiRequest::Reblind { .. } => "matches the two lists",
                 PsiRequest::Finish { .. } if zero_tests => {
                     "sums by group under encryption and tests k"
@@ -345,7 +350,6 @@ impl Hub {
                 PsiRequest::Finish { .. } => "sums by group under encryption",
                 PsiRequest::Check { .. } => "proves which groups reach k",
                 PsiRequest::Release { .. } => "releases the groups that reach k",
-                PsiRequest::Open { .. } => "adds its noise and decrypts its half",
                 PsiRequest::Result { .. } => "decrypts the released groups",
             };
             nodes.crypto_step(Some(&CryptoStep {
@@ -365,11 +369,14 @@ impl Hub {
             })?;
             Ok::<Message, HubError>(answer.message)
         };
-        let (m_member, m_fragment) = matcher;
-        let (g_member, g_fragment) = grouper;
+        let (matcher, grouper, m_fragment, g_fragment) = if asker_groups {
+            (responder.clone(), asker.clone(), theirs, fragment)
+        } else {
+            (asker.clone(), responder.clone(), fragment, theirs)
+        };
         let m1 = step(
             1,
-            m_member.clone(),
+            matcher.clone(),
             PsiRequest::Start {
                 session: session.clone(),
                 fragment: m_fragment,
@@ -378,36 +385,47 @@ impl Hub {
         .await?;
         let m2 = step(
             2,
-            g_member.clone(),
+            grouper.clone(),
             PsiRequest::Respond {
                 fragment: g_fragment,
                 message: m1,
             },
         )
         .await?;
-        let m3 = step(
+        let mut last = step(
             3,
-            m_member.clone(),
+            matcher.clone(),
             PsiRequest::Reblind {
                 session: session.clone(),
                 message: m2,
             },
         )
         .await?;
-        let mut last = step(
-            4,
-            g_member.clone(),
-            PsiRequest::Finish {
-                session: session.clone(),
-                message: m3,
-            },
-        )
-        .await?;
-        let mut index = 4;
+        let mut index = 3;
+        if !asker_groups {
+            index += 1;
+            last = step(
+                index,
+                grouper.clone(),
+                PsiRequest::Finish {
+                    session: session.clone(),
+                    message: last,
+                },
+            )
+            .await?;
+        }
         if zero_tests {
-            let m5 = step(
-                5,
-                m_member.clone(),
+            // The zero tests are opened by the asker's node by its own
+            // groups, by the matcher's (the asker's too) otherwise: the
+            // node that did not make them.
+            let (opener, maker) = if asker_groups {
+                (asker.clone(), responder.clone())
+            } else {
+                (matcher.clone(), grouper.clone())
+            };
+            let proofs = step(
+                index + 1,
+                opener,
                 PsiRequest::Check {
                     session: session.clone(),
                     message: last,
@@ -415,24 +433,11 @@ impl Hub {
             )
             .await?;
             last = step(
-                6,
-                g_member.clone(),
+                index + 2,
+                maker,
                 PsiRequest::Release {
                     session: session.clone(),
-                    message: m5,
-                },
-            )
-            .await?;
-            index = 6;
-        }
-        if asker_groups {
-            index += 1;
-            last = step(
-                index,
-                m_member.clone(),
-                PsiRequest::Open {
-                    session: session.clone(),
-                    message: last,
+                    message: proofs,
                 },
             )
             .await?;

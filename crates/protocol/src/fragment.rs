@@ -70,8 +70,13 @@ impl Fragment {
 }
 
 /// One step of a crypto-mode query, as the hub relays it. The *matcher*
-/// is the node of the side not grouped by, the *grouper* the other
-/// (`airlock_psi::grouped`); the asker's node makes the result.
+/// is the node of the side not grouped by, the *grouper* the other; the
+/// asker's node makes the result. By the responder's groups
+/// (`airlock_psi::grouped`) the steps are start, respond, reblind,
+/// finish, then without differential privacy check and release, and
+/// result; by the asker's groups (`airlock_psi::tagged`) start, respond,
+/// reblind (the matcher counts), then without differential privacy check
+/// (at the asker's node) and release, and result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PsiRequest {
@@ -96,39 +101,31 @@ pub enum PsiRequest {
         /// The grouper's message.
         message: Message,
     },
-    /// Grouper, step 4: sums by group under encryption; answered with the
-    /// zero tests of k (no differential privacy), the release (differential
-    /// privacy, the asker matched) or the sums to open (differential
-    /// privacy, the asker grouped).
+    /// Grouper by the responder's groups, step 4: sums by group under
+    /// encryption; answered with the zero tests of k (no differential
+    /// privacy) or the release.
     Finish {
         /// Session id.
         session: String,
         /// The matcher's second message.
         message: Message,
     },
-    /// Matcher, without differential privacy: the zero tests of each
-    /// group, answered with proofs for those that pass k.
+    /// Without differential privacy, the node that opens the zero tests
+    /// (the matcher by the responder's groups, the asker's by its own):
+    /// answered with proofs for the groups that pass k.
     Check {
         /// Session id.
         session: String,
         /// The grouper's zero tests.
         message: Message,
     },
-    /// Grouper, without differential privacy: the matcher's proofs,
-    /// answered with the release of the groups that pass (the asker
-    /// matched) or their sums to open (the asker grouped).
+    /// Without differential privacy, the node that made the zero tests:
+    /// the other's proofs, answered with the release of the groups that
+    /// pass.
     Release {
         /// Session id.
         session: String,
         /// The matcher's proofs.
-        message: Message,
-    },
-    /// Matcher, when the asker grouped: the sums to open, answered with
-    /// this node's noise under encryption and partial decryptions.
-    Open {
-        /// Session id.
-        session: String,
-        /// The grouper's sums.
         message: Message,
     },
     /// Asker: the released groups become the result.

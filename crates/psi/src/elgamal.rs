@@ -534,7 +534,9 @@ impl PublicKey {
         context: &[u8],
     ) -> Result<Vec<u8>, PsiError> {
         if m >= n {
-            return Err(PsiError::Malformed("a value out of the range it is proved in"));
+            return Err(PsiError::Malformed(
+                "a value out of the range it is proved in",
+            ));
         }
         let g = RISTRETTO_BASEPOINT_TABLE;
         let w = Secret::fresh()?;
@@ -595,7 +597,10 @@ impl PublicKey {
             let z = scalar(&pair[32..])?;
             sum += e;
             let shifted = c.c2 - base * Scalar::from(j as u64);
-            commits.push(RistrettoPoint::vartime_multiscalar_mul([z, -e], [base, c.c1]));
+            commits.push(RistrettoPoint::vartime_multiscalar_mul(
+                [z, -e],
+                [base, c.c1],
+            ));
             commits.push(RistrettoPoint::vartime_multiscalar_mul(
                 [z, -e],
                 [self.point, shifted],

@@ -80,11 +80,6 @@ const M3: u8 = 13;
 const M4: u8 = 14;
 const M5: u8 = 15;
 const M6: u8 = 16;
-/// When the grouper receives the result (the groups are the asker's): the
-/// grouper's group sums to open (message 7), and the matcher's noisy,
-/// re-randomised copies with its partial decryptions (message 8).
-const M7: u8 = 17;
-const M8: u8 = 18;
 
 /// Bytes of an item of message 3 before its values: the count's
 /// ciphertext and its proof that it is 0 or 1.
@@ -125,7 +120,12 @@ pub(crate) fn random_scalar() -> Result<Scalar, PsiError> {
 /// What a proof of step `step` about item `item` is bound to; the steps
 /// of this protocol are its message kinds, distinct from the counts
 /// protocol's.
-pub(crate) fn context(session: &SessionId, role: u8, step: u8, item: usize) -> Result<Vec<u8>, PsiError> {
+pub(crate) fn context(
+    session: &SessionId,
+    role: u8,
+    step: u8,
+    item: usize,
+) -> Result<Vec<u8>, PsiError> {
     let item = u32::try_from(item).map_err(|_| PsiError::Malformed("too many items"))?;
     Ok(proof_context(session, role, step, item))
 }
@@ -384,72 +384,6 @@ impl Matcher {
         Ok(w.0)
     }
 
-    /// Step 8, when the grouper receives the result (the groups are the
-    /// asker's, and this node, the responder's, matched): for each group of
-    /// message 7 (without differential privacy only groups that passed
-    /// step 5, each once), adds `noise()` (this node's noise for the count
-    /// and each value, zeros without differential privacy) under
-    /// encryption, re-randomises (so the grouper, which holds the sums it
-    /// sent, cannot subtract the noise) and partially decrypts with a
-    /// proof. This node opens nothing.
-    pub fn open_for(
-        &mut self,
-        msg: &[u8],
-        noise: &(dyn Fn() -> Result<Vec<i64>, PsiError> + Sync),
-    ) -> Result<Vec<u8>, PsiError> {
-        match (self.step, self.zero_tests) {
-            (5, true) | (3, false) => self.step = 8,
-            _ => return Err(PsiError::Malformed("a step out of order, or run twice")),
-        }
-        let pk = self.joint()?;
-        let (mut r, _) = Reader::open(msg, M7, Some(&self.session))?;
-        let n = r.u32()?;
-        if n > MAX_GROUPS || n > self.positions.saturating_add(MAX_EMPTY_GROUPS) {
-            return Err(PsiError::Malformed(
-                "more groups to open than a query may have",
-            ));
-        }
-        let mut w = Writer::new(M8, &self.session);
-        w.u32(n);
-        let mut seen = HashSet::new();
-        for _ in 0..n {
-            let g = r.u32()?;
-            let allowed = self
-                .passing
-                .as_ref()
-                .is_none_or(|p| p.contains(&(g as u32)));
-            if !seen.insert(g) || !allowed {
-                return Err(PsiError::Malformed(
-                    "a group to open that did not pass the zero tests, or twice",
-                ));
-            }
-            if values_flag(&mut r)? != self.values {
-                return Err(PsiError::Malformed(
-                    "a group to open carries other values than the query needs",
-                ));
-            }
-            let noise = noise()?;
-            if noise.len() != 1 + self.values {
-                return Err(PsiError::Noise(
-                    "the release policy gave noise for other values".into(),
-                ));
-            }
-            w.u32(g);
-            w.u8(self.values as u8);
-            for (v, e) in noise.iter().enumerate() {
-                let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
-                let c = pk.rerandomize(&c.plus(*e))?;
-                let ctx = context(&self.session, 0, M8, g * (MAX_VALUES + 1) + v)?;
-                let (d, proof) = self.share.partial(&c, &ctx)?;
-                w.bytes(&c.encode());
-                w.bytes(&group::encode(&d));
-                w.bytes(&proof);
-            }
-        }
-        r.end()?;
-        Ok(w.0)
-    }
-
     /// Step 6: the released groups (index of the responder's group, count,
     /// sums), each checked (the responder's partial decryption must carry
     /// a valid proof) and opened with this node's share. Without
@@ -538,7 +472,8 @@ pub(crate) fn make_zero_tests(
             zs.into_iter()
                 .enumerate()
                 .map(|(t, z)| {
-                    let (d, proof) = share.partial(&z, &context(session, role, step, g * tests + t)?)?;
+                    let (d, proof) =
+                        share.partial(&z, &context(session, role, step, g * tests + t)?)?;
                     Ok((z, d, proof))
                 })
                 .collect()
@@ -586,7 +521,11 @@ pub(crate) fn open_zero_tests(
                 let d = group::decode(&z[CIPHERTEXT_LEN..CIPHERTEXT_LEN + POINT_LEN])?;
                 let proof = &z[CIPHERTEXT_LEN + POINT_LEN..];
                 elgamal::verify_partial(theirs, &c, &d, proof, &context(session, role, step, i)?)?;
-                match share.prove_nonzero(&c, &d, &context(session, proved_as.0, proved_as.1, i)?)? {
+                match share.prove_nonzero(
+                    &c,
+                    &d,
+                    &context(session, proved_as.0, proved_as.1, i)?,
+                )? {
                     Some(p) => proofs.extend_from_slice(&p),
                     None => pass = false,
                 }
@@ -660,9 +599,6 @@ pub struct Grouper {
     sums: Vec<Vec<Ciphertext>>,
     /// The zero tests of message 4 and this node's partial decryptions.
     tests: Vec<Vec<(Ciphertext, RistrettoPoint)>>,
-    /// The groups message 7 sent to be opened for this node (indices in
-    /// the messages).
-    sealed: Vec<u32>,
     step: u8,
 }
 
@@ -806,7 +742,6 @@ impl Grouper {
                 original,
                 sums: Vec::new(),
                 tests: Vec::new(),
-                sealed: Vec::new(),
                 step: 2,
             },
             w.0,
@@ -939,98 +874,12 @@ impl Grouper {
         Ok((self.release(&released)?, pairs))
     }
 
-    /// Step 7 after step 5, when this node receives the result (the groups
-    /// are the asker's): checks the matcher's proofs as
-    /// [`Self::release_passing`] does and sends the passing groups' sums
-    /// (count and values under the joint key) for the matcher to add its
-    /// noise and partially decrypt (message 8, opened by [`Self::open`]).
-    #[allow(clippy::type_complexity)]
-    pub fn seal_passing(&mut self, msg: &[u8]) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
-        self.next(4, 7)?;
-        let pairs = self.passed(msg)?;
-        Ok((self.seal(&pairs), pairs))
-    }
-
-    /// Step 7 under differential privacy, right after step 3, when this
-    /// node receives the result: every real group's sums, for the matcher
-    /// to add its noise to and partially decrypt.
-    #[allow(clippy::type_complexity)]
-    pub fn seal_all(&mut self) -> Result<(Vec<u8>, Vec<(u32, u32)>), PsiError> {
-        self.next(3, 7)?;
-        let pairs = self.real_groups();
-        Ok((self.seal(&pairs), pairs))
-    }
-
     fn real_groups(&self) -> Vec<(u32, u32)> {
         self.original
             .iter()
             .enumerate()
             .filter_map(|(g, o)| o.map(|o| (g as u32, o)))
             .collect()
-    }
-
-    fn seal(&mut self, pairs: &[(u32, u32)]) -> Vec<u8> {
-        let mut w = Writer::new(M7, &self.session);
-        w.u32(pairs.len());
-        for (g, _) in pairs {
-            w.u32(*g as usize);
-            w.u8(self.values as u8);
-            for c in &self.sums[*g as usize] {
-                w.bytes(&c.encode());
-            }
-        }
-        self.sealed = pairs.iter().map(|(g, _)| *g).collect();
-        w.0
-    }
-
-    /// Step 8: the matcher's noisy, re-randomised copy of each group sent
-    /// in message 7, with its partial decryption; each proof is checked
-    /// and each value opened with this node's share. A value beyond
-    /// [`elgamal::MAX_PLAINTEXT`] either way drops its group. Returns the
-    /// groups by the caller's index, values as `i64` bits.
-    pub fn open(&mut self, msg: &[u8]) -> Result<Vec<GroupResult>, PsiError> {
-        self.next(7, 8)?;
-        let (mut r, _) = Reader::open(msg, M8, Some(&self.session))?;
-        let n = r.u32()?;
-        if n != self.sealed.len() {
-            return Err(PsiError::Malformed(
-                "message 8 does not answer exactly the groups of message 7",
-            ));
-        }
-        let wanted: HashSet<u32> = self.sealed.iter().copied().collect();
-        let mut seen = HashSet::new();
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            let g = r.u32()?;
-            if !wanted.contains(&(g as u32)) || !seen.insert(g) {
-                return Err(PsiError::Malformed(
-                    "message 8 answers a group message 7 did not send, or twice",
-                ));
-            }
-            if values_flag(&mut r)? != self.values {
-                return Err(PsiError::Malformed(
-                    "a group of message 8 carries other values than the query needs",
-                ));
-            }
-            let opened = open_values(
-                &mut r,
-                &self.share,
-                &self.asker_share,
-                |v| context(&self.session, 0, M8, g * (MAX_VALUES + 1) + v),
-                self.values,
-            )?;
-            let original = self.original[g]
-                .ok_or(PsiError::Malformed("message 8 answers a group with nobody"))?;
-            if let Some(all) = opened {
-                out.push(GroupResult {
-                    group: original,
-                    count: all[0] as u64,
-                    sums: all[1..].iter().map(|v| *v as u64).collect(),
-                });
-            }
-        }
-        r.end()?;
-        Ok(out)
     }
 
     /// Checks message 5: the matcher's proofs that every zero test of

@@ -25,8 +25,8 @@ pub mod elgamal;
 pub mod floor;
 pub mod group;
 pub mod grouped;
-pub mod tagged;
 pub mod protocol;
+pub mod tagged;
 
 use thiserror::Error;
 

@@ -237,7 +237,12 @@ impl Matcher {
                     if let Some(c) = cap {
                         let total = cts.iter().fold(Ciphertext::zero(), |a, t| a.add(t));
                         let at = POINT_LEN + n_groups * (CIPHERTEXT_LEN + BIT_PROOF_LEN);
-                        pk.verify_small(&total, c + 1, &item[at..], &context(&session, 0, CAP, i)?)?;
+                        pk.verify_small(
+                            &total,
+                            c + 1,
+                            &item[at..],
+                            &context(&session, 0, CAP, i)?,
+                        )?;
                     }
                     out.push(cts);
                 }
@@ -281,13 +286,21 @@ impl Matcher {
                 Ok((self.release(&pk, &all)?, matched))
             }
             None => {
-                let tests = usize::try_from(k).map_err(|_| PsiError::Malformed("k is too large"))?;
+                let tests =
+                    usize::try_from(k).map_err(|_| PsiError::Malformed("k is too large"))?;
                 if tests == 0 || n_groups.saturating_mul(tests) > MAX_ZERO_TESTS {
                     return Err(PsiError::Malformed("more zero tests than a query may have"));
                 }
                 let mut w = Writer::new(M3, &self.session);
-                self.tests =
-                    make_zero_tests(&mut w, &self.share, &self.counts, tests, &self.session, 1, M3)?;
+                self.tests = make_zero_tests(
+                    &mut w,
+                    &self.share,
+                    &self.counts,
+                    tests,
+                    &self.session,
+                    1,
+                    M3,
+                )?;
                 Ok((w.0, matched))
             }
         }
@@ -419,9 +432,7 @@ impl Grouper {
         let body = r.take(n * POINT_LEN)?;
         r.end()?;
         let total_l = (people.len() as u64).saturating_add(padding.unmatched_mine);
-        if total_l > MAX_ITEMS as u64
-            || total_l.saturating_mul(groups as u64) > MAX_TAGS as u64
-        {
+        if total_l > MAX_ITEMS as u64 || total_l.saturating_mul(groups as u64) > MAX_TAGS as u64 {
             return Err(PsiError::Malformed("more items than a query may send"));
         }
         if body.chunks(POINT_LEN).collect::<HashSet<_>>().len() != n {
@@ -586,7 +597,13 @@ impl Grouper {
             let c = Ciphertext::decode(r.take(CIPHERTEXT_LEN)?)?;
             let d = group::decode(r.take(POINT_LEN)?)?;
             let proof = r.take(PROOF_LEN)?;
-            elgamal::verify_partial(&self.theirs, &c, &d, proof, &context(&self.session, 1, M5, g)?)?;
+            elgamal::verify_partial(
+                &self.theirs,
+                &c,
+                &d,
+                proof,
+                &context(&self.session, 1, M5, g)?,
+            )?;
             let count = elgamal::dlog_signed(&self.share.complete(&c, &d), elgamal::MAX_PLAINTEXT);
             if let (Some(count), Some(original)) = (count, self.original[g]) {
                 out.push(GroupResult {

@@ -488,108 +488,6 @@ fn a_forged_count_is_refused_in_every_batch() {
     responder.tally(&m3).expect("honest message 3");
 }
 
-/// When the grouper receives the result (the groups are the asker's and
-/// the responder's node matches): on generated data, k and padding, the
-/// grouper opens exactly the plaintext oracle; the matcher opens nothing
-/// (it only learns which groups passed, which are exactly the released).
-#[test]
-fn the_grouper_opens_exactly_what_the_oracle_says_on_generated_data() {
-    for seed in 20..30u64 {
-        let d = data(seed);
-        let mut r = rand::rngs::StdRng::seed_from_u64(seed + 100);
-        let k = r.gen_range(1..30);
-        let padding = Padding {
-            matched: r.gen_range(0..40),
-            unmatched_mine: r.gen_range(0..40),
-            unmatched_theirs: r.gen_range(0..40),
-            groups: r.gen_range(0..4),
-        };
-        let (mut asker, mut responder, _, _) = up_to_tally(&d, r.gen_range(0..40), padding, true);
-        let m4 = responder.zero_tests(k).expect("step 4");
-        let m5 = asker.passes(&m4, k).expect("step 5");
-        let (m7, passed) = responder.seal_passing(&m5).expect("step 7");
-        let m8 = asker.open_for(&m7, &|| Ok(vec![0, 0])).expect("step 8");
-        let got = responder.open(&m8).expect("opened");
-        let want = oracle(&d, k);
-        assert_eq!(sorted(got), want, "seed {seed}, k {k}");
-        let mut passed: Vec<u32> = passed.into_iter().map(|(_, o)| o).collect();
-        passed.sort();
-        assert_eq!(passed, want.iter().map(|g| g.group).collect::<Vec<_>>());
-    }
-}
-
-/// Under differential privacy the matcher adds its noise under
-/// encryption and re-randomises before its partial decryption: the
-/// grouper opens the noisy values exactly, and the ciphertexts it gets
-/// back are not the sums it sent plus the noise in the clear (it could
-/// subtract the noise).
-#[test]
-fn the_matcher_noise_is_added_under_encryption_for_the_grouper() {
-    let d = data(8);
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 5, Padding::default(), false);
-    let (m7, pairs) = responder.seal_all().expect("seal");
-    assert_eq!(pairs.len(), d.groups);
-    let noise = || Ok(vec![-37, 123_456]);
-    let m8 = asker.open_for(&m7, &noise).expect("open for");
-    // No ciphertext of message 7 reappears in message 8.
-    let sent: HashSet<&[u8]> = m7[33..].chunks(32).collect();
-    assert!(m8[33..].chunks(32).all(|c| !sent.contains(c)));
-    let got = sorted(responder.open(&m8).expect("opened"));
-    let exact = oracle(&d, 0);
-    assert_eq!(got.len(), d.groups);
-    for g in &got {
-        let (c, s) = exact
-            .iter()
-            .find(|e| e.group == g.group)
-            .map_or((0, 0), |e| (e.count as i64, e.sums[0] as i64));
-        assert_eq!(g.count as i64, c - 37);
-        assert_eq!(g.sums[0] as i64, s + 123_456);
-    }
-}
-
-/// Modified parties on the grouper-opens path: a matcher that opens a
-/// group that did not pass, or a grouper that asks to open one, a group
-/// twice, or a message 8 that answers other groups or carries a bad proof,
-/// is refused; each step runs once.
-#[test]
-fn the_grouper_opens_path_refuses_modified_messages() {
-    let d = data(3);
-    let k = 1_000; // no group passes
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), true);
-    let m4 = responder.zero_tests(k).expect("step 4");
-    let m5 = asker.passes(&m4, k).expect("step 5");
-    let (m7, passed) = responder.seal_passing(&m5).expect("step 7");
-    assert!(passed.is_empty());
-    // A grouper that asks to open group 0 although it did not pass.
-    let mut forged = m7[..29].to_vec();
-    forged.extend_from_slice(&1u32.to_le_bytes());
-    forged.extend_from_slice(&0u32.to_le_bytes());
-    forged.push(1);
-    forged.extend_from_slice(&[0u8; 128]);
-    assert!(asker.open_for(&forged, &|| Ok(vec![0, 0])).is_err());
-    // The step ran (and failed): it does not run again.
-    assert!(asker.open_for(&m7, &|| Ok(vec![0, 0])).is_err());
-
-    // Under DP: a message 8 with an altered proof, or that drops a group.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
-    let (m7, _) = responder.seal_all().expect("seal");
-    let m8 = asker.open_for(&m7, &|| Ok(vec![0, 0])).expect("open for");
-    let mut bad = m8.clone();
-    let last = bad.len() - 1;
-    bad[last] ^= 1;
-    assert!(responder.open(&bad).is_err());
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
-    let (m7, _) = responder.seal_all().expect("seal");
-    let m8 = asker.open_for(&m7, &|| Ok(vec![0, 0])).expect("open for");
-    let mut short = m8[..29].to_vec();
-    short.extend_from_slice(&0u32.to_le_bytes());
-    assert!(responder.open(&short).is_err());
-    // A matcher whose noise has the wrong shape fails, never opens.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
-    let (m7, _) = responder.seal_all().expect("seal");
-    assert!(asker.open_for(&m7, &|| Ok(vec![0])).is_err());
-}
-
 /// The key is 2-of-2 and neither share can be chosen against the other: a
 /// grouper that sends `Y - X_M` as its share (so that it would hold the
 /// whole joint key `Y` and open every count of message 3) cannot prove
@@ -642,7 +540,7 @@ fn a_key_share_without_its_proof_is_refused() {
     );
 }
 
-/// The matcher's noise reaches the grouper exactly, and a value beyond
+/// The grouper's noise reaches the matcher exactly, and a value beyond
 /// what decryption looks for drops its group only (no abort, which would
 /// be one bit about the sum): for noise from a generator (zero, ±1, random
 /// of every magnitude up to 2^32 either way), every group opens to its
@@ -653,6 +551,24 @@ fn noise_added_under_encryption_opens_exactly_and_out_of_range_drops_the_group()
     let d = data(11);
     let exact = oracle(&d, 0);
     let mut rng = rand::thread_rng();
+    let open = |noise: Vec<i64>| {
+        let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
+        let (m6, pairs) = responder
+            .release_all(&|_| Ok(noise.clone()))
+            .expect("release");
+        let original: HashMap<u32, u32> = pairs.iter().copied().collect();
+        sorted(
+            asker
+                .finish(&m6)
+                .expect("results")
+                .into_iter()
+                .map(|mut g| {
+                    g.group = original[&g.group];
+                    g
+                })
+                .collect(),
+        )
+    };
     for round in 0..10 {
         let noise: Vec<i64> = (0..2)
             .map(|_| match round {
@@ -670,12 +586,7 @@ fn noise_added_under_encryption_opens_exactly_and_out_of_range_drops_the_group()
                 }
             })
             .collect();
-        let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
-        let (m7, _) = responder.seal_all().expect("seal");
-        let m8 = asker
-            .open_for(&m7, &|| Ok(noise.clone()))
-            .expect("open for");
-        let got = sorted(responder.open(&m8).expect("opened"));
+        let got = open(noise.clone());
         assert_eq!(got.len(), d.groups, "noise {noise:?}");
         for g in &got {
             let (c, s) = exact
@@ -686,12 +597,7 @@ fn noise_added_under_encryption_opens_exactly_and_out_of_range_drops_the_group()
             assert_eq!(g.sums[0] as i64, s + noise[1], "noise {noise:?}");
         }
     }
-    // Beyond the range: every group's count is out, so none is released,
-    // and the step still completes.
-    let (mut asker, mut responder, _, _) = up_to_tally(&d, 0, Padding::default(), false);
-    let (m7, _) = responder.seal_all().expect("seal");
-    let m8 = asker
-        .open_for(&m7, &|| Ok(vec![1 << 41, 0]))
-        .expect("open for");
-    assert!(responder.open(&m8).expect("opened").is_empty());
+    // Beyond the range: every group's count is out, none is released, and
+    // the step still completes.
+    assert!(open(vec![1 << 41, 0]).is_empty());
 }

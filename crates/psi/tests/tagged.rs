@@ -94,7 +94,9 @@ fn releases_exactly_what_the_oracle_says_on_generated_data() {
             Matcher::start(new_session().expect("s"), &m, r.gen_range(0..30)).expect("1");
         let (mut grouper, m2) =
             Grouper::respond(&m1, &g, d.groups, None, padding, true).expect("2");
-        let (m3, matched) = matcher.match_and_count(&m2, k, None, None, None).expect("3");
+        let (m3, matched) = matcher
+            .match_and_count(&m2, k, None, None, None)
+            .expect("3");
         let m4 = grouper.passes(&m3, k).expect("4");
         let (m5, passed) = matcher.release_passing(&m4).expect("5");
         let got = sorted(grouper.finish(&m5).expect("result"));
@@ -104,7 +106,11 @@ fn releases_exactly_what_the_oracle_says_on_generated_data() {
         // no empty group.
         assert_eq!(passed.len(), want.len(), "seed {seed}");
         let theirs: HashSet<&str> = d.matcher.iter().map(String::as_str).collect();
-        let overlap = d.grouper.iter().filter(|(p, _)| theirs.contains(p.as_str())).count();
+        let overlap = d
+            .grouper
+            .iter()
+            .filter(|(p, _)| theirs.contains(p.as_str()))
+            .count();
         assert_eq!(matched, overlap, "seed {seed}");
     }
 }
@@ -127,7 +133,10 @@ fn under_dp_every_group_opens_to_its_count_plus_the_matchers_noise() {
     assert_eq!(got.len(), d.groups);
     let exact = oracle(&d, 0);
     for g in &got {
-        let c = exact.iter().find(|e| e.group == g.group).map_or(0, |e| e.count as i64);
+        let c = exact
+            .iter()
+            .find(|e| e.group == g.group)
+            .map_or(0, |e| e.count as i64);
         assert_eq!(g.count as i64, c - 41);
     }
 }
@@ -162,7 +171,9 @@ fn the_matcher_refuses_what_a_modified_grouper_sends() {
     let b = tag_at(s_len, d.groups, 1, 0);
     let mut moved = m2.clone();
     moved[a..a + 64].copy_from_slice(&m2[b..b + 64]);
-    assert!(matcher.match_and_count(&moved, 2, None, None, None).is_err());
+    assert!(matcher
+        .match_and_count(&moved, 2, None, None, None)
+        .is_err());
     let (mut matcher, _, m2) = fresh(None);
     let mut bit = m2.clone();
     bit[a + 100] ^= 1;
@@ -182,7 +193,9 @@ fn the_matcher_refuses_what_a_modified_grouper_sends() {
     // grouper that copies another group's proofs is refused.
     let k = 10_000;
     let (mut matcher, mut grouper, m2) = fresh(None);
-    let (m3, _) = matcher.match_and_count(&m2, k, None, None, None).expect("3");
+    let (m3, _) = matcher
+        .match_and_count(&m2, k, None, None, None)
+        .expect("3");
     let m4 = grouper.passes(&m3, k).expect("4");
     assert_eq!(u32::from_le_bytes(m4[29..33].try_into().expect("n")), 0);
     let mut forged = m4[..29].to_vec();

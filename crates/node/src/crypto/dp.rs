@@ -2,7 +2,7 @@
 //! the epsilon split, the noise of each value and the dummies.
 
 use airlock_policy::{Control, Refusal};
-use airlock_protocol::{CryptoFragment, CryptoOutput};
+use airlock_protocol::{CryptoFragment, CryptoOutput, CryptoRole};
 
 use super::session::*;
 use crate::{Node, NodeError};
@@ -45,13 +45,20 @@ impl Node {
             }
         };
         // Epsilon split evenly over the noisy values of each group and the
-        // dummies, three more: one person moves the observed overlap
-        // (matched and unmatched dummies of S, one each) and the matcher's
-        // count (its own dummies); the dummies of L hide the grouper's
-        // count, which a person of the overlap leaves as the matched
-        // dummies make it look. The same whichever side groups: the
-        // protocol is the same with the roles swapped.
-        let n = 1 + usize::from(bounds.is_some()) + usize::from(bounds.is_some() && avg) + 3;
+        // dummies. By the responder's groups three more: one person moves
+        // the observed overlap (matched and unmatched dummies of S, one
+        // each) and the matcher's count (its own dummies); the dummies of L
+        // hide the grouper's count, which a person of the overlap leaves as
+        // the matched dummies make it look. By the asker's groups two more:
+        // the dummies of message 1 (the responder's count) and of L (the
+        // asker's); the overlap's size is not hidden there (no matching
+        // dummies, `airlock_psi::tagged`).
+        let dummy_shares = match f.groups_of {
+            CryptoRole::Responder => 3,
+            CryptoRole::Asker => 2,
+        };
+        let n =
+            1 + usize::from(bounds.is_some()) + usize::from(bounds.is_some() && avg) + dummy_shares;
         let each =
             airlock_privacy::even_share(epsilon, n).map_err(|e| NodeError::Local(e.to_string()))?;
         // Each side bounds its own rows in each group

@@ -60,7 +60,10 @@ impl Node {
                 self.verify_crypto(&fragment, matcher_of(&fragment))?;
                 let digest = fragment_digest(&fragment)?;
                 let from = fragment.role;
-                let m1 = self.psi_start(&session, fragment).await?;
+                let m1 = match fragment.groups_of {
+                    CryptoRole::Asker => self.psi_start_tagged(&session, fragment).await?,
+                    CryptoRole::Responder => self.psi_start(&session, fragment).await?,
+                };
                 sealed(&key, from, 1, &digest, m1)
             }
             PsiRequest::Respond { fragment, message } => {
@@ -68,34 +71,79 @@ impl Node {
                 let digest = fragment_digest(&fragment)?;
                 let m1 = opened(&key, matcher_of(&fragment), 1, &digest, &message)?;
                 let from = fragment.role;
-                let m2 = self.psi_respond(fragment, &m1).await?;
+                let m2 = match fragment.groups_of {
+                    CryptoRole::Asker => self.psi_respond_tagged(fragment, &m1).await?,
+                    CryptoRole::Responder => self.psi_respond(fragment, &m1).await?,
+                };
                 sealed(&key, from, 2, &digest, m2)
             }
-            PsiRequest::Reblind { session, message } => {
-                let State::Matcher {
+            PsiRequest::Reblind { session, message } => match self.take(&session)? {
+                State::Matcher {
                     mut matcher,
                     fragment,
                     dp,
                     k,
-                } = self.take(&session)?
-                else {
-                    return Err(wrong("matcher"));
-                };
-                let digest = fragment_digest(&fragment)?;
-                let m2 = opened(&key, fragment.groups_of, 2, &digest, &message)?;
-                let (m3, _, _) = matcher.match_items(&m2).map_err(psi_error)?;
-                let from = fragment.role;
-                self.store(
-                    session_id(&session)?,
-                    State::Matcher {
-                        matcher,
-                        fragment,
-                        dp,
-                        k,
-                    },
-                )?;
-                sealed(&key, from, 3, &digest, m3)
-            }
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m2 = opened(&key, fragment.groups_of, 2, &digest, &message)?;
+                    let (m3, _, _) = matcher.match_items(&m2).map_err(psi_error)?;
+                    let from = fragment.role;
+                    self.store(
+                        session_id(&session)?,
+                        State::Matcher {
+                            matcher,
+                            fragment,
+                            dp,
+                            k,
+                        },
+                    )?;
+                    sealed(&key, from, 3, &digest, m3)
+                }
+                State::TaggedMatcher {
+                    mut matcher,
+                    fragment,
+                    dp,
+                    k,
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m2 = opened(&key, fragment.groups_of, 2, &digest, &message)?;
+                    let from = fragment.role;
+                    // Under differential privacy every public group is
+                    // released with this node's noise right away.
+                    let groups = match airlock_guard::crypto_public_groups(&self.collab, &fragment)?
+                    {
+                        Some(lists) if dp.is_some() => Some(lists.iter().map(Vec::len).product()),
+                        _ => None,
+                    };
+                    let cap = dp.as_ref().map(|d| d.max_groups);
+                    let noise = || {
+                        dp.as_ref()
+                            .ok_or(airlock_psi::PsiError::Noise("no noise".into()))?
+                            .count
+                            .release(0)
+                            .map_err(|e| airlock_psi::PsiError::Noise(e.to_string()))
+                    };
+                    let with_noise: Option<
+                        &(dyn Fn() -> Result<i64, airlock_psi::PsiError> + Sync),
+                    > = dp.as_ref().map(|_| &noise as _);
+                    let (m3, _) = matcher
+                        .match_and_count(&m2, k, cap, groups, with_noise)
+                        .map_err(psi_error)?;
+                    if dp.is_none() {
+                        self.store(
+                            session_id(&session)?,
+                            State::TaggedMatcher {
+                                matcher,
+                                fragment,
+                                dp,
+                                k,
+                            },
+                        )?;
+                    }
+                    sealed(&key, from, 3, &digest, m3)
+                }
+                _ => return Err(wrong("matcher")),
+            },
             PsiRequest::Finish { session, message } => {
                 let State::Grouper {
                     mut grouper,
@@ -111,32 +159,15 @@ impl Node {
                 let from = fragment.role;
                 let m3 = opened(&key, matcher_of(&fragment), 3, &digest, &message)?;
                 grouper.tally(&m3).map_err(psi_error)?;
-                let receives = fragment.role == CryptoRole::Asker;
-                match (&dp, receives) {
+                match &dp {
                     // Under differential privacy every (public) group is
-                    // released with noise: no zero tests. Its noise is
-                    // the node's that does not receive the result.
-                    (Some(dp), false) => {
+                    // released with this node's noise: no zero tests.
+                    Some(dp) => {
                         let noise = |_: u32| dp.noise_all();
                         let (m6, all) = grouper.release_all(&noise).map_err(psi_error)?;
                         sealed(&key, from, 6, &digest, with_labels(m6, &labels, &all)?)
                     }
-                    (Some(_), true) => {
-                        let (m7, _) = grouper.seal_all().map_err(psi_error)?;
-                        let id = session_id(&session)?;
-                        self.store(
-                            id,
-                            State::Grouper {
-                                grouper,
-                                fragment,
-                                dp,
-                                labels,
-                                k,
-                            },
-                        )?;
-                        sealed(&key, from, 7, &digest, m7)
-                    }
-                    (None, _) => {
+                    None => {
                         let m4 = grouper.zero_tests(k).map_err(psi_error)?;
                         self.store(
                             session_id(&session)?,
@@ -152,85 +183,81 @@ impl Node {
                     }
                 }
             }
-            PsiRequest::Check { session, message } => {
-                let State::Matcher {
+            PsiRequest::Check { session, message } => match self.take(&session)? {
+                State::Matcher {
                     mut matcher,
                     fragment,
                     dp,
                     k,
-                } = self.take(&session)?
-                else {
-                    return Err(wrong("matcher"));
-                };
-                let digest = fragment_digest(&fragment)?;
-                let m4 = opened(&key, fragment.groups_of, 4, &digest, &message)?;
-                let m5 = matcher.passes(&m4, k).map_err(psi_error)?;
-                let from = fragment.role;
-                self.store(
-                    session_id(&session)?,
-                    State::Matcher {
-                        matcher,
-                        fragment,
-                        dp,
-                        k,
-                    },
-                )?;
-                sealed(&key, from, 5, &digest, m5)
-            }
-            PsiRequest::Release { session, message } => {
-                let State::Grouper {
-                    mut grouper,
-                    fragment,
-                    dp,
-                    labels,
-                    k,
-                } = self.take(&session)?
-                else {
-                    return Err(wrong("grouper"));
-                };
-                let digest = fragment_digest(&fragment)?;
-                let from = fragment.role;
-                let m5 = opened(&key, matcher_of(&fragment), 5, &digest, &message)?;
-                if fragment.role == CryptoRole::Asker {
-                    let (m7, _) = grouper.seal_passing(&m5).map_err(psi_error)?;
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m4 = opened(&key, fragment.groups_of, 4, &digest, &message)?;
+                    let m5 = matcher.passes(&m4, k).map_err(psi_error)?;
+                    let from = fragment.role;
                     self.store(
                         session_id(&session)?,
-                        State::Grouper {
-                            grouper,
+                        State::Matcher {
+                            matcher,
                             fragment,
                             dp,
+                            k,
+                        },
+                    )?;
+                    sealed(&key, from, 5, &digest, m5)
+                }
+                State::TaggedGrouper {
+                    mut grouper,
+                    fragment,
+                    labels,
+                    k,
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m3 = opened(&key, matcher_of(&fragment), 3, &digest, &message)?;
+                    let m4 = grouper.passes(&m3, k).map_err(psi_error)?;
+                    let from = fragment.role;
+                    self.store(
+                        session_id(&session)?,
+                        State::TaggedGrouper {
+                            grouper,
+                            fragment,
                             labels,
                             k,
                         },
                     )?;
-                    sealed(&key, from, 7, &digest, m7)
-                } else {
-                    let (m6, passed) = grouper.release_passing(&m5).map_err(psi_error)?;
-                    sealed(&key, from, 6, &digest, with_labels(m6, &labels, &passed)?)
+                    sealed(&key, from, 4, &digest, m4)
                 }
-            }
-            PsiRequest::Open { session, message } => {
-                let State::Matcher {
+                _ => return Err(wrong("asker")),
+            },
+            PsiRequest::Release { session, message } => match self.take(&session)? {
+                State::Grouper {
+                    mut grouper,
+                    fragment,
+                    labels,
+                    ..
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m5 = opened(&key, matcher_of(&fragment), 5, &digest, &message)?;
+                    let (m6, passed) = grouper.release_passing(&m5).map_err(psi_error)?;
+                    sealed(
+                        &key,
+                        fragment.role,
+                        6,
+                        &digest,
+                        with_labels(m6, &labels, &passed)?,
+                    )
+                }
+                State::TaggedMatcher {
                     mut matcher,
                     fragment,
-                    dp,
                     ..
-                } = self.take(&session)?
-                else {
-                    return Err(wrong("matcher"));
-                };
-                let digest = fragment_digest(&fragment)?;
-                let m7 = opened(&key, fragment.groups_of, 7, &digest, &message)?;
-                // This node's own noise under differential privacy (it does
-                // not receive the result); none without.
-                let values = values_needed(&fragment);
-                let noise = || match &dp {
-                    Some(dp) => dp.noise_all(),
-                    None => Ok(vec![0; 1 + values]),
-                };
-                let m8 = matcher.open_for(&m7, &noise).map_err(psi_error)?;
-                sealed(&key, fragment.role, 8, &digest, m8)
-            }
+                } => {
+                    let digest = fragment_digest(&fragment)?;
+                    let m4 = opened(&key, fragment.groups_of, 4, &digest, &message)?;
+                    let (m5, _) = matcher.release_passing(&m4).map_err(psi_error)?;
+                    sealed(&key, fragment.role, 5, &digest, m5)
+                }
+                _ => return Err(wrong("responder")),
+            },
             PsiRequest::Result { session, message } => match self.take(&session)? {
                 State::Matcher {
                     mut matcher,
@@ -262,16 +289,22 @@ impl Node {
                         .collect::<Result<Vec<_>, NodeError>>()?;
                     self.psi_result(&fragment, &labels.1, k, &groups)?
                 }
-                State::Grouper {
+                State::TaggedGrouper {
                     mut grouper,
                     fragment,
                     labels,
                     k,
-                    ..
-                } if fragment.role == CryptoRole::Asker => {
+                } => {
                     let digest = fragment_digest(&fragment)?;
-                    let m8 = opened(&key, matcher_of(&fragment), 8, &digest, &message)?;
-                    let groups = grouper.open(&m8).map_err(psi_error)?;
+                    // The release is message 3 under differential privacy
+                    // (no zero tests), 5 without.
+                    let step = if self.crypto_dp(&fragment)?.is_some() {
+                        3
+                    } else {
+                        5
+                    };
+                    let m5 = opened(&key, matcher_of(&fragment), step, &digest, &message)?;
+                    let groups = grouper.finish(&m5).map_err(psi_error)?;
                     self.psi_result(&fragment, &labels, k, &groups)?
                 }
                 _ => return Err(wrong("asker")),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use airlock_policy::{Control, Refusal};
 use airlock_protocol::CryptoFragment;
-use airlock_psi::grouped;
+use airlock_psi::{grouped, tagged};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::ArrayRef;
 
@@ -38,6 +38,22 @@ pub(super) enum State {
         fragment: Box<CryptoFragment>,
         dp: Option<Box<CryptoDp>>,
         /// The label of each group, one array per group column.
+        labels: Vec<ArrayRef>,
+        k: u64,
+    },
+    /// By the asker's groups: the responder's node, which matches and
+    /// forms every count.
+    TaggedMatcher {
+        matcher: Box<tagged::Matcher>,
+        fragment: Box<CryptoFragment>,
+        dp: Option<Box<CryptoDp>>,
+        k: u64,
+    },
+    /// By the asker's groups: the asker's node, which tags its people with
+    /// their groups and opens the released counts.
+    TaggedGrouper {
+        grouper: Box<tagged::Grouper>,
+        fragment: Box<CryptoFragment>,
         labels: Vec<ArrayRef>,
         k: u64,
     },

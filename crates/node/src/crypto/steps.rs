@@ -6,6 +6,7 @@ use std::sync::Arc;
 use airlock_policy::{Control, Refusal};
 use airlock_protocol::{CryptoFragment, CryptoOutput};
 use airlock_psi::grouped::{self, Padding};
+use airlock_psi::tagged;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, UInt32Array};
 use datafusion::arrow::compute::take;
@@ -53,19 +54,19 @@ impl Node {
         Ok(m1)
     }
 
-    /// The grouper's step 2: its people per group (under differential
-    /// privacy exactly the public groups, each person in at most the rule's
-    /// number of them), hashed and blinded, with dummies.
-    pub(super) async fn psi_respond(
+    /// The grouper's people, each with the indices of the groups it is in
+    /// (under differential privacy exactly the public groups, each person
+    /// in at most the rule's number of them), hashed; the groups' labels
+    /// and their number.
+    #[allow(clippy::type_complexity)]
+    async fn grouped_people(
         &self,
-        f: CryptoFragment,
-        m1: &[u8],
-    ) -> Result<Vec<u8>, NodeError> {
+        f: &CryptoFragment,
+        dp: Option<&CryptoDp>,
+    ) -> Result<(Vec<(RistrettoPoint, Vec<u32>)>, Vec<ArrayRef>, usize), NodeError> {
         use rand::seq::SliceRandom;
         use rand::SeedableRng;
-        // Checked by the caller, before the message's tag.
-        let dp = self.crypto_dp(&f)?;
-        let groups = match (&dp, airlock_guard::crypto_public_groups(&self.collab, &f)?) {
+        let groups = match (dp, airlock_guard::crypto_public_groups(&self.collab, f)?) {
             (Some(_), Some(lists)) => Groups::All(lists),
             (Some(_), None) => {
                 return Err(NodeError::Refused(
@@ -78,14 +79,14 @@ impl Node {
             }
             (None, _) => Groups::Seen(vec![None; f.group_columns.len()]),
         };
-        let (labels, members) = self.group_rows(&f, f.grouped_side(), groups).await?;
+        let (labels, members) = self.group_rows(f, f.grouped_side(), groups).await?;
         let mut of: HashMap<&str, Vec<u32>> = HashMap::new();
         for (g, m) in members.iter().enumerate() {
             for id in m {
                 of.entry(id.as_str()).or_default().push(g as u32);
             }
         }
-        if let Some(dp) = &dp {
+        if let Some(dp) = dp {
             let mut rng = rand::rngs::StdRng::from_entropy();
             for gs in of.values_mut() {
                 if gs.len() > dp.max_groups {
@@ -100,6 +101,19 @@ impl Node {
             .into_iter()
             .zip(ids.iter().map(|i| of[i].clone()))
             .collect();
+        Ok((people, labels, members.len()))
+    }
+
+    /// The grouper's step 2 by the responder's groups: its people per
+    /// group, hashed and blinded, with dummies.
+    pub(super) async fn psi_respond(
+        &self,
+        f: CryptoFragment,
+        m1: &[u8],
+    ) -> Result<Vec<u8>, NodeError> {
+        // Checked by the caller, before the message's tag.
+        let dp = self.crypto_dp(&f)?;
+        let (people, labels, groups) = self.grouped_people(&f, dp.as_ref()).await?;
         let noise = self.dummy_noise(&f, dp.as_ref())?;
         let draw = || {
             noise
@@ -122,7 +136,7 @@ impl Node {
             },
         };
         let (grouper, m2, _) =
-            grouped::Grouper::respond(m1, &people, members.len(), values_needed(&f), padding)
+            grouped::Grouper::respond(m1, &people, groups, values_needed(&f), padding)
                 .map_err(psi_error)?;
         let id = session_of(m1)?;
         let k = self.crypto_k(&f);
@@ -132,6 +146,84 @@ impl Node {
                 grouper: Box::new(grouper),
                 fragment: Box::new(f),
                 dp: dp.map(Box::new),
+                labels,
+                k,
+            },
+        )?;
+        Ok(m2)
+    }
+
+    /// By the asker's groups, the responder's step 1 (it matches): its
+    /// people (its own filter and consent applied), hashed and blinded,
+    /// with dummies.
+    pub(super) async fn psi_start_tagged(
+        &self,
+        session: &str,
+        f: CryptoFragment,
+    ) -> Result<Vec<u8>, NodeError> {
+        // Checked by the caller, before anything is read.
+        let id = session_id(session)?;
+        let dp = self.crypto_dp(&f)?;
+        let (ids, _) = self.people_with_values(&f, dp.as_ref()).await?;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let people = self.hash_ids(&refs)?;
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let dummies = noise
+            .0
+            .dummies(noise.1)
+            .map_err(|e| NodeError::Local(e.to_string()))?;
+        let (matcher, m1) = tagged::Matcher::start(id, &people, dummies).map_err(psi_error)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::TaggedMatcher {
+                matcher: Box::new(matcher),
+                fragment: Box::new(f),
+                dp: dp.map(Box::new),
+                k,
+            },
+        )?;
+        Ok(m1)
+    }
+
+    /// By the asker's groups, the asker's step 2 (it groups): its people
+    /// tagged with their groups under encryption, each tag proved 0 or 1
+    /// (under DP at most the rule's number per person), with dummies.
+    pub(super) async fn psi_respond_tagged(
+        &self,
+        f: CryptoFragment,
+        m1: &[u8],
+    ) -> Result<Vec<u8>, NodeError> {
+        // Checked by the caller, before the message's tag.
+        let dp = self.crypto_dp(&f)?;
+        let (people, labels, groups) = self.grouped_people(&f, dp.as_ref()).await?;
+        let noise = self.dummy_noise(&f, dp.as_ref())?;
+        let draw = || {
+            noise
+                .0
+                .dummies(noise.1)
+                .map_err(|e| NodeError::Local(e.to_string()))
+        };
+        let padding = tagged::Padding {
+            unmatched_mine: draw()?,
+            groups: match dp {
+                Some(_) => 0,
+                None => airlock_privacy::Laplace::for_epsilon(1.0, 1.0)
+                    .and_then(|m| m.dummies(1e-6))
+                    .map_err(|e| NodeError::Local(e.to_string()))?,
+            },
+        };
+        let cap = dp.as_ref().map(|d| d.max_groups);
+        let (grouper, m2) =
+            tagged::Grouper::respond(m1, &people, groups, cap, padding, dp.is_none())
+                .map_err(psi_error)?;
+        let id = session_of(m1)?;
+        let k = self.crypto_k(&f);
+        self.store(
+            id,
+            State::TaggedGrouper {
+                grouper: Box::new(grouper),
+                fragment: Box::new(f),
                 labels,
                 k,
             },
