@@ -361,7 +361,9 @@ impl Matcher {
         let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
         let body = r.take(groups * tests * each)?;
         r.end()?;
-        let results = open_zero_tests(
+        let mut w = Writer::new(M5, &self.session);
+        let passing = open_zero_tests(
+            &mut w,
             body,
             tests,
             &self.share,
@@ -369,18 +371,7 @@ impl Matcher {
             (&self.session, 1, M4),
             (0, M5),
         )?;
-        let mut w = Writer::new(M5, &self.session);
-        let passing: Vec<(usize, &Vec<u8>)> = results
-            .iter()
-            .enumerate()
-            .filter_map(|(g, p)| p.as_ref().map(|p| (g, p)))
-            .collect();
-        w.u32(passing.len());
-        for (g, p) in &passing {
-            w.u32(*g);
-            w.bytes(p);
-        }
-        self.passing = Some(passing.iter().map(|(g, _)| *g as u32).collect());
+        self.passing = Some(passing.iter().map(|g| *g as u32).collect());
         Ok(w.0)
     }
 
@@ -496,18 +487,20 @@ pub(crate) fn make_zero_tests(
 
 /// Opens the zero tests of [`make_zero_tests`] in `body` (`tests` per
 /// group), checking each partial decryption (made by `theirs` under
-/// `made_by`: session, role, step); for each group, `Some` of a proof per
-/// test that it is not zero (bound to `proved_as`: this node's role and
-/// step) when none is zero, `None` otherwise. Every test is checked and
-/// opened (no early exit: the time does not depend on which is zero).
+/// `made_by`: session, role, step); writes to `w` the groups none of whose
+/// tests is zero, each with a proof per test that it is not zero (bound
+/// to `proved_as`: this node's role and step), and returns them. Every
+/// test is checked and opened (no early exit: the time does not depend on
+/// which is zero).
 pub(crate) fn open_zero_tests(
+    w: &mut Writer,
     body: &[u8],
     tests: usize,
     share: &KeyShare,
     theirs: &RistrettoPoint,
     made_by: (&SessionId, u8, u8),
     proved_as: (u8, u8),
-) -> Result<Vec<Option<Vec<u8>>>, PsiError> {
+) -> Result<Vec<usize>, PsiError> {
     let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
     let (session, role, step) = made_by;
     body.par_chunks(tests * each)
@@ -532,7 +525,20 @@ pub(crate) fn open_zero_tests(
             }
             Ok(pass.then_some(proofs))
         })
-        .collect()
+        .collect::<Result<Vec<_>, PsiError>>()
+        .map(|results| {
+            let passing: Vec<(usize, Vec<u8>)> = results
+                .into_iter()
+                .enumerate()
+                .filter_map(|(g, p)| p.map(|p| (g, p)))
+                .collect();
+            w.u32(passing.len());
+            for (g, p) in &passing {
+                w.u32(*g);
+                w.bytes(p);
+            }
+            passing.into_iter().map(|(g, _)| g).collect()
+        })
 }
 
 /// Checks the opener's proofs (each bound to `session`, `role`, `step` and

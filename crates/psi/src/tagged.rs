@@ -543,7 +543,9 @@ impl Grouper {
         let each = CIPHERTEXT_LEN + POINT_LEN + PROOF_LEN;
         let body = r.take(groups * tests * each)?;
         r.end()?;
-        let results = open_zero_tests(
+        let mut w = Writer::new(M4, &self.session);
+        let passing = open_zero_tests(
+            &mut w,
             body,
             tests,
             &self.share,
@@ -551,18 +553,7 @@ impl Grouper {
             (&self.session, 1, M3),
             (0, M4),
         )?;
-        let mut w = Writer::new(M4, &self.session);
-        let passing: Vec<(usize, &Vec<u8>)> = results
-            .iter()
-            .enumerate()
-            .filter_map(|(g, p)| p.as_ref().map(|p| (g, p)))
-            .collect();
-        w.u32(passing.len());
-        for (g, p) in &passing {
-            w.u32(*g);
-            w.bytes(p);
-        }
-        self.passing = Some(passing.iter().map(|(g, _)| *g).collect());
+        self.passing = Some(passing.into_iter().collect());
         Ok(w.0)
     }
 
