@@ -434,6 +434,25 @@ impl Matcher {
     }
 }
 
+/// A secret random order of `groups` groups, the first `real` of them the
+/// caller's and the rest empty: `order[caller's index]` is the index in
+/// the messages, `original[index in the messages]` the caller's index
+/// (`None` for an empty group), so the indices the other node sees tell
+/// nothing of the order of the groups in this node's rows, nor which are
+/// empty.
+#[allow(clippy::type_complexity)]
+pub(crate) fn secret_order(groups: usize, real: usize) -> (Vec<u32>, Vec<Option<u32>>) {
+    let mut order: Vec<u32> = (0..groups as u32).collect();
+    order.shuffle(&mut rng());
+    let mut original = vec![None; groups];
+    for (g, wire) in order.iter().enumerate() {
+        if g < real {
+            original[*wire as usize] = Some(g as u32);
+        }
+    }
+    (order, original)
+}
+
 /// For each group's count ciphertext, `tests` zero tests `r_t·(count - t)`
 /// for `t` in `0..tests` with fresh `r_t`, shuffled, each with `share`'s
 /// partial decryption and its proof (bound to `session`, `role`, `step`
@@ -685,16 +704,7 @@ impl Grouper {
                 Ok(out)
             })
             .collect::<Result<_, _>>()?;
-        let mut order: Vec<u32> = (0..groups as u32).collect();
-        order.shuffle(&mut rng());
-        // order[caller's index] = index in the messages (the empty groups
-        // are the caller's indices from `real` on).
-        let mut original = vec![None; groups];
-        for (g, wire) in order.iter().enumerate() {
-            if g < real {
-                original[*wire as usize] = Some(g as u32);
-            }
-        }
+        let (order, original) = secret_order(groups, real);
         let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
         let mut l: Vec<([u8; 32], Vec<u32>)> = group::multiply_all(&points, &beta)
             .into_par_iter()

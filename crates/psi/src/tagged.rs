@@ -64,7 +64,8 @@ use crate::elgamal::{
 };
 use crate::group::{self, rng, Secret, POINT_LEN};
 use crate::grouped::{
-    check_nonzero, context, make_zero_tests, open_zero_tests, MAX_EMPTY_GROUPS, MAX_ZERO_TESTS,
+    check_nonzero, context, make_zero_tests, open_zero_tests, secret_order, MAX_EMPTY_GROUPS,
+    MAX_ZERO_TESTS,
 };
 use crate::protocol::{read_share, write_share, Reader, SessionId, Writer, MAX_GROUPS, MAX_ITEMS};
 use crate::{GroupResult, PsiError};
@@ -443,15 +444,7 @@ impl Grouper {
         let beta = Secret::fresh()?;
         let mut s = group::decode_multiply_all(body, &beta)?;
         s.shuffle(&mut rng());
-        // order[caller's index] = index in the messages.
-        let mut order: Vec<u32> = (0..groups as u32).collect();
-        order.shuffle(&mut rng());
-        let mut original = vec![None; groups];
-        for (g, wire) in order.iter().enumerate() {
-            if g < real {
-                original[*wire as usize] = Some(g as u32);
-            }
-        }
+        let (order, original) = secret_order(groups, real);
         let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
         let mut l: Vec<([u8; 32], Vec<bool>)> = group::multiply_all(&points, &beta)
             .into_iter()
