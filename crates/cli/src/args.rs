@@ -586,8 +586,13 @@ pub(crate) enum Command {
         #[arg(long)]
         responder: PathBuf,
         /// Also sum a per-person value under encryption.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "groups")]
         sums: bool,
+        /// Count by this many groups of the asker's (each of its people in
+        /// one, in turn): every person tagged per group, each tag with its
+        /// 0/1 proof, as by the asker's groups.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        groups: u32,
     },
 }
 

@@ -40,15 +40,8 @@ pub const DP_EXTRA: (&str, &str) = (
 pub const CRYPTO_ANALYSES: &[(&str, &str, &str)] = &[
     (
         "advertiser",
-        "Customers in the publisher's audience, by the publisher's segment",
-        "SELECT a.segment, COUNT(DISTINCT p.email) AS customers\n\
-         FROM audience a JOIN purchases p ON a.email = p.email\n\
-         GROUP BY a.segment",
-    ),
-    (
-        "advertiser",
-        "Buyers and revenue by the publisher's segment",
-        "SELECT a.segment, COUNT(DISTINCT p.email) AS buyers, SUM(p.amount_cents) AS revenue_cents\n\
+        "Its customers in the publisher's audience and their revenue, by the publisher's segment",
+        "SELECT a.segment, COUNT(DISTINCT p.email) AS customers, SUM(p.amount_cents) AS revenue_cents\n\
          FROM audience a JOIN purchases p ON a.email = p.email\n\
          GROUP BY a.segment",
     ),

@@ -50,12 +50,18 @@ fn over_loopback(bytes: &[u8]) -> Result<(Vec<u8>, f64), CliError> {
 /// Runs the protocol as the nodes run an ungrouped query between an asker
 /// holding `asker` and a responder holding `responder`, without
 /// differential privacy (k = 2, no dummies): for counts, the responder's
-/// side matches and counts, the asker's tags its people (one group) and
-/// opens (`airlock_psi::tagged`, five messages); with `sums` (a per-person
+/// side matches and counts, the asker's blinds its people (one group, so
+/// untagged; with `groups` above 1 each in one of them in turn, tagged
+/// per group) and opens (`airlock_psi::tagged`, five messages); with `sums` (a per-person
 /// value of 1 on the asker's side), the asker matches with its values and
 /// the responder groups (`airlock_psi::grouped`, six).
 /// Prints one JSON object with the overlap and where the time went.
-pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Value, CliError> {
+pub fn run(
+    asker: &Path,
+    responder: &Path,
+    sums: bool,
+    groups: usize,
+) -> Result<serde_json::Value, CliError> {
     let a = read_ids(asker)?;
     let r = read_ids(responder)?;
     let fail = |e: airlock_psi::PsiError| CliError::Failed(e.to_string());
@@ -88,7 +94,17 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
     let timed = |acc: &mut f64, t: Instant| *acc += t.elapsed().as_secs_f64();
     let k = 2;
     let session = new_session().map_err(fail)?;
-    let (groups, people_n, items) = if sums {
+    // Bits proved per person of the grouper: the matcher's count of each
+    // item by the responder's groups; one per group by the asker's, none
+    // for a count by nothing (one group: untagged).
+    let groups = groups.max(1);
+    let proofs = match (sums, groups) {
+        (true, _) => 1,
+        (false, 1) => 0,
+        (false, g) => g,
+    };
+    let groups_n = groups;
+    let (released, people_n, items) = if sums {
         // A sum of the asker's measure: the asker matches with its values,
         // the responder groups (one group): `airlock_psi::grouped`.
         use airlock_psi::grouped::{Grouper, Matcher, Padding};
@@ -128,15 +144,19 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         let m6 = send(m6)?;
         progress("5-6. k proved, released (partially decrypted)");
         let t = Instant::now();
-        let groups = matcher.finish(&m6).map_err(fail)?;
+        let out = matcher.finish(&m6).map_err(fail)?;
         timed(&mut matcher_s, t);
-        (groups, people_n, items)
+        (out, people_n, items)
     } else {
         // Counts: the responder matches and counts, the asker tags its
         // people (one group): `airlock_psi::tagged`.
         use airlock_psi::tagged::{Grouper, Matcher, Padding};
         let (people_n, items) = (r_points.len(), a_points.len());
-        let grouped: Vec<_> = a_points.into_iter().map(|p| (p, vec![0u32])).collect();
+        let grouped: Vec<_> = a_points
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| (p, vec![(i % groups) as u32]))
+            .collect();
         let t = Instant::now();
         let (mut matcher, m1) = Matcher::start(session, &r_points, 0).map_err(fail)?;
         timed(&mut matcher_s, t);
@@ -144,17 +164,22 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         progress("1. responder (matcher) blinded and sent its identifiers");
         let t = Instant::now();
         let (mut grouper, m2) =
-            Grouper::respond(&m1, &grouped, 1, None, Padding::default(), true).map_err(fail)?;
+            Grouper::respond(&m1, &grouped, groups, None, Padding::default(), true)
+                .map_err(fail)?;
         timed(&mut grouper_s, t);
         let m2 = send(m2)?;
-        progress("2. asker (grouper) blinded them again, its own, and proved its tags");
+        progress(if groups == 1 {
+            "2. asker (grouper) blinded them again and its own (one group: no tags)"
+        } else {
+            "2. asker (grouper) blinded them again and its own, and proved its tags"
+        });
         let t = Instant::now();
         let (m3, _) = matcher
             .match_and_count(&m2, k, None, None, None)
             .map_err(fail)?;
         timed(&mut matcher_s, t);
         let m3 = send(m3)?;
-        progress("3. responder checked the tags, matched, counted and tested k");
+        progress("3. responder matched, counted and tested k");
         let t = Instant::now();
         let m4 = grouper.passes(&m3, k).map_err(fail)?;
         timed(&mut grouper_s, t);
@@ -165,19 +190,21 @@ pub fn run(asker: &Path, responder: &Path, sums: bool) -> Result<serde_json::Val
         let m5 = send(m5)?;
         progress("4-5. k proved, released (partially decrypted)");
         let t = Instant::now();
-        let groups = grouper.finish(&m5).map_err(fail)?;
+        let out = grouper.finish(&m5).map_err(fail)?;
         timed(&mut grouper_s, t);
-        (groups, people_n, items)
+        (out, people_n, items)
     };
     let total_s = total.elapsed().as_secs_f64();
     // The elliptic-curve floor, measured in the same run on one core.
     let rates = airlock_psi::floor::measure(2_000).map_err(fail)?;
-    let floor_s = airlock_psi::floor::floor_s(&rates, people_n, items, values, rayon_threads());
+    let floor_s =
+        airlock_psi::floor::floor_s(&rates, people_n, items, values, proofs, rayon_threads());
     Ok(serde_json::json!({
         "asker": a.len(),
         "responder": r.len(),
-        "overlap": groups.first().map(|g| g.count).unwrap_or(0),
-        "sum": groups.first().and_then(|g| g.sums.first().copied()),
+        "groups": groups_n,
+        "overlap": released.iter().map(|g| g.count).sum::<u64>(),
+        "sum": released.first().and_then(|g| g.sums.first().copied()),
         "total_s": total_s,
         "hash_s": hash_s,
         "matcher_s": matcher_s,

@@ -325,6 +325,9 @@ impl Hub {
         let mut theirs = fragment.clone();
         theirs.role = CryptoRole::Responder;
         let asker_groups = fragment.groups_of == CryptoRole::Asker;
+        // A query grouped by nothing has one group, whose items are not
+        // tagged (`airlock_psi::tagged`).
+        let tags = asker_groups && !fragment.group_columns.is_empty();
         let asker = fragment.asker.member.clone();
         let responder = fragment.responder.member.clone();
         let zero_tests = cost.is_none();
@@ -333,7 +336,7 @@ impl Hub {
         let step = |index: usize, who: String, req: PsiRequest| async move {
             let what = match &req {
                 PsiRequest::Start { .. } => "reads its people and blinds them",
-                PsiRequest::Respond { .. } if asker_groups => {
+                PsiRequest::Respond { .. } if tags => {
                     "reads its people, blinds both lists and tags its groups"
                 }
                 PsiRequest::Respond { .. } => "reads its people, blinds both lists",

@@ -60,16 +60,26 @@ pub fn measure(n: usize) -> Result<Rates, PsiError> {
 /// both (2·(m + g) variable-base multiplications, the floor of any protocol
 /// of this family); per value and person of the matcher an encryption (two
 /// fixed-base multiplications and one by the small plaintext, counted as
-/// fixed-base) and a re-randomisation (two fixed-base); and per person of
-/// the grouper the matcher's count with its proof that it is 0 or 1 (seven
-/// fixed-base multiplications, [`crate::elgamal::PublicKey::encrypt_bit`]).
-/// Returns the seconds on `cores` cores.
-pub fn floor_s(rates: &Rates, m: usize, g: usize, values: usize, cores: usize) -> f64 {
-    let (m, g, v) = (m as f64, g as f64, values as f64);
+/// fixed-base) and a re-randomisation (two fixed-base); and `proofs` bits
+/// per person of the grouper, each encrypted with its proof that it is 0
+/// or 1 (seven fixed-base multiplications,
+/// [`crate::elgamal::PublicKey::encrypt_bit`]): one by the responder's
+/// groups (the matcher's count of each item), one per group by the
+/// asker's, none for a count by nothing. Returns the seconds on `cores`
+/// cores.
+pub fn floor_s(
+    rates: &Rates,
+    m: usize,
+    g: usize,
+    values: usize,
+    proofs: usize,
+    cores: usize,
+) -> f64 {
+    let (m, g, v, p) = (m as f64, g as f64, values as f64, proofs as f64);
     let work = (m + g) * rates.hash_s
         + 2.0 * (m + g) * rates.variable_s
         + 5.0 * v * m * rates.fixed_s
-        + 7.0 * g * rates.fixed_s;
+        + 7.0 * p * g * rates.fixed_s;
     work / cores.max(1) as f64
 }
 
@@ -84,11 +94,13 @@ mod tests {
             variable_s: 10.0,
             fixed_s: 100.0,
         };
-        // 3 + 2·3·10 + 7·2·100 = 1463 for counts; + 5·1·100 = 500 for
-        // one value of the matcher's one person.
-        assert_eq!(floor_s(&rates, 1, 2, 0, 1), 1463.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 1), 1963.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 2), 981.5);
+        // 3 + 2·3·10 = 63 for a count by nothing; + 7·2·100 = 1400 with
+        // a proved bit per person of the grouper; + 5·1·100 = 500 for one
+        // value of the matcher's one person.
+        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 1), 63.0);
+        assert_eq!(floor_s(&rates, 1, 2, 0, 1, 1), 1463.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 1), 1963.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 2), 981.5);
         let measured = measure(20).expect("rates");
         assert!(measured.hash_s > 0.0 && measured.variable_s > 0.0 && measured.fixed_s > 0.0);
     }

@@ -28,6 +28,9 @@
 //!     Enc(count), x_M·c1, DLEQ     ───────▶  opens.
 //! ```
 //!
+//! With one group (a query grouped by nothing) the items of L carry no
+//! tag and the matcher counts its matches: see `tag_size`.
+//!
 //! Why this shape: in the grouped protocol ([`crate::grouped`]) the
 //! grouper forms the group sums from the matcher's per-item counts; when
 //! the grouper is the asker, a modified asker node could form a "group"
@@ -83,7 +86,15 @@ pub const MAX_TAGS: usize = 20_000_000;
 /// Items of L whose tag proofs are checked in one batch.
 const TAG_BATCH: usize = 256;
 
+/// Bytes of an item of L. With one group, every person of the grouper is
+/// in it (the query groups by nothing, or its one group holds everyone),
+/// so a tag would be 1 for each real item and 0 for each dummy, which
+/// matches nothing: the item is its point alone, and the matcher counts
+/// its matches (the count it learns anyway) as that group's.
 fn tag_size(groups: usize, cap: Option<usize>) -> usize {
+    if groups == 1 {
+        return POINT_LEN;
+    }
     POINT_LEN + groups * (CIPHERTEXT_LEN + BIT_PROOF_LEN) + cap.map_or(0, |c| 64 * (c + 1))
 }
 
@@ -214,6 +225,7 @@ impl Matcher {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
         }
         let session = self.session;
+        let one = Ciphertext::zero().plus(1);
         let tags: Vec<Vec<Ciphertext>> = l_bytes
             .par_chunks(size * TAG_BATCH)
             .enumerate()
@@ -221,6 +233,12 @@ impl Matcher {
                 let mut claims = Vec::with_capacity(TAG_BATCH * n_groups);
                 let mut out = Vec::with_capacity(TAG_BATCH);
                 for (j, item) in bytes.chunks(size).enumerate() {
+                    if n_groups == 1 {
+                        // Untagged (see `tag_size`): each item counts 1,
+                        // in the clear until the re-randomisation below.
+                        out.push(vec![one]);
+                        continue;
+                    }
                     let i = chunk * TAG_BATCH + j;
                     let mut cts = Vec::with_capacity(n_groups);
                     for g in 0..n_groups {
@@ -247,7 +265,9 @@ impl Matcher {
                     }
                     out.push(cts);
                 }
-                pk.verify_bits(&claims)?;
+                if !claims.is_empty() {
+                    pk.verify_bits(&claims)?;
+                }
                 Ok(out)
             })
             .collect::<Result<Vec<_>, _>>()?
@@ -449,14 +469,21 @@ impl Grouper {
         let mut l: Vec<([u8; 32], Vec<bool>)> = group::multiply_all(&points, &beta)
             .into_iter()
             .zip(people)
-            .map(|(b, (_, gs))| {
+            .map(|(b, (_, gs))| -> Result<_, PsiError> {
                 let mut tags = vec![false; groups];
                 for g in gs {
                     tags[order[*g as usize] as usize] = true;
                 }
-                (b, tags)
+                // Untagged (one group), a person in no group (under DP,
+                // one whose value is not the public key) would count:
+                // it is sent as a random point, which matches nothing,
+                // so |L| stays the same.
+                if groups == 1 && gs.is_empty() {
+                    return Ok((group::encode(&group::random_point()?), tags));
+                }
+                Ok((b, tags))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         for _ in 0..padding.unmatched_mine {
             l.push((group::encode(&group::random_point()?), vec![false; groups]));
         }
@@ -467,6 +494,10 @@ impl Grouper {
             .map(|(i, (p, tags))| -> Result<Vec<u8>, PsiError> {
                 let mut out = Vec::with_capacity(tag_size(groups, cap));
                 out.extend_from_slice(p);
+                if groups == 1 {
+                    // Untagged: see `tag_size`.
+                    return Ok(out);
+                }
                 let mut total = Ciphertext::zero();
                 let mut randomness = Scalar::ZERO;
                 for (g, t) in tags.iter().enumerate() {

@@ -105,13 +105,61 @@ fn releases_exactly_what_the_oracle_says_on_generated_data() {
         // The matcher learns which groups passed: the released ones and
         // no empty group.
         assert_eq!(passed.len(), want.len(), "seed {seed}");
+        // With one group (untagged) a person in no group is sent as a
+        // random point and does not match.
+        let untagged = d.groups + padding.groups as usize == 1;
         let theirs: HashSet<&str> = d.matcher.iter().map(String::as_str).collect();
         let overlap = d
             .grouper
             .iter()
-            .filter(|(p, _)| theirs.contains(p.as_str()))
+            .filter(|(p, gs)| theirs.contains(p.as_str()) && !(untagged && gs.is_empty()))
             .count();
         assert_eq!(matched, overlap, "seed {seed}");
+    }
+}
+
+/// One group (a query grouped by nothing, or one public key under DP):
+/// the items of L carry no tag, the matcher counts its matches, and a
+/// person of the grouper in no group (under DP, one whose value is not
+/// the public key) counts nowhere; with or without noise the grouper
+/// opens exactly the oracle's count.
+#[test]
+fn one_group_is_untagged_and_counts_only_its_members() {
+    for seed in 0..6u64 {
+        let mut d = data(seed, 1);
+        d.groups = 1;
+        for (i, (_, gs)) in d.grouper.iter_mut().enumerate() {
+            *gs = if i % 3 == 0 { vec![] } else { vec![0] };
+        }
+        let (m, g) = hashed(&d);
+        let exact = oracle(&d, 0).first().map_or(0, |e| e.count as i64);
+        // Without DP: k zero tests.
+        let (mut matcher, m1) = Matcher::start(new_session().expect("s"), &m, 3).expect("1");
+        let (mut grouper, m2) =
+            Grouper::respond(&m1, &g, 1, None, Padding::default(), true).expect("2");
+        let s_len = m1.len().saturating_sub(29 + 96 + 4) / 32;
+        // Header, share, groups, |S| and S, |L| and L: points alone.
+        assert_eq!(m2.len(), 29 + 96 + 4 + 4 + 32 * s_len + 4 + 32 * g.len());
+        let k = 2;
+        let (m3, matched) = matcher
+            .match_and_count(&m2, k, None, None, None)
+            .expect("3");
+        assert_eq!(matched as i64, exact, "seed {seed}");
+        let m4 = grouper.passes(&m3, k).expect("4");
+        let (m5, _) = matcher.release_passing(&m4).expect("5");
+        let got = grouper.finish(&m5).expect("result");
+        assert_eq!(got, oracle(&d, k), "seed {seed}");
+        // With DP: the count plus the matcher's noise.
+        let (mut matcher, m1) = Matcher::start(new_session().expect("s"), &m, 3).expect("1");
+        let (mut grouper, m2) =
+            Grouper::respond(&m1, &g, 1, Some(1), Padding::default(), false).expect("2");
+        let noise = || Ok(17);
+        let (m5, _) = matcher
+            .match_and_count(&m2, 0, Some(1), Some(1), Some(&noise))
+            .expect("3");
+        let got = grouper.finish(&m5).expect("result");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].count as i64, exact + 17, "seed {seed}");
     }
 }
 

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use super::common::*;
 
-pub(crate) async fn psi(asker: PathBuf, responder: PathBuf, sums: bool) -> Out {
+pub(crate) async fn psi(asker: PathBuf, responder: PathBuf, sums: bool, groups: usize) -> Out {
     let plain = |e| (e, false);
-    let out = airlock_cli::psibench::run(&asker, &responder, sums).map_err(plain)?;
+    let out = airlock_cli::psibench::run(&asker, &responder, sums, groups).map_err(plain)?;
     println!("{out}");
     Ok(())
 }

@@ -79,7 +79,8 @@ pub(crate) async fn run(cli: Cli) -> Out {
             asker,
             responder,
             sums,
-        } => bench::psi(asker, responder, sums).await,
+            groups,
+        } => bench::psi(asker, responder, sums, groups as usize).await,
         Command::Bench {
             dir,
             rows,

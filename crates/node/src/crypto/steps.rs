@@ -125,15 +125,7 @@ impl Node {
             matched: draw()?,
             unmatched_mine: draw()?,
             unmatched_theirs: draw()?,
-            // Under differential privacy the groups are public. Without,
-            // empty groups hide their exact number (scale 1, about 14 on
-            // average: each costs k zero tests and their proofs).
-            groups: match dp {
-                Some(_) => 0,
-                None => airlock_privacy::Laplace::for_epsilon(1.0, 1.0)
-                    .and_then(|m| m.dummies(1e-6))
-                    .map_err(|e| NodeError::Local(e.to_string()))?,
-            },
+            groups: empty_groups(&f, dp.as_ref())?,
         };
         let (grouper, m2, _) =
             grouped::Grouper::respond(m1, &people, groups, values_needed(&f), padding)
@@ -206,12 +198,7 @@ impl Node {
         };
         let padding = tagged::Padding {
             unmatched_mine: draw()?,
-            groups: match dp {
-                Some(_) => 0,
-                None => airlock_privacy::Laplace::for_epsilon(1.0, 1.0)
-                    .and_then(|m| m.dummies(1e-6))
-                    .map_err(|e| NodeError::Local(e.to_string()))?,
-            },
+            groups: empty_tag_groups(&f, dp.as_ref(), groups),
         };
         let cap = dp.as_ref().map(|d| d.max_groups);
         let (grouper, m2) =
@@ -348,4 +335,36 @@ impl Node {
         airlock_protocol::wire::encode_batches(&schema, &[batch])
             .map_err(|_| NodeError::Local("could not encode the result".into()))
     }
+}
+
+/// How many empty groups the grouper adds. Under differential privacy the
+/// groups are the rule's public keys, and a query that groups by nothing
+/// has one group: neither hides anything. Otherwise empty groups hide the
+/// exact number of the grouper's groups (Laplace of scale 1 shifted for
+/// delta 1e-6: about 14 on average; each costs k zero tests and their
+/// proofs, and by the asker's groups a tag per person of the asker).
+fn empty_groups(f: &CryptoFragment, dp: Option<&CryptoDp>) -> Result<u64, NodeError> {
+    if dp.is_some() || f.group_columns.is_empty() {
+        return Ok(0);
+    }
+    airlock_privacy::Laplace::for_epsilon(1.0, 1.0)
+        .and_then(|m| m.dummies(1e-6))
+        .map_err(|e| NodeError::Local(e.to_string()))
+}
+
+/// How many empty groups the grouper adds by the asker's groups, where
+/// each costs a tag and its proof per person of the asker (120,000 proofs
+/// a group in the demo), so the Laplace padding of [`empty_groups`] (about
+/// 14 groups) would cost more than the tags of the demo's six real ones
+/// twice over: enough to make the number of groups a power of two (at
+/// least 2). The responder learns that power, not the number, and it
+/// learns anyway which groups pass k (from the asker's proofs), so what
+/// the padding hides is the number of groups below k, to within a factor
+/// of two. None under differential privacy (public groups) or for a query
+/// that groups by nothing (one group).
+fn empty_tag_groups(f: &CryptoFragment, dp: Option<&CryptoDp>, real: usize) -> u64 {
+    if dp.is_some() || f.group_columns.is_empty() {
+        return 0;
+    }
+    (real.max(2).next_power_of_two() - real) as u64
 }
