@@ -195,10 +195,24 @@ pub fn run(
         (out, people_n, items)
     };
     let total_s = total.elapsed().as_secs_f64();
+    // By the asker's groups the matcher (the responder) hides check points
+    // among its items (no dummies here).
+    let checks = if sums {
+        0
+    } else {
+        airlock_psi::tagged::checks_for(people_n)
+    };
     // The elliptic-curve floor, measured in the same run on one core.
     let rates = airlock_psi::floor::measure(2_000).map_err(fail)?;
-    let floor_s =
-        airlock_psi::floor::floor_s(&rates, people_n, items, values, proofs, rayon_threads());
+    let floor_s = airlock_psi::floor::floor_s(
+        &rates,
+        people_n,
+        items,
+        values,
+        proofs,
+        checks,
+        rayon_threads(),
+    );
     Ok(serde_json::json!({
         "asker": a.len(),
         "responder": r.len(),

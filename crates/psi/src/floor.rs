@@ -65,21 +65,33 @@ pub fn measure(n: usize) -> Result<Rates, PsiError> {
 /// or 1 (seven fixed-base multiplications,
 /// [`crate::elgamal::PublicKey::encrypt_bit`]): one by the responder's
 /// groups (the matcher's count of each item), one per group by the
-/// asker's, none for a count by nothing. Returns the seconds on `cores`
-/// cores.
+/// asker's, none for a count by nothing. By the asker's groups the
+/// matcher also hides `checks` check points in its list
+/// ([`crate::tagged::checks_for`]): each made (one fixed-base
+/// multiplication) and blinded four times (sent under α', re-blinded in
+/// S and in the second list, turned back with α'^-1). Returns the seconds
+/// on `cores` cores.
 pub fn floor_s(
     rates: &Rates,
     m: usize,
     g: usize,
     values: usize,
     proofs: usize,
+    checks: usize,
     cores: usize,
 ) -> f64 {
-    let (m, g, v, p) = (m as f64, g as f64, values as f64, proofs as f64);
+    let (m, g, v, p, c) = (
+        m as f64,
+        g as f64,
+        values as f64,
+        proofs as f64,
+        checks as f64,
+    );
     let work = (m + g) * rates.hash_s
         + 2.0 * (m + g) * rates.variable_s
         + 5.0 * v * m * rates.fixed_s
-        + 7.0 * p * g * rates.fixed_s;
+        + 7.0 * p * g * rates.fixed_s
+        + c * (4.0 * rates.variable_s + rates.fixed_s);
     work / cores.max(1) as f64
 }
 
@@ -97,10 +109,12 @@ mod tests {
         // 3 + 2·3·10 = 63 for a count by nothing; + 7·2·100 = 1400 with
         // a proved bit per person of the grouper; + 5·1·100 = 500 for one
         // value of the matcher's one person.
-        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 1), 63.0);
-        assert_eq!(floor_s(&rates, 1, 2, 0, 1, 1), 1463.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 1), 1963.0);
-        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 2), 981.5);
+        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 0, 1), 63.0);
+        assert_eq!(floor_s(&rates, 1, 2, 0, 1, 0, 1), 1463.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 0, 1), 1963.0);
+        assert_eq!(floor_s(&rates, 1, 2, 1, 1, 0, 2), 981.5);
+        // + 4·10 + 100 for one check point.
+        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 1, 1), 203.0);
         let measured = measure(20).expect("rates");
         assert!(measured.hash_s > 0.0 && measured.variable_s > 0.0 && measured.fixed_s > 0.0);
     }

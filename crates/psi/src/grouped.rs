@@ -70,7 +70,8 @@ use crate::{GroupResult, PsiError};
 
 /// Most zero tests one message may carry (groups times k).
 pub const MAX_ZERO_TESTS: usize = 1_000_000;
-/// Most empty groups the responder may add (its callers draw about 14).
+/// Most empty groups a grouper may add (by the responder's groups its
+/// callers draw about 14; by the asker's groups enough for a power of two).
 pub const MAX_EMPTY_GROUPS: usize = 1_000;
 
 /// Message kinds of this protocol (the counts protocol uses 1 to 4).

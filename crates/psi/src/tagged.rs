@@ -10,14 +10,18 @@
 //! ```text
 //!  matcher (responder)                        grouper (asker)
 //!  1. X_M, PoK(x_M); shuffled α·H(b),
-//!     with dummies                 ───────▶
+//!     with dummies and check points
+//!     R_j; apart, shuffled α'·R_j  ───────▶
 //!                                  ◀───────  2. X_G, PoK(x_G); S: shuffled
-//!                                               β·α·H(b); L:
+//!                                               β·α·H(b) (exactly as many);
+//!                                               apart, shuffled β·α'·R_j; L:
 //!                                               shuffled β·H(a), each with
 //!                                               Enc_X(tag_g) for every group g
 //!                                               and a proof each is 0 or 1
 //!                                               (under DP, their sum at most c)
-//!  3. checks every proof, blinds L with α,
+//!  3. checks that α'^-1·β·α'·R_j is in S
+//!     for every check, every proof;
+//!     blinds L with α,
 //!     finds each in S; per group the sum of
 //!     the tags of matched items. No DP: k
 //!     zero tests per group, x_M·c1, DLEQ ─▶
@@ -105,14 +109,26 @@ fn cap_for(cap: Option<usize>, groups: usize) -> Option<usize> {
     cap.filter(|c| *c < groups)
 }
 
+/// How many check points the matcher hides among the `n` items of
+/// message 1 (its people and dummies): an eighth, and at least 16.
+/// Public: the grouper learns it from the second list's length.
+pub fn checks_for(n: usize) -> usize {
+    (n / 8).max(16)
+}
+
 /// The matcher's side (the responder's node).
 pub struct Matcher {
     session: SessionId,
     secret: Secret,
+    /// α', under which the check points are sent a second time.
+    check: Secret,
     share: KeyShare,
     theirs: Option<RistrettoPoint>,
-    /// Items message 1 sent: S must hold at least as many.
+    /// Items message 1 sent (people, dummies and check points): S must
+    /// hold exactly as many.
     sent: usize,
+    /// Check points message 1 sent: the second list must return them.
+    checks: usize,
     /// Per group, its count under the joint key (step 3).
     counts: Vec<Ciphertext>,
     tests: Vec<Vec<(Ciphertext, RistrettoPoint)>>,
@@ -121,8 +137,26 @@ pub struct Matcher {
 
 impl Matcher {
     /// Step 1: blinds its people's hashed identifiers with a fresh α, adds
-    /// `dummies` random points (hiding its count from the grouper), and
-    /// shuffles.
+    /// `dummies` random points (hiding its count from the grouper) and
+    /// [`checks_for`] random check points `R_j`, and shuffles; sends,
+    /// besides, `α'·R_j` for a fresh α', shuffled apart.
+    ///
+    /// Why the checks: the grouper re-blinds this list into S, shuffled,
+    /// which nobody can compare with message 1. A modified grouper could
+    /// put `γ·x` beside `β·x` for items x of message 1, and `γ·H(t)`
+    /// beside `β·H(t)` in L, so that a person t it targets counts twice
+    /// (or w times, past k and past the noise's sensitivity). S must hold
+    /// exactly as many items as message 1, so every such copy takes the
+    /// place of an item it drops; the grouper cannot tell a check point
+    /// from a person (both are uniformly random points to it, and the
+    /// second list is under α': telling which item of message 1 a point
+    /// of the second list came from is deciding Diffie-Hellman), and it
+    /// must return `β·α'·R_j` for every check, which the matcher turns
+    /// back into `β·R_j` with `α'^-1` and finds in S. Each dropped item
+    /// is a check with probability about 1/9: copying a target it cannot
+    /// find means copying many items, which is caught with overwhelming
+    /// probability. A check point never matches (no item of L is
+    /// `α^-1·β·R_j` but by chance), so the checks cost no count.
     pub fn start(
         session: SessionId,
         people: &[RistrettoPoint],
@@ -132,22 +166,35 @@ impl Matcher {
             return Err(PsiError::Malformed("more items than a query may send"));
         }
         let secret = Secret::fresh()?;
+        let check = Secret::fresh()?;
         let share = KeyShare::fresh()?;
         let mut items = group::multiply_all(people, &secret);
         for _ in 0..dummies {
             items.push(group::encode(&group::random_point()?));
         }
+        let checks: Vec<RistrettoPoint> = (0..checks_for(items.len()))
+            .map(|_| group::random_point())
+            .collect::<Result<_, _>>()?;
+        items.extend(checks.iter().map(group::encode));
         items.shuffle(&mut rng());
+        let mut second = group::multiply_all(&checks, &check);
+        second.shuffle(&mut rng());
         let mut w = Writer::new(M1, &session);
         write_share(&mut w, &share, &session, 1, M1)?;
         w.u32(items.len());
         for i in &items {
             w.bytes(i);
         }
+        w.u32(second.len());
+        for c in &second {
+            w.bytes(c);
+        }
         Ok((
             Matcher {
                 session,
                 secret,
+                check,
+                checks: second.len(),
                 share,
                 theirs: None,
                 sent: items.len(),
@@ -200,12 +247,18 @@ impl Matcher {
         }
         let cap = cap_for(cap, n_groups);
         let n_s = r.count(POINT_LEN)?;
-        if n_s < self.sent {
+        if n_s != self.sent {
             return Err(PsiError::Malformed(
-                "message 2 returns fewer items than message 1 sent",
+                "message 2 returns another number of items than message 1 sent",
             ));
         }
         let s_bytes = r.take(n_s * POINT_LEN)?;
+        if r.count(POINT_LEN)? != self.checks {
+            return Err(PsiError::Malformed(
+                "message 2 returns another number of check points than message 1 sent",
+            ));
+        }
+        let second = r.take(self.checks * POINT_LEN)?;
         let size = tag_size(n_groups, cap);
         let n_l = r.count(size)?;
         if n_l.saturating_mul(n_groups) > MAX_TAGS {
@@ -223,6 +276,15 @@ impl Matcher {
             .collect();
         if s.len() != n_s {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
+        }
+        // Every check point re-blinded, found in S (see `start`).
+        let returned = group::decode_multiply_all(second, &self.check.inverse())?;
+        if returned.iter().collect::<HashSet<_>>().len() != self.checks
+            || !returned.iter().all(|p| s.contains(p))
+        {
+            return Err(PsiError::Malformed(
+                "message 2 does not return the items of message 1",
+            ));
         }
         let session = self.session;
         let one = Ciphertext::zero().plus(1);
@@ -451,6 +513,13 @@ impl Grouper {
         let theirs = read_share(&mut r, &session, 1, M1)?;
         let n = r.count(POINT_LEN)?;
         let body = r.take(n * POINT_LEN)?;
+        let n_checks = r.count(POINT_LEN)?;
+        if n_checks > n {
+            return Err(PsiError::Malformed(
+                "message 1 holds more check points than items",
+            ));
+        }
+        let checks = r.take(n_checks * POINT_LEN)?;
         r.end()?;
         let total_l = (people.len() as u64).saturating_add(padding.unmatched_mine);
         if total_l > MAX_ITEMS as u64 || total_l.saturating_mul(groups as u64) > MAX_TAGS as u64 {
@@ -464,6 +533,8 @@ impl Grouper {
         let beta = Secret::fresh()?;
         let mut s = group::decode_multiply_all(body, &beta)?;
         s.shuffle(&mut rng());
+        let mut second = group::decode_multiply_all(checks, &beta)?;
+        second.shuffle(&mut rng());
         let (order, original) = secret_order(groups, real);
         let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
         let mut l: Vec<([u8; 32], Vec<bool>)> = group::multiply_all(&points, &beta)
@@ -526,6 +597,10 @@ impl Grouper {
         w.u32(groups);
         w.u32(s.len());
         for p in &s {
+            w.bytes(p);
+        }
+        w.u32(second.len());
+        for p in &second {
             w.bytes(p);
         }
         w.u32(items.len());

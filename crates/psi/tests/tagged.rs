@@ -137,9 +137,10 @@ fn one_group_is_untagged_and_counts_only_its_members() {
         let (mut matcher, m1) = Matcher::start(new_session().expect("s"), &m, 3).expect("1");
         let (mut grouper, m2) =
             Grouper::respond(&m1, &g, 1, None, Padding::default(), true).expect("2");
-        let s_len = m1.len().saturating_sub(29 + 96 + 4) / 32;
-        // Header, share, groups, |S| and S, |L| and L: points alone.
-        assert_eq!(m2.len(), 29 + 96 + 4 + 4 + 32 * s_len + 4 + 32 * g.len());
+        // L is points alone.
+        let (_, _, l) = lists_of_m2(&m2);
+        assert_eq!(u32_at(&m2, l - 4), g.len());
+        assert_eq!(m2.len(), l + 32 * g.len());
         let k = 2;
         let (m3, matched) = matcher
             .match_and_count(&m2, k, None, None, None)
@@ -189,11 +190,22 @@ fn under_dp_every_group_opens_to_its_count_plus_the_matchers_noise() {
     }
 }
 
+fn u32_at(m: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(m[at..at + 4].try_into().expect("u32")) as usize
+}
+
+/// Where message 2's lists start: (S, the returned check points, L), each
+/// after its u32 length (header 29, share 96, u32 groups).
+fn lists_of_m2(m2: &[u8]) -> (usize, usize, usize) {
+    let s = 29 + 96 + 4 + 4;
+    let second = s + 32 * u32_at(m2, s - 4) + 4;
+    let l = second + 32 * u32_at(m2, second - 4) + 4;
+    (s, second, l)
+}
+
 /// Item `i`'s tag for group `g` in message 2 (`groups` groups, no cap).
-fn tag_at(s_len: usize, groups: usize, i: usize, g: usize) -> usize {
-    // header 29, share 96, u32 groups, u32 |S|, S, u32 |L|, items.
-    let items = 29 + 96 + 4 + 4 + 32 * s_len + 4;
-    items + i * (32 + groups * 288) + 32 + g * 288
+fn tag_at(m2: &[u8], groups: usize, i: usize, g: usize) -> usize {
+    lists_of_m2(m2).2 + i * (32 + groups * 288) + 32 + g * 288
 }
 
 /// A modified grouper (the asker's node): a tag of 2 (its own encryption
@@ -211,12 +223,11 @@ fn the_matcher_refuses_what_a_modified_grouper_sends() {
             Grouper::respond(&m1, &g, d.groups, cap, Padding::default(), true).expect("2");
         (matcher, grouper, m2)
     };
-    let s_len = d.matcher.len();
     // A tag's ciphertext replaced by the sum of two valid tags (a person
     // counted twice in a group), or swapped with another item's.
     let (mut matcher, _, m2) = fresh(None);
-    let a = tag_at(s_len, d.groups, 0, 0);
-    let b = tag_at(s_len, d.groups, 1, 0);
+    let a = tag_at(&m2, d.groups, 0, 0);
+    let b = tag_at(&m2, d.groups, 1, 0);
     let mut moved = m2.clone();
     moved[a..a + 64].copy_from_slice(&m2[b..b + 64]);
     assert!(matcher
@@ -253,6 +264,86 @@ fn the_matcher_refuses_what_a_modified_grouper_sends() {
     assert!(matcher.release_passing(&forged).is_err());
     // The matcher's release steps run once.
     assert!(matcher.release_passing(&m4).is_err());
+}
+
+/// A modified grouper that does not return exactly message 1 re-blinded
+/// with one β: the attack the check points stop is copying items of
+/// message 1 under another scalar γ (with `γ·H(t)` in L, a target t counts
+/// twice). S must hold exactly as many items as message 1, so each copy
+/// drops an item; dropping half the list drops some of the hidden check
+/// points (all but certainly: each item is one with probability 1/9),
+/// and the matcher refuses before it matches. So it does for extra items,
+/// a second list under another scalar, or S re-blinded under another.
+#[test]
+fn the_matcher_refuses_a_grouper_that_copies_or_drops_its_items() {
+    use curve25519_dalek::ristretto::CompressedRistretto;
+    use curve25519_dalek::scalar::Scalar;
+    let mut d = data(11, 99);
+    d.matcher = (0..1000).map(|i| format!("p{i}@x")).collect();
+    let (m, g) = hashed(&d);
+    let fresh = || {
+        let (matcher, m1) = Matcher::start(new_session().expect("s"), &m, 0).expect("1");
+        let (_, m2) =
+            Grouper::respond(&m1, &g, d.groups, None, Padding::default(), true).expect("2");
+        (matcher, m2)
+    };
+    let times = |bytes: &[u8], k: &Scalar| -> [u8; 32] {
+        let p = CompressedRistretto::from_slice(bytes)
+            .expect("32")
+            .decompress()
+            .expect("point");
+        (p * k).compress().to_bytes()
+    };
+    let gamma = Scalar::from(7u64);
+    // The honest message passes.
+    let (mut matcher, m2) = fresh();
+    assert!(matcher.match_and_count(&m2, 2, None, None, None).is_ok());
+    // Half of S replaced by copies of the other half under γ.
+    let (mut matcher, m2) = fresh();
+    let (s, _, _) = lists_of_m2(&m2);
+    let n = u32_at(&m2, s - 4);
+    assert!(n > 200, "a list long enough to hold checks in both halves");
+    let mut copied = m2.clone();
+    for i in 0..n / 2 {
+        let from = s + 32 * (n / 2 + i);
+        let c = times(&m2[from..from + 32], &gamma);
+        copied[s + 32 * i..s + 32 * (i + 1)].copy_from_slice(&c);
+    }
+    let err = matcher
+        .match_and_count(&copied, 2, None, None, None)
+        .expect_err("copies refused");
+    assert!(err.to_string().contains("does not return"), "{err}");
+    // S under another scalar (every item γ·β·x), the second list not.
+    let (mut matcher, m2) = fresh();
+    let mut other = m2.clone();
+    for i in 0..n {
+        let at = s + 32 * i;
+        let c = times(&m2[at..at + 32], &gamma);
+        other[at..at + 32].copy_from_slice(&c);
+    }
+    assert!(matcher
+        .match_and_count(&other, 2, None, None, None)
+        .is_err());
+    // The second list under another scalar.
+    let (mut matcher, m2) = fresh();
+    let (_, second, _) = lists_of_m2(&m2);
+    let mut other = m2.clone();
+    let c = times(&m2[second..second + 32], &gamma);
+    other[second..second + 32].copy_from_slice(&c);
+    assert!(matcher
+        .match_and_count(&other, 2, None, None, None)
+        .is_err());
+    // One more item in S than message 1 sent (the count field and a copy).
+    let (mut matcher, m2) = fresh();
+    let mut longer = m2[..s - 4].to_vec();
+    longer.extend_from_slice(&((n + 1) as u32).to_le_bytes());
+    longer.extend_from_slice(&m2[s..s + 32 * n]);
+    longer.extend_from_slice(&times(&m2[s..s + 32], &gamma));
+    longer.extend_from_slice(&m2[s + 32 * n..]);
+    let err = matcher
+        .match_and_count(&longer, 2, None, None, None)
+        .expect_err("an extra item refused");
+    assert!(err.to_string().contains("number of items"), "{err}");
 }
 
 /// No 32-byte value of one session's messages appears in another's: the

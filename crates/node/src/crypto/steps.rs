@@ -360,11 +360,12 @@ fn empty_groups(f: &CryptoFragment, dp: Option<&CryptoDp>) -> Result<u64, NodeEr
 /// least 2). The responder learns that power, not the number, and it
 /// learns anyway which groups pass k (from the asker's proofs), so what
 /// the padding hides is the number of groups below k, to within a factor
-/// of two. None under differential privacy (public groups) or for a query
-/// that groups by nothing (one group).
+/// of two. At most [`grouped::MAX_EMPTY_GROUPS`] (past 1,024 groups the
+/// number is not always a power of two). None under differential privacy
+/// (public groups) or for a query that groups by nothing (one group).
 fn empty_tag_groups(f: &CryptoFragment, dp: Option<&CryptoDp>, real: usize) -> u64 {
     if dp.is_some() || f.group_columns.is_empty() {
         return 0;
     }
-    (real.max(2).next_power_of_two() - real) as u64
+    (real.max(2).next_power_of_two() - real).min(grouped::MAX_EMPTY_GROUPS) as u64
 }
