@@ -67,10 +67,10 @@ pub fn measure(n: usize) -> Result<Rates, PsiError> {
 /// groups (the matcher's count of each item), one per group by the
 /// asker's, none for a count by nothing. By the asker's groups the
 /// matcher also hides `checks` check points in its list
-/// ([`crate::tagged::checks_for`]): each made (one fixed-base
-/// multiplication) and blinded four times (sent under α', re-blinded in
-/// S and in the second list, turned back with α'^-1). Returns the seconds
-/// on `cores` cores.
+/// ([`crate::tagged::checks_for`]): each made and checked (`r_j·G`, and
+/// `r_j·B` with a table of B: two fixed-base multiplications) and
+/// re-blinded in S (one variable-base). Returns the seconds on `cores`
+/// cores.
 pub fn floor_s(
     rates: &Rates,
     m: usize,
@@ -91,7 +91,7 @@ pub fn floor_s(
         + 2.0 * (m + g) * rates.variable_s
         + 5.0 * v * m * rates.fixed_s
         + 7.0 * p * g * rates.fixed_s
-        + c * (4.0 * rates.variable_s + rates.fixed_s);
+        + c * (rates.variable_s + 2.0 * rates.fixed_s);
     work / cores.max(1) as f64
 }
 
@@ -113,8 +113,8 @@ mod tests {
         assert_eq!(floor_s(&rates, 1, 2, 0, 1, 0, 1), 1463.0);
         assert_eq!(floor_s(&rates, 1, 2, 1, 1, 0, 1), 1963.0);
         assert_eq!(floor_s(&rates, 1, 2, 1, 1, 0, 2), 981.5);
-        // + 4·10 + 100 for one check point.
-        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 1, 1), 203.0);
+        // + 10 + 2·100 for one check point.
+        assert_eq!(floor_s(&rates, 1, 2, 0, 0, 1, 1), 273.0);
         let measured = measure(20).expect("rates");
         assert!(measured.hash_s > 0.0 && measured.variable_s > 0.0 && measured.fixed_s > 0.0);
     }

@@ -165,6 +165,33 @@ pub(crate) fn random_point() -> Result<RistrettoPoint, PsiError> {
 /// Points encoded together in one batch by [`multiply_all`].
 const ENCODE_BATCH: usize = 256;
 
+/// `r·P` for a table of `P` and every `r` of `scalars`, encoded, in
+/// parallel (computed at half and doubled and encoded in batches, as
+/// [`multiply_all`]).
+pub fn base_multiply_all(
+    table: &curve25519_dalek::ristretto::RistrettoBasepointTable,
+    scalars: &[Secret],
+) -> Vec<[u8; POINT_LEN]> {
+    use rayon::prelude::*;
+    let half = Scalar::from(2u8).invert();
+    scalars
+        .par_chunks(ENCODE_BATCH)
+        .flat_map_iter(|chunk| {
+            let halves: Vec<RistrettoPoint> = chunk.iter().map(|r| table * &(r.0 * half)).collect();
+            RistrettoPoint::double_and_compress_batch(&halves)
+                .into_iter()
+                .map(|c| c.to_bytes())
+        })
+        .collect()
+}
+
+/// 32 bytes of a message as an encoding (the caller checked the length).
+pub fn bytes(p: &[u8]) -> [u8; POINT_LEN] {
+    let mut out = [0u8; POINT_LEN];
+    out.copy_from_slice(&p[..POINT_LEN]);
+    out
+}
+
 /// `s·P` for every point `P` of `points`, encoded, in parallel. Each point
 /// is multiplied by `s/2` and the products are doubled and encoded in
 /// batches (the Ristretto encoding of one point needs an inverse square

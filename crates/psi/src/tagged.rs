@@ -3,24 +3,25 @@
 //! people with its groups under encryption and proves every tag 0 or 1;
 //! the responder's node (the matcher) matches without learning a group and
 //! forms every group's count itself, from its own matches and the proved
-//! tags, so that the asker's node, whatever it runs, never chooses what
+//! tags, so that the asker's node, whatever it runs, never weights what
 //! is summed: each of its people adds 0 or 1 to a group's count, and only
-//! when the responder's data holds that person.
+//! when the responder's data holds that person (counted twice only with
+//! the small chance the check points leave: see [`Matcher::start`]).
 //!
 //! ```text
 //!  matcher (responder)                        grouper (asker)
 //!  1. X_M, PoK(x_M); shuffled α·H(b),
 //!     with dummies and check points
-//!     R_j; apart, shuffled α'·R_j  ───────▶
-//!                                  ◀───────  2. X_G, PoK(x_G); S: shuffled
-//!                                               β·α·H(b) (exactly as many);
-//!                                               apart, shuffled β·α'·R_j; L:
+//!     R_j = r_j·G                  ───────▶
+//!                                  ◀───────  2. X_G, PoK(x_G); B = β·G; S:
+//!                                               shuffled β·α·H(b) (exactly as
+//!                                               many); L:
 //!                                               shuffled β·H(a), each with
 //!                                               Enc_X(tag_g) for every group g
 //!                                               and a proof each is 0 or 1
 //!                                               (under DP, their sum at most c)
-//!  3. checks that α'^-1·β·α'·R_j is in S
-//!     for every check, every proof;
+//!  3. checks that r_j·B is in S for
+//!     every check, every proof;
 //!     blinds L with α,
 //!     finds each in S; per group the sum of
 //!     the tags of matched items. No DP: k
@@ -53,14 +54,16 @@
 //!   and would count like k - 1 known people). Tags are under the joint
 //!   key: it learns no group of any item. It learns which groups passed k
 //!   (a bit per group) from the grouper's proofs.
-//! - The grouper sees |message 1| (the matcher's people plus its dummies),
+//! - The grouper sees |message 1| (the matcher's people plus its dummies,
+//!   plus the check points, whose number is public),
 //!   the zero tests it opens (a random point, or the identity for the one
 //!   test of a group below k) and the released counts. It never sees which
 //!   of its people matched.
 
 use std::collections::HashSet;
 
-use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
+use curve25519_dalek::ristretto::{RistrettoBasepointTable, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -111,7 +114,7 @@ fn cap_for(cap: Option<usize>, groups: usize) -> Option<usize> {
 
 /// How many check points the matcher hides among the `n` items of
 /// message 1 (its people and dummies): an eighth, and at least 16.
-/// Public: the grouper learns it from the second list's length.
+/// Public: a function of the length of message 1.
 pub fn checks_for(n: usize) -> usize {
     (n / 8).max(16)
 }
@@ -120,15 +123,13 @@ pub fn checks_for(n: usize) -> usize {
 pub struct Matcher {
     session: SessionId,
     secret: Secret,
-    /// α', under which the check points are sent a second time.
-    check: Secret,
+    /// The check points' discrete logarithms r_j (`R_j = r_j·G`).
+    checks: Vec<Secret>,
     share: KeyShare,
     theirs: Option<RistrettoPoint>,
     /// Items message 1 sent (people, dummies and check points): S must
     /// hold exactly as many.
     sent: usize,
-    /// Check points message 1 sent: the second list must return them.
-    checks: usize,
     /// Per group, its count under the joint key (step 3).
     counts: Vec<Ciphertext>,
     tests: Vec<Vec<(Ciphertext, RistrettoPoint)>>,
@@ -138,8 +139,7 @@ pub struct Matcher {
 impl Matcher {
     /// Step 1: blinds its people's hashed identifiers with a fresh α, adds
     /// `dummies` random points (hiding its count from the grouper) and
-    /// [`checks_for`] random check points `R_j`, and shuffles; sends,
-    /// besides, `α'·R_j` for a fresh α', shuffled apart.
+    /// [`checks_for`] random check points `R_j = r_j·G`, and shuffles.
     ///
     /// Why the checks: the grouper re-blinds this list into S, shuffled,
     /// which nobody can compare with message 1. A modified grouper could
@@ -148,53 +148,48 @@ impl Matcher {
     /// (or w times, past k and past the noise's sensitivity). S must hold
     /// exactly as many items as message 1, so every such copy takes the
     /// place of an item it drops; the grouper cannot tell a check point
-    /// from a person (both are uniformly random points to it, and the
-    /// second list is under α': telling which item of message 1 a point
-    /// of the second list came from is deciding Diffie-Hellman), and it
-    /// must return `β·α'·R_j` for every check, which the matcher turns
-    /// back into `β·R_j` with `α'^-1` and finds in S. Each dropped item
-    /// is a check with probability about 1/9: copying a target it cannot
-    /// find means copying many items, which is caught with overwhelming
-    /// probability. A check point never matches (no item of L is
+    /// from a person (under Diffie-Hellman both look like random points to
+    /// it), and it sends `B = β·G`, so the matcher finds `r_j·B = β·R_j`
+    /// in S for every check (`B` tells it nothing of `β·H(a)`: deciding
+    /// that would be deciding Diffie-Hellman). Each dropped item
+    /// is a check with probability about 1/9, and the grouper cannot find
+    /// the target's item: copying d items w times passes with probability
+    /// about (8/9)^(d·(w−1)) and holds the target with probability d/N
+    /// (N the length of message 1), at best about 3/N per query for a
+    /// target counted twice. Not a proof of a shuffle, which would make
+    /// it zero (`docs/crypto-mode.md`). A check point never matches (no item of L is
     /// `α^-1·β·R_j` but by chance), so the checks cost no count.
     pub fn start(
         session: SessionId,
         people: &[RistrettoPoint],
         dummies: u64,
     ) -> Result<(Matcher, Vec<u8>), PsiError> {
-        if (people.len() as u64).saturating_add(dummies) > MAX_ITEMS as u64 {
+        let n = (people.len() as u64).saturating_add(dummies);
+        if n.saturating_add(checks_for(n as usize) as u64) > MAX_ITEMS as u64 {
             return Err(PsiError::Malformed("more items than a query may send"));
         }
         let secret = Secret::fresh()?;
-        let check = Secret::fresh()?;
         let share = KeyShare::fresh()?;
         let mut items = group::multiply_all(people, &secret);
         for _ in 0..dummies {
             items.push(group::encode(&group::random_point()?));
         }
-        let checks: Vec<RistrettoPoint> = (0..checks_for(items.len()))
-            .map(|_| group::random_point())
+        let checks: Vec<Secret> = (0..checks_for(items.len()))
+            .map(|_| Secret::fresh())
             .collect::<Result<_, _>>()?;
-        items.extend(checks.iter().map(group::encode));
+        items.extend(group::base_multiply_all(RISTRETTO_BASEPOINT_TABLE, &checks));
         items.shuffle(&mut rng());
-        let mut second = group::multiply_all(&checks, &check);
-        second.shuffle(&mut rng());
         let mut w = Writer::new(M1, &session);
         write_share(&mut w, &share, &session, 1, M1)?;
         w.u32(items.len());
         for i in &items {
             w.bytes(i);
         }
-        w.u32(second.len());
-        for c in &second {
-            w.bytes(c);
-        }
         Ok((
             Matcher {
                 session,
                 secret,
-                check,
-                checks: second.len(),
+                checks,
                 share,
                 theirs: None,
                 sent: items.len(),
@@ -253,12 +248,7 @@ impl Matcher {
             ));
         }
         let s_bytes = r.take(n_s * POINT_LEN)?;
-        if r.count(POINT_LEN)? != self.checks {
-            return Err(PsiError::Malformed(
-                "message 2 returns another number of check points than message 1 sent",
-            ));
-        }
-        let second = r.take(self.checks * POINT_LEN)?;
+        let b = RistrettoBasepointTable::create(&group::decode(r.take(POINT_LEN)?)?);
         let size = tag_size(n_groups, cap);
         let n_l = r.count(size)?;
         if n_l.saturating_mul(n_groups) > MAX_TAGS {
@@ -270,7 +260,9 @@ impl Matcher {
         // error only a match would reach would tell the grouper it matched.
         let s: HashSet<[u8; 32]> = s_bytes
             .par_chunks(POINT_LEN)
-            .map(|p| group::decode(p).map(|p| group::encode(&p)))
+            // A point that decodes is its canonical encoding: checked, not
+            // encoded again.
+            .map(|p| group::decode(p).map(|_| group::bytes(p)))
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
             .collect();
@@ -278,9 +270,9 @@ impl Matcher {
             return Err(PsiError::Malformed("message 2 holds the same point twice"));
         }
         // Every check point re-blinded, found in S (see `start`).
-        let returned = group::decode_multiply_all(second, &self.check.inverse())?;
-        if returned.iter().collect::<HashSet<_>>().len() != self.checks
-            || !returned.iter().all(|p| s.contains(p))
+        if !group::base_multiply_all(&b, &self.checks)
+            .iter()
+            .all(|p| s.contains(p))
         {
             return Err(PsiError::Malformed(
                 "message 2 does not return the items of message 1",
@@ -513,13 +505,6 @@ impl Grouper {
         let theirs = read_share(&mut r, &session, 1, M1)?;
         let n = r.count(POINT_LEN)?;
         let body = r.take(n * POINT_LEN)?;
-        let n_checks = r.count(POINT_LEN)?;
-        if n_checks > n {
-            return Err(PsiError::Malformed(
-                "message 1 holds more check points than items",
-            ));
-        }
-        let checks = r.take(n_checks * POINT_LEN)?;
         r.end()?;
         let total_l = (people.len() as u64).saturating_add(padding.unmatched_mine);
         if total_l > MAX_ITEMS as u64 || total_l.saturating_mul(groups as u64) > MAX_TAGS as u64 {
@@ -533,8 +518,7 @@ impl Grouper {
         let beta = Secret::fresh()?;
         let mut s = group::decode_multiply_all(body, &beta)?;
         s.shuffle(&mut rng());
-        let mut second = group::decode_multiply_all(checks, &beta)?;
-        second.shuffle(&mut rng());
+
         let (order, original) = secret_order(groups, real);
         let points: Vec<RistrettoPoint> = people.iter().map(|(p, _)| *p).collect();
         let mut l: Vec<([u8; 32], Vec<bool>)> = group::multiply_all(&points, &beta)
@@ -599,10 +583,7 @@ impl Grouper {
         for p in &s {
             w.bytes(p);
         }
-        w.u32(second.len());
-        for p in &second {
-            w.bytes(p);
-        }
+        w.bytes(&group::encode(&(RISTRETTO_BASEPOINT_TABLE * beta.scalar())));
         w.u32(items.len());
         for i in &items {
             w.bytes(i);

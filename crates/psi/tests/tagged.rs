@@ -194,13 +194,12 @@ fn u32_at(m: &[u8], at: usize) -> usize {
     u32::from_le_bytes(m[at..at + 4].try_into().expect("u32")) as usize
 }
 
-/// Where message 2's lists start: (S, the returned check points, L), each
-/// after its u32 length (header 29, share 96, u32 groups).
+/// Where message 2's parts start: (S after its u32 length, B = β·G, L
+/// after its u32 length), after the header 29, share 96 and u32 groups.
 fn lists_of_m2(m2: &[u8]) -> (usize, usize, usize) {
     let s = 29 + 96 + 4 + 4;
-    let second = s + 32 * u32_at(m2, s - 4) + 4;
-    let l = second + 32 * u32_at(m2, second - 4) + 4;
-    (s, second, l)
+    let b = s + 32 * u32_at(m2, s - 4);
+    (s, b, b + 32 + 4)
 }
 
 /// Item `i`'s tag for group `g` in message 2 (`groups` groups, no cap).
@@ -267,13 +266,13 @@ fn the_matcher_refuses_what_a_modified_grouper_sends() {
 }
 
 /// A modified grouper that does not return exactly message 1 re-blinded
-/// with one β: the attack the check points stop is copying items of
-/// message 1 under another scalar γ (with `γ·H(t)` in L, a target t counts
-/// twice). S must hold exactly as many items as message 1, so each copy
-/// drops an item; dropping half the list drops some of the hidden check
-/// points (all but certainly: each item is one with probability 1/9),
-/// and the matcher refuses before it matches. So it does for extra items,
-/// a second list under another scalar, or S re-blinded under another.
+/// with the β of its B: the attack the check points stop is copying items
+/// of message 1 under another scalar γ (with `γ·H(t)` in L, a target t
+/// counts twice). S must hold exactly as many items as message 1, so each
+/// copy drops an item; dropping half the list drops some of the hidden
+/// check points (all but certainly: each item is one with probability
+/// 1/9), and the matcher refuses before it matches. So it does for extra
+/// items, a B of another scalar, or S re-blinded under another.
 #[test]
 fn the_matcher_refuses_a_grouper_that_copies_or_drops_its_items() {
     use curve25519_dalek::ristretto::CompressedRistretto;
@@ -313,7 +312,7 @@ fn the_matcher_refuses_a_grouper_that_copies_or_drops_its_items() {
         .match_and_count(&copied, 2, None, None, None)
         .expect_err("copies refused");
     assert!(err.to_string().contains("does not return"), "{err}");
-    // S under another scalar (every item γ·β·x), the second list not.
+    // S under another scalar (every item γ·β·x), B not.
     let (mut matcher, m2) = fresh();
     let mut other = m2.clone();
     for i in 0..n {
@@ -324,12 +323,12 @@ fn the_matcher_refuses_a_grouper_that_copies_or_drops_its_items() {
     assert!(matcher
         .match_and_count(&other, 2, None, None, None)
         .is_err());
-    // The second list under another scalar.
+    // B of another scalar.
     let (mut matcher, m2) = fresh();
-    let (_, second, _) = lists_of_m2(&m2);
+    let (_, b, _) = lists_of_m2(&m2);
     let mut other = m2.clone();
-    let c = times(&m2[second..second + 32], &gamma);
-    other[second..second + 32].copy_from_slice(&c);
+    let c = times(&m2[b..b + 32], &gamma);
+    other[b..b + 32].copy_from_slice(&c);
     assert!(matcher
         .match_and_count(&other, 2, None, None, None)
         .is_err());
