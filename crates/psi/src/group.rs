@@ -138,11 +138,6 @@ impl Secret {
     pub fn scalar(&self) -> &Scalar {
         &self.0
     }
-
-    /// Its inverse (never zero: [`Secret::fresh`] draws a non-zero one).
-    pub fn inverse(&self) -> Secret {
-        Secret(self.0.invert())
-    }
 }
 
 impl Drop for Secret {
