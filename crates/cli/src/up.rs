@@ -37,6 +37,9 @@ use crate::data;
 pub struct ClusterInfo {
     /// The hub's REST URL.
     pub hub: String,
+    /// The hub's Flight SQL URL (`grpc+tls://HOST:PORT`).
+    #[serde(default)]
+    pub flight_sql: String,
     /// The CA certificate clients must trust.
     pub ca: PathBuf,
     /// The collaboration created on the hub.
@@ -100,9 +103,20 @@ fn write_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), CliError> {
     std::fs::write(path, text).map_err(io("writing a config file"))
 }
 
+/// A service process `airlock up` started.
+pub struct Started {
+    /// The process.
+    pub child: Child,
+    /// Its `listening on https://ADDR` address.
+    pub url: String,
+    /// The `flight-sql grpc+tls://ADDR` URL it printed before, if any.
+    pub flight_sql: Option<String>,
+}
+
 /// Starts `airlock <args> --exit-with-stdin` and waits for its `listening
-/// on https://ADDR` line; the rest of its output is passed through.
-pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), CliError> {
+/// on https://ADDR` line (and takes a `flight-sql URL` line before it);
+/// the rest of its output is passed through.
+pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<Started, CliError> {
     let mut child = Command::new(bin)
         .args(args)
         .arg("--exit-with-stdin")
@@ -119,15 +133,20 @@ pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), C
     let label = name.to_string();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut flight_sql = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if !sent {
+                if let Some(url) = line.strip_prefix("flight-sql ") {
+                    flight_sql = Some(url.trim().to_string());
+                    continue;
+                }
                 if let Some(i) = line.find("listening on https://") {
                     let addr = line[i + "listening on ".len()..]
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send((addr, flight_sql.take()));
                     sent = true;
                     continue;
                 }
@@ -136,7 +155,11 @@ pub fn spawn(bin: &Path, name: &str, args: &[&str]) -> Result<(Child, String), C
         }
     });
     match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(addr) => Ok((child, addr)),
+        Ok((url, flight_sql)) => Ok(Started {
+            child,
+            url,
+            flight_sql,
+        }),
         Err(_) => {
             let _ = child.kill();
             let status = child.wait().ok();
@@ -247,6 +270,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
         children: Vec::new(),
         info: ClusterInfo {
             hub: String::new(),
+            flight_sql: String::new(),
             ca: ca_path.clone(),
             collaboration: collab.name().to_string(),
             analyst: collab
@@ -360,7 +384,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
         };
         let path = nd.join("node.toml");
         write_toml(&path, &cfg)?;
-        let (child, url) = spawn(
+        let Started { child, url, .. } = spawn(
             &opts.bin,
             &format!("node {m}"),
             &["node", "serve", "--config", &path.to_string_lossy()],
@@ -372,6 +396,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
 
     let hub_cfg = HubConfig {
         listen: "127.0.0.1:0".into(),
+        flight_sql_listen: None,
         database: format!("sqlite:{}", hub_dir.join("hub.db").display()),
         tls: tls(&hub_dir),
         nodes: running
@@ -399,7 +424,11 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
         running.info.tokens.insert(m.name.clone(), t.token);
     }
     store.close().await;
-    let (child, url) = spawn(
+    let Started {
+        child,
+        url,
+        flight_sql,
+    } = spawn(
         &opts.bin,
         "hub",
         &[
@@ -412,6 +441,7 @@ pub async fn start(opts: &UpOptions) -> Result<Running, CliError> {
     running.info.pids.insert("hub".into(), child.id());
     running.children.push(("hub".into(), child));
     running.info.hub = url;
+    running.info.flight_sql = flight_sql.unwrap_or_default();
 
     let creator = providers
         .first()

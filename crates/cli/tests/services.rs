@@ -610,7 +610,11 @@ async fn killing_the_hub_mid_query_never_releases_twice() {
     println!("killed the hub with the query {}", q.state);
 
     // Restart the hub on the same configuration and database.
-    let (mut hub, url) = up::spawn(
+    let up::Started {
+        child: mut hub,
+        url,
+        ..
+    } = up::spawn(
         &bin(),
         "hub",
         &[
@@ -1244,7 +1248,11 @@ async fn a_hub_on_postgres_runs_the_demo() {
         .expect("token")
         .token;
     store.close().await;
-    let (mut hub, hub_url) = up::spawn(
+    let up::Started {
+        child: mut hub,
+        url: hub_url,
+        ..
+    } = up::spawn(
         &bin(),
         "postgres hub",
         &[

@@ -26,7 +26,7 @@
 pub mod lifecycle;
 pub mod sync;
 
-pub use lifecycle::{Deliverer, Progress, QueryRef, QueryStore, Run, Settled};
+pub use lifecycle::{Deliverer, Progress, QueryRef, QueryStore, Run, Settled, CANCELLED};
 pub use sync::{AuditLog, NodeAdmin, SyncError, Version};
 
 use std::collections::HashMap;

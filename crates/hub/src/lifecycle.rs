@@ -40,8 +40,23 @@ pub struct Progress {
     /// A crypto-mode query's current step (fixed by the query's shape and
     /// rules, never by data: see [`crate::CryptoStep`]).
     pub step: Mutex<Option<String>>,
+    /// Set by [`Progress::cancel`]: the run stops at its next step and the
+    /// query fails as cancelled.
+    cancel: tokio::sync::Notify,
     // No count of rows: how many rows a member's node sends depends on that
     // member's data, and the querier can read progress (ATTACKS 29).
+}
+
+/// What a cancelled query's failure says.
+pub const CANCELLED: &str = "the query was cancelled by its querier";
+
+impl Progress {
+    /// Asks the run to stop: the query fails as [`CANCELLED`] unless it
+    /// has already ended. A budget debited before is not refunded.
+    pub fn cancel(&self) {
+        // A stored permit: a cancel before the run waits is not lost.
+        self.cancel.notify_one();
+    }
 }
 
 /// The query being settled, as the store knows it.
@@ -159,13 +174,15 @@ impl Hub {
     ) -> Result<Settled, String> {
         run.store.running(q.id).await?;
         let secs = run.timeout.as_secs();
-        let ran = tokio::time::timeout(run.timeout, self.run(prepared, run.nodes, run.ledger))
-            .await
-            .unwrap_or_else(|_| {
+        let ran = tokio::time::timeout(run.timeout, self.run(prepared, run.nodes, run.ledger));
+        let ran = tokio::select! {
+            ran = ran => ran.unwrap_or_else(|_| {
                 Err(HubError::Failed(format!(
                     "the query ran longer than {secs} s (query_timeout_secs of the hub) and was stopped"
                 )))
-            });
+            }),
+            () = run.progress.cancel.notified() => Err(HubError::Failed(CANCELLED.into())),
+        };
         let released = match ran {
             Ok(released) => released,
             Err(HubError::Refused { refusal, node }) => {

@@ -458,3 +458,51 @@ async fn a_refusing_node_a_failing_node_and_a_silent_node_each_settle_once() {
         ]
     );
 }
+
+/// A cancel, before the run waits or while a node is silent, stops the run
+/// and fails the query once as cancelled; the store sees no release.
+#[tokio::test]
+async fn a_cancelled_query_fails_as_cancelled_whenever_the_cancel_comes() {
+    for early in [true, false] {
+        let mut s = setup(collab(3, false), collab(3, false)).await;
+        s.nodes.silent = Some("publisher");
+        let prepared = s
+            .hub
+            .prepare("advertiser", &QuerySpec::sql(BY_CATEGORY))
+            .await
+            .expect("accepted");
+        let progress = std::sync::Arc::new(Progress::default());
+        if early {
+            progress.cancel();
+        } else {
+            let p = progress.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                p.cancel();
+            });
+        }
+        let run = Run {
+            nodes: &s.nodes,
+            ledger: &ledger(&s, false),
+            store: &Records { log: s.log.clone() },
+            deliver: None,
+            progress: &progress,
+            timeout: LONG,
+        };
+        let q = QueryRef {
+            id: "q1",
+            collab: "hubtest",
+            collab_id: "c1",
+            member: "advertiser",
+        };
+        assert_eq!(s.hub.settle(q, prepared, run).await, Settled::Failed);
+        assert_eq!(
+            writes(&s),
+            vec![
+                "running q1".to_string(),
+                format!("failed q1: {}", airlock_hub::CANCELLED)
+            ],
+            "early: {early}"
+        );
+    }
+}

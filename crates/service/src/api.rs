@@ -374,6 +374,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/datasets/update", "Change a dataset the caller owns (path, or k of its aggregation rules) in every collaboration that uses it: each gets a new policy version, pushed to its nodes."),
     ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
     ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
+    ("post", "/v1/queries/{id}/cancel", "Asks a running query of the caller's to stop; it fails as cancelled (a budget already debited stays spent)."),
 ];
 
 /// What remains of a privacy budget.

@@ -413,6 +413,17 @@ impl HubClient {
         .await
     }
 
+    /// Asks a running query of the caller's to stop
+    /// (`POST /v1/queries/{id}/cancel`).
+    pub async fn cancel(&self, id: &str) -> Result<QueryView, ServiceError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/queries/{}/cancel", enc(id)),
+            None::<&()>,
+        )
+        .await
+    }
+
     /// Polls until the query ends; `on_progress` is called on every poll
     /// after the first second.
     pub async fn wait(

@@ -174,6 +174,10 @@ pub struct NodeEntry {
 pub struct HubConfig {
     /// Address the REST API listens on (`127.0.0.1:0` picks a free port).
     pub listen: String,
+    /// Address the Flight SQL endpoint listens on (TLS with the hub's
+    /// certificate; default: the REST API's host, a free port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flight_sql_listen: Option<String>,
     /// `sqlite:PATH` (default backend) or `postgres://...`.
     pub database: String,
     /// The hub's certificate (server for REST, client for the nodes), key

@@ -37,12 +37,7 @@ pub fn server_config(
     key_pem: &str,
     ca_pem: &str,
 ) -> Result<rustls::ServerConfig, ServiceError> {
-    let tls = |e: &dyn std::fmt::Display| ServiceError::Config(format!("TLS: {e}"));
-    crate::install_crypto_provider();
-    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let (certs, key) = cert_and_key(cert_pem, key_pem)?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(ca.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
@@ -56,6 +51,37 @@ pub fn server_config(
         .map_err(|e| tls(&e))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// A server configuration with no client certificate (the hub's Flight
+/// SQL endpoint: a member's token authenticates each call), speaking
+/// HTTP/2 (gRPC).
+pub fn token_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ServerConfig, ServiceError> {
+    let (certs, key) = cert_and_key(cert_pem, key_pem)?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn tls(e: &dyn std::fmt::Display) -> ServiceError {
+    ServiceError::Config(format!("TLS: {e}"))
+}
+
+type CertAndKey = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+fn cert_and_key(cert_pem: &str, key_pem: &str) -> Result<CertAndKey, ServiceError> {
+    crate::install_crypto_provider();
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    Ok((certs, key))
 }
 
 /// The TLS connections accepted on `listener`: each handshake runs in its

@@ -53,6 +53,7 @@ pub(crate) async fn up(dir: PathBuf, rows: usize, wire_tap: Option<PathBuf>) -> 
     let i = &running.info;
     println!("Airlock is up.");
     println!("  hub        {}", i.hub);
+    println!("  flight-sql {}", i.flight_sql);
     for (m, url) in &i.nodes {
         println!("  node       {m:<10} {url}");
     }

@@ -9,6 +9,7 @@
 
 mod collabs;
 mod connections;
+pub mod flight_sql;
 mod ports;
 mod queries;
 mod state;
@@ -78,6 +79,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Shared>> {
         ("post", "/v1/datasets/update") => post(update_dataset),
         ("get", "/v1/queries/{id}") => get(get_query),
         ("get", "/v1/queries/{id}/result") => get(get_result),
+        ("post", "/v1/queries/{id}/cancel") => post(cancel_query),
         _ => return None,
     })
 }
@@ -147,6 +149,29 @@ pub async fn serve(
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| ServiceError::Io(e.to_string()))?;
+    // Flight SQL on its own port, with the same certificate; its line
+    // comes before the REST one (the line `airlock up` waits for).
+    let flight_listen = match &cfg.flight_sql_listen {
+        Some(a) => a.clone(),
+        None => format!("{}:0", addr.ip()),
+    };
+    let flight_listener = tokio::net::TcpListener::bind(&flight_listen)
+        .await
+        .map_err(|e| ServiceError::Io(format!("cannot listen on {flight_listen}: {e}")))?;
+    let flight_addr = flight_listener
+        .local_addr()
+        .map_err(|e| ServiceError::Io(e.to_string()))?;
+    let flight_tls = crate::tls_accept::token_server_config(&state.signing.0, &state.signing.1)?;
+    println!("flight-sql grpc+tls://{flight_addr}");
+    let (stop_flight, flight_stopped) = tokio::sync::oneshot::channel::<()>();
+    let flight = tokio::spawn(flight_sql::serve(
+        state.clone(),
+        flight_listener,
+        flight_tls,
+        async move {
+            let _ = flight_stopped.await;
+        },
+    ));
     let nodes: BTreeSet<&String> = state.links.members().collect();
     println!(
         "hub listening on https://{addr} (nodes: {})",
@@ -173,11 +198,18 @@ pub async fn serve(
         .header_read_timeout(Some(std::time::Duration::from_secs(
             limits.header_read_timeout_secs.max(1),
         )));
-    server
+    let served = server
         .handle(handle)
         .serve(router(state).into_make_service())
         .await
-        .map_err(|e| ServiceError::Io(e.to_string()))
+        .map_err(|e| ServiceError::Io(e.to_string()));
+    let _ = stop_flight.send(());
+    match flight.await {
+        Ok(Err(e)) => eprintln!("hub: the Flight SQL endpoint stopped: {e}"),
+        Err(e) => eprintln!("hub: the Flight SQL endpoint stopped: {e}"),
+        Ok(Ok(())) => {}
+    }
+    served
 }
 
 #[cfg(test)]

@@ -154,68 +154,179 @@ pub(super) async fn submit_query(
     body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<QueryView>), ApiError> {
     let Json(body) = body.map_err(rejected)?;
-    let (_, collab) = s.visible(&m, &name).await?;
-    require(&collab, &m, Ability::Query, "submit queries")?;
-    if body.deliver.is_some() {
-        require(&collab, &m, Ability::Receive, "receive results")?;
-        if !s.links.members().any(|n| *n == m) || !collab.has_ability(&m, Ability::Provide) {
-            return Err(bad_input(format!(
-                "delivery writes to a destination of the querier's own node, and '{m}' has none here"
-            )));
-        }
-    }
-    let place = s.admit(&m)?;
-    let q = s.store.submit_query(&name, &m, &body.describe()).await?;
-    let engine = match s.engine(&name).await {
-        Ok(e) => e,
-        Err(e) => {
-            let q = s
-                .store
-                .transition(
-                    &q.id,
-                    QueryState::Failed,
-                    Some(&failure(
-                        FailureKind::Failed,
-                        format!("the collaboration is not ready: {e}"),
-                    )),
-                )
-                .await?;
-            return Ok((StatusCode::ACCEPTED, Json(s.view(&q))));
-        }
-    };
-    // Checked once: the prepared query is what runs.
-    let (q, prepared) = match engine.hub.prepare(&m, &body).await {
-        Ok(prepared) => (
-            s.store.transition(&q.id, QueryState::Checked, None).await?,
-            Some(prepared),
-        ),
-        Err(HubError::Refused { refusal, node }) => {
-            let detail = refusal_detail(&refusal, node.as_deref());
-            let q = s
-                .store
-                .transition(&q.id, QueryState::Refused, Some(&detail))
-                .await?;
-            (q, None)
-        }
-        Err(e) => {
-            let detail = match e {
-                HubError::BadInput(m) => failure(FailureKind::BadInput, m),
-                other => failure(FailureKind::Failed, other.to_string()),
-            };
-            let q = s
-                .store
-                .transition(&q.id, QueryState::Failed, Some(&detail))
-                .await?;
-            (q, None)
-        }
-    };
-    if let Some(prepared) = prepared {
-        tokio::spawn(
-            s.clone()
-                .run(q.clone(), prepared, body.deliver.clone(), engine, place),
-        );
-    }
+    let (q, _running) = s.submit(&m, &name, &body).await?;
     Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
+}
+
+impl HubState {
+    /// Submits `spec` to collaboration `name` as `m`: abilities, the
+    /// member's places, the store's record, the check; a checked query is
+    /// started (its task is returned, to wait on), a refused or failed one
+    /// is recorded as such. The one way in for REST and Flight SQL alike.
+    pub(super) async fn submit(
+        self: &Arc<Self>,
+        m: &str,
+        name: &str,
+        body: &api::QueryRequest,
+    ) -> Result<(QueryRecord, Option<tokio::task::JoinHandle<()>>), ApiError> {
+        let s = self;
+        let (_, collab) = s.visible(m, name).await?;
+        require(&collab, m, Ability::Query, "submit queries")?;
+        if body.deliver.is_some() {
+            require(&collab, m, Ability::Receive, "receive results")?;
+            if !s.links.members().any(|n| n == m) || !collab.has_ability(m, Ability::Provide) {
+                return Err(bad_input(format!(
+                    "delivery writes to a destination of the querier's own node, and '{m}' has none here"
+                )));
+            }
+        }
+        let place = s.admit(m)?;
+        let q = s.store.submit_query(name, m, &body.describe()).await?;
+        let engine = match s.engine(name).await {
+            Ok(e) => e,
+            Err(e) => {
+                let q = s
+                    .store
+                    .transition(
+                        &q.id,
+                        QueryState::Failed,
+                        Some(&failure(
+                            FailureKind::Failed,
+                            format!("the collaboration is not ready: {e}"),
+                        )),
+                    )
+                    .await?;
+                return Ok((q, None));
+            }
+        };
+        // Checked once: the prepared query is what runs.
+        let (q, prepared) = match engine.hub.prepare(m, body).await {
+            Ok(prepared) => (
+                s.store.transition(&q.id, QueryState::Checked, None).await?,
+                Some(prepared),
+            ),
+            Err(HubError::Refused { refusal, node }) => {
+                let detail = refusal_detail(&refusal, node.as_deref());
+                let q = s
+                    .store
+                    .transition(&q.id, QueryState::Refused, Some(&detail))
+                    .await?;
+                (q, None)
+            }
+            Err(e) => {
+                let detail = match e {
+                    HubError::BadInput(m) => failure(FailureKind::BadInput, m),
+                    other => failure(FailureKind::Failed, other.to_string()),
+                };
+                let q = s
+                    .store
+                    .transition(&q.id, QueryState::Failed, Some(&detail))
+                    .await?;
+                (q, None)
+            }
+        };
+        let running = prepared.map(|prepared| {
+            tokio::spawn(
+                s.clone()
+                    .run(q.clone(), prepared, body.deliver.clone(), engine, place),
+            )
+        });
+        Ok((q, running))
+    }
+
+    /// Asks query `id`, submitted by `m`, to stop (see
+    /// [`airlock_hub::Progress::cancel`]); a query that has ended, or is
+    /// not `m`'s, is left as it is. True if it was running.
+    pub(super) fn cancel(&self, m: &str, id: &str, submitter: &str) -> bool {
+        if m != submitter {
+            return false;
+        }
+        match self.progress.lock() {
+            Ok(p) => p.get(id).map(|p| p.cancel()).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// The stored result of released query `id` as Arrow IPC bytes, read
+    /// for its schema only (no fetch is audited: no row leaves the hub).
+    pub(super) async fn fetch_schema(&self, id: &str) -> Result<Vec<u8>, ApiError> {
+        self.store
+            .result(id)
+            .await?
+            .ok_or_else(|| not_found("result"))
+    }
+
+    /// The released result of query `id` as Arrow IPC bytes, for `m` (who
+    /// needs the `receive` ability), its fetch audited: the one read of a
+    /// result for REST and Flight SQL alike.
+    pub(super) async fn fetch_result(&self, m: &str, id: &str) -> Result<Vec<u8>, ApiError> {
+        let s = self;
+        let (q, collab) = visible_query(s, m, id).await?;
+        require(&collab, m, Ability::Receive, "read results")?;
+        // A result past its retention period is deleted now rather than served.
+        expire(&s.store, &collab).await?;
+        let q = s.store.query(id).await?.unwrap_or(q);
+        match q.result_place() {
+            Some(ResultPlace::Deleted) => {
+                return Err(ApiError(
+                    StatusCode::GONE,
+                    ErrorCode::Expired,
+                    airlock_store::RESULT_DELETED.to_string(),
+                ))
+            }
+            Some(ResultPlace::Delivered(d)) => {
+                return Err(ApiError(
+                    StatusCode::GONE,
+                    ErrorCode::Delivered,
+                    d.to_string(),
+                ))
+            }
+            Some(ResultPlace::Stored) | None => {}
+        }
+        if q.state != QueryState::Released {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                ErrorCode::NotReady,
+                format!("the query is {}, not released", q.state.as_str()),
+            ));
+        }
+        let bytes = s
+            .store
+            .result(id)
+            .await?
+            .ok_or_else(|| not_found("result"))?;
+        let _ = s
+            .store
+            .record(
+                &q.collab,
+                m,
+                &AuditEvent::ResultDelivered {
+                    query: id.to_string(),
+                    result_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+                    by: DeliveredBy::Fetched {
+                        bytes: bytes.len() as u64,
+                    },
+                },
+            )
+            .await;
+        Ok(bytes)
+    }
+}
+
+/// Asks a running query of the caller's to stop.
+pub(super) async fn cancel_query(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<QueryView>, ApiError> {
+    let (q, _) = visible_query(&s, &m, &id).await?;
+    if q.member != m {
+        return Err(forbidden(format!(
+            "only the member who submitted query {id} may cancel it"
+        )));
+    }
+    s.cancel(&m, &id, &q.member);
+    Ok(Json(s.view(&q)))
 }
 
 pub(super) async fn list_queries(
@@ -247,7 +358,7 @@ pub(super) async fn get_budget(
 
 /// The query `id` if `member` submitted it or may receive its results.
 pub(super) async fn visible_query(
-    s: &Shared,
+    s: &HubState,
     member: &str,
     id: &str,
 ) -> Result<(QueryRecord, Collaboration), ApiError> {
@@ -276,54 +387,7 @@ pub(super) async fn get_result(
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Response, ApiError> {
-    let (q, collab) = visible_query(&s, &m, &id).await?;
-    require(&collab, &m, Ability::Receive, "read results")?;
-    // A result past its retention period is deleted now rather than served.
-    expire(&s.store, &collab).await?;
-    let q = s.store.query(&id).await?.unwrap_or(q);
-    match q.result_place() {
-        Some(ResultPlace::Deleted) => {
-            return Err(ApiError(
-                StatusCode::GONE,
-                ErrorCode::Expired,
-                airlock_store::RESULT_DELETED.to_string(),
-            ))
-        }
-        Some(ResultPlace::Delivered(d)) => {
-            return Err(ApiError(
-                StatusCode::GONE,
-                ErrorCode::Delivered,
-                d.to_string(),
-            ))
-        }
-        Some(ResultPlace::Stored) | None => {}
-    }
-    if q.state != QueryState::Released {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            ErrorCode::NotReady,
-            format!("the query is {}, not released", q.state.as_str()),
-        ));
-    }
-    let bytes = s
-        .store
-        .result(&id)
-        .await?
-        .ok_or_else(|| not_found("result"))?;
-    let _ = s
-        .store
-        .record(
-            &q.collab,
-            &m,
-            &AuditEvent::ResultDelivered {
-                query: id.clone(),
-                result_sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-                by: DeliveredBy::Fetched {
-                    bytes: bytes.len() as u64,
-                },
-            },
-        )
-        .await;
+    let bytes = s.fetch_result(&m, &id).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
         Bytes::from(bytes),

@@ -252,6 +252,11 @@ impl HubState {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(unauthorized)?;
+        self.member_of_token(token).await
+    }
+
+    /// The member `token` belongs to (REST and Flight SQL alike).
+    pub(super) async fn member_of_token(&self, token: &str) -> Result<String, ApiError> {
         self.store
             .authenticate(token.trim(), airlock_store::now_ms())
             .await

@@ -1,0 +1,364 @@
+//! The hub's Flight SQL endpoint against real hub and node processes
+//! (`airlock up`): its metadata calls from Rust's Flight SQL client, then
+//! `flight_sql.py` with ADBC from PyPI (`.ci/python.sh` makes its virtual
+//! environment; `AIRLOCK_TEST_PYTHON` names its interpreter), checked
+//! against what `airlock query` releases for the same queries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use airlock_cli::cluster::CliError;
+use airlock_cli::up::{self, Running, UpOptions};
+use airlock_cli::{data, demo, remote};
+use airlock_service::client::HubClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use futures::TryStreamExt;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
+}
+
+const OVERLAP: &str = "SELECT a.segment, COUNT(DISTINCT a.email) AS people \
+    FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment";
+const OVERLAP_QUALIFIED: &str = "SELECT a.segment, COUNT(DISTINCT a.email) AS people \
+    FROM demo.audience a JOIN airlock.demo.purchases p ON a.email = p.email GROUP BY a.segment";
+
+/// The interpreter of the virtual environment with ADBC, or `None` (the
+/// Python half is skipped, loudly; with `AIRLOCK_REQUIRE_PYTHON=1` it fails).
+fn python() -> Option<PathBuf> {
+    match std::env::var("AIRLOCK_TEST_PYTHON") {
+        Ok(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ => {
+            assert_ne!(
+                std::env::var("AIRLOCK_REQUIRE_PYTHON").as_deref(),
+                Ok("1"),
+                "AIRLOCK_REQUIRE_PYTHON=1 but AIRLOCK_TEST_PYTHON is not set (bash .ci/python.sh)"
+            );
+            eprintln!("NOTE: AIRLOCK_TEST_PYTHON is not set: the ADBC half did not run");
+            None
+        }
+    }
+}
+
+/// Rows as sorted lists of JSON values, as `flight_sql.py` compares them.
+fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
+    let mut buf = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+        for b in batches {
+            w.write(b).expect("json");
+        }
+        w.finish().expect("json");
+    }
+    let objects: Vec<serde_json::Map<String, serde_json::Value>> = if buf.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&buf).expect("rows")
+    };
+    let mut rows: Vec<serde_json::Value> = objects
+        .into_iter()
+        .map(|o| serde_json::Value::Array(o.into_iter().map(|(_, v)| v).collect()))
+        .collect();
+    rows.sort_by_key(|r| r.to_string());
+    rows
+}
+
+async fn flight_client(
+    running: &Running,
+    token: &str,
+) -> FlightSqlServiceClient<tonic::transport::Channel> {
+    let url = running.info.flight_sql.replace("grpc+tls://", "https://");
+    let ca = std::fs::read_to_string(&running.info.ca).expect("ca");
+    let channel = Endpoint::from_shared(url)
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("127.0.0.1"),
+        )
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connect");
+    let mut c = FlightSqlServiceClient::new(channel);
+    c.set_token(token.to_string());
+    c
+}
+
+async fn collect(
+    c: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    for ep in info.endpoint {
+        let ticket = ep.ticket.expect("ticket");
+        let stream = c.do_get(ticket).await.expect("do_get");
+        out.extend(stream.try_collect::<Vec<_>>().await.expect("batches"));
+    }
+    out
+}
+
+fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b.column_by_name(column).expect("column");
+        let col =
+            datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Utf8)
+                .expect("utf8");
+        let a = col.as_string::<i32>();
+        out.extend((0..a.len()).map(|i| a.value(i).to_string()));
+    }
+    out
+}
+
+fn with_name(toml: &str, name: &str) -> String {
+    toml.replacen("name = \"demo\"", &format!("name = \"{name}\""), 1)
+}
+
+async fn approve_pending(clients: &[&HubClient], name: &str) {
+    for c in clients {
+        let v = c.review(name).await.expect("review");
+        if v.asked && v.mine == airlock_service::api::Decision::Waiting {
+            c.approve(name, Some(&v.sha256)).await.expect("approve");
+        }
+    }
+}
+
+async fn start(dir: &Path) -> Running {
+    data::write_demo(dir, 60_000, true).expect("demo data");
+    up::start(&UpOptions {
+        dir: dir.to_path_buf(),
+        rows: 60_000,
+        wire_tap: None,
+        bin: bin(),
+        results_postgres: None,
+        results_s3: None,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
+    })
+    .await
+    .expect("airlock up")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_serves_metadata_queries_templates_and_refusals_to_rust_and_python() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    let running = start(&dir).await;
+    assert!(
+        running.info.flight_sql.starts_with("grpc+tls://127.0.0.1:"),
+        "{}",
+        running.info.flight_sql
+    );
+    let publisher = running.client("publisher").expect("client");
+    let advertiser = running.client("advertiser").expect("client");
+    // A template on demo, approved by both owners.
+    let show: airlock_service::api::CollaborationView = advertiser
+        .call(
+            airlock_service::client::Method::GET,
+            "/v1/collaborations/demo",
+            None::<&()>,
+        )
+        .await
+        .expect("show");
+    let with_template = show.toml.clone()
+        + r#"
+[[templates]]
+name = "overlap_in_region"
+purpose = "measurement"
+sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
+params = { region = { type = "string", allowed = ["north", "south"] } }
+"#;
+    advertiser
+        .apply("demo", &with_template)
+        .await
+        .expect("apply");
+    approve_pending(&[&publisher, &advertiser], "demo").await;
+    for c in [&publisher, &advertiser] {
+        c.approval("demo", "overlap_in_region", true)
+            .await
+            .expect("template approval");
+        approve_pending(&[&publisher, &advertiser], "demo").await;
+    }
+    // A DP collaboration over the same datasets, and one of the
+    // publisher's alone (the advertiser is not in it).
+    let v = publisher
+        .create(&with_name(&data::collaboration_toml_dp(), "demo_dp"))
+        .await
+        .expect("create dp");
+    advertiser
+        .approve("demo_dp", Some(&v.sha256))
+        .await
+        .expect("approve dp");
+    let solo_text = r#"[collaboration]
+name = "solo"
+secret_file = "unused.key"
+
+[[members]]
+name = "publisher"
+abilities = ["provide", "query", "receive"]
+
+[[datasets]]
+name = "publisher_audience"
+owner = "publisher"
+
+[[tables]]
+alias = "audience"
+dataset = "publisher_audience"
+identity = "email"
+join = ["email"]
+dimensions = ["segment", "region"]
+rule = { type = "aggregation", min_distinct_identities = 50 }
+"#;
+    publisher.create(solo_text).await.expect("create solo");
+
+    // What `airlock query` releases: the reference.
+    let overlap = remote::query(&advertiser, "demo", OVERLAP)
+        .await
+        .expect("overlap");
+    let template = remote::query_spec(
+        &advertiser,
+        "demo",
+        &airlock_policy::QuerySpec::template(
+            "overlap_in_region",
+            BTreeMap::from([("region".to_string(), "north".to_string())]),
+        ),
+    )
+    .await
+    .expect("template");
+    let refusal = match remote::query(&advertiser, "demo", "SELECT * FROM audience").await {
+        Err(CliError::Refused { refusal, .. }) => refusal,
+        other => panic!("expected a refusal, got {:?}", other.map(|r| r.num_rows())),
+    };
+
+    // Rust's Flight SQL client: the metadata calls.
+    let token = running.info.tokens["advertiser"].clone();
+    let mut c = flight_client(&running, &token).await;
+    let info = c.get_catalogs().await.expect("catalogs");
+    assert_eq!(
+        strings(&collect(&mut c, info).await, "catalog_name"),
+        ["airlock"]
+    );
+    let info = c
+        .get_db_schemas(CommandGetDbSchemas::default())
+        .await
+        .expect("schemas");
+    let mut schemas = strings(&collect(&mut c, info).await, "db_schema_name");
+    schemas.sort();
+    assert_eq!(schemas, ["demo", "demo_dp"], "only the advertiser's");
+    let info = c
+        .get_tables(CommandGetTables {
+            db_schema_filter_pattern: Some("demo".into()),
+            include_schema: true,
+            ..Default::default()
+        })
+        .await
+        .expect("tables");
+    let tables = collect(&mut c, info).await;
+    assert_eq!(strings(&tables, "table_name"), ["audience", "purchases"]);
+    let demo_collab = airlock_policy::Collaboration::from_toml(&show.toml, "demo").expect("demo");
+    let mut columns = serde_json::Map::new();
+    for b in &tables {
+        let names = b
+            .column_by_name("table_name")
+            .expect("names")
+            .as_string::<i32>();
+        let schemas = b
+            .column_by_name("table_schema")
+            .expect("schemas")
+            .as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            let schema =
+                datafusion::arrow::ipc::convert::try_schema_from_ipc_buffer(schemas.value(i))
+                    .expect("schema");
+            let table = demo_collab
+                .config()
+                .tables
+                .iter()
+                .find(|t| t.alias == names.value(i))
+                .expect("configured");
+            let mut got: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let mut want = table.columns();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "{}: configured columns only", names.value(i));
+            columns.insert(names.value(i).to_string(), serde_json::json!(want));
+        }
+    }
+    let info = c
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .expect("sql info");
+    assert_eq!(
+        collect(&mut c, info)
+            .await
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        2
+    );
+    // A statement through Rust's client: the same rows.
+    let info = c
+        .execute(OVERLAP_QUALIFIED.to_string(), None)
+        .await
+        .expect("execute");
+    assert_eq!(
+        json_rows(&collect(&mut c, info).await),
+        json_rows(&overlap.batches)
+    );
+    // The other member's collaboration, a nonexistent one, a wrong token.
+    let e = c
+        .execute("SELECT COUNT(*) FROM solo.audience".into(), None)
+        .await
+        .expect_err("not the advertiser's");
+    let e2 = c
+        .execute("SELECT COUNT(*) FROM nosuch.audience".into(), None)
+        .await
+        .expect_err("no such");
+    assert_eq!(e.to_string(), e2.to_string());
+    let mut bad = flight_client(&running, "wrong").await;
+    let e = bad.get_catalogs().await.expect_err("wrong token");
+    assert!(e.to_string().contains("bearer token"), "{e}");
+
+    // The Python half: ADBC from PyPI.
+    let Some(python) = python() else { return };
+    let dp_queries: Vec<String> = demo::ANALYSES
+        .iter()
+        .map(|(_, sql)| sql.to_string())
+        .chain([demo::DP_EXTRA.1.to_string()])
+        .collect();
+    let cfg = serde_json::json!({
+        "url": running.info.flight_sql,
+        "ca": running.info.ca,
+        "tokens": running.info.tokens,
+        "mine": ["demo", "demo_dp"],
+        "columns": columns,
+        "overlap": OVERLAP,
+        "overlap_qualified": OVERLAP_QUALIFIED,
+        "overlap_rows": json_rows(&overlap.batches),
+        "template_rows": json_rows(&template.batches),
+        "refusal": refusal,
+        "dp_queries": dp_queries,
+    });
+    let cfg_path = tmp.path().join("flight_sql.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("cfg");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flight_sql.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&cfg_path)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "flight_sql.py failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all Flight SQL checks passed"), "{stdout}");
+}
