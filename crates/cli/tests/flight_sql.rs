@@ -326,6 +326,72 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
     let e = bad.get_catalogs().await.expect_err("wrong token");
     assert!(e.to_string().contains("bearer token"), "{e}");
 
+    // Cancelling the call cancels the query: a crypto-mode query (seconds
+    // long) whose call is dropped while it runs fails as cancelled.
+    let v = publisher
+        .create(&with_name(
+            &data::collaboration_toml_crypto(),
+            "demo_crypto",
+        ))
+        .await
+        .expect("create crypto");
+    advertiser
+        .approve("demo_crypto", Some(&v.sha256))
+        .await
+        .expect("approve crypto");
+    let mut slow = flight_client(&running, &token).await;
+    slow.set_header("x-airlock-collaboration", "demo_crypto");
+    let sql = demo::CRYPTO_ANALYSES[0].2.to_string();
+    let call = tokio::spawn(async move { slow.execute(sql, None).await.map(drop) });
+    let queries = |c: HubClient| async move {
+        let qs: Vec<airlock_service::api::QueryView> = c
+            .call(
+                airlock_service::client::Method::GET,
+                "/v1/collaborations/demo_crypto/queries",
+                None::<&()>,
+            )
+            .await
+            .expect("queries");
+        qs
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let qs = queries(advertiser.clone()).await;
+        if qs
+            .iter()
+            .any(|q| q.state == airlock_service::api::QueryState::Running)
+        {
+            break;
+        }
+        assert!(qs
+            .iter()
+            .all(|q| q.state != airlock_service::api::QueryState::Released));
+        assert!(started.elapsed().as_secs() < 120, "never ran: {qs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    call.abort();
+    let ended = loop {
+        let qs = queries(advertiser.clone()).await;
+        if let Some(q) = qs
+            .iter()
+            .find(|q| q.state == airlock_service::api::QueryState::Failed)
+        {
+            break q.clone();
+        }
+        assert!(
+            qs.iter()
+                .all(|q| q.state != airlock_service::api::QueryState::Released),
+            "released after its call was cancelled: {qs:?}"
+        );
+        assert!(started.elapsed().as_secs() < 300, "not cancelled: {qs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        ended.error.as_deref(),
+        Some(airlock_hub::CANCELLED),
+        "{ended:?}"
+    );
+
     // The Python half: ADBC from PyPI.
     let Some(python) = python() else { return };
     let dp_queries: Vec<String> = demo::ANALYSES
@@ -337,7 +403,7 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
         "url": running.info.flight_sql,
         "ca": running.info.ca,
         "tokens": running.info.tokens,
-        "mine": ["demo", "demo_dp"],
+        "mine": ["demo", "demo_crypto", "demo_dp"],
         "columns": columns,
         "overlap": OVERLAP,
         "overlap_qualified": OVERLAP_QUALIFIED,

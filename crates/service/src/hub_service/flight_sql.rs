@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use airlock_policy::Collaboration;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -204,22 +204,43 @@ impl FlightSql {
         spec: &QueryRequest,
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (q, running) = self
-            .s
-            .submit(member, collab, spec)
-            .await
-            .map_err(status_of)?;
-        if let Some(task) = running {
-            // Dropped with the call (the client cancelled or went away):
-            // the query is cancelled.
-            let cancel = CancelOnDrop {
-                s: self.s.clone(),
-                member: member.to_string(),
-                id: q.id.clone(),
+        // The submit and the run go on in tasks of their own; this call
+        // waits for them. Dropped (the client cancelled the call or went
+        // away), it cancels the query, whenever that comes.
+        let watch = Arc::new(Mutex::new(Watch::default()));
+        let cancel = CancelOnDrop {
+            s: self.s.clone(),
+            member: member.to_string(),
+            watch: watch.clone(),
+        };
+        let (s, m, c, spec) = (
+            self.s.clone(),
+            member.to_string(),
+            collab.to_string(),
+            spec.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let (q, running) = s.submit(&m, &c, &spec).await?;
+            let dropped = match watch.lock() {
+                Ok(mut w) => {
+                    w.id = Some(q.id.clone());
+                    w.dropped
+                }
+                Err(_) => false,
             };
-            let _ = task.await;
-            drop(cancel);
-        }
+            if dropped {
+                s.cancel(&m, &q.id, &m);
+            }
+            if let Some(run) = running {
+                let _ = run.await;
+            }
+            Ok::<_, ApiError>(q)
+        });
+        let q = task
+            .await
+            .map_err(|e| Status::internal(format!("the query's task stopped: {e}")))?
+            .map_err(status_of)?;
+        drop(cancel);
         let q = self
             .s
             .store
@@ -302,17 +323,31 @@ impl FlightSql {
     }
 }
 
-/// Cancels a running query when the call waiting on it is dropped.
+/// What the call waiting on a query and the query's task know of each
+/// other: its id once submitted, and whether the call was dropped.
+#[derive(Debug, Default)]
+struct Watch {
+    id: Option<String>,
+    dropped: bool,
+}
+
+/// Cancels the query when the call waiting on it is dropped (a query that
+/// has ended is left as it is).
 struct CancelOnDrop {
     s: Shared,
     member: String,
-    id: String,
+    watch: Arc<Mutex<Watch>>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        // A query that has ended is left as it is.
-        self.s.cancel(&self.member, &self.id, &self.member);
+        let Ok(mut w) = self.watch.lock() else {
+            return;
+        };
+        w.dropped = true;
+        if let Some(id) = &w.id {
+            self.s.cancel(&self.member, id, &self.member);
+        }
     }
 }
 

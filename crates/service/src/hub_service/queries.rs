@@ -83,11 +83,8 @@ impl HubState {
         deliver: Option<String>,
         engine: Arc<Engine>,
         _place: Active,
+        progress: Arc<Progress>,
     ) {
-        let progress = Arc::new(Progress::default());
-        if let Ok(mut p) = self.progress.lock() {
-            p.insert(q.id.clone(), progress.clone());
-        }
         let links = self
             .links
             .for_query(&engine.id, engine.version, progress.clone());
@@ -154,7 +151,7 @@ pub(super) async fn submit_query(
     body: Result<Json<api::QueryRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<QueryView>), ApiError> {
     let Json(body) = body.map_err(rejected)?;
-    let (q, _running) = s.submit(&m, &name, &body).await?;
+    let (q, _running) = s.submit_detached(m, name, body).await?;
     Ok((StatusCode::ACCEPTED, Json(s.view(&q))))
 }
 
@@ -226,12 +223,37 @@ impl HubState {
             }
         };
         let running = prepared.map(|prepared| {
-            tokio::spawn(
-                s.clone()
-                    .run(q.clone(), prepared, body.deliver.clone(), engine, place),
-            )
+            // Registered before the run starts, so a cancel that comes
+            // before the run's first step is not lost.
+            let progress = Arc::new(Progress::default());
+            if let Ok(mut p) = s.progress.lock() {
+                p.insert(q.id.clone(), progress.clone());
+            }
+            tokio::spawn(s.clone().run(
+                q.clone(),
+                prepared,
+                body.deliver.clone(),
+                engine,
+                place,
+                progress,
+            ))
         });
         Ok((q, running))
+    }
+
+    /// [`HubState::submit`] in a task of its own: a caller that goes away
+    /// mid-submit (a closed connection drops its handler) leaves no query
+    /// half-recorded.
+    pub(super) async fn submit_detached(
+        self: &Arc<Self>,
+        m: String,
+        name: String,
+        body: api::QueryRequest,
+    ) -> Result<(QueryRecord, Option<tokio::task::JoinHandle<()>>), ApiError> {
+        let s = self.clone();
+        tokio::spawn(async move { s.submit(&m, &name, &body).await })
+            .await
+            .map_err(|e| failed(format!("the submit stopped: {e}")))?
     }
 
     /// Asks query `id`, submitted by `m`, to stop (see
