@@ -322,6 +322,27 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
         .await
         .expect_err("no such");
     assert_eq!(e.to_string(), e2.to_string());
+    // A statement nested far deeper than the guard allows, larger than
+    // its text limit, or just under it: refused, and the hub still serves.
+    for terms in [500_000, 30_000] {
+        let deep = format!(
+            "SELECT COUNT(*) FROM demo.audience WHERE {} = 0",
+            vec!["1"; terms].join("+")
+        );
+        let e = c.execute(deep, None).await.expect_err("refused");
+        assert!(
+            e.to_string().contains("limit") || e.to_string().contains("deep"),
+            "{terms}: {e}"
+        );
+    }
+    let info = c
+        .execute(OVERLAP_QUALIFIED.to_string(), None)
+        .await
+        .expect("the hub still serves");
+    assert_eq!(
+        json_rows(&collect(&mut c, info).await),
+        json_rows(&overlap.batches)
+    );
     let mut bad = flight_client(&running, "wrong").await;
     let e = bad.get_catalogs().await.expect_err("wrong token");
     assert!(e.to_string().contains("bearer token"), "{e}");

@@ -54,7 +54,7 @@ use check::TableInfo;
 
 /// The stack of the thread that parses and plans a query (reserved address
 /// space; only what the recursion touches is used).
-const PLANNING_STACK: usize = 512 * 1024 * 1024;
+pub const PLANNING_STACK: usize = 512 * 1024 * 1024;
 
 /// Why the guard did not accept a query.
 #[derive(Debug)]

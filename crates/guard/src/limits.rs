@@ -44,8 +44,10 @@ fn limit(what: String) -> Refusal {
 }
 
 impl Limits {
-    /// Refuses a query text over the length limit.
-    pub(crate) fn check_sql(&self, sql: &str) -> Result<(), Refusal> {
+    /// Refuses a query text over the length limit (or nesting parentheses
+    /// too deep): checked before anything parses it, here and by the
+    /// hub's Flight SQL endpoint before it reads table names.
+    pub fn check_sql(&self, sql: &str) -> Result<(), Refusal> {
         if sql.len() > self.max_sql_bytes {
             return Err(limit(format!(
                 "the query is {} bytes long, more than the limit of {} (max_sql_bytes)",

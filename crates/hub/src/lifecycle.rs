@@ -43,6 +43,7 @@ pub struct Progress {
     /// Set by [`Progress::cancel`]: the run stops at its next step and the
     /// query fails as cancelled.
     cancel: tokio::sync::Notify,
+    cancelled: std::sync::atomic::AtomicBool,
     // No count of rows: how many rows a member's node sends depends on that
     // member's data, and the querier can read progress (ATTACKS 29).
 }
@@ -54,8 +55,15 @@ impl Progress {
     /// Asks the run to stop: the query fails as [`CANCELLED`] unless it
     /// has already ended. A budget debited before is not refunded.
     pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
         // A stored permit: a cancel before the run waits is not lost.
         self.cancel.notify_one();
+    }
+
+    /// Whether [`Progress::cancel`] was called: a cancelled query failed
+    /// because its querier asked, not because a node did.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 }
 

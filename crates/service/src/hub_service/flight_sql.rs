@@ -185,7 +185,29 @@ impl FlightSql {
         md: &MetadataMap,
         sql: &str,
     ) -> Result<(String, Prepared), Status> {
-        let (named, what) = resolve(sql).map_err(bad)?;
+        // The guard's text limits first, then the parse on a thread with
+        // the planner's stack: a statement nested a million levels deep is
+        // refused or dropped there, never on this one (red team).
+        self.s
+            .limits
+            .query
+            .guard()
+            .check_sql(sql)
+            .map_err(|r| refusal_status(&r, None))?;
+        let text = sql.to_string();
+        let parsed = tokio::task::spawn_blocking(move || {
+            std::thread::Builder::new()
+                .name("airlock-resolve".into())
+                .stack_size(airlock_guard::PLANNING_STACK)
+                .spawn(move || resolve(&text))
+                .map_err(|e| format!("cannot start the parser: {e}"))?
+                .join()
+                .map_err(|_| "the parser failed".to_string())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::internal)?;
+        let (named, what) = parsed.map_err(bad)?;
         let collab = match named {
             Some(c) => c,
             None => self.default_collab(member, md).await?,
@@ -257,6 +279,11 @@ impl FlightSql {
                 "the result was delivered to the querier's node, not kept by the hub",
             ));
         }
+        // Its schema and row count are the result's: shown only to a
+        // member who may read it (as DoGet and REST's fetch require).
+        let (_, c) = self.s.visible(member, collab).await.map_err(status_of)?;
+        super::state::require(&c, member, airlock_policy::Ability::Receive, "read results")
+            .map_err(status_of)?;
         // The schema the result stream will have: read from the result.
         let bytes = self.s.fetch_schema(&q.id).await.map_err(status_of)?;
         let schema = result_schema(bytes)?;
@@ -410,19 +437,10 @@ fn ended_badly(view: &crate::api::QueryView) -> Option<Status> {
     use crate::api::{FailureKind, QueryState};
     match view.state {
         QueryState::Released => None,
-        QueryState::Refused => {
-            let refusal = view.refusal.clone()?;
-            let message = airlock_hub::HubError::Refused {
-                refusal: refusal.clone(),
-                node: view.refused_by_node.clone(),
-            }
-            .to_string();
-            let body = serde_json::json!({
-                "code": ErrorCode::Refused, "error": message,
-                "refusal": refusal, "node": view.refused_by_node,
-            });
-            Some(with_body(tonic::Code::PermissionDenied, &message, &body))
-        }
+        QueryState::Refused => Some(refusal_status(
+            view.refusal.as_ref()?,
+            view.refused_by_node.as_deref(),
+        )),
         _ => {
             let message = view
                 .error
@@ -439,6 +457,21 @@ fn ended_badly(view: &crate::api::QueryView) -> Option<Status> {
             Some(with_body(code, &message, &body))
         }
     }
+}
+
+/// A refusal as a status: the message as the CLI prints it, the body
+/// with the refusal and the refusing node.
+fn refusal_status(refusal: &airlock_policy::Refusal, node: Option<&str>) -> Status {
+    let message = airlock_hub::HubError::Refused {
+        refusal: refusal.clone(),
+        node: node.map(str::to_string),
+    }
+    .to_string();
+    let body = serde_json::json!({
+        "code": ErrorCode::Refused, "error": message,
+        "refusal": refusal, "node": node,
+    });
+    with_body(tonic::Code::PermissionDenied, &message, &body)
 }
 
 fn result_schema(bytes: Vec<u8>) -> Result<SchemaRef, Status> {
@@ -600,6 +633,61 @@ fn bind(batch: &RecordBatch, names: &[String]) -> Result<BTreeMap<String, String
         out.insert(name, f.value(0).to_string());
     }
     Ok(out)
+}
+
+/// The most bytes of Flight data one binding of parameters may take (a
+/// template's parameters are a handful of short values).
+pub const MAX_BOUND_BYTES: usize = 64 * 1024;
+
+/// The one batch of bound parameter values of a `DoPut`: read as it
+/// arrives and refused past [`MAX_BOUND_BYTES`] (an endless stream holds
+/// nothing), and refused if compressed (a small message must not decode
+/// into a huge one) or if it holds more than one batch.
+async fn bound_values(
+    mut stream: impl Stream<Item = Result<arrow_flight::FlightData, Status>> + Unpin,
+) -> Result<RecordBatch, Status> {
+    use datafusion::arrow::ipc::{root_as_message, MessageHeader};
+    use futures::StreamExt as _;
+    let mut seen = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(item) = stream.next().await {
+        let data = item?;
+        bytes += data.data_header.len() + data.data_body.len() + data.app_metadata.len();
+        if bytes > MAX_BOUND_BYTES {
+            return Err(status_of(ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::Limit,
+                format!("the bound parameter values are larger than {MAX_BOUND_BYTES} bytes"),
+            )));
+        }
+        if !data.data_header.is_empty() {
+            let message = root_as_message(&data.data_header)
+                .map_err(|e| bad(format!("the bound parameters: {e}")))?;
+            if message.header_type() == MessageHeader::RecordBatch
+                && message
+                    .header_as_record_batch()
+                    .is_some_and(|b| b.compression().is_some())
+            {
+                return Err(bad("bound parameter values must not be compressed"));
+            }
+        }
+        seen.push(Ok(data));
+    }
+    let batches: Vec<RecordBatch> =
+        arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(futures::stream::iter(
+            seen,
+        ))
+        .try_collect()
+        .await
+        .map_err(|e| bad(format!("the bound parameters: {e}")))?;
+    match <[RecordBatch; 1]>::try_from(batches) {
+        Ok([b]) => Ok(b),
+        Err(v) if v.is_empty() => Err(bad("no parameter values were bound")),
+        Err(v) => Err(bad(format!(
+            "a template runs with one batch of one row of parameter values; {} batches were bound",
+            v.len()
+        ))),
+    }
 }
 
 /// The Arrow schema a client binds a template's parameters with.
@@ -804,7 +892,16 @@ impl FlightSqlService for FlightSql {
             let mut tables: Vec<(&String, &SchemaRef)> = engine.hub.schemas().iter().collect();
             tables.sort_by(|a, b| a.0.cmp(b.0));
             for (table, schema) in tables {
-                b.append(CATALOG, c.name(), table, "TABLE", schema)
+                // Names and types only, as REST shows them: no metadata
+                // or nullability of the owner's files.
+                let bare = Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                        .collect::<Vec<_>>(),
+                );
+                b.append(CATALOG, c.name(), table, "TABLE", &bare)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
@@ -935,29 +1032,7 @@ impl FlightSqlService for FlightSql {
             .find(|t| t.name == *name)
             .map(|t| t.params.keys().cloned().collect())
             .unwrap_or_default();
-        // At most the hub's request size, as over REST.
-        let max = self.s.limits.max_request_bytes;
-        let stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(|e| e.into()),
-        );
-        let batches: Vec<RecordBatch> = stream
-            .try_collect()
-            .await
-            .map_err(|e| bad(format!("the bound parameters: {e}")))?;
-        let size: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
-        if size > max {
-            return Err(status_of(ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::Limit,
-                "the bound parameters are larger than the hub's limit (max_request_bytes)".into(),
-            )));
-        }
-        let batch = match batches.as_slice() {
-            [] => return Err(bad("no parameter values were bound")),
-            [b] => b.clone(),
-            _ => datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches)
-                .map_err(|e| bad(e.to_string()))?,
-        };
+        let batch = bound_values(request.into_inner()).await?;
         *params = bind(&batch, &names).map_err(bad)?;
         self.store_prepared(&query.prepared_statement_handle, p)?;
         Ok(DoPutPreparedStatementResult {
@@ -1259,6 +1334,70 @@ mod tests {
             .expect("ok");
             assert_eq!(body["code"], serde_json::to_value(code).expect("ok"));
         }
+    }
+
+    async fn encoded(
+        batches: Vec<RecordBatch>,
+        compression: Option<datafusion::arrow::ipc::CompressionType>,
+    ) -> Vec<Result<arrow_flight::FlightData, Status>> {
+        use futures::StreamExt as _;
+        let options = datafusion::arrow::ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(compression)
+            .expect("options");
+        FlightDataEncoderBuilder::new()
+            .with_options(options)
+            .build(futures::stream::iter(batches.into_iter().map(Ok)))
+            .map_err(|e| Status::internal(e.to_string()))
+            .collect::<Vec<_>>()
+            .await
+    }
+
+    #[tokio::test]
+    async fn bound_values_are_one_small_uncompressed_batch() {
+        use datafusion::arrow::array::StringArray;
+        use futures::StreamExt as _;
+        let one = RecordBatch::try_from_iter([(
+            "region",
+            Arc::new(StringArray::from(vec!["north"])) as _,
+        )])
+        .expect("ok");
+        let b = bound_values(futures::stream::iter(
+            encoded(vec![one.clone()], None).await,
+        ))
+        .await
+        .expect("one batch");
+        assert_eq!(b, one);
+        let two = encoded(vec![one.clone(), one.clone()], None).await;
+        let e = bound_values(futures::stream::iter(two))
+            .await
+            .expect_err("two");
+        assert!(e.message().contains("2 batches"), "{e}");
+        let big = RecordBatch::try_from_iter([(
+            "region",
+            Arc::new(StringArray::from(vec!["x".repeat(100_000)])) as _,
+        )])
+        .expect("ok");
+        let e = bound_values(futures::stream::iter(encoded(vec![big], None).await))
+            .await
+            .expect_err("too big");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        // An endless stream is cut at the limit, not collected.
+        let endless = futures::stream::iter(encoded(vec![one.clone()], None).await).chain(
+            futures::stream::repeat_with(|| {
+                Ok(arrow_flight::FlightData::new().with_data_body(vec![0u8; 4096]))
+            }),
+        );
+        let e = bound_values(Box::pin(endless)).await.expect_err("endless");
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        let lz4 = encoded(
+            vec![one],
+            Some(datafusion::arrow::ipc::CompressionType::LZ4_FRAME),
+        )
+        .await;
+        let e = bound_values(futures::stream::iter(lz4))
+            .await
+            .expect_err("compressed");
+        assert!(e.message().contains("compressed"), "{e}");
     }
 
     #[test]

@@ -105,7 +105,10 @@ impl HubState {
             progress: &progress,
             timeout: std::time::Duration::from_secs(self.limits.query_timeout_secs),
         };
-        if engine.hub.settle(query, prepared, run).await == airlock_hub::Settled::Failed {
+        let settled = engine.hub.settle(query, prepared, run).await;
+        // A cancel is the querier's, not a node's: no resync (a member
+        // cancelling in a loop must not make every query wait on one).
+        if settled == airlock_hub::Settled::Failed && !progress.is_cancelled() {
             // A node may have restarted or lost its state: push the
             // collaboration to its nodes again before the next query.
             self.forget(&q.collab).await;
