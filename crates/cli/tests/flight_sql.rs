@@ -4,6 +4,8 @@
 //! environment; `AIRLOCK_TEST_PYTHON` names its interpreter), checked
 //! against what `airlock query` releases for the same queries.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use airlock_cli::{data, demo, remote};
 use airlock_service::client::HubClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
+use common::approve_pending;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -116,15 +119,6 @@ fn strings(batches: &[RecordBatch], column: &str) -> Vec<String> {
 
 fn with_name(toml: &str, name: &str) -> String {
     toml.replacen("name = \"demo\"", &format!("name = \"{name}\""), 1)
-}
-
-async fn approve_pending(clients: &[&HubClient], name: &str) {
-    for c in clients {
-        let v = c.review(name).await.expect("review");
-        if v.asked && v.mine == airlock_service::api::Decision::Waiting {
-            c.approve(name, Some(&v.sha256)).await.expect("approve");
-        }
-    }
 }
 
 async fn start(dir: &Path) -> Running {

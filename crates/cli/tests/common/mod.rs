@@ -127,3 +127,15 @@ pub fn run_id() -> String {
     getrandom::getrandom(&mut b).expect("random");
     hex::encode(b)
 }
+
+/// Each client approves the current version of `name` if its approval is
+/// asked and not given yet.
+pub async fn approve_pending(clients: &[&airlock_service::client::HubClient], name: &str) {
+    for c in clients {
+        let v = c.review(name).await.expect("review");
+        if v.asked && v.mine == airlock_service::api::Decision::Waiting {
+            let done = c.approve(name, Some(&v.sha256)).await.expect("approve");
+            assert_eq!(done.version, v.version);
+        }
+    }
+}

@@ -331,6 +331,13 @@ impl FlightSql {
         Ok(())
     }
 
+    /// Refuses what Airlock does not do (after authenticating the call, so
+    /// a caller without a token learns nothing of the endpoint).
+    async fn refuse<T>(&self, md: &MetadataMap, what: &str) -> Result<T, Status> {
+        self.member(md).await?;
+        Err(refused_here(what))
+    }
+
     /// A metadata command's `FlightInfo`: its schema and a ticket that is
     /// the command itself (`DoGet` builds the answer then).
     fn metadata_info(
@@ -999,8 +1006,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandStatementSubstraitPlan,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a Substrait plan"))
+        self.refuse(request.metadata(), "a Substrait plan").await
     }
 
     async fn get_flight_info_substrait_plan(
@@ -1008,8 +1014,7 @@ impl FlightSqlService for FlightSql {
         _query: CommandStatementSubstraitPlan,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a Substrait plan"))
+        self.refuse(request.metadata(), "a Substrait plan").await
     }
 
     async fn do_put_prepared_statement_query(
@@ -1091,8 +1096,7 @@ impl FlightSqlService for FlightSql {
         _query: ActionCreatePreparedSubstraitPlanRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a Substrait plan"))
+        self.refuse(request.metadata(), "a Substrait plan").await
     }
 
     async fn do_action_begin_transaction(
@@ -1100,8 +1104,7 @@ impl FlightSqlService for FlightSql {
         _query: ActionBeginTransactionRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginTransactionResult, Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a transaction"))
+        self.refuse(request.metadata(), "a transaction").await
     }
 
     async fn do_action_end_transaction(
@@ -1109,8 +1112,7 @@ impl FlightSqlService for FlightSql {
         _query: ActionEndTransactionRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a transaction"))
+        self.refuse(request.metadata(), "a transaction").await
     }
 
     async fn do_action_begin_savepoint(
@@ -1118,8 +1120,7 @@ impl FlightSqlService for FlightSql {
         _query: ActionBeginSavepointRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<ActionBeginSavepointResult, Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a savepoint"))
+        self.refuse(request.metadata(), "a savepoint").await
     }
 
     async fn do_action_end_savepoint(
@@ -1127,8 +1128,7 @@ impl FlightSqlService for FlightSql {
         _query: ActionEndSavepointRequest,
         request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        self.member(request.metadata()).await?;
-        Err(refused_here("a savepoint"))
+        self.refuse(request.metadata(), "a savepoint").await
     }
 
     async fn do_action_cancel_query(

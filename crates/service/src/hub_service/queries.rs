@@ -73,6 +73,22 @@ impl HubState {
         v
     }
 
+    /// [`HubState::view`] as `member` may see it: the released row count is
+    /// the result's (how many groups passed k depends on the other
+    /// members' data), so only a member with `receive` reads it (red team).
+    pub(super) fn view_for(
+        &self,
+        q: &QueryRecord,
+        collab: &Collaboration,
+        member: &str,
+    ) -> QueryView {
+        let mut v = self.view(q);
+        if !collab.has_ability(member, Ability::Receive) {
+            v.rows = None;
+        }
+        v
+    }
+
     /// Runs a submitted query through the hub's lifecycle
     /// ([`airlock_hub::Hub::settle`]) on the store and the nodes' links,
     /// with progress the querier can read.
@@ -344,14 +360,14 @@ pub(super) async fn cancel_query(
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<QueryView>, ApiError> {
-    let (q, _) = visible_query(&s, &m, &id).await?;
+    let (q, collab) = visible_query(&s, &m, &id).await?;
     if q.member != m {
         return Err(forbidden(format!(
             "only the member who submitted query {id} may cancel it"
         )));
     }
     s.cancel(&m, &id, &q.member);
-    Ok(Json(s.view(&q)))
+    Ok(Json(s.view_for(&q, &collab, &m)))
 }
 
 pub(super) async fn list_queries(
@@ -359,12 +375,12 @@ pub(super) async fn list_queries(
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<Vec<QueryView>>, ApiError> {
-    s.visible(&m, &name).await?;
+    let (_, collab) = s.visible(&m, &name).await?;
     let qs = s.store.queries(&name).await?;
     Ok(Json(
         qs.iter()
             .filter(|q| q.member == m)
-            .map(|q| s.view(q))
+            .map(|q| s.view_for(q, &collab, &m))
             .collect(),
     ))
 }
@@ -403,8 +419,8 @@ pub(super) async fn get_query(
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
 ) -> Result<Json<QueryView>, ApiError> {
-    let (q, _) = visible_query(&s, &m, &id).await?;
-    Ok(Json(s.view(&q)))
+    let (q, collab) = visible_query(&s, &m, &id).await?;
+    Ok(Json(s.view_for(&q, &collab, &m)))
 }
 
 pub(super) async fn get_result(
