@@ -69,13 +69,10 @@ fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
     rows
 }
 
-async fn flight_client(
-    running: &Running,
-    token: &str,
-) -> FlightSqlServiceClient<tonic::transport::Channel> {
+async fn channel(running: &Running) -> tonic::transport::Channel {
     let url = running.info.flight_sql.replace("grpc+tls://", "https://");
     let ca = std::fs::read_to_string(&running.info.ca).expect("ca");
-    let channel = Endpoint::from_shared(url)
+    Endpoint::from_shared(url)
         .expect("url")
         .tls_config(
             ClientTlsConfig::new()
@@ -85,8 +82,14 @@ async fn flight_client(
         .expect("tls")
         .connect()
         .await
-        .expect("connect");
-    let mut c = FlightSqlServiceClient::new(channel);
+        .expect("connect")
+}
+
+async fn flight_client(
+    running: &Running,
+    token: &str,
+) -> FlightSqlServiceClient<tonic::transport::Channel> {
+    let mut c = FlightSqlServiceClient::new(channel(running).await);
     c.set_token(token.to_string());
     c
 }
@@ -306,6 +309,59 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
         json_rows(&collect(&mut c, info).await),
         json_rows(&overlap.batches)
     );
+    // PollFlightInfo: the first poll submits and answers at once; later
+    // polls report progress in [0, 1) until the query's FlightInfo comes.
+    {
+        use arrow_flight::flight_service_client::FlightServiceClient;
+        use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+        use prost::Message;
+        let mut raw = FlightServiceClient::new(channel(&running).await);
+        let authed = |d: arrow_flight::FlightDescriptor| {
+            let mut r = tonic::Request::new(d);
+            r.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("header"),
+            );
+            r
+        };
+        let cmd = CommandStatementQuery {
+            query: OVERLAP_QUALIFIED.into(),
+            transaction_id: None,
+        };
+        let first = raw
+            .poll_flight_info(authed(arrow_flight::FlightDescriptor::new_cmd(
+                cmd.as_any().encode_to_vec(),
+            )))
+            .await
+            .expect("first poll")
+            .into_inner();
+        assert!(first.info.is_none() && first.progress == Some(0.0), "{first:?}");
+        let mut next = first.flight_descriptor.expect("poll again");
+        let info = loop {
+            let p = raw
+                .poll_flight_info(authed(next.clone()))
+                .await
+                .expect("poll")
+                .into_inner();
+            let progress = p.progress.expect("progress");
+            if let Some(info) = p.info {
+                assert_eq!(progress, 1.0);
+                break info;
+            }
+            assert!((0.0..1.0).contains(&progress), "{progress}");
+            next = p.flight_descriptor.expect("poll again");
+        };
+        assert_eq!(json_rows(&collect(&mut c, info).await), json_rows(&overlap.batches));
+        // Another member cannot poll the advertiser's query.
+        let publisher_token = running.info.tokens["publisher"].clone();
+        let mut r = tonic::Request::new(next);
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {publisher_token}").parse().expect("header"),
+        );
+        let e = raw.poll_flight_info(r).await.expect_err("not the publisher's");
+        assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+    }
     // The other member's collaboration, a nonexistent one, a wrong token.
     let e = c
         .execute("SELECT COUNT(*) FROM solo.audience".into(), None)

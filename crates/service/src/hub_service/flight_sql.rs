@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use airlock_policy::Collaboration;
 use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
@@ -47,14 +48,15 @@ use arrow_flight::sql::{
     ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, ActionCreatePreparedSubstraitPlanRequest,
-    ActionEndSavepointRequest, ActionEndTransactionRequest, CommandGetCatalogs,
+    ActionEndSavepointRequest, ActionEndTransactionRequest, Any, CommandGetCatalogs,
     CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest,
     CommandStatementQuery, CommandStatementSubstraitPlan, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, PollInfo,
+    Ticket,
 };
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -263,10 +265,22 @@ impl FlightSql {
             .map_err(|e| Status::internal(format!("the query's task stopped: {e}")))?
             .map_err(status_of)?;
         drop(cancel);
+        Ok(Response::new(self.ended(member, &q.id, descriptor).await?))
+    }
+
+    /// The `FlightInfo` of query `id` of `member`, which has ended: its
+    /// released result's schema, rows and ticket, or its refusal or
+    /// failure as a status.
+    async fn ended(
+        &self,
+        member: &str,
+        id: &str,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let q = self
             .s
             .store
-            .query(&q.id)
+            .query(id)
             .await
             .map_err(|e| status_of(e.into()))?
             .ok_or_else(|| status_of(not_found("query")))?;
@@ -281,7 +295,7 @@ impl FlightSql {
         }
         // Its schema and row count are the result's: shown only to a
         // member who may read it (as DoGet and REST's fetch require).
-        let (_, c) = self.s.visible(member, collab).await.map_err(status_of)?;
+        let (_, c) = self.s.visible(member, &q.collab).await.map_err(status_of)?;
         super::state::require(&c, member, airlock_policy::Ability::Receive, "read results")
             .map_err(status_of)?;
         // The schema the result stream will have: read from the result.
@@ -290,15 +304,144 @@ impl FlightSql {
         let ticket = TicketStatementQuery {
             statement_handle: q.id.clone().into_bytes().into(),
         };
-        let info = FlightInfo::new()
+        FlightInfo::new()
             .try_with_schema(&schema)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
-                ticket: ticket.as_any().encode_to_vec().into(),
-            }))
-            .with_descriptor(descriptor)
-            .with_total_records(q.rows.unwrap_or(-1));
-        Ok(Response::new(info))
+            .map_err(|e| Status::internal(e.to_string()))
+            .map(|info| {
+                info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
+                    ticket: ticket.as_any().encode_to_vec().into(),
+                }))
+                .with_descriptor(descriptor)
+                .with_total_records(q.rows.unwrap_or(-1))
+            })
+    }
+
+    /// What a statement or prepared statement command asks: the member,
+    /// the collaboration and the query.
+    async fn spec_of(
+        &self,
+        md: &MetadataMap,
+        cmd: &[u8],
+    ) -> Result<(String, String, QueryRequest), Status> {
+        use arrow_flight::sql::Command;
+        let m = self.member(md).await?;
+        let any = Any::decode(cmd).map_err(|e| bad(e.to_string()))?;
+        let (collab, what) = match Command::try_from(any).map_err(|e| bad(e.to_string()))? {
+            Command::CommandStatementQuery(q) => self.statement(&m, md, &q.query).await?,
+            Command::CommandPreparedStatementQuery(p) => {
+                let p = self.stored(&p.prepared_statement_handle, &m)?;
+                (p.collab, p.what)
+            }
+            other => {
+                return Err(bad(format!(
+                    "PollFlightInfo runs statements and prepared statements, not {}",
+                    other.type_url()
+                )))
+            }
+        };
+        let spec = match what {
+            Prepared::Sql(sql) => QueryRequest::sql(sql),
+            Prepared::Template { name, params } => QueryRequest::template(name, params),
+        };
+        Ok((m, collab, spec))
+    }
+
+    /// `PollFlightInfo`: the first poll (a statement or prepared statement)
+    /// submits the query and answers at once with a descriptor to poll
+    /// again; each later poll waits up to a second, then answers with the
+    /// query's progress (fragments done / sent), or, once it has ended,
+    /// with its `FlightInfo` (or its refusal or failure). The query runs
+    /// whether or not the client polls again.
+    async fn poll(&self, request: Request<FlightDescriptor>) -> Result<PollInfo, Status> {
+        let cmd = request.get_ref().cmd.clone();
+        if let Ok(any) = Any::decode(&*cmd) {
+            if any.type_url == POLL_TYPE_URL {
+                let m = self.member(request.metadata()).await?;
+                let id = String::from_utf8(any.value.to_vec())
+                    .map_err(|_| status_of(not_found("query")))?;
+                return self.poll_again(&m, &id, request.into_inner()).await;
+            }
+        }
+        let (m, collab, spec) = self.spec_of(request.metadata(), &cmd).await?;
+        let (q, _running) = self
+            .s
+            .submit_detached(m, collab, spec)
+            .await
+            .map_err(status_of)?;
+        Ok(PollInfo {
+            info: None,
+            flight_descriptor: Some(poll_descriptor(&q.id)),
+            progress: Some(0.0),
+            expiration_time: None,
+        })
+    }
+
+    async fn poll_again(
+        &self,
+        member: &str,
+        id: &str,
+        descriptor: FlightDescriptor,
+    ) -> Result<PollInfo, Status> {
+        let (q, _) = super::queries::visible_query(&self.s, member, id)
+            .await
+            .map_err(status_of)?;
+        if q.member != member {
+            return Err(status_of(not_found("query")));
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let q = self
+                .s
+                .store
+                .query(id)
+                .await
+                .map_err(|e| status_of(e.into()))?
+                .ok_or_else(|| status_of(not_found("query")))?;
+            let running = matches!(
+                q.state,
+                airlock_store::QueryState::Submitted
+                    | airlock_store::QueryState::Checked
+                    | airlock_store::QueryState::Running
+            );
+            if !running {
+                return Ok(PollInfo {
+                    info: Some(self.ended(member, id, descriptor).await?),
+                    flight_descriptor: None,
+                    progress: Some(1.0),
+                    expiration_time: None,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let progress = self.progress_of(id);
+                return Ok(PollInfo {
+                    info: None,
+                    flight_descriptor: Some(descriptor),
+                    progress: Some(progress),
+                    expiration_time: None,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Fragments done over fragments sent (0 before any is sent, and for
+    /// crypto mode's steps): the progress REST shows, as a fraction.
+    fn progress_of(&self, id: &str) -> f64 {
+        use std::sync::atomic::Ordering;
+        let Ok(p) = self.s.progress.lock() else {
+            return 0.0;
+        };
+        p.get(id)
+            .map(|p| {
+                let total = p.fragments_total.load(Ordering::Relaxed);
+                let done = p.fragments_done.load(Ordering::Relaxed);
+                if total == 0 {
+                    0.0
+                } else {
+                    (done as f64 / total as f64).min(0.99)
+                }
+            })
+            .unwrap_or(0.0)
     }
 
     fn stored(&self, handle: &[u8], member: &str) -> Result<PreparedStatement, Status> {
@@ -355,6 +498,17 @@ impl FlightSql {
             .with_descriptor(descriptor);
         Ok(Response::new(info))
     }
+}
+
+/// The type of the descriptor a poll answers with: the query's id.
+const POLL_TYPE_URL: &str = "type.airlock.dev/airlock.PollQuery";
+
+fn poll_descriptor(id: &str) -> FlightDescriptor {
+    let any = Any {
+        type_url: POLL_TYPE_URL.into(),
+        value: id.as_bytes().to_vec().into(),
+    };
+    FlightDescriptor::new_cmd(any.encode_to_vec())
 }
 
 /// What the call waiting on a query and the query's task know of each
@@ -1162,6 +1316,82 @@ fn rand_handle() -> [u8; 16] {
     b
 }
 
+/// The endpoint served: [`FlightSql`] through arrow-flight's Flight SQL
+/// dispatch, and `PollFlightInfo` (which that dispatch does not route) to
+/// [`FlightSql::poll`].
+pub struct Endpoint(FlightSql);
+
+type Base = FlightSql;
+
+#[tonic::async_trait]
+impl FlightService for Endpoint {
+    type HandshakeStream = <Base as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Base as FlightService>::ListFlightsStream;
+    type DoGetStream = <Base as FlightService>::DoGetStream;
+    type DoPutStream = <Base as FlightService>::DoPutStream;
+    type DoExchangeStream = <Base as FlightService>::DoExchangeStream;
+    type DoActionStream = <Base as FlightService>::DoActionStream;
+    type ListActionsStream = <Base as FlightService>::ListActionsStream;
+
+    async fn handshake(
+        &self,
+        r: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        FlightService::handshake(&self.0, r).await
+    }
+    async fn list_flights(
+        &self,
+        r: Request<arrow_flight::Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        FlightService::list_flights(&self.0, r).await
+    }
+    async fn get_flight_info(
+        &self,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        FlightService::get_flight_info(&self.0, r).await
+    }
+    async fn poll_flight_info(
+        &self,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.0.poll(r).await.map(Response::new)
+    }
+    async fn get_schema(
+        &self,
+        r: Request<FlightDescriptor>,
+    ) -> Result<Response<arrow_flight::SchemaResult>, Status> {
+        FlightService::get_schema(&self.0, r).await
+    }
+    async fn do_get(&self, r: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        FlightService::do_get(&self.0, r).await
+    }
+    async fn do_put(
+        &self,
+        r: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        FlightService::do_put(&self.0, r).await
+    }
+    async fn do_exchange(
+        &self,
+        r: Request<Streaming<arrow_flight::FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        FlightService::do_exchange(&self.0, r).await
+    }
+    async fn do_action(
+        &self,
+        r: Request<arrow_flight::Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        FlightService::do_action(&self.0, r).await
+    }
+    async fn list_actions(
+        &self,
+        r: Request<arrow_flight::Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        FlightService::list_actions(&self.0, r).await
+    }
+}
+
 /// Serves Flight SQL on `listener` over TLS (no client certificate: the
 /// token authenticates) until `shutdown` resolves.
 pub(super) async fn serve(
@@ -1171,7 +1401,7 @@ pub(super) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::ServiceError> {
     let max = s.limits.max_request_bytes;
-    let svc = FlightSql::new(s).map_err(crate::ServiceError::Config)?;
+    let svc = Endpoint(FlightSql::new(s).map_err(crate::ServiceError::Config)?);
     tonic::transport::Server::builder()
         .add_service(
             arrow_flight::flight_service_server::FlightServiceServer::new(svc)
