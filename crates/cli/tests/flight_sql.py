@@ -11,6 +11,7 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import pyarrow as pa
 from adbc_driver_flightsql import DatabaseOptions
+from adbc_driver_manager import StatementOptions
 
 cfg = json.load(open(sys.argv[1]))
 CA = open(cfg["ca"]).read()
@@ -87,7 +88,26 @@ with connect(ANALYST) as conn:
     check(len(df) == len(cfg["overlap_rows"]), "and as a pandas DataFrame")
     cur.close()
 
-    # Unqualified names: this member is in two collaborations.
+    # Incremental execution (PollFlightInfo): the query runs while the
+    # client polls; progress is reported; an empty poll after the last
+    # partition ends it.
+    cur = conn.cursor()
+    cur.adbc_statement.set_options(**{StatementOptions.INCREMENTAL.value: "true"})
+    got, progress = [], []
+    for _ in range(600):
+        parts, _schema = cur.adbc_execute_partitions(cfg["overlap_qualified"])
+        progress.append(cur.adbc_statement.get_option_float(StatementOptions.PROGRESS.value))
+        if not parts and got:
+            break
+        for p in parts:
+            cur.adbc_read_partition(p)
+            got.extend(cur.fetch_arrow_table().to_pylist())
+    cur.close()
+    check(sorted(json.loads(json.dumps([list(r.values()) for r in got], default=str))) == cfg["overlap_rows"],
+          f"incremental execution releases the same rows (progress seen: {progress})")
+    check(all(0.0 <= p <= 1.0 for p in progress) and 1.0 in progress, "progress in [0, 1], reaching 1")
+
+    # Unqualified names: this member is in several collaborations.
     msg, body = fails(conn, cfg["overlap"])
     check("qualify" in msg and body and body["code"] == "bad_input", f"unqualified with two collaborations: {msg}")
 

@@ -335,7 +335,8 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             .await
             .expect("first poll")
             .into_inner();
-        assert!(first.info.is_none() && first.progress == Some(0.0), "{first:?}");
+        assert_eq!(first.progress, Some(0.0), "{first:?}");
+        assert!(first.info.expect("info so far").endpoint.is_empty());
         let mut next = first.flight_descriptor.expect("poll again");
         let info = loop {
             let p = raw
@@ -344,10 +345,12 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
                 .expect("poll")
                 .into_inner();
             let progress = p.progress.expect("progress");
-            if let Some(info) = p.info {
+            let info = p.info.expect("info so far");
+            if p.flight_descriptor.is_none() {
                 assert_eq!(progress, 1.0);
                 break info;
             }
+            assert!(info.endpoint.is_empty(), "no endpoint before the end");
             assert!((0.0..1.0).contains(&progress), "{progress}");
             next = p.flight_descriptor.expect("poll again");
         };

@@ -368,8 +368,10 @@ impl FlightSql {
             .submit_detached(m, collab, spec)
             .await
             .map_err(status_of)?;
+        // The info so far: no endpoint yet (ADBC requires one in every
+        // answer).
         Ok(PollInfo {
-            info: None,
+            info: Some(FlightInfo::new().with_descriptor(poll_descriptor(&q.id))),
             flight_descriptor: Some(poll_descriptor(&q.id)),
             progress: Some(0.0),
             expiration_time: None,
@@ -414,7 +416,7 @@ impl FlightSql {
             if tokio::time::Instant::now() >= deadline {
                 let progress = self.progress_of(id);
                 return Ok(PollInfo {
-                    info: None,
+                    info: Some(FlightInfo::new().with_descriptor(descriptor.clone())),
                     flight_descriptor: Some(descriptor),
                     progress: Some(progress),
                     expiration_time: None,
