@@ -70,6 +70,12 @@ fn json_rows(batches: &[RecordBatch]) -> Vec<serde_json::Value> {
 }
 
 async fn channel(running: &Running) -> tonic::transport::Channel {
+    try_channel(running).await.expect("connect")
+}
+
+async fn try_channel(
+    running: &Running,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let url = running.info.flight_sql.replace("grpc+tls://", "https://");
     let ca = std::fs::read_to_string(&running.info.ca).expect("ca");
     Endpoint::from_shared(url)
@@ -82,7 +88,6 @@ async fn channel(running: &Running) -> tonic::transport::Channel {
         .expect("tls")
         .connect()
         .await
-        .expect("connect")
 }
 
 async fn flight_client(
@@ -354,7 +359,10 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             assert!((0.0..1.0).contains(&progress), "{progress}");
             next = p.flight_descriptor.expect("poll again");
         };
-        assert_eq!(json_rows(&collect(&mut c, info).await), json_rows(&overlap.batches));
+        assert_eq!(
+            json_rows(&collect(&mut c, info).await),
+            json_rows(&overlap.batches)
+        );
         // Another member cannot poll the advertiser's query.
         let publisher_token = running.info.tokens["publisher"].clone();
         let mut r = tonic::Request::new(next);
@@ -362,7 +370,10 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
             "authorization",
             format!("Bearer {publisher_token}").parse().expect("header"),
         );
-        let e = raw.poll_flight_info(r).await.expect_err("not the publisher's");
+        let e = raw
+            .poll_flight_info(r)
+            .await
+            .expect_err("not the publisher's");
         assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
     }
     // The other member's collaboration, a nonexistent one, a wrong token.
@@ -465,6 +476,31 @@ rule = { type = "aggregation", min_distinct_identities = 50 }
         Some(airlock_hub::CANCELLED),
         "{ended:?}"
     );
+
+    // One address holds at most max_connections_per_address (64) open
+    // connections to the Flight SQL port; one more is closed at once.
+    let addr = running.info.flight_sql.replace("grpc+tls://", "");
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.expect("tcp"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let over = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let Ok(ch) = try_channel(&running).await else {
+            return false;
+        };
+        let mut c = FlightSqlServiceClient::new(ch);
+        c.set_token(token.clone());
+        c.get_catalogs().await.is_ok()
+    })
+    .await;
+    assert!(!matches!(over, Ok(true)), "a 65th connection was served");
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut c = flight_client(&running, &token).await;
+    c.get_catalogs()
+        .await
+        .expect("served again once they closed");
 
     // The Python half: ADBC from PyPI.
     let Some(python) = python() else { return };

@@ -770,7 +770,7 @@ pub async fn serve(
                 .max_decoding_message_size(512 << 20)
                 .max_encoding_message_size(512 << 20),
         )
-        .serve_with_incoming_shutdown(crate::tls_accept::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(crate::tls_accept::incoming(listener, tls, None), shutdown)
         .await
         .map_err(|e| ServiceError::Io(e.to_string()))
 }

@@ -9,7 +9,11 @@
 //! which tonic records the peer's certificates, so
 //! `Request::peer_certs` works as with tonic's listener.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
@@ -84,30 +88,121 @@ fn cert_and_key(cert_pem: &str, key_pem: &str) -> Result<CertAndKey, ServiceErro
     Ok((certs, key))
 }
 
+type Counts = Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>;
+
+/// One open connection of an address, counted until dropped.
+struct Slot {
+    ip: IpAddr,
+    counts: Counts,
+}
+
+impl Slot {
+    /// A place for `ip`, or none if it has `max` connections open.
+    fn take(counts: &Counts, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            ip,
+            counts: counts.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = c.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A TLS connection, holding its address's place (if its listener counts
+/// them) until it is dropped.
+pub struct Counted {
+    inner: TlsStream<TcpStream>,
+    _slot: Option<Slot>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = <TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
 /// The TLS connections accepted on `listener`: each handshake runs in its
 /// own task within [`HANDSHAKE_TIMEOUT`], at most
 /// [`MAX_PENDING_HANDSHAKES`] at once; failed and late ones are dropped.
-/// The accepting task ends when the returned stream is dropped.
+/// With `max_per_address`, an address with that many connections open has
+/// a new one closed before its handshake (the hub's Flight SQL endpoint:
+/// a client holding idle connections cannot use up the hub's). The
+/// accepting task ends when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     config: rustls::ServerConfig,
-) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
+    max_per_address: Option<usize>,
+) -> impl Stream<Item = Result<Counted, std::io::Error>> {
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let counts: Counts = Arc::default();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 () = tx.closed() => return,
                 accepted = listener.accept() => accepted,
             };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
                 Err(_) => {
                     // Out of descriptors, say: wait rather than spin.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            };
+            let slot = match max_per_address {
+                Some(max) => match Slot::take(&counts, peer.ip(), max) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        drop(tcp);
+                        continue;
+                    }
+                },
+                None => None,
             };
             let Ok(permit) = pending.clone().try_acquire_owned() else {
                 drop(tcp);
@@ -119,7 +214,12 @@ pub fn incoming(
                 let done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(permit);
                 if let Ok(Ok(tls)) = done {
-                    let _ = tx.send(Ok(tls)).await;
+                    let _ = tx
+                        .send(Ok(Counted {
+                            inner: tls,
+                            _slot: slot,
+                        }))
+                        .await;
                 }
             });
         }

@@ -1403,6 +1403,7 @@ pub(super) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::ServiceError> {
     let max = s.limits.max_request_bytes;
+    let per_address = s.limits.max_connections_per_address;
     let svc = Endpoint(FlightSql::new(s).map_err(crate::ServiceError::Config)?);
     tonic::transport::Server::builder()
         .add_service(
@@ -1410,7 +1411,10 @@ pub(super) async fn serve(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(512 << 20),
         )
-        .serve_with_incoming_shutdown(crate::tls_accept::incoming(listener, tls), shutdown)
+        .serve_with_incoming_shutdown(
+            crate::tls_accept::incoming(listener, tls, Some(per_address)),
+            shutdown,
+        )
         .await
         .map_err(|e| crate::ServiceError::Io(e.to_string()))
 }
