@@ -15,7 +15,7 @@ use airlock_cli::{data, demo, remote};
 use airlock_service::client::HubClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
-use common::approve_pending;
+use common::{approve_pending, solo_toml};
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -195,27 +195,10 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
         .approve("demo_dp", Some(&v.sha256))
         .await
         .expect("approve dp");
-    let solo_text = r#"[collaboration]
-name = "solo"
-secret_file = "unused.key"
-
-[[members]]
-name = "publisher"
-abilities = ["provide", "query", "receive"]
-
-[[datasets]]
-name = "publisher_audience"
-owner = "publisher"
-
-[[tables]]
-alias = "audience"
-dataset = "publisher_audience"
-identity = "email"
-join = ["email"]
-dimensions = ["segment", "region"]
-rule = { type = "aggregation", min_distinct_identities = 50 }
-"#;
-    publisher.create(solo_text).await.expect("create solo");
+    publisher
+        .create(&solo_toml("solo"))
+        .await
+        .expect("create solo");
 
     // What `airlock query` releases: the reference.
     let overlap = remote::query(&advertiser, "demo", OVERLAP)

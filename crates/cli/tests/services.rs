@@ -22,7 +22,7 @@ use airlock_service::proto;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use common::{approve_pending, demo_emails, find_emails, rows};
+use common::{approve_pending, demo_emails, find_emails, rows, solo_toml};
 use datafusion::arrow::array::{Array, AsArray};
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -323,30 +323,6 @@ fn read(p: &Path) -> String {
 }
 
 /// The demo file with another name and only the publisher.
-fn solo_toml(name: &str) -> String {
-    format!(
-        r#"[collaboration]
-name = "{name}"
-secret_file = "unused.key"
-
-[[members]]
-name = "publisher"
-abilities = ["provide", "query", "receive"]
-
-[[datasets]]
-name = "publisher_audience"
-owner = "publisher"
-
-[[tables]]
-alias = "audience"
-dataset = "publisher_audience"
-identity = "email"
-join = ["email"]
-dimensions = ["segment", "region"]
-rule = {{ type = "aggregation", min_distinct_identities = 50 }}
-"#
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_matrix() {

@@ -139,3 +139,29 @@ pub async fn approve_pending(clients: &[&airlock_service::client::HubClient], na
         }
     }
 }
+
+/// A collaboration of the publisher alone over its demo audience.
+pub fn solo_toml(name: &str) -> String {
+    format!(
+        r#"[collaboration]
+name = "{name}"
+secret_file = "unused.key"
+
+[[members]]
+name = "publisher"
+abilities = ["provide", "query", "receive"]
+
+[[datasets]]
+name = "publisher_audience"
+owner = "publisher"
+
+[[tables]]
+alias = "audience"
+dataset = "publisher_audience"
+identity = "email"
+join = ["email"]
+dimensions = ["segment", "region"]
+rule = {{ type = "aggregation", min_distinct_identities = 50 }}
+"#
+    )
+}

@@ -112,6 +112,16 @@ enum Prepared {
     },
 }
 
+impl Prepared {
+    /// The query it asks, as REST would send it.
+    fn spec(self) -> QueryRequest {
+        match self {
+            Prepared::Sql(sql) => QueryRequest::sql(sql),
+            Prepared::Template { name, params } => QueryRequest::template(name, params),
+        }
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl FlightSql {
@@ -234,7 +244,6 @@ impl FlightSql {
         let watch = Arc::new(Mutex::new(Watch::default()));
         let cancel = CancelOnDrop {
             s: self.s.clone(),
-            member: member.to_string(),
             watch: watch.clone(),
         };
         let (s, m, c, spec) = (
@@ -253,7 +262,7 @@ impl FlightSql {
                 Err(_) => false,
             };
             if dropped {
-                s.cancel(&m, &q.id, &m);
+                s.cancel(&q.id);
             }
             if let Some(run) = running {
                 let _ = run.await;
@@ -339,10 +348,7 @@ impl FlightSql {
                 )))
             }
         };
-        let spec = match what {
-            Prepared::Sql(sql) => QueryRequest::sql(sql),
-            Prepared::Template { name, params } => QueryRequest::template(name, params),
-        };
+        let spec = what.spec();
         Ok((m, collab, spec))
     }
 
@@ -525,7 +531,6 @@ struct Watch {
 /// has ended is left as it is).
 struct CancelOnDrop {
     s: Shared,
-    member: String,
     watch: Arc<Mutex<Watch>>,
 }
 
@@ -536,7 +541,7 @@ impl Drop for CancelOnDrop {
         };
         w.dropped = true;
         if let Some(id) = &w.id {
-            self.s.cancel(&self.member, id, &self.member);
+            self.s.cancel(id);
         }
     }
 }
@@ -889,6 +894,15 @@ fn bad(message: impl Into<String>) -> Status {
     status_of(super::state::bad_input(message))
 }
 
+/// A metadata call's answer: its one batch, as a stream.
+fn metadata_answer(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, impl std::fmt::Display>,
+) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(stream_batches(schema, vec![batch])))
+}
+
 fn stream_batches(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
@@ -932,10 +946,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let m = self.member(request.metadata()).await?;
         let (collab, what) = self.statement(&m, request.metadata(), &query.query).await?;
-        let spec = match what {
-            Prepared::Sql(sql) => QueryRequest::sql(sql),
-            Prepared::Template { name, params } => QueryRequest::template(name, params),
-        };
+        let spec = what.spec();
         self.execute(&m, &collab, &spec, request.into_inner()).await
     }
 
@@ -946,10 +957,7 @@ impl FlightSqlService for FlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let m = self.member(request.metadata()).await?;
         let p = self.stored(&cmd.prepared_statement_handle, &m)?;
-        let spec = match p.what {
-            Prepared::Sql(sql) => QueryRequest::sql(sql),
-            Prepared::Template { name, params } => QueryRequest::template(name, params),
-        };
+        let spec = p.what.spec();
         self.execute(&m, &p.collab, &spec, request.into_inner())
             .await
     }
@@ -993,9 +1001,7 @@ impl FlightSqlService for FlightSql {
         self.member(request.metadata()).await?;
         let mut b = query.into_builder();
         b.append(CATALOG);
-        let schema = b.schema();
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(stream_batches(schema, vec![batch])))
+        metadata_answer(b.schema(), b.build())
     }
 
     async fn get_flight_info_schemas(
@@ -1021,9 +1027,7 @@ impl FlightSqlService for FlightSql {
         for c in self.collaborations(&m).await? {
             b.append(CATALOG, c.name());
         }
-        let schema = b.schema();
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(stream_batches(schema, vec![batch])))
+        metadata_answer(b.schema(), b.build())
     }
 
     async fn get_flight_info_tables(
@@ -1068,9 +1072,7 @@ impl FlightSqlService for FlightSql {
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
         }
-        let schema = b.schema();
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(stream_batches(schema, vec![batch])))
+        metadata_answer(b.schema(), b.build())
     }
 
     async fn get_flight_info_table_types(
@@ -1094,9 +1096,7 @@ impl FlightSqlService for FlightSql {
         self.member(request.metadata()).await?;
         let mut b = query.into_builder();
         b.append("TABLE");
-        let schema = b.schema();
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(stream_batches(schema, vec![batch])))
+        metadata_answer(b.schema(), b.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -1119,9 +1119,7 @@ impl FlightSqlService for FlightSql {
     > {
         self.member(request.metadata()).await?;
         let b = query.into_builder(&self.info);
-        let schema = b.schema();
-        let batch = b.build().map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(stream_batches(schema, vec![batch])))
+        metadata_answer(b.schema(), b.build())
     }
 
     async fn do_put_statement_update(
