@@ -102,6 +102,9 @@ pub struct CollaborationView {
     /// Each approver's decision on the current version.
     #[serde(default)]
     pub approvals: std::collections::BTreeMap<String, Decision>,
+    /// The current file parsed (the same content as `toml`, as JSON).
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// Body of `POST /v1/collaborations/{name}/queries` and `.../check`:
@@ -252,6 +255,32 @@ impl FailureDetail {
 pub struct CheckView {
     /// The plan per member, as text.
     pub plan: String,
+    /// What the query would cost under differential privacy (none: it
+    /// spends no budget).
+    #[serde(default)]
+    pub cost: Option<DpCostView>,
+}
+
+/// A privacy cost.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct DpCostView {
+    /// Epsilon.
+    pub epsilon: f64,
+    /// Delta.
+    pub delta: f64,
+}
+
+/// `GET /v1/collaborations/{name}/audit/verify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditVerification {
+    /// Entries in the chain.
+    pub entries: usize,
+    /// The last entry's hash (empty for an empty chain).
+    pub head: String,
+    /// Whether every entry verifies.
+    pub verified: bool,
+    /// Where and why it breaks.
+    pub broken: Option<String>,
 }
 
 /// Body of `POST /v1/datasets/update`: one change to a dataset the caller
@@ -355,6 +384,9 @@ pub struct ErrorBody {
 pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/openapi.json", "This document (no authentication)."),
     ("get", "/v1/whoami", "The member the bearer token belongs to."),
+    ("post", "/v1/session", "Sign in to the console (no authentication): body `{\"token\": ...}`; answers `{member, csrf}` and sets a Secure, HttpOnly, SameSite=Strict session cookie. Calls on a session other than GET need its `csrf` in `x-csrf-token`."),
+    ("get", "/v1/session", "The console session's member and CSRF token."),
+    ("delete", "/v1/session", "Sign out: the session ends and its cookie is cleared."),
     ("get", "/v1/collaborations", "Collaborations the caller belongs to."),
     ("post", "/v1/collaborations", "Create a collaboration from its file; the caller must be a member. Pushed to the node of every member with `provide` once each of them approved it."),
     ("get", "/v1/approvals", "The collaboration versions waiting for the caller's approval, each with its differences from the version the caller approved before."),
@@ -366,6 +398,8 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("post", "/v1/collaborations/{name}/queries", "Submit a query (ability `query`); it runs in the background."),
     ("get", "/v1/collaborations/{name}/queries", "Queries of the collaboration submitted by the caller."),
     ("get", "/v1/collaborations/{name}/audit", "The collaboration's audit chain as JSON lines."),
+    ("get", "/v1/collaborations/{name}/audit/verify", "The audit chain verified by the hub with the same check as `airlock audit verify`: entries, head, and the first break if any (to trust no hub, run `airlock audit verify` and keep the head)."),
+    ("get", "/v1/collaborations/{name}/records", "The record of processing (GDPR Art. 30) built from the definition and the verified audit chain, as `airlock records` builds it; `?format=md` for Markdown, `from_ms`/`to_ms` to bound the analyses listed."),
     ("get", "/v1/collaborations/{name}/budget", "What remains of the collaboration's privacy budget, and of the caller's."),
     ("get", "/v1/collaborations/{name}/export", "The collaboration's public metadata (members, node public keys, table schemas, rules, templates, policy versions) as a document signed by this hub."),
     ("get", "/v1/collaborations/{name}/templates", "The collaboration's analysis templates: hash, purpose, parameters, and who approves each."),
@@ -373,7 +407,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("delete", "/v1/collaborations/{name}/templates/{template}/approval", "Revokes the caller's approval of a template."),
     ("post", "/v1/datasets/update", "Change a dataset the caller owns (path, or k of its aggregation rules) in every collaboration that uses it: each gets a new policy version, pushed to its nodes."),
     ("get", "/v1/queries/{id}", "A query's state and progress (its submitter, or a member with `receive`)."),
-    ("get", "/v1/queries/{id}/result", "A released result as an Arrow IPC stream (ability `receive`)."),
+    ("get", "/v1/queries/{id}/result", "A released result (ability `receive`): an Arrow IPC stream, or with `?format=` `json` (columns, rows and noise notes), `csv` or `parquet`."),
     ("post", "/v1/queries/{id}/cancel", "Asks a running query of the caller's to stop; it fails as cancelled (a budget already debited stays spent)."),
 ];
 
@@ -469,7 +503,12 @@ pub fn openapi() -> serde_json::Value {
                 "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}
             });
         }
+        if *path == "/v1/session" && *method == "post" {
+            op["security"] = serde_json::json!([]);
+            op["requestBody"] = serde_json::json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}, "additionalProperties": false}}}});
+        }
         if path.ends_with("/result") {
+            op["parameters"].as_array_mut().map(|p| p.push(serde_json::json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["arrow", "json", "csv", "parquet"]}})));
             op["responses"]["200"] = serde_json::json!({
                 "description": "Arrow IPC stream",
                 "content": {"application/vnd.apache.arrow.stream": {}}
@@ -480,10 +519,10 @@ pub fn openapi() -> serde_json::Value {
     serde_json::json!({
         "openapi": "3.1.0",
         "info": {"title": "Airlock hub", "version": env!("CARGO_PKG_VERSION")},
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "paths": paths,
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "session": {"type": "apiKey", "in": "cookie", "name": "__Host-airlock-session"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["code", "error"], "properties": {"code": {"type": "string"}, "error": {"type": "string"}}},
                 "CollaborationText": {"type": "object", "required": ["toml"], "properties": {"toml": {"type": "string"}, "approval": {"type": "string", "description": "the caller's Ed25519 signature (hex) of its approval of exactly this text"}}, "additionalProperties": false},

@@ -28,6 +28,8 @@ pub mod links;
 pub mod metadata;
 pub mod node_service;
 pub mod proto;
+pub mod records;
+pub mod results;
 pub mod tls_accept;
 
 use thiserror::Error;

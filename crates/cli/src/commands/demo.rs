@@ -54,6 +54,10 @@ pub(crate) async fn up(dir: PathBuf, rows: usize, wire_tap: Option<PathBuf>) -> 
     println!("Airlock is up.");
     println!("  hub        {}", i.hub);
     println!("  flight-sql {}", i.flight_sql);
+    println!(
+        "  console    {}/  (sign in with a token below; the certificate is the CA's)",
+        i.hub.trim_end_matches('/')
+    );
     for (m, url) in &i.nodes {
         println!("  node       {m:<10} {url}");
     }

@@ -1,6 +1,8 @@
 //! `airlock hub serve`: the control plane's REST API (axum over TLS).
 //!
-//! Every call but `/openapi.json` carries a member's bearer token. A member
+//! Every call but `/openapi.json`, the console's files (`/`, `/assets/`)
+//! and signing in carries a member's bearer token or console session
+//! ([`sessions`]). A member
 //! sees only the collaborations it belongs to: "no such collaboration" and
 //! "not yours" are the same 404. Queries move through the store's lifecycle
 //! (submitted → checked → running → released | refused | failed), each step
@@ -9,9 +11,11 @@
 
 mod collabs;
 mod connections;
+pub mod console;
 pub mod flight_sql;
 mod ports;
 mod queries;
+pub mod sessions;
 mod state;
 mod sync;
 
@@ -29,6 +33,7 @@ use crate::config::HubConfig;
 use crate::ServiceError;
 
 use collabs::*;
+use console::*;
 use queries::*;
 use state::*;
 pub use state::{ApiError, HubState};
@@ -43,7 +48,11 @@ async fn authenticate(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Result<Response, ApiError> {
-    let m = s.member_of(req.headers()).await?;
+    // Signing in is what makes a session: it carries a token in its body.
+    if req.method() == axum::http::Method::POST && req.uri().path() == "/v1/session" {
+        return Ok(next.run(req).await);
+    }
+    let m = s.caller_of(req.method(), req.headers()).await?;
     req.extensions_mut().insert(Caller(m));
     Ok(next.run(req).await)
 }
@@ -56,6 +65,11 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Shared>> {
     use axum::routing::{delete, post, put};
     Some(match (method, path) {
         ("get", "/v1/whoami") => get(whoami),
+        ("post", "/v1/session") => post(sign_in),
+        ("get", "/v1/session") => get(show_session),
+        ("delete", "/v1/session") => delete(sign_out),
+        ("get", "/v1/collaborations/{name}/audit/verify") => get(verify_audit),
+        ("get", "/v1/collaborations/{name}/records") => get(get_records),
         ("get", "/v1/collaborations") => get(list_collabs),
         ("post", "/v1/collaborations") => post(create_collab),
         ("get", "/v1/approvals") => get(list_approvals),
@@ -108,9 +122,12 @@ pub fn router(state: Shared) -> Router {
     let max_body = state.limits.max_request_bytes;
     Router::new()
         .route(OPENAPI, get(openapi))
+        .route("/", get(index))
+        .route("/assets/{*path}", get(asset))
         .merge(v1)
         .fallback(|| async { not_found("route") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 
@@ -173,6 +190,9 @@ pub async fn serve(
         },
     ));
     let nodes: BTreeSet<&String> = state.links.members().collect();
+    if !console::console_built() {
+        eprintln!("hub: this build has no web console (Node.js was missing when it was built); `/` says so");
+    }
     println!(
         "hub listening on https://{addr} (nodes: {})",
         nodes.into_iter().cloned().collect::<Vec<_>>().join(", ")

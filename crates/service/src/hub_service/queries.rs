@@ -11,7 +11,7 @@ use airlock_policy::{Ability, Collaboration};
 use airlock_store::{QueryRecord, QueryState, ResultPlace};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -149,8 +149,12 @@ pub(super) async fn check_query(
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
     match engine.hub.check_spec(&m, &body).await {
-        Ok((_, plan)) => Ok(Json(api::CheckView {
+        Ok((checked, plan)) => Ok(Json(api::CheckView {
             plan: plan.to_string(),
+            cost: checked.dp.as_ref().map(|d| api::DpCostView {
+                epsilon: d.cost.epsilon,
+                delta: d.cost.delta,
+            }),
         })
         .into_response()),
         Err(HubError::Refused { refusal, node }) => Ok((
@@ -421,17 +425,120 @@ pub(super) async fn get_query(
     Ok(Json(s.view_for(&q, &collab, &m)))
 }
 
+/// `?format=` of a result.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ResultFormat {
+    #[serde(default)]
+    format: Option<String>,
+}
+
 pub(super) async fn get_result(
     State(s): State<Shared>,
     Extension(Caller(m)): Extension<Caller>,
     UrlPath(id): UrlPath<String>,
+    Query(f): Query<ResultFormat>,
 ) -> Result<Response, ApiError> {
+    let format = f.format.as_deref().unwrap_or("arrow");
+    if !["arrow", "json", "csv", "parquet"].contains(&format) {
+        return Err(bad_input(
+            "format must be one of arrow, json, csv, parquet",
+        ));
+    }
     let bytes = s.fetch_result(&m, &id).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-        Bytes::from(bytes),
+    if format == "arrow" {
+        return Ok((
+            [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+            Bytes::from(bytes),
+        )
+            .into_response());
+    }
+    let r = crate::results::decode(bytes).map_err(failed)?;
+    let attachment = |ext: &str| format!("attachment; filename=\"airlock-{id}.{ext}\"");
+    Ok(match format {
+        "json" => Json(crate::results::table_json(&r).map_err(failed)?).into_response(),
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, attachment("csv")),
+            ],
+            crate::results::csv(&r).map_err(failed)?,
+        )
+            .into_response(),
+        _ => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.apache.parquet".to_string(),
+                ),
+                (header::CONTENT_DISPOSITION, attachment("parquet")),
+            ],
+            crate::results::parquet(&r).map_err(failed)?,
+        )
+            .into_response(),
+    })
+}
+
+/// The audit chain verified with `airlock audit verify`'s check.
+pub(super) async fn verify_audit(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<api::AuditVerification>, ApiError> {
+    s.visible(&m, &name).await?;
+    let entries = s.store.audit(&name).await?;
+    let verdict = airlock_store::verify_chain(&entries);
+    Ok(Json(api::AuditVerification {
+        entries: entries.len(),
+        head: entries.last().map(|e| e.hash.clone()).unwrap_or_default(),
+        verified: verdict.is_ok(),
+        broken: verdict.err().map(|b| b.to_string()),
+    }))
+}
+
+/// `?format=&from_ms=&to_ms=` of the record of processing.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecordsQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    from_ms: Option<i64>,
+    #[serde(default)]
+    to_ms: Option<i64>,
+}
+
+/// The record of processing, as `airlock records` builds it.
+pub(super) async fn get_records(
+    State(s): State<Shared>,
+    Extension(Caller(m)): Extension<Caller>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<RecordsQuery>,
+) -> Result<Response, ApiError> {
+    let (_, collab) = s.visible(&m, &name).await?;
+    let entries = s.store.audit(&name).await?;
+    let record = crate::records::build(
+        &collab,
+        &entries,
+        q.from_ms.unwrap_or(0),
+        q.to_ms.unwrap_or_else(airlock_store::now_ms),
     )
-        .into_response())
+    .map_err(failed)?;
+    Ok(match q.format.as_deref() {
+        None | Some("json") => Json(record).into_response(),
+        Some("md") => (
+            [
+                (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"records-{name}.md\""),
+                ),
+            ],
+            crate::records::markdown(&record),
+        )
+            .into_response(),
+        Some(_) => return Err(bad_input("format must be json or md")),
+    })
 }
 
 pub(super) async fn get_audit(

@@ -41,6 +41,8 @@ pub struct HubState {
     pub(super) limits: crate::config::HubLimits,
     /// Queries checked or running, per member.
     pub(super) active: Arc<Mutex<HashMap<String, usize>>>,
+    /// The console's browser sessions.
+    pub(super) sessions: super::sessions::Sessions,
 }
 
 /// One of a member's active queries; dropping it frees the place.
@@ -212,6 +214,7 @@ impl HubState {
             signing,
             limits: cfg.limits,
             active: Arc::default(),
+            sessions: Default::default(),
         })
     }
 
@@ -423,6 +426,7 @@ pub(super) fn collab_view(
             .into_iter()
             .map(|(m, (d, _))| (m, d))
             .collect(),
+        config: serde_json::to_value(collab.config()).unwrap_or_default(),
     }
 }
 
