@@ -347,7 +347,8 @@ async function approvalsPage() {
       const out = h('div', { 'aria-live': 'polite' });
       const act = async (method) => {
         try {
-          const r = await api(method, `/v1/collaborations/${enc(c.name)}/templates/${enc(t.name)}/approval`);
+          // By hash: what is approved is exactly the SQL shown here.
+          const r = await api(method, `/v1/collaborations/${enc(c.name)}/templates/${enc(t.hash)}/approval`);
           out.replaceChildren(h('div', { class: 'status ok' },
             r.approved ? `approved: ${r.checks} checks passed; policy version ${r.version}` : `approval revoked; policy version ${r.version}`));
         } catch (e) {
@@ -384,9 +385,16 @@ async function approvalsPage() {
         const file = keyFile.files?.[0];
         if (!file) throw new Error('choose your member key file (airlock keys init wrote it) to sign the approval');
         // What is signed, with the text the caller's node holds now.
+        // Only what this page showed is signed: if the version changed
+        // since, nothing is signed and the page is shown again.
         const cur = await api('GET', `/v1/collaborations/${enc(a.collaboration)}/approval`);
-        const signature = await signApproval(await file.text(), cur);
-        await decide({ sha256: cur.sha256, signature });
+        if (cur.sha256 !== a.sha256 || cur.version !== a.version || cur.id !== a.id) {
+          out.replaceChildren(h('div', { class: 'status err', role: 'alert' }, `version ${cur.version} replaced the version shown: review it again`));
+          setTimeout(route, 1500);
+          return;
+        }
+        const signature = await signApproval(await file.text(), { ...a, replaces_sha256: cur.replaces_sha256 });
+        await decide({ sha256: a.sha256, signature });
       } catch (e) {
         out.replaceChildren(errorBox(e));
       }
@@ -395,8 +403,8 @@ async function approvalsPage() {
       h('h3', {}, `${a.collaboration}, version ${a.version}`),
       h('p', {}, a.approved_before ? `Differences from version ${a.approved_before}, which you approved:` : 'You approved no earlier version: the whole file.'),
       diffView(a.diff),
-      h('p', { class: 'muted' }, 'An approval is an Ed25519 signature by your member key. The key file is read and used by this page only, in your browser; it is never sent. (Or run ',
-        h('code', {}, `airlock collab approve ${a.collaboration}`), '.)'),
+      h('p', { class: 'muted' }, 'An approval is an Ed25519 signature by your member key, which your node checks itself. The key file is read by this page, in your browser, and not sent; but this page comes from the hub, so signing here trusts the hub with your key. To trust no hub, approve with ',
+        h('code', {}, `airlock collab approve ${a.collaboration} --sha256 ${a.sha256}`), ' instead.'),
       h('label', { for: `key-${a.collaboration}` }, `Member key file for ${a.collaboration}`), keyFile,
       h('div', { class: 'row' }, h('button', { type: 'button', onclick: approve }, `Approve version ${a.version} of ${a.collaboration}`)),
       h('label', { for: `reason-${a.collaboration}` }, 'Reason to refuse'), reason,
@@ -465,6 +473,7 @@ async function queryPage(name) {
         sql({ dialect: StandardSQL, schema: schemaOf(v.config || {}), upperCaseKeywords: true }),
         syntaxHighlighting(defaultHighlightStyle),
         autocompletion(),
+        EditorView.lineWrapping,
         EditorView.theme({
           '&': { minHeight: '6rem', fontSize: '14px' },
           '&.cm-focused': { outline: '3px solid #f0a500' },

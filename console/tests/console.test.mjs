@@ -52,6 +52,7 @@ async function setSql(page, sql) {
   await page.keyboard.press('Control+a');
   await page.keyboard.press('Delete');
   await page.keyboard.insertText(sql);
+  await page.keyboard.press('Escape');
 }
 
 async function runAndWait(page) {

@@ -14,7 +14,13 @@ fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let console = manifest.join("../../console");
-    for p in ["src", "index.html", "package.json", "package-lock.json", "vite.config.js"] {
+    for p in [
+        "src",
+        "index.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.js",
+    ] {
         println!("cargo:rerun-if-changed={}", console.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=AIRLOCK_REQUIRE_CONSOLE");
@@ -38,7 +44,11 @@ fn main() {
     let mut table = String::from("/// The console's files: (path, bytes, gzip bytes, content type).\npub(super) static ASSETS: &[(&str, &[u8], &[u8], &str)] = &[\n");
     let mut total_gz = 0usize;
     for f in files {
-        let rel = f.strip_prefix(&dist).expect("under dist").to_string_lossy().replace('\\', "/");
+        let rel = f
+            .strip_prefix(&dist)
+            .expect("under dist")
+            .to_string_lossy()
+            .replace('\\', "/");
         let bytes = std::fs::read(&f).expect("asset");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&bytes).expect("gzip");
@@ -65,18 +75,30 @@ fn build(console: &Path, dist: &Path) -> Result<(), String> {
         return Err(format!("{} is missing", console.display()));
     }
     let npm = if cfg!(windows) { "npm.cmd" } else { "npm" };
-    let node_ok = Command::new("node").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let node_ok = Command::new("node")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !node_ok {
         return Err(format!("Node.js was not found: {NODE_HELP}"));
     }
     let stamp = console.join("node_modules/.package-lock.json");
     let lock = console.join("package-lock.json");
-    let stale = match (std::fs::metadata(&stamp).and_then(|m| m.modified()), std::fs::metadata(&lock).and_then(|m| m.modified())) {
+    let stale = match (
+        std::fs::metadata(&stamp).and_then(|m| m.modified()),
+        std::fs::metadata(&lock).and_then(|m| m.modified()),
+    ) {
         (Ok(s), Ok(l)) => s < l,
         _ => true,
     };
     if stale {
-        run(Command::new(npm).args(["ci", "--no-audit", "--no-fund"]).current_dir(console), "npm ci")?;
+        run(
+            Command::new(npm)
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(console),
+            "npm ci",
+        )?;
     }
     let _ = std::fs::remove_dir_all(dist);
     run(
@@ -90,13 +112,19 @@ fn build(console: &Path, dist: &Path) -> Result<(), String> {
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: {e}: {NODE_HELP}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: {e}: {NODE_HELP}"))?;
     if out.status.success() {
         Ok(())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(8).collect();
-        Err(format!("{what} failed ({}): {}", out.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
+        Err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
     }
 }
 

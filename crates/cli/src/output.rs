@@ -46,10 +46,8 @@ pub fn render(r: &Released, format: Format) -> Result<String, String> {
             }
         }
         Format::Csv => airlock_service::results::csv(r)?,
-        Format::Json => {
-            serde_json::to_string_pretty(&airlock_service::results::json_objects(r)?)
-                .map_err(|e| e.to_string())?
-        }
+        Format::Json => serde_json::to_string_pretty(&airlock_service::results::json_objects(r)?)
+            .map_err(|e| e.to_string())?,
     })
 }
 

@@ -9,8 +9,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use airlock_cli::up::{self, Running, UpOptions};
 use airlock_cli::data;
+use airlock_cli::up::{self, Running, UpOptions};
 use common::{approve_pending, solo_toml};
 
 fn bin() -> PathBuf {
@@ -126,10 +126,16 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
         airlock_service::hub_service::console::console_built(),
         "the console was not built into this hub (see the build's warning)"
     );
-    assert!(body.contains("/assets/") && !body.contains("<script>"), "{body}");
+    assert!(
+        body.contains("/assets/") && !body.contains("<script>"),
+        "{body}"
+    );
     let bytes = airlock_service::hub_service::console::console_compressed_bytes();
     println!("MEASURE console_bundle_gzip_bytes {bytes}");
-    assert!(bytes < 500 * 1024, "the console is {bytes} bytes compressed");
+    assert!(
+        bytes < 500 * 1024,
+        "the console is {bytes} bytes compressed"
+    );
     let none = c
         .get(format!("{hub}/v1/collaborations"))
         .send()
@@ -144,8 +150,17 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
         .await
         .expect("sign in");
     assert_eq!(signed.status(), 200);
-    let set = signed.headers()["set-cookie"].to_str().expect("cookie").to_string();
-    for attr in ["__Host-airlock-session=", "Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+    let set = signed.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    for attr in [
+        "__Host-airlock-session=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
         assert!(set.contains(attr), "{set}");
     }
     let cookie = set.split(';').next().expect("cookie").to_string();
@@ -166,7 +181,11 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
     assert_eq!(check(Some("00")).await.expect("check").status(), 403);
     let ok = check(Some(&csrf)).await.expect("check");
     assert_eq!(ok.headers()["cache-control"], "no-store");
-    assert_ne!(ok.status(), 403, "with the CSRF token the check is answered");
+    assert_ne!(
+        ok.status(),
+        403,
+        "with the CSRF token the check is answered"
+    );
     let listed = c
         .get(format!("{hub}/v1/collaborations"))
         .header("cookie", &cookie)
@@ -202,7 +221,10 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
         .current_dir(&console)
         .env("AIRLOCK_CONSOLE_URL", &hub)
         .env("AIRLOCK_TOKEN_PUBLISHER", &running.info.tokens["publisher"])
-        .env("AIRLOCK_TOKEN_ADVERTISER", &running.info.tokens["advertiser"])
+        .env(
+            "AIRLOCK_TOKEN_ADVERTISER",
+            &running.info.tokens["advertiser"],
+        )
         .env("AIRLOCK_KEY_PUBLISHER", &running.info.keys["publisher"])
         .env("AIRLOCK_KEY_ADVERTISER", &running.info.keys["advertiser"])
         .env("AIRLOCK_CHROMIUM", &chromium)

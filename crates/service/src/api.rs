@@ -508,11 +508,20 @@ pub fn openapi() -> serde_json::Value {
             op["requestBody"] = serde_json::json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}, "additionalProperties": false}}}});
         }
         if path.ends_with("/result") {
-            op["parameters"].as_array_mut().map(|p| p.push(serde_json::json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["arrow", "json", "csv", "parquet"]}})));
+            if let Some(p) = op["parameters"].as_array_mut() {
+                p.push(serde_json::json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["arrow", "json", "csv", "parquet"]}}));
+            }
             op["responses"]["200"] = serde_json::json!({
-                "description": "Arrow IPC stream",
-                "content": {"application/vnd.apache.arrow.stream": {}}
+                "description": "Arrow IPC stream (default), JSON, CSV or Parquet",
+                "content": {"application/vnd.apache.arrow.stream": {}, "application/json": {}, "text/csv": {}, "application/vnd.apache.parquet": {}}
             });
+        }
+        if path.ends_with("/records") {
+            if let Some(p) = op["parameters"].as_array_mut() {
+                p.push(serde_json::json!({"name": "format", "in": "query", "required": false, "schema": {"type": "string", "enum": ["json", "md"]}}));
+                p.push(serde_json::json!({"name": "from_ms", "in": "query", "required": false, "schema": {"type": "integer"}}));
+                p.push(serde_json::json!({"name": "to_ms", "in": "query", "required": false, "schema": {"type": "integer"}}));
+            }
         }
         entry[*method] = op;
     }

@@ -61,8 +61,19 @@ fn json_cell(t: &DataType, c: &Option<String>) -> serde_json::Value {
 }
 
 /// CSV with a header; fields with a comma, quote or line break quoted.
+/// A text cell (or column name) that a spreadsheet would take for a
+/// formula (starting `=`, `+`, `-`, `@`, tab or carriage return) gets a
+/// leading `'`: another member's data cannot run in the receiver's
+/// spreadsheet. Numbers are written as they are.
 pub fn csv(r: &Released) -> Result<String, String> {
     let rows = cells(r)?;
+    let text = |s: &str| {
+        if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{s}")
+        } else {
+            s.to_string()
+        }
+    };
     let quote = |s: &str| {
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -70,18 +81,29 @@ pub fn csv(r: &Released) -> Result<String, String> {
             s.to_string()
         }
     };
+    let numeric_cols: Vec<bool> = r
+        .schema
+        .fields()
+        .iter()
+        .map(|f| numeric(f.data_type()))
+        .collect();
     let mut out = r
         .schema
         .fields()
         .iter()
-        .map(|f| quote(f.name()))
+        .map(|f| quote(&text(f.name())))
         .collect::<Vec<_>>()
         .join(",");
     for row in &rows {
         out.push('\n');
         out.push_str(
             &row.iter()
-                .map(|c| c.as_deref().map(quote).unwrap_or_default())
+                .zip(&numeric_cols)
+                .map(|(c, num)| match c.as_deref() {
+                    None => String::new(),
+                    Some(v) if *num => quote(v),
+                    Some(v) => quote(&text(v)),
+                })
                 .collect::<Vec<_>>()
                 .join(","),
         );
@@ -146,9 +168,8 @@ pub fn table_json(r: &Released) -> Result<serde_json::Value, String> {
 /// among it, kept).
 pub fn parquet(r: &Released) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
-    let mut w =
-        datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, r.schema.clone(), None)
-            .map_err(|e| e.to_string())?;
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, r.schema.clone(), None)
+        .map_err(|e| e.to_string())?;
     for b in &r.batches {
         w.write(b).map_err(|e| e.to_string())?;
     }
@@ -210,8 +231,12 @@ mod tests {
         let b = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![Some("a,\"b\""), None])),
-                Arc::new(Int64Array::from(vec![Some(1200), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("a,\"b\""),
+                    None,
+                    Some("=HYPERLINK(1)"),
+                ])),
+                Arc::new(Int64Array::from(vec![Some(1200), None, Some(-3)])),
             ],
         )
         .expect("batch");
@@ -224,9 +249,15 @@ mod tests {
     #[test]
     fn csv_quotes_and_json_types_its_cells() {
         let r = released();
-        assert_eq!(csv(&r).expect("csv"), "segment,people\n\"a,\"\"b\"\"\",1200\n,");
+        assert_eq!(
+            csv(&r).expect("csv"),
+            "segment,people\n\"a,\"\"b\"\"\",1200\n,\n'=HYPERLINK(1),-3"
+        );
         let t = table_json(&r).expect("json");
-        assert_eq!(t["rows"], serde_json::json!([["a,\"b\"", 1200], [null, null]]));
+        assert_eq!(
+            t["rows"],
+            serde_json::json!([["a,\"b\"", 1200], [null, null], ["=HYPERLINK(1)", -3]])
+        );
         assert_eq!(t["columns"][1]["numeric"], true);
         assert_eq!(t["noise"], serde_json::Value::Null);
         let p = parquet(&r).expect("parquet");

@@ -49,12 +49,33 @@ impl HubState {
             .sessions
             .get(&id, airlock_store::now_ms())
             .ok_or_else(no_session)?;
-        let member = match self.member_of_token(&token).await {
-            Ok(m) => m,
-            Err(e) => {
+        // A request another site made (the browser says so) is refused
+        // whatever its method: SameSite=Strict already keeps the cookie
+        // from other sites, this also from sibling subdomains.
+        if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+            if site != "same-origin" && site != "none" {
+                return Err(forbidden(
+                    "a console session is used only by the console's own pages (sec-fetch-site)",
+                ));
+            }
+        }
+        let member = match self
+            .store
+            .authenticate(&token, airlock_store::now_ms())
+            .await
+        {
+            Ok(Some(m)) => m,
+            Ok(None) => {
                 // The token was revoked or expired: so is the session.
                 self.sessions.close(&id);
-                return Err(e);
+                return Err(no_session());
+            }
+            Err(e) => {
+                return Err(ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::NotReady,
+                    format!("the hub cannot check the session's token now: {e}"),
+                ))
             }
         };
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
@@ -91,9 +112,14 @@ fn set_cookie(value: &str, max_age_secs: i64) -> HeaderValue {
 /// Signs in with a member's token: a session cookie and its CSRF token.
 pub(super) async fn sign_in(
     State(s): State<Shared>,
+    headers: HeaderMap,
     body: Result<Json<SignIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(rejected)?;
+    // The browser's previous session (if any) ends here.
+    if let Some(old) = cookie(&headers) {
+        s.sessions.close(&old);
+    }
     let token = body.token.trim().to_string();
     let member = s.member_of_token(&token).await?;
     let (id, csrf) = s
@@ -143,7 +169,9 @@ pub(super) async fn asset(UrlPath(path): UrlPath<String>, headers: HeaderMap) ->
 
 /// Whether the hub was built with its console (not the "not built" page).
 pub fn console_built() -> bool {
-    assets::ASSETS.iter().any(|(p, ..)| p.starts_with("assets/"))
+    assets::ASSETS
+        .iter()
+        .any(|(p, ..)| p.starts_with("assets/"))
 }
 
 /// The console's files' total size, gzip-compressed (what a first load
@@ -204,7 +232,10 @@ pub(super) async fn security_headers(
     let h = r.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     h.insert(
         "cross-origin-opener-policy",
@@ -219,4 +250,3 @@ pub(super) async fn security_headers(
     }
     r
 }
-

@@ -148,12 +148,22 @@ pub(super) async fn check_query(
         .engine(&name)
         .await
         .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NotReady, e))?;
-    match engine.hub.check_spec(&m, &body).await {
-        Ok((checked, plan)) => Ok(Json(api::CheckView {
+    let checked = match engine.hub.check_spec(&m, &body).await {
+        // The cost reported is the one a run debits (`Prepared::cost`,
+        // its one home; crypto mode costs differ from the plan's).
+        Ok((_, plan)) => engine
+            .hub
+            .prepare(&m, &body)
+            .await
+            .map(|p| (plan, p.cost())),
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok((plan, cost)) => Ok(Json(api::CheckView {
             plan: plan.to_string(),
-            cost: checked.dp.as_ref().map(|d| api::DpCostView {
-                epsilon: d.cost.epsilon,
-                delta: d.cost.delta,
+            cost: cost.map(|c| api::DpCostView {
+                epsilon: c.epsilon,
+                delta: c.delta,
             }),
         })
         .into_response()),
@@ -441,9 +451,7 @@ pub(super) async fn get_result(
 ) -> Result<Response, ApiError> {
     let format = f.format.as_deref().unwrap_or("arrow");
     if !["arrow", "json", "csv", "parquet"].contains(&format) {
-        return Err(bad_input(
-            "format must be one of arrow, json, csv, parquet",
-        ));
+        return Err(bad_input("format must be one of arrow, json, csv, parquet"));
     }
     let bytes = s.fetch_result(&m, &id).await?;
     if format == "arrow" {
@@ -528,7 +536,10 @@ pub(super) async fn get_records(
         None | Some("json") => Json(record).into_response(),
         Some("md") => (
             [
-                (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_TYPE,
+                    "text/markdown; charset=utf-8".to_string(),
+                ),
                 (
                     header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"records-{name}.md\""),

@@ -157,7 +157,10 @@ mod tests {
             HeaderValue::from_static("a=1; __Host-airlock-session=xyz; b=2"),
         );
         assert_eq!(cookie(&h).as_deref(), Some("xyz"));
-        h.insert(header::COOKIE, HeaderValue::from_static("airlock-session=xyz"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("airlock-session=xyz"),
+        );
         assert_eq!(cookie(&h), None);
     }
 }
