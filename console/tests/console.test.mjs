@@ -215,8 +215,24 @@ test('the console, as members use it', async (t) => {
     });
 
     const pub = await newPage();
+    await t.test('the keyboard alone signs in and moves through the pages', async () => {
+      await pub.goto(`${URL}/`);
+      await pub.getByLabel('Token').waitFor();
+      // The Token field has the focus: type, Enter.
+      await pub.keyboard.type(PUB);
+      await pub.keyboard.press('Enter');
+      await pub.getByRole('heading', { name: 'Collaborations' }).waitFor();
+      // Tab to the demo collaboration's link and follow it.
+      for (let i = 0; i < 30; i++) {
+        await pub.keyboard.press('Tab');
+        if (await pub.evaluate(() => document.activeElement?.textContent) === 'demo') break;
+      }
+      await pub.keyboard.press('Enter');
+      await pub.getByRole('heading', { name: 'Collaboration demo' }).waitFor();
+    });
+
     await t.test('approve a template as its owner; run it as the analyst', async () => {
-      await signIn(pub, PUB);
+      await pub.goto(`${URL}/#/`);
       await pub.getByRole('link', { name: 'Approvals' }).click();
       await pub.getByRole('heading', { name: 'Templates over your data' }).waitFor({ timeout: 10000 }).catch(async (e) => {
         throw new Error(`${e.message}\n${await pub.locator('main').textContent()}`);

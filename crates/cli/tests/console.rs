@@ -9,13 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use airlock_cli::data;
-use airlock_cli::up::{self, Running, UpOptions};
-use common::{approve_pending, solo_toml};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
-}
+use common::client_rooms;
 
 /// The browser, or `None` (the browser half is skipped, loudly; with
 /// `AIRLOCK_REQUIRE_BROWSER=1` it fails).
@@ -34,26 +28,6 @@ fn chromium() -> Option<PathBuf> {
     }
 }
 
-fn with_name(toml: &str, name: &str) -> String {
-    toml.replacen("name = \"demo\"", &format!("name = \"{name}\""), 1)
-}
-
-async fn start(dir: &Path) -> Running {
-    data::write_demo(dir, 60_000, true).expect("demo data");
-    up::start(&UpOptions {
-        dir: dir.to_path_buf(),
-        rows: 60_000,
-        wire_tap: None,
-        bin: bin(),
-        results_postgres: None,
-        results_s3: None,
-        hub_limits: Default::default(),
-        node_limits: Default::default(),
-    })
-    .await
-    .expect("airlock up")
-}
-
 fn http(ca: &Path) -> reqwest::Client {
     let pem = std::fs::read(ca).expect("ca");
     reqwest::Client::builder()
@@ -69,48 +43,13 @@ async fn the_console_signs_in_checks_runs_approves_and_audits_in_a_real_browser(
     airlock_service::install_crypto_provider();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("demo");
-    let running = start(&dir).await;
+    let running = common::up_demo(&dir, 60_000).await;
     let hub = running.info.hub.trim_end_matches('/').to_string();
     let publisher = running.client("publisher").expect("client");
     let advertiser = running.client("advertiser").expect("client");
-    // A template on demo, approved by the advertiser; the publisher
-    // approves it in the browser. A DP collaboration, and one of the
-    // publisher's alone.
-    let show: airlock_service::api::CollaborationView = advertiser
-        .call(
-            airlock_service::client::Method::GET,
-            "/v1/collaborations/demo",
-            None::<&()>,
-        )
-        .await
-        .expect("show");
-    let with_template = show.toml.clone()
-        + r#"
-[[templates]]
-name = "overlap_in_region"
-purpose = "measurement"
-sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
-params = { region = { type = "string", allowed = ["north", "south"] } }
-"#;
-    advertiser
-        .apply("demo", &with_template)
-        .await
-        .expect("apply");
-    approve_pending(&[&publisher, &advertiser], "demo").await;
-    advertiser
-        .approval("demo", "overlap_in_region", true)
-        .await
-        .expect("template approval");
-    approve_pending(&[&publisher, &advertiser], "demo").await;
-    let v = publisher
-        .create(&with_name(&data::collaboration_toml_dp(), "demo_dp"))
-        .await
-        .expect("create dp");
-    advertiser
-        .approve("demo_dp", Some(&v.sha256))
-        .await
-        .expect("approve dp");
-    publisher.create(&solo_toml("solo")).await.expect("solo");
+    // The template on demo, approved by the advertiser (the publisher
+    // approves it in the browser); demo_dp; the publisher's solo.
+    client_rooms(&publisher, &advertiser, &[&advertiser]).await;
 
     // Sessions, CSRF and headers, from Rust.
     let c = http(&running.info.ca);

@@ -10,19 +10,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use airlock_cli::cluster::CliError;
-use airlock_cli::up::{self, Running, UpOptions};
+use airlock_cli::up::Running;
 use airlock_cli::{data, demo, remote};
 use airlock_service::client::HubClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, SqlInfo};
-use common::{approve_pending, solo_toml};
+use common::client_rooms;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_airlock"))
-}
 
 const OVERLAP: &str = "SELECT a.segment, COUNT(DISTINCT a.email) AS people \
     FROM audience a JOIN purchases p ON a.email = p.email GROUP BY a.segment";
@@ -130,19 +126,7 @@ fn with_name(toml: &str, name: &str) -> String {
 }
 
 async fn start(dir: &Path) -> Running {
-    data::write_demo(dir, 60_000, true).expect("demo data");
-    up::start(&UpOptions {
-        dir: dir.to_path_buf(),
-        rows: 60_000,
-        wire_tap: None,
-        bin: bin(),
-        results_postgres: None,
-        results_s3: None,
-        hub_limits: Default::default(),
-        node_limits: Default::default(),
-    })
-    .await
-    .expect("airlock up")
+    common::up_demo(dir, 60_000).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,48 +141,9 @@ async fn flight_sql_serves_metadata_queries_templates_and_refusals_to_rust_and_p
     );
     let publisher = running.client("publisher").expect("client");
     let advertiser = running.client("advertiser").expect("client");
-    // A template on demo, approved by both owners.
-    let show: airlock_service::api::CollaborationView = advertiser
-        .call(
-            airlock_service::client::Method::GET,
-            "/v1/collaborations/demo",
-            None::<&()>,
-        )
-        .await
-        .expect("show");
-    let with_template = show.toml.clone()
-        + r#"
-[[templates]]
-name = "overlap_in_region"
-purpose = "measurement"
-sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
-params = { region = { type = "string", allowed = ["north", "south"] } }
-"#;
-    advertiser
-        .apply("demo", &with_template)
-        .await
-        .expect("apply");
-    approve_pending(&[&publisher, &advertiser], "demo").await;
-    for c in [&publisher, &advertiser] {
-        c.approval("demo", "overlap_in_region", true)
-            .await
-            .expect("template approval");
-        approve_pending(&[&publisher, &advertiser], "demo").await;
-    }
-    // A DP collaboration over the same datasets, and one of the
-    // publisher's alone (the advertiser is not in it).
-    let v = publisher
-        .create(&with_name(&data::collaboration_toml_dp(), "demo_dp"))
-        .await
-        .expect("create dp");
-    advertiser
-        .approve("demo_dp", Some(&v.sha256))
-        .await
-        .expect("approve dp");
-    publisher
-        .create(&solo_toml("solo"))
-        .await
-        .expect("create solo");
+    // The template on demo approved by both owners; demo_dp; the
+    // publisher's solo collaboration (the advertiser is not in it).
+    client_rooms(&publisher, &advertiser, &[&publisher, &advertiser]).await;
 
     // What `airlock query` releases: the reference.
     let overlap = remote::query(&advertiser, "demo", OVERLAP)
@@ -244,6 +189,14 @@ params = { region = { type = "string", allowed = ["north", "south"] } }
         .expect("tables");
     let tables = collect(&mut c, info).await;
     assert_eq!(strings(&tables, "table_name"), ["audience", "purchases"]);
+    let show: airlock_service::api::CollaborationView = advertiser
+        .call(
+            airlock_service::client::Method::GET,
+            "/v1/collaborations/demo",
+            None::<&()>,
+        )
+        .await
+        .expect("show");
     let demo_collab = airlock_policy::Collaboration::from_toml(&show.toml, "demo").expect("demo");
     let mut columns = serde_json::Map::new();
     for b in &tables {

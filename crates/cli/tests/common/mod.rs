@@ -165,3 +165,73 @@ rule = {{ type = "aggregation", min_distinct_identities = 50 }}
 "#
     )
 }
+
+/// Starts real hub and node processes (`airlock up`) over demo data of
+/// `rows` audience rows written into `dir`.
+pub async fn up_demo(dir: &Path, rows: usize) -> airlock_cli::up::Running {
+    airlock_cli::data::write_demo(dir, rows, true).expect("demo data");
+    airlock_cli::up::start(&airlock_cli::up::UpOptions {
+        dir: dir.to_path_buf(),
+        rows,
+        wire_tap: None,
+        bin: std::path::PathBuf::from(env!("CARGO_BIN_EXE_airlock")),
+        results_postgres: None,
+        results_s3: None,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
+    })
+    .await
+    .expect("airlock up")
+}
+
+/// The template `overlap_in_region` of the client tests (a region chosen
+/// from `north`, `south`).
+pub const OVERLAP_IN_REGION: &str = r#"
+[[templates]]
+name = "overlap_in_region"
+purpose = "measurement"
+sql = "SELECT a.segment, COUNT(DISTINCT a.email) AS people FROM audience a JOIN purchases p ON a.email = p.email WHERE a.region = $region GROUP BY a.segment"
+params = { region = { type = "string", allowed = ["north", "south"] } }
+"#;
+
+/// The rooms the client tests (Flight SQL, the console) use, beside the
+/// demo: [`OVERLAP_IN_REGION`] added to `demo` and approved by each of
+/// `template_approvers` (each new version approved by both owners);
+/// `demo_dp`, the demo under differential privacy; and `solo`, the
+/// publisher's alone.
+pub async fn client_rooms(
+    publisher: &airlock_service::client::HubClient,
+    advertiser: &airlock_service::client::HubClient,
+    template_approvers: &[&airlock_service::client::HubClient],
+) {
+    let show: airlock_service::api::CollaborationView = advertiser
+        .call(
+            airlock_service::client::Method::GET,
+            "/v1/collaborations/demo",
+            None::<&()>,
+        )
+        .await
+        .expect("show");
+    advertiser
+        .apply("demo", &(show.toml + OVERLAP_IN_REGION))
+        .await
+        .expect("apply");
+    approve_pending(&[publisher, advertiser], "demo").await;
+    for c in template_approvers {
+        c.approval("demo", "overlap_in_region", true)
+            .await
+            .expect("template approval");
+        approve_pending(&[publisher, advertiser], "demo").await;
+    }
+    let dp = airlock_cli::data::collaboration_toml_dp().replacen(
+        "name = \"demo\"",
+        "name = \"demo_dp\"",
+        1,
+    );
+    let v = publisher.create(&dp).await.expect("create dp");
+    advertiser
+        .approve("demo_dp", Some(&v.sha256))
+        .await
+        .expect("approve dp");
+    publisher.create(&solo_toml("solo")).await.expect("solo");
+}

@@ -2,9 +2,8 @@
 //!
 //! Every call but `/openapi.json`, the console's files (`/`, `/assets/`)
 //! and signing in carries a member's bearer token or console session
-//! ([`sessions`]). A member
-//! sees only the collaborations it belongs to: "no such collaboration" and
-//! "not yours" are the same 404. Queries move through the store's lifecycle
+//! ([`sessions`]). A member sees only the collaborations it belongs to:
+//! "no such collaboration" and "not yours" are the same 404. Queries move through the store's lifecycle
 //! (submitted → checked → running → released | refused | failed), each step
 //! in the collaboration's audit chain; results are read only by members
 //! with the `receive` ability.
