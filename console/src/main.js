@@ -325,10 +325,25 @@ async function signApproval(keyText, cur) {
 
 // ---- Approvals -------------------------------------------------------------------------
 
+// The changed lines with three lines of context; longer unchanged runs
+// are folded into one line saying how many.
 function diffView(diff) {
-  return h('pre', { 'aria-label': 'Differences' }, diff.split('\n').map((l) => h('span', {
-    class: l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : undefined,
-  }, `${l}\n`)));
+  const lines = diff.replace(/\n$/, '').split('\n');
+  const changed = lines.map((l) => l.startsWith('+') || l.startsWith('-'));
+  const near = (i) => changed.slice(Math.max(0, i - 3), i + 4).some(Boolean);
+  const out = [];
+  let folded = 0;
+  lines.forEach((l, i) => {
+    if (!changed[i] && !near(i)) {
+      folded++;
+      return;
+    }
+    if (folded) out.push(h('span', { class: 'muted' }, `  … ${folded} unchanged lines …\n`));
+    folded = 0;
+    out.push(h('span', { class: l.startsWith('+') ? 'add' : l.startsWith('-') ? 'del' : undefined }, `${l}\n`));
+  });
+  if (folded) out.push(h('span', { class: 'muted' }, `  … ${folded} unchanged lines …\n`));
+  return h('pre', { 'aria-label': 'Differences' }, out);
 }
 
 async function approvalsPage() {
@@ -592,6 +607,7 @@ async function queryPage(name) {
   show(
     h('h1', {}, `Query ${v.name}`),
     tabs(name, 'query'),
+    gaugeBox,
     h('label', { id: 'sql-label' }, 'SQL'),
     editorBox,
     h('div', { class: 'row' },
@@ -601,7 +617,6 @@ async function queryPage(name) {
       h('button', { type: 'button', class: 'secondary', onclick: check }, 'Check'),
       h('button', { type: 'button', onclick: () => run(spec()) }, 'Run')),
     checkOut, runOut, results,
-    h('h2', {}, 'Privacy budget'), gaugeBox,
     templates.length ? [h('h2', {}, 'Templates'), templateForms] : null,
   );
   view.focus();

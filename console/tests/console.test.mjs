@@ -288,6 +288,7 @@ test('the console, as members use it', async (t) => {
         if (i === 0) {
           await adv.locator('#result-table').waitFor();
           assert.match(await adv.locator('#result-table tbody').textContent(), /±/);
+          await adv.locator('#budget-collab').scrollIntoViewIfNeeded();
           await shot(adv, 'budget');
         }
       }
