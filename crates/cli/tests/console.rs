@@ -51,6 +51,25 @@ async fn the_console_signs_in_checks_runs_approves_and_audits_in_a_real_browser(
     // approves it in the browser); demo_dp; the publisher's solo.
     client_rooms(&publisher, &advertiser, &[&advertiser]).await;
 
+    // Bad input to the new routes: a clear 400 naming what is allowed.
+    for (path, allowed) in [
+        (
+            format!("/v1/queries/{}/result?format=xml", "0".repeat(32)),
+            "arrow, json, csv, parquet",
+        ),
+        (
+            "/v1/collaborations/demo/records?format=xml".to_string(),
+            "json or md",
+        ),
+    ] {
+        let (code, text) = advertiser
+            .raw(airlock_service::client::Method::GET, &path, None)
+            .await
+            .expect("call");
+        assert_eq!(code.as_u16(), 400, "{path}: {text}");
+        assert!(text.contains(allowed), "{path}: {text}");
+    }
+
     // Sessions, CSRF and headers, from Rust.
     let c = http(&running.info.ca);
     let page = c.get(format!("{hub}/")).send().await.expect("page");
@@ -82,6 +101,18 @@ async fn the_console_signs_in_checks_runs_approves_and_audits_in_a_real_browser(
         .expect("none");
     assert_eq!(none.status(), 401);
     let token = running.info.tokens["advertiser"].clone();
+    let malformed = c
+        .post(format!("{hub}/v1/session"))
+        .json(&serde_json::json!({ "tok": token }))
+        .send()
+        .await
+        .expect("malformed");
+    assert!(
+        malformed.status().is_client_error(),
+        "{}",
+        malformed.status()
+    );
+    assert!(malformed.headers().get("set-cookie").is_none());
     let signed = c
         .post(format!("{hub}/v1/session"))
         .json(&serde_json::json!({ "token": format!("  {token}\n") }))
