@@ -12,7 +12,7 @@ use airlock_node::{Node, NodeError};
 use airlock_policy::{Ability, Collaboration, QuerySpec, Template};
 use airlock_protocol::wire::Partitions;
 use airlock_protocol::{Fragment, PsiRequest, PsiResponse};
-use airlock_service::ledger::{open_embedded, StoreLedger};
+use airlock_service::ledger::{open_embedded, NodeStoreLedger, StoreLedger};
 use airlock_store::Store;
 use datafusion::arrow::datatypes::SchemaRef;
 use futures::future::BoxFuture;
@@ -138,6 +138,70 @@ pub struct Cluster {
     pub ledger: Option<Store>,
 }
 
+/// Where the node of `member` keeps its own state (its privacy-budget
+/// ledger) when the collaboration in `data_dir` runs in one process: under
+/// `$AIRLOCK_STATE_DIR` (by default `$XDG_STATE_HOME/airlock`, or
+/// `~/.local/state/airlock`), in `nodes/` a directory named by a hash of
+/// the data directory (as its canonical path), the collaboration's id and
+/// the member. The same data opened by the same user always finds its
+/// ledger; deleting files beside the collaboration does not reset it.
+pub fn local_node_state(
+    data_dir: &Path,
+    collab: &Collaboration,
+    member: &str,
+) -> Result<std::path::PathBuf, CliError> {
+    let root = match std::env::var_os("AIRLOCK_STATE_DIR").filter(|v| !v.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d),
+        None => match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            Some(d) => std::path::PathBuf::from(d).join("airlock"),
+            None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+                Some(h) => std::path::PathBuf::from(h).join(".local/state/airlock"),
+                None => return Err(CliError::BadInput(
+                    "no state directory for the members' nodes: set AIRLOCK_STATE_DIR (or HOME)"
+                        .into(),
+                )),
+            },
+        },
+    };
+    let data = std::fs::canonicalize(data_dir)
+        .map_err(|e| CliError::BadInput(format!("cannot resolve {}: {e}", data_dir.display())))?;
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        data.to_string_lossy().as_bytes(),
+        collab.id().as_bytes(),
+        member.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    Ok(root.join("nodes").join(&hex::encode(h.finalize())[..32]))
+}
+
+/// Deletes the state of every in-process node of the collaboration file
+/// `path` ([`local_node_state`]): their ledgers start whole. Only for a
+/// collaboration whose data was just written afresh (the demo's).
+pub fn forget_local_nodes(path: &Path) -> Result<(), CliError> {
+    let collab = load_collaboration(path)?;
+    if collab.config().privacy.is_none() {
+        return Ok(());
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    for m in collab.providers() {
+        let state = local_node_state(dir, &collab, &m)?;
+        if state.exists() {
+            std::fs::remove_dir_all(&state)
+                .map_err(|e| CliError::Failed(format!("removing {}: {e}", state.display())))?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads and validates a collaboration file.
 pub fn load_collaboration(path: &Path) -> Result<Collaboration, CliError> {
     let text = std::fs::read_to_string(path)
@@ -186,12 +250,33 @@ impl Cluster {
             if !m.abilities.contains(&Ability::Provide) {
                 continue;
             }
-            let node = Node::open_pushdown(&collab, dir, &m.name, pushdown)
+            let mut node = Node::open_pushdown(&collab, dir, &m.name, pushdown)
                 .await
                 .map_err(|e| match e {
                     NodeError::Config(c) => CliError::BadInput(c.to_string()),
                     other => CliError::Failed(format!("node of '{}': {other}", m.name)),
                 })?;
+            // Each owner's node keeps its own ledger in its own state,
+            // never beside the collaboration file (whoever can delete
+            // that file must not refill the budget).
+            if collab.config().privacy.is_some() {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::BadInput(format!("cannot read {}: {e}", path.display()))
+                })?;
+                let state = local_node_state(dir, &collab, &m.name)?;
+                if let Some(l) = NodeStoreLedger::open(&state, &collab, &text)
+                    .await
+                    .map_err(|e| {
+                        CliError::Failed(format!(
+                            "the privacy budget ledger of the node of '{}' ({}): {e}",
+                            m.name,
+                            state.display()
+                        ))
+                    })?
+                {
+                    node = node.with_ledger(Arc::new(l));
+                }
+            }
             schemas.extend(node.table_schemas().clone());
             nodes.insert(m.name.clone(), node);
         }
@@ -214,18 +299,17 @@ impl Cluster {
 
     /// Runs SQL or a template run as `member`.
     pub async fn query_spec(&self, member: &str, spec: &QuerySpec) -> Result<Released, CliError> {
+        let id = airlock_store::random_hex(16).map_err(|e| CliError::Failed(e.to_string()))?;
         match &self.ledger {
             None => {
                 self.hub
-                    .query_spec(member, spec, &self.nodes, &NoLedger)
+                    .query_spec(&id, member, spec, &self.nodes, &NoLedger)
                     .await
             }
             Some(store) => {
-                let id =
-                    airlock_store::random_hex(16).map_err(|e| CliError::Failed(e.to_string()))?;
                 let ledger = StoreLedger::new(store.clone(), self.hub.collaboration().name(), &id);
                 self.hub
-                    .query_spec(member, spec, &self.nodes, &ledger)
+                    .query_spec(&id, member, spec, &self.nodes, &ledger)
                     .await
             }
         }

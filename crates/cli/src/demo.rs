@@ -165,6 +165,8 @@ pub async fn run(opts: &DemoOptions, tap: Option<Tap>) -> Result<(), CliError> {
         )
         .map_err(|e| CliError::Failed(format!("writing collaboration.toml: {e}")))?;
     }
+    // And each member's node's own ledger of it starts whole too.
+    crate::cluster::forget_local_nodes(&dir.join("collaboration.toml"))?;
     println!(
         "   publisher  audience.parquet   {:>10} rows (email, segment, region, age_band, consent)",
         written.audience

@@ -503,6 +503,19 @@ impl Running {
             .map_err(|e| CliError::Failed(e.to_string()))
     }
 
+    /// Kills the process `name` (`hub`, or `node MEMBER`) at once, as
+    /// `kill -9` would: no clean exit (for crash tests). False if there is
+    /// no such process.
+    pub fn kill(&mut self, name: &str) -> bool {
+        let Some(i) = self.children.iter().position(|(n, _)| n == name) else {
+            return false;
+        };
+        let (_, mut c) = self.children.remove(i);
+        let _ = c.kill();
+        let _ = c.wait();
+        true
+    }
+
     /// Stops every process: closes their stdin (each exits cleanly), then
     /// kills any still running after five seconds.
     pub fn stop(&mut self) {

@@ -49,6 +49,7 @@ const BY_PUBLISHER: &[(&str, &str)] = &[
 fn publisher_asks_by_segment() -> airlock_protocol::CryptoFragment {
     airlock_protocol::CryptoFragment {
         collaboration: "demo".into(),
+        query: "0123456789abcdef0123456789abcdef".into(),
         querier: "publisher".into(),
         role: CryptoRole::Responder,
         asker: CryptoSide {
@@ -341,6 +342,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
     // for a scan (its rows, pseudonymised) is refused by the node.
     let scan = airlock_protocol::Fragment::Scan(airlock_protocol::ScanFragment {
         collaboration: "demo".into(),
+        query: "0123456789abcdef0123456789abcdef".into(),
         querier: "publisher".into(),
         table: "purchases".into(),
         columns: vec![airlock_protocol::FragmentColumn {
@@ -350,6 +352,7 @@ async fn unsupported_shapes_and_hostile_fragments_are_refused() {
         filter: None,
         template: None,
         purpose: None,
+        dp: None,
     });
     match advertiser.run(&scan).await {
         Err(airlock_node::NodeError::Refused(r)) => {
@@ -793,6 +796,7 @@ async fn progress_names_each_step_and_is_the_same_on_other_data() {
             };
             psi.hub
                 .query_spec(
+                    "0123456789abcdef0123456789abcdef",
                     member,
                     &airlock_policy::QuerySpec::sql(sql),
                     &steps,

@@ -304,6 +304,7 @@ async fn no_raw_email_leaves_a_node_during_the_demo() {
 fn scan(columns: &[(&str, Treatment)], filter: Option<Predicate>, querier: &str) -> Fragment {
     Fragment::Scan(ScanFragment {
         collaboration: "demo".into(),
+        query: "0123456789abcdef0123456789abcdef".into(),
         querier: querier.into(),
         table: "audience".into(),
         columns: columns
@@ -316,6 +317,7 @@ fn scan(columns: &[(&str, Treatment)], filter: Option<Predicate>, querier: &str)
         filter,
         template: None,
         purpose: None,
+        dp: None,
     })
 }
 
@@ -440,6 +442,7 @@ async fn node_refuses_bad_fragments_sent_directly() {
     );
     let analysis = |sql: &str| Fragment::Analysis {
         collaboration: "demo".into(),
+        query: "0123456789abcdef0123456789abcdef".into(),
         querier: "advertiser".into(),
         table: "audience".into(),
         sql: sql.into(),

@@ -711,6 +711,7 @@ async fn killing_the_hub_mid_query_never_releases_twice() {
 fn audience_scan(c: &str) -> Fragment {
     Fragment::Scan(ScanFragment {
         collaboration: c.into(),
+        query: "0123456789abcdef0123456789abcdef".into(),
         querier: "advertiser".into(),
         table: "audience".into(),
         columns: vec![
@@ -728,6 +729,7 @@ fn audience_scan(c: &str) -> Fragment {
         filter: None,
         template: None,
         purpose: None,
+        dp: None,
     })
 }
 
@@ -761,6 +763,173 @@ async fn tokens_of(
         }
     }
     Ok(out)
+}
+
+/// The publisher's own ledger for the demo, in its node's state.
+async fn publisher_ledger(dir: &Path) -> airlock_store::Store {
+    let state = up::cluster_dir(dir)
+        .join("nodes")
+        .join("publisher")
+        .join("state");
+    let found: Vec<PathBuf> = std::fs::read_dir(&state)
+        .expect("state dir")
+        .flatten()
+        .map(|e| e.path().join(airlock_service::ledger::EMBEDDED_LEDGER))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(found.len(), 1, "one ledger on the publisher's node");
+    airlock_store::Store::open(&format!("sqlite:{}", found[0].display()))
+        .await
+        .expect("ledger")
+}
+
+async fn epsilon_left_on(ledger: &airlock_store::Store) -> f64 {
+    ledger
+        .remaining("demo", None, airlock_store::now_ms())
+        .await
+        .expect("budget")
+        .epsilon
+}
+
+/// Under differential privacy, a test double of a hub that skips its own
+/// debit and speaks the real protocol (a `DoGet` ticket with the hub's
+/// certificate) meets the owner's node's refusal once its budget is
+/// spent; a fragment that does not declare its cost is refused outright;
+/// and a node killed (`kill -9`) between its debit and its reply keeps
+/// the debit when it comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_node_keeps_its_own_budget_whatever_the_hub_does() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    data::write_demo(&dir, 300_000, true).expect("demo data");
+    std::fs::write(
+        dir.join("collaboration.toml"),
+        data::collaboration_toml_dp(),
+    )
+    .expect("dp collaboration");
+    let mut running = up::start(&UpOptions {
+        dir: dir.clone(),
+        rows: 300_000,
+        wire_tap: None,
+        bin: bin(),
+        results_postgres: None,
+        results_s3: None,
+        hub_limits: Default::default(),
+        node_limits: Default::default(),
+    })
+    .await
+    .expect("airlock up");
+    let ledger = publisher_ledger(&dir).await;
+    assert!((epsilon_left_on(&ledger).await - 3.0).abs() < 1e-9);
+    let scan = |dp: bool, query: &str| {
+        let Fragment::Scan(mut s) = audience_scan("demo") else {
+            unreachable!()
+        };
+        s.query = query.to_string();
+        s.dp = dp.then(|| airlock_protocol::ScanDp {
+            tables: vec!["audience".into(), "purchases".into()],
+            partition_selection: false,
+        });
+        s
+    };
+    let ticket = |s: ScanFragment| {
+        serde_json::to_vec(&proto::Ticket {
+            collaboration: "demo".into(),
+            policy_version: 1,
+            fragment: Fragment::Scan(s),
+        })
+        .expect("ticket")
+    };
+    let get = |client: FlightServiceClient<Channel>, t: Vec<u8>| async move {
+        let mut client = client;
+        let stream = client
+            .do_get(arrow_flight::Ticket { ticket: t.into() })
+            .await?
+            .into_inner()
+            .map_err(|s| FlightError::Tonic(Box::new(s)));
+        FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| match e {
+                FlightError::Tonic(s) => *s,
+                other => tonic::Status::internal(other.to_string()),
+            })
+    };
+    let refusal_of = |s: tonic::Status| {
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        proto::parse_refusal(s.message()).expect("a typed refusal")
+    };
+    let client = as_hub_to_publisher(&running, &dir).await;
+    // No declared cost: refused before any debit.
+    let r = refusal_of(
+        get(client.clone(), ticket(scan(false, "nodebit00")))
+            .await
+            .expect_err("undeclared"),
+    );
+    assert_eq!(r.control, Control::DifferentialPrivacy, "{r}");
+    assert!((epsilon_left_on(&ledger).await - 3.0).abs() < 1e-9);
+    // A debit, then the node is killed before it replies.
+    let pending = tokio::spawn(get(client.clone(), ticket(scan(true, "killed00"))));
+    let start = std::time::Instant::now();
+    while epsilon_left_on(&ledger).await > 2.0 + 1e-9 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no debit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(running.kill("node publisher"), "the publisher's node");
+    assert!(
+        pending.await.expect("task").is_err(),
+        "the node was killed before it finished its reply"
+    );
+    assert!((epsilon_left_on(&ledger).await - 2.0).abs() < 1e-9);
+    drop(ledger);
+    // Back up from the same state directory: the debit is still there,
+    // and two more fragments of the double spend the rest; then the node
+    // refuses.
+    let config = up::cluster_dir(&dir)
+        .join("nodes")
+        .join("publisher")
+        .join("node.toml");
+    let mut again = up::spawn(
+        &bin(),
+        "node publisher",
+        &["node", "serve", "--config", &config.to_string_lossy()],
+    )
+    .expect("the node again");
+    let ledger = publisher_ledger(&dir).await;
+    assert!((epsilon_left_on(&ledger).await - 2.0).abs() < 1e-9);
+    let hub_dir = up::cluster_dir(&dir).join("hub");
+    let client = flight(
+        &again.url,
+        "publisher",
+        &read(&running.info.ca),
+        Some((
+            &read(&hub_dir.join("tls.crt")),
+            &read(&hub_dir.join("tls.key")),
+        )),
+    )
+    .await
+    .expect("flight");
+    for q in ["skip0001", "skip0002"] {
+        get(client.clone(), ticket(scan(true, q)))
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e:?}"));
+    }
+    for q in ["skip0003", "skip0004"] {
+        let r = refusal_of(
+            get(client.clone(), ticket(scan(true, q)))
+                .await
+                .expect_err("spent"),
+        );
+        assert_eq!(r.control, Control::PrivacyBudget, "{r}");
+        assert_eq!(r.table.as_deref(), Some("audience"), "{r}");
+    }
+    assert!(epsilon_left_on(&ledger).await.abs() < 1e-9);
+    drop(again.child.stdin.take());
+    let _ = again.child.wait();
+    running.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2231,6 +2400,29 @@ async fn a_collaboration_over_another_members_data_waits_for_that_members_approv
     )
     .await;
     assert!(first.is_ok(), "{first:?}");
+    // A version that changes what belongs to no member (here, a privacy
+    // budget added: it would refill the node's own ledger) is refused by
+    // the node itself, even signed by its member on top of what it holds.
+    let budgeted = format!("{changed}\n[privacy]\nepsilon = 100.0\n");
+    let on_changed = airlock_crypto::approval::approval_message(
+        "steal",
+        55,
+        &sha256_hex(&budgeted),
+        Some(&sha256_hex(&changed)),
+    );
+    let shared = action(
+        &mut node,
+        proto::action::INSTALL,
+        serde_json::json!({"version": 55, "toml": budgeted, "applied_by": "publisher",
+            "approvals": {"publisher": pub_key.sign(&on_changed)}}),
+    )
+    .await
+    .expect_err("a shared part changed");
+    assert_eq!(shared.code(), tonic::Code::PermissionDenied, "{shared:?}");
+    assert!(
+        shared.message().contains("the privacy budget"),
+        "{shared:?}"
+    );
     let looser = steal.replace(
         "rule = { type = \"aggregation\", min_distinct_identities = 50 }",
         "rule = { type = \"aggregation\", min_distinct_identities = 3 }",

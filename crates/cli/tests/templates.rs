@@ -347,6 +347,7 @@ async fn the_node_enforces_its_own_approval_and_custom_rule() {
     let scan = |template: Option<TemplateRun>| {
         Fragment::Scan(airlock_protocol::ScanFragment {
             collaboration: "demo".into(),
+            query: "0123456789abcdef0123456789abcdef".into(),
             querier: "advertiser".into(),
             table: "audience".into(),
             columns: vec![airlock_protocol::FragmentColumn {
@@ -358,6 +359,7 @@ async fn the_node_enforces_its_own_approval_and_custom_rule() {
             filter: None,
             template,
             purpose: None,
+            dp: None,
         })
     };
     // As if the hub were wrong: a scan with no template, then a run of a
@@ -511,6 +513,7 @@ async fn the_hub_and_the_node_decide_every_template_run_alike() {
                             };
                             let fragment = Fragment::Scan(airlock_protocol::ScanFragment {
                                 collaboration: "demo".into(),
+                                query: "0123456789abcdef0123456789abcdef".into(),
                                 querier: querier.into(),
                                 table: "audience".into(),
                                 columns: vec![airlock_protocol::FragmentColumn {
@@ -522,6 +525,7 @@ async fn the_hub_and_the_node_decide_every_template_run_alike() {
                                 filter: None,
                                 template: Some(run),
                                 purpose: purpose.map(str::to_string),
+                                dp: None,
                             });
                             let node = match publisher.run(&fragment).await {
                                 Ok(_) => Decision::Admitted,

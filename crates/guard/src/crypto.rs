@@ -35,10 +35,7 @@ pub fn cost(
         ));
     }
     public_groups(collab, f)?;
-    Ok(Some(DpCost {
-        epsilon: dp.epsilon,
-        delta: dp.delta,
-    }))
+    Ok(Some(DpCost::of(&dp, true)))
 }
 
 /// Under differential privacy every group is released (none is chosen by
@@ -246,6 +243,7 @@ pub(crate) fn shape(
     };
     let fragment = CryptoFragment {
         collaboration: collaboration.to_string(),
+        query: String::new(),
         querier: querier.to_string(),
         role: CryptoRole::Asker,
         asker: side(asker)?,

@@ -65,6 +65,60 @@ pub struct DpCost {
     pub delta: f64,
 }
 
+impl DpCost {
+    /// What a query under the strictest DP rules `dp` of the tables it
+    /// reads costs: their epsilon, and their delta when its groups are
+    /// chosen by partition selection. The one home of the price: the hub's
+    /// guard prices a query with it, and each node the fragments it serves
+    /// ([`scan_cost`], [`crate::crypto_cost`]).
+    pub fn of(dp: &airlock_policy::StrictestDp, partition_selection: bool) -> DpCost {
+        DpCost {
+            epsilon: dp.epsilon,
+            delta: if partition_selection { dp.delta } else { 0.0 },
+        }
+    }
+}
+
+/// What a scan fragment of `table` costs, priced by a node from its own
+/// copy of the rules and what the fragment declares: the tables its query
+/// reads (which must include `table`, each configured once, all under
+/// differential privacy) and whether it selects partitions. A refusal
+/// names the table.
+pub fn scan_cost(
+    collab: &airlock_policy::Collaboration,
+    table: &str,
+    declared: &airlock_protocol::ScanDp,
+) -> Result<DpCost, Refusal> {
+    let refuse = |why: &str| {
+        let rule = collab.table(table).map(|t| t.rule.kind());
+        Refusal::new(Control::DifferentialPrivacy, why).table(table, rule)
+    };
+    if !declared.tables.iter().any(|t| t == table) {
+        return Err(refuse(
+            "the fragment's query does not declare this table among those it reads",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !declared.tables.iter().all(|t| seen.insert(t.as_str())) {
+        return Err(refuse("the fragment's query declares a table twice"));
+    }
+    // A query over this owner's tables alone is an analysis the node runs
+    // itself, adding the noise; as scans its rows would leave exact.
+    let owner = collab.owner_of(table);
+    if declared.tables.iter().all(|t| collab.owner_of(t) == owner) {
+        return Err(refuse(
+            "under differential privacy a query over one member's tables alone runs on that member's node (which adds the noise); its rows do not leave as scan fragments",
+        ));
+    }
+    let tables: Vec<&str> = declared.tables.iter().map(String::as_str).collect();
+    match airlock_policy::StrictestDp::of(collab, &tables)? {
+        Some(dp) => Ok(DpCost::of(&dp, declared.partition_selection)),
+        None => Err(refuse(
+            "the fragment declares a privacy cost, but no table its query reads is under differential privacy",
+        )),
+    }
+}
+
 /// One noisy value per group.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -130,6 +184,14 @@ pub struct DpRelease {
     /// `max_rows_per_identity` of the tables read): after the join by the
     /// lower plan, and before it by the executor in each fragment.
     pub rows_per_person: u64,
+}
+
+impl DpRelease {
+    /// Whether the released groups are chosen by their noisy counts
+    /// (partition selection, which spends delta).
+    pub fn partition_selection(&self) -> bool {
+        matches!(self.selection, Selection::Threshold { .. })
+    }
 }
 
 /// The type DP sums accumulate in.
@@ -297,14 +359,15 @@ pub(crate) fn rewrite(
         }
         (None, None) => Selection::Public(vec![Vec::new()]),
     };
-    let cost = DpCost {
-        epsilon: shape.epsilon,
-        delta: if matches!(selection, Selection::Threshold { .. }) {
-            shape.delta
-        } else {
-            0.0
+    let cost = DpCost::of(
+        &airlock_policy::StrictestDp {
+            epsilon: shape.epsilon,
+            delta: shape.delta,
+            max_rows: shape.max_rows,
+            max_groups: shape.max_groups,
         },
-    };
+        matches!(selection, Selection::Threshold { .. }),
+    );
 
     // ---- the lower plan
     let mut scans = 0;
@@ -576,5 +639,122 @@ impl DpRelease {
                 },
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use airlock_protocol::ScanDp;
+
+    /// Two owners with a DP table each (epsilon 1 and 0.5, delta 1e-7 and
+    /// 1e-6), and a third table of the first owner without DP.
+    fn collab() -> airlock_policy::Collaboration {
+        let dp = |e: f64, d: f64, key: &str| {
+            format!(
+                "differential_privacy = {{ epsilon = {e}, delta = {d}, public_keys = {{ {key} = [\"x\"] }} }}"
+            )
+        };
+        let text = format!(
+            r#"
+[collaboration]
+name = "c"
+secret_file = "k"
+
+[privacy]
+epsilon = 10.0
+delta = 1e-5
+
+[[members]]
+name = "a"
+abilities = ["query", "receive", "provide"]
+
+[[members]]
+name = "b"
+abilities = ["provide"]
+
+[[datasets]]
+name = "da"
+owner = "a"
+
+[[datasets]]
+name = "da2"
+owner = "a"
+
+[[datasets]]
+name = "db"
+owner = "b"
+
+[[tables]]
+alias = "ta"
+dataset = "da"
+identity = "email"
+join = ["email"]
+dimensions = ["s"]
+rule = {{ type = "aggregation", min_distinct_identities = 5, {} }}
+
+[[tables]]
+alias = "ta2"
+dataset = "da2"
+identity = "email"
+join = ["email"]
+dimensions = ["s"]
+rule = {{ type = "aggregation", min_distinct_identities = 5 }}
+
+[[tables]]
+alias = "tb"
+dataset = "db"
+identity = "email"
+join = ["email"]
+dimensions = ["r"]
+rule = {{ type = "aggregation", min_distinct_identities = 5, {} }}
+"#,
+            dp(1.0, 1e-7, "s"),
+            dp(0.5, 1e-6, "r")
+        );
+        airlock_policy::Collaboration::from_toml(&text, "c.toml").expect("collaboration")
+    }
+
+    fn declared(tables: &[&str], partition_selection: bool) -> ScanDp {
+        ScanDp {
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            partition_selection,
+        }
+    }
+
+    #[test]
+    fn a_node_prices_what_the_fragment_declares_by_its_own_rules() {
+        let c = collab();
+        // The strictest of the two: epsilon 0.5; delta only with selection.
+        let cost = scan_cost(&c, "ta", &declared(&["ta", "tb"], false)).expect("priced");
+        assert_eq!((cost.epsilon, cost.delta), (0.5, 0.0));
+        let cost = scan_cost(&c, "tb", &declared(&["ta", "tb"], true)).expect("priced");
+        assert_eq!((cost.epsilon, cost.delta), (0.5, 1e-7));
+    }
+
+    #[test]
+    fn every_malformed_declaration_is_refused_by_name() {
+        let c = collab();
+        for (table, tables) in [
+            ("ta", &[][..]),                  // nothing declared
+            ("ta", &["tb"][..]),              // its own table missing
+            ("ta", &["ta", "tb", "ta"][..]),  // a table twice
+            ("ta", &["ta", "nope"][..]),      // not configured
+            ("ta", &["ta", "ta2", "tb"][..]), // a table without DP mixed in
+            ("ta", &["ta"][..]),              // one owner's tables alone
+            ("ta", &["ta", "ta2"][..]),       // one owner's tables alone
+        ] {
+            for selection in [false, true] {
+                let r = scan_cost(&c, table, &declared(tables, selection))
+                    .expect_err(&format!("{tables:?} refused"));
+                assert!(
+                    matches!(
+                        r.control,
+                        Control::DifferentialPrivacy | Control::UnsupportedPlan
+                    ),
+                    "{tables:?}: {r}"
+                );
+            }
+        }
     }
 }

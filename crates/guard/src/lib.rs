@@ -594,6 +594,7 @@ impl Guard {
                     member: scan.owner.clone(),
                     fragment: Fragment::Analysis {
                         collaboration: self.collaboration.clone(),
+                        query: String::new(),
                         querier: q.querier.clone(),
                         table: scan.table.clone(),
                         sql: q.sql.clone(),
@@ -644,6 +645,21 @@ impl Guard {
                     })?,
             }),
         };
+        let declared = q.dp.as_ref().map(|dp| airlock_protocol::ScanDp {
+            tables: q.scans.iter().map(|s| s.table.clone()).collect(),
+            partition_selection: dp.partition_selection(),
+        });
+        // Each node prices its fragment from what it declares
+        // (`dp::scan_cost`): the same price as the hub's, or the query is
+        // refused here rather than by a node.
+        if let (Some(dp), Some(declared)) = (&q.dp, &declared) {
+            for s in &splits {
+                let cost = dp::scan_cost(&self.collab, &s.fragment.table, declared)?;
+                if cost != dp.cost {
+                    return Err(internal("a node would price this query differently"));
+                }
+            }
+        }
         Ok(QueryPlan {
             per_person,
             fragments: splits
@@ -653,6 +669,7 @@ impl Guard {
                     fragment: Fragment::Scan(ScanFragment {
                         template: q.template.clone(),
                         purpose: q.purpose.clone(),
+                        dp: declared.clone(),
                         ..s.fragment
                     }),
                 })

@@ -187,12 +187,14 @@ pub(crate) fn split(
                 unbounded,
                 fragment: ScanFragment {
                     collaboration: collaboration.to_string(),
+                    query: String::new(),
                     querier: querier.to_string(),
                     table,
                     columns,
                     filter,
                     template: None,
                     purpose: None,
+                    dp: None,
                 },
             });
             Ok(Transformed::yes(empty_scan(

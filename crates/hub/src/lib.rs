@@ -540,17 +540,19 @@ impl Hub {
     }
 
     /// Checks, plans and runs what `member` asks for (SQL or a template
-    /// run); returns the released rows. A query under differential
+    /// run) as query `query` (its id: 32 hex characters, the key of every
+    /// node's ledger debit); returns the released rows. A query under differential
     /// privacy is debited from `ledger` before any fragment is sent.
     pub async fn query_spec(
         &self,
+        query: &str,
         member: &str,
         spec: &QuerySpec,
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
     ) -> Result<Released, HubError> {
         let prepared = self.prepare(member, spec).await?;
-        self.run(prepared, nodes, ledger).await
+        self.run(query, prepared, nodes, ledger).await
     }
 
     /// Runs a prepared query: debits its cost under differential privacy,
@@ -558,6 +560,7 @@ impl Hub {
     /// releases the result. Nothing is checked a second time here.
     pub async fn run(
         &self,
+        query: &str,
         prepared: Prepared,
         nodes: &dyn NodeClient,
         ledger: &dyn Ledger,
@@ -565,28 +568,37 @@ impl Hub {
         let member = prepared.member.as_str();
         let (checked, plan) = match prepared.how {
             How::Crypto { fragment, cost } => {
+                let fragment = CryptoFragment {
+                    query: query.to_string(),
+                    ..*fragment
+                };
                 return self
-                    .crypto_query(member, *fragment, cost, nodes, ledger)
-                    .await
+                    .crypto_query(member, fragment, cost, nodes, ledger)
+                    .await;
             }
             How::Federated { checked, plan } => (checked, plan),
         };
+        // The hub's debit refuses early and shows what is left; each
+        // owner's node debits its own ledger too, before it reads a row,
+        // and that one the hub cannot skip.
         if let Some(dp) = &checked.dp {
             ledger.debit(member, dp.cost).await?;
         }
-        let calls = plan.fragments.iter().map(|pf| async move {
-            nodes
-                .execute(&pf.member, &pf.fragment)
-                .await
-                .map_err(|f| match f {
-                    NodeFailure::Refused(refusal) => HubError::Refused {
-                        refusal,
-                        node: Some(pf.member.clone()),
-                    },
-                    NodeFailure::Failed(m) => {
-                        HubError::Failed(format!("the node of '{}' failed: {m}", pf.member))
-                    }
-                })
+        let fragments: Vec<(String, Fragment)> = plan
+            .fragments
+            .iter()
+            .map(|pf| (pf.member.clone(), pf.fragment.clone().for_query(query)))
+            .collect();
+        let calls = fragments.iter().map(|(member, fragment)| async move {
+            nodes.execute(member, fragment).await.map_err(|f| match f {
+                NodeFailure::Refused(refusal) => HubError::Refused {
+                    refusal,
+                    node: Some(member.clone()),
+                },
+                NodeFailure::Failed(m) => {
+                    HubError::Failed(format!("the node of '{member}' failed: {m}"))
+                }
+            })
         });
         let mut results = try_join_all(calls).await?;
         match &plan.executor {

@@ -182,7 +182,8 @@ impl Hub {
     ) -> Result<Settled, String> {
         run.store.running(q.id).await?;
         let secs = run.timeout.as_secs();
-        let ran = tokio::time::timeout(run.timeout, self.run(prepared, run.nodes, run.ledger));
+        let ran =
+            tokio::time::timeout(run.timeout, self.run(q.id, prepared, run.nodes, run.ledger));
         let ran = tokio::select! {
             ran = ran => ran.unwrap_or_else(|_| {
                 Err(HubError::Failed(format!(

@@ -32,6 +32,16 @@ struct Setup {
 /// A hub over `hub_collab`; each node opens `node_collab` (its own copy of
 /// the rules, which may be stricter than what the hub was told).
 async fn setup(hub_collab: Collaboration, node_collab: Collaboration) -> Setup {
+    setup_budget(hub_collab, node_collab, 10.0).await
+}
+
+/// [`setup`] with nodes whose own ledgers have `node_epsilon` to spend.
+async fn setup_budget(
+    hub_collab: Collaboration,
+    node_collab: Collaboration,
+    node_epsilon: f64,
+) -> Setup {
+    let log = Arc::new(Mutex::new(Vec::new()));
     let tmp = tempfile::tempdir().expect("tempdir");
     write_data(tmp.path());
     let mut nodes = HashMap::new();
@@ -44,11 +54,15 @@ async fn setup(hub_collab: Collaboration, node_collab: Collaboration) -> Setup {
         schemas.extend(told.table_schemas().clone());
         let node = Node::open(&node_collab, tmp.path(), member)
             .await
-            .expect("node");
+            .expect("node")
+            .with_ledger(Arc::new(common::NodeBudget {
+                member: member.to_string(),
+                log: log.clone(),
+                left: Mutex::new(node_epsilon),
+            }));
         nodes.insert(member.to_string(), node);
     }
     let hub = Hub::new(hub_collab, &schemas).expect("hub");
-    let log = Arc::new(Mutex::new(Vec::new()));
     Setup {
         _tmp: tmp,
         hub,
@@ -63,6 +77,7 @@ impl Setup {
     async fn ask(&self, sql: &str, refuse_debit: bool) -> Result<airlock_hub::Released, HubError> {
         self.hub
             .query_spec(
+                common::QUERY,
                 "advertiser",
                 &QuerySpec::sql(sql),
                 &self.nodes,
@@ -120,7 +135,7 @@ async fn a_join_sends_one_fragment_per_table_and_releases_only_groups_of_k() {
     assert!(prepared.cost().is_none());
     let released = s
         .hub
-        .run(prepared, &s.nodes, &ledger(&s, false))
+        .run(common::QUERY, prepared, &s.nodes, &ledger(&s, false))
         .await
         .expect("released");
     // `pair` (2 people) and `solo` (1) are below k = 3.
@@ -204,12 +219,20 @@ async fn under_dp_the_debit_comes_before_any_fragment_and_a_refused_debit_sends_
     assert_eq!(prepared.cost().map(|c| c.epsilon), Some(1.0));
     let released = s
         .hub
-        .run(prepared, &s.nodes, &ledger(&s, false))
+        .run(common::QUERY, prepared, &s.nodes, &ledger(&s, false))
         .await
         .expect("released");
     // Every public key is released (noisy), whatever the data.
     assert_eq!(released.num_rows(), 3);
-    assert_eq!(logged(&s), vec!["debit advertiser 1", "execute advertiser"]);
+    // The owner's node debits its own ledger too, after the hub's.
+    assert_eq!(
+        logged(&s),
+        vec![
+            "debit advertiser 1",
+            "execute advertiser",
+            "node advertiser debit advertiser 1"
+        ]
+    );
 
     let s = setup(collab(3, true), collab(3, true)).await;
     match s.ask(sql, true).await {
@@ -219,6 +242,76 @@ async fn under_dp_the_debit_comes_before_any_fragment_and_a_refused_debit_sends_
         other => panic!("{other:?}"),
     }
     assert_eq!(logged(&s), vec!["debit advertiser 1"]);
+}
+
+/// A ledger that lets every query through without debiting anything: a
+/// hub that skips its debit.
+struct Skips;
+
+impl airlock_hub::Ledger for Skips {
+    fn debit<'a>(
+        &'a self,
+        _member: &'a str,
+        _cost: airlock_guard::dp::DpCost,
+    ) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn a_hub_that_skips_its_debit_meets_each_owners_node_refusal() {
+    // The owners' nodes have epsilon 2.5 left; each query costs 1. A hub
+    // that never debits gets two releases of the one-table analysis and of
+    // the join, then every node refuses on its own ledger, whatever the hub
+    // says: repeating a query to average its noise stops at the node.
+    let one_table = "SELECT category, COUNT(*) AS n FROM orders GROUP BY category";
+    let joined = "SELECT o.category, COUNT(DISTINCT o.email) AS n \
+                  FROM crm c JOIN orders o ON c.email = o.email GROUP BY o.category";
+    for sql in [one_table, joined] {
+        let s = setup_budget(common::collab_dp_both(), common::collab_dp_both(), 2.5).await;
+        for i in 0..2 {
+            let prepared = s
+                .hub
+                .prepare("advertiser", &QuerySpec::sql(sql))
+                .await
+                .expect("accepted");
+            s.hub
+                .run(common::QUERY, prepared, &s.nodes, &Skips)
+                .await
+                .unwrap_or_else(|e| panic!("{sql} #{i}: {e}"));
+        }
+        for _ in 0..3 {
+            let prepared = s
+                .hub
+                .prepare("advertiser", &QuerySpec::sql(sql))
+                .await
+                .expect("accepted");
+            match s.hub.run(common::QUERY, prepared, &s.nodes, &Skips).await {
+                Err(HubError::Refused {
+                    refusal,
+                    node: Some(_),
+                }) => {
+                    assert_eq!(refusal.control, Control::PrivacyBudget, "{refusal}");
+                    assert!(refusal.table.is_some(), "{refusal}");
+                    assert!(refusal.reason.contains("owner's node"), "{refusal}");
+                }
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+        // Each node served the two releases and debited nothing more.
+        let nodes: &[&str] = if sql == one_table {
+            &["advertiser"]
+        } else {
+            &["advertiser", "publisher"]
+        };
+        for n in nodes {
+            let debits = logged(&s)
+                .iter()
+                .filter(|l| l.starts_with(&format!("node {n} debit ")))
+                .count();
+            assert_eq!(debits, 2, "{n}: {:?}", logged(&s));
+        }
+    }
 }
 
 /// A store that records each write of the lifecycle in the shared log.

@@ -176,15 +176,22 @@ async fn world_of(dp: bool, write: impl FnOnce(&std::path::Path)) -> World {
     write(tmp.path());
     let mut nodes = HashMap::new();
     let mut schemas = HashMap::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
     for member in ["publisher", "advertiser"] {
-        let node = Node::open(&collab, tmp.path(), member).await.expect("node");
+        let node = Node::open(&collab, tmp.path(), member)
+            .await
+            .expect("node")
+            .with_ledger(Arc::new(common::NodeBudget {
+                member: member.to_string(),
+                log: log.clone(),
+                left: Mutex::new(f64::MAX),
+            }));
         schemas.extend(node.table_schemas().clone());
         nodes.insert(member.to_string(), node);
     }
     let hub = Hub::new(collab, &schemas)
         .expect("hub")
         .with_limits(airlock_guard::Limits::default(), MEMORY);
-    let log = Arc::new(Mutex::new(Vec::new()));
     World {
         _tmp: tmp,
         hub,
@@ -206,7 +213,13 @@ impl World {
             refuse: false,
         };
         self.hub
-            .query_spec("advertiser", &QuerySpec::sql(sql), nodes, &ledger)
+            .query_spec(
+                common::QUERY,
+                "advertiser",
+                &QuerySpec::sql(sql),
+                nodes,
+                &ledger,
+            )
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -18,8 +18,11 @@
 
 pub mod catalog;
 pub mod crypto;
+pub mod ledger;
 pub mod sources;
 mod verify;
+
+pub use ledger::{DebitError, Ledger};
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -84,6 +87,7 @@ pub struct Node {
     secret: std::sync::RwLock<Option<CollaborationSecret>>,
     psi: crypto::Sessions,
     max_rows: usize,
+    ledger: Option<Arc<dyn Ledger>>,
 }
 
 /// What one fragment may ask of a node.
@@ -205,7 +209,36 @@ impl Node {
             secret: std::sync::RwLock::new(secret),
             psi: crypto::Sessions::default(),
             max_rows: limits.max_rows_per_fragment,
+            ledger: None,
         })
+    }
+
+    /// The same node debiting `ledger`, its own privacy-budget ledger for
+    /// this collaboration (see [`ledger`]). Without one, it refuses every
+    /// fragment over a table under differential privacy.
+    pub fn with_ledger(mut self, ledger: Arc<dyn Ledger>) -> Node {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Debits the node's own ledger for a fragment of `table` (see
+    /// [`ledger`]).
+    pub(crate) async fn debit(
+        &self,
+        table: &str,
+        analyst: &str,
+        query: &str,
+        cost: airlock_guard::dp::DpCost,
+    ) -> Result<(), NodeError> {
+        ledger::debit(
+            self.ledger.as_deref(),
+            &self.collab,
+            table,
+            analyst,
+            query,
+            cost,
+        )
+        .await
     }
 
     /// Installs (or replaces) the collaboration secret.
@@ -295,14 +328,23 @@ impl Node {
         verify::common(&self.collab, &self.member, fragment)?;
         match fragment {
             Fragment::Analysis {
+                query,
                 querier,
+                table,
                 sql,
                 template,
                 purpose,
                 ..
             } => {
                 let (schema, parts) = self
-                    .run_analysis(querier, sql, template.as_ref(), purpose.as_deref())
+                    .run_analysis(
+                        query,
+                        table,
+                        querier,
+                        sql,
+                        template.as_ref(),
+                        purpose.as_deref(),
+                    )
                     .await?;
                 let streams = parts
                     .into_iter()
@@ -312,6 +354,29 @@ impl Node {
             }
             Fragment::Scan(scan) => {
                 verify::scan(&self.collab, &self.member, scan)?;
+                // Priced from this node's own rules: a table under
+                // differential privacy is never scanned without a debit.
+                let under_dp = self.collab.table(&scan.table).and_then(|t| t.dp());
+                match (under_dp, &scan.dp) {
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        let rule = self.collab.table(&scan.table).map(|t| t.rule.kind());
+                        return Err(NodeError::Refused(
+                            Refusal::new(
+                                Control::DifferentialPrivacy,
+                                "this table is under differential privacy and the fragment does not declare its query's privacy cost",
+                            )
+                            .table(&scan.table, rule),
+                        ));
+                    }
+                    (_, Some(declared)) => {
+                        let cost =
+                            airlock_guard::dp::scan_cost(&self.collab, &scan.table, declared)
+                                .map_err(NodeError::Refused)?;
+                        self.debit(&scan.table, &scan.querier, &scan.query, cost)
+                            .await?;
+                    }
+                }
                 self.run_scan(scan).await
             }
         }
@@ -327,6 +392,8 @@ impl Node {
 
     async fn run_analysis(
         &self,
+        query: &str,
+        table: &str,
         querier: &str,
         sql: &str,
         template: Option<&airlock_protocol::TemplateRun>,
@@ -341,6 +408,12 @@ impl Node {
                 GuardError::BadInput(m) => NodeError::BadFragment(m),
                 GuardError::Internal(m) => NodeError::Local(m),
             })?;
+        // Under differential privacy the node's own ledger is debited
+        // before a row is read: the noise it adds below is what the budget
+        // pays for, and a hub that asks again pays again.
+        if let Some(dp) = &checked.dp {
+            self.debit(table, querier, query, dp.cost).await?;
+        }
         let plan = airlock_exec::bind_scans(&checked.plan, |scan| {
             match self.view(purpose, scan.table_name.table()) {
                 Some(view) => Ok(view.clone()),

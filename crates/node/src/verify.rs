@@ -49,6 +49,22 @@ pub(crate) fn admit_run(
     }
 }
 
+/// A query id (the key of the node's ledger debits): 1 to 64
+/// ASCII letters, digits, `-` or `_` (the hub's are 32 hex characters).
+pub(crate) fn query_id(id: &str) -> Result<(), NodeError> {
+    if (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(())
+    } else {
+        Err(NodeError::BadFragment(
+            "the fragment has no query id of 1 to 64 letters, digits, '-' or '_'".into(),
+        ))
+    }
+}
+
 /// Checks that hold for every fragment.
 pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Result<(), NodeError> {
     if f.collaboration() != collab.name() {
@@ -56,6 +72,7 @@ pub(crate) fn common(collab: &Collaboration, member: &str, f: &Fragment) -> Resu
             "the fragment is for another collaboration".into(),
         ));
     }
+    query_id(f.query())?;
     // In crypto mode no executor is trusted: this node's rows leave it
     // only through its side of the private set intersection, whatever the
     // hub asks (a scan or analysis fragment would hand them to the hub).

@@ -17,6 +17,11 @@ pub enum Fragment {
     Analysis {
         /// Collaboration name.
         collaboration: String,
+        /// The query this fragment is part of, set by the hub when it runs
+        /// the query (32 hex characters; a node takes 1 to 64 letters,
+        /// digits, `-` or `_`): the key of the node's ledger debit.
+        #[serde(default)]
+        query: String,
         /// Member who asked.
         querier: String,
         /// The configured table it reads.
@@ -58,6 +63,23 @@ impl Fragment {
             Fragment::Analysis { purpose, .. } => purpose.as_deref(),
             Fragment::Scan(s) => s.purpose.as_deref(),
         }
+    }
+
+    /// The query this fragment is part of.
+    pub fn query(&self) -> &str {
+        match self {
+            Fragment::Analysis { query, .. } => query,
+            Fragment::Scan(s) => &s.query,
+        }
+    }
+
+    /// The same fragment as part of query `id`.
+    pub fn for_query(mut self, id: &str) -> Fragment {
+        match &mut self {
+            Fragment::Analysis { query, .. } => *query = id.to_string(),
+            Fragment::Scan(s) => s.query = id.to_string(),
+        }
+        self
     }
 
     /// Configured table read.
@@ -188,6 +210,9 @@ impl<'de> Deserialize<'de> for Message {
 pub struct CryptoFragment {
     /// Collaboration name.
     pub collaboration: String,
+    /// The query this step is part of (see [`Fragment::query`]).
+    #[serde(default)]
+    pub query: String,
     /// Member who asked (the asker).
     pub querier: String,
     /// Which side this node plays.
@@ -283,6 +308,9 @@ pub enum CryptoOutput {
 pub struct ScanFragment {
     /// Collaboration name.
     pub collaboration: String,
+    /// The query this fragment is part of (see [`Fragment::query`]).
+    #[serde(default)]
+    pub query: String,
     /// Member who asked.
     pub querier: String,
     /// Configured table (alias).
@@ -297,6 +325,29 @@ pub struct ScanFragment {
     /// The purpose the output serves: consent is checked for it alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// Under differential privacy: what the node needs to price the query
+    /// from its own copy of the rules, before it reads a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dp: Option<ScanDp>,
+}
+
+/// What a scan fragment of a query under differential privacy declares,
+/// so that the node prices the query itself (`airlock_guard::dp::scan_cost`,
+/// the one function the hub's guard prices it with too): the configured
+/// tables the query reads, and whether its groups are chosen by partition
+/// selection (which spends delta). The node checks that its own table is
+/// among them, that another member's table is too (a query over one
+/// member's tables runs on its node) and that every one is configured
+/// under differential privacy. It cannot check that the query reads them:
+/// against a dishonest hub the declaration bounds the price from below
+/// (the smallest epsilon configured for a table named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanDp {
+    /// Every configured table the query reads (aliases).
+    pub tables: Vec<String>,
+    /// Whether the released groups are chosen by their noisy counts.
+    pub partition_selection: bool,
 }
 
 /// One output column of a scan fragment.
@@ -455,6 +506,7 @@ mod tests {
     fn fragment_round_trips_as_json() {
         let f = Fragment::Scan(ScanFragment {
             collaboration: "demo".into(),
+            query: "00112233445566778899aabbccddeeff".into(),
             querier: "advertiser".into(),
             table: "audience".into(),
             columns: vec![
@@ -482,6 +534,10 @@ mod tests {
             ])),
             template: None,
             purpose: Some("measurement".into()),
+            dp: Some(ScanDp {
+                tables: vec!["audience".into(), "purchases".into()],
+                partition_selection: false,
+            }),
         });
         let json = serde_json::to_string(&f).expect("serialise");
         let back: Fragment = serde_json::from_str(&json).expect("parse");

@@ -46,6 +46,6 @@ pub use audit::{AuditEvent, AuditKind};
 pub use delivery::Delivered;
 pub use fragment::{
     CmpOp, CryptoFragment, CryptoOutput, CryptoRole, CryptoSide, Fragment, FragmentColumn, Literal,
-    Message, Predicate, PsiRequest, PsiResponse, ScanFragment, TemplateRun, Treatment,
+    Message, Predicate, PsiRequest, PsiResponse, ScanDp, ScanFragment, TemplateRun, Treatment,
 };
 pub use refusal::{Control, Refusal, RuleKind};

@@ -1,6 +1,8 @@
-//! The privacy-budget ledger a query under differential privacy is debited
-//! from: the hub's store, or for a collaboration run in one process an
-//! embedded SQLite file beside its configuration (`airlock-ledger.sqlite`).
+//! The privacy-budget ledgers a query under differential privacy is debited
+//! from: the hub's (its store, or for a collaboration run in one process an
+//! embedded SQLite file beside its configuration, `airlock-ledger.sqlite`),
+//! and each data owner's node's own ([`NodeStoreLedger`]: an embedded
+//! SQLite file in the node's state directory), both through [`debit_in`].
 //!
 //! A debit is a committed transaction (SQLite: WAL with `synchronous=FULL`;
 //! Postgres: its commit) before any fragment is sent, so a crash after it
@@ -11,6 +13,7 @@ use std::path::Path;
 
 use airlock_guard::dp::DpCost;
 use airlock_hub::{HubError, Ledger};
+use airlock_node::{DebitError, Ledger as NodeLedger};
 use airlock_policy::{Collaboration, Control, Refusal};
 use airlock_store::{now_ms, Budget, Cost, Remaining, Store, StoreError};
 use futures::future::BoxFuture;
@@ -37,15 +40,101 @@ impl StoreLedger {
     }
 }
 
-fn budget_refusal(reason: String) -> HubError {
-    HubError::Refused {
-        refusal: Refusal::new(Control::PrivacyBudget, reason),
-        node: None,
+/// Debits `cost` for `analyst`'s query `query` in `collab`'s budget in
+/// `store`: the one debit the hub's ledger and each node's own call.
+pub async fn debit_in(
+    store: &Store,
+    collab: &str,
+    analyst: &str,
+    query: &str,
+    cost: DpCost,
+) -> Result<(), DebitError> {
+    let cost = Cost {
+        epsilon: cost.epsilon,
+        delta: cost.delta,
+    };
+    store
+        .debit(collab, analyst, query, &cost, now_ms())
+        .await
+        .map(|_| ())
+        .map_err(debit_error)
+}
+
+/// A store's refusal to debit: overspending, or a cost the budget cannot
+/// take (none set, below its unit), is a budget refusal; anything else a
+/// failure.
+fn debit_error(e: StoreError) -> DebitError {
+    match e {
+        e @ StoreError::Overspend { .. } => DebitError::Spent(e.to_string()),
+        StoreError::BadInput(m) => DebitError::Spent(m),
+        e => DebitError::Failed(e.to_string()),
     }
 }
 
 impl Ledger for StoreLedger {
     fn debit<'a>(&'a self, member: &'a str, cost: DpCost) -> BoxFuture<'a, Result<(), HubError>> {
+        Box::pin(async move {
+            match debit_in(&self.store, &self.collab, member, &self.query_id, cost).await {
+                Ok(()) => Ok(()),
+                Err(DebitError::Spent(reason)) => Err(HubError::Refused {
+                    refusal: Refusal::new(Control::PrivacyBudget, reason),
+                    node: None,
+                }),
+                Err(DebitError::Replay) => {
+                    Err(HubError::Failed("the query was debited before".into()))
+                }
+                Err(DebitError::Failed(e)) => Err(HubError::Failed(format!(
+                    "the privacy budget could not be debited: {e}"
+                ))),
+            }
+        })
+    }
+}
+
+/// A node's own ledger of one collaboration (`airlock_node::ledger`): an
+/// embedded SQLite file in the node's state directory for it, opened with
+/// [`open_embedded`], debited with the same code as the hub's.
+#[derive(Debug, Clone)]
+pub struct NodeStoreLedger {
+    store: Store,
+    collab: String,
+}
+
+impl NodeStoreLedger {
+    /// Opens (or creates) the ledger of `collab` (its file's text `toml`)
+    /// in `dir`, the node's state for the collaboration, setting the
+    /// budgets its `[privacy]` section declares; `None` without one.
+    pub async fn open(
+        dir: &Path,
+        collab: &Collaboration,
+        toml: &str,
+    ) -> Result<Option<NodeStoreLedger>, StoreError> {
+        if collab.config().privacy.is_none() {
+            return Ok(None);
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::BadInput(format!("cannot create {}: {e}", dir.display())))?;
+        let store = open_embedded(dir, collab, toml).await?;
+        Ok(Some(NodeStoreLedger {
+            store,
+            collab: collab.name().to_string(),
+        }))
+    }
+
+    /// The store it debits (what is left, for the node's member).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl NodeLedger for NodeStoreLedger {
+    fn debit<'a>(
+        &'a self,
+        analyst: &'a str,
+        query: &'a str,
+        table: &'a str,
+        cost: DpCost,
+    ) -> BoxFuture<'a, Result<(), DebitError>> {
         Box::pin(async move {
             let cost = Cost {
                 epsilon: cost.epsilon,
@@ -53,15 +142,12 @@ impl Ledger for StoreLedger {
             };
             match self
                 .store
-                .debit(&self.collab, member, &self.query_id, &cost, now_ms())
+                .debit_fragment(&self.collab, analyst, query, table, &cost, now_ms())
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(e @ StoreError::Overspend { .. }) => Err(budget_refusal(e.to_string())),
-                Err(StoreError::BadInput(m)) => Err(budget_refusal(m)),
-                Err(e) => Err(HubError::Failed(format!(
-                    "the privacy budget could not be debited: {e}"
-                ))),
+                Err(StoreError::Conflict(_)) => Err(DebitError::Replay),
+                Err(e) => Err(debit_error(e)),
             }
         })
     }
@@ -79,18 +165,9 @@ pub async fn sync_budgets(
         return Ok(());
     };
     let refresh_period_ms = p.refresh_period_ms();
-    store
-        .set_budget(
-            collab.name(),
-            None,
-            &Budget {
-                epsilon: p.epsilon,
-                delta: p.delta,
-                refresh_period_ms,
-            },
-            by,
-        )
-        .await?;
+    // The analysts' first: a debit needs the collaboration's budget, so
+    // once that is set every analyst's is too (a process that opens the
+    // ledger meanwhile never debits past an analyst's budget).
     for a in &p.analysts {
         store
             .set_budget(
@@ -105,6 +182,18 @@ pub async fn sync_budgets(
             )
             .await?;
     }
+    store
+        .set_budget(
+            collab.name(),
+            None,
+            &Budget {
+                epsilon: p.epsilon,
+                delta: p.delta,
+                refresh_period_ms,
+            },
+            by,
+        )
+        .await?;
     Ok(())
 }
 
@@ -134,7 +223,12 @@ pub async fn open_embedded(
             store.apply_collaboration(collab.name(), toml, by).await?;
             true
         }
-        Some(_) => false,
+        // Another process may have created it and not yet set its
+        // budgets: set them (idempotent) rather than debit without one.
+        Some(_) => matches!(
+            store.remaining(collab.name(), None, now_ms()).await,
+            Err(StoreError::BadInput(_))
+        ),
     };
     if changed {
         sync_budgets(&store, collab, by).await?;

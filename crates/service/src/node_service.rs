@@ -157,6 +157,9 @@ impl NodeService {
         )
         .await
         .map_err(|e| ServiceError::Config(e.to_string()))?;
+        let node = with_ledger(node, dir, &collab, &toml)
+            .await
+            .map_err(ServiceError::Config)?;
         self.put(collab.id(), version, sha256_hex(toml.as_bytes()), node);
         Ok(())
     }
@@ -289,6 +292,18 @@ impl NodeService {
                     "this node holds collaboration id '{id}' under another name"
                 )));
             }
+            // What belongs to no member (the budget above all: raising it
+            // would refill this node's ledger) no version changes, whoever
+            // signed it.
+            let shared = held.shared_changes(&collab);
+            if !shared.is_empty() {
+                return Err(Status::permission_denied(format!(
+                    "version {} of collaboration '{}' changes {}, which no version may change",
+                    req.version,
+                    collab.name(),
+                    shared.join(", ")
+                )));
+            }
             if req.version < h.version {
                 return Err(Status::failed_precondition(format!(
                     "policy version {} is older than version {} held by this node",
@@ -315,6 +330,11 @@ impl NodeService {
                     other => Status::failed_precondition(other.to_string()),
                 })?;
         std::fs::create_dir_all(&dir).map_err(|e| Status::internal(e.to_string()))?;
+        // The node's own ledger, with the budgets of the version installed
+        // (a new version's budget keeps what was spent).
+        let node = with_ledger(node, &dir, &collab, &req.toml)
+            .await
+            .map_err(Status::internal)?;
         write_atomic(&dir.join("policy.toml"), req.toml.as_bytes())?;
         write_atomic(&dir.join("version"), req.version.to_string().as_bytes())?;
         write_atomic(
@@ -565,6 +585,21 @@ impl NodeService {
                 })
             });
         Ok(encoded.boxed())
+    }
+}
+
+/// `node` debiting its own ledger of `collab` in `dir` (its state for the
+/// collaboration), when the collaboration has a privacy budget.
+async fn with_ledger(
+    node: Node,
+    dir: &Path,
+    collab: &Collaboration,
+    toml: &str,
+) -> Result<Node, String> {
+    match crate::ledger::NodeStoreLedger::open(dir, collab, toml).await {
+        Ok(Some(ledger)) => Ok(node.with_ledger(Arc::new(ledger))),
+        Ok(None) => Ok(node),
+        Err(e) => Err(format!("the node's privacy budget ledger: {e}")),
     }
 }
 

@@ -384,16 +384,105 @@ impl Store {
         let (nano_epsilon, atto_delta) = cost_units(cost)?;
         let backend = self.backend;
         in_tx!(self, |tx| {
-            let whole = load_budget(&mut tx, backend, collab, WHOLE_COLLAB, true)
+            charge(
+                &mut tx,
+                backend,
+                collab,
+                analyst,
+                query_id,
+                (nano_epsilon, atto_delta),
+                now_ms,
+            )
+            .await?
+        })
+    }
+
+    /// A data owner's node's debit for one fragment of query `query_id`
+    /// over its table `table`: the query's cost is debited (as
+    /// [`Store::debit`]) with its first fragment on this ledger, a second
+    /// table of the same query is served without a second debit, and the
+    /// same table again under the same query id is refused
+    /// ([`StoreError::Conflict`]: a replay). All in one transaction.
+    /// Returns whether this fragment was the one charged.
+    pub async fn debit_fragment(
+        &self,
+        collab: &str,
+        analyst: &str,
+        query_id: &str,
+        table: &str,
+        cost: &Cost,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        check_text("collaboration name", collab)?;
+        check_text("analyst", analyst)?;
+        check_text("query id", query_id)?;
+        check_text("table", table)?;
+        let units = cost_units(cost)?;
+        let backend = self.backend;
+        in_tx!(self, |tx| {
+            // The budget row first: on PostgreSQL its lock serialises
+            // every debit of the collaboration, these reads included.
+            load_budget(&mut tx, backend, collab, WHOLE_COLLAB, true)
                 .await?
                 .ok_or_else(|| no_budget(collab))?;
-            let own = load_budget(&mut tx, backend, collab, analyst, false).await?;
+            let reads: Vec<String> = sqlx::query_scalar(
+                "SELECT table_alias FROM privacy_fragment_reads \
+                 WHERE collab = $1 AND query_id = $2",
+            )
+            .bind(collab)
+            .bind(query_id)
+            .fetch_all(&mut *tx)
+            .await
+            .ctx("look up a query's reads")?;
+            if reads.iter().any(|t| t == table) {
+                return Err(StoreError::Conflict(format!(
+                    "query {query_id} already read table {table:?} on this ledger"
+                ))
+                .into());
+            }
+            let first = reads.is_empty();
+            if first {
+                charge(&mut tx, backend, collab, analyst, query_id, units, now_ms).await?;
+            }
+            sqlx::query(
+                "INSERT INTO privacy_fragment_reads (collab, query_id, table_alias, at_ms) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(collab)
+            .bind(query_id)
+            .bind(table)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .ctx("record a query's read")?;
+            first
+        })
+    }
+}
+
+/// Debits `(nano_epsilon, atto_delta)` for `analyst`'s query in `tx`
+/// (see [`Store::debit`]).
+async fn charge(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    collab: &str,
+    analyst: &str,
+    query_id: &str,
+    (nano_epsilon, atto_delta): (i64, i64),
+    now_ms: i64,
+) -> Result<Remaining, TxError> {
+    {
+        {
+            let whole = load_budget(&mut *tx, backend, collab, WHOLE_COLLAB, true)
+                .await?
+                .ok_or_else(|| no_budget(collab))?;
+            let own = load_budget(&mut *tx, backend, collab, analyst, false).await?;
             let at = debit_time(now_ms, &whole, own.as_ref());
-            let whole_left = left(&mut tx, collab, None, &whole, at).await?;
+            let whole_left = left(&mut *tx, collab, None, &whole, at).await?;
             whole_left.check(nano_epsilon, atto_delta, "collaboration")?;
             let mut after = whole_left.minus(nano_epsilon, atto_delta);
             if let Some(own) = &own {
-                let own_left = left(&mut tx, collab, Some(analyst), own, at).await?;
+                let own_left = left(&mut *tx, collab, Some(analyst), own, at).await?;
                 own_left.check(nano_epsilon, atto_delta, "analyst")?;
                 after = after.min(own_left.minus(nano_epsilon, atto_delta));
             }
@@ -413,7 +502,7 @@ impl Store {
             .await
             .ctx("record a privacy debit")?;
             append_event_in(
-                &mut tx,
+                &mut *tx,
                 collab,
                 analyst,
                 &AuditEvent::BudgetDebited {
@@ -424,10 +513,12 @@ impl Store {
                 },
             )
             .await?;
-            after.remaining()
-        })
+            Ok(after.remaining())
+        }
     }
+}
 
+impl Store {
     /// What is left at `now_ms` of the collaboration's budget (`analyst`
     /// None), or what `analyst` may still spend: the tighter of the
     /// collaboration's budget and the analyst's own (if one is set).

@@ -30,6 +30,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "approvals of collaboration versions",
         sql: include_str!("../migrations/0003_approvals.sql"),
     },
+    Migration {
+        version: 4,
+        name: "tables each query read on a node",
+        sql: include_str!("../migrations/0004_fragment_reads.sql"),
+    },
 ];
 
 /// Key of the PostgreSQL advisory lock that serializes migrating hubs.

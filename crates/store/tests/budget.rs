@@ -613,10 +613,11 @@ async fn a_version_1_store_upgrades_and_keeps_its_data() {
                 .fetch_all(store.pool())
                 .await
                 .expect("schema_migrations");
-        assert_eq!(applied.len(), 3);
+        assert_eq!(applied.len(), 4);
         assert_eq!(applied[0], (1, 1000), "version 1 kept, not rerun");
         assert_eq!(applied[1].0, 2);
         assert_eq!(applied[2].0, 3);
+        assert_eq!(applied[3].0, 4);
         let collab = store
             .collaboration("demo")
             .await
@@ -649,6 +650,64 @@ async fn a_version_1_store_upgrades_and_keeps_its_data() {
         assert_eq!(again, applied);
         assert_eq!(debited_nano_epsilon(&store, "demo").await, 1_000_000_000);
         store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_nodes_fragment_debits_charge_a_query_once_and_refuse_a_replay() {
+    each_backend(|db| async move {
+        let store = store_with_collab(&db).await;
+        let now = now_ms();
+        store
+            .set_budget("demo", None, &budget(2.0, 0.0, None), "alice")
+            .await
+            .expect("set budget");
+        // Two tables of one query on this ledger: one debit.
+        assert!(store
+            .debit_fragment("demo", "bob", "q1", "audience", &cost(1.0, 0.0), now)
+            .await
+            .expect("first"));
+        assert!(!store
+            .debit_fragment("demo", "bob", "q1", "visits", &cost(1.0, 0.0), now)
+            .await
+            .expect("second table"));
+        assert_eq!(debited_nano_epsilon(&store, "demo").await, 1_000_000_000);
+        // The same table again under the same query: a replay, refused.
+        match store
+            .debit_fragment("demo", "bob", "q1", "audience", &cost(1.0, 0.0), now)
+            .await
+        {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("expected a replay refusal, got {other:?}"),
+        }
+        assert_eq!(debited_nano_epsilon(&store, "demo").await, 1_000_000_000);
+        // A new query is charged, and the budget refuses the third.
+        store
+            .debit_fragment("demo", "bob", "q2", "audience", &cost(1.0, 0.0), now)
+            .await
+            .expect("q2");
+        match store
+            .debit_fragment("demo", "bob", "q3", "audience", &cost(1.0, 0.0), now)
+            .await
+        {
+            Err(StoreError::Overspend { .. }) => {}
+            other => panic!("expected an overspend refusal, got {other:?}"),
+        }
+        assert_eq!(debited_nano_epsilon(&store, "demo").await, 2_000_000_000);
+        assert_eq!(
+            store
+                .remaining("demo", None, now)
+                .await
+                .expect("left")
+                .epsilon,
+            0.0
+        );
+        expect_bad_input(
+            store
+                .debit_fragment("demo", "bob", "q4", "", &cost(1.0, 0.0), now)
+                .await,
+        );
     })
     .await;
 }

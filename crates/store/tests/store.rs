@@ -87,7 +87,7 @@ async fn reopening_keeps_data_and_does_not_rerun_migrations() {
                 .fetch_all(store.pool())
                 .await
                 .expect("schema_migrations");
-        assert_eq!(applied.len(), 3, "versions 1 to 3");
+        assert_eq!(applied.len(), 4, "versions 1 to 4");
         store.close().await;
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
 

@@ -58,6 +58,9 @@ measures = { amount = ["sum", "count"] }
 rule = { type = "aggregation", min_distinct_identities = 3 ORDERS_DP }
 "#;
 
+/// The query id the tests run their queries as.
+pub const QUERY: &str = "0123456789abcdef0123456789abcdef";
+
 pub const BY_CATEGORY: &str = "SELECT o.category, COUNT(DISTINCT o.email) AS n \
      FROM crm c JOIN orders o ON c.email = o.email GROUP BY o.category";
 
@@ -87,12 +90,23 @@ pub fn write_data(dir: &Path) {
     .expect("catalog");
 }
 
+/// The orders table's DP rule in [`collab`].
+const ORDERS_DP: &str = ", differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, bounds = { amount = [0, 100] }, public_keys = { category = [\"trio\", \"pair\", \"solo\"] } }";
+
+/// [`collab`] with both tables under differential privacy (epsilon 1 per
+/// query, k 3).
+pub fn collab_dp_both() -> Collaboration {
+    let text = COLLAB
+        .replace(
+            "CRM_K",
+            "3, differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, public_keys = { segment = [\"sports\"] } }",
+        )
+        .replace(" ORDERS_DP", ORDERS_DP);
+    Collaboration::from_toml(&text, "hubtest.toml").expect("collaboration")
+}
+
 pub fn collab(crm_k: u64, orders_dp: bool) -> Collaboration {
-    let dp = if orders_dp {
-        ", differential_privacy = { epsilon = 1.0, max_rows_per_identity = 1, max_groups_per_identity = 1, bounds = { amount = [0, 100] }, public_keys = { category = [\"trio\", \"pair\", \"solo\"] } }"
-    } else {
-        ""
-    };
+    let dp = if orders_dp { ORDERS_DP } else { "" };
     let text = COLLAB
         .replace("CRM_K", &crm_k.to_string())
         .replace(" ORDERS_DP", dp);
@@ -179,6 +193,44 @@ impl Ledger for Debits {
                     node: None,
                 });
             }
+            Ok(())
+        })
+    }
+}
+
+/// A node's own ledger for the tests: `epsilon` to spend, each debit
+/// recorded in the shared log (as `node <member> debit <analyst> <epsilon>`,
+/// or `refuse` instead of `debit` once it does not fit).
+pub struct NodeBudget {
+    pub member: String,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub left: Mutex<f64>,
+}
+
+impl airlock_node::Ledger for NodeBudget {
+    fn debit<'a>(
+        &'a self,
+        analyst: &'a str,
+        _query: &'a str,
+        _table: &'a str,
+        cost: DpCost,
+    ) -> BoxFuture<'a, Result<(), airlock_node::DebitError>> {
+        Box::pin(async move {
+            let mut left = self.left.lock().expect("budget");
+            let fits = *left + 1e-12 >= cost.epsilon;
+            self.log.lock().expect("log").push(format!(
+                "node {} {} {analyst} {}",
+                self.member,
+                if fits { "debit" } else { "refuse" },
+                cost.epsilon
+            ));
+            if !fits {
+                return Err(airlock_node::DebitError::Spent(format!(
+                    "the query needs epsilon {} and {:.3} is left",
+                    cost.epsilon, *left
+                )));
+            }
+            *left -= cost.epsilon;
             Ok(())
         })
     }

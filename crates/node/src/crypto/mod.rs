@@ -38,6 +38,21 @@ pub(super) fn matcher_of(f: &airlock_protocol::CryptoFragment) -> CryptoRole {
 }
 
 impl Node {
+    /// Under differential privacy, debits this node's own ledger for its
+    /// side of a crypto-mode query, before it reads its people (the first
+    /// step each node runs: start for the matcher, respond for the grouper).
+    async fn debit_crypto(&self, f: &airlock_protocol::CryptoFragment) -> Result<(), NodeError> {
+        crate::verify::query_id(&f.query)?;
+        if let Some(cost) = airlock_guard::crypto_cost(&self.collab, f)? {
+            let mine = match f.role {
+                CryptoRole::Asker => &f.asker.table,
+                CryptoRole::Responder => &f.responder.table,
+            };
+            self.debit(mine, &f.querier, &f.query, cost).await?;
+        }
+        Ok(())
+    }
+
     /// Runs one step of a crypto-mode query (JSON [`PsiRequest`] in, JSON
     /// [`PsiResponse`] out): the node's whole crypto-mode interface. Each
     /// step runs once, in order: the session's state is taken out, and put
@@ -58,6 +73,7 @@ impl Node {
             PsiRequest::Start { session, fragment } => {
                 // The node's own rules first: a refusal names the rule.
                 self.verify_crypto(&fragment, matcher_of(&fragment))?;
+                self.debit_crypto(&fragment).await?;
                 let digest = fragment_digest(&fragment)?;
                 let from = fragment.role;
                 let m1 = match fragment.groups_of {
@@ -70,6 +86,8 @@ impl Node {
                 self.verify_crypto(&fragment, fragment.groups_of)?;
                 let digest = fragment_digest(&fragment)?;
                 let m1 = opened(&key, matcher_of(&fragment), 1, &digest, &message)?;
+                // Debited once the other node's message is authentic.
+                self.debit_crypto(&fragment).await?;
                 let from = fragment.role;
                 let m2 = match fragment.groups_of {
                     CryptoRole::Asker => self.psi_respond_tagged(fragment, &m1).await?,

@@ -685,6 +685,33 @@ impl Collaboration {
     /// its own: another member's datasets or tables, the member list and
     /// abilities, or the collaboration's identity. Empty if none.
     pub fn changes_beyond(&self, next: &Collaboration, member: &str) -> Vec<String> {
+        let mut out = self.shared_changes(next);
+        let mut owners: Vec<&str> = self
+            .config
+            .datasets
+            .iter()
+            .chain(&next.config.datasets)
+            .map(|d| d.owner.as_str())
+            .chain(self.config.approvals.keys().map(String::as_str))
+            .chain(next.config.approvals.keys().map(String::as_str))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for o in owners {
+            if o != member && self.part_of(o) != next.part_of(o) {
+                out.push(format!("the datasets, tables and approvals of '{o}'"));
+            }
+        }
+        out
+    }
+
+    /// What a new version `next` changes that belongs to no single member
+    /// and so no version may change: the collaboration's identity, the
+    /// member list and abilities, the privacy budget, the schema contract,
+    /// the mode, the purposes, the retention period. Empty if none. The hub
+    /// refuses such a version ([`Collaboration::changes_beyond`]) and so
+    /// does every node, whoever approved it.
+    pub fn shared_changes(&self, next: &Collaboration) -> Vec<String> {
         let mut out = Vec::new();
         if self.id() != next.id() || self.name() != next.name() {
             out.push("the collaboration's name or id".to_string());
@@ -709,22 +736,6 @@ impl Collaboration {
         }
         if self.config.collaboration.retention_days != next.config.collaboration.retention_days {
             out.push("the retention period".to_string());
-        }
-        let mut owners: Vec<&str> = self
-            .config
-            .datasets
-            .iter()
-            .chain(&next.config.datasets)
-            .map(|d| d.owner.as_str())
-            .chain(self.config.approvals.keys().map(String::as_str))
-            .chain(next.config.approvals.keys().map(String::as_str))
-            .collect();
-        owners.sort_unstable();
-        owners.dedup();
-        for o in owners {
-            if o != member && self.part_of(o) != next.part_of(o) {
-                out.push(format!("the datasets, tables and approvals of '{o}'"));
-            }
         }
         out
     }
