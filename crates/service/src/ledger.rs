@@ -53,11 +53,23 @@ pub async fn debit_in(
         epsilon: cost.epsilon,
         delta: cost.delta,
     };
-    store
-        .debit(collab, analyst, query, &cost, now_ms())
-        .await
-        .map(|_| ())
-        .map_err(debit_error)
+    let (store, collab, analyst, query) = (
+        store.clone(),
+        collab.to_string(),
+        analyst.to_string(),
+        query.to_string(),
+    );
+    // In a task of its own: a caller that goes away (a query cancelled, a
+    // node's other fragment refused) never drops the transaction midway.
+    tokio::spawn(async move {
+        store
+            .debit(&collab, &analyst, &query, &cost, now_ms())
+            .await
+    })
+    .await
+    .map_err(|e| DebitError::Failed(format!("the debit stopped: {e}")))?
+    .map(|_| ())
+    .map_err(debit_error)
 }
 
 /// A store's refusal to debit: overspending, or a cost the budget cannot
@@ -140,11 +152,22 @@ impl NodeLedger for NodeStoreLedger {
                 epsilon: cost.epsilon,
                 delta: cost.delta,
             };
-            match self
-                .store
-                .debit_fragment(&self.collab, analyst, query, table, &cost, now_ms())
-                .await
-            {
+            let (store, collab, analyst, query, table) = (
+                self.store.clone(),
+                self.collab.clone(),
+                analyst.to_string(),
+                query.to_string(),
+                table.to_string(),
+            );
+            // In a task of its own, as in `debit_in`.
+            let debited = tokio::spawn(async move {
+                store
+                    .debit_fragment(&collab, &analyst, &query, &table, &cost, now_ms())
+                    .await
+            })
+            .await
+            .map_err(|e| DebitError::Failed(format!("the debit stopped: {e}")))?;
+            match debited {
                 Ok(_) => Ok(()),
                 Err(StoreError::Conflict(_)) => Err(DebitError::Replay),
                 Err(e) => Err(debit_error(e)),

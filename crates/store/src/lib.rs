@@ -136,9 +136,21 @@ macro_rules! in_tx {
         loop {
             let outcome: Result<_, $crate::error::TxError> = async {
                 let mut $tx = store.begin().await?;
-                let value = $body;
-                $crate::error::SqlContext::ctx($tx.commit().await, "commit")?;
-                Ok(value)
+                let value: Result<_, $crate::error::TxError> = async { Ok($body) }.await;
+                match value {
+                    Ok(value) => {
+                        $crate::error::SqlContext::ctx($tx.commit().await, "commit")?;
+                        Ok(value)
+                    }
+                    // Rolled back here, not when dropped: a connection
+                    // back in the pool with its transaction still open
+                    // fails the next `BEGIN` on it ("non-zero transaction
+                    // depth"), and on SQLite keeps the write lock.
+                    Err(e) => {
+                        let _ = $tx.rollback().await;
+                        Err(e)
+                    }
+                }
             }
             .await;
             attempts += 1;
