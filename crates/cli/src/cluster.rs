@@ -186,12 +186,7 @@ pub fn forget_local_nodes(path: &Path) -> Result<(), CliError> {
     if collab.config().privacy.is_none() {
         return Ok(());
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
+    let dir = config_dir(path);
     for m in collab.providers() {
         let state = local_node_state(dir, &collab, &m)?;
         if state.exists() {
@@ -204,10 +199,24 @@ pub fn forget_local_nodes(path: &Path) -> Result<(), CliError> {
 
 /// Reads and validates a collaboration file.
 pub fn load_collaboration(path: &Path) -> Result<Collaboration, CliError> {
+    read_collaboration(path).map(|(_, c)| c)
+}
+
+/// Reads and validates a collaboration file: its text and what it says.
+fn read_collaboration(path: &Path) -> Result<(String, Collaboration), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
-    Collaboration::from_toml(&text, &path.display().to_string())
-        .map_err(|e| CliError::BadInput(e.to_string()))
+    let collab = Collaboration::from_toml(&text, &path.display().to_string())
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    Ok((text, collab))
+}
+
+/// The directory of the collaboration file `path` (its data and catalog).
+fn config_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 impl Cluster {
@@ -224,25 +233,15 @@ impl Cluster {
         tap: Option<Tap>,
         pushdown: bool,
     ) -> Result<Cluster, CliError> {
-        let collab = load_collaboration(path)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
+        let (text, collab) = read_collaboration(path)?;
+        let dir = config_dir(path);
         let ledger = match &collab.config().privacy {
             None => None,
-            Some(_) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    CliError::BadInput(format!("cannot read {}: {e}", path.display()))
-                })?;
-                Some(
-                    open_embedded(dir, &collab, &text)
-                        .await
-                        .map_err(|e| CliError::Failed(format!("the privacy budget ledger: {e}")))?,
-                )
-            }
+            Some(_) => Some(
+                open_embedded(dir, &collab, &text)
+                    .await
+                    .map_err(|e| CliError::Failed(format!("the privacy budget ledger: {e}")))?,
+            ),
         };
         let mut nodes = HashMap::new();
         let mut schemas = HashMap::new();
@@ -260,9 +259,6 @@ impl Cluster {
             // never beside the collaboration file (whoever can delete
             // that file must not refill the budget).
             if collab.config().privacy.is_some() {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    CliError::BadInput(format!("cannot read {}: {e}", path.display()))
-                })?;
                 let state = local_node_state(dir, &collab, &m.name)?;
                 if let Some(l) = NodeStoreLedger::open(&state, &collab, &text)
                     .await
